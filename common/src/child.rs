@@ -1,0 +1,63 @@
+//! The first steps of every child, before it builds its runtime: take the control
+//! channel from its fixed fd, receive the bootstrap, drop privileges.
+
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::time::Duration;
+
+use thiserror::Error;
+
+use crate::control::{Bootstrap, ControlError, Receiver, ToChild};
+use crate::fds::CONTROL_FD;
+use crate::privdrop::{self, PrivDropError};
+
+/// Largest number of fds a bootstrap may carry (listeners + one per environment).
+pub const MAX_BOOT_FDS: usize = 1 << 16;
+const BOOT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a child could not start.
+#[derive(Debug, Error)]
+pub enum ChildError {
+    #[error("fd {CONTROL_FD} is not a control channel (run `bulkhead serve`, not a role directly)")]
+    NoControl,
+    #[error("bootstrap: {0}")]
+    Control(#[from] ControlError),
+    #[error("expected a bootstrap as the first control message")]
+    NotBootstrap,
+    #[error("dropping privileges: {0}")]
+    Drop(#[from] PrivDropError),
+}
+
+/// A child after its privileges are dropped.
+pub struct Started {
+    pub boot: Bootstrap,
+    pub fds: Vec<OwnedFd>,
+    pub control: OwnedFd,
+}
+
+/// Receives the bootstrap on [`CONTROL_FD`] and drops to its credentials.
+pub fn start() -> Result<Started, ChildError> {
+    if crate::fds::is_cloexec(CONTROL_FD).is_err() {
+        return Err(ChildError::NoControl);
+    }
+    // SAFETY: fd 3 was put there for us by the supervisor (checked open above) and
+    // nothing else in this fresh process owns it.
+    let control = unsafe { OwnedFd::from_raw_fd(CONTROL_FD) };
+    // Move it off the fixed number, close-on-exec, so nothing exec'd later inherits it.
+    let control = control.try_clone().map_err(|_| ChildError::NoControl)?;
+    crate::fds::set_nonblocking(std::os::fd::AsFd::as_fd(&control)).map_err(|_| ChildError::NoControl)?;
+    let mut rx = Receiver::new();
+    let (msg, fds): (ToChild, _) =
+        rx.recv_blocking(std::os::fd::AsFd::as_fd(&control), MAX_BOOT_FDS, BOOT_TIMEOUT)?;
+    let ToChild::Bootstrap(boot) = msg else {
+        return Err(ChildError::NotBootstrap);
+    };
+    match &boot.credentials {
+        Some(creds) => privdrop::drop_to(creds)?,
+        None => privdrop::lock_down()?,
+    }
+    Ok(Started {
+        boot: *boot,
+        fds,
+        control,
+    })
+}

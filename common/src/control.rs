@@ -1,0 +1,306 @@
+//! The control channel between the supervisor and one child: a SOCK_SEQPACKET pair,
+//! the child's end at [`crate::fds::CONTROL_FD`].
+//!
+//! A message is JSON, split into fragments of at most [`FRAGMENT`] bytes, each
+//! prefixed by one byte (1 = more fragments follow). Fds ride on the fragments, at
+//! most [`seqpacket::MAX_FDS_PER_MESSAGE`] per fragment. The receiver checks the
+//! total size against [`MAX_MESSAGE`] and the fd count against the caller's limit
+//! before it keeps anything.
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::privdrop::Credentials;
+use crate::seqpacket::{self, PacketError, MAX_FDS_PER_MESSAGE};
+
+/// Payload bytes per fragment.
+pub const FRAGMENT: usize = 60 * 1024;
+/// Largest whole message accepted.
+pub const MAX_MESSAGE: usize = 16 * 1024 * 1024;
+
+/// Errors on the control channel.
+#[derive(Debug, Error)]
+pub enum ControlError {
+    #[error(transparent)]
+    Packet(#[from] PacketError),
+    #[error("control message over {MAX_MESSAGE} bytes")]
+    TooLarge,
+    #[error("control message carried {got} fds, at most {max} allowed")]
+    TooManyFds { got: usize, max: usize },
+    #[error("control message: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("control channel: timed out waiting for a message")]
+    Timeout,
+    #[error("control channel: poll: {0}")]
+    Poll(nix::Error),
+    #[error("control channel: empty fragment")]
+    Empty,
+}
+
+/// What the supervisor tells a child.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ToChild {
+    /// The first message: everything the child needs. `fds` lists what each
+    /// attached fd is, in order.
+    Bootstrap(Box<Bootstrap>),
+    /// Stop taking new work, finish what is in flight, exit 0.
+    Shutdown,
+}
+
+/// What a child tells the supervisor.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum FromChild {
+    /// Privileges are dropped and the runtime is serving.
+    Ready,
+}
+
+/// A child's slice of the configuration.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Bootstrap {
+    /// `None` when the server runs unprivileged (isolation off).
+    pub credentials: Option<Credentials>,
+    pub role: RoleBoot,
+}
+
+/// The role-specific part of a bootstrap.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum RoleBoot {
+    Multiplexer(MultiplexerBoot),
+    Processor(ProcessorBoot),
+}
+
+/// A multiplexer's slice. Attached fds: one per listener, then one per environment
+/// (the multiplexer's end of that environment's hand-off socket), in these orders.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct MultiplexerBoot {
+    pub listeners: Vec<std::net::SocketAddr>,
+    pub environments: Vec<String>,
+    /// Host table: (name or `*.`wildcard, vhost index).
+    pub hosts: Vec<(String, u32)>,
+    /// vhost index → environment index.
+    pub vhost_env: Vec<u32>,
+    pub limit_request_head: usize,
+    pub request_head_timeout_ms: u64,
+    /// How long to wait for a full pool's queue before answering 503.
+    pub handoff_timeout_ms: u64,
+}
+
+/// A processor's slice. Attached fd: its end of its environment's hand-off socket.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ProcessorBoot {
+    pub environment: String,
+    pub sites: Vec<SiteBoot>,
+    pub limit_request_head: usize,
+    pub request_head_timeout_ms: u64,
+    pub keep_alive_timeout_ms: u64,
+    pub max_connections: u32,
+}
+
+/// One vhost of a processor's environment.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SiteBoot {
+    pub vhost_id: u32,
+    pub server_name: String,
+    pub aliases: Vec<String>,
+    /// As the processor sees it (inside its chroot).
+    pub document_root: std::path::PathBuf,
+}
+
+/// Sends `msg` with `fds` attached.
+pub fn send<T: Serialize>(sock: BorrowedFd<'_>, msg: &T, fds: &[RawFd]) -> Result<(), ControlError> {
+    let body = serde_json::to_vec(msg)?;
+    if body.len() > MAX_MESSAGE {
+        return Err(ControlError::TooLarge);
+    }
+    let chunks: Vec<&[u8]> = body.chunks(FRAGMENT).collect();
+    let fd_chunks: Vec<&[RawFd]> = fds.chunks(MAX_FDS_PER_MESSAGE).collect();
+    let n = chunks.len().max(fd_chunks.len()).max(1);
+    for i in 0..n {
+        let more = [u8::from(i + 1 < n)];
+        let part = chunks.get(i).copied().unwrap_or(&[]);
+        let f = fd_chunks.get(i).copied().unwrap_or(&[]);
+        loop {
+            match seqpacket::send(sock, &[&more, part], f) {
+                Ok(_) => break,
+                Err(e) if e.is_would_block() => wait(sock, libc::POLLOUT, Some(Duration::from_secs(10)))?,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn wait(sock: BorrowedFd<'_>, events: libc::c_short, timeout: Option<Duration>) -> Result<(), ControlError> {
+    let mut pfd = libc::pollfd {
+        fd: sock.as_raw_fd(),
+        events,
+        revents: 0,
+    };
+    let ms = timeout
+        .map(|d| d.as_millis().min(i32::MAX as u128) as libc::c_int)
+        .unwrap_or(-1);
+    loop {
+        // SAFETY: one valid pollfd on the stack for the duration of the call.
+        let r = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if r < 0 {
+            let e = nix::Error::last();
+            if e == nix::Error::EINTR {
+                continue;
+            }
+            return Err(ControlError::Poll(e));
+        }
+        if r == 0 {
+            return Err(ControlError::Timeout);
+        }
+        return Ok(());
+    }
+}
+
+/// Reassembles fragments into one message.
+#[derive(Default)]
+pub struct Receiver {
+    body: Vec<u8>,
+    fds: Vec<OwnedFd>,
+    buf: Vec<u8>,
+}
+
+impl Receiver {
+    pub fn new() -> Self {
+        Receiver {
+            body: Vec::new(),
+            fds: Vec::new(),
+            buf: vec![0u8; FRAGMENT + 1],
+        }
+    }
+
+    /// Reads whatever fragments are available without blocking. Returns a complete
+    /// message when one has arrived; `Ok(None)` when more must be waited for.
+    pub fn poll_message<T: DeserializeOwned>(
+        &mut self,
+        sock: BorrowedFd<'_>,
+        max_fds: usize,
+    ) -> Result<Option<(T, Vec<OwnedFd>)>, ControlError> {
+        loop {
+            let (n, fds) = match seqpacket::recv(sock, &mut self.buf, MAX_FDS_PER_MESSAGE) {
+                Ok(r) => r,
+                Err(e) if e.is_would_block() => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
+            if n == 0 {
+                return Err(ControlError::Empty);
+            }
+            if self.fds.len() + fds.len() > max_fds {
+                let got = self.fds.len() + fds.len();
+                self.fds.clear();
+                return Err(ControlError::TooManyFds { got, max: max_fds });
+            }
+            self.fds.extend(fds);
+            if self.body.len() + n - 1 > MAX_MESSAGE {
+                self.fds.clear();
+                self.body.clear();
+                return Err(ControlError::TooLarge);
+            }
+            self.body.extend_from_slice(&self.buf[1..n]);
+            if self.buf[0] == 0 {
+                let body = std::mem::take(&mut self.body);
+                let fds = std::mem::take(&mut self.fds);
+                let msg = serde_json::from_slice(&body)?;
+                return Ok(Some((msg, fds)));
+            }
+        }
+    }
+
+    /// Blocks (with `timeout`) until one whole message arrives.
+    pub fn recv_blocking<T: DeserializeOwned>(
+        &mut self,
+        sock: BorrowedFd<'_>,
+        max_fds: usize,
+        timeout: Duration,
+    ) -> Result<(T, Vec<OwnedFd>), ControlError> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(m) = self.poll_message(sock, max_fds)? {
+                return Ok(m);
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(ControlError::Timeout);
+            }
+            wait(sock, libc::POLLIN, Some(left))?;
+        }
+    }
+}
+
+/// Async wrapper for use inside a tokio runtime.
+pub struct AsyncChannel {
+    fd: tokio::io::unix::AsyncFd<OwnedFd>,
+    rx: Receiver,
+}
+
+impl AsyncChannel {
+    /// `fd` must be non-blocking.
+    pub fn new(fd: OwnedFd) -> std::io::Result<Self> {
+        Ok(AsyncChannel {
+            fd: crate::fds::async_fd(fd)?,
+            rx: Receiver::new(),
+        })
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.get_ref().as_fd()
+    }
+
+    /// Waits for the next message.
+    pub async fn recv<T: DeserializeOwned>(
+        &mut self,
+        max_fds: usize,
+    ) -> Result<(T, Vec<OwnedFd>), ControlError> {
+        loop {
+            let mut guard = self.fd.readable().await.map_err(|e| {
+                ControlError::Poll(nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
+            })?;
+            match self.rx.poll_message(guard.get_inner().as_fd(), max_fds)? {
+                Some(m) => return Ok(m),
+                None => guard.clear_ready(),
+            }
+        }
+    }
+
+    /// Sends a message (fragments rarely block; a bounded poll covers that case).
+    pub fn send<T: Serialize>(&self, msg: &T, fds: &[RawFd]) -> Result<(), ControlError> {
+        send(self.fd(), msg, fds)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn large_message_with_many_fds() {
+        let (a, b) = seqpacket::seqpacket_pair().unwrap();
+        let names: Vec<String> = (0..20_000).map(|i| format!("env{i}")).collect();
+        let (x, _y) = seqpacket::seqpacket_pair().unwrap();
+        let raw: Vec<RawFd> = (0..600).map(|_| x.as_raw_fd()).collect();
+        let sender = std::thread::spawn(move || send(a.as_fd(), &names, &raw).unwrap());
+        let mut rx = Receiver::new();
+        let (got, fds): (Vec<String>, _) = rx.recv_blocking(b.as_fd(), 1000, Duration::from_secs(5)).unwrap();
+        sender.join().unwrap();
+        assert_eq!(got.len(), 20_000);
+        assert_eq!(fds.len(), 600);
+    }
+
+    #[test]
+    fn too_many_fds_refused() {
+        let (a, b) = seqpacket::seqpacket_pair().unwrap();
+        let (x, _y) = seqpacket::seqpacket_pair().unwrap();
+        send(a.as_fd(), &ToChild::Shutdown, &[x.as_raw_fd(), x.as_raw_fd()]).unwrap();
+        let mut rx = Receiver::new();
+        let r: Result<(ToChild, _), _> = rx.recv_blocking(b.as_fd(), 1, Duration::from_secs(1));
+        assert!(matches!(r, Err(ControlError::TooManyFds { .. })));
+    }
+}

@@ -1,0 +1,62 @@
+//! Fixed fd numbers every child inherits, and the small fd helpers around them.
+//!
+//! A child of the supervisor inherits exactly: 0 (`/dev/null`), 1 and 2 (the
+//! supervisor's stdout/stderr, the error log) and [`CONTROL_FD`]. Everything else it
+//! gets arrives over the control channel with SCM_RIGHTS, received close-on-exec.
+
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+
+use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
+use thiserror::Error;
+
+/// The child's end of its control channel (a SOCK_SEQPACKET socket).
+pub const CONTROL_FD: RawFd = 3;
+
+/// Errors from fd bookkeeping.
+#[derive(Debug, Error)]
+pub enum FdError {
+    #[error("fd {fd}: fcntl: {source}")]
+    Fcntl { fd: RawFd, source: nix::Error },
+    #[error("fd {fd}: fstat: {source}")]
+    Stat { fd: RawFd, source: nix::Error },
+    #[error("fd {fd} is not a stream socket")]
+    NotStreamSocket { fd: RawFd },
+}
+
+/// Puts an fd into non-blocking mode.
+pub fn set_nonblocking(fd: BorrowedFd<'_>) -> Result<(), FdError> {
+    let raw = fd.as_raw_fd();
+    let flags = fcntl(raw, FcntlArg::F_GETFL).map_err(|source| FdError::Fcntl { fd: raw, source })?;
+    let flags = OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK;
+    fcntl(raw, FcntlArg::F_SETFL(flags)).map_err(|source| FdError::Fcntl { fd: raw, source })?;
+    Ok(())
+}
+
+/// True if the fd has FD_CLOEXEC set.
+pub fn is_cloexec(fd: RawFd) -> Result<bool, FdError> {
+    let flags = fcntl(fd, FcntlArg::F_GETFD).map_err(|source| FdError::Fcntl { fd, source })?;
+    Ok(FdFlag::from_bits_truncate(flags).contains(FdFlag::FD_CLOEXEC))
+}
+
+/// Checks that a received fd is a connected TCP-like stream socket before trusting it
+/// as a client connection.
+pub fn check_stream_socket(fd: &OwnedFd) -> Result<(), FdError> {
+    let raw = fd.as_raw_fd();
+    let st = nix::sys::stat::fstat(raw).map_err(|source| FdError::Stat { fd: raw, source })?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        return Err(FdError::NotStreamSocket { fd: raw });
+    }
+    let ty = nix::sys::socket::getsockopt(fd, nix::sys::socket::sockopt::SockType)
+        .map_err(|source| FdError::Stat { fd: raw, source })?;
+    if ty != nix::sys::socket::SockType::Stream {
+        return Err(FdError::NotStreamSocket { fd: raw });
+    }
+    Ok(())
+}
+
+/// Registers an owned fd with the current tokio reactor.
+pub fn async_fd(fd: OwnedFd) -> std::io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    // SAFETY: an OwnedFd is open and refers to the same file description for as long as
+    // it lives, and the AsyncFd owns it for exactly that long.
+    unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(std::io::Error::from)
+}

@@ -1,0 +1,12 @@
+//! Shared by every role: the control protocol, fd passing, the hand-off message, the
+//! fixed fd numbers, privilege dropping and the bits of HTTP both multiplexer and
+//! processor need.
+
+pub mod child;
+pub mod control;
+pub mod fds;
+pub mod handoff;
+pub mod head;
+pub mod privdrop;
+pub mod seqpacket;
+pub mod vhost;

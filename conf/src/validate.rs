@@ -1,0 +1,446 @@
+//! Walks the parsed document section by section, checking every key and building the
+//! validated [`Config`]. Errors are recorded in the [`Report`] and the walk goes on, so
+//! a single run reports everything that is wrong.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::error::{Report, Span};
+use crate::ids::{self, Kind};
+use crate::model::{Config, Environment, Server, Vhost};
+use crate::tree::{is_bare_key, Entry, Table};
+
+const TOP_KEYS: &[&str] = &["server", "environments", "vhosts"];
+const SERVER_KEYS: &[&str] = &[
+    "user",
+    "group",
+    "listen",
+    "min_multiplexers",
+    "request_head_timeout",
+    "limit_request_head",
+    "keep_alive_timeout",
+    "shutdown_timeout",
+    "pid_file",
+];
+const ENVIRONMENT_KEYS: &[&str] = &[
+    "user",
+    "group",
+    "chroot",
+    "min_processors",
+    "max_processors",
+    "max_connections_per_processor",
+];
+const VHOST_KEYS: &[&str] = &[
+    "server_name",
+    "server_alias",
+    "environment",
+    "document_root",
+];
+
+/// Longest accepted timeout, in seconds: anything longer is a typo, and keeping
+/// durations small means no `Instant + Duration` downstream can overflow.
+const MAX_TIMEOUT_SECS: i64 = 86_400;
+const MAX_COUNT: i64 = u32::MAX as i64;
+
+/// Checks the whole document; `None` when anything was reported.
+pub(crate) fn config(root: &Table, r: &mut Report, path: &Path) -> Option<Config> {
+    root.check_keys(r, TOP_KEYS);
+    let server = match root.get("server") {
+        Some(entry) => entry.table(r).and_then(|t| server(&t, r)),
+        None => {
+            r.error(&None, "server", "missing required table [server]");
+            None
+        }
+    };
+    let environments = environments(root, r);
+    let vhosts = vhosts(root, r, &environments);
+    if r.has_errors() {
+        return None;
+    }
+    Some(Config {
+        path: path.to_path_buf(),
+        server: server?,
+        environments: environments
+            .into_iter()
+            .map(|e| e.valid)
+            .collect::<Option<_>>()?,
+        vhosts: vhosts?,
+    })
+}
+
+fn server(t: &Table, r: &mut Report) -> Option<Server> {
+    t.check_keys(r, SERVER_KEYS);
+    let user = t
+        .require(r, "user")
+        .and_then(|e| ids::resolve(&e, r, Kind::User));
+    let group = t
+        .require(r, "group")
+        .and_then(|e| ids::resolve(&e, r, Kind::Group));
+    let listen = t.require(r, "listen").and_then(|e| listen(&e, r));
+    let min_multiplexers = t.int_or(r, "min_multiplexers", 2, 1, MAX_COUNT);
+    let request_head_timeout = seconds(t, r, "request_head_timeout", 20, 1);
+    let limit_request_head = t.int_or(r, "limit_request_head", 8192, 256, 65536);
+    let keep_alive_timeout = seconds(t, r, "keep_alive_timeout", 5, 0);
+    let shutdown_timeout = seconds(t, r, "shutdown_timeout", 30, 0);
+    let pid_file = match t.get("pid_file") {
+        Some(e) => Some(e.abs_path(r)?),
+        None => None,
+    };
+    let ((uid, user_name), (gid, group_name)) = (user?, group?);
+    if uid == 0 {
+        tracing::warn!("multiplexers will run as root (server.user = {user_name:?})");
+    }
+    Some(Server {
+        uid,
+        gid,
+        user_name,
+        group_name,
+        listen: listen?,
+        min_multiplexers: u32::try_from(min_multiplexers?).ok()?,
+        request_head_timeout: request_head_timeout?,
+        limit_request_head: usize::try_from(limit_request_head?).ok()?,
+        keep_alive_timeout: keep_alive_timeout?,
+        shutdown_timeout: shutdown_timeout?,
+        pid_file,
+    })
+}
+
+fn seconds(t: &Table, r: &mut Report, key: &str, default: i64, min: i64) -> Option<Duration> {
+    let secs = t.int_or(r, key, default, min, MAX_TIMEOUT_SECS)?;
+    Some(Duration::from_secs(u64::try_from(secs).ok()?))
+}
+
+fn listen(entry: &Entry, r: &mut Report) -> Option<Vec<SocketAddr>> {
+    let elements = entry.array(r)?;
+    if elements.is_empty() {
+        entry.error(r, "must list at least one address");
+        return None;
+    }
+    let mut addrs: Vec<SocketAddr> = Vec::new();
+    let mut ok = true;
+    for element in &elements {
+        let Some(s) = element.str(r) else {
+            ok = false;
+            continue;
+        };
+        match s.parse::<SocketAddr>() {
+            Ok(addr) if addrs.contains(&addr) => {
+                element.error(r, format!("address '{s}' is listed twice"));
+                ok = false;
+            }
+            Ok(addr) => addrs.push(addr),
+            Err(_) => {
+                let message = format!(
+                    "invalid socket address '{s}' (expected ip:port, e.g. \"0.0.0.0:80\" or \"[::]:80\")"
+                );
+                element.error(r, message);
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(addrs)
+}
+
+/// One `[environments.NAME]` as far as it could be checked.
+struct EnvState {
+    name: String,
+    /// `None` when its chroot value was invalid, so document roots cannot be checked
+    /// against it; `Some(None)` when it has no chroot.
+    chroot: Option<Option<PathBuf>>,
+    valid: Option<Environment>,
+}
+
+/// Every declared environment, in file order, even those with errors (so that vhosts
+/// naming them are not reported as naming an unknown environment).
+fn environments(root: &Table, r: &mut Report) -> Vec<EnvState> {
+    let Some(entry) = root.get("environments") else {
+        r.error(
+            &None,
+            "environments",
+            "at least one environment is required ([environments.NAME])",
+        );
+        return Vec::new();
+    };
+    let Some(table) = entry.table(r) else {
+        // Reported; do not also report every vhost's environment as unknown.
+        return Vec::new();
+    };
+    let entries = table.entries();
+    if entries.is_empty() {
+        r.error(
+            &table.span,
+            &table.path,
+            "at least one environment is required ([environments.NAME])",
+        );
+    }
+    entries
+        .into_iter()
+        .map(|(name, entry)| environment(name, &entry, r))
+        .collect()
+}
+
+fn environment(name: &str, entry: &Entry, r: &mut Report) -> EnvState {
+    let mut state = EnvState {
+        name: name.to_string(),
+        chroot: None,
+        valid: None,
+    };
+    let Some(t) = entry.table(r) else {
+        return state;
+    };
+    let name_ok = is_bare_key(name);
+    if !name_ok {
+        r.error(
+            &t.span,
+            &t.path,
+            "environment name must match [A-Za-z0-9_-]+",
+        );
+    }
+    t.check_keys(r, ENVIRONMENT_KEYS);
+    let user = t.require(r, "user").and_then(|e| {
+        let (uid, written) = ids::resolve(&e, r, Kind::User)?;
+        if uid == 0 {
+            e.error(
+                r,
+                "runs as root (uid 0); an environment must never run as root",
+            );
+            return None;
+        }
+        Some((uid, written))
+    });
+    let group = t.require(r, "group").and_then(|e| {
+        let (gid, written) = ids::resolve(&e, r, Kind::Group)?;
+        if gid == 0 {
+            e.error(
+                r,
+                "runs as group root (gid 0); an environment must never run as root",
+            );
+            return None;
+        }
+        Some((gid, written))
+    });
+    state.chroot = match t.get("chroot") {
+        None => Some(None),
+        Some(e) => chroot(&e, r).map(Some),
+    };
+    let min_processors = t.int_or(r, "min_processors", 1, 0, MAX_COUNT);
+    let max_processors = t.int_or(r, "max_processors", 10, 1, MAX_COUNT);
+    if let (Some(min), Some(max)) = (min_processors, max_processors) {
+        if max < min {
+            let span = t
+                .get("max_processors")
+                .map(|e| e.span)
+                .unwrap_or(t.span.clone());
+            let message = format!("max_processors ({max}) is less than min_processors ({min})");
+            r.error(&span, &t.key_path("max_processors"), message);
+        }
+    }
+    let max_connections = t.int_or(r, "max_connections_per_processor", 64, 1, MAX_COUNT);
+
+    state.valid = (|| {
+        let ((uid, user_name), (gid, group_name)) = (user?, group?);
+        let (min, max) = (min_processors?, max_processors?);
+        if !name_ok || max < min {
+            return None;
+        }
+        Some(Environment {
+            name: name.to_string(),
+            uid,
+            gid,
+            user_name,
+            group_name,
+            chroot: state.chroot.clone()?,
+            min_processors: u32::try_from(min).ok()?,
+            max_processors: u32::try_from(max).ok()?,
+            max_connections_per_processor: u32::try_from(max_connections?).ok()?,
+        })
+    })();
+    state
+}
+
+/// An absolute path to an existing directory.
+fn chroot(entry: &Entry, r: &mut Report) -> Option<PathBuf> {
+    let path = entry.abs_path(r)?;
+    match std::fs::metadata(&path) {
+        Ok(meta) if meta.is_dir() => Some(path),
+        Ok(_) => {
+            entry.error(r, format!("chroot '{}' is not a directory", path.display()));
+            None
+        }
+        Err(e) => {
+            let message = format!("chroot '{}' cannot be used: {e}", path.display());
+            entry.error(r, message);
+            None
+        }
+    }
+}
+
+/// Where a host name was first claimed, for duplicate reports.
+struct Claim {
+    vhost: usize,
+    span: Span,
+}
+
+fn vhosts(root: &Table, r: &mut Report, envs: &[EnvState]) -> Option<Vec<Vhost>> {
+    let Some(entry) = root.get("vhosts") else {
+        r.error(
+            &None,
+            "vhosts",
+            "at least one vhost is required ([[vhosts]])",
+        );
+        return None;
+    };
+    let tables = entry.tables(r)?;
+    if tables.is_empty() {
+        entry.error(r, "at least one vhost is required ([[vhosts]])");
+    }
+    let mut claims: HashMap<String, Claim> = HashMap::new();
+    let mut out = Vec::new();
+    let mut ok = true;
+    for (index, t) in tables.iter().enumerate() {
+        match vhost(index, t, r, envs, &mut claims) {
+            Some(v) => out.push(v),
+            None => ok = false,
+        }
+    }
+    ok.then_some(out)
+}
+
+fn vhost(
+    index: usize,
+    t: &Table,
+    r: &mut Report,
+    envs: &[EnvState],
+    claims: &mut HashMap<String, Claim>,
+) -> Option<Vhost> {
+    t.check_keys(r, VHOST_KEYS);
+    let server_name = t
+        .require(r, "server_name")
+        .and_then(|e| host_name(index, &e, r, claims, false));
+    let server_alias = match t.get("server_alias") {
+        None => Some(Vec::new()),
+        Some(e) => e.array(r).and_then(|elements| {
+            let names: Vec<_> = elements
+                .iter()
+                .map(|a| host_name(index, a, r, claims, true))
+                .collect();
+            names.into_iter().collect::<Option<Vec<_>>>()
+        }),
+    };
+    let environment = t.require(r, "environment").and_then(|e| {
+        let name = e.str(r)?;
+        let found = envs.iter().position(|env| env.name == name);
+        if found.is_none() {
+            let known: Vec<&str> = envs.iter().map(|env| env.name.as_str()).collect();
+            let message = if known.is_empty() {
+                format!("unknown environment '{name}' (none are defined)")
+            } else {
+                format!(
+                    "unknown environment '{name}' (defined: {})",
+                    known.join(", ")
+                )
+            };
+            e.error(r, message);
+        }
+        found
+    });
+    let document_root = t
+        .require(r, "document_root")
+        .and_then(|e| document_root(&e, r, environment.map(|i| &envs[i])));
+    Some(Vhost {
+        server_name: server_name?,
+        server_alias: server_alias?,
+        environment: environment?,
+        document_root: document_root?,
+    })
+}
+
+/// A host path inside the environment's chroot, compared component by component.
+fn document_root(entry: &Entry, r: &mut Report, env: Option<&EnvState>) -> Option<PathBuf> {
+    let path = entry.abs_path(r)?;
+    if let Some(EnvState {
+        name,
+        chroot: Some(Some(root)),
+        ..
+    }) = env
+    {
+        if !path.starts_with(root) {
+            let message = format!(
+                "document root '{}' is outside the chroot '{}' of environment '{name}'",
+                path.display(),
+                root.display()
+            );
+            entry.error(r, message);
+            return None;
+        }
+    }
+    Some(path)
+}
+
+/// A lower-cased host name not claimed before; `*.` is allowed as a prefix of aliases.
+fn host_name(
+    index: usize,
+    entry: &Entry,
+    r: &mut Report,
+    claims: &mut HashMap<String, Claim>,
+    alias: bool,
+) -> Option<String> {
+    let name = entry.str(r)?.to_ascii_lowercase();
+    let bare = match name.strip_prefix("*.") {
+        Some(rest) if alias => rest,
+        _ => &name,
+    };
+    let problem = if name.is_empty() {
+        Some("host name must not be empty".to_string())
+    } else if bare.contains('*') {
+        Some(if alias {
+            format!("invalid host name '{name}': '*' is allowed only as a leading '*.'")
+        } else {
+            format!("invalid host name '{name}': server_name may not contain '*' (use server_alias = [\"*.example\"])")
+        })
+    } else if !valid_host(bare) {
+        Some(format!(
+            "invalid host name '{name}': expected letters, digits, '-', '_' and '.'-separated labels"
+        ))
+    } else {
+        None
+    };
+    if let Some(message) = problem {
+        entry.error(r, message);
+        return None;
+    }
+    if let Some(first) = claims.get(&name) {
+        let message = if first.vhost == index {
+            format!(
+                "host name '{name}' is listed twice in this vhost (first at line {})",
+                r.line(&first.span)
+            )
+        } else {
+            format!(
+                "host name '{name}' is already claimed by vhosts[{}] (line {})",
+                first.vhost,
+                r.line(&first.span)
+            )
+        };
+        entry.error(r, message);
+        return None;
+    }
+    let claim = Claim {
+        vhost: index,
+        span: entry.span.clone(),
+    };
+    claims.insert(name.clone(), claim);
+    Some(name)
+}
+
+/// Non-empty labels of `[a-z0-9_-]` separated by single dots.
+fn valid_host(name: &str) -> bool {
+    name.split('.').all(|label| {
+        !label.is_empty()
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    })
+}

@@ -1,0 +1,300 @@
+//! The connection loop: read a head (within the head limit and timeout), route it, read
+//! and discard its body, write its response, and either wait for the next request,
+//! hand the connection back to a multiplexer, or close it with a lingering close.
+//!
+//! The read buffer only grows by [`READ_CHUNK`] at a time and only while it holds less
+//! than the head limit (or one chunk line, or one trailer section) of unparsed bytes,
+//! so it never exceeds `limit_request_head + READ_CHUNK` beyond what the multiplexer
+//! handed over.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::{timeout, timeout_at, Instant};
+
+use super::body::{BodyError, Discard};
+use super::file;
+use super::request::{self, Framing, Head, Method};
+use super::response::{self, Body, Persist, Reply};
+use super::target::{self, Target};
+use super::{ConnConfig, Outcome, Router, Site};
+
+/// Bytes read from the socket at a time.
+pub const READ_CHUNK: usize = 16 * 1024;
+
+/// The methods this server implements.
+const ALLOW: &str = "GET, HEAD, OPTIONS";
+
+/// Lingering close (as Apache's): after the last response, read and drop what the
+/// client still sends, so that our close does not turn into a reset that destroys the
+/// response in flight. Per read, and in total.
+const LINGER_READ: Duration = Duration::from_secs(2);
+const LINGER_TOTAL: Duration = Duration::from_secs(5);
+
+/// Why a request body could not be discarded.
+#[derive(Debug, Error)]
+enum DiscardError {
+    #[error("{0}")]
+    Framing(BodyError),
+    #[error("request body over the discard limit")]
+    TooLarge,
+    #[error("request body not received in time")]
+    Timeout,
+    #[error("client closed or failed while sending the body")]
+    Closed,
+}
+
+/// What to do after a request.
+enum Step {
+    Next,
+    Close,
+}
+
+struct Conn<'a> {
+    stream: &'a mut TcpStream,
+    /// Unparsed bytes from the client, starting at the next request (or body) byte.
+    buf: Vec<u8>,
+    chunk: Box<[u8]>,
+    peer: Option<SocketAddr>,
+    cfg: &'a ConnConfig,
+    shutdown: &'a mut watch::Receiver<bool>,
+}
+
+pub async fn run(
+    stream: &mut TcpStream,
+    buffered: Vec<u8>,
+    first: &Site,
+    router: &dyn Router,
+    cfg: &ConnConfig,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Outcome {
+    let peer = stream.peer_addr().ok();
+    let mut conn = Conn { stream, buf: buffered, chunk: vec![0; READ_CHUNK].into(), peer, cfg, shutdown };
+    let mut first = Some(first);
+    loop {
+        if first.is_none() && conn.shutting_down() {
+            let _ = conn.stream.shutdown().await;
+            return Outcome::Closed;
+        }
+        let head = match conn.read_head(first.is_some()).await {
+            Ok(Some(head)) => head,
+            Ok(None) => return Outcome::Closed,
+            Err(reply) => {
+                conn.finish(reply, false).await;
+                return Outcome::Closed;
+            }
+        };
+        let host = match &head.host {
+            Ok(host) => host.as_deref(),
+            Err(e) => {
+                conn.finish(Reply::error(400, e), head.method == Method::Head).await;
+                return Outcome::Closed;
+            }
+        };
+        let site = match first.take() {
+            Some(site) => site,
+            None => match router.route(host) {
+                Some(site) => site,
+                None => return Outcome::HandBack(std::mem::take(&mut conn.buf)),
+            },
+        };
+        conn.buf.drain(..head.len);
+        match conn.handle(site, &head).await {
+            Step::Next => {}
+            Step::Close => return Outcome::Closed,
+        }
+    }
+}
+
+/// The response to a request, before its body is looked at.
+fn dispatch(site: &Site, head: &Head) -> Reply {
+    let target = target::parse(&head.target);
+    match (&head.method, target) {
+        (Method::Other(m), _) => Reply::error(405, format!("method {m} not allowed")).header("Allow", ALLOW),
+        (_, Err(e)) => Reply::error(e.status(), e),
+        (Method::Options, Ok(_)) => Reply::new(200, Body::Bytes(Vec::new())).header("Allow", ALLOW),
+        (_, Ok(Target::Asterisk)) => Reply::error(400, "request target * is only for OPTIONS"),
+        (Method::Get | Method::Head, Ok(Target::Path(path))) => file::respond(&site.document_root, &path, head),
+    }
+}
+
+impl Conn<'_> {
+    fn shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// The next complete head. `Ok(None)`: close silently (client gone, keep-alive
+    /// timeout, shutdown while idle). `Err`: answer and close.
+    async fn read_head(&mut self, first: bool) -> Result<Option<Head>, Reply> {
+        let mut deadline: Option<Instant> = None;
+        loop {
+            if !self.buf.is_empty() && deadline.is_none() {
+                deadline = Some(Instant::now() + self.cfg.request_head_timeout);
+            }
+            // RFC 9112 §2.2: ignore empty lines before a request line.
+            let blank = self.buf.iter().take_while(|&&b| b == b'\r' || b == b'\n').count();
+            let blank = if self.buf[..blank].ends_with(b"\r") { blank - 1 } else { blank };
+            self.buf.drain(..blank);
+            if !self.buf.is_empty() {
+                match request::parse(&self.buf, self.cfg.limit_request_head) {
+                    Ok(Some(head)) => return Ok(Some(head)),
+                    Ok(None) => {}
+                    Err(e) => return Err(Reply::error(e.status(), e)),
+                }
+            }
+            let deadline = match deadline {
+                Some(d) => d,
+                None if first => *deadline.insert(Instant::now() + self.cfg.request_head_timeout),
+                None => {
+                    // Idle between requests: the keep-alive timeout, or shutdown.
+                    let read = read_into(self.stream, &mut self.chunk, &mut self.buf);
+                    tokio::select! {
+                        r = timeout(self.cfg.keep_alive_timeout, read) => match r {
+                            Ok(Ok(n)) if n > 0 => continue,
+                            _ => return Ok(None),
+                        },
+                        () = wait_shutdown(self.shutdown) => return Ok(None),
+                    }
+                }
+            };
+            match timeout_at(deadline, read_into(self.stream, &mut self.chunk, &mut self.buf)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                Ok(_) => return Ok(None),
+                Err(_) => return Err(Reply::error(408, "request head not received in time")),
+            }
+        }
+    }
+
+    /// Serve one routed request whose head has been consumed from the buffer.
+    async fn handle(&mut self, site: &Site, head: &Head) -> Step {
+        let head_only = head.method == Method::Head;
+        let framing = match &head.framing {
+            Ok(f) => *f,
+            Err(e) => return self.finish(Reply::error(400, e), head_only).await,
+        };
+        let mut reply = dispatch(site, head);
+        let mut keep = head.wants_keep_alive() && !self.cfg.keep_alive_timeout.is_zero() && !reply.close;
+        if framing.has_body() && !reply.close {
+            if head.expect_continue && reply.status >= 400 {
+                // The client waits for our word before sending the body: answer now and
+                // close, since whether it then sends the body is unknowable.
+                keep = false;
+            } else {
+                if head.expect_continue {
+                    if let Err(e) = response::write_continue(self.stream).await {
+                        tracing::debug!(peer = ?self.peer, error = %e, "writing 100 Continue");
+                        return Step::Close;
+                    }
+                }
+                match self.discard(framing).await {
+                    Ok(()) => {}
+                    Err(DiscardError::TooLarge) => keep = false,
+                    Err(DiscardError::Framing(e)) => reply = Reply::error(400, e),
+                    Err(DiscardError::Timeout) => reply = Reply::error(408, DiscardError::Timeout),
+                    Err(DiscardError::Closed) => return Step::Close,
+                }
+            }
+        }
+        if !keep || reply.close {
+            return self.finish(reply, head_only).await;
+        }
+        let persist = if head.minor == 0 { Persist::KeepAlive10 } else { Persist::KeepAlive };
+        match self.send(reply, persist, head_only).await {
+            Ok(true) => Step::Next,
+            Ok(false) => self.close().await,
+            Err(()) => Step::Close,
+        }
+    }
+
+    /// Write a last response with `Connection: close`, then close.
+    async fn finish(&mut self, reply: Reply, head_only: bool) -> Step {
+        if self.send(reply, Persist::Close, head_only).await.is_ok() {
+            self.close().await;
+        }
+        Step::Close
+    }
+
+    /// Write `reply`, closing instead of keeping alive if shutdown has begun. `Ok(kept)`
+    /// tells whether the response allowed another request.
+    async fn send(&mut self, reply: Reply, mut persist: Persist, head_only: bool) -> Result<bool, ()> {
+        if self.shutting_down() {
+            persist = Persist::Close;
+        }
+        if reply.status >= 500 {
+            tracing::warn!(status = reply.status, reason = %reply.reason, peer = ?self.peer, "request failed");
+        } else if reply.status >= 400 {
+            tracing::info!(status = reply.status, reason = %reply.reason, peer = ?self.peer, "request refused");
+        }
+        match response::write(self.stream, reply, persist, head_only).await {
+            Ok(()) => Ok(persist != Persist::Close),
+            Err(e) => {
+                tracing::info!(peer = ?self.peer, error = %e, "response not completed");
+                Err(())
+            }
+        }
+    }
+
+    /// Half-close and linger: read and drop input until the client closes, briefly.
+    async fn close(&mut self) -> Step {
+        if self.stream.shutdown().await.is_err() {
+            return Step::Close;
+        }
+        let end = Instant::now() + LINGER_TOTAL;
+        loop {
+            let until = end.min(Instant::now() + LINGER_READ);
+            match timeout_at(until, self.stream.read(&mut self.chunk)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return Step::Close,
+            }
+        }
+    }
+
+    /// Read and drop one request body, leaving the buffer at the next request.
+    async fn discard(&mut self, framing: Framing) -> Result<(), DiscardError> {
+        let to_error = |e| match e {
+            BodyError::TooLarge => DiscardError::TooLarge,
+            e => DiscardError::Framing(e),
+        };
+        let mut body = Discard::new(framing, self.cfg.limit_request_head).map_err(to_error)?;
+        loop {
+            let used = body.feed(&self.buf).map_err(to_error)?;
+            self.buf.drain(..used);
+            if body.is_done() {
+                return Ok(());
+            }
+            let read = read_into(self.stream, &mut self.chunk, &mut self.buf);
+            match timeout(self.cfg.body_read_timeout, read).await {
+                Ok(Ok(n)) if n > 0 => {}
+                Ok(_) => return Err(DiscardError::Closed),
+                Err(_) => return Err(DiscardError::Timeout),
+            }
+        }
+    }
+}
+
+/// Read at most one chunk and append it to `buf`. Cancel-safe.
+async fn read_into(stream: &mut TcpStream, chunk: &mut [u8], buf: &mut Vec<u8>) -> io::Result<usize> {
+    let n = stream.read(chunk).await?;
+    buf.extend_from_slice(&chunk[..n]);
+    Ok(n)
+}
+
+/// Resolves once shutdown is requested; never, if the sender is gone without asking.
+async fn wait_shutdown(rx: &mut watch::Receiver<bool>) {
+    loop {
+        if *rx.borrow_and_update() {
+            return;
+        }
+        if rx.changed().await.is_err() {
+            if *rx.borrow() {
+                return;
+            }
+            std::future::pending::<()>().await;
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! Walking a document root one path component at a time with `openat`, the way
+//! Apache's `Options SymLinksIfOwnerMatch` does: a symbolic link is followed only when
+//! the link and what it points at have the same owner, and every other component is
+//! opened with `O_NOFOLLOW` so that it cannot turn into a link between check and use.
+//!
+//! The calls are blocking; on a local file system they are short, like nginx's.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{open, openat, AtFlags, OFlag};
+use nix::sys::stat::{fstat, fstatat, FileStat, Mode};
+use thiserror::Error;
+
+/// The index document served for a directory.
+pub const INDEX: &str = "index.html";
+
+/// Why a path cannot be served.
+#[derive(Debug, Error)]
+pub enum ResolveError {
+    #[error("{0}: not found")]
+    NotFound(PathBuf),
+    #[error("{path}: {errno}")]
+    Denied { path: PathBuf, errno: Errno },
+    #[error("{path}: symbolic link owned by uid {link_uid}, target by uid {target_uid}")]
+    SymlinkOwner { path: PathBuf, link_uid: u32, target_uid: u32 },
+    #[error("{0}: changed while being opened")]
+    Raced(PathBuf),
+    #[error("{0}: not a regular file or directory")]
+    NotRegular(PathBuf),
+    #[error("{0}: directory without {INDEX}")]
+    NoIndex(PathBuf),
+    #[error("{path}: {errno}")]
+    Io { path: PathBuf, errno: Errno },
+}
+
+impl ResolveError {
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::NotFound(_) => 404,
+            Self::Io { .. } => 500,
+            _ => 403,
+        }
+    }
+}
+
+/// An opened file ready to be sent.
+#[derive(Debug)]
+pub struct Found {
+    pub file: File,
+    pub stat: FileStat,
+    /// The file's own name (for its media type).
+    pub name: Vec<u8>,
+}
+
+/// What a path resolved to.
+#[derive(Debug)]
+pub enum Resolved {
+    File(Found),
+    /// A directory named without its trailing slash.
+    Redirect,
+}
+
+/// Resolve decoded path segments under `root`.
+pub fn resolve(root: &Path, segments: &[Vec<u8>], trailing_slash: bool) -> Result<Resolved, ResolveError> {
+    let dir_flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    // The document root comes from configuration and may itself be a link.
+    let mut dir = open(root, dir_flags, Mode::empty())
+        .map(own)
+        .map_err(|e| error(root.to_path_buf(), e))?;
+    let mut path = root.to_path_buf();
+    let Some((last, parents)) = segments.split_last() else {
+        return index(&dir, path);
+    };
+    for seg in parents {
+        path.push(OsStr::from_bytes(seg));
+        let (fd, st) = step(&dir, seg, &path, Want::Directory)?;
+        if !is(&st, libc::S_IFDIR) {
+            return Err(ResolveError::NotFound(path));
+        }
+        dir = fd;
+    }
+    path.push(OsStr::from_bytes(last));
+    let (fd, st) = step(&dir, last, &path, Want::Any)?;
+    if is(&st, libc::S_IFDIR) {
+        return if trailing_slash { index(&fd, path) } else { Ok(Resolved::Redirect) };
+    }
+    if trailing_slash {
+        // "/file.txt/": a file named as a directory.
+        return Err(ResolveError::NotFound(path));
+    }
+    Ok(Resolved::File(Found { file: File::from(fd), stat: st, name: last.clone() }))
+}
+
+/// The index document of an opened directory; a missing one is 403 (no listings).
+fn index(dir: &OwnedFd, mut path: PathBuf) -> Result<Resolved, ResolveError> {
+    path.push(INDEX);
+    match step(dir, INDEX.as_bytes(), &path, Want::Any) {
+        Ok((fd, st)) if is(&st, libc::S_IFREG) => {
+            Ok(Resolved::File(Found { file: File::from(fd), stat: st, name: INDEX.as_bytes().to_vec() }))
+        }
+        Ok(_) | Err(ResolveError::NotFound(_)) => {
+            path.pop();
+            Err(ResolveError::NoIndex(path))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Want {
+    Directory,
+    /// A directory (opened O_PATH) or a regular file (opened for reading).
+    Any,
+}
+
+/// Open one component of `dir`, following it only if it is an owner-matched link.
+fn step(dir: &OwnedFd, name: &[u8], path: &Path, want: Want) -> Result<(OwnedFd, FileStat), ResolveError> {
+    let dirfd = Some(dir.as_raw_fd());
+    let err = |e| error(path.to_path_buf(), e);
+    let link = fstatat(dirfd, name, AtFlags::AT_SYMLINK_NOFOLLOW).map_err(err)?;
+    let is_link = is(&link, libc::S_IFLNK);
+    let target = if is_link {
+        let target = fstatat(dirfd, name, AtFlags::empty()).map_err(err)?;
+        if target.st_uid != link.st_uid {
+            return Err(ResolveError::SymlinkOwner {
+                path: path.to_path_buf(),
+                link_uid: link.st_uid,
+                target_uid: target.st_uid,
+            });
+        }
+        target
+    } else {
+        link
+    };
+    let mut flags = OFlag::O_CLOEXEC;
+    if !is_link {
+        flags |= OFlag::O_NOFOLLOW;
+    }
+    if is(&target, libc::S_IFDIR) {
+        flags |= OFlag::O_PATH | OFlag::O_DIRECTORY;
+    } else if want == Want::Directory {
+        return Err(ResolveError::NotFound(path.to_path_buf()));
+    } else if is(&target, libc::S_IFREG) {
+        // O_NONBLOCK: if the name became a FIFO meanwhile, open must not hang.
+        flags |= OFlag::O_RDONLY | OFlag::O_NONBLOCK;
+    } else {
+        return Err(ResolveError::NotRegular(path.to_path_buf()));
+    }
+    let fd = openat(dirfd, name, flags, Mode::empty()).map(own).map_err(err)?;
+    // What we opened must be what we checked; for a link, the link must be unchanged.
+    let opened = fstat(fd.as_raw_fd()).map_err(err)?;
+    let same = |a: &FileStat, b: &FileStat| a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+    if !same(&opened, &target) || (opened.st_mode & libc::S_IFMT) != (target.st_mode & libc::S_IFMT) {
+        return Err(ResolveError::Raced(path.to_path_buf()));
+    }
+    if is_link {
+        let again = fstatat(dirfd, name, AtFlags::AT_SYMLINK_NOFOLLOW).map_err(err)?;
+        if !same(&again, &link) || again.st_uid != link.st_uid {
+            return Err(ResolveError::Raced(path.to_path_buf()));
+        }
+    }
+    Ok((fd, opened))
+}
+
+fn own(fd: std::os::fd::RawFd) -> OwnedFd {
+    // SAFETY: `fd` was just returned by a successful open/openat and is owned by no one else.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+fn is(st: &FileStat, kind: libc::mode_t) -> bool {
+    st.st_mode & libc::S_IFMT == kind
+}
+
+fn error(path: PathBuf, errno: Errno) -> ResolveError {
+    match errno {
+        Errno::ENOENT | Errno::ENOTDIR => ResolveError::NotFound(path),
+        Errno::EACCES | Errno::EPERM | Errno::ELOOP | Errno::ENAMETOOLONG => ResolveError::Denied { path, errno },
+        _ => ResolveError::Io { path, errno },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn segs(p: &str) -> Vec<Vec<u8>> {
+        p.split('/').filter(|s| !s.is_empty()).map(|s| s.as_bytes().to_vec()).collect()
+    }
+
+    fn status(root: &Path, p: &str) -> u16 {
+        match resolve(root, &segs(p), p.ends_with('/')) {
+            Ok(Resolved::File(_)) => 200,
+            Ok(Resolved::Redirect) => 301,
+            Err(e) => e.status(),
+        }
+    }
+
+    #[test]
+    fn walks_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("d/e")).unwrap();
+        std::fs::write(root.join("d/e/index.html"), "i").unwrap();
+        std::fs::write(root.join("f.txt"), "f").unwrap();
+        symlink("f.txt", root.join("same-owner")).unwrap();
+        symlink("d", root.join("dirlink")).unwrap();
+        symlink("missing", root.join("dangling")).unwrap();
+        nix::unistd::mkfifo(&root.join("fifo"), Mode::S_IRWXU).unwrap();
+        assert_eq!(status(root, "/f.txt"), 200);
+        assert_eq!(status(root, "/f.txt/"), 404);
+        assert_eq!(status(root, "/f.txt/x"), 404);
+        assert_eq!(status(root, "/nope"), 404);
+        assert_eq!(status(root, "/d"), 301);
+        assert_eq!(status(root, "/d/"), 403);
+        assert_eq!(status(root, "/d/e/"), 200);
+        assert_eq!(status(root, "/dirlink/e/"), 200);
+        assert_eq!(status(root, "/same-owner"), 200);
+        assert_eq!(status(root, "/dangling"), 404);
+        assert_eq!(status(root, "/fifo"), 403);
+        match resolve(root, &segs("/d/e/"), true) {
+            Ok(Resolved::File(found)) => assert_eq!(found.name, b"index.html"),
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! The processor's HTTP/1.1 side: one client connection at a time, keep-alive and
+//! pipelining, request body framing (RFC 9112 §6), and static files from a vhost's
+//! document root.
+//!
+//! Code map:
+//! - [`conn`]: the connection loop (reading heads, timeouts, hand-back, lingering close).
+//! - [`request`]: one request head → an owned [`request::Head`] with its body framing.
+//! - [`body`]: discarding a request body (Content-Length or chunked) from the stream.
+//! - [`target`]: request target → decoded, checked path segments.
+//! - [`fs`]: walking the document root one component at a time (SymLinksIfOwnerMatch).
+//! - [`file`]: validators, conditional requests, ranges: a [`response::Reply`] for a file.
+//! - [`response`]: status lines, header blocks, error pages, sendfile.
+//!
+//! Choices where RFC 9110/9112 leave room:
+//! - Methods: GET and HEAD serve files; OPTIONS answers 200 with `Allow: GET, HEAD,
+//!   OPTIONS` (for `*` and any well-formed path); every other syntactically valid method
+//!   token gets 405 with the same `Allow`. An invalid token is a malformed head: 400.
+//! - Files of at most [`response::SMALL_FILE`] bytes are read into the response buffer
+//!   and go out with the header block in one write; larger ones get the header block
+//!   first and then sendfile(2).
+//! - A request body is read and discarded *before* the response is written, so that a
+//!   client that writes its whole body before reading cannot deadlock against a large
+//!   response. With `Expect: 100-continue` we send `100 Continue` only when the answer is
+//!   not an error; for an error we answer at once and close (the body is never read).
+
+mod body;
+mod conn;
+mod file;
+mod fs;
+mod request;
+mod response;
+mod target;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+/// One vhost this processor serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Site {
+    pub vhost_id: u32,
+    pub server_name: String,
+    /// As seen by this process (already chroot-relative).
+    pub document_root: PathBuf,
+}
+
+/// Decides whether a later request on the connection stays here.
+pub trait Router {
+    /// `None`: the host belongs to another environment and the connection is handed back.
+    fn route(&self, host: Option<&str>) -> Option<&Site>;
+}
+
+/// Limits and timeouts for one connection.
+#[derive(Debug, Clone)]
+pub struct ConnConfig {
+    /// Idle wait for the next request; `ZERO` disables keep-alive.
+    pub keep_alive_timeout: Duration,
+    /// Once a head has started arriving, it must complete within this.
+    pub request_head_timeout: Duration,
+    /// Bytes; 431 over it (414 if the request line alone is too long).
+    pub limit_request_head: usize,
+    /// Per read while discarding a request body.
+    pub body_read_timeout: Duration,
+}
+
+/// How a connection ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Client closed, error answered, keep-alive timeout, or shutdown.
+    Closed,
+    /// A later request named a host [`Router::route`] does not serve. Every earlier
+    /// response has been written in full; the bytes are everything unread from the
+    /// client, starting at the first byte of that request's head. Nothing of that
+    /// request was answered.
+    HandBack(Vec<u8>),
+}
+
+/// Serve one client connection.
+///
+/// `buffered` holds what the multiplexer already read, starting with the first request
+/// head. The first request is served by `first` without routing; later ones go through
+/// `router`. When `shutdown` turns true, the request in progress is finished (with
+/// `Connection: close` if its head is not yet written) and no other request is read.
+pub async fn serve(
+    stream: &mut TcpStream,
+    buffered: Vec<u8>,
+    first: &Site,
+    router: &dyn Router,
+    cfg: &ConnConfig,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Outcome {
+    conn::run(stream, buffered, first, router, cfg, shutdown).await
+}

@@ -1,0 +1,332 @@
+//! One request head: parsing it with httparse within the head limit, and keeping what
+//! the rest of the processor needs as owned values (method, target, host, body framing
+//! per RFC 9112 §6, connection options, validators).
+
+use common::head::{request_host, HeadError, MAX_HEADERS};
+use thiserror::Error;
+
+/// Why a head cannot be served; every variant closes the connection.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub enum RequestError {
+    #[error("malformed request head: {0}")]
+    Malformed(httparse::Error),
+    #[error("request line longer than {limit} bytes")]
+    UriTooLong { limit: usize },
+    #[error("request head larger than {limit} bytes")]
+    HeadTooLarge { limit: usize },
+    #[error("more than {MAX_HEADERS} header fields")]
+    TooManyHeaders,
+    #[error("unsupported HTTP version {0:?}")]
+    Version(String),
+    #[error("Transfer-Encoding together with Content-Length")]
+    TransferEncodingWithLength,
+    #[error("Transfer-Encoding in an HTTP/1.0 request")]
+    TransferEncodingHttp10,
+    #[error("Transfer-Encoding {0:?} does not end in chunked")]
+    BadTransferEncoding(String),
+    #[error("more than one Content-Length")]
+    DuplicateContentLength,
+    #[error("invalid Content-Length {0:?}")]
+    BadContentLength(String),
+}
+
+impl RequestError {
+    /// The status this error is answered with.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::UriTooLong { .. } => 414,
+            Self::HeadTooLarge { .. } | Self::TooManyHeaders => 431,
+            Self::Version(_) => 505,
+            _ => 400,
+        }
+    }
+}
+
+/// The request method, as far as this server distinguishes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Head,
+    Options,
+    /// Any other valid token (methods are case-sensitive: `get` lands here).
+    Other(String),
+}
+
+/// How the request body is delimited (RFC 9112 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// Content-Length (0 when absent).
+    Length(u64),
+    /// Final transfer coding is chunked.
+    Chunked,
+}
+
+impl Framing {
+    pub fn has_body(self) -> bool {
+        self != Framing::Length(0)
+    }
+}
+
+/// The owned parts of a request head.
+#[derive(Debug, Clone)]
+pub struct Head {
+    /// Bytes of the head in the buffer, blank line included.
+    pub len: usize,
+    pub method: Method,
+    pub target: String,
+    /// HTTP/1.x minor version: 0 or 1.
+    pub minor: u8,
+    /// Host per RFC 9112 §3.2 (absolute-form authority first), without port.
+    pub host: Result<Option<String>, HeadError>,
+    /// Checked only once the request is known to stay here.
+    pub framing: Result<Framing, RequestError>,
+    pub conn_close: bool,
+    pub conn_keep_alive: bool,
+    pub expect_continue: bool,
+    pub if_match: Option<String>,
+    pub if_none_match: Option<String>,
+    pub if_modified_since: Option<String>,
+    pub if_unmodified_since: Option<String>,
+    pub range: Option<String>,
+    pub if_range: Option<String>,
+}
+
+impl Head {
+    /// Whether the client allows another request on this connection.
+    pub fn wants_keep_alive(&self) -> bool {
+        if self.conn_close {
+            false
+        } else if self.minor == 0 {
+            self.conn_keep_alive
+        } else {
+            true
+        }
+    }
+}
+
+/// Parse the head at the start of `buf`. `Ok(None)`: not complete yet (and still within
+/// `limit`). Leading blank lines must already have been removed.
+pub fn parse(buf: &[u8], limit: usize) -> Result<Option<Head>, RequestError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => {
+            return if buf.len() > limit { Err(too_large(buf, limit)) } else { Ok(None) };
+        }
+        Err(httparse::Error::TooManyHeaders) => return Err(RequestError::TooManyHeaders),
+        Err(httparse::Error::Version) => return version_error(buf, limit),
+        Err(e) => return Err(RequestError::Malformed(e)),
+    };
+    if len > limit {
+        return Err(too_large(buf, limit));
+    }
+    let (Some(method), Some(path), Some(minor)) = (req.method, req.path, req.version) else {
+        return Err(RequestError::Malformed(httparse::Error::Token));
+    };
+    let host = request_host(&req).map(|h| h.map(str::to_owned));
+    let headers: &[httparse::Header<'_>] = req.headers;
+    let list = |name: &str| joined(headers, name);
+    let single = |name: &str| single(headers, name);
+    let connection = list("connection").unwrap_or_default();
+    let expect = single("expect").unwrap_or_default();
+    Ok(Some(Head {
+        len,
+        method: match method {
+            "GET" => Method::Get,
+            "HEAD" => Method::Head,
+            "OPTIONS" => Method::Options,
+            other => Method::Other(other.to_owned()),
+        },
+        target: path.to_owned(),
+        minor,
+        host,
+        framing: framing(headers, minor),
+        conn_close: has_token(&connection, "close"),
+        conn_keep_alive: has_token(&connection, "keep-alive"),
+        expect_continue: minor == 1 && expect.trim().eq_ignore_ascii_case("100-continue"),
+        if_match: list("if-match"),
+        if_none_match: list("if-none-match"),
+        if_modified_since: single("if-modified-since"),
+        if_unmodified_since: single("if-unmodified-since"),
+        range: single("range"),
+        if_range: single("if-range"),
+    }))
+}
+
+/// Over the limit: 414 if the request line alone does not fit, else 431.
+fn too_large(buf: &[u8], limit: usize) -> RequestError {
+    let line_fits = buf.iter().take(limit.saturating_add(1)).position(|&b| b == b'\n');
+    match line_fits {
+        Some(i) if i < limit => RequestError::HeadTooLarge { limit },
+        _ => RequestError::UriTooLong { limit },
+    }
+}
+
+/// httparse only knows 1.0 and 1.1: another well-formed `HTTP/d.d` is 505, anything
+/// else 400. Waits for the end of the request line before deciding.
+fn version_error(buf: &[u8], limit: usize) -> Result<Option<Head>, RequestError> {
+    let Some(eol) = buf.iter().position(|&b| b == b'\n') else {
+        return if buf.len() > limit { Err(too_large(buf, limit)) } else { Ok(None) };
+    };
+    let line = buf[..eol].strip_suffix(b"\r").unwrap_or(&buf[..eol]);
+    let version = line.rsplit(|&b| b == b' ').next().unwrap_or_default();
+    match version {
+        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+            if major.is_ascii_digit() && minor.is_ascii_digit() =>
+        {
+            Err(RequestError::Version(String::from_utf8_lossy(version).into_owned()))
+        }
+        _ => Err(RequestError::Malformed(httparse::Error::Version)),
+    }
+}
+
+/// All values of a list-valued field, joined with ", "; `None` if absent or not UTF-8.
+fn joined(headers: &[httparse::Header<'_>], name: &str) -> Option<String> {
+    let mut out: Option<String> = None;
+    for h in headers.iter().filter(|h| h.name.eq_ignore_ascii_case(name)) {
+        let v = std::str::from_utf8(h.value).ok()?.trim();
+        match &mut out {
+            Some(s) => {
+                s.push_str(", ");
+                s.push_str(v);
+            }
+            None => out = Some(v.to_owned()),
+        }
+    }
+    out
+}
+
+/// The value of a singleton field; `None` if absent, repeated or not UTF-8 (a repeated
+/// singleton is invalid, and every caller ignores an invalid value).
+fn single(headers: &[httparse::Header<'_>], name: &str) -> Option<String> {
+    let mut found = headers.iter().filter(|h| h.name.eq_ignore_ascii_case(name));
+    let first = found.next()?;
+    if found.next().is_some() {
+        return None;
+    }
+    std::str::from_utf8(first.value).ok().map(|v| v.trim().to_owned())
+}
+
+fn has_token(list: &str, token: &str) -> bool {
+    list.split(',').any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// RFC 9112 §6.1–6.3, strictly: TE with CL, TE in HTTP/1.0, a final coding other than
+/// chunked, chunked twice, any repeated Content-Length or one that is not plain digits
+/// are all errors.
+fn framing(headers: &[httparse::Header<'_>], minor: u8) -> Result<Framing, RequestError> {
+    let mut codings: Vec<String> = Vec::new();
+    let mut seen_te = false;
+    let mut length: Option<&[u8]> = None;
+    for h in headers {
+        if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            seen_te = true;
+            let value = String::from_utf8_lossy(h.value);
+            codings.extend(
+                value.split(',').map(|c| c.trim().to_ascii_lowercase()).filter(|c| !c.is_empty()),
+            );
+        } else if h.name.eq_ignore_ascii_case("content-length") {
+            if length.is_some() {
+                return Err(RequestError::DuplicateContentLength);
+            }
+            length = Some(h.value);
+        }
+    }
+    if seen_te {
+        if minor == 0 {
+            return Err(RequestError::TransferEncodingHttp10);
+        }
+        if length.is_some() {
+            return Err(RequestError::TransferEncodingWithLength);
+        }
+        let all = codings.join(", ");
+        let chunked = codings.iter().filter(|c| *c == "chunked").count();
+        let tokens_ok = codings.iter().all(|c| !c.is_empty() && c.bytes().all(is_tchar));
+        if codings.last().map(String::as_str) != Some("chunked") || chunked != 1 || !tokens_ok {
+            return Err(RequestError::BadTransferEncoding(all));
+        }
+        return Ok(Framing::Chunked);
+    }
+    match length {
+        None => Ok(Framing::Length(0)),
+        Some(raw) => {
+            let v = trim_ows(raw);
+            let bad = || RequestError::BadContentLength(String::from_utf8_lossy(raw).into_owned());
+            if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+                return Err(bad());
+            }
+            let n = v.iter().try_fold(0u64, |acc, &d| {
+                acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+            });
+            n.map(Framing::Length).ok_or_else(bad)
+        }
+    }
+}
+
+fn trim_ows(v: &[u8]) -> &[u8] {
+    let start = v.iter().position(|&b| b != b' ' && b != b'\t').unwrap_or(v.len());
+    let end = v.iter().rposition(|&b| b != b' ' && b != b'\t').map_or(start, |i| i + 1);
+    &v[start..end.max(start)]
+}
+
+/// RFC 9110 §5.6.2 tchar.
+pub fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(raw: &str) -> Head {
+        parse(raw.as_bytes(), 8192).expect("parses").expect("complete")
+    }
+
+    fn framing_of(raw: &str) -> Result<Framing, RequestError> {
+        head(raw).framing
+    }
+
+    #[test]
+    fn framing_rules() {
+        let r = |extra: &str| framing_of(&format!("POST / HTTP/1.1\r\nHost: a\r\n{extra}\r\n"));
+        assert_eq!(r(""), Ok(Framing::Length(0)));
+        assert_eq!(r("Content-Length: 12\r\n"), Ok(Framing::Length(12)));
+        assert_eq!(r("Transfer-Encoding: chunked\r\n"), Ok(Framing::Chunked));
+        assert_eq!(r("Transfer-Encoding: gzip, Chunked\r\n"), Ok(Framing::Chunked));
+        assert_eq!(r("Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n"), Ok(Framing::Chunked));
+        assert!(r("Transfer-Encoding: chunked\r\nContent-Length: 3\r\n").is_err());
+        assert!(r("Transfer-Encoding: chunked, gzip\r\n").is_err());
+        assert!(r("Transfer-Encoding: chunked, chunked\r\n").is_err());
+        assert!(r("Transfer-Encoding: \r\n").is_err());
+        assert!(r("Content-Length: 3\r\nContent-Length: 3\r\n").is_err());
+        for bad in ["+3", "-3", "", "3a", "0x3", "3 3", "99999999999999999999", "1,1"] {
+            assert!(r(&format!("Content-Length: {bad}\r\n")).is_err(), "{bad:?}");
+        }
+        let h10 = framing_of("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert_eq!(h10, Err(RequestError::TransferEncodingHttp10));
+    }
+
+    #[test]
+    fn limits_and_versions() {
+        assert_eq!(parse(b"GET / HTTP/1.1\r\nHost: a\r\n", 100), Ok(None));
+        let long_line = format!("GET /{} HTTP/1.1\r\n", "a".repeat(200));
+        assert_eq!(parse(long_line.as_bytes(), 100).unwrap_err().status(), 414);
+        let long_head = format!("GET / HTTP/1.1\r\nX: {}\r\n", "a".repeat(200));
+        assert_eq!(parse(long_head.as_bytes(), 100).unwrap_err().status(), 431);
+        assert_eq!(parse(b"GET / HTTP/2.0\r\n\r\n", 100).unwrap_err().status(), 505);
+        assert_eq!(parse(b"GET / HTTP/2", 100), Ok(None));
+        assert_eq!(parse(b"GET / HTTX/1.1\r\n\r\n", 100).unwrap_err().status(), 400);
+        assert_eq!(parse(b"GET  / HTTP/1.1\r\n\r\n", 100).unwrap_err().status(), 400);
+    }
+
+    #[test]
+    fn connection_options() {
+        assert!(head("GET / HTTP/1.1\r\nHost: a\r\n\r\n").wants_keep_alive());
+        assert!(!head("GET / HTTP/1.1\r\nHost: a\r\nConnection: foo, Close\r\n\r\n").wants_keep_alive());
+        assert!(!head("GET / HTTP/1.0\r\n\r\n").wants_keep_alive());
+        assert!(head("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").wants_keep_alive());
+        assert!(head("POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-Continue\r\n\r\n").expect_continue);
+        assert_eq!(head("get / HTTP/1.1\r\nHost: a\r\n\r\n").method, Method::Other("get".into()));
+    }
+}

@@ -1,0 +1,119 @@
+//! `bulkhead`: one binary for every role. `serve` and `check` are for people; the
+//! supervisor re-executes this binary as `multiplexer` or `processor` for its children.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+const DEFAULT_CONFIG: &str = "/etc/bulkhead/bulkhead.toml";
+
+#[derive(Parser)]
+#[command(
+    name = "bulkhead",
+    version,
+    about = "A web server for shared hosting: every site under its own uid"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server in the foreground (as root for per-environment isolation).
+    Serve {
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Check a configuration file and report every error in it.
+    Check {
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Internal: a multiplexer started by the supervisor.
+    #[command(hide = true)]
+    Multiplexer,
+    /// Internal: a processor started by the supervisor.
+    #[command(hide = true)]
+    Processor,
+}
+
+fn init_logging(role: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let json = std::env::var("BULKHEAD_LOG_FORMAT")
+        .map(|v| v == "json")
+        .unwrap_or(false);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+    let _ = role;
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve { config } => {
+            init_logging("supervisor");
+            supervisor::run(&config)
+                .map(|code| code as u8)
+                .context("bulkhead serve")
+        }
+        Command::Check { config } => match conf::load(&config) {
+            Ok(cfg) => {
+                println!(
+                    "{}: OK ({} environments, {} vhosts)",
+                    config.display(),
+                    cfg.environments.len(),
+                    cfg.vhosts.len()
+                );
+                Ok(0)
+            }
+            Err(errors) => {
+                eprintln!("{errors}");
+                eprintln!("{}: {} error(s)", config.display(), errors.errors.len());
+                Ok(1)
+            }
+        },
+        Command::Multiplexer => {
+            init_logging("multiplexer");
+            child(|started| match started.boot.role {
+                common::control::RoleBoot::Multiplexer(b) => {
+                    multiplexer::run(b, started.fds, started.control).context("multiplexer")
+                }
+                _ => anyhow::bail!("bootstrap is not for a multiplexer"),
+            })
+        }
+        Command::Processor => {
+            init_logging("processor");
+            child(|started| match started.boot.role {
+                common::control::RoleBoot::Processor(b) => {
+                    processor::run(b, started.fds, started.control).context("processor")
+                }
+                _ => anyhow::bail!("bootstrap is not for a processor"),
+            })
+        }
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("bulkhead: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn child(role: impl FnOnce(common::child::Started) -> anyhow::Result<()>) -> anyhow::Result<u8> {
+    let started = common::child::start().context("starting child")?;
+    role(started)?;
+    Ok(0)
+}

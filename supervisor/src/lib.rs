@@ -1,0 +1,52 @@
+//! The supervisor: runs as root, reads the configuration, binds the listeners, starts
+//! every multiplexer and processor by fork+exec, replaces those that die, and stops
+//! them on SIGTERM/SIGINT. It never reads a byte from a client.
+
+mod children;
+mod listen;
+mod plan;
+mod spawn;
+
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+pub use children::Supervisor;
+
+/// Errors that stop the supervisor.
+#[derive(Debug, Error)]
+pub enum SupervisorError {
+    #[error("{0}")]
+    Config(#[from] conf::ConfigErrors),
+    #[error(transparent)]
+    Listen(#[from] listen::ListenError),
+    #[error("hand-off socketpair for environment {env}: {source}")]
+    Pair {
+        env: String,
+        source: common::seqpacket::PacketError,
+    },
+    #[error(transparent)]
+    Spawn(#[from] spawn::SpawnError),
+    #[error("runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("pid file {path}: {source}")]
+    PidFile { path: PathBuf, source: std::io::Error },
+    #[error("{role} keeps failing at start ({failures} times in a row); giving up")]
+    StartFailures { role: String, failures: u32 },
+    #[error("signal handler: {0}")]
+    Signal(std::io::Error),
+}
+
+/// Runs the server in the foreground until it is stopped. Returns the exit code.
+pub fn run(config_path: &Path) -> Result<i32, SupervisorError> {
+    let cfg = conf::load(config_path)?;
+    let exe = std::env::current_exe().map_err(SupervisorError::Runtime)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(SupervisorError::Runtime)?;
+    rt.block_on(async move {
+        let sup = Supervisor::start(cfg, exe)?;
+        sup.run().await
+    })
+}

@@ -1,0 +1,59 @@
+//! Binding the listeners (the only sockets the supervisor opens to the network; it
+//! never accepts on them).
+
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use nix::sys::socket::{
+    bind, getsockname, listen, setsockopt, socket, sockopt, AddressFamily, Backlog, SockFlag, SockType,
+    SockaddrStorage,
+};
+use thiserror::Error;
+
+/// Why a listener could not be opened.
+#[derive(Debug, Error)]
+pub enum ListenError {
+    #[error("listen {addr}: {what}: {source}")]
+    Sys {
+        addr: SocketAddr,
+        what: &'static str,
+        source: nix::Error,
+    },
+}
+
+const BACKLOG: i32 = 1024;
+
+/// Binds `addr` (v6 sockets are v6-only, so `0.0.0.0:80` and `[::]:80` can coexist)
+/// and returns the address actually bound (port 0 resolved) with the socket.
+pub fn bind_listener(addr: SocketAddr) -> Result<(SocketAddr, OwnedFd), ListenError> {
+    let sys = |what| move |source| ListenError::Sys { addr, what, source };
+    let family = if addr.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    let fd = socket(
+        family,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )
+    .map_err(sys("socket"))?;
+    setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(sys("SO_REUSEADDR"))?;
+    if addr.is_ipv6() {
+        setsockopt(&fd, sockopt::Ipv6V6Only, &true).map_err(sys("IPV6_V6ONLY"))?;
+    }
+    bind(fd.as_raw_fd(), &SockaddrStorage::from(addr)).map_err(sys("bind"))?;
+    listen(&fd, Backlog::new(BACKLOG).unwrap_or(Backlog::MAXCONN)).map_err(sys("listen"))?;
+    let bound: SockaddrStorage = getsockname(fd.as_raw_fd()).map_err(sys("getsockname"))?;
+    let actual = bound
+        .as_sockaddr_in()
+        .map(|a| SocketAddr::from(std::net::SocketAddrV4::from(*a)))
+        .or_else(|| {
+            bound
+                .as_sockaddr_in6()
+                .map(|a| SocketAddr::from(std::net::SocketAddrV6::from(*a)))
+        })
+        .unwrap_or(addr);
+    Ok((actual, fd))
+}

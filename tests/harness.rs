@@ -1,0 +1,419 @@
+//! The integration harness: `TestServer::start(config)` writes the config to a temp
+//! dir, runs the real binary, waits for its `ready` line (never a sleep), and on drop
+//! stops it and fails the test if any process logged a panic.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_bulkhead");
+/// uid/gid of the multiplexers in tests.
+pub const MUX_UID: u32 = 2000;
+pub const ALICE: u32 = 2001;
+pub const BOB: u32 = 2002;
+
+/// True when the test may run; prints why and returns false when it needs root and
+/// does not have it. Under CI (`CI` set) a missing root is a failure, never a skip.
+pub fn require_root() -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("this test needs root and CI must run it as root");
+    }
+    eprintln!("skipping: this test needs root (real uid switches, chroot, fd passing between uids)");
+    false
+}
+
+/// A temp dir every test uid can traverse.
+pub fn world() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("bulkhead-test")
+        .tempdir()
+        .unwrap();
+    chmod(dir.path(), 0o755);
+    dir
+}
+
+pub fn chmod(p: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+pub fn chown(p: &Path, uid: u32) {
+    std::os::unix::fs::lchown(p, Some(uid), Some(uid)).unwrap();
+}
+
+/// Writes `content` at `dir/rel` (creating parents), owned by `uid`, with `mode`.
+pub fn put(dir: &Path, rel: &str, content: &[u8], uid: u32, mode: u32) -> PathBuf {
+    let p = dir.join(rel);
+    let mut d = p.parent().unwrap().to_path_buf();
+    std::fs::create_dir_all(&d).unwrap();
+    while d.starts_with(dir) && d != dir {
+        chown(&d, uid);
+        chmod(&d, 0o755);
+        d = d.parent().unwrap().to_path_buf();
+    }
+    std::fs::write(&p, content).unwrap();
+    chown(&p, uid);
+    chmod(&p, mode);
+    p
+}
+
+/// The standard two-environment config: alice (2001) and bob (2002), one vhost each.
+pub fn two_env_config(root: &Path, extra_server: &str) -> String {
+    format!(
+        r#"
+[server]
+user = {MUX_UID}
+group = {MUX_UID}
+listen = ["127.0.0.1:0"]
+min_multiplexers = 2
+request_head_timeout = 2
+keep_alive_timeout = 5
+{extra_server}
+
+[environments.alice]
+user = {ALICE}
+group = {ALICE}
+min_processors = 1
+max_processors = 4
+
+[environments.bob]
+user = {BOB}
+group = {BOB}
+min_processors = 1
+max_processors = 4
+
+[[vhosts]]
+server_name = "alice.test"
+server_alias = ["www.alice.test", "*.alice.test"]
+environment = "alice"
+document_root = "{a}"
+
+[[vhosts]]
+server_name = "bob.test"
+environment = "bob"
+document_root = "{b}"
+"#,
+        a = root.join("alice").display(),
+        b = root.join("bob").display()
+    )
+}
+
+/// A running `bulkhead serve`.
+pub struct TestServer {
+    pub child: Option<Child>,
+    pub addr: SocketAddr,
+    pub config_path: PathBuf,
+    log: Arc<(Mutex<String>, Condvar)>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    /// Starts the server on `config` and waits for `ready`.
+    pub fn start(config: &str) -> TestServer {
+        Self::try_start(config).unwrap_or_else(|log| panic!("server did not become ready:\n{log}"))
+    }
+
+    /// Like `start`, but returns the log if the server does not become ready.
+    pub fn try_start(config: &str) -> Result<TestServer, String> {
+        let dir = tempfile::Builder::new()
+            .prefix("bulkhead-conf")
+            .tempdir()
+            .unwrap();
+        let config_path = dir.path().join("bulkhead.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let mut child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&config_path)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new((Mutex::new(String::new()), Condvar::new()));
+        let stderr = child.stderr.take().unwrap();
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            let mut r = BufReader::new(stderr);
+            let mut line = String::new();
+            while r.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+                if std::env::var_os("BULKHEAD_TEST_ECHO").is_some() {
+                    eprint!("{line}");
+                }
+                let (m, cv) = &*log2;
+                m.lock().unwrap().push_str(&line);
+                cv.notify_all();
+                line.clear();
+            }
+            let (m, cv) = &*log2;
+            m.lock().unwrap().push_str("<eof>\n");
+            cv.notify_all();
+        });
+        let mut server = TestServer {
+            child: Some(child),
+            addr: "0.0.0.0:0".parse().unwrap(),
+            config_path,
+            log,
+            _dir: dir,
+        };
+        match server.wait_for_log("ready: listening on ", Duration::from_secs(30)) {
+            Some(line) => {
+                let rest = line.split("ready: listening on ").nth(1).unwrap();
+                let first = rest.split([',', ' ']).next().unwrap().trim();
+                server.addr = first.parse().unwrap();
+                Ok(server)
+            }
+            None => {
+                server.kill();
+                Err(server.log())
+            }
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    /// Everything logged so far.
+    pub fn log(&self) -> String {
+        self.log.0.lock().unwrap().clone()
+    }
+
+    /// Waits until a log line contains `needle` (counting from the start of the log);
+    /// returns that line.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> Option<String> {
+        self.wait_for_log_count(needle, 1, timeout)
+    }
+
+    /// Waits until `count` log lines contain `needle`; returns the last one.
+    pub fn wait_for_log_count(&self, needle: &str, count: usize, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        let (m, cv) = &*self.log;
+        let mut g = m.lock().unwrap();
+        loop {
+            let hits: Vec<&str> = g.lines().filter(|l| l.contains(needle)).collect();
+            if hits.len() >= count {
+                return Some(hits[count - 1].to_string());
+            }
+            if g.contains("<eof>") {
+                return None;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            g = cv.wait_timeout(g, left).unwrap().0;
+        }
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig).unwrap();
+    }
+
+    /// Waits for the supervisor to exit; returns its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        let child = self.child.as_mut()?;
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                self.child = None;
+                return st.code();
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if c.try_wait().unwrap().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Pids of the supervisor's children in `role` ("multiplexer" or "processor").
+    pub fn children(&self, role: &str) -> Vec<i32> {
+        children_of(self.pid())
+            .into_iter()
+            .filter(|p| cmdline(*p).get(1).map(String::as_str) == Some(role))
+            .collect()
+    }
+
+    /// Processor pids whose uid is `uid`.
+    pub fn processors_of(&self, uid: u32) -> Vec<i32> {
+        self.children("processor")
+            .into_iter()
+            .filter(|p| status_field(*p, "Uid").map(|u| first_num(&u)) == Some(uid))
+            .collect()
+    }
+
+    /// Waits until `f` holds, polling (for process-table changes no log announces).
+    pub fn wait_until(&self, timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if f() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        f()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill();
+        let log = self.log();
+        if !std::thread::panicking() && log.contains("panicked") {
+            panic!("a bulkhead process panicked:\n{log}");
+        }
+    }
+}
+
+pub fn children_of(ppid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(after) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+            continue;
+        };
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        if fields.get(1).and_then(|p| p.parse::<i32>().ok()) == Some(ppid) && fields[0] != "Z" {
+            out.push(pid);
+        }
+    }
+    out.sort();
+    out
+}
+
+pub fn cmdline(pid: i32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| {
+            b.split(|c| *c == 0)
+                .filter(|s| !s.is_empty())
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn status_field(pid: i32, key: &str) -> Option<String> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}:")).map(|v| v.trim().to_string()))
+}
+
+pub fn first_num(s: &str) -> u32 {
+    s.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+/// A parsed HTTP response.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    s
+}
+
+/// Reads one response from `r` (`head_request` for HEAD: no body).
+pub fn read_response(r: &mut impl Read, head_request: bool) -> Option<Response> {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match r.read(&mut b) {
+            Ok(1) => head.push(b[0]),
+            _ => return None,
+        }
+    }
+    let text = String::from_utf8_lossy(&head).into_owned();
+    let mut lines = text.split("\r\n");
+    let status: u16 = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let headers: Vec<(String, String)> = lines
+        .filter(|l| !l.is_empty())
+        .filter_map(|l| {
+            l.split_once(':')
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        })
+        .collect();
+    let mut resp = Response {
+        status,
+        headers,
+        body: Vec::new(),
+    };
+    if head_request || status == 304 || status == 204 || (100..200).contains(&status) {
+        return Some(resp);
+    }
+    if let Some(len) = resp
+        .header("content-length")
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        let mut body = vec![0u8; len];
+        r.read_exact(&mut body).ok()?;
+        resp.body = body;
+    } else {
+        r.read_to_end(&mut resp.body).ok()?;
+    }
+    Some(resp)
+}
+
+/// One GET on a fresh connection.
+pub fn get(addr: SocketAddr, host: &str, path: &str) -> Response {
+    let mut s = connect(addr);
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    read_response(&mut s, false).expect("no response")
+}
+
+/// Sends raw bytes and reads everything until the server closes.
+pub fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
+    let mut s = connect(addr);
+    s.write_all(bytes).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
