@@ -1,5 +1,11 @@
 //! One test binary for every integration test (ripgrep's trick): each module starts
 //! the real `bulkhead` binary through the harness.
 
+mod chroot;
+mod config_check;
+mod fd_hygiene;
+mod handback;
 mod harness;
+mod http_errors;
 mod isolation;
+mod lifecycle;
