@@ -85,7 +85,9 @@ pub fn run(boot: ProcessorBoot, mut fds: Vec<OwnedFd>, control: OwnedFd) -> Resu
         return Err(ProcessorError::FdCount(fds.len()));
     }
     let sock = fds.remove(0);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, serve(boot, sock, control))
 }
@@ -98,7 +100,11 @@ async fn serve(boot: ProcessorBoot, sock: OwnedFd, control: OwnedFd) -> Result<(
         for a in &s.aliases {
             hosts.insert(a, i);
         }
-        sites.push(Site { vhost_id: s.vhost_id, server_name: s.server_name, document_root: s.document_root });
+        sites.push(Site {
+            vhost_id: s.vhost_id,
+            server_name: s.server_name,
+            document_root: s.document_root,
+        });
     }
     let sites = Rc::new(Sites { sites, hosts });
     let cfg = Rc::new(ConnConfig {
@@ -129,7 +135,11 @@ async fn serve(boot: ProcessorBoot, sock: OwnedFd, control: OwnedFd) -> Result<(
             // Serve what is already queued, then stop taking connections.
             match slots.clone().try_acquire_owned() {
                 Ok(p) => p,
-                Err(_) => slots.clone().acquire_owned().await.map_err(|_| ProcessorError::Io(std::io::ErrorKind::Other.into()))?,
+                Err(_) => slots
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| ProcessorError::Io(std::io::ErrorKind::Other.into()))?,
             }
         } else {
             tokio::select! {
@@ -181,7 +191,9 @@ async fn serve(boot: ProcessorBoot, sock: OwnedFd, control: OwnedFd) -> Result<(
                 }
             }
         };
-        let Some((meta, payload, fd)) = received else { continue };
+        let Some((meta, payload, fd)) = received else {
+            continue;
+        };
         if let Err(e) = common::fds::check_stream_socket(&fd) {
             warn!(environment = %env, "hand-off refused: {e}");
             continue;
@@ -212,21 +224,40 @@ async fn connection(
     stop: &mut watch::Receiver<bool>,
 ) {
     let Some(first) = sites.by_vhost(meta.vhost) else {
-        warn!(environment = env, vhost = meta.vhost, "hand-off for a vhost not in this environment; closing");
+        warn!(
+            environment = env,
+            vhost = meta.vhost,
+            "hand-off for a vhost not in this environment; closing"
+        );
         return;
     };
     let std_stream = std::net::TcpStream::from(fd);
     if std_stream.set_nonblocking(true).is_err() {
         return;
     }
-    let Ok(mut stream) = TcpStream::from_std(std_stream) else { return };
-    let default_host = if meta.vhost == 0 { default_routed_host(sites, &payload) } else { None };
+    let Ok(mut stream) = TcpStream::from_std(std_stream) else {
+        return;
+    };
+    let default_host = if meta.vhost == 0 {
+        default_routed_host(sites, &payload)
+    } else {
+        None
+    };
     let router = ConnRouter { sites, default_host };
     match http::serve(&mut stream, payload, first, &router, cfg, stop).await {
         Outcome::Closed => {}
         Outcome::HandBack(bytes) => {
-            debug!(environment = env, bytes = bytes.len(), "handing the connection back");
-            let back = Meta { flags: handoff::flags::HAND_BACK, vhost: NO_VHOST, peer: meta.peer, local: meta.local };
+            debug!(
+                environment = env,
+                bytes = bytes.len(),
+                "handing the connection back"
+            );
+            let back = Meta {
+                flags: handoff::flags::HAND_BACK,
+                vhost: NO_VHOST,
+                peer: meta.peer,
+                local: meta.local,
+            };
             if let Err(e) = hand_back(sock, &back, &bytes, &stream).await {
                 warn!(environment = env, peer = %meta.peer, "hand-back failed: {e}");
             }
@@ -234,7 +265,12 @@ async fn connection(
     }
 }
 
-async fn hand_back(sock: &AsyncFd<OwnedFd>, meta: &Meta, bytes: &[u8], stream: &TcpStream) -> Result<(), HandoffError> {
+async fn hand_back(
+    sock: &AsyncFd<OwnedFd>,
+    meta: &Meta,
+    bytes: &[u8],
+    stream: &TcpStream,
+) -> Result<(), HandoffError> {
     let attempt = async {
         loop {
             let mut guard = sock
@@ -249,5 +285,7 @@ async fn hand_back(sock: &AsyncFd<OwnedFd>, meta: &Meta, bytes: &[u8], stream: &
     };
     tokio::time::timeout(HAND_BACK_TIMEOUT, attempt)
         .await
-        .unwrap_or(Err(HandoffError::Packet(common::seqpacket::PacketError::WouldBlock { fd: -1 })))
+        .unwrap_or(Err(HandoffError::Packet(
+            common::seqpacket::PacketError::WouldBlock { fd: -1 },
+        )))
 }

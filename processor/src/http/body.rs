@@ -112,7 +112,11 @@ impl Discard {
                         return Err(BodyError::TooLarge);
                     }
                     pos += eol + 1;
-                    self.state = if size == 0 { State::Trailers } else { State::ChunkData(size) };
+                    self.state = if size == 0 {
+                        State::Trailers
+                    } else {
+                        State::ChunkData(size)
+                    };
                 }
                 State::ChunkDataEnd => match rest {
                     [b'\r', b'\n', ..] => {
@@ -154,7 +158,10 @@ impl Discard {
 
 /// `chunk-size [ chunk-ext ]` without the CRLF (RFC 9112 §7.1, §7.1.1).
 fn chunk_size(line: &[u8]) -> Result<u64, BodyError> {
-    let digits = line.iter().position(|b| !b.is_ascii_hexdigit()).unwrap_or(line.len());
+    let digits = line
+        .iter()
+        .position(|b| !b.is_ascii_hexdigit())
+        .unwrap_or(line.len());
     if digits == 0 {
         return Err(BodyError::BadChunkSize);
     }
@@ -293,6 +300,9 @@ mod tests {
         assert_eq!(d.feed(b"deGET").unwrap(), 2);
         assert!(d.is_done());
         assert!(Discard::new(Framing::Length(0), 100).unwrap().is_done());
-        assert_eq!(Discard::new(Framing::Length(MAX_DISCARD + 1), 100).unwrap_err(), BodyError::TooLarge);
+        assert_eq!(
+            Discard::new(Framing::Length(MAX_DISCARD + 1), 100).unwrap_err(),
+            BodyError::TooLarge
+        );
     }
 }

@@ -74,7 +74,14 @@ pub async fn run(
     shutdown: &mut watch::Receiver<bool>,
 ) -> Outcome {
     let peer = stream.peer_addr().ok();
-    let mut conn = Conn { stream, buf: buffered, chunk: vec![0; READ_CHUNK].into(), peer, cfg, shutdown };
+    let mut conn = Conn {
+        stream,
+        buf: buffered,
+        chunk: vec![0; READ_CHUNK].into(),
+        peer,
+        cfg,
+        shutdown,
+    };
     let mut first = Some(first);
     loop {
         if first.is_none() && conn.shutting_down() {
@@ -92,7 +99,8 @@ pub async fn run(
         let host = match &head.host {
             Ok(host) => host.as_deref(),
             Err(e) => {
-                conn.finish(Reply::error(400, e), head.method == Method::Head).await;
+                conn.finish(Reply::error(400, e), head.method == Method::Head)
+                    .await;
                 return Outcome::Closed;
             }
         };
@@ -119,7 +127,9 @@ fn dispatch(site: &Site, head: &Head) -> Reply {
         (_, Err(e)) => Reply::error(e.status(), e),
         (Method::Options, Ok(_)) => Reply::new(200, Body::Bytes(Vec::new())).header("Allow", ALLOW),
         (_, Ok(Target::Asterisk)) => Reply::error(400, "request target * is only for OPTIONS"),
-        (Method::Get | Method::Head, Ok(Target::Path(path))) => file::respond(&site.document_root, &path, head),
+        (Method::Get | Method::Head, Ok(Target::Path(path))) => {
+            file::respond(&site.document_root, &path, head)
+        }
     }
 }
 
@@ -138,7 +148,11 @@ impl Conn<'_> {
             }
             // RFC 9112 §2.2: ignore empty lines before a request line.
             let blank = self.buf.iter().take_while(|&&b| b == b'\r' || b == b'\n').count();
-            let blank = if self.buf[..blank].ends_with(b"\r") { blank - 1 } else { blank };
+            let blank = if self.buf[..blank].ends_with(b"\r") {
+                blank - 1
+            } else {
+                blank
+            };
             self.buf.drain(..blank);
             if !self.buf.is_empty() {
                 match request::parse(&self.buf, self.cfg.limit_request_head) {
@@ -203,7 +217,11 @@ impl Conn<'_> {
         if !keep || reply.close {
             return self.finish(reply, head_only).await;
         }
-        let persist = if head.minor == 0 { Persist::KeepAlive10 } else { Persist::KeepAlive };
+        let persist = if head.minor == 0 {
+            Persist::KeepAlive10
+        } else {
+            Persist::KeepAlive
+        };
         match self.send(reply, persist, head_only).await {
             Ok(true) => Step::Next,
             Ok(false) => self.close().await,

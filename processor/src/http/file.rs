@@ -34,9 +34,12 @@ impl Validators {
         let nanos = u64::try_from(st.st_mtime_nsec).unwrap_or(0);
         let mtime_ns = secs.saturating_mul(1_000_000_000).saturating_add(nanos);
         let etag = format!("\"{:x}-{:x}-{:x}\"", st.st_ino, size, mtime_ns);
+        // Capped at now, which also keeps it within what httpdate can format.
+        let now = whole_seconds(SystemTime::now());
         let last_modified = u64::try_from(st.st_mtime).ok().map(|s| {
-            let mtime = UNIX_EPOCH + Duration::from_secs(s);
-            mtime.min(whole_seconds(SystemTime::now()))
+            UNIX_EPOCH
+                .checked_add(Duration::from_secs(s))
+                .map_or(now, |t| t.min(now))
         });
         Self { etag, last_modified }
     }
@@ -66,7 +69,10 @@ fn redirect(target: &PathTarget) -> Reply {
     let page = format!(
         "<!DOCTYPE html>\n<html><head><title>301 Moved Permanently</title></head>\
          <body><h1>Moved Permanently</h1><p><a href=\"{}\">here</a></p></body></html>\n",
-        location.replace('&', "&amp;").replace('"', "&quot;").replace('<', "&lt;")
+        location
+            .replace('&', "&amp;")
+            .replace('"', "&quot;")
+            .replace('<', "&lt;")
     );
     Reply::new(301, Body::Bytes(page.into_bytes()))
         .header("Location", location)
@@ -101,18 +107,30 @@ fn serve_found(found: Found, head: &Head) -> Reply {
             return Reply::error(416, &e).header("Content-Range", format!("bytes */{size}"));
         }
     };
-    let mut reply = Reply::new(status, Body::File { file: found.file, offset, len })
-        .header("Content-Type", media_type(&found.name))
-        .header("Accept-Ranges", "bytes");
+    let mut reply = Reply::new(
+        status,
+        Body::File {
+            file: found.file,
+            offset,
+            len,
+        },
+    )
+    .header("Content-Type", media_type(&found.name))
+    .header("Accept-Ranges", "bytes");
     if status == 206 {
-        reply = reply.header("Content-Range", format!("bytes {}-{}/{size}", offset, offset + len - 1));
+        reply = reply.header(
+            "Content-Range",
+            format!("bytes {}-{}/{size}", offset, offset + len - 1),
+        );
     }
     validators(reply)
 }
 
 fn media_type(name: &[u8]) -> String {
     let name = String::from_utf8_lossy(name);
-    let ext = std::path::Path::new(name.as_ref()).extension().and_then(|e| e.to_str());
+    let ext = std::path::Path::new(name.as_ref())
+        .extension()
+        .and_then(|e| e.to_str());
     match ext.and_then(|e| mime_guess::from_ext(e).first_raw()) {
         Some(t) if t.starts_with("text/") => format!("{t}; charset=utf-8"),
         Some(t) => t.to_owned(),
@@ -207,7 +225,9 @@ fn single_range(header: &str, size: u64) -> Result<Option<(u64, u64)>, RangeErro
         return Ok(None);
     };
     let num = |s: &str| -> Option<u64> {
-        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse().ok()).flatten()
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse().ok())
+            .flatten()
     };
     let unsatisfiable = || Err(RangeError::Unsatisfiable((*spec).to_owned(), size));
     match (first.trim(), last.trim()) {
@@ -265,6 +285,19 @@ mod tests {
         assert!(etag_list_matches(" * ", ours, true));
         assert!(!etag_list_matches("1-2-3", ours, false));
         assert!(!etag_list_matches("\"1-2-3", ours, false));
+    }
+
+    #[test]
+    fn validators_survive_odd_mtimes() {
+        // SAFETY: all-zero is a valid `struct stat`.
+        let mut st: FileStat = unsafe { std::mem::zeroed() };
+        st.st_mtime = i64::MAX;
+        st.st_mtime_nsec = 999_999_999;
+        st.st_size = 5;
+        let v = Validators::of(&st);
+        assert!(v.last_modified.is_some_and(|t| t <= SystemTime::now()));
+        st.st_mtime = -5;
+        assert_eq!(Validators::of(&st).last_modified, None);
     }
 
     #[test]

@@ -27,7 +27,11 @@ pub enum ResolveError {
     #[error("{path}: {errno}")]
     Denied { path: PathBuf, errno: Errno },
     #[error("{path}: symbolic link owned by uid {link_uid}, target by uid {target_uid}")]
-    SymlinkOwner { path: PathBuf, link_uid: u32, target_uid: u32 },
+    SymlinkOwner {
+        path: PathBuf,
+        link_uid: u32,
+        target_uid: u32,
+    },
     #[error("{0}: changed while being opened")]
     Raced(PathBuf),
     #[error("{0}: not a regular file or directory")]
@@ -87,22 +91,32 @@ pub fn resolve(root: &Path, segments: &[Vec<u8>], trailing_slash: bool) -> Resul
     path.push(OsStr::from_bytes(last));
     let (fd, st) = step(&dir, last, &path, Want::Any)?;
     if is(&st, libc::S_IFDIR) {
-        return if trailing_slash { index(&fd, path) } else { Ok(Resolved::Redirect) };
+        return if trailing_slash {
+            index(&fd, path)
+        } else {
+            Ok(Resolved::Redirect)
+        };
     }
     if trailing_slash {
         // "/file.txt/": a file named as a directory.
         return Err(ResolveError::NotFound(path));
     }
-    Ok(Resolved::File(Found { file: File::from(fd), stat: st, name: last.clone() }))
+    Ok(Resolved::File(Found {
+        file: File::from(fd),
+        stat: st,
+        name: last.clone(),
+    }))
 }
 
 /// The index document of an opened directory; a missing one is 403 (no listings).
 fn index(dir: &OwnedFd, mut path: PathBuf) -> Result<Resolved, ResolveError> {
     path.push(INDEX);
     match step(dir, INDEX.as_bytes(), &path, Want::Any) {
-        Ok((fd, st)) if is(&st, libc::S_IFREG) => {
-            Ok(Resolved::File(Found { file: File::from(fd), stat: st, name: INDEX.as_bytes().to_vec() }))
-        }
+        Ok((fd, st)) if is(&st, libc::S_IFREG) => Ok(Resolved::File(Found {
+            file: File::from(fd),
+            stat: st,
+            name: INDEX.as_bytes().to_vec(),
+        })),
         Ok(_) | Err(ResolveError::NotFound(_)) => {
             path.pop();
             Err(ResolveError::NoIndex(path))
@@ -179,7 +193,9 @@ fn is(st: &FileStat, kind: libc::mode_t) -> bool {
 fn error(path: PathBuf, errno: Errno) -> ResolveError {
     match errno {
         Errno::ENOENT | Errno::ENOTDIR => ResolveError::NotFound(path),
-        Errno::EACCES | Errno::EPERM | Errno::ELOOP | Errno::ENAMETOOLONG => ResolveError::Denied { path, errno },
+        Errno::EACCES | Errno::EPERM | Errno::ELOOP | Errno::ENAMETOOLONG => {
+            ResolveError::Denied { path, errno }
+        }
         _ => ResolveError::Io { path, errno },
     }
 }
@@ -190,7 +206,10 @@ mod tests {
     use std::os::unix::fs::symlink;
 
     fn segs(p: &str) -> Vec<Vec<u8>> {
-        p.split('/').filter(|s| !s.is_empty()).map(|s| s.as_bytes().to_vec()).collect()
+        p.split('/')
+            .filter(|s| !s.is_empty())
+            .map(|s| s.as_bytes().to_vec())
+            .collect()
     }
 
     fn status(root: &Path, p: &str) -> u16 {

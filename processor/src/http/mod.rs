@@ -18,6 +18,9 @@
 //! - Files of at most [`response::SMALL_FILE`] bytes are read into the response buffer
 //!   and go out with the header block in one write; larger ones get the header block
 //!   first and then sendfile(2).
+//! - 400, 408, 414, 431, 500 and 505 close the connection (as Apache's
+//!   `ap_status_drops_connection`); 301, 304, 403, 404, 405, 412 and 416 keep it.
+//! - Range applies to GET only (RFC 9110 §14.2): HEAD gets the 200 header block.
 //! - A request body is read and discarded *before* the response is written, so that a
 //!   client that writes its whole body before reading cannot deadlock against a large
 //!   response. With `Expect: 100-continue` we send `100 Continue` only when the answer is

@@ -112,7 +112,11 @@ pub fn parse(buf: &[u8], limit: usize) -> Result<Option<Head>, RequestError> {
     let len = match req.parse(buf) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => {
-            return if buf.len() > limit { Err(too_large(buf, limit)) } else { Ok(None) };
+            return if buf.len() > limit {
+                Err(too_large(buf, limit))
+            } else {
+                Ok(None)
+            };
         }
         Err(httparse::Error::TooManyHeaders) => return Err(RequestError::TooManyHeaders),
         Err(httparse::Error::Version) => return version_error(buf, limit),
@@ -167,7 +171,11 @@ fn too_large(buf: &[u8], limit: usize) -> RequestError {
 /// else 400. Waits for the end of the request line before deciding.
 fn version_error(buf: &[u8], limit: usize) -> Result<Option<Head>, RequestError> {
     let Some(eol) = buf.iter().position(|&b| b == b'\n') else {
-        return if buf.len() > limit { Err(too_large(buf, limit)) } else { Ok(None) };
+        return if buf.len() > limit {
+            Err(too_large(buf, limit))
+        } else {
+            Ok(None)
+        };
     };
     let line = buf[..eol].strip_suffix(b"\r").unwrap_or(&buf[..eol]);
     let version = line.rsplit(|&b| b == b' ').next().unwrap_or_default();
@@ -175,7 +183,9 @@ fn version_error(buf: &[u8], limit: usize) -> Result<Option<Head>, RequestError>
         [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
             if major.is_ascii_digit() && minor.is_ascii_digit() =>
         {
-            Err(RequestError::Version(String::from_utf8_lossy(version).into_owned()))
+            Err(RequestError::Version(
+                String::from_utf8_lossy(version).into_owned(),
+            ))
         }
         _ => Err(RequestError::Malformed(httparse::Error::Version)),
     }
@@ -224,7 +234,10 @@ fn framing(headers: &[httparse::Header<'_>], minor: u8) -> Result<Framing, Reque
             seen_te = true;
             let value = String::from_utf8_lossy(h.value);
             codings.extend(
-                value.split(',').map(|c| c.trim().to_ascii_lowercase()).filter(|c| !c.is_empty()),
+                value
+                    .split(',')
+                    .map(|c| c.trim().to_ascii_lowercase())
+                    .filter(|c| !c.is_empty()),
             );
         } else if h.name.eq_ignore_ascii_case("content-length") {
             if length.is_some() {
@@ -266,7 +279,10 @@ fn framing(headers: &[httparse::Header<'_>], minor: u8) -> Result<Framing, Reque
 
 fn trim_ows(v: &[u8]) -> &[u8] {
     let start = v.iter().position(|&b| b != b' ' && b != b'\t').unwrap_or(v.len());
-    let end = v.iter().rposition(|&b| b != b' ' && b != b'\t').map_or(start, |i| i + 1);
+    let end = v
+        .iter()
+        .rposition(|&b| b != b' ' && b != b'\t')
+        .map_or(start, |i| i + 1);
     &v[start..end.max(start)]
 }
 
@@ -294,7 +310,10 @@ mod tests {
         assert_eq!(r("Content-Length: 12\r\n"), Ok(Framing::Length(12)));
         assert_eq!(r("Transfer-Encoding: chunked\r\n"), Ok(Framing::Chunked));
         assert_eq!(r("Transfer-Encoding: gzip, Chunked\r\n"), Ok(Framing::Chunked));
-        assert_eq!(r("Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n"), Ok(Framing::Chunked));
+        assert_eq!(
+            r("Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n"),
+            Ok(Framing::Chunked)
+        );
         assert!(r("Transfer-Encoding: chunked\r\nContent-Length: 3\r\n").is_err());
         assert!(r("Transfer-Encoding: chunked, gzip\r\n").is_err());
         assert!(r("Transfer-Encoding: chunked, chunked\r\n").is_err());
@@ -309,13 +328,13 @@ mod tests {
 
     #[test]
     fn limits_and_versions() {
-        assert_eq!(parse(b"GET / HTTP/1.1\r\nHost: a\r\n", 100), Ok(None));
+        assert!(matches!(parse(b"GET / HTTP/1.1\r\nHost: a\r\n", 100), Ok(None)));
         let long_line = format!("GET /{} HTTP/1.1\r\n", "a".repeat(200));
         assert_eq!(parse(long_line.as_bytes(), 100).unwrap_err().status(), 414);
         let long_head = format!("GET / HTTP/1.1\r\nX: {}\r\n", "a".repeat(200));
         assert_eq!(parse(long_head.as_bytes(), 100).unwrap_err().status(), 431);
         assert_eq!(parse(b"GET / HTTP/2.0\r\n\r\n", 100).unwrap_err().status(), 505);
-        assert_eq!(parse(b"GET / HTTP/2", 100), Ok(None));
+        assert!(matches!(parse(b"GET / HTTP/2", 100), Ok(None)));
         assert_eq!(parse(b"GET / HTTX/1.1\r\n\r\n", 100).unwrap_err().status(), 400);
         assert_eq!(parse(b"GET  / HTTP/1.1\r\n\r\n", 100).unwrap_err().status(), 400);
     }
@@ -327,6 +346,9 @@ mod tests {
         assert!(!head("GET / HTTP/1.0\r\n\r\n").wants_keep_alive());
         assert!(head("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").wants_keep_alive());
         assert!(head("POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-Continue\r\n\r\n").expect_continue);
-        assert_eq!(head("get / HTTP/1.1\r\nHost: a\r\n\r\n").method, Method::Other("get".into()));
+        assert_eq!(
+            head("get / HTTP/1.1\r\nHost: a\r\n\r\n").method,
+            Method::Other("get".into())
+        );
     }
 }

@@ -59,7 +59,13 @@ pub struct Reply {
 
 impl Reply {
     pub fn new(status: u16, body: Body) -> Self {
-        Self { status, headers: Vec::new(), body, close: false, reason: String::new() }
+        Self {
+            status,
+            headers: Vec::new(),
+            body,
+            close: false,
+            reason: String::new(),
+        }
     }
 
     /// An error page, logged with `reason` when written. Statuses that leave the
@@ -71,7 +77,9 @@ impl Reply {
              <body><h1>{text}</h1></body></html>\n"
         );
         let mut reply = Self::new(status, Body::Bytes(page.into_bytes()));
-        reply.headers.push(("Content-Type", "text/html; charset=utf-8".into()));
+        reply
+            .headers
+            .push(("Content-Type", "text/html; charset=utf-8".into()));
         reply.reason = reason.to_string();
         reply.close = matches!(status, 400 | 408 | 414 | 431 | 500 | 505);
         reply
@@ -120,7 +128,11 @@ fn head_block(reply: &Reply, persist: Persist) -> Vec<u8> {
     use std::fmt::Write as _;
     let mut s = String::with_capacity(256);
     let _ = write!(s, "HTTP/1.1 {} {}\r\n", reply.status, reason_phrase(reply.status));
-    let _ = write!(s, "Date: {}\r\nServer: bulkhead\r\n", httpdate::fmt_http_date(SystemTime::now()));
+    let _ = write!(
+        s,
+        "Date: {}\r\nServer: bulkhead\r\n",
+        httpdate::fmt_http_date(SystemTime::now())
+    );
     for (name, value) in &reply.headers {
         let _ = write!(s, "{name}: {value}\r\n");
     }
@@ -144,7 +156,12 @@ fn head_block(reply: &Reply, persist: Persist) -> Vec<u8> {
 
 /// Write `reply`; with `head_only`, the header block alone (HEAD). For a small file the
 /// body is read before anything is written, so a failed read can still become a 500.
-pub async fn write(stream: &mut TcpStream, reply: Reply, persist: Persist, head_only: bool) -> Result<(), WriteError> {
+pub async fn write(
+    stream: &mut TcpStream,
+    reply: Reply,
+    persist: Persist,
+    head_only: bool,
+) -> Result<(), WriteError> {
     let mut out = head_block(&reply, persist);
     match reply.body {
         Body::None => write_all(stream, &out).await,
@@ -160,8 +177,16 @@ pub async fn write(stream: &mut TcpStream, reply: Reply, persist: Persist, head_
             // `len` is at most SMALL_FILE, so this fits in usize.
             out.resize(start + len as usize, 0);
             if let Err(e) = file.read_exact_at(&mut out[start..], offset) {
-                let missing = if e.kind() == io::ErrorKind::UnexpectedEof { len } else { 0 };
-                return Err(if missing > 0 { WriteError::Truncated { missing } } else { WriteError::Io(e) });
+                let missing = if e.kind() == io::ErrorKind::UnexpectedEof {
+                    len
+                } else {
+                    0
+                };
+                return Err(if missing > 0 {
+                    WriteError::Truncated { missing }
+                } else {
+                    WriteError::Io(e)
+                });
             }
             write_all(stream, &out).await
         }

@@ -87,7 +87,12 @@ pub fn parse(target: &str) -> Result<Target, TargetError> {
             _ => segments.push(seg.to_vec()),
         }
     }
-    Ok(Target::Path(PathTarget { raw_path: raw_path.to_owned(), query, segments, trailing_slash }))
+    Ok(Target::Path(PathTarget {
+        raw_path: raw_path.to_owned(),
+        query,
+        segments,
+        trailing_slash,
+    }))
 }
 
 /// What follows the authority of an absolute-form target (`http://host/p?q` → `/p?q`).
