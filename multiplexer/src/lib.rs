@@ -82,12 +82,16 @@ async fn serve(
     let (stop_tx, stop_rx) = watch::channel(false);
     let inflight = Rc::new(());
 
-    for fd in fds {
+    for (fd, bound) in fds.into_iter().zip(boot.listeners.iter().copied()) {
         let std_listener = std::net::TcpListener::from(fd);
         std_listener.set_nonblocking(true)?;
         let listener = TcpListener::from_std(std_listener)?;
+        // A listener on a specific address is the local address of all its connections;
+        // only a wildcard one needs getsockname per connection.
+        let fixed_local = (!bound.ip().is_unspecified()).then_some(bound);
         tokio::task::spawn_local(accept_loop(
             listener,
+            fixed_local,
             shared.clone(),
             stop_rx.clone(),
             inflight.clone(),
@@ -132,6 +136,7 @@ async fn serve(
 
 async fn accept_loop(
     listener: TcpListener,
+    fixed_local: Option<SocketAddr>,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
     inflight: Rc<()>,
@@ -143,8 +148,7 @@ async fn accept_loop(
         };
         match accepted {
             Ok((stream, peer)) => {
-                let local = stream.local_addr().unwrap_or(peer);
-                let _ = stream.set_nodelay(true);
+                let local = fixed_local.or_else(|| stream.local_addr().ok()).unwrap_or(peer);
                 let token = inflight.clone();
                 let shared = shared.clone();
                 tokio::task::spawn_local(async move {

@@ -231,10 +231,9 @@ async fn connection(
         );
         return;
     };
+    // Already non-blocking: the multiplexers accept with SOCK_NONBLOCK and set it on
+    // every hand-back they adopt, and the flag belongs to the shared file description.
     let std_stream = std::net::TcpStream::from(fd);
-    if std_stream.set_nonblocking(true).is_err() {
-        return;
-    }
     let Ok(mut stream) = TcpStream::from_std(std_stream) else {
         return;
     };

@@ -40,6 +40,8 @@ pub fn bind_listener(addr: SocketAddr) -> Result<(SocketAddr, OwnedFd), ListenEr
     )
     .map_err(sys("socket"))?;
     setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(sys("SO_REUSEADDR"))?;
+    // Accepted sockets inherit TCP_NODELAY on Linux: set once here, not per connection.
+    setsockopt(&fd, sockopt::TcpNoDelay, &true).map_err(sys("TCP_NODELAY"))?;
     if addr.is_ipv6() {
         setsockopt(&fd, sockopt::Ipv6V6Only, &true).map_err(sys("IPV6_V6ONLY"))?;
     }

@@ -60,7 +60,6 @@ struct Conn<'a> {
     /// Unparsed bytes from the client, starting at the next request (or body) byte.
     buf: Vec<u8>,
     chunk: Box<[u8]>,
-    peer: Option<SocketAddr>,
     cfg: &'a ConnConfig,
     shutdown: &'a mut watch::Receiver<bool>,
 }
@@ -73,12 +72,10 @@ pub async fn run(
     cfg: &ConnConfig,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Outcome {
-    let peer = stream.peer_addr().ok();
     let mut conn = Conn {
         stream,
         buf: buffered,
         chunk: vec![0; READ_CHUNK].into(),
-        peer,
         cfg,
         shutdown,
     };
@@ -201,7 +198,7 @@ impl Conn<'_> {
             } else {
                 if head.expect_continue {
                     if let Err(e) = response::write_continue(self.stream).await {
-                        tracing::debug!(peer = ?self.peer, error = %e, "writing 100 Continue");
+                        tracing::debug!(peer = ?self.peer(), error = %e, "writing 100 Continue");
                         return Step::Close;
                     }
                 }
@@ -224,6 +221,7 @@ impl Conn<'_> {
         };
         match self.send(reply, persist, head_only).await {
             Ok(true) => Step::Next,
+            Ok(false) if self.buf.is_empty() && self.nothing_pending() => Step::Close,
             Ok(false) => self.close().await,
             Err(()) => Step::Close,
         }
@@ -231,10 +229,37 @@ impl Conn<'_> {
 
     /// Write a last response with `Connection: close`, then close.
     async fn finish(&mut self, reply: Reply, head_only: bool) -> Step {
+        let clean = reply.status < 400 && self.buf.is_empty();
         if self.send(reply, Persist::Close, head_only).await.is_ok() {
+            if clean && self.nothing_pending() {
+                return Step::Close;
+            }
             self.close().await;
         }
         Step::Close
+    }
+
+    /// The peer address, for log lines only (a syscall, so not on the request path).
+    fn peer(&self) -> Option<SocketAddr> {
+        self.stream.peer_addr().ok()
+    }
+
+    /// True when the client has sent nothing more (or has closed): closing now cannot
+    /// turn into a reset that destroys the response, so no lingering is needed.
+    fn nothing_pending(&mut self) -> bool {
+        use std::os::fd::AsRawFd;
+        let mut byte = [0u8; 1];
+        // SAFETY: a one-byte stack buffer valid for the call; MSG_PEEK|MSG_DONTWAIT
+        // neither blocks nor consumes anything.
+        let n = unsafe {
+            libc::recv(
+                self.stream.as_raw_fd(),
+                byte.as_mut_ptr().cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        n == 0 || (n < 0 && std::io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock)
     }
 
     /// Write `reply`, closing instead of keeping alive if shutdown has begun. `Ok(kept)`
@@ -244,14 +269,14 @@ impl Conn<'_> {
             persist = Persist::Close;
         }
         if reply.status >= 500 {
-            tracing::warn!(status = reply.status, reason = %reply.reason, peer = ?self.peer, "request failed");
+            tracing::warn!(status = reply.status, reason = %reply.reason, peer = ?self.peer(), "request failed");
         } else if reply.status >= 400 {
-            tracing::info!(status = reply.status, reason = %reply.reason, peer = ?self.peer, "request refused");
+            tracing::info!(status = reply.status, reason = %reply.reason, peer = ?self.peer(), "request refused");
         }
         match response::write(self.stream, reply, persist, head_only).await {
             Ok(()) => Ok(persist != Persist::Close),
             Err(e) => {
-                tracing::info!(peer = ?self.peer, error = %e, "response not completed");
+                tracing::info!(peer = ?self.peer(), error = %e, "response not completed");
                 Err(())
             }
         }
