@@ -105,8 +105,12 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("bulkhead: {e:#}");
+            // One report: through the log when it is set up (serve and the roles), else stderr.
+            if tracing::dispatcher::has_been_set() {
+                tracing::error!("{e:#}");
+            } else {
+                eprintln!("bulkhead: {e:#}");
+            }
             ExitCode::from(1)
         }
     }

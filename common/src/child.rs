@@ -36,6 +36,7 @@ pub struct Started {
 
 /// Receives the bootstrap on [`CONTROL_FD`] and drops to its credentials.
 pub fn start() -> Result<Started, ChildError> {
+    close_strays();
     if crate::fds::is_cloexec(CONTROL_FD).is_err() {
         return Err(ChildError::NoControl);
     }
@@ -60,4 +61,32 @@ pub fn start() -> Result<Started, ChildError> {
         fds,
         control,
     })
+}
+
+/// Closes every fd above [`CONTROL_FD`]. The supervisor passes exactly 0, 1, 2 and the
+/// control channel; anything else open here was inherited by accident (an fd the
+/// supervisor itself got from whatever started it without close-on-exec) and may be a
+/// file or socket of another tenant. Runs first, before this process opens anything.
+fn close_strays() {
+    let first = CONTROL_FD as libc::c_uint + 1;
+    // SAFETY: nothing in this process owns an fd above CONTROL_FD yet; closing them
+    // invalidates no live handle.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, first, libc::c_uint::MAX, 0 as libc::c_uint) };
+    if r == 0 {
+        return;
+    }
+    // Kernels before 5.9: list /proc/self/fd first, then close (the listing's own fd is
+    // closed by then and its close fails harmlessly).
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<i32> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > CONTROL_FD)
+        .collect();
+    for fd in fds {
+        // SAFETY: as above.
+        unsafe { libc::close(fd) };
+    }
 }

@@ -2,7 +2,7 @@
 //! route it by host, and hand the socket with the bytes read to the environment's pool.
 
 use std::net::SocketAddr;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -86,6 +86,57 @@ fn route(shared: &Shared, head: &[u8]) -> Result<u32, (u16, &'static str)> {
 }
 
 /// Serves one connection: `buf` holds bytes already read (a hand-back's payload).
+/// The fast path for a fresh connection, outside the reactor: one non-blocking read,
+/// and when it holds a whole head for a pool with room, the hand-off, without ever
+/// registering the socket with epoll. Anything else (no data yet, a partial head, an
+/// error to answer, a full pool) continues on the async path with the bytes read.
+pub async fn accepted(stream: std::net::TcpStream, peer: SocketAddr, local: SocketAddr, shared: Arc<Shared>) {
+    let mut buf = vec![0u8; shared.limit_request_head];
+    // SAFETY: `buf` is a valid, writable buffer of the given length for the call.
+    let n = unsafe {
+        libc::recv(
+            stream.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT,
+        )
+    };
+    match n {
+        0 => return,
+        n if n < 0 => buf.clear(),
+        n => buf.truncate(n as usize),
+    }
+    if let Some(end) = head_end(&buf) {
+        if let Ok(vhost) = route(&shared, &buf[..end]) {
+            if let Some(&env) = shared.vhost_env.get(vhost as usize) {
+                let meta = Meta {
+                    flags: 0,
+                    vhost,
+                    peer,
+                    local,
+                };
+                let sock = &shared.env_socks[env as usize];
+                match handoff::send(sock.get_ref().as_fd(), &meta, &buf, stream.as_fd()) {
+                    Ok(()) => return,
+                    Err(HandoffError::Packet(e)) if e.is_would_block() => {}
+                    Err(e) => {
+                        let name = shared
+                            .env_names
+                            .get(env as usize)
+                            .map(String::as_str)
+                            .unwrap_or("?");
+                        warn!(environment = name, "hand-off failed: {e}");
+                    }
+                }
+            }
+        }
+    }
+    match TcpStream::from_std(stream) {
+        Ok(stream) => handle(stream, buf, peer, local, shared).await,
+        Err(e) => warn!(%peer, "registering a connection: {e}"),
+    }
+}
+
 pub async fn handle(
     mut stream: TcpStream,
     mut buf: Vec<u8>,

@@ -17,7 +17,7 @@ use common::handoff;
 use common::vhost::HostTable;
 use thiserror::Error;
 use tokio::io::unix::AsyncFd;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -83,9 +83,10 @@ async fn serve(
     let inflight = Rc::new(());
 
     for (fd, bound) in fds.into_iter().zip(boot.listeners.iter().copied()) {
+        // Already non-blocking: the supervisor binds listeners with SOCK_NONBLOCK.
         let std_listener = std::net::TcpListener::from(fd);
-        std_listener.set_nonblocking(true)?;
-        let listener = TcpListener::from_std(std_listener)?;
+        // SAFETY: the listener owns its fd for as long as the AsyncFd holds it.
+        let listener = unsafe { AsyncFd::register(std_listener) }.map_err(std::io::Error::from)?;
         // A listener on a specific address is the local address of all its connections;
         // only a wildcard one needs getsockname per connection.
         let fixed_local = (!bound.ip().is_unspecified()).then_some(bound);
@@ -135,34 +136,83 @@ async fn serve(
 }
 
 async fn accept_loop(
-    listener: TcpListener,
+    listener: AsyncFd<std::net::TcpListener>,
     fixed_local: Option<SocketAddr>,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
     inflight: Rc<()>,
 ) {
     loop {
-        let accepted = tokio::select! {
-            r = listener.accept() => r,
+        let mut guard = tokio::select! {
+            g = listener.readable() => match g { Ok(g) => g, Err(_) => return },
             _ = stop.changed() => return,
         };
-        match accepted {
-            Ok((stream, peer)) => {
-                let local = fixed_local.or_else(|| stream.local_addr().ok()).unwrap_or(peer);
-                let token = inflight.clone();
-                let shared = shared.clone();
-                tokio::task::spawn_local(async move {
-                    conn::handle(stream, Vec::new(), peer, local, shared).await;
-                    drop(token);
-                });
-            }
-            Err(e) => {
-                // EMFILE and friends: back off briefly instead of spinning.
-                warn!("accept: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+        // Take what is queued, a bounded batch per wake-up so other tasks run too.
+        for _ in 0..ACCEPT_BATCH {
+            match guard.try_io(|l| accept_raw(l.get_ref())) {
+                Ok(Ok((stream, peer))) => {
+                    let local = fixed_local.or_else(|| stream.local_addr().ok()).unwrap_or(peer);
+                    let token = inflight.clone();
+                    let shared = shared.clone();
+                    tokio::task::spawn_local(async move {
+                        conn::accepted(stream, peer, local, shared).await;
+                        drop(token);
+                    });
+                }
+                Ok(Err(e)) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    warn!("accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    break;
+                }
+                Err(_would_block) => break,
             }
         }
     }
+}
+
+/// Connections taken per wake-up of an accept loop before yielding.
+const ACCEPT_BATCH: usize = 64;
+
+/// accept4(2) with SOCK_NONBLOCK|SOCK_CLOEXEC, returning the peer address from the
+/// same call (no getpeername).
+fn accept_raw(listener: &std::net::TcpListener) -> std::io::Result<(std::net::TcpStream, SocketAddr)> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    // SAFETY: zeroed sockaddr_storage is a valid value to hand the kernel.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: storage/len describe a valid writable sockaddr buffer for the call.
+    let fd = unsafe {
+        libc::accept4(
+            listener.as_raw_fd(),
+            (&mut storage as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: accept4 just returned this fd to us; nothing else owns it.
+    let stream = unsafe { std::net::TcpStream::from_raw_fd(fd) };
+    // SAFETY: the kernel filled `len` bytes of a sockaddr in `storage`.
+    let addr = unsafe {
+        <nix::sys::socket::SockaddrStorage as nix::sys::socket::SockaddrLike>::from_raw(
+            (&storage as *const libc::sockaddr_storage).cast(),
+            Some(len),
+        )
+    };
+    let peer = addr
+        .and_then(|a| {
+            a.as_sockaddr_in()
+                .map(|v4| SocketAddr::from(std::net::SocketAddrV4::from(*v4)))
+                .or_else(|| {
+                    a.as_sockaddr_in6()
+                        .map(|v6| SocketAddr::from(std::net::SocketAddrV6::from(*v6)))
+                })
+        })
+        .ok_or_else(|| std::io::Error::other("accept4 returned an unknown address family"))?;
+    Ok((stream, peer))
 }
 
 async fn hand_back_loop(env: usize, shared: Arc<Shared>, mut stop: watch::Receiver<bool>, inflight: Rc<()>) {

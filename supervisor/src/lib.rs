@@ -16,7 +16,7 @@ pub use children::Supervisor;
 /// Errors that stop the supervisor.
 #[derive(Debug, Error)]
 pub enum SupervisorError {
-    #[error("{0}")]
+    #[error(transparent)]
     Config(#[from] conf::ConfigErrors),
     #[error(transparent)]
     Listen(#[from] listen::ListenError),

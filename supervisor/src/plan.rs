@@ -39,7 +39,7 @@ pub fn multiplexer(cfg: &Config, res: &Resources, privileged: bool) -> (Bootstra
     };
     let mut fds: Vec<RawFd> = res.listeners.iter().map(|(_, fd)| fd.as_raw_fd()).collect();
     fds.extend(res.env_sockets.iter().map(|(m, _)| m.as_raw_fd()));
-    let credentials = privileged.then(|| Credentials {
+    let credentials = privileged.then_some(Credentials {
         uid: cfg.server.uid,
         gid: cfg.server.gid,
         chroot: None,
@@ -80,7 +80,7 @@ pub fn processor(cfg: &Config, res: &Resources, env: EnvId, privileged: bool) ->
         keep_alive_timeout_ms: cfg.server.keep_alive_timeout.as_millis() as u64,
         max_connections: e.max_connections_per_processor,
     };
-    let credentials = privileged.then(|| Credentials {
+    let credentials = privileged.then_some(Credentials {
         uid: e.uid,
         gid: e.gid,
         chroot: e.chroot.clone(),
