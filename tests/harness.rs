@@ -110,6 +110,8 @@ document_root = "{b}"
 pub struct TestServer {
     pub child: Option<Child>,
     pub addr: SocketAddr,
+    /// The Prometheus listener, when one is configured.
+    pub metrics_addr: Option<SocketAddr>,
     pub config_path: PathBuf,
     log: Arc<(Mutex<String>, Condvar)>,
     _dir: tempfile::TempDir,
@@ -128,7 +130,13 @@ impl TestServer {
             .tempdir()
             .unwrap();
         let config_path = dir.path().join("bulkhead.toml");
-        std::fs::write(&config_path, config).unwrap();
+        // Tests run in parallel: never the fixed default metrics port.
+        let config = if config.contains("[status]") {
+            config.to_string()
+        } else {
+            format!("{config}\n[status]\nmetrics_listen = \"127.0.0.1:0\"\n")
+        };
+        std::fs::write(&config_path, &config).unwrap();
         let mut child = Command::new(BIN)
             .args(["serve", "--config"])
             .arg(&config_path)
@@ -160,6 +168,7 @@ impl TestServer {
         let mut server = TestServer {
             child: Some(child),
             addr: "0.0.0.0:0".parse().unwrap(),
+            metrics_addr: None,
             config_path,
             log,
             _dir: dir,
@@ -167,8 +176,13 @@ impl TestServer {
         match server.wait_for_log("ready: listening on ", Duration::from_secs(30)) {
             Some(line) => {
                 let rest = line.split("ready: listening on ").nth(1).unwrap();
-                let first = rest.split([',', ' ']).next().unwrap().trim();
+                let first = rest.split([',', ' ', ';']).next().unwrap().trim();
                 server.addr = first.parse().unwrap();
+                server.metrics_addr = line
+                    .split("metrics on ")
+                    .nth(1)
+                    .and_then(|m| m.split_whitespace().next())
+                    .and_then(|m| m.parse().ok());
                 Ok(server)
             }
             None => {
@@ -251,10 +265,21 @@ impl TestServer {
     }
 
     /// Pids of the supervisor's children in `role` ("multiplexer" or "processor").
+    /// Spares (processors exec'd ahead of need, still root and unassigned, holding
+    /// nothing) are not counted as processors.
     pub fn children(&self, role: &str) -> Vec<i32> {
         children_of(self.pid())
             .into_iter()
             .filter(|p| cmdline(*p).get(1).map(String::as_str) == Some(role))
+            .filter(|p| role != "processor" || !is_spare(*p))
+            .collect()
+    }
+
+    /// Spare processors: exec'd, waiting for an environment.
+    pub fn spares(&self) -> Vec<i32> {
+        children_of(self.pid())
+            .into_iter()
+            .filter(|p| cmdline(*p).get(1).map(String::as_str) == Some("processor") && is_spare(*p))
             .collect()
     }
 
@@ -287,6 +312,13 @@ impl Drop for TestServer {
             panic!("a bulkhead process panicked:\n{log}");
         }
     }
+}
+
+/// A spare runs as root until it is assigned (tests always run the server as root).
+fn is_spare(pid: i32) -> bool {
+    status_field(pid, "Uid")
+        .map(|u| first_num(&u) == 0)
+        .unwrap_or(false)
 }
 
 pub fn children_of(ppid: i32) -> Vec<i32> {
@@ -416,4 +448,217 @@ pub fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
     String::from_utf8_lossy(&out).into_owned()
+}
+
+// ---- Helpers for the lifecycle, handback, fd_hygiene and chroot tests ----
+
+/// `s` without ANSI colour escapes (the log is coloured, so `pid=N` is not contiguous).
+pub fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ parameters... final byte in @..~
+            if chars.next() == Some('[') {
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+impl TestServer {
+    /// Starts the server like `try_start`, letting `customize` adjust the command first
+    /// (e.g. to hand the supervisor an fd it should not pass on).
+    pub fn try_start_with(config: &str, customize: impl FnOnce(&mut Command)) -> Result<TestServer, String> {
+        let dir = tempfile::Builder::new()
+            .prefix("bulkhead-conf")
+            .tempdir()
+            .unwrap();
+        let config_path = dir.path().join("bulkhead.toml");
+        // Tests run in parallel: never the fixed default metrics port.
+        let config = if config.contains("[status]") {
+            config.to_string()
+        } else {
+            format!("{config}\n[status]\nmetrics_listen = \"127.0.0.1:0\"\n")
+        };
+        std::fs::write(&config_path, &config).unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.args(["serve", "--config"])
+            .arg(&config_path)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        customize(&mut cmd);
+        let mut child = cmd.spawn().unwrap();
+        let log = Arc::new((Mutex::new(String::new()), Condvar::new()));
+        let stderr = child.stderr.take().unwrap();
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            let mut r = BufReader::new(stderr);
+            let mut line = String::new();
+            while r.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+                if std::env::var_os("BULKHEAD_TEST_ECHO").is_some() {
+                    eprint!("{line}");
+                }
+                let (m, cv) = &*log2;
+                m.lock().unwrap().push_str(&line);
+                cv.notify_all();
+                line.clear();
+            }
+            let (m, cv) = &*log2;
+            m.lock().unwrap().push_str("<eof>\n");
+            cv.notify_all();
+        });
+        let mut server = TestServer {
+            child: Some(child),
+            addr: "0.0.0.0:0".parse().unwrap(),
+            metrics_addr: None,
+            config_path,
+            log,
+            _dir: dir,
+        };
+        match server.wait_for_log("ready: listening on ", Duration::from_secs(30)) {
+            Some(line) => {
+                let rest = line.split("ready: listening on ").nth(1).unwrap();
+                let first = strip_ansi(rest.split([',', ' ', ';']).next().unwrap().trim());
+                server.addr = first.parse().unwrap();
+                server.metrics_addr = line
+                    .split("metrics on ")
+                    .nth(1)
+                    .and_then(|m| m.split_whitespace().next())
+                    .and_then(|m| m.parse().ok());
+                Ok(server)
+            }
+            None => {
+                server.kill();
+                Err(server.log())
+            }
+        }
+    }
+
+    /// Every log line so far, colours removed.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log().lines().map(strip_ansi).collect()
+    }
+
+    /// Waits until a log line (colours removed) satisfies `pred`; returns that line.
+    /// Gives up early when the server's stderr has closed.
+    pub fn wait_for_log_line(&self, timeout: Duration, pred: impl Fn(&str) -> bool) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        let (m, cv) = &*self.log;
+        let mut g = m.lock().unwrap();
+        loop {
+            if let Some(line) = g.lines().map(strip_ansi).find(|l| pred(l)) {
+                return Some(line);
+            }
+            if g.contains("<eof>") {
+                return None;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            g = cv.wait_timeout(g, left).unwrap().0;
+        }
+    }
+
+    /// Every child of the supervisor, any role.
+    pub fn all_children(&self) -> Vec<i32> {
+        let mut v = self.children("multiplexer");
+        v.extend(self.children("processor"));
+        v.sort();
+        v
+    }
+}
+
+/// True while `pid` exists and is not a zombie.
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rfind(')')
+            .and_then(|i| {
+                stat[i + 1..]
+                    .split_whitespace()
+                    .next()
+                    .map(|s| s != "Z" && s != "X")
+            })
+            .unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
+/// `(fd, readlink target)` of every open fd of `pid` (fds that close meanwhile are skipped).
+pub fn fd_links(pid: i32) -> Vec<(i32, String)> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Ok(fd) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if let Ok(t) = std::fs::read_link(e.path()) {
+            out.push((fd, t.to_string_lossy().into_owned()));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The `flags:` of `/proc/PID/fdinfo/FD` (octal in the file), if the fd is still open.
+pub fn fd_flags(pid: i32, fd: i32) -> Option<u32> {
+    let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).ok()?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("flags:"))
+        .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+}
+
+/// The inode of a `socket:[INODE]` link target.
+pub fn socket_inode(target: &str) -> Option<u64> {
+    target.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+}
+
+/// Socket inodes `pid` holds.
+pub fn socket_inodes(pid: i32) -> std::collections::HashSet<u64> {
+    fd_links(pid)
+        .iter()
+        .filter_map(|(_, t)| socket_inode(t))
+        .collect()
+}
+
+/// Inodes of the TCP sockets in /proc/net/tcp and tcp6; `listening` keeps only state
+/// 0A (LISTEN).
+pub fn tcp_inodes(listening: bool) -> std::collections::HashSet<u64> {
+    let mut out = std::collections::HashSet::new();
+    for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(file) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 10 || (listening && f[3] != "0A") {
+                continue;
+            }
+            if let Ok(inode) = f[9].parse::<u64>() {
+                if inode != 0 {
+                    out.insert(inode);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Sends a keep-alive GET on `s` and reads its response.
+pub fn get_on(s: &mut TcpStream, host: &str, path: &str) -> Option<Response> {
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").ok()?;
+    read_response(s, false)
 }

@@ -12,11 +12,15 @@ import os
 import statistics
 import sys
 
-SCENARIOS = [
-    ("ka-1k", "1 KiB, keep-alive"),
-    ("close-1k", "1 KiB, new connection per request"),
-    ("ka-100k", "100 KiB, keep-alive"),
-    ("mixed-1k", "1 KiB, keep-alive, Host alternating a.test / b.test"),
+SCENARIOS = [  # (key, short label for the table, legend)
+    ("ka-1k", "1K keep-alive", "GET a.test/index.html (1 KiB) over keep-alive connections"),
+    ("close-1k", "1K new conn", "the same with `Connection: close`: a new connection per request"),
+    ("ka-100k", "100K keep-alive", "GET a.test/big.bin (100 KiB) over keep-alive connections"),
+    ("mixed-conn", "1K 2 tenants", "both tenants at once: half the connections (one wrk thread) "
+     "ask a.test, half b.test, keep-alive"),
+    ("mixed-req", "1K switch/req", "the Host header alternates a.test / b.test on every request "
+     "of each keep-alive connection (a tenant switch inside a connection; mpm-itk closes the "
+     "connection there, which wrk counts as socket errors and reconnects)"),
 ]
 NAMES = {
     "bulkhead": "bulkhead",
@@ -115,10 +119,13 @@ def main(work):
 
     w("## Throughput, latency and memory under load")
     w("")
+    for _, title, legend in SCENARIOS:
+        w("- **%s**: %s" % (title, legend))
+    w("")
     w("| Scenario | Server | Req/s | ×nginx | p50 ms | ×nginx | p99 ms | ×nginx "
       "| RSS MiB | ×nginx | PSS MiB | ×nginx | Procs | Errors |")
     w("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
-    for scen, title in SCENARIOS:
+    for scen, title, _ in SCENARIOS:
         base = {}
         if base_ok:
             _, ok, col = medians(BASE, scen)
@@ -171,7 +178,7 @@ def main(work):
         bpss = num(bi[1]) / 1024 if bi else None
         w("| %s | %d | %s | %s | %s | %s | %s |" % (
             name, n, fmt(rss / 1024, "mib"), ratio(rss / 1024, brss),
-            fmt(pss / 1024, "mib"), ratio(pss / 1024, bpss), "%.1f" % cpu))
+            fmt(pss / 1024, "mib"), ratio(pss / 1024, bpss), "—" if cpu is None else "%.1f" % cpu))
     w("")
 
     notes = [(s, st, why) for s in servers for st, why in [state[s]] if st != "ok" or why]
@@ -192,7 +199,7 @@ def main(work):
     if "bench_secs" in md:
         w("Benchmark phase: %s s (excluding install and build)." % md["bench_secs"])
         w("")
-    sys.stdout.write("\n".join(out))
+    sys.stdout.write("\n".join(out) + "\n")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ dist && $1 == "99%" { p99 = to_ms($2); dist = 0 }
 /Non-2xx or 3xx responses:/ { n2xx = $NF + 0 }
 /Socket errors:/ {
     # Socket errors: connect 0, read 0, write 0, timeout 0
-    for (i = 3; i <= NF; i += 2) { v = $i; gsub(/,/, "", v); errs += v + 0 }
+    for (i = 4; i <= NF; i += 2) { v = $i; gsub(/,/, "", v); errs += v + 0 }
 }
 /Requests\/sec:/ { rps = $2 + 0 }
 END { printf "%s %s %s %s %d %d\n", rps, p50, p99, total, n2xx, errs }

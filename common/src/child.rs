@@ -42,9 +42,11 @@ pub fn start() -> Result<Started, ChildError> {
     }
     // SAFETY: fd 3 was put there for us by the supervisor (checked open above) and
     // nothing else in this fresh process owns it.
-    let control = unsafe { OwnedFd::from_raw_fd(CONTROL_FD) };
-    // Move it off the fixed number, close-on-exec, so nothing exec'd later inherits it.
-    let control = control.try_clone().map_err(|_| ChildError::NoControl)?;
+    let fixed = unsafe { OwnedFd::from_raw_fd(CONTROL_FD) };
+    // Move it off the fixed number, close-on-exec, so nothing exec'd later inherits it,
+    // and close fd 3 now rather than after the bootstrap (a spare waits here a while).
+    let control = fixed.try_clone().map_err(|_| ChildError::NoControl)?;
+    drop(fixed);
     crate::fds::set_nonblocking(std::os::fd::AsFd::as_fd(&control)).map_err(|_| ChildError::NoControl)?;
     let mut rx = Receiver::new();
     let (msg, fds): (ToChild, _) =

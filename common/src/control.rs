@@ -43,11 +43,34 @@ pub enum ControlError {
 /// What the supervisor tells a child.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum ToChild {
-    /// The first message: everything the child needs. `fds` lists what each
-    /// attached fd is, in order.
+    /// The first message: everything the child needs, with its fds attached in the
+    /// order the role's boot type documents.
     Bootstrap(Box<Bootstrap>),
-    /// Stop taking new work, finish what is in flight, exit 0.
+    /// To multiplexers: processor slots that appeared (one read-only scoreboard fd
+    /// attached per entry, in order) and pids whose slots are gone.
+    Slots { add: Vec<SlotAdd>, remove: Vec<u32> },
+    /// To processors: fresh access log fds after SIGUSR1 (one attached per listed
+    /// vhost, in order); the old ones are closed once the new ones are in place.
+    Logs { vhosts: Vec<u32> },
+    /// To every child after SIGUSR1: the reopened error log (one fd attached), to be
+    /// put on fd 2.
+    ErrorLog,
+    /// To a processor: stop taking connections now (the rest of the pool serves the
+    /// queue), finish what is in flight, exit 0.
+    Retire,
+    /// Stop taking new work, finish what is in flight, exit 0. A processor first
+    /// serves what is already queued: the supervisor closed the queue's writers.
     Shutdown,
+}
+
+/// A processor slot a multiplexer should watch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SlotAdd {
+    pub pid: u32,
+    /// `u32::MAX` for a multiplexer's slot.
+    pub env: u32,
+    /// Its entry in the shared table's registry.
+    pub index: u32,
 }
 
 /// What a child tells the supervisor.
@@ -55,6 +78,8 @@ pub enum ToChild {
 pub enum FromChild {
     /// Privileges are dropped and the runtime is serving.
     Ready,
+    /// A multiplexer found environment `env` without room: start a processor now.
+    Spawn { env: u32 },
 }
 
 /// A child's slice of the configuration.
@@ -72,31 +97,67 @@ pub enum RoleBoot {
     Processor(ProcessorBoot),
 }
 
-/// A multiplexer's slice. Attached fds: one per listener, then one per environment
-/// (the multiplexer's end of that environment's hand-off socket), in these orders.
+/// A multiplexer's slice. Attached fds, in order: one per listener, the metrics
+/// listener if `metrics_listen` is set, one per environment (the multiplexer's end of
+/// that environment's hand-off socket), the shared table (read-write), and the
+/// multiplexer's own slot (read-write).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct MultiplexerBoot {
     pub listeners: Vec<std::net::SocketAddr>,
-    pub environments: Vec<String>,
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    pub environments: Vec<EnvBoot>,
+    pub vhosts: Vec<VhostBoot>,
     /// Host table: (name or `*.`wildcard, vhost index).
     pub hosts: Vec<(String, u32)>,
-    /// vhost index → environment index.
-    pub vhost_env: Vec<u32>,
     pub limit_request_head: usize,
     pub request_head_timeout_ms: u64,
-    /// How long to wait for a full pool's queue before answering 503.
+    /// How long to wait for room in a pool's queue before answering 503.
     pub handoff_timeout_ms: u64,
+    /// `processor_wait_timeout = [seconds, steps]`.
+    pub processor_wait_timeout_ms: u64,
+    pub processor_wait_steps: u32,
+    pub max_clients: u32,
+    pub server_limit: u32,
+    pub max_multiplexers: u32,
+    pub status_path: String,
+    /// CIDRs allowed to see the status page: (address, prefix length).
+    pub status_allow: Vec<(std::net::IpAddr, u8)>,
+    pub generation: u64,
 }
 
-/// A processor's slice. Attached fd: its end of its environment's hand-off socket.
+/// What a multiplexer knows of an environment.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EnvBoot {
+    pub name: String,
+    pub max_processors: u32,
+    /// `max_connections_per_processor`.
+    pub capacity: u32,
+}
+
+/// What a multiplexer knows of a vhost.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VhostBoot {
+    pub server_name: String,
+    pub env: u32,
+    /// `max_clients_vhost`, 0 = unlimited.
+    pub max_clients: u32,
+}
+
+/// A processor's slice. Attached fds, in order: its end of its environment's hand-off
+/// socket, its own scoreboard slot (read-write), then one access log per site that has
+/// one (in site order).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ProcessorBoot {
     pub environment: String,
+    pub env_id: u32,
     pub sites: Vec<SiteBoot>,
     pub limit_request_head: usize,
     pub request_head_timeout_ms: u64,
     pub keep_alive_timeout_ms: u64,
     pub max_connections: u32,
+    /// 0 = unlimited.
+    pub max_requests_per_child: u64,
+    pub generation: u64,
 }
 
 /// One vhost of a processor's environment.
@@ -107,6 +168,15 @@ pub struct SiteBoot {
     pub aliases: Vec<String>,
     /// As the processor sees it (inside its chroot).
     pub document_root: std::path::PathBuf,
+    /// Whether an access log fd is attached for this site, and its format.
+    pub access_log: Option<AccessLogFormat>,
+}
+
+/// Access log formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AccessLogFormat {
+    Combined,
+    Json,
 }
 
 /// Sends `msg` with `fds` attached.

@@ -54,3 +54,16 @@ pub fn async_fd(fd: OwnedFd) -> std::io::Result<tokio::io::unix::AsyncFd<OwnedFd
     // it lives, and the AsyncFd owns it for exactly that long.
     unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(std::io::Error::from)
 }
+
+/// Puts `fd` on stderr (fd 2): the reopened error log after SIGUSR1.
+pub fn install_stderr(fd: &OwnedFd) -> Result<(), FdError> {
+    let raw = fd.as_raw_fd();
+    // SAFETY: dup2 onto fd 2 replaces stderr atomically; both fds are valid.
+    if unsafe { libc::dup2(raw, 2) } < 0 {
+        return Err(FdError::Fcntl {
+            fd: raw,
+            source: nix::Error::last(),
+        });
+    }
+    Ok(())
+}

@@ -8,5 +8,7 @@ pub mod fds;
 pub mod handoff;
 pub mod head;
 pub mod privdrop;
+pub mod scoreboard;
 pub mod seqpacket;
+pub mod status;
 pub mod vhost;

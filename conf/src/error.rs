@@ -59,9 +59,7 @@ impl std::error::Error for ConfigErrors {}
 
 impl From<ConfigError> for ConfigErrors {
     fn from(error: ConfigError) -> Self {
-        ConfigErrors {
-            errors: vec![error],
-        }
+        ConfigErrors { errors: vec![error] }
     }
 }
 
@@ -113,9 +111,7 @@ impl<'a> Report<'a> {
     /// All errors, sorted by line (stable, so same-line errors keep walk order).
     pub(crate) fn finish(mut self) -> ConfigErrors {
         self.errors.sort_by_key(|e| e.line);
-        ConfigErrors {
-            errors: self.errors,
-        }
+        ConfigErrors { errors: self.errors }
     }
 }
 

@@ -62,11 +62,7 @@ fn numeric(entry: &Entry, r: &mut Report, kind: Kind, i: i64) -> Option<u32> {
     match u32::try_from(i) {
         Ok(id) if id != u32::MAX => Some(id),
         _ => {
-            let message = format!(
-                "{} {i} is out of range (0 to {})",
-                kind.id_name(),
-                u32::MAX - 1
-            );
+            let message = format!("{} {i} is out of range (0 to {})", kind.id_name(), u32::MAX - 1);
             entry.error(r, message);
             None
         }

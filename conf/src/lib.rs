@@ -11,7 +11,9 @@
 
 mod error;
 mod ids;
+mod limits;
 pub mod model;
+mod status;
 mod tree;
 mod validate;
 

@@ -4,7 +4,8 @@
 //! check has passed; nothing downstream re-validates them. They are not wire types:
 //! the supervisor copies the slice each child needs into `common::control` messages.
 
-use std::net::SocketAddr;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -23,6 +24,8 @@ pub struct Config {
     pub environments: Vec<Environment>,
     /// In file order; the first is the default for a missing or unknown Host.
     pub vhosts: Vec<Vhost>,
+    /// `[status]`; its defaults when the table is absent.
+    pub status: Status,
 }
 
 /// `[server]`.
@@ -43,6 +46,24 @@ pub struct Server {
     pub shutdown_timeout: Duration,
     /// Written by `serve`, read by `reload`/`stop`.
     pub pid_file: Option<PathBuf>,
+    /// Peruser's `ServerLimit`: hard cap on children, multiplexers and processors
+    /// together. At least `min_multiplexers` plus every environment's
+    /// `min_processors`, and at least every environment's `max_processors`.
+    pub server_limit: u32,
+    /// Connections held by processors at once, server-wide.
+    pub max_clients: u32,
+    /// At least `min_multiplexers`.
+    pub max_multiplexers: u32,
+    /// Peruser's `MultiplexerIdleTimeout`; zero: off.
+    pub multiplexer_idle_timeout: Duration,
+    /// Peruser's `ProcessorWaitTimeout`: how long a multiplexer waits for a busy
+    /// environment's processor before dropping the connection, checked in
+    /// `processor_wait_steps` steps. Zero: never wait (and never drop).
+    pub processor_wait_timeout: Duration,
+    /// `1..=100`.
+    pub processor_wait_steps: u32,
+    /// Absolute; `None`: standard error.
+    pub error_log: Option<PathBuf>,
 }
 
 /// `[environments.NAME]`: Peruser's `<Processor NAME>`.
@@ -57,6 +78,19 @@ pub struct Environment {
     pub min_processors: u32,
     pub max_processors: u32,
     pub max_connections_per_processor: u32,
+    /// Processors started with the server; `min_processors..=max_processors`.
+    pub start_processors: u32,
+    /// Idle processors kept ready beyond the busy ones.
+    pub min_spare_processors: u32,
+    /// Idle processors above this are stopped; zero: no limit. When not zero, at least
+    /// `min_spare_processors`.
+    pub max_spare_processors: u32,
+    /// Peruser's `IdleTimeout`; zero: off.
+    pub idle_timeout: Duration,
+    /// Peruser's `ExpireTimeout`; zero: off.
+    pub expire_timeout: Duration,
+    /// A processor is replaced after this many requests; zero: never.
+    pub max_requests_per_child: u64,
 }
 
 /// `[[vhosts]]`: Peruser's `<VirtualHost>` with its `ServerEnvironment`.
@@ -69,6 +103,100 @@ pub struct Vhost {
     pub environment: EnvId,
     /// A host path (inside the environment's chroot when it has one).
     pub document_root: PathBuf,
+    /// mpm-itk's `MaxClientsVHost`: connections to this vhost at once; zero: no limit.
+    pub max_clients_vhost: u32,
+    /// Absolute; `None`: no access log for this vhost.
+    pub access_log: Option<PathBuf>,
+    pub access_log_format: LogFormat,
+}
+
+/// `access_log_format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Apache's combined log format.
+    #[default]
+    Combined,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[status]`: the status page and the metrics listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    /// Request path of the status page on every vhost; starts with `/`, no `?`, `#`
+    /// or whitespace.
+    pub path: String,
+    /// Clients allowed to read the status page.
+    pub allow: Vec<Cidr>,
+    /// Where metrics are served; `None` when written as `"off"`.
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+impl Default for Status {
+    /// `/server-status`, loopback only, metrics on `127.0.0.1:9180`.
+    fn default() -> Self {
+        Status {
+            path: "/server-status".to_string(),
+            allow: vec![
+                Cidr {
+                    addr: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 0)),
+                    prefix: 8,
+                },
+                Cidr {
+                    addr: IpAddr::V6(Ipv6Addr::LOCALHOST),
+                    prefix: 128,
+                },
+            ],
+            metrics_listen: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 9180))),
+        }
+    }
+}
+
+/// An address block, `addr/prefix`. Validated ones have no host bits set and a
+/// prefix of at most 32 (IPv4) or 128 (IPv6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Cidr {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    /// Whether `ip` is in the block. An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`,
+    /// what a dual-stack socket reports for an IPv4 client) is matched as the IPv4
+    /// address, and an IPv4 address as its mapped form against an IPv6 block.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => same_prefix(&net.octets(), &ip.octets(), self.prefix),
+            (IpAddr::V4(net), IpAddr::V6(ip)) => match ip.to_ipv4_mapped() {
+                Some(ip) => same_prefix(&net.octets(), &ip.octets(), self.prefix),
+                None => false,
+            },
+            (IpAddr::V6(net), IpAddr::V6(ip)) => same_prefix(&net.octets(), &ip.octets(), self.prefix),
+            (IpAddr::V6(net), IpAddr::V4(ip)) => {
+                same_prefix(&net.octets(), &ip.to_ipv6_mapped().octets(), self.prefix)
+            }
+        }
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// Whether the first `prefix` bits of `a` and `b` agree (a longer prefix compares all).
+fn same_prefix(a: &[u8], b: &[u8], prefix: u8) -> bool {
+    let bits = usize::from(prefix).min(a.len() * 8);
+    let (whole, rest) = (bits / 8, bits % 8);
+    if a[..whole] != b[..whole] {
+        return false;
+    }
+    if rest == 0 {
+        return true;
+    }
+    let mask = 0xffu8 << (8 - rest);
+    a[whole] & mask == b[whole] & mask
 }
 
 impl Environment {

@@ -42,12 +42,8 @@ impl<'a> Node<'a> {
     fn table_like(self) -> Option<(&'a dyn TableLike, Span)> {
         match self {
             Node::Item(Item::Table(t)) => Some((t, t.span())),
-            Node::Item(item) => item
-                .as_inline_table()
-                .map(|t| (t as &dyn TableLike, t.span())),
-            Node::Value(value) => value
-                .as_inline_table()
-                .map(|t| (t as &dyn TableLike, t.span())),
+            Node::Item(item) => item.as_inline_table().map(|t| (t as &dyn TableLike, t.span())),
+            Node::Value(value) => value.as_inline_table().map(|t| (t as &dyn TableLike, t.span())),
         }
     }
 
@@ -157,14 +153,7 @@ impl<'a> Table<'a> {
     }
 
     /// An optional integer in `min..=max`, `default` when absent.
-    pub(crate) fn int_or(
-        &self,
-        r: &mut Report,
-        key: &str,
-        default: i64,
-        min: i64,
-        max: i64,
-    ) -> Option<i64> {
+    pub(crate) fn int_or(&self, r: &mut Report, key: &str, default: i64, min: i64, max: i64) -> Option<i64> {
         match self.get(key) {
             None => Some(default),
             Some(entry) => entry.int_in(r, min, max),
@@ -241,8 +230,14 @@ impl<'a> Entry<'a> {
 
     /// The elements of an inline array, each with its own `path[i]`.
     pub(crate) fn array(&self, r: &mut Report) -> Option<Vec<Entry<'a>>> {
+        self.array_shaped(r, "an array")
+    }
+
+    /// Like [`Entry::array`], with the expected shape (`an array [seconds, steps]`) in
+    /// the message when the value is not an array.
+    pub(crate) fn array_shaped(&self, r: &mut Report, shape: &str) -> Option<Vec<Entry<'a>>> {
         let Some(array) = self.node.value().and_then(Value::as_array) else {
-            self.wrong_type(r, "an array");
+            self.wrong_type(r, shape);
             return None;
         };
         let elements = array.iter().enumerate().map(|(i, value)| Entry {

@@ -9,85 +9,93 @@ use std::time::Duration;
 
 use crate::error::{Report, Span};
 use crate::ids::{self, Kind};
-use crate::model::{Config, Environment, Server, Vhost};
+use crate::limits::{self, Limits, MAX_COUNT, MAX_TIMEOUT_SECS, POOL_KEYS};
+use crate::model::{Config, Environment, LogFormat, Server, Vhost};
+use crate::status;
 use crate::tree::{is_bare_key, Entry, Table};
 
-const TOP_KEYS: &[&str] = &["server", "environments", "vhosts"];
+const TOP_KEYS: &[&str] = &["server", "environments", "vhosts", "status"];
+/// With [`POOL_KEYS`], the environments' defaults.
 const SERVER_KEYS: &[&str] = &[
     "user",
     "group",
     "listen",
+    "server_limit",
+    "max_clients",
     "min_multiplexers",
+    "max_multiplexers",
+    "multiplexer_idle_timeout",
+    "processor_wait_timeout",
     "request_head_timeout",
     "limit_request_head",
     "keep_alive_timeout",
     "shutdown_timeout",
     "pid_file",
+    "error_log",
 ];
-const ENVIRONMENT_KEYS: &[&str] = &[
-    "user",
-    "group",
-    "chroot",
-    "min_processors",
-    "max_processors",
-    "max_connections_per_processor",
-];
+/// With [`POOL_KEYS`].
+const ENVIRONMENT_KEYS: &[&str] = &["user", "group", "chroot"];
 const VHOST_KEYS: &[&str] = &[
     "server_name",
     "server_alias",
     "environment",
     "document_root",
+    "max_clients_vhost",
+    "access_log",
+    "access_log_format",
 ];
-
-/// Longest accepted timeout, in seconds: anything longer is a typo, and keeping
-/// durations small means no `Instant + Duration` downstream can overflow.
-const MAX_TIMEOUT_SECS: i64 = 86_400;
-const MAX_COUNT: i64 = u32::MAX as i64;
 
 /// Checks the whole document; `None` when anything was reported.
 pub(crate) fn config(root: &Table, r: &mut Report, path: &Path) -> Option<Config> {
     root.check_keys(r, TOP_KEYS);
-    let server = match root.get("server") {
-        Some(entry) => entry.table(r).and_then(|t| server(&t, r)),
+    let server_table = match root.get("server") {
+        Some(entry) => entry.table(r),
         None => {
             r.error(&None, "server", "missing required table [server]");
             None
         }
     };
-    let environments = environments(root, r);
+    let limits = Limits::server(server_table.as_ref(), r);
+    let server = server_table.and_then(|t| server(&t, r, &limits));
+    let environments = environments(root, r, &limits);
+    let minimums: Vec<(&str, i64)> = environments
+        .iter()
+        .filter_map(|e| Some((e.name.as_str(), e.min_processors?)))
+        .collect();
+    limits.check_total(r, &minimums);
     let vhosts = vhosts(root, r, &environments);
+    let status = status::status(root, r);
     if r.has_errors() {
         return None;
     }
     Some(Config {
         path: path.to_path_buf(),
         server: server?,
-        environments: environments
-            .into_iter()
-            .map(|e| e.valid)
-            .collect::<Option<_>>()?,
+        environments: environments.into_iter().map(|e| e.valid).collect::<Option<_>>()?,
         vhosts: vhosts?,
+        status: status?,
     })
 }
 
-fn server(t: &Table, r: &mut Report) -> Option<Server> {
-    t.check_keys(r, SERVER_KEYS);
-    let user = t
-        .require(r, "user")
-        .and_then(|e| ids::resolve(&e, r, Kind::User));
+fn server(t: &Table, r: &mut Report, limits: &Limits) -> Option<Server> {
+    t.check_keys(r, &[SERVER_KEYS, POOL_KEYS].concat());
+    let user = t.require(r, "user").and_then(|e| ids::resolve(&e, r, Kind::User));
     let group = t
         .require(r, "group")
         .and_then(|e| ids::resolve(&e, r, Kind::Group));
     let listen = t.require(r, "listen").and_then(|e| listen(&e, r));
-    let min_multiplexers = t.int_or(r, "min_multiplexers", 2, 1, MAX_COUNT);
+    let max_clients = t.int_or(r, "max_clients", 4096, 1, MAX_COUNT);
+    let multiplexer_idle_timeout = seconds(t, r, "multiplexer_idle_timeout", 0, 0);
+    let processor_wait = match t.get("processor_wait_timeout") {
+        Some(e) => processor_wait(&e, r),
+        None => Some((Duration::from_secs(5), 10)),
+    };
     let request_head_timeout = seconds(t, r, "request_head_timeout", 20, 1);
     let limit_request_head = t.int_or(r, "limit_request_head", 8192, 256, 65536);
     let keep_alive_timeout = seconds(t, r, "keep_alive_timeout", 5, 0);
     let shutdown_timeout = seconds(t, r, "shutdown_timeout", 30, 0);
-    let pid_file = match t.get("pid_file") {
-        Some(e) => Some(e.abs_path(r)?),
-        None => None,
-    };
+    let pid_file = optional_path(t, r, "pid_file");
+    let error_log = optional_path(t, r, "error_log");
     let ((uid, user_name), (gid, group_name)) = (user?, group?);
     if uid == 0 {
         tracing::warn!("multiplexers will run as root (server.user = {user_name:?})");
@@ -98,13 +106,64 @@ fn server(t: &Table, r: &mut Report) -> Option<Server> {
         user_name,
         group_name,
         listen: listen?,
-        min_multiplexers: u32::try_from(min_multiplexers?).ok()?,
+        min_multiplexers: limits::to_u32(&limits.min_multiplexers)?,
         request_head_timeout: request_head_timeout?,
         limit_request_head: usize::try_from(limit_request_head?).ok()?,
         keep_alive_timeout: keep_alive_timeout?,
         shutdown_timeout: shutdown_timeout?,
-        pid_file,
+        pid_file: pid_file?,
+        server_limit: limits::to_u32(&limits.server_limit)?,
+        max_clients: u32::try_from(max_clients?).ok()?,
+        max_multiplexers: limits::to_u32(&limits.max_multiplexers)?,
+        multiplexer_idle_timeout: multiplexer_idle_timeout?,
+        processor_wait_timeout: processor_wait?.0,
+        processor_wait_steps: processor_wait?.1,
+        error_log: error_log?,
     })
+}
+
+/// Most steps `processor_wait_timeout` may be checked in. The wait is split into steps
+/// by integer division (Peruser's), so with more steps than that a step rounds down to
+/// nothing and the wait never ends.
+const MAX_WAIT_STEPS: i64 = 100;
+
+/// `processor_wait_timeout = [seconds, steps]`.
+fn processor_wait(entry: &Entry, r: &mut Report) -> Option<(Duration, u32)> {
+    let shape = "an array [seconds, steps], e.g. [5, 10]";
+    let elements = entry.array_shaped(r, shape)?;
+    let [secs, steps] = &elements[..] else {
+        let message = format!("expected {shape}, found {} element(s)", elements.len());
+        entry.error(r, message);
+        return None;
+    };
+    let secs = secs.int_in(r, 0, MAX_TIMEOUT_SECS);
+    let steps = steps.int(r).and_then(|n| {
+        if (1..=MAX_WAIT_STEPS).contains(&n) {
+            return Some(n);
+        }
+        let why = if n > MAX_WAIT_STEPS {
+            " (more steps make each step zero and the wait endless)"
+        } else {
+            ""
+        };
+        steps.error(
+            r,
+            format!("steps must be between 1 and {MAX_WAIT_STEPS}, got {n}{why}"),
+        );
+        None
+    });
+    Some((
+        Duration::from_secs(u64::try_from(secs?).ok()?),
+        u32::try_from(steps?).ok()?,
+    ))
+}
+
+/// `Some(None)` when `key` is absent, `None` when its value is invalid.
+fn optional_path(t: &Table, r: &mut Report, key: &str) -> Option<Option<PathBuf>> {
+    match t.get(key) {
+        None => Some(None),
+        Some(e) => e.abs_path(r).map(Some),
+    }
 }
 
 fn seconds(t: &Table, r: &mut Report, key: &str, default: i64, min: i64) -> Option<Duration> {
@@ -149,12 +208,14 @@ struct EnvState {
     /// `None` when its chroot value was invalid, so document roots cannot be checked
     /// against it; `Some(None)` when it has no chroot.
     chroot: Option<Option<PathBuf>>,
+    /// Resolved (own, `[server]`'s or built-in); `None` when invalid.
+    min_processors: Option<i64>,
     valid: Option<Environment>,
 }
 
 /// Every declared environment, in file order, even those with errors (so that vhosts
 /// naming them are not reported as naming an unknown environment).
-fn environments(root: &Table, r: &mut Report) -> Vec<EnvState> {
+fn environments(root: &Table, r: &mut Report, limits: &Limits) -> Vec<EnvState> {
     let Some(entry) = root.get("environments") else {
         r.error(
             &None,
@@ -177,14 +238,15 @@ fn environments(root: &Table, r: &mut Report) -> Vec<EnvState> {
     }
     entries
         .into_iter()
-        .map(|(name, entry)| environment(name, &entry, r))
+        .map(|(name, entry)| environment(name, &entry, r, limits))
         .collect()
 }
 
-fn environment(name: &str, entry: &Entry, r: &mut Report) -> EnvState {
+fn environment(name: &str, entry: &Entry, r: &mut Report, limits: &Limits) -> EnvState {
     let mut state = EnvState {
         name: name.to_string(),
         chroot: None,
+        min_processors: None,
         valid: None,
     };
     let Some(t) = entry.table(r) else {
@@ -192,20 +254,13 @@ fn environment(name: &str, entry: &Entry, r: &mut Report) -> EnvState {
     };
     let name_ok = is_bare_key(name);
     if !name_ok {
-        r.error(
-            &t.span,
-            &t.path,
-            "environment name must match [A-Za-z0-9_-]+",
-        );
+        r.error(&t.span, &t.path, "environment name must match [A-Za-z0-9_-]+");
     }
-    t.check_keys(r, ENVIRONMENT_KEYS);
+    t.check_keys(r, &[ENVIRONMENT_KEYS, POOL_KEYS].concat());
     let user = t.require(r, "user").and_then(|e| {
         let (uid, written) = ids::resolve(&e, r, Kind::User)?;
         if uid == 0 {
-            e.error(
-                r,
-                "runs as root (uid 0); an environment must never run as root",
-            );
+            e.error(r, "runs as root (uid 0); an environment must never run as root");
             return None;
         }
         Some((uid, written))
@@ -225,24 +280,12 @@ fn environment(name: &str, entry: &Entry, r: &mut Report) -> EnvState {
         None => Some(None),
         Some(e) => chroot(&e, r).map(Some),
     };
-    let min_processors = t.int_or(r, "min_processors", 1, 0, MAX_COUNT);
-    let max_processors = t.int_or(r, "max_processors", 10, 1, MAX_COUNT);
-    if let (Some(min), Some(max)) = (min_processors, max_processors) {
-        if max < min {
-            let span = t
-                .get("max_processors")
-                .map(|e| e.span)
-                .unwrap_or(t.span.clone());
-            let message = format!("max_processors ({max}) is less than min_processors ({min})");
-            r.error(&span, &t.key_path("max_processors"), message);
-        }
-    }
-    let max_connections = t.int_or(r, "max_connections_per_processor", 64, 1, MAX_COUNT);
+    let (pool, pool_ok) = limits.environment(&t, r);
+    state.min_processors = pool.min_processors.as_ref().map(|s| s.value);
 
     state.valid = (|| {
         let ((uid, user_name), (gid, group_name)) = (user?, group?);
-        let (min, max) = (min_processors?, max_processors?);
-        if !name_ok || max < min {
+        if !name_ok || !pool_ok {
             return None;
         }
         Some(Environment {
@@ -252,9 +295,15 @@ fn environment(name: &str, entry: &Entry, r: &mut Report) -> EnvState {
             user_name,
             group_name,
             chroot: state.chroot.clone()?,
-            min_processors: u32::try_from(min).ok()?,
-            max_processors: u32::try_from(max).ok()?,
-            max_connections_per_processor: u32::try_from(max_connections?).ok()?,
+            min_processors: limits::to_u32(&pool.min_processors)?,
+            max_processors: limits::to_u32(&pool.max_processors)?,
+            max_connections_per_processor: limits::to_u32(&pool.max_connections_per_processor)?,
+            start_processors: limits::to_u32(&pool.start_processors)?,
+            min_spare_processors: limits::to_u32(&pool.min_spare_processors)?,
+            max_spare_processors: limits::to_u32(&pool.max_spare_processors)?,
+            idle_timeout: limits::to_duration(&pool.idle_timeout)?,
+            expire_timeout: limits::to_duration(&pool.expire_timeout)?,
+            max_requests_per_child: limits::to_u64(&pool.max_requests_per_child)?,
         })
     })();
     state
@@ -285,11 +334,7 @@ struct Claim {
 
 fn vhosts(root: &Table, r: &mut Report, envs: &[EnvState]) -> Option<Vec<Vhost>> {
     let Some(entry) = root.get("vhosts") else {
-        r.error(
-            &None,
-            "vhosts",
-            "at least one vhost is required ([[vhosts]])",
-        );
+        r.error(&None, "vhosts", "at least one vhost is required ([[vhosts]])");
         return None;
     };
     let tables = entry.tables(r)?;
@@ -337,10 +382,7 @@ fn vhost(
             let message = if known.is_empty() {
                 format!("unknown environment '{name}' (none are defined)")
             } else {
-                format!(
-                    "unknown environment '{name}' (defined: {})",
-                    known.join(", ")
-                )
+                format!("unknown environment '{name}' (defined: {})", known.join(", "))
             };
             e.error(r, message);
         }
@@ -349,12 +391,35 @@ fn vhost(
     let document_root = t
         .require(r, "document_root")
         .and_then(|e| document_root(&e, r, environment.map(|i| &envs[i])));
+    let max_clients_vhost = t.int_or(r, "max_clients_vhost", 0, 0, MAX_COUNT);
+    let access_log = optional_path(t, r, "access_log");
+    let access_log_format = match t.get("access_log_format") {
+        None => Some(LogFormat::default()),
+        Some(e) => log_format(&e, r),
+    };
     Some(Vhost {
         server_name: server_name?,
         server_alias: server_alias?,
         environment: environment?,
         document_root: document_root?,
+        max_clients_vhost: u32::try_from(max_clients_vhost?).ok()?,
+        access_log: access_log?,
+        access_log_format: access_log_format?,
     })
+}
+
+fn log_format(entry: &Entry, r: &mut Report) -> Option<LogFormat> {
+    match entry.str(r)? {
+        "combined" => Some(LogFormat::Combined),
+        "json" => Some(LogFormat::Json),
+        other => {
+            entry.error(
+                r,
+                format!("unknown log format '{other}' (expected \"combined\" or \"json\")"),
+            );
+            None
+        }
+    }
 }
 
 /// A host path inside the environment's chroot, compared component by component.

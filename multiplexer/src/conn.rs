@@ -3,11 +3,16 @@
 
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd};
-use std::sync::Arc;
+use std::rc::Rc;
 use std::time::Duration;
 
 use common::handoff::{self, HandoffError, Meta};
-use common::head::{head_end, request_host, HeadError, MAX_HEADERS};
+use common::head::{absolute_form_authority, head_end, request_host, HeadError, MAX_HEADERS};
+use common::scoreboard::table;
+use tokio::sync::watch;
+
+use crate::pool::Refusal;
+use crate::{snapshot, status};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tracing::{debug, warn};
@@ -62,35 +67,72 @@ async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>, limit: usize, time
     }
 }
 
-/// Which vhost a complete head names: `Err` is the status to answer.
-fn route(shared: &Shared, head: &[u8]) -> Result<u32, (u16, &'static str)> {
+/// What to do with a complete head.
+enum Decision {
+    /// Hand the connection to `env`'s pool for `vhost`.
+    Route { vhost: u32, env: usize },
+    /// The server-status page, in this format, for this host name.
+    Status { format: status::Format, host: String },
+    /// Answer with this status.
+    Fail(u16, &'static str),
+}
+
+/// Parses and routes a complete head (RFC 9112 §3.2 host rules; the first vhost is
+/// the default for a missing or unknown host).
+fn decide(shared: &Shared, head: &[u8]) -> Decision {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(head) {
         Ok(httparse::Status::Complete(_)) => {}
-        Ok(httparse::Status::Partial) => return Err((400, "malformed request head")),
-        Err(httparse::Error::Version) => return Err((505, "unsupported HTTP version")),
-        Err(httparse::Error::TooManyHeaders) => return Err((431, "too many header fields")),
-        Err(_) => return Err((400, "malformed request head")),
+        Ok(httparse::Status::Partial) => return Decision::Fail(400, "malformed request head"),
+        Err(httparse::Error::Version) => return Decision::Fail(505, "unsupported HTTP version"),
+        Err(httparse::Error::TooManyHeaders) => return Decision::Fail(431, "too many header fields"),
+        Err(_) => return Decision::Fail(400, "malformed request head"),
     }
     let host = match request_host(&req) {
         Ok(h) => h,
-        Err(HeadError::DuplicateHost) => return Err((400, "more than one Host header")),
-        Err(HeadError::MissingHost) => return Err((400, "HTTP/1.1 request without Host")),
-        Err(_) => return Err((400, "invalid Host header")),
+        Err(HeadError::DuplicateHost) => return Decision::Fail(400, "more than one Host header"),
+        Err(HeadError::MissingHost) => return Decision::Fail(400, "HTTP/1.1 request without Host"),
+        Err(_) => return Decision::Fail(400, "invalid Host header"),
     };
-    Ok(host
+    if let Some(target) = req.path {
+        let path = match absolute_form_authority(target) {
+            Some(auth) => {
+                let after = target.find("://").map(|i| i + 3 + auth.len()).unwrap_or(0);
+                target.get(after..).unwrap_or("")
+            }
+            None => target,
+        };
+        let (path, query) = match path.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (path, None),
+        };
+        if path == shared.status_path && matches!(req.method, Some("GET") | Some("HEAD")) {
+            return Decision::Status {
+                format: status::parse_query(query),
+                host: host.unwrap_or("localhost").to_string(),
+            };
+        }
+    }
+    let vhost = host
         .and_then(|h| shared.hosts.lookup(h))
         .map(|i| i as u32)
-        .unwrap_or(0))
+        .unwrap_or(0);
+    match shared.pools.vhosts.get(vhost as usize) {
+        Some(v) => Decision::Route {
+            vhost,
+            env: v.env as usize,
+        },
+        None => Decision::Fail(503, "vhost has no environment"),
+    }
 }
 
-/// Serves one connection: `buf` holds bytes already read (a hand-back's payload).
 /// The fast path for a fresh connection, outside the reactor: one non-blocking read,
 /// and when it holds a whole head for a pool with room, the hand-off, without ever
 /// registering the socket with epoll. Anything else (no data yet, a partial head, an
-/// error to answer, a full pool) continues on the async path with the bytes read.
-pub async fn accepted(stream: std::net::TcpStream, peer: SocketAddr, local: SocketAddr, shared: Arc<Shared>) {
+/// error to answer, a full pool, the status page) continues on the async path with the
+/// bytes read.
+pub async fn accepted(stream: std::net::TcpStream, peer: SocketAddr, local: SocketAddr, shared: Rc<Shared>) {
     let mut buf = vec![0u8; shared.limit_request_head];
     // SAFETY: `buf` is a valid, writable buffer of the given length for the call.
     let n = unsafe {
@@ -107,26 +149,25 @@ pub async fn accepted(stream: std::net::TcpStream, peer: SocketAddr, local: Sock
         n => buf.truncate(n as usize),
     }
     if let Some(end) = head_end(&buf) {
-        if let Ok(vhost) = route(&shared, &buf[..end]) {
-            if let Some(&env) = shared.vhost_env.get(vhost as usize) {
+        if let Decision::Route { vhost, env } = decide(&shared, &buf[..end]) {
+            if shared.pools.has_room(env, vhost as usize) {
                 let meta = Meta {
                     flags: 0,
                     vhost,
                     peer,
                     local,
                 };
-                let sock = &shared.env_socks[env as usize];
+                let sock = &shared.env_socks[env];
                 match handoff::send(sock.get_ref().as_fd(), &meta, &buf, stream.as_fd()) {
-                    Ok(()) => return,
-                    Err(HandoffError::Packet(e)) if e.is_would_block() => {}
-                    Err(e) => {
-                        let name = shared
-                            .env_names
-                            .get(env as usize)
-                            .map(String::as_str)
-                            .unwrap_or("?");
-                        warn!(environment = name, "hand-off failed: {e}");
+                    Ok(()) => {
+                        shared
+                            .pools
+                            .table
+                            .add(shared.pools.env_word(env, table::env::HANDOFFS), 1);
+                        return;
                     }
+                    Err(HandoffError::Packet(e)) if e.is_would_block() => {}
+                    Err(e) => warn!(environment = shared.env_name(env), "hand-off failed: {e}"),
                 }
             }
         }
@@ -137,12 +178,13 @@ pub async fn accepted(stream: std::net::TcpStream, peer: SocketAddr, local: Sock
     }
 }
 
+/// Serves one connection: `buf` holds bytes already read (a hand-back's payload).
 pub async fn handle(
     mut stream: TcpStream,
     mut buf: Vec<u8>,
     peer: SocketAddr,
     local: SocketAddr,
-    shared: Arc<Shared>,
+    shared: Rc<Shared>,
 ) {
     let limit = shared.limit_request_head;
     let end = match read_head(&mut stream, &mut buf, limit, shared.request_head_timeout).await {
@@ -155,30 +197,129 @@ pub async fn handle(
             return;
         }
     };
-    let vhost = match route(&shared, &buf[..end]) {
-        Ok(v) => v,
-        Err((status, why)) => return respond::error(stream, status, why, peer, None).await,
+    let (vhost, env) = match decide(&shared, &buf[..end]) {
+        Decision::Route { vhost, env } => (vhost, env),
+        Decision::Fail(status, why) => return respond::error(stream, status, why, peer, None).await,
+        Decision::Status { format, host } => {
+            return serve_status(stream, &buf[..end], format, &host, peer, &shared).await
+        }
     };
-    let Some(&env) = shared.vhost_env.get(vhost as usize) else {
-        return respond::error(stream, 503, "vhost has no environment", peer, Some(5)).await;
-    };
+    let retry = shared.pools.wait_timeout.as_secs().max(1) as u32;
+    match shared.pools.admit(env, vhost as usize).await {
+        Ok(()) => {}
+        Err(Refusal::Saturated) => {
+            let why = format!("environment {} saturated", shared.env_name(env));
+            return respond::error(stream, 503, &why, peer, Some(retry)).await;
+        }
+        Err(Refusal::VhostLimit) => {
+            let why = format!("vhost {} over max_clients_vhost", vhost_name(&shared, vhost));
+            return respond::error(stream, 503, &why, peer, Some(retry)).await;
+        }
+    }
     let meta = Meta {
         flags: 0,
         vhost,
         peer,
         local,
     };
-    match hand_off(&shared, env as usize, &meta, &buf, &stream).await {
-        Ok(()) => {}
+    match hand_off(&shared, env, &meta, &buf, &stream).await {
+        Ok(()) => shared
+            .pools
+            .table
+            .add(shared.pools.env_word(env, table::env::HANDOFFS), 1),
         Err(e) => {
-            let name = shared
-                .env_names
-                .get(env as usize)
-                .map(String::as_str)
-                .unwrap_or("?");
-            warn!(environment = name, "hand-off failed: {e}");
-            respond::error(stream, 503, "environment unavailable", peer, Some(5)).await
+            shared
+                .pools
+                .table
+                .add(shared.pools.env_word(env, table::env::DROPPED_ERROR), 1);
+            warn!(environment = shared.env_name(env), "hand-off failed: {e}");
+            respond::error(stream, 503, "environment unavailable", peer, Some(retry)).await
         }
+    }
+}
+
+fn vhost_name(shared: &Shared, vhost: u32) -> &str {
+    shared
+        .pools
+        .vhosts
+        .get(vhost as usize)
+        .map(|v| v.server_name.as_str())
+        .unwrap_or("?")
+}
+
+/// The server-status page, served by the multiplexer from the scoreboard (no tenant
+/// process involved), to allowed addresses only.
+async fn serve_status(
+    stream: TcpStream,
+    head: &[u8],
+    format: status::Format,
+    host: &str,
+    peer: SocketAddr,
+    shared: &Shared,
+) {
+    if !shared.status_allowed(peer.ip()) {
+        return respond::error(
+            stream,
+            403,
+            "server-status from a address not in [status] allow",
+            peer,
+            None,
+        )
+        .await;
+    }
+    let snap = snapshot::take(&shared.pools, &shared.facts, host);
+    let (body, content_type) = status::render(&snap, &format);
+    let head_only = head.starts_with(b"HEAD ");
+    respond::ok(stream, content_type, body.as_bytes(), head_only).await;
+}
+
+/// The Prometheus endpoint on `[status] metrics_listen`: `GET /metrics` only.
+pub async fn metrics_loop(
+    listener: tokio::net::TcpListener,
+    shared: Rc<Shared>,
+    mut stop: watch::Receiver<bool>,
+    inflight: Rc<()>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = stop.changed() => return,
+        };
+        let Ok((mut stream, peer)) = accepted else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let shared = shared.clone();
+        let token = inflight.clone();
+        tokio::task::spawn_local(async move {
+            let mut buf = Vec::new();
+            let limit = shared.limit_request_head;
+            let end = match read_head(&mut stream, &mut buf, limit, shared.request_head_timeout).await {
+                Head::Complete(end) => end,
+                Head::Fail(status, why) => return respond::error(stream, status, why, peer, None).await,
+                Head::Gone => return,
+            };
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut req = httparse::Request::new(&mut headers);
+            let path = match req.parse(&buf[..end]) {
+                Ok(httparse::Status::Complete(_)) => req.path.unwrap_or("").split('?').next().unwrap_or(""),
+                _ => return respond::error(stream, 400, "malformed request head", peer, None).await,
+            };
+            if path != "/metrics" {
+                return respond::error(stream, 404, "not the metrics path", peer, None).await;
+            }
+            let snap = snapshot::take(&shared.pools, &shared.facts, "localhost");
+            let body = status::prometheus(&snap);
+            let head_only = req.method == Some("HEAD");
+            respond::ok(
+                stream,
+                "text/plain; version=0.0.4; charset=utf-8",
+                body.as_bytes(),
+                head_only,
+            )
+            .await;
+            drop(token);
+        });
     }
 }
 

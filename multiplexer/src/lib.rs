@@ -4,17 +4,21 @@
 //! them again, as untrusted as any new one.
 
 mod conn;
+mod pool;
 mod respond;
+mod snapshot;
+pub mod status;
 
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::control::{AsyncChannel, FromChild, MultiplexerBoot, ToChild};
 use common::handoff;
+use common::scoreboard::{now_ms, slot, Segment};
 use common::vhost::HostTable;
+use pool::Pools;
 use thiserror::Error;
 use tokio::io::unix::AsyncFd;
 use tokio::net::TcpStream;
@@ -30,22 +34,67 @@ pub enum MultiplexerError {
     Io(#[from] std::io::Error),
     #[error("control channel: {0}")]
     Control(#[from] common::control::ControlError),
+    #[error(transparent)]
+    Scoreboard(#[from] common::scoreboard::ScoreboardError),
 }
 
 /// What every connection task reads.
 pub(crate) struct Shared {
     pub hosts: HostTable,
-    pub vhost_env: Vec<u32>,
-    pub env_names: Vec<String>,
     pub env_socks: Vec<AsyncFd<OwnedFd>>,
     pub limit_request_head: usize,
     pub request_head_timeout: Duration,
     pub handoff_timeout: Duration,
+    pub pools: Pools,
+    pub facts: snapshot::Facts,
+    pub status_path: String,
+    pub status_allow: Vec<(std::net::IpAddr, u8)>,
+    /// This multiplexer's own slot.
+    pub own: Segment,
+}
+
+impl Shared {
+    pub fn env_name(&self, env: usize) -> &str {
+        self.pools.envs.get(env).map(|e| e.name.as_str()).unwrap_or("?")
+    }
+
+    /// Whether `ip` may see the status page.
+    pub fn status_allowed(&self, ip: std::net::IpAddr) -> bool {
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map(std::net::IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        self.status_allow
+            .iter()
+            .any(|(net, prefix)| cidr_contains(*net, *prefix, ip))
+    }
+}
+
+fn cidr_contains(net: std::net::IpAddr, prefix: u8, ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    let net = match net {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(net),
+        v4 => v4,
+    };
+    match (net, ip) {
+        (IpAddr::V4(n), IpAddr::V4(a)) => {
+            let p = prefix.min(32) as u32;
+            let mask = if p == 0 { 0 } else { u32::MAX << (32 - p) };
+            u32::from(n) & mask == u32::from(a) & mask
+        }
+        (IpAddr::V6(n), IpAddr::V6(a)) => {
+            let p = prefix.min(128) as u32;
+            let mask = if p == 0 { 0 } else { u128::MAX << (128 - p) };
+            u128::from(n) & mask == u128::from(a) & mask
+        }
+        _ => false,
+    }
 }
 
 /// Runs a multiplexer (privileges already dropped) until told to stop.
 pub fn run(boot: MultiplexerBoot, fds: Vec<OwnedFd>, control: OwnedFd) -> Result<(), MultiplexerError> {
-    let want = boot.listeners.len() + boot.environments.len();
+    let want =
+        boot.listeners.len() + usize::from(boot.metrics_listen.is_some()) + boot.environments.len() + 2;
     if fds.len() != want {
         return Err(MultiplexerError::FdCount { got: fds.len(), want });
     }
@@ -56,12 +105,18 @@ pub fn run(boot: MultiplexerBoot, fds: Vec<OwnedFd>, control: OwnedFd) -> Result
     local.block_on(&rt, serve(boot, fds, control))
 }
 
-async fn serve(
-    boot: MultiplexerBoot,
-    mut fds: Vec<OwnedFd>,
-    control: OwnedFd,
-) -> Result<(), MultiplexerError> {
-    let env_fds = fds.split_off(boot.listeners.len());
+async fn serve(boot: MultiplexerBoot, fds: Vec<OwnedFd>, control: OwnedFd) -> Result<(), MultiplexerError> {
+    let mut fds = fds.into_iter();
+    let listener_fds: Vec<OwnedFd> = fds.by_ref().take(boot.listeners.len()).collect();
+    let metrics_fd = if boot.metrics_listen.is_some() {
+        fds.next()
+    } else {
+        None
+    };
+    let env_fds: Vec<OwnedFd> = fds.by_ref().take(boot.environments.len()).collect();
+    let (Some(table_fd), Some(own_fd)) = (fds.next(), fds.next()) else {
+        return Err(MultiplexerError::FdCount { got: 0, want: 2 });
+    };
     let mut hosts = HostTable::new();
     for (name, idx) in &boot.hosts {
         hosts.insert(name, *idx as usize);
@@ -70,19 +125,45 @@ async fn serve(
     for fd in env_fds {
         env_socks.push(common::fds::async_fd(fd)?);
     }
-    let shared = Arc::new(Shared {
+    let table = Segment::map(&table_fd, true)?;
+    drop(table_fd);
+    let own = Segment::map(&own_fd, true)?;
+    drop(own_fd);
+    own.set(slot::PID, std::process::id() as u64);
+    own.set(slot::ROLE, slot::ROLE_MULTIPLEXER);
+    own.set(slot::STARTED_MS, now_ms());
+    own.set(slot::LAST_USED_MS, now_ms());
+    own.set(slot::GENERATION, boot.generation);
+    own.set(slot::MAGIC, slot::MAGIC_VALUE);
+    own.set(slot::STATE, slot::READY);
+    let pools = Pools::new(
+        boot.environments,
+        boot.vhosts,
+        table,
+        Duration::from_millis(boot.processor_wait_timeout_ms),
+        boot.processor_wait_steps,
+        boot.max_clients,
+    );
+    let shared = Rc::new(Shared {
         hosts,
-        vhost_env: boot.vhost_env,
-        env_names: boot.environments,
         env_socks,
         limit_request_head: boot.limit_request_head,
         request_head_timeout: Duration::from_millis(boot.request_head_timeout_ms),
         handoff_timeout: Duration::from_millis(boot.handoff_timeout_ms),
+        pools,
+        facts: snapshot::Facts {
+            generation: boot.generation,
+            server_limit: boot.server_limit as u64,
+            max_multiplexers: boot.max_multiplexers as u64,
+        },
+        status_path: boot.status_path,
+        status_allow: boot.status_allow,
+        own,
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let inflight = Rc::new(());
 
-    for (fd, bound) in fds.into_iter().zip(boot.listeners.iter().copied()) {
+    for (fd, bound) in listener_fds.into_iter().zip(boot.listeners.iter().copied()) {
         // Already non-blocking: the supervisor binds listeners with SOCK_NONBLOCK.
         let std_listener = std::net::TcpListener::from(fd);
         // SAFETY: the listener owns its fd for as long as the AsyncFd holds it.
@@ -93,6 +174,16 @@ async fn serve(
         tokio::task::spawn_local(accept_loop(
             listener,
             fixed_local,
+            shared.clone(),
+            stop_rx.clone(),
+            inflight.clone(),
+        ));
+    }
+    if let Some(fd) = metrics_fd {
+        let std_listener = std::net::TcpListener::from(fd);
+        let listener = tokio::net::TcpListener::from_std(std_listener)?;
+        tokio::task::spawn_local(conn::metrics_loop(
+            listener,
             shared.clone(),
             stop_rx.clone(),
             inflight.clone(),
@@ -114,19 +205,40 @@ async fn serve(
         uid = nix::unistd::getuid().as_raw(),
         "multiplexer serving"
     );
+    let mut spawn_tick = tokio::time::interval(Duration::from_millis(20));
     loop {
-        match chan.recv::<ToChild>(0).await {
-            Ok((ToChild::Shutdown, _)) => break,
-            Ok((ToChild::Bootstrap(_), _)) => warn!("ignoring a second bootstrap"),
-            Err(e) => {
-                warn!("control channel closed ({e}); stopping");
-                break;
+        tokio::select! {
+            m = chan.recv::<ToChild>(common::child::MAX_BOOT_FDS) => match m {
+                Ok((ToChild::Shutdown, _)) => break,
+                Ok((ToChild::Slots { add, remove }, fds)) => shared.pools.update(add, fds, remove),
+                Ok((ToChild::ErrorLog, fds)) => {
+                    if let Some(fd) = fds.first() {
+                        let _ = common::fds::install_stderr(fd);
+                    }
+                }
+                Ok((other, _)) => warn!("ignoring control message {other:?}"),
+                Err(e) => {
+                    warn!("control channel closed ({e}); stopping");
+                    break;
+                }
+            },
+            _ = spawn_tick.tick(), if !shared.pools.spawn_wanted.borrow().is_empty() => {
+                let wanted: Vec<u32> = shared.pools.spawn_wanted.borrow_mut().drain(..).collect();
+                for env in wanted {
+                    if let Err(e) = chan.send(&FromChild::Spawn { env }, &[]) {
+                        warn!("asking for a processor: {e}");
+                    }
+                }
             }
         }
     }
+    shared.own.set(slot::STATE, slot::STOPPING);
     let _ = stop_tx.send(true);
-    // Finish the hand-offs in flight: each is bounded by the head and hand-off timeouts.
-    let bound = shared.request_head_timeout + shared.handoff_timeout + Duration::from_secs(3);
+    // Finish the hand-offs in flight: each is bounded by the head, wait and hand-off timeouts.
+    let bound = shared.request_head_timeout
+        + shared.handoff_timeout
+        + shared.pools.wait_timeout
+        + Duration::from_secs(3);
     let deadline = tokio::time::Instant::now() + bound;
     while Rc::strong_count(&inflight) > 1 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -138,7 +250,7 @@ async fn serve(
 async fn accept_loop(
     listener: AsyncFd<std::net::TcpListener>,
     fixed_local: Option<SocketAddr>,
-    shared: Arc<Shared>,
+    shared: Rc<Shared>,
     mut stop: watch::Receiver<bool>,
     inflight: Rc<()>,
 ) {
@@ -152,6 +264,8 @@ async fn accept_loop(
             match guard.try_io(|l| accept_raw(l.get_ref())) {
                 Ok(Ok((stream, peer))) => {
                     let local = fixed_local.or_else(|| stream.local_addr().ok()).unwrap_or(peer);
+                    shared.own.add(slot::TAKEN, 1);
+                    shared.pools.table.add(common::scoreboard::table::ACCEPTED, 1);
                     let token = inflight.clone();
                     let shared = shared.clone();
                     tokio::task::spawn_local(async move {
@@ -215,7 +329,7 @@ fn accept_raw(listener: &std::net::TcpListener) -> std::io::Result<(std::net::Tc
     Ok((stream, peer))
 }
 
-async fn hand_back_loop(env: usize, shared: Arc<Shared>, mut stop: watch::Receiver<bool>, inflight: Rc<()>) {
+async fn hand_back_loop(env: usize, shared: Rc<Shared>, mut stop: watch::Receiver<bool>, inflight: Rc<()>) {
     let mut buf = vec![0u8; handoff::MAX_MESSAGE];
     loop {
         let sock = &shared.env_socks[env];
@@ -226,6 +340,12 @@ async fn hand_back_loop(env: usize, shared: Arc<Shared>, mut stop: watch::Receiv
         loop {
             match handoff::recv(guard.get_inner().as_fd(), &mut buf) {
                 Ok((_meta, payload, fd)) => {
+                    shared.pools.table.add(
+                        shared
+                            .pools
+                            .env_word(env, common::scoreboard::table::env::HANDBACKS),
+                        1,
+                    );
                     if let Some((stream, peer, local)) = adopt(fd) {
                         let payload = payload.to_vec();
                         let token = inflight.clone();
@@ -241,7 +361,7 @@ async fn hand_back_loop(env: usize, shared: Arc<Shared>, mut stop: watch::Receiv
                     break;
                 }
                 Err(handoff::HandoffError::Packet(common::seqpacket::PacketError::Closed { .. })) => return,
-                Err(e) => warn!(environment = %shared.env_names[env], "bad hand-back refused: {e}"),
+                Err(e) => warn!(environment = %shared.env_name(env), "bad hand-back refused: {e}"),
             }
         }
     }

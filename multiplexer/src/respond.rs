@@ -17,6 +17,8 @@ const LINGER_BYTES: usize = 64 * 1024;
 pub fn reason(status: u16) -> &'static str {
     match status {
         400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
         408 => "Request Timeout",
         414 => "URI Too Long",
         431 => "Request Header Fields Too Large",
@@ -61,6 +63,34 @@ pub async fn error(
             match stream.read(&mut sink).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => total += n,
+            }
+        }
+    })
+    .await;
+}
+
+/// Writes a 200 with `body` (no body for HEAD) and closes the connection.
+pub async fn ok(mut stream: TcpStream, content_type: &str, body: &[u8], head_only: bool) {
+    let head = format!(
+        "HTTP/1.1 200 OK\r\nDate: {}\r\nServer: bulkhead\r\nContent-Type: {content_type}\r\n\
+         Content-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+        httpdate::fmt_http_date(std::time::SystemTime::now()),
+        body.len()
+    );
+    let mut out = head.into_bytes();
+    if !head_only {
+        out.extend_from_slice(body);
+    }
+    let _ = tokio::time::timeout(LINGER * 5, async {
+        if stream.write_all(&out).await.is_ok() {
+            let _ = stream.shutdown().await;
+            let mut sink = [0u8; 4096];
+            let mut total = 0;
+            while total < LINGER_BYTES {
+                match stream.read(&mut sink).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => total += n,
+                }
             }
         }
     })

@@ -3,6 +3,7 @@
 //! its environment's hand-off socket, serves them, and hands a connection back when a
 //! later request on it names a vhost of another environment.
 
+mod board;
 pub mod http;
 mod pool;
 

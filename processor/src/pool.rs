@@ -17,7 +17,9 @@ use tokio::net::TcpStream;
 use tokio::sync::{watch, Semaphore};
 use tracing::{debug, info, warn};
 
+use crate::board::{Board, ConnObserver};
 use crate::http::{self, ConnConfig, Outcome, Router, Site};
+use common::scoreboard::{self, slot};
 
 /// Errors that stop a processor.
 #[derive(Debug, Error)]
@@ -28,6 +30,8 @@ pub enum ProcessorError {
     Io(#[from] std::io::Error),
     #[error("control channel: {0}")]
     Control(#[from] common::control::ControlError),
+    #[error("scoreboard slot: {0}")]
+    Slot(#[from] common::scoreboard::ScoreboardError),
 }
 
 /// How long a hand-back waits for room in the multiplexers' queue.
@@ -80,32 +84,77 @@ fn default_routed_host(sites: &Sites, buf: &[u8]) -> Option<Option<String>> {
 }
 
 /// Runs a processor (privileges already dropped) until told to stop.
-pub fn run(boot: ProcessorBoot, mut fds: Vec<OwnedFd>, control: OwnedFd) -> Result<(), ProcessorError> {
-    if fds.len() != 1 {
+pub fn run(boot: ProcessorBoot, fds: Vec<OwnedFd>, control: OwnedFd) -> Result<(), ProcessorError> {
+    let logs_wanted = boot.sites.iter().filter(|s| s.access_log.is_some()).count();
+    if fds.len() != 2 + logs_wanted {
         return Err(ProcessorError::FdCount(fds.len()));
     }
-    let sock = fds.remove(0);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let local = tokio::task::LocalSet::new();
-    local.block_on(&rt, serve(boot, sock, control))
+    local.block_on(&rt, serve(boot, fds, control))
 }
 
-async fn serve(boot: ProcessorBoot, sock: OwnedFd, control: OwnedFd) -> Result<(), ProcessorError> {
+/// One received hand-off, with the connection slot it may use.
+struct Received {
+    permit: tokio::sync::OwnedSemaphorePermit,
+    meta: Meta,
+    payload: Vec<u8>,
+    fd: OwnedFd,
+}
+
+/// Waits for room and for the next hand-off. Cancel-safe: nothing is awaited after a
+/// message has been taken off the socket.
+async fn next_handoff(
+    slots: &Arc<Semaphore>,
+    sock: &AsyncFd<OwnedFd>,
+    buf: &mut [u8],
+    env: &str,
+) -> Option<Received> {
+    let permit = slots.clone().acquire_owned().await.ok()?;
+    loop {
+        let mut guard = sock.readable().await.ok()?;
+        match handoff::recv(guard.get_inner().as_fd(), buf) {
+            Ok((meta, payload, fd)) => {
+                return Some(Received {
+                    permit,
+                    meta,
+                    payload: payload.to_vec(),
+                    fd,
+                });
+            }
+            Err(HandoffError::Packet(e)) if e.is_would_block() => guard.clear_ready(),
+            Err(HandoffError::Packet(common::seqpacket::PacketError::Closed { .. })) => return None,
+            Err(e) => warn!(environment = env, "bad hand-off refused: {e}"),
+        }
+    }
+}
+
+async fn serve(boot: ProcessorBoot, fds: Vec<OwnedFd>, control: OwnedFd) -> Result<(), ProcessorError> {
+    let mut fds = fds.into_iter();
+    let (Some(sock), Some(slot_fd)) = (fds.next(), fds.next()) else {
+        return Err(ProcessorError::FdCount(0));
+    };
     let mut hosts = HostTable::new();
     let mut sites = Vec::new();
+    let mut logs = Vec::new();
     for (i, s) in boot.sites.into_iter().enumerate() {
         hosts.insert(&s.server_name, i);
         for a in &s.aliases {
             hosts.insert(a, i);
         }
+        logs.push(
+            s.access_log
+                .and_then(|format| fds.next().map(|fd| (std::fs::File::from(fd), format))),
+        );
         sites.push(Site {
             vhost_id: s.vhost_id,
             server_name: s.server_name,
             document_root: s.document_root,
         });
     }
+    let vhost_ids: Vec<u32> = sites.iter().map(|s| s.vhost_id).collect();
     let sites = Rc::new(Sites { sites, hosts });
     let cfg = Rc::new(ConnConfig {
         keep_alive_timeout: Duration::from_millis(boot.keep_alive_timeout_ms),
@@ -116,7 +165,32 @@ async fn serve(boot: ProcessorBoot, sock: OwnedFd, control: OwnedFd) -> Result<(
     let sock = Rc::new(common::fds::async_fd(sock)?);
     let max = boot.max_connections.max(1) as usize;
     let slots = Arc::new(Semaphore::new(max));
-    let (stop_tx, stop_rx) = watch::channel(false);
+    // `true` once this processor stops taking connections (shutdown or recycling);
+    // connections then finish their current request and close.
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+
+    let seg = scoreboard::Segment::map(&slot_fd, true)?;
+    drop(slot_fd);
+    seg.set(slot::PID, std::process::id() as u64);
+    seg.set(slot::ROLE, slot::ROLE_PROCESSOR);
+    seg.set(slot::ENV, boot.env_id as u64);
+    seg.set(slot::CAPACITY, max as u64);
+    seg.set(slot::GENERATION, boot.generation);
+    seg.set(slot::STARTED_MS, scoreboard::now_ms());
+    seg.set(slot::LAST_USED_MS, scoreboard::now_ms());
+    seg.set(slot::SITES, vhost_ids.len() as u64);
+    for (i, v) in vhost_ids.iter().enumerate() {
+        seg.set(slot::site_word(i, slot::site::VHOST), *v as u64);
+    }
+    seg.set(slot::MAGIC, slot::MAGIC_VALUE);
+    seg.set(slot::STATE, slot::READY);
+    let board = Rc::new(Board::new(
+        seg,
+        &vhost_ids,
+        logs,
+        boot.max_requests_per_child,
+        stop_tx.clone(),
+    ));
 
     let mut chan = AsyncChannel::new(control)?;
     chan.send(&FromChild::Ready, &[])?;
@@ -129,87 +203,104 @@ async fn serve(boot: ProcessorBoot, sock: OwnedFd, control: OwnedFd) -> Result<(
     let env = Rc::new(boot.environment);
 
     let mut buf = vec![0u8; handoff::MAX_MESSAGE];
-    let mut draining = false;
+    // Whether to serve what is already queued before stopping (supervisor shutdown:
+    // yes; recycling: no, the queue belongs to the rest of the pool).
+    let mut drain_queue = false;
     loop {
-        let permit = if draining {
-            // Serve what is already queued, then stop taking connections.
-            match slots.clone().try_acquire_owned() {
-                Ok(p) => p,
-                Err(_) => slots
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .map_err(|_| ProcessorError::Io(std::io::ErrorKind::Other.into()))?,
-            }
-        } else {
-            tokio::select! {
-                p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-                m = chan.recv::<ToChild>(0) => {
-                    match m {
-                        Ok((ToChild::Shutdown, _)) => info!(environment = %env, "shutdown: draining"),
-                        Ok((ToChild::Bootstrap(_), _)) => { warn!("ignoring a second bootstrap"); continue }
-                        Err(e) => warn!("control channel closed ({e}); stopping"),
-                    }
-                    draining = true;
-                    let _ = stop_tx.send(true);
-                    continue;
-                }
-            }
-        };
-        // Receive one hand-off.
-        let received = if draining {
-            match handoff::recv(sock.get_ref().as_fd(), &mut buf) {
-                Ok(r) => Some(r),
-                Err(HandoffError::Packet(_)) => break,
-                Err(e) => {
-                    warn!(environment = %env, "bad hand-off refused: {e}");
-                    None
-                }
-            }
-        } else {
-            let got = tokio::select! {
-                g = sock.readable() => g,
-                m = chan.recv::<ToChild>(0) => {
-                    if let Ok((ToChild::Bootstrap(_), _)) = m { continue; }
-                    info!(environment = %env, "shutdown: draining");
-                    draining = true;
-                    let _ = stop_tx.send(true);
-                    continue;
-                }
-            };
-            let mut guard = got?;
-            match handoff::recv(guard.get_inner().as_fd(), &mut buf) {
-                Ok(r) => Some(r),
-                Err(HandoffError::Packet(e)) if e.is_would_block() => {
-                    guard.clear_ready();
-                    None
-                }
-                Err(HandoffError::Packet(common::seqpacket::PacketError::Closed { .. })) => break,
-                Err(e) => {
-                    warn!(environment = %env, "bad hand-off refused: {e}");
-                    None
-                }
-            }
-        };
-        let Some((meta, payload, fd)) = received else {
-            continue;
-        };
-        if let Err(e) = common::fds::check_stream_socket(&fd) {
-            warn!(environment = %env, "hand-off refused: {e}");
-            continue;
+        if *stop_rx.borrow() {
+            break;
         }
-        let payload = payload.to_vec();
-        let (sites, cfg, sock, env) = (sites.clone(), cfg.clone(), sock.clone(), env.clone());
-        let mut stop = stop_rx.clone();
-        tokio::task::spawn_local(async move {
-            connection(fd, meta, payload, &sites, &cfg, &sock, &env, &mut stop).await;
-            drop(permit);
-        });
+        tokio::select! {
+            biased;
+            _ = stop_rx.changed() => break,
+            m = chan.recv::<ToChild>(16) => match m {
+                Ok((ToChild::Logs { vhosts }, files)) => board.reopen_logs(&vhosts, files),
+                Ok((ToChild::Shutdown, _)) => {
+                    info!(environment = %env, "shutdown: draining");
+                    drain_queue = true;
+                    break;
+                }
+                Ok((ToChild::Retire, _)) => {
+                    info!(environment = %env, "retiring: finishing in-flight requests");
+                    break;
+                }
+                Ok((ToChild::ErrorLog, files)) => {
+                    if let Some(fd) = files.first() {
+                        let _ = common::fds::install_stderr(fd);
+                    }
+                }
+                Ok((other, _)) => warn!(environment = %env, "ignoring control message {other:?}"),
+                Err(e) => {
+                    warn!("control channel closed ({e}); stopping");
+                    break;
+                }
+            },
+            r = next_handoff(&slots, &sock, &mut buf, &env) => match r {
+                Some(r) => start_connection(r, &sites, &cfg, &sock, &env, &board, &stop_rx),
+                None => break,
+            },
+        }
+    }
+    board.slot.set(slot::STATE, slot::STOPPING);
+    let _ = stop_tx.send(true);
+    if drain_queue {
+        // The supervisor shut its end first, so this queue is complete: serve it.
+        loop {
+            let Ok(permit) = slots.clone().acquire_owned().await else {
+                break;
+            };
+            match handoff::recv(sock.get_ref().as_fd(), &mut buf) {
+                Ok((meta, payload, fd)) => {
+                    let r = Received {
+                        permit,
+                        meta,
+                        payload: payload.to_vec(),
+                        fd,
+                    };
+                    start_connection(r, &sites, &cfg, &sock, &env, &board, &stop_rx);
+                }
+                Err(HandoffError::Packet(_)) => break,
+                Err(e) => warn!(environment = %env, "bad hand-off refused: {e}"),
+            }
+        }
     }
     // Wait for every connection to finish (each is bounded by its own timeouts).
     let _ = slots.acquire_many(max as u32).await;
     info!(environment = %env, "processor stopped");
     Ok(())
+}
+
+fn start_connection(
+    r: Received,
+    sites: &Rc<Sites>,
+    cfg: &Rc<ConnConfig>,
+    sock: &Rc<AsyncFd<OwnedFd>>,
+    env: &Rc<String>,
+    board: &Rc<Board>,
+    stop_rx: &watch::Receiver<bool>,
+) {
+    if let Err(e) = common::fds::check_stream_socket(&r.fd) {
+        warn!(environment = %env, "hand-off refused: {e}");
+        return;
+    }
+    let (sites, cfg, sock, env, board) = (
+        sites.clone(),
+        cfg.clone(),
+        sock.clone(),
+        env.clone(),
+        board.clone(),
+    );
+    let mut stop = stop_rx.clone();
+    tokio::task::spawn_local(async move {
+        let Received {
+            permit,
+            meta,
+            payload,
+            fd,
+        } = r;
+        connection(fd, meta, payload, &sites, &cfg, &sock, &env, &board, &mut stop).await;
+        drop(permit);
+    });
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -221,6 +312,7 @@ async fn connection(
     cfg: &ConnConfig,
     sock: &AsyncFd<OwnedFd>,
     env: &str,
+    board: &Board,
     stop: &mut watch::Receiver<bool>,
 ) {
     let Some(first) = sites.by_vhost(meta.vhost) else {
@@ -243,7 +335,15 @@ async fn connection(
         None
     };
     let router = ConnRouter { sites, default_host };
-    match http::serve(&mut stream, payload, first, &router, cfg, stop).await {
+    board.conn_opened(meta.vhost);
+    let observer = ConnObserver {
+        board,
+        peer: meta.peer,
+        current: std::cell::Cell::new(meta.vhost),
+    };
+    let outcome = http::serve(&mut stream, payload, first, &router, cfg, stop, &observer).await;
+    board.conn_closed(observer.current.get());
+    match outcome {
         Outcome::Closed => {}
         Outcome::HandBack(bytes) => {
             debug!(
@@ -251,6 +351,7 @@ async fn connection(
                 bytes = bytes.len(),
                 "handing the connection back"
             );
+            board.handed_back();
             let back = Meta {
                 flags: handoff::flags::HAND_BACK,
                 vhost: NO_VHOST,

@@ -3,8 +3,13 @@
 //! them on SIGTERM/SIGINT. It never reads a byte from a client.
 
 mod children;
+mod errlog;
+mod generation;
 mod listen;
+mod logs;
+mod maintain;
 mod plan;
+mod reload;
 mod spawn;
 
 use std::path::{Path, PathBuf};
@@ -35,6 +40,10 @@ pub enum SupervisorError {
     StartFailures { role: String, failures: u32 },
     #[error("signal handler: {0}")]
     Signal(std::io::Error),
+    #[error(transparent)]
+    Scoreboard(#[from] common::scoreboard::ScoreboardError),
+    #[error(transparent)]
+    Log(#[from] logs::LogError),
 }
 
 /// Runs the server in the foreground until it is stopped. Returns the exit code.

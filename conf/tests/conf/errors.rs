@@ -9,24 +9,13 @@ fn unknown_key() {
     let text = cat(&[SERVER, "lisen = [\"0.0.0.0:80\"]\n", ALICE, VHOST]);
     let errs = errors(&text);
     assert_eq!(errs.len(), 1, "{errs:?}");
-    assert_has(
-        &errs,
-        line_of(&text, "lisen"),
-        "server.lisen",
-        "unknown key",
-    );
+    assert_has(&errs, line_of(&text, "lisen"), "server.lisen", "unknown key");
     assert!(errs[0].message.contains("did you mean 'listen'"));
 }
 
 #[test]
 fn unknown_key_in_environment_and_vhost() {
-    let text = cat(&[
-        SERVER,
-        ALICE,
-        "colour = 1\n",
-        VHOST,
-        "srever_name = \"x\"\n",
-    ]);
+    let text = cat(&[SERVER, ALICE, "colour = 1\n", VHOST, "srever_name = \"x\"\n"]);
     let errs = errors(&text);
     assert_has(
         &errs,
@@ -47,12 +36,7 @@ fn unknown_top_level_table() {
     let text = cat(&[SERVER, ALICE, VHOST, "[servers]\nuser = 1\n"]);
     let errs = errors(&text);
     assert_eq!(errs.len(), 1, "{errs:?}");
-    assert_has(
-        &errs,
-        line_of(&text, "[servers]"),
-        "servers",
-        "unknown table",
-    );
+    assert_has(&errs, line_of(&text, "[servers]"), "servers", "unknown table");
 }
 
 #[test]
@@ -200,12 +184,7 @@ fn chroot_must_exist_and_be_a_directory() {
     let errs = errors(&text);
     assert_eq!(errs.len(), 3, "{errs:?}");
     let line = line_of(&text, &file.display().to_string());
-    assert_has(
-        &errs,
-        line,
-        "environments.alice.chroot",
-        "is not a directory",
-    );
+    assert_has(&errs, line, "environments.alice.chroot", "is not a directory");
     let line = line_of(&text, &missing.display().to_string());
     assert_has(&errs, line, "environments.bob.chroot", "No such file");
     let line = line_of(&text, "srv/carol");
@@ -227,18 +206,8 @@ fn missing_user_and_group() {
     ]);
     let errs = errors(&text);
     assert_eq!(errs.len(), 3, "{errs:?}");
-    assert_has(
-        &errs,
-        2,
-        "server.user",
-        "no such user 'no-such-user-bulkhead'",
-    );
-    assert_has(
-        &errs,
-        3,
-        "server.group",
-        "no such group 'no-such-group-bulkhead'",
-    );
+    assert_has(&errs, 2, "server.user", "no such user 'no-such-user-bulkhead'");
+    assert_has(&errs, 3, "server.group", "no such group 'no-such-group-bulkhead'");
     assert_has(
         &errs,
         line_of(&text, "bob-bulkhead-missing"),
@@ -302,11 +271,7 @@ fn bad_listen_addresses() {
     );
     assert_has(&errs, l("  80,") + 1, "server.listen[4]", "listed twice");
 
-    let text = cat(&[
-        "[server]\nuser = 2000\ngroup = 2000\nlisten = []\n",
-        ALICE,
-        VHOST,
-    ]);
+    let text = cat(&["[server]\nuser = 2000\ngroup = 2000\nlisten = []\n", ALICE, VHOST]);
     assert_has(&errors(&text), 4, "server.listen", "at least one address");
     let text = cat(&[
         "[server]\nuser = 2000\ngroup = 2000\nlisten = \"[::]:80\"\n",
@@ -323,12 +288,7 @@ fn bad_listen_addresses() {
 
 #[test]
 fn max_processors_below_min_processors() {
-    let text = cat(&[
-        SERVER,
-        ALICE,
-        "min_processors = 5\nmax_processors = 2\n",
-        VHOST,
-    ]);
+    let text = cat(&[SERVER, ALICE, "min_processors = 5\nmax_processors = 2\n", VHOST]);
     let errs = errors(&text);
     assert_eq!(errs.len(), 1, "{errs:?}");
     assert_has(
@@ -425,12 +385,7 @@ fn missing_sections() {
         "environments",
         "at least one environment",
     );
-    assert_has(
-        &errs,
-        line_of(&text, "vhosts ="),
-        "vhosts",
-        "at least one vhost",
-    );
+    assert_has(&errs, line_of(&text, "vhosts ="), "vhosts", "at least one vhost");
 }
 
 #[test]
@@ -519,19 +474,11 @@ fn many_errors_are_all_reported() {
         "vhosts[1].server_name",
         "already claimed by vhosts[0]",
     );
-    assert_has(
-        &errs,
-        l("\"rel\""),
-        "vhosts[1].document_root",
-        "absolute path",
-    );
+    assert_has(&errs, l("\"rel\""), "vhosts[1].document_root", "absolute path");
     assert_eq!(errs.len(), 5, "{errs:?}");
     // In line order, one per line of the Display.
     assert!(errs.windows(2).all(|w| w[0].line <= w[1].line));
-    let shown = conf::ConfigErrors {
-        errors: errs.clone(),
-    }
-    .to_string();
+    let shown = conf::ConfigErrors { errors: errs.clone() }.to_string();
     assert_eq!(shown.lines().count(), 5);
 }
 
@@ -563,10 +510,7 @@ fn load_reads_the_file_and_names_a_missing_one() {
     let err = load(&missing).unwrap_err();
     assert_eq!(err.errors.len(), 1);
     let shown = err.to_string();
-    assert!(
-        shown.starts_with(&format!("{}: ", missing.display())),
-        "{shown}"
-    );
+    assert!(shown.starts_with(&format!("{}: ", missing.display())), "{shown}");
     assert!(shown.contains("cannot read configuration file"), "{shown}");
     assert!(shown.contains("No such file"), "{shown}");
 }

@@ -1,7 +1,10 @@
 //! `conf`'s tests, one binary: valid configurations (`valid`) and every error class,
-//! each checked for file, line and key path (`errors`).
+//! each checked for file, line and key path (`errors`); children and processor pools
+//! (`limits`); `[status]`, vhost logs and address blocks (`status`).
 
 mod errors;
+mod limits;
+mod status;
 mod valid;
 
 use std::path::Path;
@@ -55,10 +58,7 @@ pub(crate) fn line_of(text: &str, needle: &str) -> usize {
 #[track_caller]
 pub(crate) fn assert_has(errors: &[ConfigError], line: usize, key: &str, fragment: &str) {
     let found: Vec<_> = errors.iter().filter(|e| e.key == key).collect();
-    let all = errors
-        .iter()
-        .map(|e| format!("  {e}\n"))
-        .collect::<String>();
+    let all = errors.iter().map(|e| format!("  {e}\n")).collect::<String>();
     assert_eq!(found.len(), 1, "want one error for {key}, got:\n{all}");
     let e = found[0];
     let shown = e.to_string();

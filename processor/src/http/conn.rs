@@ -22,7 +22,7 @@ use super::file;
 use super::request::{self, Framing, Head, Method};
 use super::response::{self, Body, Persist, Reply};
 use super::target::{self, Target};
-use super::{ConnConfig, Outcome, Router, Site};
+use super::{Completed, ConnConfig, Observer, Outcome, Router, Site};
 
 /// Bytes read from the socket at a time.
 pub const READ_CHUNK: usize = 16 * 1024;
@@ -62,6 +62,9 @@ struct Conn<'a> {
     chunk: Box<[u8]>,
     cfg: &'a ConnConfig,
     shutdown: &'a mut watch::Receiver<bool>,
+    observer: &'a dyn Observer,
+    /// Status and body bytes of the last response written, for the observer.
+    last: Option<(u16, u64)>,
 }
 
 pub async fn run(
@@ -71,6 +74,7 @@ pub async fn run(
     router: &dyn Router,
     cfg: &ConnConfig,
     shutdown: &mut watch::Receiver<bool>,
+    observer: &dyn Observer,
 ) -> Outcome {
     let mut conn = Conn {
         stream,
@@ -78,6 +82,8 @@ pub async fn run(
         chunk: vec![0; READ_CHUNK].into(),
         cfg,
         shutdown,
+        observer,
+        last: None,
     };
     let mut first = Some(first);
     loop {
@@ -183,6 +189,29 @@ impl Conn<'_> {
 
     /// Serve one routed request whose head has been consumed from the buffer.
     async fn handle(&mut self, site: &Site, head: &Head) -> Step {
+        self.observer.started(site);
+        let started = std::time::SystemTime::now();
+        let t0 = std::time::Instant::now();
+        self.last = None;
+        let step = self.handle_inner(site, head).await;
+        if let Some((status, bytes)) = self.last.take() {
+            self.observer.completed(&Completed {
+                site,
+                method: head.method.as_str(),
+                target: &head.target,
+                minor: head.minor,
+                status,
+                bytes,
+                started,
+                duration: t0.elapsed(),
+                referer: head.referer.as_deref(),
+                user_agent: head.user_agent.as_deref(),
+            });
+        }
+        step
+    }
+
+    async fn handle_inner(&mut self, site: &Site, head: &Head) -> Step {
         let head_only = head.method == Method::Head;
         let framing = match &head.framing {
             Ok(f) => *f,
@@ -273,6 +302,13 @@ impl Conn<'_> {
         } else if reply.status >= 400 {
             tracing::info!(status = reply.status, reason = %reply.reason, peer = ?self.peer(), "request refused");
         }
+        let bytes = match &reply.body {
+            _ if head_only => 0,
+            Body::None => 0,
+            Body::Bytes(b) => b.len() as u64,
+            Body::File { len, .. } => *len,
+        };
+        self.last = Some((reply.status, bytes));
         match response::write(self.stream, reply, persist, head_only).await {
             Ok(()) => Ok(persist != Persist::Close),
             Err(e) => {

@@ -52,6 +52,38 @@ pub struct Site {
     pub document_root: PathBuf,
 }
 
+/// One finished request, for the scoreboard and the access log.
+pub struct Completed<'a> {
+    pub site: &'a Site,
+    pub method: &'a str,
+    pub target: &'a str,
+    /// HTTP/1.x minor version.
+    pub minor: u8,
+    pub status: u16,
+    /// Body bytes sent (Apache's `%b`).
+    pub bytes: u64,
+    pub started: std::time::SystemTime,
+    pub duration: Duration,
+    pub referer: Option<&'a str>,
+    pub user_agent: Option<&'a str>,
+}
+
+/// Told about every request a connection serves.
+pub trait Observer {
+    /// A routed request begins (its head is complete).
+    fn started(&self, site: &Site);
+    /// It was answered (or failed while answering).
+    fn completed(&self, done: &Completed<'_>);
+}
+
+/// An observer that does nothing (tests).
+pub struct NoObserver;
+
+impl Observer for NoObserver {
+    fn started(&self, _: &Site) {}
+    fn completed(&self, _: &Completed<'_>) {}
+}
+
 /// Decides whether a later request on the connection stays here.
 pub trait Router {
     /// `None`: the host belongs to another environment and the connection is handed back.
@@ -96,6 +128,7 @@ pub async fn serve(
     router: &dyn Router,
     cfg: &ConnConfig,
     shutdown: &mut watch::Receiver<bool>,
+    observer: &dyn Observer,
 ) -> Outcome {
-    conn::run(stream, buffered, first, router, cfg, shutdown).await
+    conn::run(stream, buffered, first, router, cfg, shutdown, observer).await
 }

@@ -52,6 +52,17 @@ pub enum Method {
     Other(String),
 }
 
+impl Method {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Method::Get => "GET",
+            Method::Head => "HEAD",
+            Method::Options => "OPTIONS",
+            Method::Other(m) => m,
+        }
+    }
+}
+
 /// How the request body is delimited (RFC 9112 §6.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Framing {
@@ -89,6 +100,9 @@ pub struct Head {
     pub if_unmodified_since: Option<String>,
     pub range: Option<String>,
     pub if_range: Option<String>,
+    /// For the access log.
+    pub referer: Option<String>,
+    pub user_agent: Option<String>,
 }
 
 impl Head {
@@ -155,6 +169,8 @@ pub fn parse(buf: &[u8], limit: usize) -> Result<Option<Head>, RequestError> {
         if_unmodified_since: single("if-unmodified-since"),
         range: single("range"),
         if_range: single("if-range"),
+        referer: single("referer"),
+        user_agent: single("user-agent"),
     }))
 }
 

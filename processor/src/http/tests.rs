@@ -161,7 +161,16 @@ where
             assert!(n > 0);
             buffered.extend_from_slice(&chunk[..n]);
         }
-        serve(&mut stream, buffered, &site, &router, &cfg, &mut rx).await
+        serve(
+            &mut stream,
+            buffered,
+            &site,
+            &router,
+            &cfg,
+            &mut rx,
+            &super::NoObserver,
+        )
+        .await
     };
     let client = async {
         let socket = tokio::net::TcpSocket::new_v4().unwrap();

@@ -1,0 +1,328 @@
+//! The scoreboard: what every child is doing, in shared memory, without Peruser's
+//! defect of one read-write segment every tenant could rewrite.
+//!
+//! - Each child has its **own slot**, a sealed memfd (it cannot shrink or grow, so no
+//!   reader can be made to fault). The child maps it read-write; the supervisor and the
+//!   multiplexers get a read-only fd (reopened `O_RDONLY`) and map it read-only. A
+//!   processor can therefore write its own slot and nothing else.
+//! - The **shared table** holds per-environment and per-vhost state that the
+//!   multiplexers and the supervisor write (availability, drops, hand-offs, spawn
+//!   requests, and the counters of children that are gone, so no counter ever goes
+//!   backwards). Processors never get it.
+//!
+//! Everything is an `AtomicU64` word at a fixed index; values read from a slot are
+//! tenant-written and are treated as untrusted numbers (clamped by their readers).
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use thiserror::Error;
+
+/// Errors creating or mapping a segment.
+#[derive(Debug, Error)]
+pub enum ScoreboardError {
+    #[error("scoreboard {what}: {source}")]
+    Sys {
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("scoreboard segment of {got} bytes, expected at least {want}")]
+    TooSmall { got: usize, want: usize },
+}
+
+fn sys(what: &'static str) -> impl FnOnce(std::io::Error) -> ScoreboardError {
+    move |source| ScoreboardError::Sys { what, source }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A mapped segment of `AtomicU64` words.
+pub struct Segment {
+    ptr: *mut AtomicU64,
+    words: usize,
+}
+
+// SAFETY: the mapping is only accessed through atomics, which are Sync.
+unsafe impl Send for Segment {}
+// SAFETY: as above.
+unsafe impl Sync for Segment {}
+
+impl Segment {
+    /// Maps `fd` (shared); `writable` needs an fd opened for writing.
+    pub fn map(fd: &OwnedFd, writable: bool) -> Result<Segment, ScoreboardError> {
+        let st = nix::sys::stat::fstat(fd.as_raw_fd()).map_err(|e| ScoreboardError::Sys {
+            what: "fstat",
+            source: std::io::Error::from_raw_os_error(e as i32),
+        })?;
+        let len = st.st_size as usize;
+        if len < 8 {
+            return Err(ScoreboardError::TooSmall { got: len, want: 8 });
+        }
+        let prot = if writable {
+            libc::PROT_READ | libc::PROT_WRITE
+        } else {
+            libc::PROT_READ
+        };
+        // SAFETY: a fresh shared mapping of a whole sealed memfd; the pointer is only
+        // used through atomics within `words`, and unmapped in Drop.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                prot,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(sys("mmap")(std::io::Error::last_os_error()));
+        }
+        Ok(Segment {
+            ptr: p.cast(),
+            words: len / 8,
+        })
+    }
+
+    pub fn words(&self) -> usize {
+        self.words
+    }
+
+    /// Word `i`, or `None` past the end.
+    pub fn word(&self, i: usize) -> Option<&AtomicU64> {
+        // SAFETY: in bounds of the mapping, aligned (mmap is page-aligned), and only
+        // accessed atomically.
+        (i < self.words).then(|| unsafe { &*self.ptr.add(i) })
+    }
+
+    /// Reads word `i` (0 past the end).
+    pub fn get(&self, i: usize) -> u64 {
+        self.word(i).map(|w| w.load(Ordering::Relaxed)).unwrap_or(0)
+    }
+
+    /// Writes word `i` (ignored past the end, and on a read-only mapping's caller bug).
+    pub fn set(&self, i: usize, v: u64) {
+        if let Some(w) = self.word(i) {
+            w.store(v, Ordering::Relaxed);
+        }
+    }
+
+    pub fn add(&self, i: usize, v: u64) {
+        if let Some(w) = self.word(i) {
+            w.fetch_add(v, Ordering::Relaxed);
+        }
+    }
+
+    pub fn sub(&self, i: usize, v: u64) {
+        if let Some(w) = self.word(i) {
+            let _ = w.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |x| {
+                Some(x.saturating_sub(v))
+            });
+        }
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly the region mapped in `map`.
+        unsafe { libc::munmap(self.ptr.cast(), self.words * 8) };
+    }
+}
+
+/// Creates a sealed memfd of `words` zeroed words. Returns (read-write fd, read-only fd).
+pub fn create(name: &str, words: usize) -> Result<(OwnedFd, OwnedFd), ScoreboardError> {
+    let cname = CString::new(name).unwrap_or_else(|_| CString::from(c"bulkhead"));
+    // SAFETY: a valid C string; flags are constants.
+    let fd = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
+    if fd < 0 {
+        return Err(sys("memfd_create")(std::io::Error::last_os_error()));
+    }
+    // SAFETY: memfd_create just returned this fd to us.
+    let rw = unsafe { OwnedFd::from_raw_fd(fd) };
+    let len = (words.max(1) * 8) as libc::off_t;
+    // SAFETY: plain syscalls on an fd we own.
+    unsafe {
+        if libc::ftruncate(rw.as_raw_fd(), len) < 0 {
+            return Err(sys("ftruncate")(std::io::Error::last_os_error()));
+        }
+        let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+        if libc::fcntl(rw.as_raw_fd(), libc::F_ADD_SEALS, seals) < 0 {
+            return Err(sys("F_ADD_SEALS")(std::io::Error::last_os_error()));
+        }
+    }
+    let ro = reopen_read_only(rw.as_raw_fd())?;
+    Ok((rw, ro))
+}
+
+fn reopen_read_only(fd: RawFd) -> Result<OwnedFd, ScoreboardError> {
+    let path = CString::new(format!("/proc/self/fd/{fd}"))
+        .map_err(|_| ScoreboardError::TooSmall { got: 0, want: 0 })?;
+    // SAFETY: a valid C string path.
+    let ro = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if ro < 0 {
+        return Err(sys("reopen read-only")(std::io::Error::last_os_error()));
+    }
+    // SAFETY: open just returned this fd to us.
+    Ok(unsafe { OwnedFd::from_raw_fd(ro) })
+}
+
+/// Word indexes of a child's slot.
+pub mod slot {
+    pub const MAGIC: usize = 0;
+    pub const PID: usize = 1;
+    pub const ROLE: usize = 2;
+    pub const ENV: usize = 3;
+    pub const STATE: usize = 4;
+    pub const STARTED_MS: usize = 5;
+    pub const LAST_USED_MS: usize = 6;
+    /// When the oldest request in flight started, or 0.
+    pub const BUSY_SINCE_MS: usize = 7;
+    pub const ACTIVE_CONNS: usize = 8;
+    pub const CAPACITY: usize = 9;
+    /// Connections received (processor) or accepted (multiplexer).
+    pub const TAKEN: usize = 10;
+    pub const REQUESTS: usize = 11;
+    pub const BYTES: usize = 12;
+    pub const HANDBACKS: usize = 13;
+    pub const GENERATION: usize = 14;
+    pub const SITES: usize = 15;
+    /// Duration of all requests, microseconds.
+    pub const DURATION_US: usize = 16;
+    pub const HEADER: usize = 20;
+
+    pub const MAGIC_VALUE: u64 = 0x6268_736c_6f74_0001;
+
+    /// Roles.
+    pub const ROLE_MULTIPLEXER: u64 = 1;
+    pub const ROLE_PROCESSOR: u64 = 2;
+
+    /// States (Peruser's STARTING / READY / ACTIVE, plus stopping).
+    pub const STARTING: u64 = 0;
+    pub const READY: u64 = 1;
+    pub const BUSY: u64 = 2;
+    pub const STOPPING: u64 = 3;
+
+    /// Per-site block after the header, one per vhost of the processor's environment.
+    pub mod site {
+        pub const VHOST: usize = 0;
+        pub const ACTIVE_CONNS: usize = 1;
+        /// Requests by status class 1xx..5xx: `CLASS + (status / 100 - 1)`.
+        pub const CLASS: usize = 2;
+        pub const BYTES: usize = 7;
+        pub const DURATION_US: usize = 8;
+        /// Request-duration histogram: counts per bucket of [`BUCKETS_MS`], then +Inf.
+        pub const HIST: usize = 9;
+        pub const WORDS: usize = HIST + BUCKETS_MS.len() + 1;
+        pub const BUCKETS_MS: [u64; 10] = [1, 5, 10, 25, 50, 100, 250, 500, 1000, 5000];
+    }
+
+    /// Words of a slot with `sites` per-site blocks.
+    pub fn words(sites: usize) -> usize {
+        HEADER + sites * site::WORDS
+    }
+
+    /// Index of word `w` of site block `i`.
+    pub fn site_word(i: usize, w: usize) -> usize {
+        HEADER + i * site::WORDS + w
+    }
+}
+
+/// Word indexes of the shared table (supervisor and multiplexers only).
+pub mod table {
+    pub const MAGIC: usize = 0;
+    pub const ENVS: usize = 1;
+    pub const VHOSTS: usize = 2;
+    pub const STARTED_MS: usize = 3;
+    pub const GENERATION: usize = 4;
+    /// Connections accepted by all multiplexers.
+    pub const ACCEPTED: usize = 5;
+    /// Seqlock over retirements: odd while the supervisor moves a dead child's
+    /// counters into the retired totals and clears its registry entry.
+    pub const SEQ: usize = 6;
+    /// Number of registry entries.
+    pub const REGISTRY_LEN: usize = 7;
+    pub const HEADER: usize = 8;
+
+    /// Per environment.
+    pub mod env {
+        pub const AVAILABILITY: usize = 0;
+        pub const DROPPED_SATURATED: usize = 1;
+        pub const DROPPED_VHOST_LIMIT: usize = 2;
+        pub const DROPPED_ERROR: usize = 3;
+        pub const HANDOFFS: usize = 4;
+        pub const HANDBACKS: usize = 5;
+        /// Incremented by a multiplexer that wants one more processor now.
+        pub const SPAWN_REQUESTS: usize = 6;
+        pub const SPAWNS: usize = 7;
+        pub const COLD_STARTS: usize = 8;
+        pub const COLD_START_US: usize = 9;
+        /// Counters of processors that are gone (slot TAKEN / REQUESTS / BYTES / HANDBACKS / DURATION_US).
+        pub const RETIRED_TAKEN: usize = 10;
+        pub const RETIRED_REQUESTS: usize = 11;
+        pub const RETIRED_BYTES: usize = 12;
+        pub const RETIRED_HANDBACKS: usize = 13;
+        pub const RETIRED_DURATION_US: usize = 14;
+        /// 1 while a "saturated" warning is outstanding (logged once until recovery).
+        pub const WARNED: usize = 15;
+        pub const WORDS: usize = 16;
+    }
+
+    /// Per vhost: the retired per-site counters (same layout as a slot's site block).
+    pub mod vhost {
+        pub const WORDS: usize = super::super::slot::site::WORDS;
+    }
+
+    /// The registry: one entry per child slot, `[pid, live]`, so readers count a
+    /// child's slot or its retired totals, never both.
+    pub mod registry {
+        pub const PID: usize = 0;
+        pub const LIVE: usize = 1;
+        pub const WORDS: usize = 2;
+    }
+
+    pub fn words(envs: usize, vhosts: usize, registry_len: usize) -> usize {
+        HEADER + envs * env::WORDS + vhosts * vhost::WORDS + registry_len * registry::WORDS
+    }
+
+    pub fn registry_word(envs: usize, vhosts: usize, index: usize, w: usize) -> usize {
+        HEADER + envs * env::WORDS + vhosts * vhost::WORDS + index * registry::WORDS + w
+    }
+
+    pub fn env_word(env: usize, w: usize) -> usize {
+        HEADER + env * env::WORDS + w
+    }
+
+    pub fn vhost_word(envs: usize, vhost: usize, w: usize) -> usize {
+        HEADER + envs * env::WORDS + vhost * vhost::WORDS + w
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_only_fd_cannot_be_mapped_writable_or_shrunk() {
+        let (rw, ro) = create("t", slot::words(2)).unwrap();
+        let w = Segment::map(&rw, true).unwrap();
+        let r = Segment::map(&ro, false).unwrap();
+        w.set(slot::PID, 42);
+        assert_eq!(r.get(slot::PID), 42);
+        assert!(
+            Segment::map(&ro, true).is_err(),
+            "a read-only fd must not map writable"
+        );
+        // SAFETY: plain syscall on an fd we own.
+        let shrink = unsafe { libc::ftruncate(rw.as_raw_fd(), 0) };
+        assert!(shrink < 0, "sealed segment must not shrink");
+        assert_eq!(r.get(10_000), 0);
+    }
+}

@@ -1,0 +1,135 @@
+//! A point-in-time view of the whole server, built by a multiplexer from the
+//! scoreboard, and rendered as Peruser's status table, `?peruser_stats`, Apache's
+//! `?auto`, JSON and Prometheus text. Plain data: no process boundary is crossed.
+
+use serde::Serialize;
+
+/// Role of a child, as Peruser's "Type" column names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Role {
+    Multiplexer,
+    Processor,
+    /// Started and waiting to be assigned to an environment (has read nothing yet).
+    Spare,
+}
+
+/// A child's state: Peruser's STATUS column (STARTING, READY, ACTIVE) plus STOPPING.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum ChildState {
+    Starting,
+    Ready,
+    Busy,
+    Stopping,
+}
+
+/// One row of the child table.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChildRow {
+    /// Position in the table (Peruser's ID).
+    pub id: usize,
+    pub pid: u32,
+    pub role: Role,
+    /// Environment name; `None` for multiplexers and spares.
+    pub environment: Option<String>,
+    pub state: ChildState,
+    pub started_ms: u64,
+    pub last_used_ms: u64,
+    /// Connections taken (processor) or accepted (multiplexer).
+    pub connections: u64,
+    pub requests: u64,
+    pub bytes: u64,
+    pub active_conns: u64,
+    /// Connections it may hold at once.
+    pub capacity: u64,
+    pub generation: u64,
+}
+
+/// One environment (Peruser's server environment), multiplexers not included.
+#[derive(Debug, Clone, Serialize)]
+pub struct EnvRow {
+    pub id: usize,
+    pub name: String,
+    /// 0..=100.
+    pub availability: u64,
+    /// Live processes of the environment (busy or idle): Peruser's "alive".
+    pub processors_alive: u64,
+    /// Processors with room for another connection: Peruser's "idle".
+    pub processors_idle: u64,
+    pub max_processors: u64,
+    /// Connections received by the environment's processors (ever).
+    pub connections: u64,
+    /// Requests served by them (ever).
+    pub requests: u64,
+    pub bytes: u64,
+    pub active_conns: u64,
+    /// Total request time, microseconds.
+    pub duration_us: u64,
+    pub dropped_saturated: u64,
+    pub dropped_vhost_limit: u64,
+    pub dropped_error: u64,
+    pub handoffs: u64,
+    pub handbacks: u64,
+    pub spawns: u64,
+    pub cold_starts: u64,
+    pub cold_start_us: u64,
+}
+
+impl EnvRow {
+    /// All 503 drops, whatever the reason.
+    pub fn dropped(&self) -> u64 {
+        self.dropped_saturated + self.dropped_vhost_limit + self.dropped_error
+    }
+}
+
+/// Upper bounds (milliseconds) of the request-duration histogram buckets; one more
+/// bucket, +Inf, follows.
+pub const DURATION_BUCKETS_MS: [u64; 10] = [1, 5, 10, 25, 50, 100, 250, 500, 1000, 5000];
+
+/// One vhost.
+#[derive(Debug, Clone, Serialize)]
+pub struct VhostRow {
+    pub id: usize,
+    pub server_name: String,
+    pub environment: String,
+    /// Requests by status class: index 0 = 1xx … 4 = 5xx.
+    pub requests_by_class: [u64; 5],
+    pub bytes: u64,
+    pub duration_us: u64,
+    /// Request counts per bucket of [`DURATION_BUCKETS_MS`] (not cumulative), then +Inf.
+    pub histogram: Vec<u64>,
+    pub active_conns: u64,
+}
+
+impl VhostRow {
+    pub fn requests(&self) -> u64 {
+        self.requests_by_class.iter().sum()
+    }
+}
+
+/// The whole view.
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    /// The host name the page was asked for (Apache prints it as the first `?auto` line).
+    pub server_name: String,
+    /// `bulkhead/X.Y.Z`.
+    pub server_version: String,
+    pub now_ms: u64,
+    /// When the supervisor started (restart time).
+    pub started_ms: u64,
+    /// Reload generation (0 at start).
+    pub generation: u64,
+    pub server_limit: u64,
+    pub max_clients: u64,
+    pub max_multiplexers: u64,
+    /// Connections accepted by all multiplexers (ever).
+    pub accepted: u64,
+    pub children: Vec<ChildRow>,
+    pub environments: Vec<EnvRow>,
+    pub vhosts: Vec<VhostRow>,
+}
+
+impl Snapshot {
+    pub fn uptime_seconds(&self) -> u64 {
+        self.now_ms.saturating_sub(self.started_ms) / 1000
+    }
+}

@@ -1,0 +1,188 @@
+//! Builds a [`Snapshot`] from the scoreboard: live slots plus the retired totals,
+//! read under the shared table's seqlock so a child that dies meanwhile is counted
+//! exactly once.
+
+use common::scoreboard::{now_ms, slot, table};
+use common::status::{ChildRow, ChildState, EnvRow, Role, Snapshot, VhostRow};
+
+use crate::pool::Pools;
+
+/// Fixed facts a snapshot repeats.
+pub struct Facts {
+    pub generation: u64,
+    pub server_limit: u64,
+    pub max_multiplexers: u64,
+}
+
+fn state(v: u64) -> ChildState {
+    match v {
+        slot::READY => ChildState::Ready,
+        slot::BUSY => ChildState::Busy,
+        slot::STOPPING => ChildState::Stopping,
+        _ => ChildState::Starting,
+    }
+}
+
+/// Takes a consistent snapshot (retrying while the supervisor retires a child).
+pub fn take(pools: &Pools, facts: &Facts, server_name: &str) -> Snapshot {
+    for _ in 0..100 {
+        let before = pools.table.get(table::SEQ);
+        if before % 2 == 1 {
+            std::thread::yield_now();
+            continue;
+        }
+        let snap = build(pools, facts, server_name);
+        if pools.table.get(table::SEQ) == before {
+            return snap;
+        }
+    }
+    build(pools, facts, server_name)
+}
+
+fn build(pools: &Pools, facts: &Facts, server_name: &str) -> Snapshot {
+    let t = &pools.table;
+    let (ne, nv) = (pools.envs.len(), pools.vhosts.len());
+    let live = |index: usize, pid: u32| {
+        t.get(table::registry_word(ne, nv, index, table::registry::LIVE)) == 1
+            && t.get(table::registry_word(ne, nv, index, table::registry::PID)) == pid as u64
+    };
+    let mut envs: Vec<EnvRow> = pools
+        .envs
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let w = |x| t.get(table::env_word(i, x));
+            EnvRow {
+                id: i,
+                name: e.name.clone(),
+                availability: w(table::env::AVAILABILITY).min(100),
+                processors_alive: 0,
+                processors_idle: 0,
+                max_processors: e.max_processors as u64,
+                connections: w(table::env::RETIRED_TAKEN),
+                requests: w(table::env::RETIRED_REQUESTS),
+                bytes: w(table::env::RETIRED_BYTES),
+                active_conns: 0,
+                duration_us: w(table::env::RETIRED_DURATION_US),
+                dropped_saturated: w(table::env::DROPPED_SATURATED),
+                dropped_vhost_limit: w(table::env::DROPPED_VHOST_LIMIT),
+                dropped_error: w(table::env::DROPPED_ERROR),
+                handoffs: w(table::env::HANDOFFS),
+                handbacks: w(table::env::HANDBACKS),
+                spawns: w(table::env::SPAWNS),
+                cold_starts: w(table::env::COLD_STARTS),
+                cold_start_us: w(table::env::COLD_START_US),
+            }
+        })
+        .collect();
+    let mut vhosts: Vec<VhostRow> = pools
+        .vhosts
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let w = |x| t.get(table::vhost_word(ne, i, x));
+            let mut classes = [0u64; 5];
+            for (c, slot_c) in classes.iter_mut().enumerate() {
+                *slot_c = w(slot::site::CLASS + c);
+            }
+            VhostRow {
+                id: i,
+                server_name: v.server_name.clone(),
+                environment: pools
+                    .envs
+                    .get(v.env as usize)
+                    .map(|e| e.name.clone())
+                    .unwrap_or_default(),
+                requests_by_class: classes,
+                bytes: w(slot::site::BYTES),
+                duration_us: w(slot::site::DURATION_US),
+                histogram: (0..=slot::site::BUCKETS_MS.len())
+                    .map(|b| w(slot::site::HIST + b))
+                    .collect(),
+                active_conns: 0,
+            }
+        })
+        .collect();
+    let mut children = Vec::new();
+    let mut muxes = 0u64;
+    let now = now_ms();
+    let slots = pools.slots.borrow();
+    let mut ordered: Vec<&crate::pool::Watched> = slots.iter().filter(|w| live(w.index, w.pid)).collect();
+    ordered.sort_by_key(|w| (w.env.is_some(), w.env, w.index));
+    for w in ordered {
+        let s = &w.seg;
+        // Tenant-written numbers: bounded before they are added up.
+        let g = |x| s.get(x).min(1 << 52);
+        let st = state(s.get(slot::STATE));
+        let row = ChildRow {
+            id: w.index,
+            pid: w.pid,
+            role: if w.env.is_some() {
+                Role::Processor
+            } else {
+                Role::Multiplexer
+            },
+            environment: w.env.map(|e| pools.envs[e].name.clone()),
+            state: st,
+            started_ms: g(slot::STARTED_MS).min(now),
+            last_used_ms: g(slot::LAST_USED_MS).min(now),
+            connections: g(slot::TAKEN),
+            requests: g(slot::REQUESTS),
+            bytes: g(slot::BYTES),
+            active_conns: g(slot::ACTIVE_CONNS),
+            capacity: g(slot::CAPACITY),
+            generation: g(slot::GENERATION),
+        };
+        match w.env {
+            None => muxes += 1,
+            Some(e) => {
+                let env = &mut envs[e];
+                if st != ChildState::Stopping {
+                    env.processors_alive += 1;
+                    if row.active_conns < row.capacity.max(1) {
+                        env.processors_idle += 1;
+                    }
+                }
+                env.connections += row.connections;
+                env.requests += row.requests;
+                env.bytes += row.bytes;
+                env.active_conns += row.active_conns;
+                env.duration_us += g(slot::DURATION_US);
+                let sites = (s.get(slot::SITES) as usize).min(nv);
+                for i in 0..sites {
+                    let vh = s.get(slot::site_word(i, slot::site::VHOST)) as usize;
+                    let Some(v) = vhosts.get_mut(vh) else { continue };
+                    if pools.vhosts[vh].env as usize != e {
+                        continue;
+                    }
+                    let sw = |x| s.get(slot::site_word(i, x)).min(1 << 52);
+                    for c in 0..5 {
+                        v.requests_by_class[c] += sw(slot::site::CLASS + c);
+                    }
+                    v.bytes += sw(slot::site::BYTES);
+                    v.duration_us += sw(slot::site::DURATION_US);
+                    for (b, h) in v.histogram.iter_mut().enumerate() {
+                        *h += sw(slot::site::HIST + b);
+                    }
+                    v.active_conns += sw(slot::site::ACTIVE_CONNS);
+                }
+            }
+        }
+        children.push(row);
+    }
+    let _ = muxes;
+    Snapshot {
+        server_name: server_name.to_string(),
+        server_version: format!("bulkhead/{}", env!("CARGO_PKG_VERSION")),
+        now_ms: now,
+        started_ms: t.get(table::STARTED_MS).min(now),
+        generation: facts.generation,
+        server_limit: facts.server_limit,
+        max_clients: pools.max_clients as u64,
+        max_multiplexers: facts.max_multiplexers,
+        accepted: t.get(table::ACCEPTED),
+        children,
+        environments: envs,
+        vhosts,
+    }
+}

@@ -1,0 +1,286 @@
+//! What a processor reports: its own scoreboard slot (the only shared memory it can
+//! write) and its vhosts' access logs (files the supervisor opened and handed to this
+//! environment only).
+
+use std::cell::{Cell, RefCell};
+use std::fs::File;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::time::UNIX_EPOCH;
+
+use common::control::AccessLogFormat;
+use common::scoreboard::{now_ms, slot, Segment};
+use tokio::sync::watch;
+
+use crate::http::{Completed, Observer, Site};
+
+/// The processor's shared state for reporting.
+pub struct Board {
+    pub slot: Segment,
+    /// Site index by vhost id.
+    vhost_index: Vec<(u32, usize)>,
+    logs: RefCell<Vec<Option<(File, AccessLogFormat)>>>,
+    active_requests: Cell<u64>,
+    requests: Cell<u64>,
+    max_requests: u64,
+    /// Set to stop taking connections (recycling after `max_requests_per_child`).
+    recycle: watch::Sender<bool>,
+}
+
+impl Board {
+    pub fn new(
+        slot: Segment,
+        vhost_ids: &[u32],
+        logs: Vec<Option<(File, AccessLogFormat)>>,
+        max_requests: u64,
+        recycle: watch::Sender<bool>,
+    ) -> Board {
+        Board {
+            slot,
+            vhost_index: vhost_ids.iter().enumerate().map(|(i, v)| (*v, i)).collect(),
+            logs: RefCell::new(logs),
+            active_requests: Cell::new(0),
+            requests: Cell::new(0),
+            max_requests,
+            recycle,
+        }
+    }
+
+    fn site_index(&self, vhost: u32) -> Option<usize> {
+        self.vhost_index
+            .iter()
+            .find(|(v, _)| *v == vhost)
+            .map(|(_, i)| *i)
+    }
+
+    /// A connection arrived for `vhost`.
+    pub fn conn_opened(&self, vhost: u32) {
+        self.slot.add(slot::TAKEN, 1);
+        self.slot.add(slot::ACTIVE_CONNS, 1);
+        self.slot.set(slot::STATE, slot::BUSY);
+        if let Some(i) = self.site_index(vhost) {
+            self.slot.add(slot::site_word(i, slot::site::ACTIVE_CONNS), 1);
+        }
+    }
+
+    /// A connection last serving `vhost` is gone (closed or handed back).
+    pub fn conn_closed(&self, vhost: u32) {
+        self.slot.sub(slot::ACTIVE_CONNS, 1);
+        if let Some(i) = self.site_index(vhost) {
+            self.slot.sub(slot::site_word(i, slot::site::ACTIVE_CONNS), 1);
+        }
+        if self.slot.get(slot::ACTIVE_CONNS) == 0 && self.slot.get(slot::STATE) == slot::BUSY {
+            self.slot.set(slot::STATE, slot::READY);
+        }
+        self.slot.set(slot::LAST_USED_MS, now_ms());
+    }
+
+    /// A keep-alive connection moved from one of our vhosts to another.
+    pub fn conn_moved(&self, from: u32, to: u32) {
+        if let Some(i) = self.site_index(from) {
+            self.slot.sub(slot::site_word(i, slot::site::ACTIVE_CONNS), 1);
+        }
+        if let Some(i) = self.site_index(to) {
+            self.slot.add(slot::site_word(i, slot::site::ACTIVE_CONNS), 1);
+        }
+    }
+
+    pub fn handed_back(&self) {
+        self.slot.add(slot::HANDBACKS, 1);
+    }
+
+    /// Replaces the access log of each listed vhost (after SIGUSR1).
+    pub fn reopen_logs(&self, vhosts: &[u32], files: Vec<std::os::fd::OwnedFd>) {
+        let mut logs = self.logs.borrow_mut();
+        for (vhost, fd) in vhosts.iter().zip(files) {
+            if let Some(i) = self.site_index(*vhost) {
+                if let Some(entry) = logs.get_mut(i) {
+                    let format = entry
+                        .as_ref()
+                        .map(|(_, f)| *f)
+                        .unwrap_or(AccessLogFormat::Combined);
+                    *entry = Some((File::from(fd), format));
+                }
+            }
+        }
+    }
+
+    fn log(&self, peer: SocketAddr, done: &Completed<'_>) {
+        let Some(i) = self.site_index(done.site.vhost_id) else {
+            return;
+        };
+        let mut logs = self.logs.borrow_mut();
+        let Some(Some((file, format))) = logs.get_mut(i) else {
+            return;
+        };
+        let line = match format {
+            AccessLogFormat::Combined => combined_line(peer, done),
+            AccessLogFormat::Json => json_line(peer, done),
+        };
+        // One write(2) per line on an O_APPEND file: lines from several processes
+        // never interleave, and a rotation loses none.
+        if let Err(e) = file.write_all(line.as_bytes()) {
+            tracing::warn!(vhost = %done.site.server_name, "access log write: {e}");
+        }
+    }
+}
+
+/// Per-connection observer: the board plus the client's address.
+pub struct ConnObserver<'a> {
+    pub board: &'a Board,
+    pub peer: SocketAddr,
+    /// The vhost the connection is counted under.
+    pub current: Cell<u32>,
+}
+
+impl Observer for ConnObserver<'_> {
+    fn started(&self, site: &Site) {
+        let b = self.board;
+        if self.current.get() != site.vhost_id {
+            b.conn_moved(self.current.get(), site.vhost_id);
+            self.current.set(site.vhost_id);
+        }
+        let n = b.active_requests.get();
+        b.active_requests.set(n + 1);
+        if n == 0 {
+            b.slot.set(slot::BUSY_SINCE_MS, now_ms());
+        }
+    }
+
+    fn completed(&self, done: &Completed<'_>) {
+        let b = self.board;
+        let us = done.duration.as_micros() as u64;
+        b.slot.add(slot::REQUESTS, 1);
+        b.slot.add(slot::BYTES, done.bytes);
+        b.slot.add(slot::DURATION_US, us);
+        if let Some(i) = b.site_index(done.site.vhost_id) {
+            let class = (done.status / 100).clamp(1, 5) as usize - 1;
+            b.slot.add(slot::site_word(i, slot::site::CLASS + class), 1);
+            b.slot.add(slot::site_word(i, slot::site::BYTES), done.bytes);
+            b.slot.add(slot::site_word(i, slot::site::DURATION_US), us);
+            let ms = done.duration.as_millis() as u64;
+            let bucket = slot::site::BUCKETS_MS
+                .iter()
+                .position(|&le| ms <= le)
+                .unwrap_or(slot::site::BUCKETS_MS.len());
+            b.slot.add(slot::site_word(i, slot::site::HIST + bucket), 1);
+        }
+        let now = now_ms();
+        b.slot.set(slot::LAST_USED_MS, now);
+        let n = b.active_requests.get().saturating_sub(1);
+        b.active_requests.set(n);
+        // Progress resets the clock expire_timeout measures.
+        b.slot.set(slot::BUSY_SINCE_MS, if n == 0 { 0 } else { now });
+        b.log(self.peer, done);
+        let total = b.requests.get() + 1;
+        b.requests.set(total);
+        if b.max_requests != 0 && total >= b.max_requests && !*b.recycle.borrow() {
+            tracing::info!(
+                requests = total,
+                "max_requests_per_child reached: finishing and exiting"
+            );
+            let _ = b.recycle.send(true);
+        }
+    }
+}
+
+/// `host - - [23/Nov/2026:02:14:19 +0000] "GET / HTTP/1.1" 200 1024 "ref" "ua"`.
+fn combined_line(peer: SocketAddr, d: &Completed<'_>) -> String {
+    // httpdate gives "Mon, 23 Nov 2026 02:14:19 GMT"; CLF wants "23/Nov/2026:02:14:19 +0000".
+    let http = httpdate::fmt_http_date(d.started);
+    let parts: Vec<&str> = http.split(' ').collect();
+    let when = match parts.as_slice() {
+        [_, day, mon, year, time, _] => format!("{day}/{mon}/{year}:{time} +0000"),
+        _ => http.clone(),
+    };
+    let bytes = if d.bytes == 0 {
+        "-".to_string()
+    } else {
+        d.bytes.to_string()
+    };
+    format!(
+        "{} - - [{}] \"{} {} HTTP/1.{}\" {} {} \"{}\" \"{}\"\n",
+        peer.ip(),
+        when,
+        escape(d.method),
+        escape(d.target),
+        d.minor,
+        d.status,
+        bytes,
+        d.referer.map(escape).unwrap_or_else(|| "-".into()),
+        d.user_agent.map(escape).unwrap_or_else(|| "-".into()),
+    )
+}
+
+fn json_line(peer: SocketAddr, d: &Completed<'_>) -> String {
+    let ts = d
+        .started
+        .duration_since(UNIX_EPOCH)
+        .map(|t| t.as_secs_f64())
+        .unwrap_or(0.0);
+    let v = serde_json::json!({
+        "time": ts,
+        "remote_addr": peer.ip().to_string(),
+        "vhost": d.site.server_name,
+        "method": d.method,
+        "uri": d.target,
+        "protocol": format!("HTTP/1.{}", d.minor),
+        "status": d.status,
+        "bytes": d.bytes,
+        "referer": d.referer,
+        "user_agent": d.user_agent,
+        "duration_us": d.duration.as_micros() as u64,
+    });
+    let mut s = v.to_string();
+    s.push('\n');
+    s
+}
+
+/// Apache's escaping for logged strings: `"` and `\` backslashed, control and
+/// non-ASCII bytes as `\xhh`.
+fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            0x20..=0x7e => out.push(b as char),
+            _ => out.push_str(&format!("\\x{b:02x}")),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn combined_log_line() {
+        let site = Site {
+            vhost_id: 0,
+            server_name: "a.test".into(),
+            document_root: "/".into(),
+        };
+        let d = Completed {
+            site: &site,
+            method: "GET",
+            target: "/x\"y",
+            minor: 1,
+            status: 200,
+            bytes: 0,
+            started: UNIX_EPOCH + Duration::from_secs(1_795_400_000),
+            duration: Duration::from_millis(3),
+            referer: None,
+            user_agent: Some("curl/8"),
+        };
+        let line = combined_line("127.0.0.1:5".parse().unwrap(), &d);
+        assert!(line.starts_with("127.0.0.1 - - ["), "{line}");
+        assert!(
+            line.contains(" +0000] \"GET /x\\\"y HTTP/1.1\" 200 - \"-\" \"curl/8\"\n"),
+            "{line}"
+        );
+        let _ = SystemTime::now();
+    }
+}

@@ -1,0 +1,126 @@
+//! One configuration generation: its config, its environments' hand-off sockets, its
+//! shared table, and the registry of child slots in that table. A reload starts a new
+//! generation beside the old one; listeners are not part of it (they outlive reloads).
+
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+
+use common::scoreboard::{self, slot, table, Segment};
+use conf::Config;
+
+use crate::SupervisorError;
+
+/// Per-environment pool bookkeeping (the supervisor's side only).
+#[derive(Debug, Default, Clone)]
+pub struct PoolState {
+    /// Prefork's spawn rate: 1, 2, 4 … 32 per tick while spares are short.
+    pub spawn_rate: u32,
+}
+
+/// Resources of one generation.
+pub struct Generation {
+    pub id: u64,
+    pub cfg: Arc<Config>,
+    /// Per environment: (multiplexer end, processor end).
+    pub env_sockets: Vec<(OwnedFd, OwnedFd)>,
+    /// Read-write fd of the shared table, for this generation's multiplexers.
+    pub table_fd: OwnedFd,
+    /// The supervisor's own mapping of it.
+    pub table: Segment,
+    pub pools: Vec<PoolState>,
+    /// Registry entries in use (index → pid).
+    registry: Vec<Option<u32>>,
+    /// Draining after a reload: no more spawns.
+    pub retiring: bool,
+}
+
+impl Generation {
+    pub fn new(id: u64, cfg: Arc<Config>, started_ms: u64) -> Result<Generation, SupervisorError> {
+        let mut env_sockets = Vec::new();
+        for e in &cfg.environments {
+            let pair = common::seqpacket::seqpacket_pair().map_err(|source| SupervisorError::Pair {
+                env: e.name.clone(),
+                source,
+            })?;
+            env_sockets.push(pair);
+        }
+        let envs = cfg.environments.len();
+        let vhosts = cfg.vhosts.len();
+        // Room for every child server_limit allows, plus spares and the multiplexers
+        // of a reload overlapping this generation.
+        let reg_len = cfg.server.server_limit as usize + 64;
+        let (rw, _ro) = scoreboard::create("bulkhead-table", table::words(envs, vhosts, reg_len))?;
+        let seg = Segment::map(&rw, true)?;
+        seg.set(table::ENVS, envs as u64);
+        seg.set(table::VHOSTS, vhosts as u64);
+        seg.set(table::REGISTRY_LEN, reg_len as u64);
+        seg.set(table::STARTED_MS, started_ms);
+        seg.set(table::GENERATION, id);
+        for e in 0..envs {
+            seg.set(table::env_word(e, table::env::AVAILABILITY), 100);
+        }
+        seg.set(table::MAGIC, slot::MAGIC_VALUE);
+        Ok(Generation {
+            id,
+            cfg: cfg.clone(),
+            env_sockets,
+            table_fd: rw,
+            table: seg,
+            pools: vec![PoolState { spawn_rate: 1 }; envs],
+            registry: vec![None; reg_len],
+            retiring: false,
+        })
+    }
+
+    /// Takes a registry entry for `pid`; `None` when the registry is full.
+    pub fn register(&mut self, pid: u32) -> Option<usize> {
+        let i = self.registry.iter().position(Option::is_none)?;
+        self.registry[i] = Some(pid);
+        let (envs, vhosts) = (self.cfg.environments.len(), self.cfg.vhosts.len());
+        self.table.set(
+            table::registry_word(envs, vhosts, i, table::registry::PID),
+            pid as u64,
+        );
+        self.table
+            .set(table::registry_word(envs, vhosts, i, table::registry::LIVE), 1);
+        Some(i)
+    }
+
+    /// A child is gone: move its counters into the retired totals and clear its
+    /// registry entry, under the seqlock, so readers never count it twice or lose it.
+    pub fn retire(&mut self, index: usize, env: Option<usize>, slot_seg: Option<&Segment>) {
+        let (envs, vhosts) = (self.cfg.environments.len(), self.cfg.vhosts.len());
+        let t = &self.table;
+        t.add(table::SEQ, 1);
+        if let (Some(env), Some(s)) = (env, slot_seg) {
+            let w = |i| table::env_word(env, i);
+            // Counters are tenant-written: take them, but bound each one.
+            t.add(w(table::env::RETIRED_TAKEN), s.get(slot::TAKEN));
+            t.add(w(table::env::RETIRED_REQUESTS), s.get(slot::REQUESTS));
+            t.add(w(table::env::RETIRED_BYTES), s.get(slot::BYTES));
+            t.add(w(table::env::RETIRED_HANDBACKS), s.get(slot::HANDBACKS));
+            t.add(w(table::env::RETIRED_DURATION_US), s.get(slot::DURATION_US));
+            let sites = (s.get(slot::SITES) as usize).min(vhosts);
+            for i in 0..sites {
+                let vhost = s.get(slot::site_word(i, slot::site::VHOST)) as usize;
+                if vhost >= vhosts || self.cfg.vhosts[vhost].environment != env {
+                    continue;
+                }
+                for word in slot::site::CLASS..slot::site::WORDS {
+                    t.add(
+                        table::vhost_word(envs, vhost, word),
+                        s.get(slot::site_word(i, word)),
+                    );
+                }
+            }
+        }
+        if let Some(entry) = self.registry.get_mut(index) {
+            *entry = None;
+            t.set(
+                table::registry_word(envs, vhosts, index, table::registry::LIVE),
+                0,
+            );
+        }
+        t.add(table::SEQ, 1);
+    }
+}

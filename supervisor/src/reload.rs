@@ -1,0 +1,290 @@
+//! Graceful reload (SIGHUP) and log reopening (SIGUSR1).
+//!
+//! A reload re-reads and checks the configuration. If it is broken, every error is
+//! logged and the running generation keeps serving. If it is good, a new generation
+//! (new multiplexers, new pools, new hand-off sockets; the same listeners) starts; once
+//! its multiplexers are up, the old multiplexers stop accepting and finish their
+//! hand-offs, then the old processors serve what is queued and their in-flight
+//! requests, and exit. Listeners are never closed for an address that stays.
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::Arc;
+
+use common::control::{self, ToChild};
+use tracing::{error, info, warn};
+
+use crate::children::{Kind, Supervisor};
+use crate::generation::Generation;
+use crate::listen;
+use crate::logs::AccessLogs;
+
+impl Supervisor {
+    pub(crate) fn reload(&mut self) {
+        if !matches!(self.stopping, crate::children::Stopping::No) {
+            return;
+        }
+        info!(config = %self.config_path.display(), "SIGHUP: reloading");
+        let cfg = match conf::load(&self.config_path) {
+            Ok(cfg) => cfg,
+            Err(errors) => {
+                for e in &errors.errors {
+                    error!("{e}");
+                }
+                error!(
+                    errors = errors.errors.len(),
+                    "reload refused: the running configuration keeps serving"
+                );
+                return;
+            }
+        };
+        // Listeners: keep every address that stays (port 0: the port bound at start),
+        // bind the new ones.
+        let mut http = Vec::new();
+        for addr in &cfg.server.listen {
+            let kept = self
+                .listeners
+                .http
+                .iter()
+                .position(|(a, _)| a == addr || (addr.port() == 0 && a.ip() == addr.ip()));
+            match kept {
+                Some(i) => http.push(self.listeners.http.swap_remove(i)),
+                None => match listen::bind_listener(*addr) {
+                    Ok(l) => http.push(l),
+                    Err(e) => {
+                        error!("reload refused: {e}");
+                        self.listeners.http.extend(http);
+                        return;
+                    }
+                },
+            }
+        }
+        // Addresses no longer configured: our copy closes now; the old multiplexers'
+        // copies close when they exit.
+        self.listeners.http = http;
+        match (
+            cfg.status.metrics_listen,
+            self.listeners.metrics.as_ref().map(|(a, _)| *a),
+        ) {
+            (Some(new), Some(old)) if new == old => {}
+            (Some(new), _) => match listen::bind_listener(new) {
+                Ok(l) => self.listeners.metrics = Some(l),
+                Err(e) => warn!("metrics listener: {e}; keeping the old one"),
+            },
+            (None, _) => self.listeners.metrics = None,
+        }
+        let (logs, errors) = AccessLogs::open_all(&cfg);
+        for e in errors {
+            error!("{e}");
+        }
+        self.logs = logs;
+        let id = self.current() + 1;
+        let gen = match Generation::new(id, Arc::new(cfg), self.started_ms) {
+            Ok(g) => g,
+            Err(e) => {
+                error!("reload refused: {e}");
+                return;
+            }
+        };
+        self.carry_counters(&gen);
+        for old in &mut self.gens {
+            old.retiring = true;
+        }
+        self.pending.clear();
+        // Spares were exec'd for the old configuration's binary state; they hold
+        // nothing, so they may serve the new one too.
+        self.gens.push(gen);
+        if let Err(e) = self.start_generation(id) {
+            error!("starting generation {id}: {e}");
+        }
+        info!(generation = id, "reload: new generation starting");
+    }
+
+    /// Starts the new table's counters where the old one's are, per environment and
+    /// vhost name, so no counter goes backwards across a reload.
+    fn carry_counters(&self, new: &Generation) {
+        use common::scoreboard::{slot, table};
+        let Some(old) = self.gens.last() else { return };
+        let (oe, ov) = (old.cfg.environments.len(), old.cfg.vhosts.len());
+        let (ne, _nv) = (new.cfg.environments.len(), new.cfg.vhosts.len());
+        for (ni, e) in new.cfg.environments.iter().enumerate() {
+            let Some(oi) = old.cfg.environments.iter().position(|o| o.name == e.name) else {
+                continue;
+            };
+            let live: Vec<&common::scoreboard::Segment> = self
+                .children
+                .values()
+                .filter(|c| c.gen == old.id && c.kind == (Kind::Processor { env: oi }))
+                .filter_map(|c| c.slot.as_ref().map(|s| &s.seg))
+                .collect();
+            let sum = |w: usize| live.iter().map(|s| s.get(w)).sum::<u64>();
+            let pairs = [
+                (table::env::RETIRED_TAKEN, slot::TAKEN),
+                (table::env::RETIRED_REQUESTS, slot::REQUESTS),
+                (table::env::RETIRED_BYTES, slot::BYTES),
+                (table::env::RETIRED_HANDBACKS, slot::HANDBACKS),
+                (table::env::RETIRED_DURATION_US, slot::DURATION_US),
+            ];
+            for (tw, sw) in pairs {
+                new.table.set(
+                    table::env_word(ni, tw),
+                    old.table.get(table::env_word(oi, tw)) + sum(sw),
+                );
+            }
+            for w in [
+                table::env::DROPPED_SATURATED,
+                table::env::DROPPED_VHOST_LIMIT,
+                table::env::DROPPED_ERROR,
+                table::env::HANDOFFS,
+                table::env::HANDBACKS,
+                table::env::SPAWNS,
+                table::env::COLD_STARTS,
+                table::env::COLD_START_US,
+            ] {
+                new.table
+                    .set(table::env_word(ni, w), old.table.get(table::env_word(oi, w)));
+            }
+        }
+        for (nv_i, v) in new.cfg.vhosts.iter().enumerate() {
+            let Some(ov_i) = old.cfg.vhosts.iter().position(|o| o.server_name == v.server_name) else {
+                continue;
+            };
+            let env = old.cfg.vhosts[ov_i].environment;
+            for w in slot::site::CLASS..slot::site::WORDS {
+                let mut total = old.table.get(table::vhost_word(oe, ov_i, w));
+                for c in self.children.values() {
+                    if c.gen != old.id || c.kind != (Kind::Processor { env }) {
+                        continue;
+                    }
+                    let Some(s) = &c.slot else { continue };
+                    let sites = (s.seg.get(slot::SITES) as usize).min(ov);
+                    for i in 0..sites {
+                        if s.seg.get(slot::site_word(i, slot::site::VHOST)) as usize == ov_i {
+                            total += s.seg.get(slot::site_word(i, w));
+                        }
+                    }
+                }
+                new.table.set(table::vhost_word(ne, nv_i, w), total);
+            }
+        }
+        new.table.set(table::ACCEPTED, old.table.get(table::ACCEPTED));
+    }
+
+    /// Moves retiring generations along: stop their multiplexers once the current
+    /// generation's are up; drain their processors once their multiplexers are gone;
+    /// forget them once empty.
+    pub(crate) fn advance_generations(&mut self) {
+        let current = self.current();
+        let new_ready = self
+            .children
+            .values()
+            .filter(|c| c.gen == current && matches!(c.kind, Kind::Multiplexer { .. }) && c.ready)
+            .count();
+        let want = self
+            .gen(current)
+            .map(|g| g.cfg.server.min_multiplexers.max(1) as usize)
+            .unwrap_or(1);
+        if !matches!(self.stopping, crate::children::Stopping::No) {
+            return;
+        }
+        let old_ids: Vec<u64> = self.gens.iter().filter(|g| g.retiring).map(|g| g.id).collect();
+        for id in old_ids {
+            if new_ready >= want {
+                let muxes_to_stop = self
+                    .children
+                    .values()
+                    .any(|c| c.gen == id && matches!(c.kind, Kind::Multiplexer { .. }) && !c.stopping);
+                if muxes_to_stop {
+                    info!(
+                        generation = id,
+                        "reload: new multiplexers are up; old ones stop accepting"
+                    );
+                    self.tell(
+                        |c| c.gen == id && matches!(c.kind, Kind::Multiplexer { .. }),
+                        &ToChild::Shutdown,
+                    );
+                }
+            }
+            let muxes_left = self
+                .children
+                .values()
+                .any(|c| c.gen == id && matches!(c.kind, Kind::Multiplexer { .. }));
+            if !muxes_left && new_ready >= want {
+                let procs_to_stop = self
+                    .children
+                    .values()
+                    .any(|c| c.gen == id && matches!(c.kind, Kind::Processor { .. }) && !c.stopping);
+                if procs_to_stop {
+                    if let Some(g) = self.gen(id) {
+                        for (m, _) in &g.env_sockets {
+                            let _ =
+                                nix::sys::socket::shutdown(m.as_raw_fd(), nix::sys::socket::Shutdown::Write);
+                        }
+                    }
+                    self.tell(
+                        |c| c.gen == id && matches!(c.kind, Kind::Processor { .. }),
+                        &ToChild::Shutdown,
+                    );
+                }
+            }
+            if !self.children.values().any(|c| c.gen == id) {
+                info!(generation = id, "reload: old generation finished");
+                self.gens.retain(|g| g.id != id);
+            }
+        }
+    }
+
+    /// SIGUSR1: reopen the error log and every access log, and hand the new files to
+    /// the children that write them.
+    pub(crate) fn reopen_logs(&mut self) {
+        info!("SIGUSR1: reopening logs");
+        let Some(cfg) = self.gens.last().map(|g| g.cfg.clone()) else {
+            return;
+        };
+        match crate::errlog::install(&cfg) {
+            Ok(Some(fd)) => {
+                for (pid, c) in &self.children {
+                    if !matches!(c.kind, Kind::Spare) {
+                        if let Err(e) =
+                            control::send(c.control.as_fd(), &ToChild::ErrorLog, &[fd.as_raw_fd()])
+                        {
+                            warn!(pid, "sending the error log: {e}");
+                        }
+                    }
+                }
+            }
+            Ok(None) => {}
+            Err(e) => error!("reopening the error log: {e}"),
+        }
+        let (logs, errors) = AccessLogs::open_all(&cfg);
+        for e in errors {
+            error!("{e}");
+        }
+        self.logs = logs;
+        let current = self.current();
+        for (pid, c) in &self.children {
+            let Kind::Processor { env } = c.kind else { continue };
+            if c.gen != current {
+                continue;
+            }
+            let vhosts: Vec<u32> = cfg
+                .vhosts
+                .iter()
+                .enumerate()
+                .filter(|(i, v)| v.environment == env && self.logs.files.contains_key(i))
+                .map(|(i, _)| i as u32)
+                .collect();
+            if vhosts.is_empty() {
+                continue;
+            }
+            let fds: Vec<i32> = vhosts
+                .iter()
+                .filter_map(|i| self.logs.files.get(&(*i as usize)))
+                .map(|f| f.as_raw_fd())
+                .collect();
+            if let Err(e) = control::send(c.control.as_fd(), &ToChild::Logs { vhosts }, &fds) {
+                warn!(pid, "sending reopened access logs: {e}");
+            }
+        }
+        let _: Option<OwnedFd> = None;
+    }
+}
