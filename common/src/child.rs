@@ -12,7 +12,9 @@ use crate::privdrop::{self, PrivDropError};
 
 /// Largest number of fds a bootstrap may carry (listeners + one per environment).
 pub const MAX_BOOT_FDS: usize = 1 << 16;
-const BOOT_TIMEOUT: Duration = Duration::from_secs(30);
+/// A spare waits for its environment as long as the supervisor lives (it dies with it:
+/// parent-death signal, and the channel's end of file).
+const BOOT_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Why a child could not start.
 #[derive(Debug, Error)]
@@ -37,6 +39,10 @@ pub struct Started {
 /// Receives the bootstrap on [`CONTROL_FD`] and drops to its credentials.
 pub fn start() -> Result<Started, ChildError> {
     close_strays();
+    // Die with the supervisor while waiting (a spare may wait long); the drop clears
+    // this, and `privdrop` sets it again afterwards.
+    // SAFETY: integer-only prctl.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) };
     if crate::fds::is_cloexec(CONTROL_FD).is_err() {
         return Err(ChildError::NoControl);
     }

@@ -58,6 +58,10 @@ pub enum ToChild {
     /// To a processor: stop taking connections now (the rest of the pool serves the
     /// queue), finish what is in flight, exit 0.
     Retire,
+    /// To a processor of a generation replaced by a reload: serve what is queued (the
+    /// supervisor closed the queue's writers), answer each connection's next request
+    /// with `Connection: close`, exit 0.
+    Drain,
     /// Stop taking new work, finish what is in flight, exit 0. A processor first
     /// serves what is already queued: the supervisor closed the queue's writers.
     Shutdown,

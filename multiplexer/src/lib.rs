@@ -205,7 +205,6 @@ async fn serve(boot: MultiplexerBoot, fds: Vec<OwnedFd>, control: OwnedFd) -> Re
         uid = nix::unistd::getuid().as_raw(),
         "multiplexer serving"
     );
-    let mut spawn_tick = tokio::time::interval(Duration::from_millis(20));
     loop {
         tokio::select! {
             m = chan.recv::<ToChild>(common::child::MAX_BOOT_FDS) => match m {
@@ -222,7 +221,7 @@ async fn serve(boot: MultiplexerBoot, fds: Vec<OwnedFd>, control: OwnedFd) -> Re
                     break;
                 }
             },
-            _ = spawn_tick.tick(), if !shared.pools.spawn_wanted.borrow().is_empty() => {
+            _ = shared.pools.spawn_notify.notified() => {
                 let wanted: Vec<u32> = shared.pools.spawn_wanted.borrow_mut().drain(..).collect();
                 for env in wanted {
                     if let Err(e) = chan.send(&FromChild::Spawn { env }, &[]) {

@@ -39,8 +39,10 @@ pub struct Pools {
     /// Last spawn request per environment (rate limit).
     last_spawn: RefCell<Vec<Option<Instant>>>,
     max_clients_warned: Cell<bool>,
-    /// Set when a processor is wanted: the multiplexer's control loop sends it.
+    /// Environments that want a processor: the multiplexer's control loop sends them.
     pub spawn_wanted: RefCell<Vec<u32>>,
+    /// Wakes the control loop when `spawn_wanted` gains an entry.
+    pub spawn_notify: tokio::sync::Notify,
 }
 
 /// Room in one environment, from the slots and the hand-off counters.
@@ -76,6 +78,7 @@ impl Pools {
             last_spawn: RefCell::new(vec![None; n]),
             max_clients_warned: Cell::new(false),
             spawn_wanted: RefCell::new(Vec::new()),
+            spawn_notify: tokio::sync::Notify::new(),
         }
     }
 
@@ -214,6 +217,7 @@ impl Pools {
         self.table
             .add(table::env_word(env, table::env::SPAWN_REQUESTS), 1);
         self.spawn_wanted.borrow_mut().push(env as u32);
+        self.spawn_notify.notify_one();
     }
 
     /// The quick check of the fast path: room, and the vhost under its cap.

@@ -12,7 +12,7 @@ use common::control::AccessLogFormat;
 use common::scoreboard::{now_ms, slot, Segment};
 use tokio::sync::watch;
 
-use crate::http::{Completed, Observer, Site};
+use crate::http::{Completed, Observer, Site, Stop};
 
 /// The processor's shared state for reporting.
 pub struct Board {
@@ -24,7 +24,7 @@ pub struct Board {
     requests: Cell<u64>,
     max_requests: u64,
     /// Set to stop taking connections (recycling after `max_requests_per_child`).
-    recycle: watch::Sender<bool>,
+    recycle: watch::Sender<Stop>,
 }
 
 impl Board {
@@ -33,7 +33,7 @@ impl Board {
         vhost_ids: &[u32],
         logs: Vec<Option<(File, AccessLogFormat)>>,
         max_requests: u64,
-        recycle: watch::Sender<bool>,
+        recycle: watch::Sender<Stop>,
     ) -> Board {
         Board {
             slot,
@@ -174,12 +174,12 @@ impl Observer for ConnObserver<'_> {
         b.log(self.peer, done);
         let total = b.requests.get() + 1;
         b.requests.set(total);
-        if b.max_requests != 0 && total >= b.max_requests && !*b.recycle.borrow() {
+        if b.max_requests != 0 && total >= b.max_requests && *b.recycle.borrow() == Stop::Run {
             tracing::info!(
                 requests = total,
                 "max_requests_per_child reached: finishing and exiting"
             );
-            let _ = b.recycle.send(true);
+            let _ = b.recycle.send(Stop::Graceful);
         }
     }
 }

@@ -18,7 +18,7 @@ use tokio::sync::{watch, Semaphore};
 use tracing::{debug, info, warn};
 
 use crate::board::{Board, ConnObserver};
-use crate::http::{self, ConnConfig, Outcome, Router, Site};
+use crate::http::{self, ConnConfig, Outcome, Router, Site, Stop};
 use common::scoreboard::{self, slot};
 
 /// Errors that stop a processor.
@@ -167,7 +167,7 @@ async fn serve(boot: ProcessorBoot, fds: Vec<OwnedFd>, control: OwnedFd) -> Resu
     let slots = Arc::new(Semaphore::new(max));
     // `true` once this processor stops taking connections (shutdown or recycling);
     // connections then finish their current request and close.
-    let (stop_tx, mut stop_rx) = watch::channel(false);
+    let (stop_tx, mut stop_rx) = watch::channel(Stop::Run);
 
     let seg = scoreboard::Segment::map(&slot_fd, true)?;
     drop(slot_fd);
@@ -206,8 +206,10 @@ async fn serve(boot: ProcessorBoot, fds: Vec<OwnedFd>, control: OwnedFd) -> Resu
     // Whether to serve what is already queued before stopping (supervisor shutdown:
     // yes; recycling: no, the queue belongs to the rest of the pool).
     let mut drain_queue = false;
+    // How connections stop once this loop ends.
+    let mut how = Stop::Graceful;
     loop {
-        if *stop_rx.borrow() {
+        if *stop_rx.borrow() != Stop::Run {
             break;
         }
         tokio::select! {
@@ -217,6 +219,12 @@ async fn serve(boot: ProcessorBoot, fds: Vec<OwnedFd>, control: OwnedFd) -> Resu
                 Ok((ToChild::Logs { vhosts }, files)) => board.reopen_logs(&vhosts, files),
                 Ok((ToChild::Shutdown, _)) => {
                     info!(environment = %env, "shutdown: draining");
+                    drain_queue = true;
+                    how = Stop::Now;
+                    break;
+                }
+                Ok((ToChild::Drain, _)) => {
+                    info!(environment = %env, "reload: serving what is queued, then stopping");
                     drain_queue = true;
                     break;
                 }
@@ -237,12 +245,21 @@ async fn serve(boot: ProcessorBoot, fds: Vec<OwnedFd>, control: OwnedFd) -> Resu
             },
             r = next_handoff(&slots, &sock, &mut buf, &env) => match r {
                 Some(r) => start_connection(r, &sites, &cfg, &sock, &env, &board, &stop_rx),
-                None => break,
+                None => {
+                    // The queue's writers are gone: the supervisor is stopping (SIGTERM)
+                    // or replacing this generation (reload); its message says which.
+                    let next = tokio::time::timeout(Duration::from_secs(1), chan.recv::<ToChild>(0)).await;
+                    if let Ok(Ok((ToChild::Shutdown, _))) = next {
+                        how = Stop::Now;
+                    }
+                    info!(environment = %env, "queue closed: finishing in-flight requests");
+                    break;
+                }
             },
         }
     }
     board.slot.set(slot::STATE, slot::STOPPING);
-    let _ = stop_tx.send(true);
+    let _ = stop_tx.send(how);
     if drain_queue {
         // The supervisor shut its end first, so this queue is complete: serve it.
         loop {
@@ -277,7 +294,7 @@ fn start_connection(
     sock: &Rc<AsyncFd<OwnedFd>>,
     env: &Rc<String>,
     board: &Rc<Board>,
-    stop_rx: &watch::Receiver<bool>,
+    stop_rx: &watch::Receiver<Stop>,
 ) {
     if let Err(e) = common::fds::check_stream_socket(&r.fd) {
         warn!(environment = %env, "hand-off refused: {e}");
@@ -313,7 +330,7 @@ async fn connection(
     sock: &AsyncFd<OwnedFd>,
     env: &str,
     board: &Board,
-    stop: &mut watch::Receiver<bool>,
+    stop: &mut watch::Receiver<Stop>,
 ) {
     let Some(first) = sites.by_vhost(meta.vhost) else {
         warn!(

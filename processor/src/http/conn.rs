@@ -22,7 +22,7 @@ use super::file;
 use super::request::{self, Framing, Head, Method};
 use super::response::{self, Body, Persist, Reply};
 use super::target::{self, Target};
-use super::{Completed, ConnConfig, Observer, Outcome, Router, Site};
+use super::{Completed, ConnConfig, Observer, Outcome, Router, Site, Stop};
 
 /// Bytes read from the socket at a time.
 pub const READ_CHUNK: usize = 16 * 1024;
@@ -61,7 +61,7 @@ struct Conn<'a> {
     buf: Vec<u8>,
     chunk: Box<[u8]>,
     cfg: &'a ConnConfig,
-    shutdown: &'a mut watch::Receiver<bool>,
+    shutdown: &'a mut watch::Receiver<Stop>,
     observer: &'a dyn Observer,
     /// Status and body bytes of the last response written, for the observer.
     last: Option<(u16, u64)>,
@@ -73,7 +73,7 @@ pub async fn run(
     first: &Site,
     router: &dyn Router,
     cfg: &ConnConfig,
-    shutdown: &mut watch::Receiver<bool>,
+    shutdown: &mut watch::Receiver<Stop>,
     observer: &dyn Observer,
 ) -> Outcome {
     let mut conn = Conn {
@@ -87,7 +87,7 @@ pub async fn run(
     };
     let mut first = Some(first);
     loop {
-        if first.is_none() && conn.shutting_down() {
+        if first.is_none() && *conn.shutdown.borrow() == Stop::Now {
             let _ = conn.stream.shutdown().await;
             return Outcome::Closed;
         }
@@ -138,7 +138,7 @@ fn dispatch(site: &Site, head: &Head) -> Reply {
 
 impl Conn<'_> {
     fn shutting_down(&self) -> bool {
-        *self.shutdown.borrow()
+        *self.shutdown.borrow() != Stop::Run
     }
 
     /// The next complete head. `Ok(None)`: close silently (client gone, keep-alive
@@ -363,14 +363,15 @@ async fn read_into(stream: &mut TcpStream, chunk: &mut [u8], buf: &mut Vec<u8>) 
     Ok(n)
 }
 
-/// Resolves once shutdown is requested; never, if the sender is gone without asking.
-async fn wait_shutdown(rx: &mut watch::Receiver<bool>) {
+/// Resolves once an immediate stop is requested; never, if the sender is gone without
+/// asking. A graceful stop lets an idle connection bring its next request.
+async fn wait_shutdown(rx: &mut watch::Receiver<Stop>) {
     loop {
-        if *rx.borrow_and_update() {
+        if *rx.borrow_and_update() == Stop::Now {
             return;
         }
         if rx.changed().await.is_err() {
-            if *rx.borrow() {
+            if *rx.borrow() == Stop::Now {
                 return;
             }
             std::future::pending::<()>().await;

@@ -52,6 +52,19 @@ pub struct Site {
     pub document_root: PathBuf,
 }
 
+/// How a connection should stop, as its processor stops taking work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Keep serving.
+    Run,
+    /// Finish the request in progress; the next response carries `Connection: close`.
+    /// An idle keep-alive connection may still bring one more request (answered with
+    /// close) until its keep-alive timeout, so no client request races a close.
+    Graceful,
+    /// The server is stopping: finish the request in progress, close idle connections now.
+    Now,
+}
+
 /// One finished request, for the scoreboard and the access log.
 pub struct Completed<'a> {
     pub site: &'a Site,
@@ -127,7 +140,7 @@ pub async fn serve(
     first: &Site,
     router: &dyn Router,
     cfg: &ConnConfig,
-    shutdown: &mut watch::Receiver<bool>,
+    shutdown: &mut watch::Receiver<Stop>,
     observer: &dyn Observer,
 ) -> Outcome {
     conn::run(stream, buffered, first, router, cfg, shutdown, observer).await

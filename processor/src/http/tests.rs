@@ -138,7 +138,7 @@ impl Client {
 /// while `client` drives it; returns the outcome and what the client returned.
 async fn run<T, F, Fut>(root: &Path, cfg: ConnConfig, preread: bool, client: F) -> (Outcome, T)
 where
-    F: FnOnce(Client, watch::Sender<bool>) -> Fut,
+    F: FnOnce(Client, watch::Sender<super::Stop>) -> Fut,
     Fut: std::future::Future<Output = T>,
 {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -149,7 +149,7 @@ where
         document_root: root.to_path_buf(),
     };
     let router = TestRouter(site.clone());
-    let (tx, mut rx) = watch::channel(false);
+    let (tx, mut rx) = watch::channel(super::Stop::Run);
     let server = async {
         let (mut stream, _) = listener.accept().await.unwrap();
         // Small socket buffers, so that a large response cannot sit in the kernel whole.
@@ -608,7 +608,7 @@ async fn shutdown_finishes_the_response_in_progress() {
         while c.buf.len() < 1000 {
             assert!(c.fill().await > 0);
         }
-        tx.send(true).unwrap();
+        tx.send(super::Stop::Now).unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
         let r = c.response(false).await;
         assert!(r.body == big, "the download completes");
@@ -622,7 +622,7 @@ async fn shutdown_finishes_the_response_in_progress() {
     .await;
     // Shutdown already requested: the handed-over request is answered with close.
     run(root.path(), cfg(), true, |mut c, tx| async move {
-        tx.send(true).unwrap();
+        tx.send(super::Stop::Now).unwrap();
         c.send(b"GET /a.txt HTTP/1.1\r\nHost: a.test\r\n\r\nGET /b.txt HTTP/1.1\r\nHost: a.test\r\n\r\n")
             .await;
         let r = c.response(false).await;
