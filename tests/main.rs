@@ -1,6 +1,7 @@
 //! One test binary for every integration test (ripgrep's trick): each module starts
 //! the real `bulkhead` binary through the harness.
 
+mod bench_smoke;
 mod chroot;
 mod config_check;
 mod fd_hygiene;
@@ -9,3 +10,9 @@ mod harness;
 mod http_errors;
 mod isolation;
 mod lifecycle;
+mod logs;
+mod pools;
+mod reload;
+mod scoreboard;
+mod screenshot;
+mod status_page;
