@@ -32,6 +32,16 @@ enum Command {
         #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// Ask the running server to reload its configuration (SIGHUP via the pid file).
+    Reload {
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Ask the running server to stop gracefully (SIGTERM via the pid file).
+    Stop {
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
     /// Internal: a multiplexer started by the supervisor.
     #[command(hide = true)]
     Multiplexer,
@@ -83,6 +93,8 @@ fn main() -> ExitCode {
                 Ok(1)
             }
         },
+        Command::Reload { config } => signal_server(&config, nix::sys::signal::Signal::SIGHUP),
+        Command::Stop { config } => signal_server(&config, nix::sys::signal::Signal::SIGTERM),
         Command::Multiplexer => {
             init_logging("multiplexer");
             child(|started| match started.boot.role {
@@ -119,5 +131,25 @@ fn main() -> ExitCode {
 fn child(role: impl FnOnce(common::child::Started) -> anyhow::Result<()>) -> anyhow::Result<u8> {
     let started = common::child::start().context("starting child")?;
     role(started)?;
+    Ok(0)
+}
+
+/// Sends `sig` to the supervisor named by the config's `pid_file`.
+fn signal_server(config: &std::path::Path, sig: nix::sys::signal::Signal) -> anyhow::Result<u8> {
+    let cfg = conf::load(config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let path = cfg.server.pid_file.with_context(|| {
+        format!(
+            "{}: no [server] pid_file, so the server cannot be found",
+            config.display()
+        )
+    })?;
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let pid: i32 = text
+        .trim()
+        .parse()
+        .with_context(|| format!("{}: not a pid", path.display()))?;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig)
+        .with_context(|| format!("signalling pid {pid} from {}", path.display()))?;
+    println!("sent {sig} to bulkhead (pid {pid})");
     Ok(0)
 }

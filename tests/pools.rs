@@ -1,1 +1,600 @@
-//! (being written)
+//! Pools that size themselves (issue 5): an environment scaled to zero starts a
+//! processor for its first request and goes back to zero after `idle_timeout`; a
+//! saturated environment answers 503 within the wait its availability allows, its
+//! availability falls and recovers step by step, one warning per episode, while another
+//! environment stays fast; `expire_timeout` kills a processor stuck in one request;
+//! `max_requests_per_child` recycles without failing a request; spares are spawned at
+//! prefork's rate; `max_clients_vhost` caps one vhost and not its neighbours.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::harness::*;
+
+const BIG: u64 = 64 << 20;
+
+fn sites(w: &Path) {
+    put(w, "alice/index.html", b"alice home", ALICE, 0o600);
+    put(w, "bob/index.html", b"bob home", BOB, 0o600);
+    sparse_file(w, "alice/big.bin", BIG, ALICE, 0o600);
+}
+
+fn ok(server: &TestServer, host: &str, body: &str, when: &str) {
+    let r = get(server.addr, host, "/");
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, body),
+        "{when}: GET {host}/\n{}",
+        server.log()
+    );
+}
+
+fn timed_get(addr: SocketAddr, host: &str) -> (Response, Duration) {
+    let t = Instant::now();
+    let r = get(addr, host, "/");
+    (r, t.elapsed())
+}
+
+/// `n` GETs of bob.test, each on a new connection; their latencies (all must be 200).
+fn bob_latencies(server: &TestServer, n: usize) -> Vec<Duration> {
+    (0..n)
+        .map(|i| {
+            let (r, d) = timed_get(server.addr, "bob.test");
+            assert_eq!(
+                (r.status, r.text().as_str()),
+                (200, "bob home"),
+                "bob request {i}"
+            );
+            d
+        })
+        .collect()
+}
+
+fn stop(pid: i32) {
+    kill(Pid::from_raw(pid), Signal::SIGSTOP).unwrap();
+}
+
+fn cont(pid: i32) {
+    let _ = kill(Pid::from_raw(pid), Signal::SIGCONT);
+}
+
+/// SIGCONTs a stopped processor even when an assertion fails, so the server can stop.
+struct Stopped(i32);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        cont(self.0);
+    }
+}
+
+/// Occupies alice's only processor (`max_processors = 1`, one connection each) with a
+/// stalled download and SIGSTOPs it; waits until the status page shows it busy.
+fn saturate_alice(server: &TestServer) -> (TcpStream, Stopped) {
+    let procs = server.processors_of(ALICE);
+    assert_eq!(procs.len(), 1, "alice's pool: {procs:?}");
+    let download = stalled_download(server.addr, "alice.test", "/big.bin");
+    let busy = server.wait_until(Duration::from_secs(5), || {
+        env_stat(server.addr, "alice", "active_conns") == 1
+    });
+    assert!(busy, "alice's processor never showed the download");
+    stop(procs[0]);
+    (download, Stopped(procs[0]))
+}
+
+/// Ends a saturation: SIGCONT, drop the download, wait until alice's processor is free.
+fn release_alice(server: &TestServer, download: TcpStream, stopped: Stopped) {
+    drop(stopped);
+    drop(download);
+    let free = server.wait_until(Duration::from_secs(5), || {
+        env_stat(server.addr, "alice", "active_conns") == 0
+    });
+    assert!(
+        free,
+        "alice's processor still busy after SIGCONT:\n{}",
+        server.log()
+    );
+}
+
+#[test]
+fn scale_to_zero_starts_on_demand_and_stops_when_idle() {
+    if !require_root() {
+        return;
+    }
+    let w = world();
+    sites(w.path());
+    let server = TestServer::start(&pools_config(
+        w.path(),
+        "",
+        "min_processors = 0\nstart_processors = 0\nmax_processors = 4\nidle_timeout = 2",
+        "min_processors = 1",
+        "",
+    ));
+    assert!(
+        server.processors_of(ALICE).is_empty(),
+        "alice has processors before any request: {:?}",
+        server.processors_of(ALICE)
+    );
+    assert_eq!(server.processors_of(BOB).len(), 1);
+
+    // The first request starts a processor (a spare, assigned) and is served by it.
+    let (r, cold) = timed_get(server.addr, "alice.test");
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, "alice home"),
+        "{}",
+        server.log()
+    );
+    let first = server.processors_of(ALICE);
+    assert!(!first.is_empty(), "served, but no alice processor");
+    eprintln!("cold start: {cold:?}, alice processors {first:?}");
+    assert!(
+        env_stat(server.addr, "alice", "cold_starts") >= 1,
+        "no cold start counted"
+    );
+
+    // idle_timeout (2 s; the tick is 1 s): back to zero.
+    let gone = server.wait_until(Duration::from_secs(8), || server.processors_of(ALICE).is_empty());
+    assert!(
+        gone,
+        "alice still has processors {:?} after idle_timeout\n{}",
+        server.processors_of(ALICE),
+        server.log()
+    );
+    assert_eq!(
+        server.processors_of(BOB).len(),
+        1,
+        "bob's minimum was retired too"
+    );
+
+    // And it scales up from zero again.
+    ok(&server, "alice.test", "alice home", "second cold start");
+}
+
+#[test]
+fn saturated_environment_gets_503_within_its_wait_and_others_stay_fast() {
+    if !require_root() {
+        return;
+    }
+    let w = world();
+    sites(w.path());
+    let server = TestServer::start(&pools_config(
+        w.path(),
+        "processor_wait_timeout = [1, 4]",
+        "min_processors = 1\nmax_processors = 1\nmax_connections_per_processor = 1",
+        "min_processors = 1\nmax_processors = 4",
+        "",
+    ));
+    ok(&server, "alice.test", "alice home", "before saturation");
+    // Warm up, then bob's unloaded latency.
+    bob_latencies(&server, 20);
+    let unloaded = p99(&bob_latencies(&server, 200));
+
+    let (download, stopped) = saturate_alice(&server);
+    assert_eq!(env_stat(server.addr, "alice", "availability"), 100);
+
+    // A's requests, in a thread, while bob is measured here.
+    let addr = server.addr;
+    let a = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        for _ in 0..6 {
+            let (r, d) = timed_get(addr, "alice.test");
+            let snap = scoreboard_json(addr);
+            let row = env_row(&snap, "alice");
+            out.push((
+                r.status,
+                r.header("retry-after").map(str::to_string),
+                d,
+                row.get("availability").as_u64(),
+                row.get("dropped_saturated").as_u64(),
+            ));
+        }
+        out
+    });
+    let mut loaded = Vec::new();
+    while !a.is_finished() || loaded.len() < 200 {
+        loaded.extend(bob_latencies(&server, 10));
+    }
+    let a = a.join().unwrap();
+    eprintln!("alice while saturated (status, retry-after, took, availability, drops): {a:?}");
+
+    // Availability before each request: 100, 75, 50, 25, 0, 0. The wait is at most
+    // availability/100 × 1 s (plus scheduling slack), and Peruser's wait is the whole
+    // of it when nothing frees up, so at least 80% of it.
+    let before = [100u64, 75, 50, 25, 0, 0];
+    // Waits shorter than that are collected and asserted last, so the rest is checked.
+    let mut short = Vec::new();
+    for (i, ((status, retry, took, avail, drops), was)) in a.iter().zip(before).enumerate() {
+        assert_eq!(*status, 503, "request {i} to saturated alice\n{}", server.log());
+        assert!(retry.is_some(), "request {i}: 503 without Retry-After");
+        let wait = Duration::from_millis(10 * was);
+        if was == 0 {
+            assert!(
+                *took < Duration::from_millis(200),
+                "request {i} at availability 0 took {took:?}, expected an immediate refusal"
+            );
+        } else {
+            assert!(
+                *took < wait + Duration::from_millis(500),
+                "request {i} at availability {was} took {took:?}, expected at most about {wait:?}"
+            );
+            if *took < wait.mul_f64(0.8) {
+                short.push(format!(
+                    "request {i} at availability {was} waited {took:?}, expected {wait:?}"
+                ));
+            }
+        }
+        // Never slower than the one before (strictly faster follows from the bounds).
+        assert!(
+            i == 0 || *took < a[i - 1].2 + Duration::from_millis(50),
+            "request {i} slower than request {}",
+            i - 1
+        );
+        assert_eq!(
+            *avail,
+            Some(was.saturating_sub(25)),
+            "availability after request {i}"
+        );
+        assert_eq!(*drops, Some(i as u64 + 1), "dropped_saturated after request {i}");
+    }
+    assert!(
+        a[0].2 < Duration::from_millis(1500),
+        "first refusal took {:?}",
+        a[0].2
+    );
+
+    // Bob meanwhile: p99 within 2x of unloaded. The +5 ms absolute slack absorbs
+    // scheduler noise on a loaded 2-CPU test machine, where an unloaded p99 of ~1 ms
+    // doubles from one preemption; a blocked multiplexer would cost seconds, not ms.
+    let loaded_p99 = p99(&loaded);
+    eprintln!(
+        "bob p99: unloaded {unloaded:?}, during alice's saturation {loaded_p99:?} ({} requests)",
+        loaded.len()
+    );
+    assert!(
+        loaded_p99 <= unloaded * 2 + Duration::from_millis(5),
+        "bob slowed down while alice was saturated: p99 {loaded_p99:?} vs unloaded {unloaded:?}"
+    );
+    assert_eq!(env_stat(server.addr, "bob", "availability"), 100);
+    assert_eq!(env_stat(server.addr, "bob", "dropped_saturated"), 0);
+
+    // SIGCONT: alice recovers; each unsaturated pass raises availability by 25.
+    release_alice(&server, download, stopped);
+    let mut rising = Vec::new();
+    for _ in 0..5 {
+        ok(&server, "alice.test", "alice home", "after SIGCONT");
+        rising.push(env_stat(server.addr, "alice", "availability"));
+    }
+    if rising != [25, 50, 75, 100, 100] {
+        short.push(format!(
+            "availability after each of 5 requests served after SIGCONT: {rising:?}, expected [25, 50, 75, 100, 100]"
+        ));
+    } else {
+        assert!(
+            server
+                .wait_for_log("availability back to 100%", Duration::from_secs(2))
+                .is_some(),
+            "no recovery logged\n{}",
+            server.log()
+        );
+    }
+    assert!(
+        short.is_empty(),
+        "availability is not applied as specified: {short:#?}"
+    );
+}
+
+#[test]
+fn one_saturation_warning_per_episode() {
+    if !require_root() {
+        return;
+    }
+    let w = world();
+    sites(w.path());
+    let server = TestServer::start(&pools_config(
+        w.path(),
+        // 2 steps: refusals after 1 s, 0.5 s, then at once.
+        "processor_wait_timeout = [1, 2]",
+        "min_processors = 1\nmax_processors = 1\nmax_connections_per_processor = 1",
+        "",
+        "",
+    ));
+    const WARNING: &str = "environment saturated: dropping requests with 503";
+    let count = || server.log_lines().iter().filter(|l| l.contains(WARNING)).count();
+
+    let (download, stopped) = saturate_alice(&server);
+    for i in 0..4 {
+        let r = get(server.addr, "alice.test", "/");
+        assert_eq!(r.status, 503, "request {i} to saturated alice");
+    }
+    assert_eq!(env_stat(server.addr, "alice", "dropped_saturated"), 4);
+    let line = server
+        .wait_for_log(WARNING, Duration::from_secs(2))
+        .expect("no saturation warning");
+    assert!(
+        line.contains("alice") && line.contains("max_processors") && line.contains('1'),
+        "the warning names the environment and max_processors: {line}"
+    );
+    assert_eq!(count(), 1, "one warning for 4 refusals\n{}", server.log());
+
+    // Recovery: served requests raise availability back to 100 (two of them, 0 → 50
+    // → 100, as specified; up to 100 are allowed here, so that this test is about the
+    // warning, not about the rise, which the saturation test checks), then a second
+    // episode.
+    release_alice(&server, download, stopped);
+    let mut served = 0;
+    while env_stat(server.addr, "alice", "availability") < 100 && served < 100 {
+        ok(&server, "alice.test", "alice home", "recovering");
+        served += 1;
+    }
+    assert_eq!(
+        env_stat(server.addr, "alice", "availability"),
+        100,
+        "no recovery after {served} served requests"
+    );
+    assert!(
+        server
+            .wait_for_log("availability back to 100%", Duration::from_secs(2))
+            .is_some(),
+        "no recovery logged"
+    );
+    let (download, stopped) = saturate_alice(&server);
+    for i in 0..3 {
+        let r = get(server.addr, "alice.test", "/");
+        assert_eq!(r.status, 503, "second episode, request {i}");
+    }
+    assert!(
+        server
+            .wait_for_log_count(WARNING, 2, Duration::from_secs(2))
+            .is_some(),
+        "no warning for the second episode\n{}",
+        server.log()
+    );
+    assert_eq!(count(), 2, "one warning per episode\n{}", server.log());
+    release_alice(&server, download, stopped);
+}
+
+#[test]
+fn expire_timeout_kills_a_processor_stuck_in_one_request() {
+    if !require_root() {
+        return;
+    }
+    let w = world();
+    sites(w.path());
+    let server = TestServer::start(&pools_config(
+        w.path(),
+        "",
+        "min_processors = 1\nmax_processors = 2\nexpire_timeout = 2",
+        "",
+        "",
+    ));
+    ok(&server, "alice.test", "alice home", "before");
+    let procs = server.processors_of(ALICE);
+    assert_eq!(procs.len(), 1, "{procs:?}");
+    let victim = procs[0];
+    let download = stalled_download(server.addr, "alice.test", "/big.bin");
+    let started = Instant::now();
+    stop(victim);
+    let _guard = Stopped(victim);
+    let line = server.wait_for_log_line(Duration::from_secs(6), |l| {
+        l.contains("busy on one request longer than expire_timeout") && l.contains(&format!("pid={victim}"))
+    });
+    assert!(
+        line.is_some(),
+        "stuck processor {victim} not killed\n{}",
+        server.log()
+    );
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_secs(5),
+        "killed after {took:?}, expire_timeout is 2 s"
+    );
+    assert!(
+        server.wait_until(Duration::from_secs(3), || !alive(victim)),
+        "{victim} still alive"
+    );
+    drop(download);
+    ok(
+        &server,
+        "alice.test",
+        "alice home",
+        "after the stuck processor was killed",
+    );
+    let now = server.processors_of(ALICE);
+    assert!(
+        !now.is_empty() && !now.contains(&victim),
+        "alice's pool after the kill: {now:?}"
+    );
+}
+
+#[test]
+fn max_requests_per_child_recycles_without_a_failed_request() {
+    if !require_root() {
+        return;
+    }
+    let w = world();
+    sites(w.path());
+    let server = TestServer::start(&pools_config(
+        w.path(),
+        "",
+        "min_processors = 1\nmax_processors = 2\nmax_requests_per_child = 5",
+        "",
+        "",
+    ));
+    let mut pids = BTreeSet::new();
+    let mut failures = Vec::new();
+
+    // New connection per request.
+    for i in 0..40 {
+        let mut s = connect(server.addr);
+        write!(
+            s,
+            "GET / HTTP/1.1\r\nHost: alice.test\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        match read_response(&mut s, false) {
+            Some(r) if r.status == 200 && r.body == b"alice home" => {}
+            other => failures.push(format!("new connection {i}: {other:?}")),
+        }
+        pids.extend(server.processors_of(ALICE));
+    }
+
+    // Keep-alive: reconnect only after a response that says `Connection: close`.
+    let mut conn: Option<TcpStream> = None;
+    let mut connections = 0;
+    for i in 0..40 {
+        let s = conn.get_or_insert_with(|| {
+            connections += 1;
+            connect(server.addr)
+        });
+        match get_on(s, "alice.test", "/") {
+            Some(r) if r.status == 200 && r.body == b"alice home" => {
+                if r.header("connection")
+                    .is_some_and(|v| v.eq_ignore_ascii_case("close"))
+                {
+                    conn = None;
+                }
+            }
+            other => {
+                failures.push(format!("keep-alive request {i}: {other:?}"));
+                conn = None;
+            }
+        }
+        pids.extend(server.processors_of(ALICE));
+    }
+    assert!(
+        failures.is_empty(),
+        "failed requests while recycling: {failures:#?}\n{}",
+        server.log()
+    );
+    eprintln!("keep-alive client used {connections} connections; alice pids {pids:?}");
+    assert!(pids.len() >= 3, "processors were not recycled: {pids:?}");
+    assert!(
+        server
+            .log_lines()
+            .iter()
+            .filter(|l| l.contains("max_requests_per_child reached"))
+            .count()
+            >= 2,
+        "no recycling logged\n{}",
+        server.log()
+    );
+}
+
+#[test]
+fn spares_are_spawned_at_the_prefork_rate() {
+    if !require_root() {
+        return;
+    }
+    let w = world();
+    sites(w.path());
+    let server = TestServer::start(&pools_config(
+        w.path(),
+        "server_limit = 64",
+        "min_processors = 0\nstart_processors = 0\nmax_processors = 40\nmin_spare_processors = 20",
+        "",
+        "",
+    ));
+    let is_alice_spawn = |l: &str| l.contains("spawning processors") && l.contains("environment=alice");
+    let fourth = server.wait_for_log_line(Duration::from_secs(8), |l| {
+        is_alice_spawn(l) && l.contains("spawned=8")
+    });
+    let spawned: Vec<u32> = server
+        .log_lines()
+        .iter()
+        .filter(|l| is_alice_spawn(l))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .find_map(|f| f.strip_prefix("spawned="))
+                .and_then(|n| n.parse().ok())
+        })
+        .collect();
+    assert!(
+        fourth.is_some(),
+        "spawn counts so far {spawned:?}\n{}",
+        server.log()
+    );
+    assert_eq!(
+        &spawned[..4],
+        &[1, 2, 4, 8],
+        "spawn counts per tick: {spawned:?}\n{}",
+        server.log()
+    );
+    // They are real processors of alice's (started ones count as idle spares).
+    assert!(
+        server.wait_until(Duration::from_secs(5), || server.processors_of(ALICE).len() >= 15),
+        "alice has {} processors",
+        server.processors_of(ALICE).len()
+    );
+}
+
+#[test]
+fn max_clients_vhost_caps_one_vhost_not_its_neighbours() {
+    if !require_root() {
+        return;
+    }
+    let w = world();
+    sites(w.path());
+    put(w.path(), "capped/index.html", b"capped home", ALICE, 0o600);
+    sparse_file(w.path(), "capped/big.bin", BIG, ALICE, 0o600);
+    let more = format!(
+        "[[vhosts]]\nserver_name = \"capped.test\"\nenvironment = \"alice\"\ndocument_root = \"{}\"\nmax_clients_vhost = 1\n",
+        w.path().join("capped").display()
+    );
+    let server = TestServer::start(&pools_config(
+        w.path(),
+        "processor_wait_timeout = [1, 4]",
+        "min_processors = 1\nmax_processors = 4",
+        "",
+        &more,
+    ));
+    ok(&server, "capped.test", "capped home", "under the cap");
+    // That connection counts until its processor has closed it (the client may read
+    // the whole response first): wait for it to be gone before taking the one place.
+    let capped_active = || {
+        let snap = scoreboard_json(server.addr);
+        snap.get("vhosts")
+            .as_array()
+            .and_then(|v| {
+                v.iter()
+                    .find(|v| v.get("server_name").as_str() == Some("capped.test"))
+            })
+            .and_then(|v| v.get("active_conns").as_u64())
+            .expect("capped.test in the status page")
+    };
+    assert!(server.wait_until(Duration::from_secs(5), || capped_active() == 0));
+
+    let download = stalled_download(server.addr, "capped.test", "/big.bin");
+    let t = Instant::now();
+    let r = get(server.addr, "capped.test", "/");
+    let took = t.elapsed();
+    assert_eq!(r.status, 503, "capped vhost over its limit: {r:?}");
+    assert!(r.header("retry-after").is_some(), "503 without Retry-After");
+    eprintln!("capped vhost refused in {took:?}");
+    // The same environment's other vhost is served meanwhile, and so is bob.
+    for _ in 0..5 {
+        ok(
+            &server,
+            "alice.test",
+            "alice home",
+            "neighbour of the capped vhost",
+        );
+        ok(&server, "bob.test", "bob home", "other environment");
+    }
+    let snap = scoreboard_json(server.addr);
+    let alice = env_row(&snap, "alice");
+    assert_eq!(alice.get("dropped_vhost_limit").as_u64(), Some(1), "{alice:?}");
+    assert_eq!(alice.get("dropped_saturated").as_u64(), Some(0), "{alice:?}");
+    assert_eq!(alice.get("availability").as_u64(), Some(100), "{alice:?}");
+
+    drop(download);
+    let served = server.wait_until(Duration::from_secs(5), || {
+        get(server.addr, "capped.test", "/").status == 200
+    });
+    assert!(served, "capped vhost not served after its connection closed");
+}

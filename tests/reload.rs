@@ -1,1 +1,328 @@
-//! (being written)
+//! Graceful reload (issue 5, item 8): SIGHUP re-reads the config. A client loop runs
+//! through five reloads without a failed request; a broken config is refused with every
+//! error logged (file:line: key) and the running children keep serving; an environment
+//! whose uid changed is served by processors of the new uid.
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use crate::harness::*;
+
+const ALICE2: u32 = 2003;
+
+fn sites(w: &Path) {
+    // 0644: readable by alice's new uid in `changed_uid_takes_effect`.
+    put(w, "alice/index.html", b"alice home", ALICE, 0o644);
+    put(w, "bob/index.html", b"bob home", BOB, 0o644);
+}
+
+fn config(w: &Path) -> String {
+    pools_config(
+        w,
+        "",
+        "min_processors = 1\nmax_processors = 4",
+        "min_processors = 1\nmax_processors = 4",
+        "",
+    )
+}
+
+fn all_ok(server: &TestServer, n: usize, when: &str) {
+    for i in 0..n {
+        for (host, body) in [("alice.test", "alice home"), ("bob.test", "bob home")] {
+            let r = get(server.addr, host, "/");
+            assert_eq!(
+                (r.status, r.text().as_str()),
+                (200, body),
+                "{when}: request {i} to {host}\n{}",
+                server.log()
+            );
+        }
+    }
+}
+
+/// Sends SIGHUP number `n` (1-based) and waits for the new generation to start and the
+/// old one to finish.
+fn reload(server: &TestServer, n: usize) {
+    server.signal(Signal::SIGHUP);
+    assert!(
+        server
+            .wait_for_log_count("reload: new generation starting", n, Duration::from_secs(10))
+            .is_some(),
+        "reload {n}: no new generation\n{}",
+        server.log()
+    );
+    assert!(
+        server
+            .wait_for_log_count("reload: old generation finished", n, Duration::from_secs(10))
+            .is_some(),
+        "reload {n}: the old generation did not finish\n{}",
+        server.log()
+    );
+}
+
+/// How a client loop uses connections.
+#[derive(Clone, Copy, Debug)]
+enum Mode {
+    /// A new connection per request, alternating alice and bob.
+    NewConnection,
+    /// One connection for alice's requests only.
+    KeepAlive,
+    /// One connection alternating alice and bob: every request after the first is
+    /// handed back by one environment's processor to the other's.
+    KeepAliveHandBack,
+}
+
+/// One request in one write (several small writes would meet Nagle and delayed ACKs).
+fn request(s: &mut TcpStream, host: &str, close: bool) -> Option<Response> {
+    use std::io::Write;
+    let extra = if close { "Connection: close\r\n" } else { "" };
+    s.write_all(format!("GET / HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n").as_bytes())
+        .ok()?;
+    read_response(s, false)
+}
+
+/// A client loop until `stop`: each request must be answered 200 with the right body.
+/// A keep-alive connection is replaced only after a response with `Connection: close`
+/// (a clean close the server announced). Counts requests in `done`; returns the
+/// failures.
+fn client(addr: SocketAddr, mode: Mode, stop: Arc<AtomicBool>, done: Arc<AtomicUsize>) -> Vec<String> {
+    let mut failures = Vec::new();
+    let mut n = 0;
+    let mut conn: Option<TcpStream> = None;
+    while !stop.load(Ordering::Relaxed) {
+        let (host, body) = if n % 2 == 0 || matches!(mode, Mode::KeepAlive) {
+            ("alice.test", "alice home")
+        } else {
+            ("bob.test", "bob home")
+        };
+        n += 1;
+        let r = match mode {
+            Mode::NewConnection => request(&mut connect(addr), host, true),
+            Mode::KeepAlive | Mode::KeepAliveHandBack => {
+                let s = conn.get_or_insert_with(|| connect(addr));
+                let r = request(s, host, false);
+                let close = r.as_ref().is_none_or(|r| {
+                    r.header("connection")
+                        .is_some_and(|v| v.eq_ignore_ascii_case("close"))
+                });
+                if close {
+                    conn = None;
+                }
+                r
+            }
+        };
+        done.fetch_add(1, Ordering::Relaxed);
+        match r {
+            Some(r) if r.status == 200 && r.body == body.as_bytes() => {}
+            other => failures.push(format!(
+                "{mode:?} request {n} to {host}: {:?}",
+                other.map(|r| (r.status, r.text()))
+            )),
+        }
+    }
+    failures
+}
+
+#[test]
+fn five_reloads_under_load_fail_no_request() {
+    if !require_root() {
+        return;
+    }
+    let w = world();
+    sites(w.path());
+    let server = TestServer::start(&config(w.path()));
+    all_ok(&server, 1, "before");
+    let stop = Arc::new(AtomicBool::new(false));
+    let modes = [Mode::NewConnection, Mode::KeepAlive, Mode::KeepAliveHandBack];
+    let done: Vec<Arc<AtomicUsize>> = modes.iter().map(|_| Arc::new(AtomicUsize::new(0))).collect();
+    let clients: Vec<_> = modes
+        .into_iter()
+        .zip(&done)
+        .map(|(mode, done)| {
+            let (addr, stop, done) = (server.addr, stop.clone(), done.clone());
+            std::thread::spawn(move || client(addr, mode, stop, done))
+        })
+        .collect();
+    // Each reload runs while every client is sending: wait for 30 more requests from
+    // each before every SIGHUP and after the last reload.
+    let progress = |what: &str| {
+        let start: Vec<usize> = done.iter().map(|d| d.load(Ordering::Relaxed)).collect();
+        let moved = server.wait_until(Duration::from_secs(10), || {
+            done.iter()
+                .zip(&start)
+                .all(|(d, s)| d.load(Ordering::Relaxed) >= s + 30)
+        });
+        assert!(moved, "clients stalled {what}\n{}", server.log());
+    };
+    let before = server.all_children();
+    for n in 1..=5 {
+        progress(&format!("before reload {n}"));
+        reload(&server, n);
+    }
+    progress("after the last reload");
+    stop.store(true, Ordering::Relaxed);
+    let failures: Vec<String> = clients.into_iter().flat_map(|c| c.join().unwrap()).collect();
+    let counts: Vec<usize> = done.iter().map(|d| d.load(Ordering::Relaxed)).collect();
+    eprintln!("requests per client {modes:?}: {counts:?}");
+    assert!(
+        failures.is_empty(),
+        "{} failed requests during five reloads: {failures:#?}\n{}",
+        failures.len(),
+        server.log()
+    );
+    // A new generation of children, and the same listener.
+    let after = server.all_children();
+    assert!(
+        after.iter().all(|p| !before.contains(p)),
+        "children of the first generation survived five reloads: {before:?} → {after:?}"
+    );
+    assert_eq!(scoreboard_json(server.addr).get("generation").as_u64(), Some(5));
+    all_ok(&server, 5, "after five reloads");
+}
+
+#[test]
+fn broken_config_is_refused_and_the_old_one_keeps_serving() {
+    if !require_root() {
+        return;
+    }
+    let w = world();
+    sites(w.path());
+    let good = config(w.path());
+    let server = TestServer::start(&good);
+    all_ok(&server, 3, "before");
+    let procs = (server.processors_of(ALICE), server.processors_of(BOB));
+    let muxes = server.children("multiplexer");
+
+    // An unknown key right after `[server]`, at a known line.
+    let text = std::fs::read_to_string(&server.config_path).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    let at = lines.iter().position(|l| l.trim() == "[server]").unwrap() + 1;
+    lines.insert(at, "frobnicate = 1");
+    std::fs::write(&server.config_path, lines.join("\n")).unwrap();
+    let want = format!("{}:{}: server.frobnicate", server.config_path.display(), at + 1);
+
+    server.signal(Signal::SIGHUP);
+    let refused = server.wait_for_log("reload refused", Duration::from_secs(5));
+    assert!(refused.is_some(), "no refusal logged\n{}", server.log());
+    assert!(
+        server.log_lines().iter().any(|l| l.contains(&want)),
+        "the error is not logged as `{want}`\n{}",
+        server.log()
+    );
+    assert!(
+        !server.log().contains("reload: new generation starting"),
+        "a broken config started a generation\n{}",
+        server.log()
+    );
+
+    // Served by the same children.
+    all_ok(&server, 10, "after the refused reload");
+    assert_eq!(
+        (server.processors_of(ALICE), server.processors_of(BOB)),
+        procs,
+        "processors changed after a refused reload"
+    );
+    assert_eq!(server.children("multiplexer"), muxes);
+    assert_eq!(scoreboard_json(server.addr).get("generation").as_u64(), Some(0));
+
+    // Fixed again, the next SIGHUP reloads.
+    std::fs::write(&server.config_path, text).unwrap();
+    reload(&server, 1);
+    all_ok(&server, 3, "after the fixed reload");
+}
+
+#[test]
+fn changed_uid_takes_effect() {
+    if !require_root() {
+        return;
+    }
+    let w = world();
+    sites(w.path());
+    let server = TestServer::start(&config(w.path()));
+    all_ok(&server, 3, "before");
+    assert_eq!(server.processors_of(ALICE).len(), 1);
+    let bob = server.processors_of(BOB);
+
+    let text = std::fs::read_to_string(&server.config_path).unwrap();
+    let changed = text.replace(
+        &format!("user = {ALICE}\ngroup = {ALICE}"),
+        &format!("user = {ALICE2}\ngroup = {ALICE2}"),
+    );
+    assert_ne!(changed, text);
+    std::fs::write(&server.config_path, changed).unwrap();
+    reload(&server, 1);
+
+    // A processor just assigned may still be dropping privileges: poll.
+    let mut alice2 = Vec::new();
+    server.wait_until(Duration::from_secs(5), || {
+        alice2 = server.processors_of(ALICE2);
+        !alice2.is_empty()
+    });
+    assert!(
+        !alice2.is_empty(),
+        "no processor runs as {ALICE2} after the reload\n{}",
+        server.log()
+    );
+    assert!(
+        server.processors_of(ALICE).is_empty(),
+        "processors of the old uid are left: {:?}",
+        server.processors_of(ALICE)
+    );
+    for p in &alice2 {
+        assert_eq!(
+            status_field(*p, "Gid").map(|g| first_num(&g)),
+            Some(ALICE2),
+            "gid of {p}"
+        );
+    }
+    all_ok(&server, 5, "after the uid change");
+    // Served by the new uid: the pool did not grow a processor of the old one.
+    assert!(server.processors_of(ALICE).is_empty());
+    assert!(server.processors_of(BOB).iter().all(|p| !bob.contains(p)));
+}
+
+#[test]
+fn reload_and_stop_commands_signal_through_the_pid_file() {
+    if !require_root() {
+        return;
+    }
+    let w = world();
+    sites(w.path());
+    let pid_file = w.path().join("bulkhead.pid");
+    let cfg = config(w.path()).replacen(
+        "[server]\n",
+        &format!("[server]\npid_file = \"{}\"\n", pid_file.display()),
+        1,
+    );
+    let mut server = TestServer::start(&cfg);
+    let written = std::fs::read_to_string(&pid_file).unwrap();
+    assert_eq!(written.trim(), server.pid().to_string());
+    let run = |cmd: &str| {
+        let out = std::process::Command::new(BIN)
+            .args([cmd, "--config"])
+            .arg(&server.config_path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "bulkhead {cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run("reload");
+    reload(&server, 1);
+    all_ok(&server, 3, "after `bulkhead reload`");
+    run("stop");
+    assert_eq!(
+        server.wait_exit(Duration::from_secs(10)),
+        Some(0),
+        "`bulkhead stop` did not stop the server\n{}",
+        server.log()
+    );
+    assert!(!pid_file.exists(), "pid file left after a stop");
+}

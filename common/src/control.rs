@@ -58,6 +58,13 @@ pub enum ToChild {
     /// To a processor: stop taking connections now (the rest of the pool serves the
     /// queue), finish what is in flight, exit 0.
     Retire,
+    /// To a multiplexer of a generation replaced by a reload: stop accepting (the new
+    /// generation's multiplexers do), keep routing hand-backs until `Shutdown`.
+    StopAccepting,
+    /// To a processor of a generation replaced by a reload: keep taking connections
+    /// (hand-backs still arrive), but answer each connection's next request with
+    /// `Connection: close`.
+    Graceful,
     /// To a processor of a generation replaced by a reload: serve what is queued (the
     /// supervisor closed the queue's writers), answer each connection's next request
     /// with `Connection: close`, exit 0.

@@ -164,6 +164,7 @@ pub async fn accepted(stream: std::net::TcpStream, peer: SocketAddr, local: Sock
                             .pools
                             .table
                             .add(shared.pools.env_word(env, table::env::HANDOFFS), 1);
+                        shared.pools.raise(env);
                         return;
                     }
                     Err(HandoffError::Packet(e)) if e.is_would_block() => {}
@@ -261,7 +262,7 @@ async fn serve_status(
         return respond::error(
             stream,
             403,
-            "server-status from a address not in [status] allow",
+            "server-status from an address not in [status] allow",
             peer,
             None,
         )

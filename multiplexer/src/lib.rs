@@ -161,6 +161,8 @@ async fn serve(boot: MultiplexerBoot, fds: Vec<OwnedFd>, control: OwnedFd) -> Re
         own,
     });
     let (stop_tx, stop_rx) = watch::channel(false);
+    // Listeners stop first on a reload; hand-backs are routed until the final stop.
+    let (accept_stop_tx, accept_stop_rx) = watch::channel(false);
     let inflight = Rc::new(());
 
     for (fd, bound) in listener_fds.into_iter().zip(boot.listeners.iter().copied()) {
@@ -175,7 +177,7 @@ async fn serve(boot: MultiplexerBoot, fds: Vec<OwnedFd>, control: OwnedFd) -> Re
             listener,
             fixed_local,
             shared.clone(),
-            stop_rx.clone(),
+            accept_stop_rx.clone(),
             inflight.clone(),
         ));
     }
@@ -185,7 +187,7 @@ async fn serve(boot: MultiplexerBoot, fds: Vec<OwnedFd>, control: OwnedFd) -> Re
         tokio::task::spawn_local(conn::metrics_loop(
             listener,
             shared.clone(),
-            stop_rx.clone(),
+            accept_stop_rx.clone(),
             inflight.clone(),
         ));
     }
@@ -209,6 +211,10 @@ async fn serve(boot: MultiplexerBoot, fds: Vec<OwnedFd>, control: OwnedFd) -> Re
         tokio::select! {
             m = chan.recv::<ToChild>(common::child::MAX_BOOT_FDS) => match m {
                 Ok((ToChild::Shutdown, _)) => break,
+                Ok((ToChild::StopAccepting, _)) => {
+                    info!("reload: no longer accepting; routing hand-backs until the old processors are done");
+                    let _ = accept_stop_tx.send(true);
+                }
                 Ok((ToChild::Slots { add, remove }, fds)) => shared.pools.update(add, fds, remove),
                 Ok((ToChild::ErrorLog, fds)) => {
                     if let Some(fd) = fds.first() {
@@ -232,6 +238,7 @@ async fn serve(boot: MultiplexerBoot, fds: Vec<OwnedFd>, control: OwnedFd) -> Re
         }
     }
     shared.own.set(slot::STATE, slot::STOPPING);
+    let _ = accept_stop_tx.send(true);
     let _ = stop_tx.send(true);
     // Finish the hand-offs in flight: each is bounded by the head, wait and hand-off timeouts.
     let bound = shared.request_head_timeout

@@ -155,6 +155,7 @@ impl Pools {
     pub fn vhost_active(&self, vhost: usize) -> u64 {
         let Some(v) = self.vhosts.get(vhost) else { return 0 };
         let env = v.env as usize;
+        let cap = self.envs.get(env).map(|e| e.capacity.max(1) as u64).unwrap_or(1);
         let mut n = 0u64;
         for w in self.slots.borrow().iter() {
             if w.env != Some(env) || !self.live_in_registry(w.index, w.pid) {
@@ -163,23 +164,24 @@ impl Pools {
             let sites = (w.seg.get(slot::SITES) as usize).min(self.vhosts.len());
             for i in 0..sites {
                 if w.seg.get(slot::site_word(i, slot::site::VHOST)) as usize == vhost {
-                    n = n.saturating_add(
-                        w.seg
-                            .get(slot::site_word(i, slot::site::ACTIVE_CONNS))
-                            .min(1 << 20),
-                    );
+                    n = n.saturating_add(w.seg.get(slot::site_word(i, slot::site::ACTIVE_CONNS)).min(cap));
                 }
             }
         }
         n
     }
 
+    /// Connections in all processors, each slot's tenant-written count clamped to
+    /// what its environment allows one processor.
     fn total_active(&self) -> u64 {
         self.slots
             .borrow()
             .iter()
-            .filter(|w| w.env.is_some() && self.live_in_registry(w.index, w.pid))
-            .map(|w| w.seg.get(slot::ACTIVE_CONNS).min(1 << 20))
+            .filter(|w| self.live_in_registry(w.index, w.pid))
+            .filter_map(|w| {
+                let cap = self.envs.get(w.env?)?.capacity.max(1) as u64;
+                Some(w.seg.get(slot::ACTIVE_CONNS).min(cap))
+            })
             .sum()
     }
 
@@ -238,7 +240,8 @@ impl Pools {
             .min(100)
     }
 
-    fn raise(&self, env: usize) {
+    /// An unsaturated pass: availability one step back towards 100.
+    pub fn raise(&self, env: usize) {
         let a = self.availability(env);
         if a < 100 {
             let new = (a + self.step()).min(100);
@@ -282,15 +285,14 @@ impl Pools {
             return Ok(());
         }
         let a = self.availability(env);
-        if a > 0 {
-            let slice = self.wait_timeout / self.wait_steps.max(1);
-            let max_wait = self.wait_timeout.mul_f64(a as f64 / 100.0);
-            let start = Instant::now();
-            while start.elapsed() + slice <= max_wait + Duration::from_millis(1) {
-                tokio::time::sleep(slice).await;
-                if !self.saturated(env) {
-                    return Ok(());
-                }
+        // Up to availability/100 × timeout, in slices of timeout/steps: at A = 100 and
+        // [5, 10], ten waits of 0.5 s.
+        let polls = (a * self.wait_steps.max(1) as u64).div_ceil(100);
+        let slice = self.wait_timeout / self.wait_steps.max(1);
+        for _ in 0..polls {
+            tokio::time::sleep(slice).await;
+            if !self.saturated(env) {
+                return Ok(());
             }
         }
         self.lower(env);

@@ -36,7 +36,11 @@ pub async fn error(
     peer: SocketAddr,
     retry_after: Option<u32>,
 ) {
-    warn!(%peer, status, "{why}");
+    if status == 403 || status == 404 {
+        tracing::info!(%peer, status, "{why}");
+    } else {
+        warn!(%peer, status, "{why}");
+    }
     let r = reason(status);
     let body = format!(
         "<!DOCTYPE html>\n<html><head><title>{status} {r}</title></head><body><h1>{r}</h1></body></html>\n"

@@ -112,7 +112,7 @@ fn build(pools: &Pools, facts: &Facts, server_name: &str) -> Snapshot {
     for w in ordered {
         let s = &w.seg;
         // Tenant-written numbers: bounded before they are added up.
-        let g = |x| s.get(x).min(1 << 52);
+        let g = |x| s.get(x).min(1 << 48);
         let st = state(s.get(slot::STATE));
         let row = ChildRow {
             id: w.index,
@@ -155,7 +155,7 @@ fn build(pools: &Pools, facts: &Facts, server_name: &str) -> Snapshot {
                     if pools.vhosts[vh].env as usize != e {
                         continue;
                     }
-                    let sw = |x| s.get(slot::site_word(i, x)).min(1 << 52);
+                    let sw = |x| s.get(slot::site_word(i, x)).min(1 << 48);
                     for c in 0..5 {
                         v.requests_by_class[c] += sw(slot::site::CLASS + c);
                     }

@@ -12,7 +12,7 @@ use common::control::AccessLogFormat;
 use common::scoreboard::{now_ms, slot, Segment};
 use tokio::sync::watch;
 
-use crate::http::{Completed, Observer, Site, Stop};
+use crate::http::{Completed, Observer, Site};
 
 /// The processor's shared state for reporting.
 pub struct Board {
@@ -24,7 +24,7 @@ pub struct Board {
     requests: Cell<u64>,
     max_requests: u64,
     /// Set to stop taking connections (recycling after `max_requests_per_child`).
-    recycle: watch::Sender<Stop>,
+    recycle: watch::Sender<bool>,
 }
 
 impl Board {
@@ -33,7 +33,7 @@ impl Board {
         vhost_ids: &[u32],
         logs: Vec<Option<(File, AccessLogFormat)>>,
         max_requests: u64,
-        recycle: watch::Sender<Stop>,
+        recycle: watch::Sender<bool>,
     ) -> Board {
         Board {
             slot,
@@ -147,16 +147,22 @@ impl Observer for ConnObserver<'_> {
         }
     }
 
+    fn answering(&self, status: u16, bytes: u64) {
+        let b = self.board;
+        b.slot.add(slot::REQUESTS, 1);
+        b.slot.add(slot::BYTES, bytes);
+        if let Some(i) = b.site_index(self.current.get()) {
+            let class = (status / 100).clamp(1, 5) as usize - 1;
+            b.slot.add(slot::site_word(i, slot::site::CLASS + class), 1);
+            b.slot.add(slot::site_word(i, slot::site::BYTES), bytes);
+        }
+    }
+
     fn completed(&self, done: &Completed<'_>) {
         let b = self.board;
         let us = done.duration.as_micros() as u64;
-        b.slot.add(slot::REQUESTS, 1);
-        b.slot.add(slot::BYTES, done.bytes);
         b.slot.add(slot::DURATION_US, us);
         if let Some(i) = b.site_index(done.site.vhost_id) {
-            let class = (done.status / 100).clamp(1, 5) as usize - 1;
-            b.slot.add(slot::site_word(i, slot::site::CLASS + class), 1);
-            b.slot.add(slot::site_word(i, slot::site::BYTES), done.bytes);
             b.slot.add(slot::site_word(i, slot::site::DURATION_US), us);
             let ms = done.duration.as_millis() as u64;
             let bucket = slot::site::BUCKETS_MS
@@ -174,12 +180,12 @@ impl Observer for ConnObserver<'_> {
         b.log(self.peer, done);
         let total = b.requests.get() + 1;
         b.requests.set(total);
-        if b.max_requests != 0 && total >= b.max_requests && *b.recycle.borrow() == Stop::Run {
+        if b.max_requests != 0 && total >= b.max_requests && !*b.recycle.borrow() {
             tracing::info!(
                 requests = total,
                 "max_requests_per_child reached: finishing and exiting"
             );
-            let _ = b.recycle.send(Stop::Graceful);
+            let _ = b.recycle.send(true);
         }
     }
 }

@@ -167,7 +167,9 @@ async fn serve(boot: ProcessorBoot, fds: Vec<OwnedFd>, control: OwnedFd) -> Resu
     let slots = Arc::new(Semaphore::new(max));
     // `true` once this processor stops taking connections (shutdown or recycling);
     // connections then finish their current request and close.
-    let (stop_tx, mut stop_rx) = watch::channel(Stop::Run);
+    let (stop_tx, stop_rx) = watch::channel(Stop::Run);
+    // Set by the board after max_requests_per_child: stop taking connections.
+    let (recycle_tx, mut recycle_rx) = watch::channel(false);
 
     let seg = scoreboard::Segment::map(&slot_fd, true)?;
     drop(slot_fd);
@@ -189,7 +191,7 @@ async fn serve(boot: ProcessorBoot, fds: Vec<OwnedFd>, control: OwnedFd) -> Resu
         &vhost_ids,
         logs,
         boot.max_requests_per_child,
-        stop_tx.clone(),
+        recycle_tx,
     ));
 
     let mut chan = AsyncChannel::new(control)?;
@@ -209,12 +211,12 @@ async fn serve(boot: ProcessorBoot, fds: Vec<OwnedFd>, control: OwnedFd) -> Resu
     // How connections stop once this loop ends.
     let mut how = Stop::Graceful;
     loop {
-        if *stop_rx.borrow() != Stop::Run {
+        if *recycle_rx.borrow() {
             break;
         }
         tokio::select! {
             biased;
-            _ = stop_rx.changed() => break,
+            _ = recycle_rx.changed() => break,
             m = chan.recv::<ToChild>(16) => match m {
                 Ok((ToChild::Logs { vhosts }, files)) => board.reopen_logs(&vhosts, files),
                 Ok((ToChild::Shutdown, _)) => {
@@ -227,6 +229,9 @@ async fn serve(boot: ProcessorBoot, fds: Vec<OwnedFd>, control: OwnedFd) -> Resu
                     info!(environment = %env, "reload: serving what is queued, then stopping");
                     drain_queue = true;
                     break;
+                }
+                Ok((ToChild::Graceful, _)) => {
+                    let _ = stop_tx.send(Stop::Graceful);
                 }
                 Ok((ToChild::Retire, _)) => {
                     info!(environment = %env, "retiring: finishing in-flight requests");

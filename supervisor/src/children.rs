@@ -115,6 +115,9 @@ pub struct Supervisor {
     events_rx: mpsc::Receiver<Event>,
     pub(crate) started_ms: u64,
     pub(crate) limit_warned: bool,
+    /// The error log file when `error_log` is set (children started later, spares
+    /// included, are handed the current one).
+    pub(crate) errlog: Option<OwnedFd>,
 }
 
 pub(crate) fn role_name(kind: Kind) -> &'static str {
@@ -134,7 +137,7 @@ impl Supervisor {
                 "not running as root: every process runs as this user; isolation between environments is OFF"
             );
         }
-        crate::errlog::install(&cfg)?;
+        let errlog = crate::errlog::install(&cfg)?;
         let mut http = Vec::new();
         for addr in &cfg.server.listen {
             http.push(listen::bind_listener(*addr)?);
@@ -175,6 +178,7 @@ impl Supervisor {
             events_rx,
             started_ms,
             limit_warned: false,
+            errlog,
         };
         sup.start_generation(0)?;
         Ok(sup)
@@ -390,6 +394,12 @@ impl Supervisor {
         let (boot, fds) = plan::processor(g, env, &rw, &self.logs, self.privileged);
         if let Err(e) = control::send(control.as_fd(), &ToChild::Bootstrap(Box::new(boot)), &fds) {
             error!(pid, "sending processor bootstrap: {e}");
+        }
+        // A spare was exec'd with the error log of its day; give it today's.
+        if let Some(log) = &self.errlog {
+            if let Err(e) = control::send(control.as_fd(), &ToChild::ErrorLog, &[log.as_raw_fd()]) {
+                warn!(pid, "sending the error log: {e}");
+            }
         }
         drop(rw);
         let kind = Kind::Processor { env };

@@ -10,6 +10,10 @@ use conf::Config;
 
 use crate::SupervisorError;
 
+/// Largest value taken from one tenant-written counter: far above any real count,
+/// and low enough that sums over every slot cannot overflow.
+pub const TENANT_COUNTER_MAX: u64 = 1 << 48;
+
 /// Per-environment pool bookkeeping (the supervisor's side only).
 #[derive(Debug, Default, Clone)]
 pub struct PoolState {
@@ -32,6 +36,10 @@ pub struct Generation {
     registry: Vec<Option<u32>>,
     /// Draining after a reload: no more spawns.
     pub retiring: bool,
+    /// Where a retiring generation is: 0 waiting for the new multiplexers, 1 told to
+    /// stop accepting and close connections gracefully (since the instant), 2 draining.
+    pub retire_phase: u8,
+    pub retire_started: Option<std::time::Instant>,
 }
 
 impl Generation {
@@ -69,6 +77,8 @@ impl Generation {
             pools: vec![PoolState { spawn_rate: 1 }; envs],
             registry: vec![None; reg_len],
             retiring: false,
+            retire_phase: 0,
+            retire_started: None,
         })
     }
 
@@ -95,11 +105,12 @@ impl Generation {
         if let (Some(env), Some(s)) = (env, slot_seg) {
             let w = |i| table::env_word(env, i);
             // Counters are tenant-written: take them, but bound each one.
-            t.add(w(table::env::RETIRED_TAKEN), s.get(slot::TAKEN));
-            t.add(w(table::env::RETIRED_REQUESTS), s.get(slot::REQUESTS));
-            t.add(w(table::env::RETIRED_BYTES), s.get(slot::BYTES));
-            t.add(w(table::env::RETIRED_HANDBACKS), s.get(slot::HANDBACKS));
-            t.add(w(table::env::RETIRED_DURATION_US), s.get(slot::DURATION_US));
+            let get = |x| s.get(x).min(TENANT_COUNTER_MAX);
+            t.add(w(table::env::RETIRED_TAKEN), get(slot::TAKEN));
+            t.add(w(table::env::RETIRED_REQUESTS), get(slot::REQUESTS));
+            t.add(w(table::env::RETIRED_BYTES), get(slot::BYTES));
+            t.add(w(table::env::RETIRED_HANDBACKS), get(slot::HANDBACKS));
+            t.add(w(table::env::RETIRED_DURATION_US), get(slot::DURATION_US));
             let sites = (s.get(slot::SITES) as usize).min(vhosts);
             for i in 0..sites {
                 let vhost = s.get(slot::site_word(i, slot::site::VHOST)) as usize;

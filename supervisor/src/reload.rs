@@ -13,7 +13,9 @@ use std::sync::Arc;
 use common::control::{self, ToChild};
 use tracing::{error, info, warn};
 
-use crate::children::{Kind, Supervisor};
+use std::time::{Duration, Instant};
+
+use crate::children::{Child, Kind, Supervisor};
 use crate::generation::Generation;
 use crate::listen;
 use crate::logs::AccessLogs;
@@ -116,7 +118,11 @@ impl Supervisor {
                 .filter(|c| c.gen == old.id && c.kind == (Kind::Processor { env: oi }))
                 .filter_map(|c| c.slot.as_ref().map(|s| &s.seg))
                 .collect();
-            let sum = |w: usize| live.iter().map(|s| s.get(w)).sum::<u64>();
+            let cap = crate::generation::TENANT_COUNTER_MAX;
+            let sum = |w: usize| {
+                live.iter()
+                    .fold(0u64, |acc, s| acc.saturating_add(s.get(w).min(cap)))
+            };
             let pairs = [
                 (table::env::RETIRED_TAKEN, slot::TAKEN),
                 (table::env::RETIRED_REQUESTS, slot::REQUESTS),
@@ -127,7 +133,7 @@ impl Supervisor {
             for (tw, sw) in pairs {
                 new.table.set(
                     table::env_word(ni, tw),
-                    old.table.get(table::env_word(oi, tw)) + sum(sw),
+                    old.table.get(table::env_word(oi, tw)).saturating_add(sum(sw)),
                 );
             }
             for w in [
@@ -159,7 +165,11 @@ impl Supervisor {
                     let sites = (s.seg.get(slot::SITES) as usize).min(ov);
                     for i in 0..sites {
                         if s.seg.get(slot::site_word(i, slot::site::VHOST)) as usize == ov_i {
-                            total += s.seg.get(slot::site_word(i, w));
+                            let v = s
+                                .seg
+                                .get(slot::site_word(i, w))
+                                .min(crate::generation::TENANT_COUNTER_MAX);
+                            total = total.saturating_add(v);
                         }
                     }
                 }
@@ -169,10 +179,16 @@ impl Supervisor {
         new.table.set(table::ACCEPTED, old.table.get(table::ACCEPTED));
     }
 
-    /// Moves retiring generations along: stop their multiplexers once the current
-    /// generation's are up; drain their processors once their multiplexers are gone;
-    /// forget them once empty.
+    /// Moves retiring generations along. Once the current generation's multiplexers
+    /// are up, the old multiplexers stop accepting (but keep routing hand-backs) and the
+    /// old processors answer each connection's next request with `Connection: close`.
+    /// When the old processors hold no connection (or a bound passes), their queues
+    /// are closed, they serve what is queued and exit, and the old multiplexers stop.
+    /// An empty generation is forgotten.
     pub(crate) fn advance_generations(&mut self) {
+        if !matches!(self.stopping, crate::children::Stopping::No) {
+            return;
+        }
         let current = self.current();
         let new_ready = self
             .children
@@ -183,52 +199,65 @@ impl Supervisor {
             .gen(current)
             .map(|g| g.cfg.server.min_multiplexers.max(1) as usize)
             .unwrap_or(1);
-        if !matches!(self.stopping, crate::children::Stopping::No) {
-            return;
-        }
         let old_ids: Vec<u64> = self.gens.iter().filter(|g| g.retiring).map(|g| g.id).collect();
         for id in old_ids {
-            if new_ready >= want {
-                let muxes_to_stop = self
-                    .children
-                    .values()
-                    .any(|c| c.gen == id && matches!(c.kind, Kind::Multiplexer { .. }) && !c.stopping);
-                if muxes_to_stop {
-                    info!(
-                        generation = id,
-                        "reload: new multiplexers are up; old ones stop accepting"
-                    );
-                    self.tell(
-                        |c| c.gen == id && matches!(c.kind, Kind::Multiplexer { .. }),
-                        &ToChild::Shutdown,
-                    );
+            let Some(g) = self.gen(id) else { continue };
+            let (phase, started) = (g.retire_phase, g.retire_started);
+            let bound =
+                g.cfg.server.keep_alive_timeout + g.cfg.server.request_head_timeout + Duration::from_secs(1);
+            let is_mux = |c: &Child| c.gen == id && matches!(c.kind, Kind::Multiplexer { .. });
+            let is_proc = |c: &Child| c.gen == id && matches!(c.kind, Kind::Processor { .. });
+            if phase == 0 && new_ready >= want {
+                info!(
+                    generation = id,
+                    "reload: new multiplexers are up; old ones stop accepting"
+                );
+                self.tell_keep(is_mux, &ToChild::StopAccepting);
+                self.tell_keep(is_proc, &ToChild::Graceful);
+                if let Some(g) = self.gen_mut(id) {
+                    g.retire_phase = 1;
+                    g.retire_started = Some(Instant::now());
+                }
+                continue;
+            }
+            if phase == 1 {
+                let busy = self.children.values().filter(|c| is_proc(c)).any(|c| {
+                    c.slot
+                        .as_ref()
+                        .is_some_and(|s| s.seg.get(common::scoreboard::slot::ACTIVE_CONNS) > 0)
+                });
+                if busy && started.is_some_and(|t| t.elapsed() < bound) {
+                    continue;
+                }
+                if let Some(g) = self.gen(id) {
+                    for (m, _) in &g.env_sockets {
+                        let _ = nix::sys::socket::shutdown(m.as_raw_fd(), nix::sys::socket::Shutdown::Write);
+                    }
+                }
+                self.tell(is_proc, &ToChild::Drain);
+                self.tell(is_mux, &ToChild::Shutdown);
+                if let Some(g) = self.gen_mut(id) {
+                    g.retire_phase = 2;
                 }
             }
-            let muxes_left = self
+            if !self
                 .children
                 .values()
-                .any(|c| c.gen == id && matches!(c.kind, Kind::Multiplexer { .. }));
-            if !muxes_left && new_ready >= want {
-                let procs_to_stop = self
-                    .children
-                    .values()
-                    .any(|c| c.gen == id && matches!(c.kind, Kind::Processor { .. }) && !c.stopping);
-                if procs_to_stop {
-                    if let Some(g) = self.gen(id) {
-                        for (m, _) in &g.env_sockets {
-                            let _ =
-                                nix::sys::socket::shutdown(m.as_raw_fd(), nix::sys::socket::Shutdown::Write);
-                        }
-                    }
-                    self.tell(
-                        |c| c.gen == id && matches!(c.kind, Kind::Processor { .. }),
-                        &ToChild::Shutdown,
-                    );
-                }
-            }
-            if !self.children.values().any(|c| c.gen == id) {
+                .any(|c| c.gen == id && !matches!(c.kind, Kind::Spare))
+            {
                 info!(generation = id, "reload: old generation finished");
                 self.gens.retain(|g| g.id != id);
+            }
+        }
+    }
+
+    /// Sends `msg` to the children `which` selects without marking them stopping.
+    fn tell_keep(&self, which: impl Fn(&Child) -> bool, msg: &ToChild) {
+        for (pid, c) in &self.children {
+            if which(c) {
+                if let Err(e) = control::send(c.control.as_fd(), msg, &[]) {
+                    warn!(pid, "sending {msg:?}: {e}");
+                }
             }
         }
     }
@@ -251,6 +280,8 @@ impl Supervisor {
                         }
                     }
                 }
+                // Spares get it when they are assigned.
+                self.errlog = Some(fd);
             }
             Ok(None) => {}
             Err(e) => error!("reopening the error log: {e}"),

@@ -309,6 +309,7 @@ impl Conn<'_> {
             Body::File { len, .. } => *len,
         };
         self.last = Some((reply.status, bytes));
+        self.observer.answering(reply.status, bytes);
         match response::write(self.stream, reply, persist, head_only).await {
             Ok(()) => Ok(persist != Persist::Close),
             Err(e) => {

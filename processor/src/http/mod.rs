@@ -85,6 +85,9 @@ pub struct Completed<'a> {
 pub trait Observer {
     /// A routed request begins (its head is complete).
     fn started(&self, site: &Site);
+    /// A response is about to be written: count it now, so that a client that has its
+    /// answer already sees it counted by the next scrape.
+    fn answering(&self, _status: u16, _body_bytes: u64) {}
     /// It was answered (or failed while answering).
     fn completed(&self, done: &Completed<'_>);
 }
