@@ -598,3 +598,55 @@ fn max_clients_vhost_caps_one_vhost_not_its_neighbours() {
     });
     assert!(served, "capped vhost not served after its connection closed");
 }
+
+/// Multiplexers grow when every one is loaded, up to `max_multiplexers`, and an extra
+/// one that accepts nothing for `multiplexer_idle_timeout` is stopped.
+#[test]
+fn multiplexers_grow_under_load_and_extra_ones_stop_when_idle() {
+    if !require_root() {
+        return;
+    }
+    let w = world();
+    put(w.path(), "alice/index.html", b"alice home", ALICE, 0o644);
+    put(w.path(), "bob/index.html", b"bob home", BOB, 0o644);
+    let config = two_env_config(
+        w.path(),
+        "max_multiplexers = 2\nmultiplexer_idle_timeout = 1\nrequest_head_timeout = 20",
+    )
+    .replace("min_multiplexers = 2", "min_multiplexers = 1")
+    .replace("request_head_timeout = 2\n", "");
+    let server = TestServer::start(&config);
+    assert_eq!(server.children("multiplexer").len(), 1);
+    // 300 connections each holding half a head: the one multiplexer works on all.
+    let mut held = Vec::new();
+    for _ in 0..300 {
+        let mut s = connect(server.addr);
+        s.write_all(b"GET / HTTP/1.1\r\nHost: alice").unwrap();
+        held.push(s);
+    }
+    assert!(
+        server.wait_until(Duration::from_secs(5), || server.children("multiplexer").len()
+            == 2),
+        "no second multiplexer under load:\n{}",
+        server.log()
+    );
+    assert!(server
+        .wait_for_log("every multiplexer is loaded", Duration::from_secs(1))
+        .is_some());
+    // Finish every head: all are served, then the extra multiplexer idles and stops.
+    for s in &mut held {
+        s.write_all(b".test\r\nConnection: close\r\n\r\n").unwrap();
+    }
+    for s in &mut held {
+        let r = read_response(s, false).expect("a response");
+        assert_eq!(r.status, 200);
+    }
+    drop(held);
+    assert!(
+        server.wait_until(Duration::from_secs(8), || server.children("multiplexer").len()
+            == 1),
+        "the extra multiplexer did not stop:\n{}",
+        server.log()
+    );
+    assert_eq!(get(server.addr, "alice.test", "/").status, 200);
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::handoff::{self, HandoffError, Meta};
 use common::head::{absolute_form_authority, head_end, request_host, HeadError, MAX_HEADERS};
-use common::scoreboard::table;
+use common::scoreboard::{slot, table};
 use tokio::sync::watch;
 
 use crate::pool::Refusal;
@@ -181,11 +181,25 @@ pub async fn accepted(stream: std::net::TcpStream, peer: SocketAddr, local: Sock
 
 /// Serves one connection: `buf` holds bytes already read (a hand-back's payload).
 pub async fn handle(
+    stream: TcpStream,
+    buf: Vec<u8>,
+    peer: SocketAddr,
+    local: SocketAddr,
+    shared: Rc<Shared>,
+) {
+    // Connections this multiplexer is working on (the supervisor starts another
+    // multiplexer when every one is loaded).
+    shared.own.add(slot::ACTIVE_CONNS, 1);
+    handle_counted(stream, buf, peer, local, &shared).await;
+    shared.own.sub(slot::ACTIVE_CONNS, 1);
+}
+
+async fn handle_counted(
     mut stream: TcpStream,
     mut buf: Vec<u8>,
     peer: SocketAddr,
     local: SocketAddr,
-    shared: Rc<Shared>,
+    shared: &Rc<Shared>,
 ) {
     let limit = shared.limit_request_head;
     let end = match read_head(&mut stream, &mut buf, limit, shared.request_head_timeout).await {
@@ -198,11 +212,11 @@ pub async fn handle(
             return;
         }
     };
-    let (vhost, env) = match decide(&shared, &buf[..end]) {
+    let (vhost, env) = match decide(shared, &buf[..end]) {
         Decision::Route { vhost, env } => (vhost, env),
         Decision::Fail(status, why) => return respond::error(stream, status, why, peer, None).await,
         Decision::Status { format, host } => {
-            return serve_status(stream, &buf[..end], format, &host, peer, &shared).await
+            return serve_status(stream, &buf[..end], format, &host, peer, shared).await
         }
     };
     let retry = shared.pools.wait_timeout.as_secs().max(1) as u32;
@@ -213,7 +227,7 @@ pub async fn handle(
             return respond::error(stream, 503, &why, peer, Some(retry)).await;
         }
         Err(Refusal::VhostLimit) => {
-            let why = format!("vhost {} over max_clients_vhost", vhost_name(&shared, vhost));
+            let why = format!("vhost {} over max_clients_vhost", vhost_name(shared, vhost));
             return respond::error(stream, 503, &why, peer, Some(retry)).await;
         }
     }
@@ -223,7 +237,7 @@ pub async fn handle(
         peer,
         local,
     };
-    match hand_off(&shared, env, &meta, &buf, &stream).await {
+    match hand_off(shared, env, &meta, &buf, &stream).await {
         Ok(()) => shared
             .pools
             .table

@@ -115,6 +115,8 @@ pub struct Supervisor {
     events_rx: mpsc::Receiver<Event>,
     pub(crate) started_ms: u64,
     pub(crate) limit_warned: bool,
+    /// Per extra multiplexer: its accepted count and when that last changed.
+    pub(crate) mux_seen: HashMap<i32, (u64, Instant)>,
     /// The error log file when `error_log` is set (children started later, spares
     /// included, are handed the current one).
     pub(crate) errlog: Option<OwnedFd>,
@@ -179,6 +181,7 @@ impl Supervisor {
             started_ms,
             limit_warned: false,
             errlog,
+            mux_seen: HashMap::new(),
         };
         sup.start_generation(0)?;
         Ok(sup)
@@ -190,6 +193,12 @@ impl Supervisor {
 
     pub(crate) fn gen_mut(&mut self, id: u64) -> Option<&mut Generation> {
         self.gens.iter_mut().find(|g| g.id == id)
+    }
+
+    pub(crate) fn min_multiplexers(&self, gen: u64) -> u32 {
+        self.gen(gen)
+            .map(|g| g.cfg.server.min_multiplexers.max(1))
+            .unwrap_or(1)
     }
 
     pub(crate) fn current(&self) -> u64 {
@@ -589,10 +598,13 @@ impl Supervisor {
             }
             let retiring = self.gen(child.gen).map(|g| g.retiring).unwrap_or(true);
             let restart = match child.kind {
-                Kind::Multiplexer { index } if !retiring => Some(Restart::Multiplexer {
-                    gen: child.gen,
-                    index,
-                }),
+                // Multiplexers above the minimum were started for load: not replaced.
+                Kind::Multiplexer { index } if !retiring && index < self.min_multiplexers(child.gen) => {
+                    Some(Restart::Multiplexer {
+                        gen: child.gen,
+                        index,
+                    })
+                }
                 Kind::Processor { env } if !retiring => {
                     let min = self
                         .gen(child.gen)

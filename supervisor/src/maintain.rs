@@ -190,6 +190,7 @@ impl Supervisor {
                 g.pools[env].spawn_rate = plan.next_rate;
             }
         }
+        self.size_multiplexers(gen);
         let spares = self
             .children
             .values()
@@ -200,6 +201,73 @@ impl Supervisor {
                 if let Err(e) = self.start_spare() {
                     warn!("starting a spare processor: {e}");
                     break;
+                }
+            }
+        }
+    }
+}
+
+/// Connections a multiplexer works on at once (reading heads, waiting for room) above
+/// which it counts as loaded.
+const MULTIPLEXER_LOADED: u64 = 256;
+
+impl Supervisor {
+    /// Multiplexers are asynchronous, so `min_multiplexers` serve most loads; when every
+    /// one is loaded, another is started, up to `max_multiplexers`, and an extra one
+    /// that accepted nothing for `multiplexer_idle_timeout` is stopped.
+    fn size_multiplexers(&mut self, gen: u64) {
+        let Some(g) = self.gen(gen) else { return };
+        let (min, max, idle) = (
+            g.cfg.server.min_multiplexers.max(1),
+            g.cfg.server.max_multiplexers.max(1),
+            g.cfg.server.multiplexer_idle_timeout,
+        );
+        let muxes: Vec<(i32, u32, u64, u64)> = self
+            .children
+            .iter()
+            .filter(|(_, c)| c.gen == gen && !c.stopping)
+            .filter_map(|(pid, c)| match c.kind {
+                Kind::Multiplexer { index } => {
+                    let s = c.slot.as_ref()?;
+                    Some((*pid, index, s.seg.get(slot::ACTIVE_CONNS), s.seg.get(slot::TAKEN)))
+                }
+                _ => None,
+            })
+            .collect();
+        if !muxes.is_empty() && muxes.len() < max as usize && muxes.iter().all(|m| m.2 >= MULTIPLEXER_LOADED)
+        {
+            let index = (0..).find(|i| !muxes.iter().any(|m| m.1 == *i)).unwrap_or(max);
+            if self.under_limit() {
+                info!(
+                    multiplexers = muxes.len() + 1,
+                    "every multiplexer is loaded: starting another"
+                );
+                if let Err(e) = self.start_multiplexer(gen, index) {
+                    error!("starting a multiplexer: {e}");
+                }
+            }
+        }
+        if idle.is_zero() {
+            return;
+        }
+        let now = std::time::Instant::now();
+        self.mux_seen.retain(|pid, _| muxes.iter().any(|m| m.0 == *pid));
+        for (pid, index, active, taken) in muxes {
+            if index < min {
+                continue;
+            }
+            let seen = self.mux_seen.entry(pid).or_insert((taken, now));
+            if seen.0 != taken || active > 0 {
+                *seen = (taken, now);
+            } else if now.duration_since(seen.1) > idle {
+                info!(
+                    pid,
+                    "multiplexer idle longer than multiplexer_idle_timeout: stopping it"
+                );
+                if let Some(c) = self.children.get_mut(&pid) {
+                    c.stopping = true;
+                    let _ =
+                        common::control::send(std::os::fd::AsFd::as_fd(&c.control), &ToChild::Shutdown, &[]);
                 }
             }
         }
