@@ -301,10 +301,9 @@ fn start_connection(
     board: &Rc<Board>,
     stop_rx: &watch::Receiver<Stop>,
 ) {
-    if let Err(e) = common::fds::check_stream_socket(&r.fd) {
-        warn!(environment = %env, "hand-off refused: {e}");
-        return;
-    }
+    // Only multiplexers write to this end of the socketpair (processors' sends go the
+    // other way), and they send accepted TCP sockets; the count of fds was checked on
+    // receipt. A wrong kind of fd would only make this connection's I/O fail.
     let (sites, cfg, sock, env, board) = (
         sites.clone(),
         cfg.clone(),

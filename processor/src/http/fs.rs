@@ -7,7 +7,7 @@
 
 use std::ffi::OsStr;
 use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -71,28 +71,38 @@ pub enum Resolved {
 
 /// Resolve decoded path segments under `root`.
 pub fn resolve(root: &Path, segments: &[Vec<u8>], trailing_slash: bool) -> Result<Resolved, ResolveError> {
-    let dir_flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-    // The document root comes from configuration and may itself be a link.
-    let mut dir = open(root, dir_flags, Mode::empty())
-        .map(own)
-        .map_err(|e| error(root.to_path_buf(), e))?;
+    with_root(root, |root_fd| {
+        resolve_in(root_fd, root, segments, trailing_slash)
+    })
+}
+
+fn resolve_in(
+    root_fd: BorrowedFd<'_>,
+    root: &Path,
+    segments: &[Vec<u8>],
+    trailing_slash: bool,
+) -> Result<Resolved, ResolveError> {
+    // The current directory: the (borrowed) root until a component is opened.
+    let mut owned: Option<OwnedFd> = None;
     let mut path = root.to_path_buf();
     let Some((last, parents)) = segments.split_last() else {
-        return index(&dir, path);
+        return index(root_fd, path);
     };
     for seg in parents {
         path.push(OsStr::from_bytes(seg));
-        let (fd, st) = step(&dir, seg, &path, Want::Directory)?;
+        let dir = owned.as_ref().map(|d| d.as_fd()).unwrap_or(root_fd);
+        let (fd, st) = step(dir, seg, &path, Want::Directory)?;
         if !is(&st, libc::S_IFDIR) {
             return Err(ResolveError::NotFound(path));
         }
-        dir = fd;
+        owned = Some(fd);
     }
     path.push(OsStr::from_bytes(last));
-    let (fd, st) = step(&dir, last, &path, Want::Any)?;
+    let dir = owned.as_ref().map(|d| d.as_fd()).unwrap_or(root_fd);
+    let (fd, st) = step(dir, last, &path, Want::Any)?;
     if is(&st, libc::S_IFDIR) {
         return if trailing_slash {
-            index(&fd, path)
+            index(fd.as_fd(), path)
         } else {
             Ok(Resolved::Redirect)
         };
@@ -108,8 +118,48 @@ pub fn resolve(root: &Path, segments: &[Vec<u8>], trailing_slash: bool) -> Resul
     }))
 }
 
+/// How long an opened document root is reused before it is opened again by path
+/// (so a replaced root is picked up within this, as with nginx's open_file_cache).
+const ROOT_CACHE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The document root, opened `O_PATH` (it comes from configuration and may itself be a
+/// link) and kept by this thread for up to [`ROOT_CACHE`]; `f` runs with it borrowed.
+fn with_root<T>(
+    root: &Path,
+    f: impl FnOnce(BorrowedFd<'_>) -> Result<T, ResolveError>,
+) -> Result<T, ResolveError> {
+    thread_local! {
+        static ROOTS: std::cell::RefCell<Vec<(PathBuf, OwnedFd, std::time::Instant)>> =
+            const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let now = std::time::Instant::now();
+    let fresh = ROOTS.with(|r| {
+        r.borrow()
+            .iter()
+            .any(|(p, _, t)| p == root && now.duration_since(*t) < ROOT_CACHE)
+    });
+    if !fresh {
+        let dir_flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        let fd = open(root, dir_flags, Mode::empty())
+            .map(own)
+            .map_err(|e| error(root.to_path_buf(), e))?;
+        ROOTS.with(|r| {
+            let mut r = r.borrow_mut();
+            r.retain(|(p, _, _)| p != root);
+            r.push((root.to_path_buf(), fd, now));
+        });
+    }
+    ROOTS.with(|r| {
+        let r = r.borrow();
+        match r.iter().find(|(p, _, _)| p == root) {
+            Some((_, fd, _)) => f(fd.as_fd()),
+            None => Err(ResolveError::NotFound(root.to_path_buf())),
+        }
+    })
+}
+
 /// The index document of an opened directory; a missing one is 403 (no listings).
-fn index(dir: &OwnedFd, mut path: PathBuf) -> Result<Resolved, ResolveError> {
+fn index(dir: BorrowedFd<'_>, mut path: PathBuf) -> Result<Resolved, ResolveError> {
     path.push(INDEX);
     match step(dir, INDEX.as_bytes(), &path, Want::Any) {
         Ok((fd, st)) if is(&st, libc::S_IFREG) => Ok(Resolved::File(Found {
@@ -133,9 +183,36 @@ enum Want {
 }
 
 /// Open one component of `dir`, following it only if it is an owner-matched link.
-fn step(dir: &OwnedFd, name: &[u8], path: &Path, want: Want) -> Result<(OwnedFd, FileStat), ResolveError> {
+fn step(
+    dir: BorrowedFd<'_>,
+    name: &[u8],
+    path: &Path,
+    want: Want,
+) -> Result<(OwnedFd, FileStat), ResolveError> {
     let dirfd = Some(dir.as_raw_fd());
     let err = |e| error(path.to_path_buf(), e);
+    // The common case first: open without following. A link fails (ELOOP for a file,
+    // ENOTDIR for a directory opened O_DIRECTORY), as does a directory we may search
+    // but not read (EACCES); those take the checked path below.
+    let quick = match want {
+        Want::Any => OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Want::Directory => OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+    };
+    match openat(dirfd, name, quick, Mode::empty()) {
+        Ok(fd) => {
+            let fd = own(fd);
+            let st = fstat(fd.as_raw_fd()).map_err(err)?;
+            if is(&st, libc::S_IFREG) || is(&st, libc::S_IFDIR) {
+                return Ok((fd, st));
+            }
+            if want == Want::Directory {
+                return Err(ResolveError::NotFound(path.to_path_buf()));
+            }
+            return Err(ResolveError::NotRegular(path.to_path_buf()));
+        }
+        Err(Errno::ELOOP) | Err(Errno::ENOTDIR) | Err(Errno::EACCES) => {}
+        Err(e) => return Err(err(e)),
+    }
     let link = fstatat(dirfd, name, AtFlags::AT_SYMLINK_NOFOLLOW).map_err(err)?;
     let is_link = is(&link, libc::S_IFLNK);
     let target = if is_link {

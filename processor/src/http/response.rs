@@ -128,11 +128,7 @@ fn head_block(reply: &Reply, persist: Persist) -> Vec<u8> {
     use std::fmt::Write as _;
     let mut s = String::with_capacity(256);
     let _ = write!(s, "HTTP/1.1 {} {}\r\n", reply.status, reason_phrase(reply.status));
-    let _ = write!(
-        s,
-        "Date: {}\r\nServer: bulkhead\r\n",
-        httpdate::fmt_http_date(SystemTime::now())
-    );
+    let _ = write!(s, "Date: {}\r\nServer: bulkhead\r\n", http_date_now());
     for (name, value) in &reply.headers {
         let _ = write!(s, "{name}: {value}\r\n");
     }
@@ -195,6 +191,25 @@ pub async fn write(
             send_file(stream, &file, offset, len).await
         }
     }
+}
+
+/// The `Date` header value, formatted once per second (as nginx caches its time).
+fn http_date_now() -> String {
+    thread_local! {
+        static CACHE: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((u64::MAX, String::new())) };
+    }
+    let now = SystemTime::now();
+    let secs = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.0 != secs {
+            *c = (secs, httpdate::fmt_http_date(now));
+        }
+        c.1.clone()
+    })
 }
 
 /// The interim response to `Expect: 100-continue`.
