@@ -7,7 +7,12 @@ WORKDIR/idle.tsv    server rss_kb pss_kb nprocs cpu_pct
 WORKDIR/runs.tsv    server scenario run rps p50_ms p99_ms requests non2xx sockerr
                     rss_kb pss_kb nprocs wrk_exit        (NA = not measured)
 WORKDIR/<server>.tail  last lines of a failed server's log (optional)
+WORKDIR/cold.tsv    label tenant cold_ms warm_ms spares_waiting error   (coldstart.py)
+WORKDIR/cold-counters.tsv  label before_n before_us after_n after_us  (bulkhead's own)
+WORKDIR/mem.tsv     phase server component nprocs rss_kb pss_kb fds     (procmem.py)
+WORKDIR/parts.tsv   part failed|note message
 """
+import math
 import os
 import statistics
 import sys
@@ -94,13 +99,23 @@ def main(work):
     w("- Load average: %s" % md.get("load", "?"))
     w("- Method: %s" % md.get("method", "?"))
     w("- Logging: %s" % md.get("logging", "?"))
-    w("- Keep-alive: %s" % md.get("keepalive", "?"))
+    if "command" in md:
+        w("- Command: `%s` (wall time %s s)" % (md["command"], md.get("wall_secs", "?")))
+    if servers:
+        w("- Keep-alive: %s" % md.get("keepalive", "?"))
     for s in servers:
         if s in md:
             w("- %s: %s" % (NAMES.get(s, s), md[s]))
-    if "wrk" in md:
+    if servers and "wrk" in md:
         w("- Client: %s (pinned apart from the servers; see Method)" % md["wrk"])
     w("")
+    if servers:
+        throughput(w, work, md, servers, state, idle, runs)
+    parts(w, work, md)
+    sys.stdout.write("\n".join(out) + "\n")
+
+
+def throughput(w, work, md, servers, state, idle, runs):
     w("Cells are the median of the runs with the spread (min–max) in brackets; "
       "×nginx is this server's median divided by nginx's median from the same "
       "invocation (for req/s higher is better, for latency and memory lower is "
@@ -197,9 +212,207 @@ def main(work):
                 w("  ```")
         w("")
     if "bench_secs" in md:
-        w("Benchmark phase: %s s (excluding install and build)." % md["bench_secs"])
+        w("Throughput phase: %s s (excluding install and build)." % md["bench_secs"])
         w("")
-    sys.stdout.write("\n".join(out) + "\n")
+
+
+
+# ---------------------------------------------------------------- cold start, memory
+
+def pctl(vals, q):
+    """nearest-rank percentile: the smallest value with at least q% of the values at or below it"""
+    v = sorted(vals)
+    if not v:
+        return None
+    return v[max(0, math.ceil(q / 100.0 * len(v)) - 1)]
+
+
+def parts(w, work, md):
+    cold = rows(os.path.join(work, "cold.tsv"))
+    mem = rows(os.path.join(work, "mem.tsv"))
+    notes = rows(os.path.join(work, "parts.tsv"))
+    if cold or any(r[0] in ("cold",) for r in notes):
+        cold_section(w, work, md, cold)
+    if mem or any(r[0] in ("memory",) for r in notes):
+        mem_section(w, md, mem)
+    if notes:
+        w("### Cold start / memory: failures and notes")
+        w("")
+        for r in notes:
+            w("- **%s** %s: %s" % (r[0], "FAILED" if r[1] == "failed" else "note", r[2] if len(r) > 2 else ""))
+        w("")
+    if "parts_secs" in md:
+        w("Cold-start and memory phase: %s s." % md["parts_secs"])
+        w("")
+
+
+def cold_section(w, work, md, cold):
+    gap = md.get("parts_cold", "")
+    w("## Cold start: first request to a scaled-to-zero tenant")
+    w("")
+    w("- World: %s" % gap)
+    w("- bulkhead: %s" % md.get("parts_bulkhead", "?"))
+    w("- php-fpm: %s" % md.get("parts_fpm", "?"))
+    w("- A *start* is the first request to a tenant that has no process: before it the "
+      "client waits until the tenant has none (bulkhead: `/server-status?json` says "
+      "`processors_alive == 0` and no child runs as its uid; php-fpm: no child of the "
+      "master is titled `php-fpm: pool eN`), then sleeps the gap, then times "
+      "connect + `GET /` + read to EOF on a new connection (`Connection: close`). Each "
+      "tenant is started once per pass. *Warm* is the request right after, same way, "
+      "to the process the start left.")
+    w("- bulkhead keeps 2 spare processors (exec'd, still root, holding nothing) and "
+      "refills them on its 1 s maintenance tick: a start finds a spare waiting, or "
+      "execs a fresh processor. Pass 1 starts the tenants back to back, %s ms before "
+      "each start (after the check above), so the spares run out after two and most "
+      "starts exec; pass 2 (once every tenant is back at zero) first waits until a "
+      "spare has existed for 100 ms. *Spare waiting* = a spare process existed just "
+      "before the request. In both passes bulkhead and php-fpm are interleaved tenant "
+      "by tenant (the order alternating), each with the same gap, so that the "
+      "machine's load drifts alike for both; each bulkhead row's ratio is to the "
+      "php-fpm row of the same pass." % md.get("gap_ms", "?"))
+    w("- p50 = median; p99 = nearest rank (with 100 starts: the 99th fastest); "
+      "×php-fpm = this row divided by the php-fpm row of the same run (lower is better).")
+    w("")
+    by = {}
+    for r in cold:
+        by.setdefault(r[0], []).append(r)
+    def anchor(label):
+        v = [num(r[2]) for r in by.get(label, []) if num(r[2]) is not None]
+        return (pctl(v, 50), pctl(v, 99)) if v else (None, None)
+
+    def line(title, rs, anchor_label):
+        a50, a99 = anchor(anchor_label)
+        vals = [num(r[2]) for r in rs if num(r[2]) is not None]
+        warm = [num(r[3]) for r in rs if num(r[3]) is not None]
+        errs = sum(1 for r in rs if len(r) > 5 and r[5])
+        if not vals:
+            w("| %s | 0 | — | | — | | — | — | %d |" % (title, errs))
+            return
+        p50, p99 = pctl(vals, 50), pctl(vals, 99)
+        w("| %s | %d | %s | %s | %s | %s | %s | %s | %d |" % (
+            title, len(vals), fmt(p50, "ms"), ratio(p50, a50), fmt(p99, "ms"), ratio(p99, a99),
+            fmt(max(vals), "ms"), fmt(pctl(warm, 50), "ms") if warm else "—", errs))
+
+    w("| Server, pass | Starts | p50 ms | ×php-fpm | p99 ms | ×php-fpm | max ms | warm p50 ms | Errors |")
+    w("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    g = by.get("bh-gap", [])
+    line("bulkhead, pass 1 (back to back)", g, "fpm-gap")
+    line("&nbsp;&nbsp;of which a spare was waiting", [r for r in g if num(r[4]) and num(r[4]) > 0], "fpm-gap")
+    line("&nbsp;&nbsp;of which none was (fresh exec)", [r for r in g if num(r[4]) == 0], "fpm-gap")
+    line("**php-fpm** ondemand via nginx, pass 1", by.get("fpm-gap", []), "fpm-gap")
+    line("bulkhead, pass 2 (a spare ready before each start)", by.get("bh-spare", []), "fpm-spare")
+    line("**php-fpm** ondemand via nginx, pass 2", by.get("fpm-spare", []), "fpm-spare")
+    w("")
+    cnt = rows(os.path.join(work, "cold-counters.tsv"))
+    for r in cnt:
+        try:
+            n = int(r[3]) - int(r[1])
+            us = int(r[4]) - int(r[2])
+        except (ValueError, IndexError):
+            continue
+        if n > 0:
+            w("- bulkhead's own counter, pass %s: %d cold starts, mean %.2f ms from the "
+              "supervisor assigning a processor to the environment to that processor "
+              "reporting ready (`cold_start_us` / `cold_starts` in `/server-status?json`)."
+              % (r[0], n, us / n / 1000.0))
+    errs = [r for r in cold if len(r) > 5 and r[5]]
+    for r in errs[:5]:
+        w("- error, pass %s, tenant %s: %s" % (r[0], r[1], r[5][:200]))
+    if len(errs) > 5:
+        w("- … %d more errors" % (len(errs) - 5))
+    w("")
+
+
+def mem_section(w, md, mem):
+    try:
+        n = "{:,}".format(int(md.get("mem_envs", "")))
+    except ValueError:
+        n = "?"
+    w("## %s idle environments" % n)
+    w("")
+    w("- World: %s" % md.get("parts_mem", "?"))
+    w("- bulkhead: %s" % md.get("parts_bulkhead", "?"))
+    w("- php-fpm: %s" % md.get("parts_fpm", "?"))
+    w("- Idle: 3 s after start-up (bulkhead: after its 2 spares are up), before any "
+      "request to a tenant (bulkhead's start-up check reads `/server-status`, which "
+      "the multiplexer answers itself).")
+    w("- RSS and PSS from `/proc/PID/smaps_rollup`, summed over the processes named; "
+      "fds = open file descriptors. ×php-fpm = this row divided by the php-fpm master's "
+      "figure from the same run (lower is better).")
+    w("")
+    g = {}
+    for r in mem:
+        if len(r) < 7:
+            continue
+        g[(r[0], r[1], r[2])] = tuple(num(x) or 0 for x in r[3:7])
+
+    def get(phase, server, comps):
+        n = rss = pss = fds = 0
+        found = False
+        for c in comps:
+            v = g.get((phase, server, c))
+            if v:
+                found = True
+                n += v[0]; rss += v[1]; pss += v[2]; fds += v[3]
+        return (n, rss / 1024.0, pss / 1024.0, fds) if found else None
+
+    fpm = get("idle", "fpm-mem", ["php-fpm master"])
+    ngx = get("idle", "nginx-mem", ["nginx master", "nginx worker"])
+    fpm_ngx = None
+    if fpm and ngx:
+        fpm_ngx = tuple(a + b for a, b in zip(fpm, ngx))
+    bh_core = get("idle", "bh-mem", ["supervisor", "multiplexer"])
+    bh_all = get("idle", "bh-mem", ["supervisor", "multiplexer", "spare", "processor"])
+    nsp = get("idle", "bh-mem", ["spare"])
+    nproc = get("idle", "bh-mem", ["processor"])
+    fchild = get("idle", "fpm-mem", ["php-fpm pool child"])
+
+    def line(title, v):
+        if not v:
+            w("| %s | — | | | | | | |" % title)
+            return
+        w("| %s | %d | %s | %s | %s | %s | %s | %d |" % (
+            title, v[0], fmt(v[1], "mib"), ratio(v[1], fpm[1] if fpm else None),
+            fmt(v[2], "mib"), ratio(v[2], fpm[2] if fpm else None),
+            ratio(v[2], fpm_ngx[2] if fpm_ngx else None), v[3]))
+
+    w("| What | Procs | RSS MiB | ×php-fpm | PSS MiB | ×php-fpm | PSS ×(php-fpm + nginx) | fds |")
+    w("|---|---:|---:|---:|---:|---:|---:|---:|")
+    line("**bulkhead supervisor + multiplexers**", bh_core)
+    line("bulkhead, every process (with %d spare(s)%s)" % (
+        nsp[0] if nsp else 0, ", %d processor(s)" % nproc[0] if nproc else ""), bh_all)
+    line("**php-fpm master, %s ondemand pools**" % n, fpm)
+    line("nginx in front of php-fpm (master + 1 worker)", ngx)
+    line("php-fpm master + nginx", fpm_ngx)
+    if fchild:
+        line("(php-fpm pool children still alive)", fchild)
+    w("")
+    w("By bulkhead process (idle):")
+    w("")
+    w("| Process | Count | RSS MiB | PSS MiB | fds |")
+    w("|---|---:|---:|---:|---:|")
+    for c in ("supervisor", "multiplexer", "spare", "processor"):
+        v = get("idle", "bh-mem", [c])
+        if v:
+            w("| %s | %d | %s | %s | %d |" % (c, v[0], fmt(v[1], "mib"), fmt(v[2], "mib"), v[3]))
+    w("")
+    bp = get("one", "bh-mem", ["processor"])
+    fp = get("one", "fpm-mem", ["php-fpm pool child"])
+    w("One idle tenant process, 1 s after one request to tenant e1 (per process: "
+      "the total over the processes of that kind divided by their count):")
+    w("")
+    w("| Process | Count | RSS MiB each | ×php-fpm child | PSS MiB each | ×php-fpm child |")
+    w("|---|---:|---:|---:|---:|---:|")
+    for title, v in (("bulkhead processor", bp), ("php-fpm pool child", fp)):
+        if not v or not v[0]:
+            w("| %s | — | | | | |" % title)
+            continue
+        rss, pss = v[1] / v[0], v[2] / v[0]
+        frss = fp[1] / fp[0] if fp and fp[0] else None
+        fpss = fp[2] / fp[0] if fp and fp[0] else None
+        w("| %s | %d | %s | %s | %s | %s |" % (title, v[0], fmt(rss, "mib"), ratio(rss, frss),
+                                                fmt(pss, "mib"), ratio(pss, fpss)))
+    w("")
 
 
 if __name__ == "__main__":

@@ -49,6 +49,7 @@ pub enum SupervisorError {
 /// Runs the server in the foreground until it is stopped. Returns the exit code.
 pub fn run(config_path: &Path) -> Result<i32, SupervisorError> {
     let cfg = conf::load(config_path)?;
+    raise_fd_limit();
     let exe = std::env::current_exe().map_err(SupervisorError::Runtime)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -58,4 +59,18 @@ pub fn run(config_path: &Path) -> Result<i32, SupervisorError> {
         let sup = Supervisor::start(cfg, exe)?;
         sup.run().await
     })
+}
+
+/// Raises the soft fd limit to the hard one: the supervisor and every multiplexer hold
+/// about two fds per environment (a thousand tenants need more than the usual 1024).
+/// Children inherit the limit.
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(soft, hard, "raising the fd limit: {e}");
+            }
+        }
+    }
 }
