@@ -131,51 +131,89 @@ fn decide(shared: &Shared, head: &[u8]) -> Decision {
 /// and when it holds a whole head for a pool with room, the hand-off, without ever
 /// registering the socket with epoll. Anything else (no data yet, a partial head, an
 /// error to answer, a full pool, the status page) continues on the async path with the
-/// bytes read.
-pub async fn accepted(stream: std::net::TcpStream, peer: SocketAddr, local: SocketAddr, shared: Rc<Shared>) {
-    let mut buf = vec![0u8; shared.limit_request_head];
-    // SAFETY: `buf` is a valid, writable buffer of the given length for the call.
-    let n = unsafe {
-        libc::recv(
-            stream.as_raw_fd(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            libc::MSG_DONTWAIT,
-        )
-    };
-    match n {
-        0 => return,
-        n if n < 0 => buf.clear(),
-        n => buf.truncate(n as usize),
+/// bytes read. Runs in the accept loop itself: no task is spawned for a connection that
+/// is handed off at once.
+pub fn accepted(
+    stream: std::net::TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    shared: &Rc<Shared>,
+    inflight: &Rc<()>,
+) {
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
-    if let Some(end) = head_end(&buf) {
-        if let Decision::Route { vhost, env } = decide(&shared, &buf[..end]) {
-            if shared.pools.has_room(env, vhost as usize) {
-                let meta = Meta {
-                    flags: 0,
-                    vhost,
-                    peer,
-                    local,
-                };
-                let sock = &shared.env_socks[env];
-                match handoff::send(sock.get_ref().as_fd(), &meta, &buf, stream.as_fd()) {
-                    Ok(()) => {
-                        shared
-                            .pools
-                            .table
-                            .add(shared.pools.env_word(env, table::env::HANDOFFS), 1);
-                        shared.pools.raise(env);
-                        return;
-                    }
-                    Err(HandoffError::Packet(e)) if e.is_would_block() => {}
-                    Err(e) => warn!(environment = shared.env_name(env), "hand-off failed: {e}"),
-                }
-            }
+    // One read into a reused buffer: the common case hands off without allocating.
+    let fallback = SCRATCH.with(|scratch| {
+        let mut buf = scratch.borrow_mut();
+        buf.resize(shared.limit_request_head, 0);
+        // SAFETY: `buf` is a valid, writable buffer of the given length for the call.
+        let n = unsafe {
+            libc::recv(
+                stream.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        let got: &[u8] = match n {
+            0 => return None,
+            n if n < 0 => &[],
+            n => &buf[..n as usize],
+        };
+        if try_hand_off(got, &stream, peer, local, shared) {
+            return None;
         }
+        Some(got.to_vec())
+    });
+    let Some(buf) = fallback else { return };
+    let shared = shared.clone();
+    let token = inflight.clone();
+    tokio::task::spawn_local(async move {
+        match TcpStream::from_std(stream) {
+            Ok(stream) => handle(stream, buf, peer, local, shared).await,
+            Err(e) => warn!(%peer, "registering a connection: {e}"),
+        }
+        drop(token);
+    });
+}
+
+/// The fast path's hand-off: a whole head, routed to a pool with room, sent at once.
+fn try_hand_off(
+    buf: &[u8],
+    stream: &std::net::TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    shared: &Shared,
+) -> bool {
+    let Some(end) = head_end(buf) else { return false };
+    let Decision::Route { vhost, env } = decide(shared, &buf[..end]) else {
+        return false;
+    };
+    if !shared.pools.has_room(env, vhost as usize) {
+        return false;
     }
-    match TcpStream::from_std(stream) {
-        Ok(stream) => handle(stream, buf, peer, local, shared).await,
-        Err(e) => warn!(%peer, "registering a connection: {e}"),
+    let meta = Meta {
+        flags: 0,
+        vhost,
+        peer,
+        local,
+    };
+    let sock = &shared.env_socks[env];
+    match handoff::send(sock.get_ref().as_fd(), &meta, buf, stream.as_fd()) {
+        Ok(()) => {
+            shared
+                .pools
+                .table
+                .add(shared.pools.env_word(env, table::env::HANDOFFS), 1);
+            shared.pools.raise(env);
+            true
+        }
+        Err(HandoffError::Packet(e)) if e.is_would_block() => false,
+        Err(e) => {
+            warn!(environment = shared.env_name(env), "hand-off failed: {e}");
+            false
+        }
     }
 }
 

@@ -272,12 +272,7 @@ async fn accept_loop(
                     let local = fixed_local.or_else(|| stream.local_addr().ok()).unwrap_or(peer);
                     shared.own.add(slot::TAKEN, 1);
                     shared.pools.table.add(common::scoreboard::table::ACCEPTED, 1);
-                    let token = inflight.clone();
-                    let shared = shared.clone();
-                    tokio::task::spawn_local(async move {
-                        conn::accepted(stream, peer, local, shared).await;
-                        drop(token);
-                    });
+                    conn::accepted(stream, peer, local, &shared, &inflight);
                 }
                 Ok(Err(e)) => {
                     // EMFILE and friends: back off briefly instead of spinning.

@@ -53,8 +53,10 @@ impl Sites {
 /// multiplexer sent to our default vhost stays with it; anything else goes back.
 struct ConnRouter<'a> {
     sites: &'a Sites,
-    /// Set when the first request was routed to vhost 0 by default: its host (or none).
-    default_host: Option<Option<String>>,
+    /// When the first request was routed to vhost 0: its head, parsed only if a later
+    /// request's host is not one of ours (then: was it the host routed by default?).
+    first_head: Option<Vec<u8>>,
+    default_host: std::cell::OnceCell<Option<Option<String>>>,
 }
 
 impl Router for ConnRouter<'_> {
@@ -62,7 +64,12 @@ impl Router for ConnRouter<'_> {
         if let Some(i) = host.and_then(|h| self.sites.hosts.lookup(h)) {
             return self.sites.sites.get(i);
         }
-        match &self.default_host {
+        let default = self.default_host.get_or_init(|| {
+            self.first_head
+                .as_deref()
+                .and_then(|h| default_routed_host(self.sites, h))
+        });
+        match default {
             Some(d) if d.as_deref().map(str::to_ascii_lowercase) == host.map(str::to_ascii_lowercase) => {
                 self.sites.by_vhost(0)
             }
@@ -350,12 +357,14 @@ async fn connection(
     let Ok(mut stream) = TcpStream::from_std(std_stream) else {
         return;
     };
-    let default_host = if meta.vhost == 0 {
-        default_routed_host(sites, &payload)
-    } else {
-        None
+    let first_head = (meta.vhost == 0)
+        .then(|| common::head::head_end(&payload).map(|end| payload[..end].to_vec()))
+        .flatten();
+    let router = ConnRouter {
+        sites,
+        first_head,
+        default_host: std::cell::OnceCell::new(),
     };
-    let router = ConnRouter { sites, default_host };
     board.conn_opened(meta.vhost);
     let observer = ConnObserver {
         board,

@@ -59,7 +59,8 @@ struct Conn<'a> {
     stream: &'a mut TcpStream,
     /// Unparsed bytes from the client, starting at the next request (or body) byte.
     buf: Vec<u8>,
-    chunk: Box<[u8]>,
+    /// Read buffer, allocated on the first read (a one-shot request never needs it).
+    chunk: Vec<u8>,
     cfg: &'a ConnConfig,
     shutdown: &'a mut watch::Receiver<Stop>,
     observer: &'a dyn Observer,
@@ -79,7 +80,7 @@ pub async fn run(
     let mut conn = Conn {
         stream,
         buf: buffered,
-        chunk: vec![0; READ_CHUNK].into(),
+        chunk: Vec::new(),
         cfg,
         shutdown,
         observer,
@@ -169,7 +170,7 @@ impl Conn<'_> {
                 None if first => *deadline.insert(Instant::now() + self.cfg.request_head_timeout),
                 None => {
                     // Idle between requests: the keep-alive timeout, or shutdown.
-                    let read = read_into(self.stream, &mut self.chunk, &mut self.buf);
+                    let read = read_into(self.stream, chunk_of(&mut self.chunk), &mut self.buf);
                     tokio::select! {
                         r = timeout(self.cfg.keep_alive_timeout, read) => match r {
                             Ok(Ok(n)) if n > 0 => continue,
@@ -179,7 +180,12 @@ impl Conn<'_> {
                     }
                 }
             };
-            match timeout_at(deadline, read_into(self.stream, &mut self.chunk, &mut self.buf)).await {
+            match timeout_at(
+                deadline,
+                read_into(self.stream, chunk_of(&mut self.chunk), &mut self.buf),
+            )
+            .await
+            {
                 Ok(Ok(n)) if n > 0 => {}
                 Ok(_) => return Ok(None),
                 Err(_) => return Err(Reply::error(408, "request head not received in time")),
@@ -327,7 +333,7 @@ impl Conn<'_> {
         let end = Instant::now() + LINGER_TOTAL;
         loop {
             let until = end.min(Instant::now() + LINGER_READ);
-            match timeout_at(until, self.stream.read(&mut self.chunk)).await {
+            match timeout_at(until, self.stream.read(chunk_of(&mut self.chunk))).await {
                 Ok(Ok(n)) if n > 0 => {}
                 _ => return Step::Close,
             }
@@ -347,7 +353,7 @@ impl Conn<'_> {
             if body.is_done() {
                 return Ok(());
             }
-            let read = read_into(self.stream, &mut self.chunk, &mut self.buf);
+            let read = read_into(self.stream, chunk_of(&mut self.chunk), &mut self.buf);
             match timeout(self.cfg.body_read_timeout, read).await {
                 Ok(Ok(n)) if n > 0 => {}
                 Ok(_) => return Err(DiscardError::Closed),
@@ -355,6 +361,14 @@ impl Conn<'_> {
             }
         }
     }
+}
+
+/// The read buffer, allocated on first use.
+fn chunk_of(c: &mut Vec<u8>) -> &mut [u8] {
+    if c.is_empty() {
+        c.resize(READ_CHUNK, 0);
+    }
+    c
 }
 
 /// Read at most one chunk and append it to `buf`. Cancel-safe.
