@@ -16,8 +16,9 @@
 //!   OPTIONS` (for `*` and any well-formed path); every other syntactically valid method
 //!   token gets 405 with the same `Allow`. An invalid token is a malformed head: 400.
 //! - Files of at most [`response::SMALL_FILE`] bytes are read into the response buffer
-//!   and go out with the header block in one write; larger ones get the header block
-//!   first and then sendfile(2).
+//!   and go out with the header block in one write (for a 1 KiB body on a fresh
+//!   connection that measured ~25 µs faster than sendfile); larger ones go out with
+//!   sendfile(2) after the header block, sent with `MSG_MORE` so both leave together.
 //! - 400, 408, 414, 431, 500 and 505 close the connection (as Apache's
 //!   `ap_status_drops_connection`); 301, 304, 403, 404, 405, 412 and 416 keep it.
 //! - Range applies to GET only (RFC 9110 §14.2): HEAD gets the 200 header block.
