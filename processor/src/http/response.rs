@@ -11,9 +11,6 @@ use thiserror::Error;
 use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 
-/// Files (or ranges) up to this size are read into the response buffer and sent with
-/// the header block in one write; larger ones go out with sendfile(2).
-
 /// How long a write may make no progress before the client is given up on
 /// (Apache's `Timeout`).
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
