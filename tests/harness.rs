@@ -125,71 +125,7 @@ impl TestServer {
 
     /// Like `start`, but returns the log if the server does not become ready.
     pub fn try_start(config: &str) -> Result<TestServer, String> {
-        let dir = tempfile::Builder::new()
-            .prefix("bulkhead-conf")
-            .tempdir()
-            .unwrap();
-        let config_path = dir.path().join("bulkhead.toml");
-        // Tests run in parallel: never the fixed default metrics port.
-        let config = if config.contains("[status]") {
-            config.to_string()
-        } else {
-            format!("{config}\n[status]\nmetrics_listen = \"127.0.0.1:0\"\n")
-        };
-        std::fs::write(&config_path, &config).unwrap();
-        let mut child = Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(&config_path)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = Arc::new((Mutex::new(String::new()), Condvar::new()));
-        let stderr = child.stderr.take().unwrap();
-        let log2 = log.clone();
-        std::thread::spawn(move || {
-            let mut r = BufReader::new(stderr);
-            let mut line = String::new();
-            while r.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
-                if std::env::var_os("BULKHEAD_TEST_ECHO").is_some() {
-                    eprint!("{line}");
-                }
-                let (m, cv) = &*log2;
-                m.lock().unwrap().push_str(&line);
-                cv.notify_all();
-                line.clear();
-            }
-            let (m, cv) = &*log2;
-            m.lock().unwrap().push_str("<eof>\n");
-            cv.notify_all();
-        });
-        let mut server = TestServer {
-            child: Some(child),
-            addr: "0.0.0.0:0".parse().unwrap(),
-            metrics_addr: None,
-            config_path,
-            log,
-            _dir: dir,
-        };
-        match server.wait_for_log("ready: listening on ", Duration::from_secs(30)) {
-            Some(line) => {
-                let rest = line.split("ready: listening on ").nth(1).unwrap();
-                let first = rest.split([',', ' ', ';']).next().unwrap().trim();
-                server.addr = first.parse().unwrap();
-                server.metrics_addr = line
-                    .split("metrics on ")
-                    .nth(1)
-                    .and_then(|m| m.split_whitespace().next())
-                    .and_then(|m| m.parse().ok());
-                Ok(server)
-            }
-            None => {
-                server.kill();
-                Err(server.log())
-            }
-        }
+        Self::try_start_with(config, |_| {})
     }
 
     pub fn pid(&self) -> i32 {
