@@ -115,6 +115,8 @@ pub struct Supervisor {
     events_rx: mpsc::Receiver<Event>,
     pub(crate) started_ms: u64,
     pub(crate) limit_warned: bool,
+    /// A `max_multiplexers` warning was logged.
+    pub(crate) mux_limit_warned: bool,
     /// Per extra multiplexer: its accepted count and when that last changed.
     pub(crate) mux_seen: HashMap<i32, (u64, Instant)>,
     /// The error log file when `error_log` is set (children started later, spares
@@ -180,6 +182,7 @@ impl Supervisor {
             events_rx,
             started_ms,
             limit_warned: false,
+            mux_limit_warned: false,
             errlog,
             mux_seen: HashMap::new(),
         };

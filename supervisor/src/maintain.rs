@@ -234,8 +234,15 @@ impl Supervisor {
                 _ => None,
             })
             .collect();
-        if !muxes.is_empty() && muxes.len() < max as usize && muxes.iter().all(|m| m.2 >= MULTIPLEXER_LOADED)
-        {
+        let all_loaded = !muxes.is_empty() && muxes.iter().all(|m| m.2 >= MULTIPLEXER_LOADED);
+        if all_loaded && muxes.len() >= max as usize && !self.mux_limit_warned {
+            self.mux_limit_warned = true;
+            warn!(
+                max_multiplexers = max,
+                "every multiplexer is loaded and max_multiplexers is reached; raise max_multiplexers"
+            );
+        }
+        if all_loaded && muxes.len() < max as usize {
             let index = (0..).find(|i| !muxes.iter().any(|m| m.1 == *i)).unwrap_or(max);
             if self.under_limit() {
                 info!(
