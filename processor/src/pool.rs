@@ -354,9 +354,31 @@ async fn connection(
     // Already non-blocking: the multiplexers accept with SOCK_NONBLOCK and set it on
     // every hand-back they adopt, and the flag belongs to the shared file description.
     let std_stream = std::net::TcpStream::from(fd);
+    board.conn_opened(meta.vhost);
+    let observer = ConnObserver {
+        board,
+        peer: meta.peer,
+        current: std::cell::Cell::new(meta.vhost),
+    };
+    // A lone `Connection: close` request with a small answer: one write, no reactor.
+    let rest = match http::serve_one_shot(&std_stream, &payload, first, cfg, &observer) {
+        http::OneShotResult::Done => {
+            board.conn_closed(observer.current.get());
+            return;
+        }
+        http::OneShotResult::Partial(rest) => Some(rest),
+        http::OneShotResult::NotApplicable => None,
+    };
     let Ok(mut stream) = TcpStream::from_std(std_stream) else {
+        board.conn_closed(observer.current.get());
         return;
     };
+    if let Some(rest) = rest {
+        use tokio::io::AsyncWriteExt;
+        let _ = tokio::time::timeout(http::WRITE_TIMEOUT, stream.write_all(&rest)).await;
+        board.conn_closed(observer.current.get());
+        return;
+    }
     let first_head = (meta.vhost == 0)
         .then(|| common::head::head_end(&payload).map(|end| payload[..end].to_vec()))
         .flatten();
@@ -364,12 +386,6 @@ async fn connection(
         sites,
         first_head,
         default_host: std::cell::OnceCell::new(),
-    };
-    board.conn_opened(meta.vhost);
-    let observer = ConnObserver {
-        board,
-        peer: meta.peer,
-        current: std::cell::Cell::new(meta.vhost),
     };
     let outcome = http::serve(&mut stream, payload, first, &router, cfg, stop, &observer).await;
     board.conn_closed(observer.current.get());

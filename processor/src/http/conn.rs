@@ -124,7 +124,7 @@ pub async fn run(
 }
 
 /// The response to a request, before its body is looked at.
-fn dispatch(site: &Site, head: &Head) -> Reply {
+pub(super) fn dispatch(site: &Site, head: &Head) -> Reply {
     let target = target::parse(&head.target);
     match (&head.method, target) {
         (Method::Other(m), _) => Reply::error(405, format!("method {m} not allowed")).header("Allow", ALLOW),

@@ -31,6 +31,7 @@ mod body;
 mod conn;
 mod file;
 mod fs;
+mod oneshot;
 mod request;
 mod response;
 mod target;
@@ -99,6 +100,39 @@ pub struct NoObserver;
 impl Observer for NoObserver {
     fn started(&self, _: &Site) {}
     fn completed(&self, _: &Completed<'_>) {}
+}
+
+pub use response::WRITE_TIMEOUT;
+
+/// What the one-shot fast path did.
+pub enum OneShotResult {
+    /// Not a one-shot request: serve the connection with [`serve`].
+    NotApplicable,
+    /// Answered in full; close the connection.
+    Done,
+    /// Answered in part: these bytes remain to be written, then close.
+    Partial(Vec<u8>),
+}
+
+/// Serves a connection whose only request is `buffered` (complete, no body, asking to
+/// close, answered from memory or a small file) with one write and without the
+/// reactor. The first request is always `first`'s (the multiplexer routed it).
+pub fn serve_one_shot(
+    stream: &std::net::TcpStream,
+    buffered: &[u8],
+    first: &Site,
+    cfg: &ConnConfig,
+    observer: &dyn Observer,
+) -> OneShotResult {
+    let Some((shot, head)) = oneshot::prepare(buffered, first, cfg.limit_request_head) else {
+        return OneShotResult::NotApplicable;
+    };
+    let n = oneshot::send(stream, &shot, first, &head, observer);
+    if n >= shot.bytes.len() {
+        OneShotResult::Done
+    } else {
+        OneShotResult::Partial(shot.bytes[n..].to_vec())
+    }
 }
 
 /// Decides whether a later request on the connection stays here.

@@ -119,7 +119,7 @@ pub fn reason_phrase(status: u16) -> &'static str {
 }
 
 /// The status line and header block.
-fn head_block(reply: &Reply, persist: Persist) -> Vec<u8> {
+pub(super) fn head_block(reply: &Reply, persist: Persist) -> Vec<u8> {
     use std::fmt::Write as _;
     let mut s = String::with_capacity(256);
     let _ = write!(s, "HTTP/1.1 {} {}\r\n", reply.status, reason_phrase(reply.status));
