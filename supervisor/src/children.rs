@@ -57,6 +57,27 @@ pub(crate) struct Child {
     pub assigned: Option<Instant>,
 }
 
+impl Child {
+    fn new(
+        kind: Kind,
+        gen: u64,
+        control: OwnedFd,
+        slot: Option<ChildSlot>,
+        assigned: Option<Instant>,
+    ) -> Child {
+        Child {
+            kind,
+            gen,
+            started: Instant::now(),
+            ready: false,
+            control,
+            slot,
+            stopping: false,
+            assigned,
+        }
+    }
+}
+
 pub(crate) enum Event {
     Ready(i32),
     Spawn { pid: i32, env: u32 },
@@ -322,20 +343,17 @@ impl Supervisor {
         self.announce(gen, pid, kind, reg, &ro, Some(pid));
         self.children.insert(
             pid,
-            Child {
+            Child::new(
                 kind,
                 gen,
-                started: Instant::now(),
-                ready: false,
                 control,
-                slot: Some(ChildSlot {
+                Some(ChildSlot {
                     seg,
                     ro_fd: ro,
                     index: reg,
                 }),
-                stopping: false,
-                assigned: None,
-            },
+                None,
+            ),
         );
         Ok(())
     }
@@ -359,19 +377,8 @@ impl Supervisor {
     /// Starts a spare: exec'd, waiting for a bootstrap.
     pub(crate) fn start_spare(&mut self) -> Result<(), SupervisorError> {
         let (pid, control) = self.spawn_child("processor")?;
-        self.children.insert(
-            pid,
-            Child {
-                kind: Kind::Spare,
-                gen: 0,
-                started: Instant::now(),
-                ready: false,
-                control,
-                slot: None,
-                stopping: false,
-                assigned: None,
-            },
-        );
+        self.children
+            .insert(pid, Child::new(Kind::Spare, 0, control, None, None));
         Ok(())
     }
 
@@ -416,23 +423,13 @@ impl Supervisor {
         drop(rw);
         let kind = Kind::Processor { env };
         self.announce(gen, pid, kind, reg, &ro, None);
-        self.children.insert(
-            pid,
-            Child {
-                kind,
-                gen,
-                started: Instant::now(),
-                ready: false,
-                control,
-                slot: Some(ChildSlot {
-                    seg,
-                    ro_fd: ro,
-                    index: reg,
-                }),
-                stopping: false,
-                assigned: Some(Instant::now()),
-            },
-        );
+        let slot = Some(ChildSlot {
+            seg,
+            ro_fd: ro,
+            index: reg,
+        });
+        self.children
+            .insert(pid, Child::new(kind, gen, control, slot, Some(Instant::now())));
         Ok(())
     }
 
