@@ -47,9 +47,37 @@ impl HostTable {
     }
 }
 
+/// Whether two host-table entries (names or `*.` wildcards) can match one same host, so
+/// that which of them a host reaches depends on the table's order rules (exact before
+/// wildcard, first wildcard wins). Compared case-insensitively.
+pub fn names_overlap(a: &str, b: &str) -> bool {
+    let (a, b) = (a.to_ascii_lowercase(), b.to_ascii_lowercase());
+    let a = a.strip_suffix('.').unwrap_or(&a);
+    let b = b.strip_suffix('.').unwrap_or(&b);
+    match (a.strip_prefix('*'), b.strip_prefix('*')) {
+        (None, None) => a == b,
+        (Some(suffix), None) => b.len() > suffix.len() && b.ends_with(suffix),
+        (None, Some(suffix)) => a.len() > suffix.len() && a.ends_with(suffix),
+        // Both match a host ending in the longer suffix.
+        (Some(x), Some(y)) => x.ends_with(y) || y.ends_with(x),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn overlaps() {
+        assert!(names_overlap("shop.alice.test", "*.alice.test"));
+        assert!(names_overlap("*.Alice.test", "shop.alice.test."));
+        assert!(names_overlap("*.a.test", "*.x.a.test"));
+        assert!(names_overlap("*.test", "*.a.test"));
+        assert!(names_overlap("a.test", "A.TEST"));
+        assert!(!names_overlap("alice.test", "*.alice.test"));
+        assert!(!names_overlap("*.alice.test", "*.bob.test"));
+        assert!(!names_overlap("a.test", "b.test"));
+    }
 
     #[test]
     fn exact_alias_wildcard() {
