@@ -73,6 +73,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve { config } => {
             init_logging("supervisor");
+            common::panics::log_panics("supervisor", None);
             supervisor::run(&config)
                 .map(|code| code as u8)
                 .context("bulkhead serve")
@@ -99,6 +100,7 @@ fn main() -> ExitCode {
             init_logging("multiplexer");
             child(|started| match started.boot.role {
                 common::control::RoleBoot::Multiplexer(b) => {
+                    common::panics::log_panics("multiplexer", None);
                     multiplexer::run(b, started.fds, started.control).context("multiplexer")
                 }
                 _ => anyhow::bail!("bootstrap is not for a multiplexer"),
@@ -108,6 +110,7 @@ fn main() -> ExitCode {
             init_logging("processor");
             child(|started| match started.boot.role {
                 common::control::RoleBoot::Processor(b) => {
+                    common::panics::log_panics("processor", Some(&b.environment));
                     processor::run(b, started.fds, started.control).context("processor")
                 }
                 _ => anyhow::bail!("bootstrap is not for a processor"),

@@ -6,6 +6,7 @@ mod chroot;
 mod config_check;
 mod fd_hygiene;
 mod handback;
+mod hardening;
 mod harness;
 mod http_errors;
 mod isolation;

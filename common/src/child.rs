@@ -38,6 +38,7 @@ pub struct Started {
 
 /// Receives the bootstrap on [`CONTROL_FD`] and drops to its credentials.
 pub fn start() -> Result<Started, ChildError> {
+    privdrop::remember_parent();
     close_strays();
     // Die with the supervisor while waiting (a spare may wait long); the drop clears
     // this, and `privdrop` sets it again afterwards.

@@ -162,6 +162,12 @@ pub struct ProcessorBoot {
     pub environment: String,
     pub env_id: u32,
     pub sites: Vec<SiteBoot>,
+    /// The multiplexers' host table (name or `*.`wildcard, in their order) cut down to
+    /// this environment's entries (value: index into `sites`) and the entries of other
+    /// environments that overlap one of them ([`FOREIGN_HOST`]): enough to reach the
+    /// multiplexers' answer for every host this environment could serve, without the
+    /// names of every other tenant.
+    pub hosts: Vec<(String, u32)>,
     pub limit_request_head: usize,
     pub request_head_timeout_ms: u64,
     pub keep_alive_timeout_ms: u64,
@@ -171,12 +177,14 @@ pub struct ProcessorBoot {
     pub generation: u64,
 }
 
+/// In [`ProcessorBoot::hosts`]: an entry of another environment.
+pub const FOREIGN_HOST: u32 = u32::MAX;
+
 /// One vhost of a processor's environment.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct SiteBoot {
     pub vhost_id: u32,
     pub server_name: String,
-    pub aliases: Vec<String>,
     /// As the processor sees it (inside its chroot).
     pub document_root: std::path::PathBuf,
     /// Whether an access log fd is attached for this site, and its format.

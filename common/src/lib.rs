@@ -5,8 +5,11 @@
 pub mod child;
 pub mod control;
 pub mod fds;
+#[cfg(test)]
+mod fuzz;
 pub mod handoff;
 pub mod head;
+pub mod panics;
 pub mod privdrop;
 pub mod scoreboard;
 pub mod seqpacket;

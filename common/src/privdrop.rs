@@ -36,6 +36,8 @@ pub enum PrivDropError {
     Regained(&'static str),
     #[error("ids after the drop are not the ones asked for")]
     Mismatch,
+    #[error("the supervisor is gone (reparented): not serving unsupervised")]
+    Orphaned,
     #[error("prctl({what}): {source}")]
     Prctl {
         what: &'static str,
@@ -75,14 +77,7 @@ pub fn drop_to(creds: &Credentials) -> Result<(), PrivDropError> {
         })?;
     }
     chdir(Path::new("/")).map_err(PrivDropError::Chdir)?;
-    // Empty the capability bounding set and the ambient set while we still may.
-    for cap in 0..=63 {
-        // SAFETY: integer-only prctl; EINVAL past the last capability ends the loop.
-        let r = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
-        if r < 0 {
-            break;
-        }
-    }
+    drop_bounding_set()?;
     let _ = prctl(
         "PR_CAP_AMBIENT_CLEAR_ALL",
         libc::PR_CAP_AMBIENT,
@@ -128,6 +123,24 @@ pub fn drop_to(creds: &Credentials) -> Result<(), PrivDropError> {
     lock_down()
 }
 
+/// Empties the capability bounding set while we still may. EINVAL means `cap` is past
+/// the kernel's last capability: the end of the list. Any other error (EPERM: the drop
+/// did not happen) fails the whole drop rather than leave a capability behind.
+fn drop_bounding_set() -> Result<(), PrivDropError> {
+    for cap in 0..=63 {
+        match prctl("PR_CAPBSET_DROP", libc::PR_CAPBSET_DROP, cap) {
+            Ok(_) => {}
+            Err(PrivDropError::Prctl { source, .. })
+                if source.raw_os_error() == Some(libc::EINVAL) && cap > 0 =>
+            {
+                return Ok(())
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// no_new_privs, and die with the supervisor. Called by every child, also when the
 /// server runs unprivileged and there is nothing to drop.
 pub fn lock_down() -> Result<(), PrivDropError> {
@@ -138,5 +151,25 @@ pub fn lock_down() -> Result<(), PrivDropError> {
         libc::PR_SET_PDEATHSIG,
         libc::SIGKILL as libc::c_ulong,
     )?;
+    orphan_check()
+}
+
+/// The death signal only fires for a parent that dies after it was set: if the
+/// supervisor is already gone (we were reparented), stop now instead of serving
+/// unsupervised.
+pub fn orphan_check() -> Result<(), PrivDropError> {
+    // Compared with the parent we started with, not with 1: the supervisor may itself
+    // be pid 1 (a container), and an orphan may go to a subreaper.
+    if nix::unistd::getppid() != *PARENT.get_or_init(nix::unistd::getppid) {
+        return Err(PrivDropError::Orphaned);
+    }
     Ok(())
+}
+
+/// The parent this process started with (recorded at the first check, before the drop).
+static PARENT: std::sync::OnceLock<nix::unistd::Pid> = std::sync::OnceLock::new();
+
+/// Records the parent this process started with; call first thing in a child.
+pub fn remember_parent() {
+    let _ = PARENT.set(nix::unistd::getppid());
 }

@@ -7,7 +7,8 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use common::handoff::{self, HandoffError, Meta};
-use common::head::{absolute_form_authority, head_end, request_host, HeadError, MAX_HEADERS};
+use common::head::{self, head_end, HeadError, MAX_HEADERS};
+use common::panics::Release;
 use common::scoreboard::{slot, table};
 use tokio::sync::watch;
 
@@ -25,7 +26,7 @@ enum Head {
     /// The head is complete; route on it.
     Complete(usize),
     /// Answer with this status.
-    Fail(u16, &'static str),
+    Fail(u16, String),
     /// The client went away.
     Gone,
 }
@@ -38,11 +39,8 @@ async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>, limit: usize, time
                 return Head::Complete(end);
             }
             if buf.len() >= limit {
-                return if window.contains(&b'\n') {
-                    Head::Fail(431, "request head too large")
-                } else {
-                    Head::Fail(414, "request line too long")
-                };
+                let e = head::too_large(buf, limit);
+                return Head::Fail(e.status(), e.to_string());
             }
             let want = limit - buf.len();
             let start = buf.len();
@@ -63,7 +61,7 @@ async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>, limit: usize, time
     };
     match tokio::time::timeout(timeout, read).await {
         Ok(h) => h,
-        Err(_) => Head::Fail(408, "request head timeout"),
+        Err(_) => Head::Fail(408, "request head timeout".to_owned()),
     }
 }
 
@@ -74,47 +72,31 @@ enum Decision {
     /// The server-status page, in this format, for this host name.
     Status { format: status::Format, host: String },
     /// Answer with this status.
-    Fail(u16, &'static str),
+    Fail(u16, String),
 }
 
-/// Parses and routes a complete head (RFC 9112 §3.2 host rules; the first vhost is
-/// the default for a missing or unknown host).
+/// Parses and routes a complete head with the parser the processor uses too (one head,
+/// one answer). The first vhost is the default for a missing or unknown host.
 fn decide(shared: &Shared, head: &[u8]) -> Decision {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    match req.parse(head) {
-        Ok(httparse::Status::Complete(_)) => {}
-        Ok(httparse::Status::Partial) => return Decision::Fail(400, "malformed request head"),
-        Err(httparse::Error::Version) => return Decision::Fail(505, "unsupported HTTP version"),
-        Err(httparse::Error::TooManyHeaders) => return Decision::Fail(431, "too many header fields"),
-        Err(_) => return Decision::Fail(400, "malformed request head"),
-    }
-    let host = match request_host(&req) {
-        Ok(h) => h,
-        Err(HeadError::DuplicateHost) => return Decision::Fail(400, "more than one Host header"),
-        Err(HeadError::MissingHost) => return Decision::Fail(400, "HTTP/1.1 request without Host"),
-        Err(_) => return Decision::Fail(400, "invalid Host header"),
+    let req = match head::parse(head, &mut headers, shared.limit_request_head) {
+        Ok(Some(req)) => req,
+        // `head` ends with its blank line: a partial parse is a malformed head.
+        Ok(None) => return Decision::Fail(400, HeadError::Malformed.to_string()),
+        Err(e) => return Decision::Fail(e.status(), e.to_string()),
     };
-    if let Some(target) = req.path {
-        let path = match absolute_form_authority(target) {
-            Some(auth) => {
-                let after = target.find("://").map(|i| i + 3 + auth.len()).unwrap_or(0);
-                target.get(after..).unwrap_or("")
-            }
-            None => target,
+    let (path, query) = match head::path_and_query(req.target).split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (head::path_and_query(req.target), None),
+    };
+    if path == shared.status_path && matches!(req.method, "GET" | "HEAD") {
+        return Decision::Status {
+            format: status::parse_query(query),
+            host: req.host.unwrap_or("localhost").to_string(),
         };
-        let (path, query) = match path.split_once('?') {
-            Some((p, q)) => (p, Some(q)),
-            None => (path, None),
-        };
-        if path == shared.status_path && matches!(req.method, Some("GET") | Some("HEAD")) {
-            return Decision::Status {
-                format: status::parse_query(query),
-                host: host.unwrap_or("localhost").to_string(),
-            };
-        }
     }
-    let vhost = host
+    let vhost = req
+        .host
         .and_then(|h| shared.hosts.lookup(h))
         .map(|i| i as u32)
         .unwrap_or(0);
@@ -123,7 +105,7 @@ fn decide(shared: &Shared, head: &[u8]) -> Decision {
             vhost,
             env: v.env as usize,
         },
-        None => Decision::Fail(503, "vhost has no environment"),
+        None => Decision::Fail(503, "vhost has no environment".to_owned()),
     }
 }
 
@@ -228,8 +210,8 @@ pub async fn handle(
     // Connections this multiplexer is working on (the supervisor starts another
     // multiplexer when every one is loaded).
     shared.own.add(slot::ACTIVE_CONNS, 1);
+    let _counted = Release::new(|| shared.own.sub(slot::ACTIVE_CONNS, 1));
     handle_counted(stream, buf, peer, local, &shared).await;
-    shared.own.sub(slot::ACTIVE_CONNS, 1);
 }
 
 async fn handle_counted(
@@ -242,7 +224,7 @@ async fn handle_counted(
     let limit = shared.limit_request_head;
     let end = match read_head(&mut stream, &mut buf, limit, shared.request_head_timeout).await {
         Head::Complete(end) => end,
-        Head::Fail(status, why) => return respond::error(stream, status, why, peer, None).await,
+        Head::Fail(status, why) => return respond::error(stream, status, &why, peer, None).await,
         Head::Gone => {
             if !buf.is_empty() {
                 debug!(%peer, bytes = buf.len(), "client closed before its request head was complete");
@@ -252,7 +234,7 @@ async fn handle_counted(
     };
     let (vhost, env) = match decide(shared, &buf[..end]) {
         Decision::Route { vhost, env } => (vhost, env),
-        Decision::Fail(status, why) => return respond::error(stream, status, why, peer, None).await,
+        Decision::Fail(status, why) => return respond::error(stream, status, &why, peer, None).await,
         Decision::Status { format, host } => {
             return serve_status(stream, &buf[..end], format, &host, peer, shared).await
         }
@@ -349,7 +331,7 @@ pub async fn metrics_loop(
             let limit = shared.limit_request_head;
             let end = match read_head(&mut stream, &mut buf, limit, shared.request_head_timeout).await {
                 Head::Complete(end) => end,
-                Head::Fail(status, why) => return respond::error(stream, status, why, peer, None).await,
+                Head::Fail(status, why) => return respond::error(stream, status, &why, peer, None).await,
                 Head::Gone => return,
             };
             let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];

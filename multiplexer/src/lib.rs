@@ -23,7 +23,7 @@ use thiserror::Error;
 use tokio::io::unix::AsyncFd;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 /// Errors that stop a multiplexer.
 #[derive(Debug, Error)]
@@ -36,6 +36,8 @@ pub enum MultiplexerError {
     Control(#[from] common::control::ControlError),
     #[error(transparent)]
     Scoreboard(#[from] common::scoreboard::ScoreboardError),
+    #[error("{0}; exiting so that the supervisor starts a fresh multiplexer")]
+    LoopDied(String),
 }
 
 /// What every connection task reads.
@@ -165,6 +167,10 @@ async fn serve(boot: MultiplexerBoot, fds: Vec<OwnedFd>, control: OwnedFd) -> Re
     let (accept_stop_tx, accept_stop_rx) = watch::channel(false);
     let inflight = Rc::new(());
 
+    // The loops this multiplexer is for. One that ends while it should run (a panic, a
+    // listener error) ends the process: a multiplexer that stays up without accepting
+    // would look healthy to the supervisor and never be replaced.
+    let mut essential: tokio::task::JoinSet<Result<(), String>> = tokio::task::JoinSet::new();
     for (fd, bound) in listener_fds.into_iter().zip(boot.listeners.iter().copied()) {
         // Already non-blocking: the supervisor binds listeners with SOCK_NONBLOCK.
         let std_listener = std::net::TcpListener::from(fd);
@@ -173,7 +179,7 @@ async fn serve(boot: MultiplexerBoot, fds: Vec<OwnedFd>, control: OwnedFd) -> Re
         // A listener on a specific address is the local address of all its connections;
         // only a wildcard one needs getsockname per connection.
         let fixed_local = (!bound.ip().is_unspecified()).then_some(bound);
-        tokio::task::spawn_local(accept_loop(
+        essential.spawn_local(accept_loop(
             listener,
             fixed_local,
             shared.clone(),
@@ -184,15 +190,14 @@ async fn serve(boot: MultiplexerBoot, fds: Vec<OwnedFd>, control: OwnedFd) -> Re
     if let Some(fd) = metrics_fd {
         let std_listener = std::net::TcpListener::from(fd);
         let listener = tokio::net::TcpListener::from_std(std_listener)?;
-        tokio::task::spawn_local(conn::metrics_loop(
-            listener,
-            shared.clone(),
-            accept_stop_rx.clone(),
-            inflight.clone(),
-        ));
+        let metrics = conn::metrics_loop(listener, shared.clone(), accept_stop_rx.clone(), inflight.clone());
+        essential.spawn_local(async move {
+            metrics.await;
+            Ok(())
+        });
     }
     for env in 0..shared.env_socks.len() {
-        tokio::task::spawn_local(hand_back_loop(
+        essential.spawn_local(hand_back_loop(
             env,
             shared.clone(),
             stop_rx.clone(),
@@ -227,6 +232,18 @@ async fn serve(boot: MultiplexerBoot, fds: Vec<OwnedFd>, control: OwnedFd) -> Re
                     break;
                 }
             },
+            Some(done) = essential.join_next() => match done {
+                Ok(Ok(())) => {}
+                Ok(Err(why)) => {
+                    error!("{why}; exiting");
+                    return Err(MultiplexerError::LoopDied(why));
+                }
+                Err(e) => {
+                    let why = format!("an accept or hand-back loop died ({e})");
+                    error!("{why}; exiting");
+                    return Err(MultiplexerError::LoopDied(why));
+                }
+            },
             _ = shared.pools.spawn_notify.notified() => {
                 let wanted: Vec<u32> = shared.pools.spawn_wanted.borrow_mut().drain(..).collect();
                 for env in wanted {
@@ -259,11 +276,11 @@ async fn accept_loop(
     shared: Rc<Shared>,
     mut stop: watch::Receiver<bool>,
     inflight: Rc<()>,
-) {
+) -> Result<(), String> {
     loop {
         let mut guard = tokio::select! {
-            g = listener.readable() => match g { Ok(g) => g, Err(_) => return },
-            _ = stop.changed() => return,
+            g = listener.readable() => g.map_err(|e| format!("accept loop: waiting on the listener: {e}"))?,
+            _ = stop.changed() => return Ok(()),
         };
         // Take what is queued, a bounded batch per wake-up so other tasks run too.
         for _ in 0..ACCEPT_BATCH {
@@ -272,7 +289,13 @@ async fn accept_loop(
                     let local = fixed_local.or_else(|| stream.local_addr().ok()).unwrap_or(peer);
                     shared.own.add(slot::TAKEN, 1);
                     shared.pools.table.add(common::scoreboard::table::ACCEPTED, 1);
-                    conn::accepted(stream, peer, local, &shared, &inflight);
+                    // A bug on one connection's path must not end the loop: the panic
+                    // is logged by the hook, the connection is dropped (closed), and
+                    // the next one is taken.
+                    let one = std::panic::AssertUnwindSafe(|| {
+                        conn::accepted(stream, peer, local, &shared, &inflight)
+                    });
+                    let _ = std::panic::catch_unwind(one);
                 }
                 Ok(Err(e)) => {
                     // EMFILE and friends: back off briefly instead of spinning.
@@ -330,13 +353,18 @@ fn accept_raw(listener: &std::net::TcpListener) -> std::io::Result<(std::net::Tc
     Ok((stream, peer))
 }
 
-async fn hand_back_loop(env: usize, shared: Rc<Shared>, mut stop: watch::Receiver<bool>, inflight: Rc<()>) {
+async fn hand_back_loop(
+    env: usize,
+    shared: Rc<Shared>,
+    mut stop: watch::Receiver<bool>,
+    inflight: Rc<()>,
+) -> Result<(), String> {
     let mut buf = vec![0u8; handoff::MAX_MESSAGE];
     loop {
         let sock = &shared.env_socks[env];
         let mut guard = tokio::select! {
-            g = sock.readable() => match g { Ok(g) => g, Err(_) => return },
-            _ = stop.changed() => return,
+            g = sock.readable() => g.map_err(|e| format!("hand-back loop of {}: {e}", shared.env_name(env)))?,
+            _ = stop.changed() => return Ok(()),
         };
         loop {
             match handoff::recv(guard.get_inner().as_fd(), &mut buf) {
@@ -361,7 +389,9 @@ async fn hand_back_loop(env: usize, shared: Rc<Shared>, mut stop: watch::Receive
                     guard.clear_ready();
                     break;
                 }
-                Err(handoff::HandoffError::Packet(common::seqpacket::PacketError::Closed { .. })) => return,
+                Err(handoff::HandoffError::Packet(common::seqpacket::PacketError::Closed { .. })) => {
+                    return Ok(())
+                }
                 Err(e) => warn!(environment = %shared.env_name(env), "bad hand-back refused: {e}"),
             }
         }

@@ -53,8 +53,8 @@ impl Board {
             .map(|(_, i)| *i)
     }
 
-    /// A connection arrived for `vhost`.
-    pub fn conn_opened(&self, vhost: u32) {
+    /// A connection arrived for `vhost` (counted out by dropping its [`ConnObserver`]).
+    fn conn_opened(&self, vhost: u32) {
         self.slot.add(slot::TAKEN, 1);
         self.slot.add(slot::ACTIVE_CONNS, 1);
         self.slot.set(slot::STATE, slot::BUSY);
@@ -64,7 +64,7 @@ impl Board {
     }
 
     /// A connection last serving `vhost` is gone (closed or handed back).
-    pub fn conn_closed(&self, vhost: u32) {
+    fn conn_closed(&self, vhost: u32) {
         self.slot.sub(slot::ACTIVE_CONNS, 1);
         if let Some(i) = self.site_index(vhost) {
             self.slot.sub(slot::site_word(i, slot::site::ACTIVE_CONNS), 1);
@@ -125,12 +125,50 @@ impl Board {
     }
 }
 
-/// Per-connection observer: the board plus the client's address.
+/// Per-connection observer: the board plus the client's address. It is also the
+/// connection's counter guard: made when the connection is counted in, and dropping it
+/// counts the connection (and a request it left unfinished) out, on every path out of
+/// the connection, a panic's unwinding included.
 pub struct ConnObserver<'a> {
-    pub board: &'a Board,
-    pub peer: SocketAddr,
+    board: &'a Board,
+    peer: SocketAddr,
     /// The vhost the connection is counted under.
-    pub current: Cell<u32>,
+    current: Cell<u32>,
+    /// A request was started and has not completed.
+    in_request: Cell<bool>,
+}
+
+impl<'a> ConnObserver<'a> {
+    /// Counts a connection for `vhost` in.
+    pub fn open(board: &'a Board, peer: SocketAddr, vhost: u32) -> Self {
+        board.conn_opened(vhost);
+        ConnObserver {
+            board,
+            peer,
+            current: Cell::new(vhost),
+            in_request: Cell::new(false),
+        }
+    }
+
+    /// A request is over (completed, or abandoned with its connection).
+    fn request_done(&self) {
+        if !self.in_request.replace(false) {
+            return;
+        }
+        let b = self.board;
+        let now = now_ms();
+        let n = b.active_requests.get().saturating_sub(1);
+        b.active_requests.set(n);
+        // Progress resets the clock expire_timeout measures.
+        b.slot.set(slot::BUSY_SINCE_MS, if n == 0 { 0 } else { now });
+    }
+}
+
+impl Drop for ConnObserver<'_> {
+    fn drop(&mut self) {
+        self.request_done();
+        self.board.conn_closed(self.current.get());
+    }
 }
 
 impl Observer for ConnObserver<'_> {
@@ -139,6 +177,9 @@ impl Observer for ConnObserver<'_> {
         if self.current.get() != site.vhost_id {
             b.conn_moved(self.current.get(), site.vhost_id);
             self.current.set(site.vhost_id);
+        }
+        if self.in_request.replace(true) {
+            return;
         }
         let n = b.active_requests.get();
         b.active_requests.set(n + 1);
@@ -171,12 +212,8 @@ impl Observer for ConnObserver<'_> {
                 .unwrap_or(slot::site::BUCKETS_MS.len());
             b.slot.add(slot::site_word(i, slot::site::HIST + bucket), 1);
         }
-        let now = now_ms();
-        b.slot.set(slot::LAST_USED_MS, now);
-        let n = b.active_requests.get().saturating_sub(1);
-        b.active_requests.set(n);
-        // Progress resets the clock expire_timeout measures.
-        b.slot.set(slot::BUSY_SINCE_MS, if n == 0 { 0 } else { now });
+        b.slot.set(slot::LAST_USED_MS, now_ms());
+        self.request_done();
         b.log(self.peer, done);
         let total = b.requests.get() + 1;
         b.requests.set(total);

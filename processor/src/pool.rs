@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::control::{AsyncChannel, FromChild, ProcessorBoot, ToChild};
 use common::handoff::{self, HandoffError, Meta, NO_VHOST};
-use common::head::{request_host, MAX_HEADERS};
+use common::head::{self, MAX_HEADERS};
 use common::vhost::HostTable;
 use thiserror::Error;
 use tokio::io::unix::AsyncFd;
@@ -40,8 +40,15 @@ const BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
 
 struct Sites {
     sites: Vec<Site>,
+    /// The multiplexers' host table cut down to the entries that decide this
+    /// environment's hosts: its own (index into `sites`) and every other environment's
+    /// entry that overlaps one of them ([`FOREIGN`]), in the multiplexers' order, so a
+    /// lookup here reaches the multiplexers' answer for every host of ours.
     hosts: HostTable,
 }
+
+/// A host-table entry of another environment.
+const FOREIGN: usize = common::control::FOREIGN_HOST as usize;
 
 impl Sites {
     fn by_vhost(&self, id: u32) -> Option<&Site> {
@@ -50,7 +57,8 @@ impl Sites {
 }
 
 /// Routes the later requests of one connection: our own hosts stay; the host the
-/// multiplexer sent to our default vhost stays with it; anything else goes back.
+/// multiplexer sent to our default vhost stays with it; anything else (another
+/// environment's, or one we cannot tell) goes back to a multiplexer, which decides.
 struct ConnRouter<'a> {
     sites: &'a Sites,
     /// When the first request was routed to vhost 0: its head, parsed only if a later
@@ -61,8 +69,10 @@ struct ConnRouter<'a> {
 
 impl Router for ConnRouter<'_> {
     fn route(&self, host: Option<&str>) -> Option<&Site> {
-        if let Some(i) = host.and_then(|h| self.sites.hosts.lookup(h)) {
-            return self.sites.sites.get(i);
+        match host.and_then(|h| self.sites.hosts.lookup(h)) {
+            Some(FOREIGN) => return None,
+            Some(i) => return self.sites.sites.get(i),
+            None => {}
         }
         let default = self.default_host.get_or_init(|| {
             self.first_head
@@ -81,9 +91,7 @@ impl Router for ConnRouter<'_> {
 /// The host of the first request in `buf` when it is not one of ours (routed by default).
 fn default_routed_host(sites: &Sites, buf: &[u8]) -> Option<Option<String>> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    req.parse(buf).ok()?;
-    let host = request_host(&req).ok()?;
+    let host = head::parse(buf, &mut headers, usize::MAX).ok()??.host;
     match host {
         Some(h) if sites.hosts.lookup(h).is_some() => None,
         h => Some(h.map(str::to_owned)),
@@ -144,13 +152,15 @@ async fn serve(boot: ProcessorBoot, fds: Vec<OwnedFd>, control: OwnedFd) -> Resu
         return Err(ProcessorError::FdCount(0));
     };
     let mut hosts = HostTable::new();
+    for (name, site) in &boot.hosts {
+        let site = *site as usize;
+        if site < boot.sites.len() || site == FOREIGN {
+            hosts.insert(name, site);
+        }
+    }
     let mut sites = Vec::new();
     let mut logs = Vec::new();
-    for (i, s) in boot.sites.into_iter().enumerate() {
-        hosts.insert(&s.server_name, i);
-        for a in &s.aliases {
-            hosts.insert(a, i);
-        }
+    for s in boot.sites {
         logs.push(
             s.access_log
                 .and_then(|format| fds.next().map(|fd| (std::fs::File::from(fd), format))),
@@ -354,29 +364,20 @@ async fn connection(
     // Already non-blocking: the multiplexers accept with SOCK_NONBLOCK and set it on
     // every hand-back they adopt, and the flag belongs to the shared file description.
     let std_stream = std::net::TcpStream::from(fd);
-    board.conn_opened(meta.vhost);
-    let observer = ConnObserver {
-        board,
-        peer: meta.peer,
-        current: std::cell::Cell::new(meta.vhost),
-    };
+    // Counted in until the observer is dropped, on every way out of here.
+    let observer = ConnObserver::open(board, meta.peer, meta.vhost);
     // A lone `Connection: close` request with a small answer: one write, no reactor.
     let rest = match http::serve_one_shot(&std_stream, &payload, first, cfg, &observer) {
-        http::OneShotResult::Done => {
-            board.conn_closed(observer.current.get());
-            return;
-        }
+        http::OneShotResult::Done => return,
         http::OneShotResult::Partial(rest) => Some(rest),
         http::OneShotResult::NotApplicable => None,
     };
     let Ok(mut stream) = TcpStream::from_std(std_stream) else {
-        board.conn_closed(observer.current.get());
         return;
     };
     if let Some(rest) = rest {
         use tokio::io::AsyncWriteExt;
         let _ = tokio::time::timeout(http::WRITE_TIMEOUT, stream.write_all(&rest)).await;
-        board.conn_closed(observer.current.get());
         return;
     }
     let first_head = (meta.vhost == 0)
@@ -388,7 +389,8 @@ async fn connection(
         default_host: std::cell::OnceCell::new(),
     };
     let outcome = http::serve(&mut stream, payload, first, &router, cfg, stop, &observer).await;
-    board.conn_closed(observer.current.get());
+    // Counted out before a hand-back waits for room in the multiplexers' queue.
+    drop(observer);
     match outcome {
         Outcome::Closed => {}
         Outcome::HandBack(bytes) => {

@@ -8,9 +8,11 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use common::control::{
     AccessLogFormat, Bootstrap, EnvBoot, MultiplexerBoot, ProcessorBoot, RoleBoot, SiteBoot, VhostBoot,
+    FOREIGN_HOST,
 };
 use common::privdrop::Credentials;
-use conf::{EnvId, LogFormat};
+use common::vhost::names_overlap;
+use conf::{Config, EnvId, LogFormat};
 
 use crate::generation::Generation;
 use crate::logs::AccessLogs;
@@ -32,13 +34,9 @@ pub fn multiplexer(
     privileged: bool,
 ) -> (Bootstrap, Vec<RawFd>) {
     let cfg = &g.cfg;
-    let mut hosts = Vec::new();
-    for (i, v) in cfg.vhosts.iter().enumerate() {
-        hosts.push((v.server_name.clone(), i as u32));
-        for a in &v.server_alias {
-            hosts.push((a.clone(), i as u32));
-        }
-    }
+    let hosts = host_entries(cfg)
+        .map(|(name, vhost)| (name.to_owned(), vhost as u32))
+        .collect();
     let boot = MultiplexerBoot {
         listeners: listeners.http.iter().map(|(a, _)| *a).collect(),
         metrics_listen: listeners.metrics.as_ref().map(|(a, _)| *a),
@@ -94,6 +92,45 @@ pub fn multiplexer(
     )
 }
 
+/// The host table's entries, (name or `*.`wildcard, vhost index), in the order the
+/// multiplexers insert them.
+fn host_entries(cfg: &Config) -> impl Iterator<Item = (&str, usize)> {
+    cfg.vhosts.iter().enumerate().flat_map(|(i, v)| {
+        std::iter::once(v.server_name.as_str())
+            .chain(v.server_alias.iter().map(String::as_str))
+            .map(move |name| (name, i))
+    })
+}
+
+/// A processor's cut of the host table: its own entries (as indexes of its sites, in
+/// vhost order) and, as [`FOREIGN_HOST`], every other environment's entry that could
+/// match one of its hosts. Lookups in it agree with the multiplexers' full table for
+/// every host this environment serves (an exact name wins over a wildcard, the first
+/// wildcard wins: the entries that can change that answer are exactly the overlapping
+/// ones, and their order is kept).
+pub fn processor_hosts(cfg: &Config, env: EnvId) -> Vec<(String, u32)> {
+    let own: Vec<(&str, usize)> = host_entries(cfg)
+        .filter(|(_, v)| cfg.vhosts[*v].environment == env)
+        .collect();
+    let site_of = |vhost: usize| {
+        cfg.vhosts[..vhost]
+            .iter()
+            .filter(|v| v.environment == env)
+            .count() as u32
+    };
+    host_entries(cfg)
+        .filter_map(|(name, vhost)| {
+            if cfg.vhosts[vhost].environment == env {
+                Some((name.to_owned(), site_of(vhost)))
+            } else if own.iter().any(|(o, _)| names_overlap(o, name)) {
+                Some((name.to_owned(), FOREIGN_HOST))
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
 /// Bootstrap and fds for a processor of environment `env` in generation `g`.
 pub fn processor(
     g: &Generation,
@@ -121,7 +158,6 @@ pub fn processor(
             SiteBoot {
                 vhost_id: i as u32,
                 server_name: v.server_name.clone(),
-                aliases: v.server_alias.clone(),
                 document_root: if privileged {
                     e.path_in_jail(&v.document_root)
                 } else {
@@ -135,6 +171,7 @@ pub fn processor(
         environment: e.name.clone(),
         env_id: env as u32,
         sites,
+        hosts: processor_hosts(cfg, env),
         limit_request_head: cfg.server.limit_request_head,
         request_head_timeout_ms: cfg.server.request_head_timeout.as_millis() as u64,
         keep_alive_timeout_ms: cfg.server.keep_alive_timeout.as_millis() as u64,
@@ -156,4 +193,92 @@ pub fn processor(
         },
         fds,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use common::vhost::HostTable;
+
+    const CONFIG: &str = r#"
+[server]
+user = 2000
+group = 2000
+listen = ["127.0.0.1:0"]
+[environments.alice]
+user = 2001
+group = 2001
+[environments.bob]
+user = 2002
+group = 2002
+[environments.carol]
+user = 2003
+group = 2003
+[[vhosts]]
+server_name = "alice.test"
+server_alias = ["*.alice.test", "*.shared.test"]
+environment = "alice"
+document_root = "/tmp"
+[[vhosts]]
+server_name = "shop.alice.test"
+server_alias = ["*.x.shared.test"]
+environment = "bob"
+document_root = "/tmp"
+[[vhosts]]
+server_name = "carol.test"
+server_alias = ["*.test"]
+environment = "carol"
+document_root = "/tmp"
+[[vhosts]]
+server_name = "blog.alice.test"
+environment = "alice"
+document_root = "/tmp"
+"#;
+
+    /// For every host, the processor's cut agrees with the multiplexers' full table:
+    /// its own site when the full table picks a vhost of its environment, and never one
+    /// of its sites when the full table picks another environment's.
+    #[test]
+    fn processor_cut_agrees_with_the_full_table() {
+        let cfg = conf::parse_str(CONFIG, std::path::Path::new("test.toml")).unwrap();
+        let mut full = HostTable::new();
+        for (name, v) in host_entries(&cfg) {
+            full.insert(name, v);
+        }
+        let hosts = [
+            "alice.test",
+            "shop.alice.test",
+            "SHOP.alice.test.",
+            "www.alice.test",
+            "blog.alice.test",
+            "a.shared.test",
+            "y.x.shared.test",
+            "carol.test",
+            "other.test",
+            "x.test",
+            "unknown.example",
+        ];
+        for env in 0..cfg.environments.len() {
+            let own: Vec<usize> = (0..cfg.vhosts.len())
+                .filter(|v| cfg.vhosts[*v].environment == env)
+                .collect();
+            let mut cut = HostTable::new();
+            for (name, site) in processor_hosts(&cfg, env) {
+                cut.insert(&name, site as usize);
+            }
+            for h in hosts {
+                let want = full.lookup(h).filter(|v| cfg.vhosts[*v].environment == env);
+                let got = cut
+                    .lookup(h)
+                    .filter(|s| *s != FOREIGN_HOST as usize)
+                    .map(|s| own[s]);
+                assert_eq!(got, want, "environment {env}, host {h}");
+            }
+        }
+        // The cut names no host of another tenant that cannot decide one of ours.
+        let alice = cfg.environments.iter().position(|e| e.name == "alice").unwrap();
+        let names: Vec<String> = processor_hosts(&cfg, alice).into_iter().map(|(n, _)| n).collect();
+        assert!(names.contains(&"shop.alice.test".to_owned()));
+        assert!(!names.contains(&"carol.test".to_owned()));
+    }
 }

@@ -134,7 +134,8 @@ impl Discard {
                     if rest.len() < 2 {
                         return Ok(pos);
                     }
-                    let Some(end) = common::head::head_end(rest) else {
+                    // Not `head_end`: a trailer section has no leading blank lines to skip.
+                    let Some(end) = common::head::head_end_from(rest, 0, 0) else {
                         if rest.len() > self.trailer_limit {
                             return Err(BodyError::TrailerTooLarge(self.trailer_limit));
                         }

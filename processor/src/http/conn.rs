@@ -100,14 +100,7 @@ pub async fn run(
                 return Outcome::Closed;
             }
         };
-        let host = match &head.host {
-            Ok(host) => host.as_deref(),
-            Err(e) => {
-                conn.finish(Reply::error(400, e), head.method == Method::Head)
-                    .await;
-                return Outcome::Closed;
-            }
-        };
+        let host = head.host.as_deref();
         let site = match first.take() {
             Some(site) => site,
             None => match router.route(host) {

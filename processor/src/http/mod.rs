@@ -31,6 +31,8 @@ mod body;
 mod conn;
 mod file;
 mod fs;
+#[cfg(test)]
+mod fuzz;
 mod oneshot;
 mod request;
 mod response;

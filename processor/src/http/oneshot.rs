@@ -21,7 +21,7 @@ pub(super) struct OneShot {
 /// GET/HEAD without a body, and its answer is small; `None` otherwise.
 pub(super) fn prepare(buf: &[u8], site: &Site, limit: usize) -> Option<(OneShot, request::Head)> {
     let head = request::parse(buf, limit).ok()??;
-    if head.len != buf.len() || head.wants_keep_alive() || head.host.is_err() {
+    if head.len != buf.len() || head.wants_keep_alive() {
         return None;
     }
     if !matches!(head.method, Method::Get | Method::Head) || head.expect_continue {

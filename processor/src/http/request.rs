@@ -2,22 +2,17 @@
 //! the rest of the processor needs as owned values (method, target, host, body framing
 //! per RFC 9112 §6, connection options, validators).
 
-use common::head::{request_host, HeadError, MAX_HEADERS};
+pub use common::head::is_tchar;
+use common::head::{self, HeadError, MAX_HEADERS};
 use thiserror::Error;
 
 /// Why a head cannot be served; every variant closes the connection.
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
 pub enum RequestError {
-    #[error("malformed request head: {0}")]
-    Malformed(httparse::Error),
-    #[error("request line longer than {limit} bytes")]
-    UriTooLong { limit: usize },
-    #[error("request head larger than {limit} bytes")]
-    HeadTooLarge { limit: usize },
-    #[error("more than {MAX_HEADERS} header fields")]
-    TooManyHeaders,
-    #[error("unsupported HTTP version {0:?}")]
-    Version(String),
+    /// The request line, the limits or the host (the parser shared with the
+    /// multiplexer, so a later request gets the answer a first one gets).
+    #[error(transparent)]
+    Head(#[from] HeadError),
     #[error("Transfer-Encoding together with Content-Length")]
     TransferEncodingWithLength,
     #[error("Transfer-Encoding in an HTTP/1.0 request")]
@@ -34,9 +29,7 @@ impl RequestError {
     /// The status this error is answered with.
     pub fn status(&self) -> u16 {
         match self {
-            Self::UriTooLong { .. } => 414,
-            Self::HeadTooLarge { .. } | Self::TooManyHeaders => 431,
-            Self::Version(_) => 505,
+            Self::Head(e) => e.status(),
             _ => 400,
         }
     }
@@ -88,7 +81,7 @@ pub struct Head {
     /// HTTP/1.x minor version: 0 or 1.
     pub minor: u8,
     /// Host per RFC 9112 §3.2 (absolute-form authority first), without port.
-    pub host: Result<Option<String>, HeadError>,
+    pub host: Option<String>,
     /// Checked only once the request is known to stay here.
     pub framing: Result<Framing, RequestError>,
     pub conn_close: bool,
@@ -118,47 +111,31 @@ impl Head {
     }
 }
 
-/// Parse the head at the start of `buf`. `Ok(None)`: not complete yet (and still within
-/// `limit`). Leading blank lines must already have been removed.
+/// Parse the head at the start of `buf` with the shared parser. `Ok(None)`: not
+/// complete yet (and still within `limit`). Leading blank lines must already have been
+/// removed.
 pub fn parse(buf: &[u8], limit: usize) -> Result<Option<Head>, RequestError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    let len = match req.parse(buf) {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => {
-            return if buf.len() > limit {
-                Err(too_large(buf, limit))
-            } else {
-                Ok(None)
-            };
-        }
-        Err(httparse::Error::TooManyHeaders) => return Err(RequestError::TooManyHeaders),
-        Err(httparse::Error::Version) => return version_error(buf, limit),
-        Err(e) => return Err(RequestError::Malformed(e)),
+    let Some(req) = head::parse(buf, &mut headers, limit)? else {
+        return Ok(None);
     };
-    if len > limit {
-        return Err(too_large(buf, limit));
-    }
-    let (Some(method), Some(path), Some(minor)) = (req.method, req.path, req.version) else {
-        return Err(RequestError::Malformed(httparse::Error::Token));
-    };
-    let host = request_host(&req).map(|h| h.map(str::to_owned));
-    let headers: &[httparse::Header<'_>] = req.headers;
+    let headers = req.headers;
     let list = |name: &str| joined(headers, name);
     let single = |name: &str| single(headers, name);
     let connection = list("connection").unwrap_or_default();
     let expect = single("expect").unwrap_or_default();
+    let minor = req.minor;
     Ok(Some(Head {
-        len,
-        method: match method {
+        len: req.len,
+        method: match req.method {
             "GET" => Method::Get,
             "HEAD" => Method::Head,
             "OPTIONS" => Method::Options,
             other => Method::Other(other.to_owned()),
         },
-        target: path.to_owned(),
+        target: req.target.to_owned(),
         minor,
-        host,
+        host: req.host.map(str::to_owned),
         framing: framing(headers, minor),
         conn_close: has_token(&connection, "close"),
         conn_keep_alive: has_token(&connection, "keep-alive"),
@@ -172,39 +149,6 @@ pub fn parse(buf: &[u8], limit: usize) -> Result<Option<Head>, RequestError> {
         referer: single("referer"),
         user_agent: single("user-agent"),
     }))
-}
-
-/// Over the limit: 414 if the request line alone does not fit, else 431.
-fn too_large(buf: &[u8], limit: usize) -> RequestError {
-    let line_fits = buf.iter().take(limit.saturating_add(1)).position(|&b| b == b'\n');
-    match line_fits {
-        Some(i) if i < limit => RequestError::HeadTooLarge { limit },
-        _ => RequestError::UriTooLong { limit },
-    }
-}
-
-/// httparse only knows 1.0 and 1.1: another well-formed `HTTP/d.d` is 505, anything
-/// else 400. Waits for the end of the request line before deciding.
-fn version_error(buf: &[u8], limit: usize) -> Result<Option<Head>, RequestError> {
-    let Some(eol) = buf.iter().position(|&b| b == b'\n') else {
-        return if buf.len() > limit {
-            Err(too_large(buf, limit))
-        } else {
-            Ok(None)
-        };
-    };
-    let line = buf[..eol].strip_suffix(b"\r").unwrap_or(&buf[..eol]);
-    let version = line.rsplit(|&b| b == b' ').next().unwrap_or_default();
-    match version {
-        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
-            if major.is_ascii_digit() && minor.is_ascii_digit() =>
-        {
-            Err(RequestError::Version(
-                String::from_utf8_lossy(version).into_owned(),
-            ))
-        }
-        _ => Err(RequestError::Malformed(httparse::Error::Version)),
-    }
 }
 
 /// All values of a list-valued field, joined with ", "; `None` if absent or not UTF-8.
@@ -300,11 +244,6 @@ fn trim_ows(v: &[u8]) -> &[u8] {
         .rposition(|&b| b != b' ' && b != b'\t')
         .map_or(start, |i| i + 1);
     &v[start..end.max(start)]
-}
-
-/// RFC 9110 §5.6.2 tchar.
-pub fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 #[cfg(test)]

@@ -112,6 +112,10 @@ fn decode(path: &str) -> Result<Vec<u8>, TargetError> {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
+        if bytes[i] == 0 {
+            // The parser never lets one through; refuse it here too, not at open(2).
+            return Err(TargetError::Nul(path.to_owned()));
+        }
         if bytes[i] != b'%' {
             out.push(bytes[i]);
             i += 1;
