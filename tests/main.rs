@@ -16,3 +16,4 @@ mod reload;
 mod scoreboard;
 mod screenshot;
 mod status_page;
+mod tenant_stdio;
