@@ -147,6 +147,31 @@ fn children_lead_their_own_sessions_and_hold_no_stdio_of_the_supervisor() {
         env_pipes.push(two);
     }
     assert_ne!(env_pipes[0], env_pipes[1], "alice and bob share a log pipe");
+
+    // A spare assigned later (alice's processor replaced) gets alice's pipe too.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(alice[0]),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let mut replacement = Vec::new();
+    assert!(
+        server.wait_until(Duration::from_secs(5), || {
+            replacement = server.processors_of(ALICE);
+            replacement.len() == 1 && replacement[0] != alice[0]
+        }),
+        "alice's processor was not replaced:\n{}",
+        server.log()
+    );
+    let p = replacement[0];
+    assert!(
+        spares.contains(&p),
+        "the replacement {p} was not one of the spares {spares:?}"
+    );
+    let (sid, tty) = session(p);
+    assert_eq!((sid, tty), (p, 0), "processor {p}");
+    assert_eq!(link(p, 1), env_pipes[0], "processor {p}: fd 1");
+    assert_eq!(link(p, 2), env_pipes[0], "processor {p}: fd 2");
 }
 
 /// Opens `pid`'s fd 2 for writing, as root through /proc (a new, blocking open of the
