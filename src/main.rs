@@ -50,6 +50,11 @@ enum Command {
     Processor,
 }
 
+/// Logs to stderr. A processor's stderr becomes its environment's log pipe, which the
+/// supervisor reads, stamps and marks with the environment (escaping control
+/// characters), so a processor logs without colours or its own timestamp, and a line
+/// it cannot write (the pipe is non-blocking and may be full) is dropped silently
+/// rather than reported on that same full stderr.
 fn init_logging(role: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -60,12 +65,21 @@ fn init_logging(role: &str) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false);
-    let _ = if json {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
+    let processor = role == "processor";
+    let _ = match (json, processor) {
+        (false, false) => builder.try_init(),
+        (true, false) => builder.json().try_init(),
+        (false, true) => builder
+            .with_ansi(false)
+            .log_internal_errors(false)
+            .without_time()
+            .try_init(),
+        (true, true) => builder
+            .with_ansi(false)
+            .log_internal_errors(false)
+            .json()
+            .try_init(),
     };
-    let _ = role;
 }
 
 fn main() -> ExitCode {

@@ -315,8 +315,10 @@ fn rotation_by_rename_and_sigusr1_loses_and_duplicates_nothing() {
 }
 
 /// A server logging to `<w>/logs/error.log`, checked to have written its start there,
-/// after that file was renamed to `error.log.1` and SIGUSR1 handled: every process's
-/// fd 2 is the new file. Returns the server, the path and the rotated path.
+/// after that file was renamed to `error.log.1` and SIGUSR1 handled: the supervisor's
+/// and every multiplexer's fd 2 is the new file, and every processor's is still its
+/// environment's log pipe (the supervisor writes its lines). Returns the server, the
+/// path and the rotated path.
 fn rotated_error_log(w: &Path) -> (TestServer, PathBuf, PathBuf) {
     sites(w);
     let logs = log_dir(w);
@@ -342,9 +344,17 @@ fn rotated_error_log(w: &Path) -> (TestServer, PathBuf, PathBuf) {
         "{}",
         server.log()
     );
-    // Every process's stderr moves to the new file at the original path.
-    let mut pids = server.all_children();
+    // The supervisor's and the multiplexers' stderr move to the new file at the
+    // original path; a processor's stays its log pipe.
+    let mut pids = server.children("multiplexer");
     pids.push(server.pid());
+    for p in server.children("processor") {
+        let fd2 = fd_links(p).into_iter().find(|(fd, _)| *fd == 2);
+        assert!(
+            fd2.as_ref().is_some_and(|(_, t)| t.starts_with("pipe:[")),
+            "processor {p}: fd 2 is {fd2:?}"
+        );
+    }
     let moved = server.wait_until(Duration::from_secs(5), || {
         path.exists()
             && pids.iter().all(|p| {

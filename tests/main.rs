@@ -17,3 +17,4 @@ mod reload;
 mod scoreboard;
 mod screenshot;
 mod status_page;
+mod tenant_stdio;

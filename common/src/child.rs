@@ -27,6 +27,10 @@ pub enum ChildError {
     NotBootstrap,
     #[error("dropping privileges: {0}")]
     Drop(#[from] PrivDropError),
+    #[error("bootstrap announced a log pipe but carried no fd")]
+    NoLogPipe,
+    #[error("log pipe onto fds 1 and 2: {0}")]
+    LogPipe(crate::fds::FdError),
 }
 
 /// A child after its privileges are dropped.
@@ -56,11 +60,22 @@ pub fn start() -> Result<Started, ChildError> {
     drop(fixed);
     crate::fds::set_nonblocking(std::os::fd::AsFd::as_fd(&control)).map_err(|_| ChildError::NoControl)?;
     let mut rx = Receiver::new();
-    let (msg, fds): (ToChild, _) =
+    let (msg, mut fds): (ToChild, Vec<OwnedFd>) =
         rx.recv_blocking(std::os::fd::AsFd::as_fd(&control), MAX_BOOT_FDS, BOOT_TIMEOUT)?;
     let ToChild::Bootstrap(boot) = msg else {
         return Err(ChildError::NotBootstrap);
     };
+    // A processor's fds 1 and 2 become its environment's log pipe while it is still
+    // the supervisor's trusted exec, so nothing it writes from here on (its own log,
+    // a panic, anything a compromised processor prints) reaches the error log except
+    // through the supervisor, marked with the environment.
+    if boot.log_pipe {
+        if fds.is_empty() {
+            return Err(ChildError::NoLogPipe);
+        }
+        let pipe = fds.remove(0);
+        crate::fds::install_stdio(&pipe).map_err(ChildError::LogPipe)?;
+    }
     match &boot.credentials {
         Some(creds) => privdrop::drop_to(creds)?,
         None => privdrop::lock_down()?,

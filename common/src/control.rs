@@ -52,8 +52,9 @@ pub enum ToChild {
     /// To processors: fresh access log fds after SIGUSR1 (one attached per listed
     /// vhost, in order); the old ones are closed once the new ones are in place.
     Logs { vhosts: Vec<u32> },
-    /// To every child after SIGUSR1: the reopened error log (one fd attached), to be
-    /// put on fd 2.
+    /// To every multiplexer after SIGUSR1: the reopened error log (one fd attached), to
+    /// be put on fd 2. Never sent to a processor (its fds 1 and 2 are its environment's
+    /// log pipe).
     ErrorLog,
     /// To a processor: stop taking connections now (the rest of the pool serves the
     /// queue), finish what is in flight, exit 0.
@@ -98,6 +99,10 @@ pub enum FromChild {
 pub struct Bootstrap {
     /// `None` when the server runs unprivileged (isolation off).
     pub credentials: Option<Credentials>,
+    /// When set, the first attached fd is the write end of the child's log pipe (a
+    /// processor's: its environment's); [`crate::child::start`] puts it on fds 1 and 2
+    /// before it drops privileges and takes it out of the list the role sees.
+    pub log_pipe: bool,
     pub role: RoleBoot,
 }
 

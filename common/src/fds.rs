@@ -1,8 +1,9 @@
 //! Fixed fd numbers every child inherits, and the small fd helpers around them.
 //!
-//! A child of the supervisor inherits exactly: 0 (`/dev/null`), 1 and 2 (the
-//! supervisor's stdout/stderr, the error log) and [`CONTROL_FD`]. Everything else it
-//! gets arrives over the control channel with SCM_RIGHTS, received close-on-exec.
+//! A child of the supervisor inherits exactly: 0 and 1 (`/dev/null`), 2 (the
+//! supervisor's stderr, the error log) and [`CONTROL_FD`]. Everything else it gets
+//! arrives over the control channel with SCM_RIGHTS, received close-on-exec; a
+//! processor puts its environment's log pipe on 1 and 2 before it drops privileges.
 
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
@@ -57,9 +58,20 @@ pub fn async_fd(fd: OwnedFd) -> std::io::Result<tokio::io::unix::AsyncFd<OwnedFd
 
 /// Puts `fd` on stderr (fd 2): the reopened error log after SIGUSR1.
 pub fn install_stderr(fd: &OwnedFd) -> Result<(), FdError> {
+    install_on(fd, 2)
+}
+
+/// Puts `fd` on stdout and stderr (fds 1 and 2): a processor's log pipe.
+pub fn install_stdio(fd: &OwnedFd) -> Result<(), FdError> {
+    install_on(fd, 1)?;
+    install_on(fd, 2)
+}
+
+fn install_on(fd: &OwnedFd, target: RawFd) -> Result<(), FdError> {
     let raw = fd.as_raw_fd();
-    // SAFETY: dup2 onto fd 2 replaces stderr atomically; both fds are valid.
-    if unsafe { libc::dup2(raw, 2) } < 0 {
+    // SAFETY: dup2 onto a standard fd replaces it atomically; both fds are valid, and
+    // nothing in this process owns `target` as an OwnedFd.
+    if unsafe { libc::dup2(raw, target) } < 0 {
         return Err(FdError::Fcntl {
             fd: raw,
             source: nix::Error::last(),

@@ -254,11 +254,7 @@ async fn serve(boot: ProcessorBoot, fds: Vec<OwnedFd>, control: OwnedFd) -> Resu
                     info!(environment = %env, "retiring: finishing in-flight requests");
                     break;
                 }
-                Ok((ToChild::ErrorLog, files)) => {
-                    if let Some(fd) = files.first() {
-                        let _ = common::fds::install_stderr(fd);
-                    }
-                }
+                // Never sent to a processor: its fds 1 and 2 stay its log pipe.
                 Ok((other, _)) => warn!(environment = %env, "ignoring control message {other:?}"),
                 Err(e) => {
                     warn!("control channel closed ({e}); stopping");

@@ -140,8 +140,8 @@ pub struct Supervisor {
     pub(crate) mux_limit_warned: bool,
     /// Per extra multiplexer: its accepted count and when that last changed.
     pub(crate) mux_seen: HashMap<i32, (u64, Instant)>,
-    /// The error log file when `error_log` is set (children started later, spares
-    /// included, are handed the current one).
+    /// The error log file when `error_log` is set (also on the supervisor's fd 2, which
+    /// multiplexers and spares inherit; processors log through their log pipe).
     pub(crate) errlog: Option<OwnedFd>,
 }
 
@@ -413,12 +413,6 @@ impl Supervisor {
         let (boot, fds) = plan::processor(g, env, &rw, &self.logs, self.privileged);
         if let Err(e) = control::send(control.as_fd(), &ToChild::Bootstrap(Box::new(boot)), &fds) {
             error!(pid, "sending processor bootstrap: {e}");
-        }
-        // A spare was exec'd with the error log of its day; give it today's.
-        if let Some(log) = &self.errlog {
-            if let Err(e) = control::send(control.as_fd(), &ToChild::ErrorLog, &[log.as_raw_fd()]) {
-                warn!(pid, "sending the error log: {e}");
-            }
         }
         drop(rw);
         let kind = Kind::Processor { env };

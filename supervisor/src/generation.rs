@@ -27,6 +27,9 @@ pub struct Generation {
     pub cfg: Arc<Config>,
     /// Per environment: (multiplexer end, processor end).
     pub env_sockets: Vec<(OwnedFd, OwnedFd)>,
+    /// Per environment: the write end of its log pipe (its processors' fds 1 and 2;
+    /// `tenant_log` reads the other end).
+    pub log_pipes: Vec<OwnedFd>,
     /// Read-write fd of the shared table, for this generation's multiplexers.
     pub table_fd: OwnedFd,
     /// The supervisor's own mapping of it.
@@ -52,6 +55,11 @@ impl Generation {
             })?;
             env_sockets.push(pair);
         }
+        let log_pipes = cfg
+            .environments
+            .iter()
+            .map(|e| crate::tenant_log::open(&e.name))
+            .collect::<Result<Vec<_>, _>>()?;
         let envs = cfg.environments.len();
         let vhosts = cfg.vhosts.len();
         // Room for every child server_limit allows, plus spares and the multiplexers
@@ -72,6 +80,7 @@ impl Generation {
             id,
             cfg: cfg.clone(),
             env_sockets,
+            log_pipes,
             table_fd: rw,
             table: seg,
             pools: vec![PoolState { spawn_rate: 1 }; envs],

@@ -11,6 +11,7 @@ mod maintain;
 mod plan;
 mod reload;
 mod spawn;
+mod tenant_log;
 
 use std::path::{Path, PathBuf};
 
@@ -44,6 +45,8 @@ pub enum SupervisorError {
     Scoreboard(#[from] common::scoreboard::ScoreboardError),
     #[error(transparent)]
     Log(#[from] logs::LogError),
+    #[error(transparent)]
+    TenantLog(#[from] tenant_log::TenantLogError),
 }
 
 /// Runs the server in the foreground until it is stopped. Returns the exit code.

@@ -86,6 +86,7 @@ pub fn multiplexer(
     (
         Bootstrap {
             credentials,
+            log_pipe: false,
             role: RoleBoot::Multiplexer(boot),
         },
         fds,
@@ -184,11 +185,18 @@ pub fn processor(
         gid: e.gid,
         chroot: e.chroot.clone(),
     });
-    let mut fds = vec![g.env_sockets[env].1.as_raw_fd(), slot_fd.as_raw_fd()];
+    // The log pipe first: `common::child::start` takes it before the processor sees
+    // the rest.
+    let mut fds = vec![
+        g.log_pipes[env].as_raw_fd(),
+        g.env_sockets[env].1.as_raw_fd(),
+        slot_fd.as_raw_fd(),
+    ];
     fds.extend(log_fds);
     (
         Bootstrap {
             credentials,
+            log_pipe: true,
             role: RoleBoot::Processor(boot),
         },
         fds,

@@ -263,7 +263,8 @@ impl Supervisor {
     }
 
     /// SIGUSR1: reopen the error log and every access log, and hand the new files to
-    /// the children that write them.
+    /// the children that write them: the error log to the multiplexers (processors
+    /// write their log pipe; spares inherit the supervisor's new fd 2 when exec'd).
     pub(crate) fn reopen_logs(&mut self) {
         info!("SIGUSR1: reopening logs");
         let Some(cfg) = self.gens.last().map(|g| g.cfg.clone()) else {
@@ -272,7 +273,7 @@ impl Supervisor {
         match crate::errlog::install(&cfg) {
             Ok(Some(fd)) => {
                 for (pid, c) in &self.children {
-                    if !matches!(c.kind, Kind::Spare) {
+                    if matches!(c.kind, Kind::Multiplexer { .. }) {
                         if let Err(e) =
                             control::send(c.control.as_fd(), &ToChild::ErrorLog, &[fd.as_raw_fd()])
                         {
@@ -280,7 +281,8 @@ impl Supervisor {
                         }
                     }
                 }
-                // Spares get it when they are assigned.
+                // Spares exec'd before now keep the old file until they are assigned a
+                // pipe: they are our own fresh exec and log nothing meanwhile.
                 self.errlog = Some(fd);
             }
             Ok(None) => {}

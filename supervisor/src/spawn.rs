@@ -38,16 +38,26 @@ pub fn spawn(exe: &Path, role: &'static str) -> Result<Spawned, SpawnError> {
     let (parent_end, child_end) = seqpacket_pair().map_err(|source| SpawnError::Pair { role, source })?;
     let child_raw = child_end.as_raw_fd();
     let mut cmd = Command::new(exe);
-    cmd.arg(role).env_clear().stdin(Stdio::null());
+    cmd.arg(role)
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
     for k in KEEP_ENV {
         if let Some(v) = std::env::var_os(k) {
             cmd.env(k, v);
         }
     }
-    // SAFETY: the closure runs between fork and exec and only calls dup2 and fcntl,
-    // which are async-signal-safe; it allocates nothing.
+    // SAFETY: the closure runs between fork and exec and only calls setsid, dup2 and
+    // fcntl, which are async-signal-safe; it allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
+            // A new session without a controlling terminal: nothing the child runs can
+            // push input into the terminal bulkhead was started from (TIOCSTI) or get
+            // its job-control signals. A fresh fork is never a process group leader,
+            // so this cannot fail with EPERM.
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
             if child_raw == CONTROL_FD {
                 let flags = libc::fcntl(CONTROL_FD, libc::F_GETFD);
                 if flags < 0 || libc::fcntl(CONTROL_FD, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
