@@ -74,9 +74,12 @@ impl Supervisor {
             },
             (None, _) => self.listeners.metrics = None,
         }
+        for w in &cfg.warnings {
+            warn!("config: {w}");
+        }
         let (logs, errors) = AccessLogs::open_all(&cfg);
         for e in errors {
-            error!("{e}");
+            error!("{e}; this vhost's requests are not logged by the new generation");
         }
         self.logs = logs;
         let id = self.current() + 1;
