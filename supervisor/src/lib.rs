@@ -10,6 +10,7 @@ mod logs;
 mod maintain;
 mod plan;
 mod reload;
+mod safe_open;
 mod spawn;
 
 use std::path::{Path, PathBuf};

@@ -289,10 +289,11 @@ impl Supervisor {
             Ok(None) => {}
             Err(e) => error!("reopening the error log: {e}"),
         }
-        let (logs, errors) = AccessLogs::open_all(&cfg);
+        let (mut logs, errors) = AccessLogs::open_all(&cfg);
         for e in errors {
-            error!("{e}");
+            error!("{e}; the vhost keeps its current log file");
         }
+        logs.keep_from(std::mem::take(&mut self.logs));
         self.logs = logs;
         let current = self.current();
         for (pid, c) in &self.children {
