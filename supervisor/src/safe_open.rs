@@ -53,7 +53,9 @@ pub fn open_append(path: &Path) -> Result<File, SafeOpenError> {
     if !path.is_absolute() {
         return Err(not_absolute());
     }
-    let dir_flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    // O_PATH: search permission is enough (unprivileged mode: a directory we may
+    // search but not list).
+    let dir_flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     let mut at = PathBuf::from("/");
     let mut dir = open("/", dir_flags, Mode::empty())
         .map(own)
