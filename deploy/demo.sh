@@ -15,7 +15,8 @@ for site in alice bob; do
 done
 if [ "$(id -u)" = 0 ]; then
   chown -R 2001:2001 "$work/alice"
-  chown -R 2002:2002 "$work/bob"
+  # bob's chroot stays root's (check refuses a chroot its tenant could swap); its site is bob's.
+  chown -R 2002:2002 "$work/bob/www"
 fi
 sed -e "s#@WORK@#$work#g" -e "s#@LISTEN@#${BULKHEAD_DEMO_LISTEN:-127.0.0.1:8080}#g" \
   "$here/demo.toml.in" > "$work/bulkhead.toml"

@@ -94,6 +94,9 @@ fn main() -> ExitCode {
         }
         Command::Check { config } => match conf::load(&config) {
             Ok(cfg) => {
+                for w in &cfg.warnings {
+                    eprintln!("warning: {w}");
+                }
                 println!(
                     "{}: OK ({} environments, {} vhosts)",
                     config.display(),

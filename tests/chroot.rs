@@ -44,6 +44,12 @@ document_root = "{b}"
     )
 }
 
+/// `put` gives bob the directories it creates; the chroot itself must stay root's
+/// (`check` refuses a chroot its tenant could swap).
+fn root_owned_jail(w: &Path) {
+    chown(&w.join("bob"), 0);
+}
+
 fn symlink_owned(target: &Path, link: &Path, uid: u32) {
     std::os::unix::fs::symlink(target, link).unwrap();
     chown(link, uid);
@@ -69,6 +75,7 @@ fn chrooted_environment_serves_its_files_and_nothing_outside() {
     // SymLinksIfOwnerMatch lets the link through and only the chroot stands in the way.
     put(root, "outside-bob.txt", b"outside for bob", BOB, 0o644);
     put(root, "outside-alice.txt", b"outside for alice", ALICE, 0o644);
+    root_owned_jail(root);
     let server = TestServer::start(&chroot_config(root));
 
     let r = get(server.addr, "bob.test", "/");
@@ -159,6 +166,7 @@ fn hand_back_between_a_chrooted_and_a_plain_environment() {
     let root = w.path();
     put(root, "alice/index.html", b"alice home", ALICE, 0o600);
     put(root, "bob/www/index.html", b"bob jailed", BOB, 0o600);
+    root_owned_jail(root);
     let server = TestServer::start(&chroot_config(root));
     let mut s = connect(server.addr);
     for (host, body) in [

@@ -423,6 +423,17 @@ fn demo_config_is_valid() {
     for site in ["alice", "bob"] {
         std::fs::create_dir_all(work.path().join(site).join("www")).unwrap();
     }
+    std::fs::set_permissions(work.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    // The ownership deploy/demo.sh gives them as root: alice's tree is alice's, bob's
+    // chroot is root's and only its www is bob's.
+    if nix::unistd::geteuid().is_root() {
+        let own = |rel: &str, uid: u32| {
+            std::os::unix::fs::lchown(work.path().join(rel), Some(uid), Some(uid)).unwrap()
+        };
+        own("alice", 2001);
+        own("alice/www", 2001);
+        own("bob/www", 2002);
+    }
     let template = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/demo.toml.in");
     let out = Command::new("sed")
         .arg("-e")
@@ -449,4 +460,117 @@ fn demo_config_is_valid() {
         "stdout: {:?}",
         r.stdout
     );
+}
+
+/// Asserts a successful run whose stderr has a line `warning: FILE:LINE: KEY: …` with
+/// every fragment.
+#[track_caller]
+fn assert_warning(run: &Run, conf: &Conf, line: usize, key: &str, fragments: &[&str]) {
+    assert_eq!(run.code, Some(0), "stderr:\n{}", run.stderr);
+    let prefix = format!("warning: {}:{line}: {key}: ", conf.path.display());
+    assert!(
+        run.stderr
+            .lines()
+            .any(|l| l.starts_with(&prefix) && fragments.iter().all(|f| l.contains(f))),
+        "no {prefix:?} line containing {fragments:?} in stderr:\n{}\n--- config:\n{}",
+        run.stderr,
+        conf.text
+    );
+}
+
+#[test]
+fn shared_uids_and_overlapping_names_are_warnings_and_exit_0() {
+    let carol = "\n[environments.carol]\nuser = 2001\ngroup = 2003\n";
+    let bob = "\n[environments.bob]\nuser = 2002\ngroup = 2002\n";
+    let wild = "\n[[vhosts]]\nserver_name = \"alice.test\"\nserver_alias = [\"*.alice.test\"]\nenvironment = \"alice\"\ndocument_root = \"/srv/a\"\n";
+    let shop = vhost("shop.alice.test", "bob", "/srv/shop");
+    let conf = Conf::new(&[SERVER, ALICE, bob, carol, wild, &shop]);
+    let r = check(&conf);
+    assert_warning(
+        &r,
+        &conf,
+        conf.line_of("[environments.carol]") + 1,
+        "environments.carol.user",
+        &["'alice' and 'carol' both run as uid 2001"],
+    );
+    assert_warning(
+        &r,
+        &conf,
+        conf.line_of("\"shop.alice.test\""),
+        "vhosts[1].server_name",
+        &[
+            "'shop.alice.test' (vhosts[1], environment 'bob')",
+            "'*.alice.test' (vhosts[0], environment 'alice'",
+        ],
+    );
+    assert!(r.stdout.contains("OK"), "stdout: {:?}", r.stdout);
+}
+
+#[test]
+fn environment_with_the_multiplexers_uid_or_gid() {
+    let conf = Conf::new(&[
+        SERVER,
+        "\n[environments.alice]\nuser = 2000\ngroup = 2000\n",
+        VHOST,
+    ]);
+    let r = check(&conf);
+    let line = conf.line_of("[environments.alice]");
+    assert_error(
+        &r,
+        &conf,
+        line + 1,
+        "environments.alice.user",
+        "the multiplexers' (server.user = \"2000\")",
+    );
+    assert_error(
+        &r,
+        &conf,
+        line + 2,
+        "environments.alice.group",
+        "the multiplexers' (server.group = \"2000\")",
+    );
+    assert_count(&r, &conf, 2);
+}
+
+/// A log directory another uid can write (the group/world bit of a root directory, or
+/// another tenant's directory) is refused with file:line, by `check` and by `serve`.
+#[test]
+fn access_log_in_a_directory_another_user_can_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = dir.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let mut parts = vec![SERVER.to_string(), ALICE.to_string(), VHOST.to_string()];
+    parts.push(format!("access_log = \"{}\"\n", open.join("alice.log").display()));
+    let as_root = nix::unistd::geteuid().is_root();
+    if as_root {
+        // bob's directory, for alice's log.
+        let bobs = dir.path().join("bob");
+        std::fs::create_dir(&bobs).unwrap();
+        std::os::unix::fs::lchown(&bobs, Some(2002), Some(2002)).unwrap();
+        parts.push(vhost("www.alice.example", "alice", "/srv/alice/www"));
+        parts.push(format!("access_log = \"{}\"\n", bobs.join("alice.log").display()));
+    }
+    let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+    let conf = Conf::in_dir(dir, &parts);
+    for args in [&["check"][..], &["serve"][..]] {
+        let r = run(args, &conf.path);
+        assert_error(
+            &r,
+            &conf,
+            conf.line_of("open/alice.log"),
+            "vhosts[0].access_log",
+            "is writable by its group or others (mode 0777)",
+        );
+        if as_root {
+            assert_error(
+                &r,
+                &conf,
+                conf.line_of("bob/alice.log"),
+                "vhosts[1].access_log",
+                "is owned by uid 2002; it must be owned by root or uid 2001",
+            );
+        }
+        assert!(!open.join("alice.log").exists(), "{args:?} created the log");
+    }
 }

@@ -333,6 +333,8 @@ fn a_child_failing_at_start_backs_off() {
     let w = world();
     put(w.path(), "alice/index.html", b"alice home", ALICE, 0o600);
     put(w.path(), "jail/www/index.html", b"bob jailed", BOB, 0o600);
+    // The chroot is root's (check refuses one bob could swap); its www is bob's.
+    chown(&w.path().join("jail"), 0);
     let config = two_env_config(w.path(), "")
         .replace(
             &format!("group = {BOB}\n"),

@@ -11,6 +11,7 @@ mod harness;
 mod http_errors;
 mod isolation;
 mod lifecycle;
+mod log_links;
 mod logs;
 mod pools;
 mod reload;

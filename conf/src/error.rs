@@ -21,6 +21,10 @@ pub struct ConfigError {
     pub message: String,
 }
 
+/// Something `bulkhead check` prints with a `warning:` prefix and `serve` logs, but
+/// that does not stop the configuration from loading. Same shape as an error.
+pub type ConfigWarning = ConfigError;
+
 impl ConfigError {
     fn location(&self) -> String {
         let mut out = self.file.display().to_string();
@@ -72,6 +76,7 @@ pub(crate) struct Report<'a> {
     /// Byte offset at which each line starts; `line_starts[0] == 0`.
     line_starts: Vec<usize>,
     errors: Vec<ConfigError>,
+    warnings: Vec<ConfigWarning>,
 }
 
 impl<'a> Report<'a> {
@@ -83,6 +88,7 @@ impl<'a> Report<'a> {
             file,
             line_starts,
             errors: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 
@@ -102,6 +108,23 @@ impl<'a> Report<'a> {
             message: message.into(),
         };
         self.errors.push(error);
+    }
+
+    pub(crate) fn warn(&mut self, span: &Span, key: &str, message: impl Into<String>) {
+        let warning = ConfigWarning {
+            file: self.file.to_path_buf(),
+            line: self.line(span),
+            key: key.to_string(),
+            message: message.into(),
+        };
+        self.warnings.push(warning);
+    }
+
+    /// The warnings so far, sorted by line; they are removed from the report.
+    pub(crate) fn take_warnings(&mut self) -> Vec<ConfigWarning> {
+        let mut warnings = std::mem::take(&mut self.warnings);
+        warnings.sort_by_key(|w| w.line);
+        warnings
     }
 
     pub(crate) fn has_errors(&self) -> bool {

@@ -9,7 +9,9 @@
 //!
 //! `bulkhead check` (a systemd `ExecStartPre=`) is [`load`] plus printing the errors.
 
+mod apart;
 mod error;
+mod fsrules;
 mod ids;
 mod limits;
 pub mod model;
@@ -19,7 +21,7 @@ mod validate;
 
 use std::path::Path;
 
-pub use error::{ConfigError, ConfigErrors};
+pub use error::{ConfigError, ConfigErrors, ConfigWarning};
 pub use model::*;
 
 use error::Report;
@@ -50,7 +52,10 @@ pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
     };
     let root = tree::Table::root(doc.as_table());
     match validate::config(&root, &mut report, path) {
-        Some(config) if !report.has_errors() => Ok(config),
+        Some(mut config) if !report.has_errors() => {
+            config.warnings = report.take_warnings();
+            Ok(config)
+        }
         _ => {
             if !report.has_errors() {
                 // A value was refused without a message: a bug here, but never a panic.

@@ -26,6 +26,9 @@ pub struct Config {
     pub vhosts: Vec<Vhost>,
     /// `[status]`; its defaults when the table is absent.
     pub status: Status,
+    /// What `check` warns about (tenants that can signal each other, overlapping host
+    /// names across environments), in line order; `serve` logs them.
+    pub warnings: Vec<crate::ConfigWarning>,
 }
 
 /// `[server]`.

@@ -7,7 +7,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::apart;
 use crate::error::{Report, Span};
+use crate::fsrules;
 use crate::ids::{self, Kind};
 use crate::limits::{self, Limits, MAX_COUNT, MAX_TIMEOUT_SECS, POOL_KEYS};
 use crate::model::{Config, Environment, LogFormat, Server, Vhost};
@@ -65,6 +67,8 @@ pub(crate) fn config(root: &Table, r: &mut Report, path: &Path) -> Option<Config
     limits.check_total(r, &minimums);
     let vhosts = vhosts(root, r, &environments);
     let status = status::status(root, r);
+    let valid_envs: Vec<Option<&Environment>> = environments.iter().map(|e| e.valid.as_ref()).collect();
+    apart::check(root, r, server.as_ref(), &valid_envs, vhosts.as_deref());
     if r.has_errors() {
         return None;
     }
@@ -74,6 +78,7 @@ pub(crate) fn config(root: &Table, r: &mut Report, path: &Path) -> Option<Config
         environments: environments.into_iter().map(|e| e.valid).collect::<Option<_>>()?,
         vhosts: vhosts?,
         status: status?,
+        warnings: Vec::new(),
     })
 }
 
@@ -208,6 +213,8 @@ struct EnvState {
     /// `None` when its chroot value was invalid, so document roots cannot be checked
     /// against it; `Some(None)` when it has no chroot.
     chroot: Option<Option<PathBuf>>,
+    /// Its uid, when valid (for the access log rule).
+    uid: Option<u32>,
     /// Resolved (own, `[server]`'s or built-in); `None` when invalid.
     min_processors: Option<i64>,
     valid: Option<Environment>,
@@ -246,6 +253,7 @@ fn environment(name: &str, entry: &Entry, r: &mut Report, limits: &Limits) -> En
     let mut state = EnvState {
         name: name.to_string(),
         chroot: None,
+        uid: None,
         min_processors: None,
         valid: None,
     };
@@ -276,6 +284,7 @@ fn environment(name: &str, entry: &Entry, r: &mut Report, limits: &Limits) -> En
         }
         Some((gid, written))
     });
+    state.uid = user.as_ref().map(|(uid, _)| *uid);
     state.chroot = match t.get("chroot") {
         None => Some(None),
         Some(e) => chroot(&e, r).map(Some),
@@ -309,11 +318,18 @@ fn environment(name: &str, entry: &Entry, r: &mut Report, limits: &Limits) -> En
     state
 }
 
-/// An absolute path to an existing directory.
+/// An absolute path to an existing directory that only root can change
+/// ([`fsrules::chroot`]).
 fn chroot(entry: &Entry, r: &mut Report) -> Option<PathBuf> {
     let path = entry.abs_path(r)?;
     match std::fs::metadata(&path) {
-        Ok(meta) if meta.is_dir() => Some(path),
+        Ok(meta) if meta.is_dir() => match fsrules::chroot(&path) {
+            Ok(()) => Some(path),
+            Err(message) => {
+                entry.error(r, message);
+                None
+            }
+        },
         Ok(_) => {
             entry.error(r, format!("chroot '{}' is not a directory", path.display()));
             None
@@ -393,6 +409,15 @@ fn vhost(
         .and_then(|e| document_root(&e, r, environment.map(|i| &envs[i])));
     let max_clients_vhost = t.int_or(r, "max_clients_vhost", 0, 0, MAX_COUNT);
     let access_log = optional_path(t, r, "access_log");
+    if let (Some(Some(path)), Some(env)) = (&access_log, environment.map(|i| &envs[i])) {
+        if let Some(uid) = env.uid {
+            match (fsrules::access_log(path, &env.name, uid), t.get("access_log")) {
+                (Err(fsrules::Finding::Error(message)), Some(e)) => e.error(r, message),
+                (Err(fsrules::Finding::Warning(message)), Some(e)) => r.warn(&e.span, &e.path, message),
+                _ => {}
+            }
+        }
+    }
     let access_log_format = match t.get("access_log_format") {
         None => Some(LogFormat::default()),
         Some(e) => log_format(&e, r),

@@ -10,6 +10,7 @@ mod logs;
 mod maintain;
 mod plan;
 mod reload;
+mod safe_open;
 mod spawn;
 mod tenant_log;
 
@@ -52,6 +53,9 @@ pub enum SupervisorError {
 /// Runs the server in the foreground until it is stopped. Returns the exit code.
 pub fn run(config_path: &Path) -> Result<i32, SupervisorError> {
     let cfg = conf::load(config_path)?;
+    for w in &cfg.warnings {
+        tracing::warn!("config: {w}");
+    }
     raise_fd_limit();
     let exe = std::env::current_exe().map_err(SupervisorError::Runtime)?;
     let rt = tokio::runtime::Builder::new_current_thread()

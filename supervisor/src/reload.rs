@@ -74,9 +74,12 @@ impl Supervisor {
             },
             (None, _) => self.listeners.metrics = None,
         }
+        for w in &cfg.warnings {
+            warn!("config: {w}");
+        }
         let (logs, errors) = AccessLogs::open_all(&cfg);
         for e in errors {
-            error!("{e}");
+            error!("{e}; this vhost's requests are not logged by the new generation");
         }
         self.logs = logs;
         let id = self.current() + 1;
@@ -288,10 +291,11 @@ impl Supervisor {
             Ok(None) => {}
             Err(e) => error!("reopening the error log: {e}"),
         }
-        let (logs, errors) = AccessLogs::open_all(&cfg);
+        let (mut logs, errors) = AccessLogs::open_all(&cfg);
         for e in errors {
-            error!("{e}");
+            error!("{e}; the vhost keeps its current log file");
         }
+        logs.keep_from(std::mem::take(&mut self.logs));
         self.logs = logs;
         let current = self.current();
         for (pid, c) in &self.children {

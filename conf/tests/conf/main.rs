@@ -1,7 +1,9 @@
 //! `conf`'s tests, one binary: valid configurations (`valid`) and every error class,
 //! each checked for file, line and key path (`errors`); children and processor pools
-//! (`limits`); `[status]`, vhost logs and address blocks (`status`).
+//! (`limits`); `[status]`, vhost logs and address blocks (`status`); rules that keep
+//! tenants apart and who may own a chroot or a log directory (`apart`).
 
+mod apart;
 mod errors;
 mod limits;
 mod status;

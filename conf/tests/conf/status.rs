@@ -1,7 +1,6 @@
 //! `[status]`, the per-vhost logging and connection limit, and [`Cidr::contains`].
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
 
 use conf::{Cidr, LogFormat, Status};
 
@@ -139,11 +138,17 @@ fn bad_status_values() {
 
 #[test]
 fn vhost_logs_and_limit() {
+    // The log's directory must exist (and be root's or alice's): a temp dir of ours.
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
     let text = cat(&[
         SERVER,
         ALICE,
         VHOST,
-        "max_clients_vhost = 25\naccess_log = \"/var/log/alice/access.log\"\naccess_log_format = \"json\"\n",
+        &format!(
+            "max_clients_vhost = 25\naccess_log = \"{}\"\naccess_log_format = \"json\"\n",
+            log.display()
+        ),
         "[[vhosts]]\nserver_name = \"b.example\"\nenvironment = \"alice\"\ndocument_root = \"/srv/b\"\n",
         "access_log_format = \"combined\"\n",
     ]);
@@ -152,10 +157,7 @@ fn vhost_logs_and_limit() {
         panic!("{:?}", config.vhosts)
     };
     assert_eq!(a.max_clients_vhost, 25);
-    assert_eq!(
-        a.access_log.as_deref(),
-        Some(Path::new("/var/log/alice/access.log"))
-    );
+    assert_eq!(a.access_log.as_deref(), Some(log.as_path()));
     assert_eq!(a.access_log_format, LogFormat::Json);
     assert_eq!(b.access_log_format, LogFormat::Combined);
 
