@@ -64,7 +64,11 @@ pub(crate) fn config(root: &Table, r: &mut Report, path: &Path) -> Option<Config
         .collect();
     limits.check_total(r, &minimums);
     let vhosts = vhosts(root, r, &environments);
-    let status = status::status(root, r);
+    let env_uids: Vec<(&str, u32)> = environments
+        .iter()
+        .filter_map(|e| Some((e.name.as_str(), e.uid?)))
+        .collect();
+    let status = status::status(root, r, &env_uids);
     if r.has_errors() {
         return None;
     }
@@ -210,6 +214,8 @@ struct EnvState {
     chroot: Option<Option<PathBuf>>,
     /// Resolved (own, `[server]`'s or built-in); `None` when invalid.
     min_processors: Option<i64>,
+    /// Resolved; `None` when invalid.
+    uid: Option<u32>,
     valid: Option<Environment>,
 }
 
@@ -247,6 +253,7 @@ fn environment(name: &str, entry: &Entry, r: &mut Report, limits: &Limits) -> En
         name: name.to_string(),
         chroot: None,
         min_processors: None,
+        uid: None,
         valid: None,
     };
     let Some(t) = entry.table(r) else {
@@ -265,6 +272,7 @@ fn environment(name: &str, entry: &Entry, r: &mut Report, limits: &Limits) -> En
         }
         Some((uid, written))
     });
+    state.uid = user.as_ref().map(|(uid, _)| *uid);
     let group = t.require(r, "group").and_then(|e| {
         let (gid, written) = ids::resolve(&e, r, Kind::Group)?;
         if gid == 0 {
