@@ -71,6 +71,7 @@ pub fn multiplexer(
         max_multiplexers: cfg.server.max_multiplexers,
         status_path: cfg.status.path.clone(),
         status_allow: cfg.status.allow.iter().map(|c| (c.addr, c.prefix)).collect(),
+        status_allow_users: cfg.status.allow_users.clone(),
         generation: g.id,
     };
     let mut fds: Vec<RawFd> = listeners.http.iter().map(|(_, fd)| fd.as_raw_fd()).collect();
