@@ -15,4 +15,5 @@ mod pools;
 mod reload;
 mod scoreboard;
 mod screenshot;
+mod status_access;
 mod status_page;
