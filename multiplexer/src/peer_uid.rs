@@ -93,8 +93,11 @@ pub fn owner(peer: SocketAddr, local: SocketAddr) -> Result<u32, PeerUidError> {
             nl_len,
         )
     };
-    if sent != request.len() as isize {
+    if sent < 0 {
         return Err(PeerUidError::Send(errno()));
+    }
+    if sent as usize != request.len() {
+        return Err(PeerUidError::Send(libc::EMSGSIZE));
     }
     let mut pfd = libc::pollfd {
         fd: sock.as_raw_fd(),
