@@ -2,7 +2,8 @@
 //! its socket (`[status] allow_users`, default root), whatever loopback address it uses;
 //! a tenant's processes get 403, Debian's prometheus-apache-exporter running as an
 //! allowed user reads `apache_up 1`; a connection handed back by a processor never
-//! gets the page. (Non-local clients by `[status] allow`: unit-tested in the multiplexer.)
+//! gets the page; unprivileged, the user running bulkhead may. (Non-local clients by
+//! `[status] allow`: unit-tested in the multiplexer's `access`.)
 
 use std::io::Write;
 use std::net::Ipv4Addr;
@@ -210,4 +211,33 @@ fn status_on_a_connection_handed_back_is_refused() {
     // A fresh connection from root is served.
     let r = get(server.addr, "bob.test", "/server-status?auto");
     assert_eq!(r.status, 200, "{}", r.text());
+}
+
+#[test]
+fn unprivileged_the_user_running_bulkhead_reads_its_status_page() {
+    if !require_root() {
+        return;
+    }
+    let Some(curl) = require_tool("curl", "curl") else {
+        return;
+    };
+    const OWNER: u32 = 2010;
+    let w = world();
+    put(w.path(), "alice/index.html", b"alice home", OWNER, 0o644);
+    put(w.path(), "bob/index.html", b"bob home", OWNER, 0o644);
+    let server = TestServer::try_start_with(&config(w.path(), ""), |cmd| {
+        // Readable by the user the server runs as.
+        let path = cmd.get_args().nth(2).map(std::path::PathBuf::from).unwrap();
+        chmod(path.parent().unwrap(), 0o755);
+        chmod(&path, 0o644);
+        cmd.uid(OWNER).gid(OWNER);
+    })
+    .unwrap_or_else(|log| panic!("unprivileged server did not start:\n{log}"));
+    assert_all(&all_as(&curl, &server, OWNER, None), 200, "the owner", &server);
+    assert_all(
+        &all_as(&curl, &server, STRANGER, None),
+        403,
+        "another user",
+        &server,
+    );
 }
