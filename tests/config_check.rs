@@ -574,3 +574,17 @@ fn access_log_in_a_directory_another_user_can_write() {
         assert!(!open.join("alice.log").exists(), "{args:?} created the log");
     }
 }
+
+#[test]
+fn a_tenants_uid_in_status_allow_users() {
+    let status = "[status]\nallow_users = [\"root\", 2001]\n";
+    // Whichever is defined first, the environment or [status].
+    for parts in [[SERVER, ALICE, VHOST, status], [status, SERVER, ALICE, VHOST]] {
+        let conf = Conf::new(&parts);
+        let r = check(&conf);
+        let line = conf.line_of("allow_users");
+        let fragment = "user '2001' (uid 2001) runs environment 'alice'";
+        assert_error(&r, &conf, line, "status.allow_users[1]", fragment);
+        assert_count(&r, &conf, 1);
+    }
+}

@@ -17,5 +17,6 @@ mod pools;
 mod reload;
 mod scoreboard;
 mod screenshot;
+mod status_access;
 mod status_page;
 mod tenant_stdio;

@@ -136,8 +136,10 @@ pub struct MultiplexerBoot {
     pub server_limit: u32,
     pub max_multiplexers: u32,
     pub status_path: String,
-    /// CIDRs allowed to see the status page: (address, prefix length).
+    /// CIDRs whose non-local clients may see the status page: (address, prefix length).
     pub status_allow: Vec<(std::net::IpAddr, u8)>,
+    /// Uids whose local connections may see the status page and the metrics.
+    pub status_allow_users: Vec<u32>,
     pub generation: u64,
 }
 

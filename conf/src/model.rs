@@ -5,7 +5,7 @@
 //! the supervisor copies the slice each child needs into `common::control` messages.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -129,27 +129,22 @@ pub struct Status {
     /// Request path of the status page on every vhost; starts with `/`, no `?`, `#`
     /// or whitespace.
     pub path: String,
-    /// Clients allowed to read the status page.
+    /// Non-local clients allowed to read the status page and the metrics (default none).
     pub allow: Vec<Cidr>,
+    /// Uids whose local (same host) connections may read them (default root only). A
+    /// local connection is judged by the uid owning the client socket, never its address.
+    pub allow_users: Vec<u32>,
     /// Where metrics are served; `None` when written as `"off"`.
     pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for Status {
-    /// `/server-status`, loopback only, metrics on `127.0.0.1:9180`.
+    /// `/server-status`, root's local connections only, metrics on `127.0.0.1:9180`.
     fn default() -> Self {
         Status {
             path: "/server-status".to_string(),
-            allow: vec![
-                Cidr {
-                    addr: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 0)),
-                    prefix: 8,
-                },
-                Cidr {
-                    addr: IpAddr::V6(Ipv6Addr::LOCALHOST),
-                    prefix: 128,
-                },
-            ],
+            allow: Vec::new(),
+            allow_users: vec![0],
             metrics_listen: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 9180))),
         }
     }

@@ -1,15 +1,18 @@
-//! `[status]`: the status page's path, who may read it, and the metrics listener.
+//! `[status]`: the status page's path, who may read it (local users by uid, other
+//! clients by address), and the metrics listener.
 
 use std::net::{IpAddr, SocketAddr};
 
 use crate::error::Report;
+use crate::ids::{self, Kind};
 use crate::model::{Cidr, Status};
 use crate::tree::{Entry, Table};
 
-const STATUS_KEYS: &[&str] = &["path", "allow", "metrics_listen"];
+const STATUS_KEYS: &[&str] = &["path", "allow", "allow_users", "metrics_listen"];
 
-/// `[status]`, its defaults when absent.
-pub(crate) fn status(root: &Table, r: &mut Report) -> Option<Status> {
+/// `[status]`, its defaults when absent. `env_uids` are the environments' (name, uid):
+/// none of them may be in `allow_users`.
+pub(crate) fn status(root: &Table, r: &mut Report, env_uids: &[(&str, u32)]) -> Option<Status> {
     let defaults = Status::default();
     let Some(entry) = root.get("status") else {
         return Some(defaults);
@@ -24,6 +27,10 @@ pub(crate) fn status(root: &Table, r: &mut Report) -> Option<Status> {
         Some(e) => allow(&e, r),
         None => Some(defaults.allow),
     };
+    let allow_users = match t.get("allow_users") {
+        Some(e) => allow_users(&e, r, env_uids),
+        None => Some(defaults.allow_users),
+    };
     let metrics_listen = match t.get("metrics_listen") {
         Some(e) => metrics_listen(&e, r),
         None => Some(defaults.metrics_listen),
@@ -31,6 +38,7 @@ pub(crate) fn status(root: &Table, r: &mut Report) -> Option<Status> {
     Some(Status {
         path: path?,
         allow: allow?,
+        allow_users: allow_users?,
         metrics_listen: metrics_listen?,
     })
 }
@@ -70,6 +78,28 @@ fn allow(entry: &Entry, r: &mut Report) -> Option<Vec<Cidr>> {
         })
         .collect();
     blocks.into_iter().collect()
+}
+
+/// Users (names or ids) whose local connections may read the page; never an
+/// environment's uid, whose code is the tenant's.
+fn allow_users(entry: &Entry, r: &mut Report, env_uids: &[(&str, u32)]) -> Option<Vec<u32>> {
+    let elements = entry.array(r)?;
+    let uids: Vec<Option<u32>> = elements
+        .iter()
+        .map(|e| {
+            let (uid, written) = ids::resolve(e, r, Kind::User)?;
+            if let Some((env, _)) = env_uids.iter().find(|(_, u)| *u == uid) {
+                let message = format!(
+                    "user '{written}' (uid {uid}) runs environment '{env}'; \
+                     a tenant's processes must not read the status page or the metrics"
+                );
+                e.error(r, message);
+                return None;
+            }
+            Some(uid)
+        })
+        .collect();
+    uids.into_iter().collect()
 }
 
 /// `ip/prefix`, or a bare address meaning `/32` or `/128`. Host bits must be clear.

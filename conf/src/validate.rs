@@ -66,7 +66,11 @@ pub(crate) fn config(root: &Table, r: &mut Report, path: &Path) -> Option<Config
         .collect();
     limits.check_total(r, &minimums);
     let vhosts = vhosts(root, r, &environments);
-    let status = status::status(root, r);
+    let env_uids: Vec<(&str, u32)> = environments
+        .iter()
+        .filter_map(|e| Some((e.name.as_str(), e.uid?)))
+        .collect();
+    let status = status::status(root, r, &env_uids);
     let valid_envs: Vec<Option<&Environment>> = environments.iter().map(|e| e.valid.as_ref()).collect();
     apart::check(root, r, server.as_ref(), &valid_envs, vhosts.as_deref());
     if r.has_errors() {
@@ -213,7 +217,7 @@ struct EnvState {
     /// `None` when its chroot value was invalid, so document roots cannot be checked
     /// against it; `Some(None)` when it has no chroot.
     chroot: Option<Option<PathBuf>>,
-    /// Its uid, when valid (for the access log rule).
+    /// Its uid, when valid (for the access log and status rules).
     uid: Option<u32>,
     /// Resolved (own, `[server]`'s or built-in); `None` when invalid.
     min_processors: Option<i64>,
@@ -273,6 +277,7 @@ fn environment(name: &str, entry: &Entry, r: &mut Report, limits: &Limits) -> En
         }
         Some((uid, written))
     });
+    state.uid = user.as_ref().map(|(uid, _)| *uid);
     let group = t.require(r, "group").and_then(|e| {
         let (gid, written) = ids::resolve(&e, r, Kind::Group)?;
         if gid == 0 {
@@ -284,7 +289,6 @@ fn environment(name: &str, entry: &Entry, r: &mut Report, limits: &Limits) -> En
         }
         Some((gid, written))
     });
-    state.uid = user.as_ref().map(|(uid, _)| *uid);
     state.chroot = match t.get("chroot") {
         None => Some(None),
         Some(e) => chroot(&e, r).map(Some),

@@ -153,7 +153,7 @@ pub fn accepted(
     let token = inflight.clone();
     tokio::task::spawn_local(async move {
         match TcpStream::from_std(stream) {
-            Ok(stream) => handle(stream, buf, peer, local, shared).await,
+            Ok(stream) => handle(stream, buf, peer, local, false, shared).await,
             Err(e) => warn!(%peer, "registering a connection: {e}"),
         }
         drop(token);
@@ -199,19 +199,21 @@ fn try_hand_off(
     }
 }
 
-/// Serves one connection: `buf` holds bytes already read (a hand-back's payload).
+/// Serves one connection: `buf` holds bytes already read (a hand-back's payload);
+/// `handed_back` when a processor sent it.
 pub async fn handle(
     stream: TcpStream,
     buf: Vec<u8>,
     peer: SocketAddr,
     local: SocketAddr,
+    handed_back: bool,
     shared: Rc<Shared>,
 ) {
     // Connections this multiplexer is working on (the supervisor starts another
     // multiplexer when every one is loaded).
     shared.own.add(slot::ACTIVE_CONNS, 1);
     let _counted = Release::new(|| shared.own.sub(slot::ACTIVE_CONNS, 1));
-    handle_counted(stream, buf, peer, local, &shared).await;
+    handle_counted(stream, buf, peer, local, handed_back, &shared).await;
 }
 
 async fn handle_counted(
@@ -219,6 +221,7 @@ async fn handle_counted(
     mut buf: Vec<u8>,
     peer: SocketAddr,
     local: SocketAddr,
+    handed_back: bool,
     shared: &Rc<Shared>,
 ) {
     let limit = shared.limit_request_head;
@@ -236,7 +239,12 @@ async fn handle_counted(
         Decision::Route { vhost, env } => (vhost, env),
         Decision::Fail(status, why) => return respond::error(stream, status, &why, peer, None).await,
         Decision::Status { format, host } => {
-            return serve_status(stream, &buf[..end], format, &host, peer, shared).await
+            let from = Client {
+                peer,
+                local,
+                handed_back,
+            };
+            return serve_status(stream, &buf[..end], format, &host, from, shared).await;
         }
     };
     let retry = shared.pools.wait_timeout.as_secs().max(1) as u32;
@@ -282,25 +290,37 @@ fn vhost_name(shared: &Shared, vhost: u32) -> &str {
         .unwrap_or("?")
 }
 
+/// Where a status or metrics request came from.
+struct Client {
+    peer: SocketAddr,
+    local: SocketAddr,
+    /// Sent back by a processor: the socket was chosen by a tenant.
+    handed_back: bool,
+}
+
+/// The one rule for the status page and the metrics ([`crate::access`]). A connection a
+/// processor handed back is refused outright: a tenant can hand back its own end of a
+/// connection to a root-owned socket it holds the other end of, making the "client"
+/// look like root.
+fn status_allowed(shared: &Shared, from: &Client) -> Result<(), String> {
+    if from.handed_back {
+        return Err("status refused: the connection was handed back by a processor".into());
+    }
+    shared.status_access.check(from.peer, from.local)
+}
+
 /// The server-status page, served by the multiplexer from the scoreboard (no tenant
-/// process involved), to allowed addresses only.
+/// process involved), to allowed clients only.
 async fn serve_status(
     stream: TcpStream,
     head: &[u8],
     format: status::Format,
     host: &str,
-    peer: SocketAddr,
+    from: Client,
     shared: &Shared,
 ) {
-    if !shared.status_allowed(peer.ip()) {
-        return respond::error(
-            stream,
-            403,
-            "server-status from an address not in [status] allow",
-            peer,
-            None,
-        )
-        .await;
+    if let Err(why) = status_allowed(shared, &from) {
+        return respond::error(stream, 403, &why, from.peer, None).await;
     }
     let snap = snapshot::take(&shared.pools, &shared.facts, host);
     let (body, content_type) = status::render(&snap, &format);
@@ -342,6 +362,15 @@ pub async fn metrics_loop(
             };
             if path != "/metrics" {
                 return respond::error(stream, 404, "not the metrics path", peer, None).await;
+            }
+            let Ok(local) = stream.local_addr() else { return };
+            let from = Client {
+                peer,
+                local,
+                handed_back: false,
+            };
+            if let Err(why) = status_allowed(&shared, &from) {
+                return respond::error(stream, 403, &why, peer, None).await;
             }
             let snap = snapshot::take(&shared.pools, &shared.facts, "localhost");
             let body = status::prometheus(&snap);

@@ -3,7 +3,9 @@
 //! vhost's environment. It also takes connections handed back by processors and routes
 //! them again, as untrusted as any new one.
 
+mod access;
 mod conn;
+mod peer_uid;
 mod pool;
 mod respond;
 mod snapshot;
@@ -50,7 +52,8 @@ pub(crate) struct Shared {
     pub pools: Pools,
     pub facts: snapshot::Facts,
     pub status_path: String,
-    pub status_allow: Vec<(std::net::IpAddr, u8)>,
+    /// Who may see the status page and the metrics.
+    pub status_access: access::Access,
     /// This multiplexer's own slot.
     pub own: Segment,
 }
@@ -58,38 +61,6 @@ pub(crate) struct Shared {
 impl Shared {
     pub fn env_name(&self, env: usize) -> &str {
         self.pools.envs.get(env).map(|e| e.name.as_str()).unwrap_or("?")
-    }
-
-    /// Whether `ip` may see the status page.
-    pub fn status_allowed(&self, ip: std::net::IpAddr) -> bool {
-        let ip = match ip {
-            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map(std::net::IpAddr::V4).unwrap_or(ip),
-            v4 => v4,
-        };
-        self.status_allow
-            .iter()
-            .any(|(net, prefix)| cidr_contains(*net, *prefix, ip))
-    }
-}
-
-fn cidr_contains(net: std::net::IpAddr, prefix: u8, ip: std::net::IpAddr) -> bool {
-    use std::net::IpAddr;
-    let net = match net {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(net),
-        v4 => v4,
-    };
-    match (net, ip) {
-        (IpAddr::V4(n), IpAddr::V4(a)) => {
-            let p = prefix.min(32) as u32;
-            let mask = if p == 0 { 0 } else { u32::MAX << (32 - p) };
-            u32::from(n) & mask == u32::from(a) & mask
-        }
-        (IpAddr::V6(n), IpAddr::V6(a)) => {
-            let p = prefix.min(128) as u32;
-            let mask = if p == 0 { 0 } else { u128::MAX << (128 - p) };
-            u128::from(n) & mask == u128::from(a) & mask
-        }
-        _ => false,
     }
 }
 
@@ -159,7 +130,10 @@ async fn serve(boot: MultiplexerBoot, fds: Vec<OwnedFd>, control: OwnedFd) -> Re
             max_multiplexers: boot.max_multiplexers as u64,
         },
         status_path: boot.status_path,
-        status_allow: boot.status_allow,
+        status_access: access::Access {
+            allow: boot.status_allow,
+            users: boot.status_allow_users,
+        },
         own,
     });
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -380,7 +354,7 @@ async fn hand_back_loop(
                         let token = inflight.clone();
                         let shared2 = shared.clone();
                         tokio::task::spawn_local(async move {
-                            conn::handle(stream, payload, peer, local, shared2).await;
+                            conn::handle(stream, payload, peer, local, true, shared2).await;
                             drop(token);
                         });
                     }

@@ -26,6 +26,16 @@ pub struct Listeners {
     pub metrics: Option<(SocketAddr, OwnedFd)>,
 }
 
+/// `[status] allow_users`; unprivileged, every process is the user running bulkhead
+/// (isolation is off), so that user may read its own status page too.
+fn allow_users(cfg: &conf::Config, privileged: bool) -> Vec<u32> {
+    let mut users = cfg.status.allow_users.clone();
+    if !privileged {
+        users.push(nix::unistd::geteuid().as_raw());
+    }
+    users
+}
+
 /// Bootstrap and fds for a multiplexer of generation `g`, whose own slot is `slot_fd`.
 pub fn multiplexer(
     g: &Generation,
@@ -69,6 +79,7 @@ pub fn multiplexer(
         max_multiplexers: cfg.server.max_multiplexers,
         status_path: cfg.status.path.clone(),
         status_allow: cfg.status.allow.iter().map(|c| (c.addr, c.prefix)).collect(),
+        status_allow_users: allow_users(cfg, privileged),
         generation: g.id,
     };
     let mut fds: Vec<RawFd> = listeners.http.iter().map(|(_, fd)| fd.as_raw_fd()).collect();

@@ -23,7 +23,9 @@ fn status_defaults() {
     assert_eq!(config.status, Status::default());
     let s = &config.status;
     assert_eq!(s.path, "/server-status");
-    assert_eq!(s.allow, [cidr("127.0.0.0", 8), cidr("::1", 128)]);
+    // Local clients by uid (root only), nobody by address.
+    assert_eq!(s.allow, []);
+    assert_eq!(s.allow_users, [0]);
     assert_eq!(
         s.metrics_listen,
         Some("127.0.0.1:9180".parse::<SocketAddr>().unwrap())
@@ -62,6 +64,49 @@ fn status_values() {
     let s = parse(&text).status;
     assert_eq!(s.metrics_listen, None);
     assert_eq!(s.allow, []);
+}
+
+#[test]
+fn allow_users_names_and_ids() {
+    let text = cat(&[
+        SERVER,
+        ALICE,
+        VHOST,
+        "[status]\nallow_users = [\"root\", 2003, \"2004\"]\n",
+    ]);
+    assert_eq!(parse(&text).status.allow_users, [0, 2003, 2004]);
+    let text = cat(&[SERVER, ALICE, VHOST, "[status]\nallow_users = []\n"]);
+    assert_eq!(parse(&text).status.allow_users, Vec::<u32>::new());
+    // The multiplexers' own user is no tenant.
+    let text = cat(&[SERVER, ALICE, VHOST, "[status]\nallow_users = [2000]\n"]);
+    assert_eq!(parse(&text).status.allow_users, [2000]);
+}
+
+#[test]
+fn allow_users_never_names_an_environment() {
+    let status = "[status]\nallow_users = [\n  \"root\",\n  2001,\n  \"no-such-user-here\",\n  -1,\n]\n";
+    // Whichever comes first in the file, [status] or the environment.
+    for text in [
+        cat(&[SERVER, ALICE, VHOST, status]),
+        cat(&[status, SERVER, ALICE, VHOST]),
+    ] {
+        let errs = errors(&text);
+        let l = |n| line_of(&text, n);
+        assert_has(
+            &errs,
+            l("  2001,"),
+            "status.allow_users[1]",
+            "user '2001' (uid 2001) runs environment 'alice'",
+        );
+        assert_has(
+            &errs,
+            l("no-such-user-here"),
+            "status.allow_users[2]",
+            "no such user 'no-such-user-here'",
+        );
+        assert_has(&errs, l("  -1,"), "status.allow_users[3]", "out of range");
+        assert_eq!(errs.len(), 3, "{errs:?}");
+    }
 }
 
 #[test]
