@@ -11,6 +11,7 @@ mod maintain;
 mod plan;
 mod reload;
 mod spawn;
+mod watch;
 
 use std::path::{Path, PathBuf};
 
