@@ -128,7 +128,6 @@ pub struct Supervisor {
     pub(crate) listeners: Listeners,
     /// Oldest first; the last is the current generation.
     pub(crate) gens: Vec<Generation>,
-    pub(crate) logs: AccessLogs,
     pub(crate) children: HashMap<i32, Child>,
     pub(crate) pending: Vec<(Instant, Restart)>,
     pub(crate) backoff: HashMap<Restart, u32>,
@@ -187,7 +186,7 @@ impl Supervisor {
         }
         let started_ms = scoreboard::now_ms();
         let config_path = cfg.path.clone();
-        let gen = Generation::new(0, Arc::new(cfg), started_ms)?;
+        let gen = Generation::new(0, Arc::new(cfg), started_ms, logs)?;
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
         let mut sup = Supervisor {
             exe,
@@ -195,7 +194,6 @@ impl Supervisor {
             privileged,
             listeners: Listeners { http, metrics },
             gens: vec![gen],
-            logs,
             children: HashMap::new(),
             pending: Vec::new(),
             backoff: HashMap::new(),
@@ -396,7 +394,7 @@ impl Supervisor {
         let g = self
             .gen(gen)
             .ok_or(SupervisorError::Runtime(std::io::ErrorKind::NotFound.into()))?;
-        let (boot, fds) = plan::processor(g, env, &rw, &self.logs, self.privileged);
+        let (boot, fds) = plan::processor(g, env, &rw, &g.logs, self.privileged);
         if let Err(e) = control::send(control.as_fd(), &ToChild::Bootstrap(Box::new(boot)), &fds) {
             error!(pid, "sending processor bootstrap: {e}");
         }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use common::scoreboard::{self, slot, table, Segment};
 use conf::Config;
 
+use crate::logs::AccessLogs;
 use crate::SupervisorError;
 
 /// Largest value taken from one tenant-written counter: far above any real count,
@@ -40,10 +41,18 @@ pub struct Generation {
     /// stop accepting and close connections gracefully (since the instant), 2 draining.
     pub retire_phase: u8,
     pub retire_started: Option<std::time::Instant>,
+    /// This generation's access logs, by its own vhost indexes (a processor started
+    /// for it, even after a reload, gets its own vhosts' files).
+    pub logs: AccessLogs,
 }
 
 impl Generation {
-    pub fn new(id: u64, cfg: Arc<Config>, started_ms: u64) -> Result<Generation, SupervisorError> {
+    pub fn new(
+        id: u64,
+        cfg: Arc<Config>,
+        started_ms: u64,
+        logs: AccessLogs,
+    ) -> Result<Generation, SupervisorError> {
         let mut env_sockets = Vec::new();
         for e in &cfg.environments {
             let pair = common::seqpacket::seqpacket_pair().map_err(|source| SupervisorError::Pair {
@@ -79,6 +88,7 @@ impl Generation {
             retiring: false,
             retire_phase: 0,
             retire_started: None,
+            logs,
         })
     }
 
