@@ -26,13 +26,13 @@ fn state(v: u64) -> ChildState {
 /// Takes a consistent snapshot (retrying while the supervisor retires a child).
 pub fn take(pools: &Pools, facts: &Facts, server_name: &str) -> Snapshot {
     for _ in 0..100 {
-        let before = pools.table.get(table::SEQ);
+        let before = pools.table.seq_read_begin(table::SEQ);
         if before % 2 == 1 {
             std::thread::yield_now();
             continue;
         }
         let snap = build(pools, facts, server_name);
-        if pools.table.get(table::SEQ) == before {
+        if pools.table.seq_read_valid(table::SEQ, before) {
             return snap;
         }
     }
@@ -138,16 +138,16 @@ fn build(pools: &Pools, facts: &Facts, server_name: &str) -> Snapshot {
             Some(e) => {
                 let env = &mut envs[e];
                 if st != ChildState::Stopping {
-                    env.processors_alive += 1;
+                    env.processors_alive = env.processors_alive.saturating_add(1);
                     if row.active_conns < row.capacity.max(1) {
-                        env.processors_idle += 1;
+                        env.processors_idle = env.processors_idle.saturating_add(1);
                     }
                 }
-                env.connections += row.connections;
-                env.requests += row.requests;
-                env.bytes += row.bytes;
-                env.active_conns += row.active_conns;
-                env.duration_us += g(slot::DURATION_US);
+                env.connections = env.connections.saturating_add(row.connections);
+                env.requests = env.requests.saturating_add(row.requests);
+                env.bytes = env.bytes.saturating_add(row.bytes);
+                env.active_conns = env.active_conns.saturating_add(row.active_conns);
+                env.duration_us = env.duration_us.saturating_add(g(slot::DURATION_US));
                 let sites = (s.get(slot::SITES) as usize).min(nv);
                 for i in 0..sites {
                     let vh = s.get(slot::site_word(i, slot::site::VHOST)) as usize;
@@ -157,14 +157,14 @@ fn build(pools: &Pools, facts: &Facts, server_name: &str) -> Snapshot {
                     }
                     let sw = |x| s.get(slot::site_word(i, x)).min(1 << 48);
                     for c in 0..5 {
-                        v.requests_by_class[c] += sw(slot::site::CLASS + c);
+                        v.requests_by_class[c] = v.requests_by_class[c].saturating_add(sw(slot::site::CLASS + c));
                     }
-                    v.bytes += sw(slot::site::BYTES);
-                    v.duration_us += sw(slot::site::DURATION_US);
+                    v.bytes = v.bytes.saturating_add(sw(slot::site::BYTES));
+                    v.duration_us = v.duration_us.saturating_add(sw(slot::site::DURATION_US));
                     for (b, h) in v.histogram.iter_mut().enumerate() {
-                        *h += sw(slot::site::HIST + b);
+                        *h = h.saturating_add(sw(slot::site::HIST + b));
                     }
-                    v.active_conns += sw(slot::site::ACTIVE_CONNS);
+                    v.active_conns = v.active_conns.saturating_add(sw(slot::site::ACTIVE_CONNS));
                 }
             }
         }
