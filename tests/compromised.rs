@@ -72,8 +72,12 @@ fn take_channels(server: &TestServer, pid: i32) -> Taken {
     let pidfd = pidfd_open(pid);
     let (mut env, mut ctl) = (None, None);
     for (fd, target) in fd_links(pid) {
-        let Some(inode) = socket_inode(&target) else { continue };
-        let Some(taken) = pidfd_getfd(&pidfd, fd) else { continue };
+        let Some(inode) = socket_inode(&target) else {
+            continue;
+        };
+        let Some(taken) = pidfd_getfd(&pidfd, fd) else {
+            continue;
+        };
         if so_type(&taken) != libc::SOCK_SEQPACKET {
             continue;
         }
@@ -154,7 +158,9 @@ fn send_retrying(sock: &OwnedFd, parts: &[&[u8]], fds: &[RawFd]) -> bool {
         let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
         match sendmsg::<()>(sock.as_raw_fd(), &iov, cmsgs, flags, None) {
             Ok(_) => return true,
-            Err(nix::Error::EAGAIN) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            Err(nix::Error::EAGAIN) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
             Err(_) => return false,
         }
     }
@@ -220,8 +226,15 @@ fn spawn_from_a_processor_starts_nothing() {
         "(alice, bob) processors changed after Spawn from a processor\n{}",
         server.log()
     );
-    assert!(server.log().contains("refused"), "no refusal logged\n{}", server.log());
-    assert!(alive(alice), "a refused Spawn must not cost the processor its life");
+    assert!(
+        server.log().contains("refused"),
+        "no refusal logged\n{}",
+        server.log()
+    );
+    assert!(
+        alive(alice),
+        "a refused Spawn must not cost the processor its life"
+    );
     both_serve(&server, "after");
 }
 
@@ -275,7 +288,10 @@ fn self_hand_backs_are_bounded() {
     for i in 0..300 {
         let client = std::net::TcpStream::connect(server.addr).unwrap();
         let fd: OwnedFd = client.into();
-        assert!(send_retrying(&taken.env, &[&header], &[fd.as_raw_fd()]), "send {i}");
+        assert!(
+            send_retrying(&taken.env, &[&header], &[fd.as_raw_fd()]),
+            "send {i}"
+        );
     }
     std::thread::sleep(Duration::from_millis(500));
     // Per multiplexer: max_clients (16) connections in the works, plus slack for the

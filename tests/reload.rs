@@ -391,7 +391,9 @@ fn refused_reload_keeps_the_running_logs() {
     std::fs::write(&server.config_path, bad).unwrap();
     server.signal(Signal::SIGHUP);
     assert!(
-        server.wait_for_log("reload refused", Duration::from_secs(5)).is_some(),
+        server
+            .wait_for_log("reload refused", Duration::from_secs(5))
+            .is_some(),
         "a reload with an access log that cannot be opened was not refused\n{}",
         server.log()
     );

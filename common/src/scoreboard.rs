@@ -156,7 +156,7 @@ impl Segment {
     /// returned `before` saw no write (acquire fence, then the sequence again).
     pub fn seq_read_valid(&self, i: usize, before: u64) -> bool {
         fence(Ordering::Acquire);
-        before % 2 == 0 && self.word(i).map(|w| w.load(Ordering::Relaxed)).unwrap_or(0) == before
+        before.is_multiple_of(2) && self.word(i).map(|w| w.load(Ordering::Relaxed)).unwrap_or(0) == before
     }
 
     pub fn sub(&self, i: usize, v: u64) {

@@ -8,9 +8,7 @@
 use std::io::IoSlice;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
-use nix::sys::socket::{
-    sendmsg, socketpair, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType,
-};
+use nix::sys::socket::{sendmsg, socketpair, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType};
 use thiserror::Error;
 
 /// Largest number of fds one message may carry (the kernel's SCM_MAX_FD is 253).
@@ -263,7 +261,10 @@ mod tests {
             sendmsg::<()>(a.as_raw_fd(), &iov, &cmsg, MsgFlags::MSG_DONTWAIT, None).unwrap();
             let mut buf = [0u8; 8];
             let r = recv(b.as_fd(), &mut buf, 1);
-            assert!(matches!(r, Err(PacketError::TooManyFds { count: 253, .. })), "{r:?}");
+            assert!(
+                matches!(r, Err(PacketError::TooManyFds { count: 253, .. })),
+                "{r:?}"
+            );
             assert_eq!(copies_of(&x), 1, "refused fds leaked");
         }
     }

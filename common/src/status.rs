@@ -105,7 +105,9 @@ pub struct VhostRow {
 impl VhostRow {
     pub fn requests(&self) -> u64 {
         // Sums of tenant-written counters: saturating.
-        self.requests_by_class.iter().fold(0u64, |a, n| a.saturating_add(*n))
+        self.requests_by_class
+            .iter()
+            .fold(0u64, |a, n| a.saturating_add(*n))
     }
 }
 

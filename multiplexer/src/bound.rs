@@ -34,7 +34,10 @@ impl Gauge {
         let n = self.n.get();
         if n >= self.max {
             if !self.warned.replace(true) {
-                warn!(max = self.max, "{}: refused (logged once until it recovers)", self.what);
+                warn!(
+                    max = self.max,
+                    "{}: refused (logged once until it recovers)", self.what
+                );
             }
             return None;
         }

@@ -453,7 +453,11 @@ mod tests {
             }
         }
         assert_eq!(found, Some(want));
-        assert!(scan.examined <= 4 * want, "examined {} bytes for a {want}-byte head", scan.examined);
+        assert!(
+            scan.examined <= 4 * want,
+            "examined {} bytes for a {want}-byte head",
+            scan.examined
+        );
         // Every way of splitting "\r\n\r\n" or "\n\n" across reads is found.
         for end in [&b"\r\n\r\n"[..], b"\n\n", b"\n\r\n"] {
             let mut msg = b"GET / HTTP/1.1\r\nHost: a".to_vec();

@@ -382,7 +382,9 @@ async fn hand_back_loop(env: usize, shared: Rc<Shared>, mut stop: watch::Receive
                     );
                     // Bounded: a processor can hand back connections to itself at no
                     // cost of its own; over a bound the hand-back is closed (`fd` drops).
-                    let Some(env_token) = shared.handbacks[env].take() else { continue };
+                    let Some(env_token) = shared.handbacks[env].take() else {
+                        continue;
+                    };
                     let Some(held) = shared.held.take() else { continue };
                     if let Some((stream, peer, local)) = adopt(fd) {
                         let payload = payload.to_vec();

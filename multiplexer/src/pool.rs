@@ -144,7 +144,9 @@ impl Pools {
         }
         let handed = self.table.get(table::env_word(env, table::env::HANDOFFS));
         let retired = self.table.get(table::env_word(env, table::env::RETIRED_TAKEN));
-        let queued = handed.saturating_sub(taken.saturating_add(retired)).min(i64::MAX as u64) as i64;
+        let queued = handed
+            .saturating_sub(taken.saturating_add(retired))
+            .min(i64::MAX as u64) as i64;
         View {
             live,
             room: free.saturating_sub(queued),

@@ -157,7 +157,8 @@ fn build(pools: &Pools, facts: &Facts, server_name: &str) -> Snapshot {
                     }
                     let sw = |x| s.get(slot::site_word(i, x)).min(1 << 48);
                     for c in 0..5 {
-                        v.requests_by_class[c] = v.requests_by_class[c].saturating_add(sw(slot::site::CLASS + c));
+                        v.requests_by_class[c] =
+                            v.requests_by_class[c].saturating_add(sw(slot::site::CLASS + c));
                     }
                     v.bytes = v.bytes.saturating_add(sw(slot::site::BYTES));
                     v.duration_us = v.duration_us.saturating_add(sw(slot::site::DURATION_US));
@@ -222,7 +223,11 @@ mod tests {
             s.set(slot::SITES, 1);
             s.set(slot::site_word(0, slot::site::VHOST), 0);
             keep.push(s);
-            add.push(SlotAdd { pid, env: 0, index: i as u32 });
+            add.push(SlotAdd {
+                pid,
+                env: 0,
+                index: i as u32,
+            });
             fds.push(ro);
         }
         let envs = vec![EnvBoot {
@@ -244,7 +249,10 @@ mod tests {
         };
         let snap = take(&pools, &facts, "x");
         let e = &snap.environments[0];
-        assert_eq!((e.requests, e.bytes, e.connections), (u64::MAX, u64::MAX, u64::MAX));
+        assert_eq!(
+            (e.requests, e.bytes, e.connections),
+            (u64::MAX, u64::MAX, u64::MAX)
+        );
         let v = &snap.vhosts[0];
         assert_eq!(v.requests(), u64::MAX);
         assert_eq!(v.bytes, u64::MAX);

@@ -80,9 +80,15 @@ impl Child {
 
 pub(crate) enum Event {
     Ready(i32),
-    Spawn { pid: i32, env: u32 },
+    Spawn {
+        pid: i32,
+        env: u32,
+    },
     /// The child broke the control protocol (see `watch.rs`): it is killed.
-    Violation { pid: i32, why: String },
+    Violation {
+        pid: i32,
+        why: String,
+    },
 }
 
 /// A child that lived less than this counts as failing at start.
@@ -502,7 +508,10 @@ impl Supervisor {
                 let gen = c.gen;
                 let envs = self.gen(gen).map(|g| g.cfg.environments.len()).unwrap_or(0);
                 if env as usize >= envs {
-                    error!(pid, env, "multiplexer asked for a processor of an unknown environment (a bug): refused");
+                    error!(
+                        pid,
+                        env, "multiplexer asked for a processor of an unknown environment (a bug): refused"
+                    );
                     return;
                 }
                 self.spawn_on_demand(gen, env as usize);
@@ -512,9 +521,15 @@ impl Supervisor {
                 let Some(c) = self.children.get(&pid) else { return };
                 match c.kind {
                     Kind::Multiplexer { .. } => {
-                        error!(pid, "multiplexer broke the control protocol (a bug): {why}; killing it")
+                        error!(
+                            pid,
+                            "multiplexer broke the control protocol (a bug): {why}; killing it"
+                        )
                     }
-                    _ => warn!(pid, "processor sent an invalid control message: {why}; killing it"),
+                    _ => warn!(
+                        pid,
+                        "processor sent an invalid control message: {why}; killing it"
+                    ),
                 }
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             }

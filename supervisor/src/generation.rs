@@ -191,7 +191,11 @@ document_root = "/tmp"
         let req = t.get(table::env_word(0, table::env::RETIRED_REQUESTS));
         assert_eq!(req, 2 * TENANT_COUNTER_MAX);
         for w in slot::site::CLASS..slot::site::WORDS {
-            assert_eq!(t.get(table::vhost_word(1, 0, w)), 2 * TENANT_COUNTER_MAX, "vhost word {w}");
+            assert_eq!(
+                t.get(table::vhost_word(1, 0, w)),
+                2 * TENANT_COUNTER_MAX,
+                "vhost word {w}"
+            );
         }
         assert_eq!(t.get(table::SEQ) % 2, 0);
         // Totals near the top saturate instead of wrapping.
@@ -199,7 +203,10 @@ document_root = "/tmp"
         t.set(table::vhost_word(1, 0, slot::site::BYTES), u64::MAX - 1);
         let i = g.register(1).unwrap();
         g.retire(i, Some(0), Some(&s));
-        assert_eq!(g.table.get(table::env_word(0, table::env::RETIRED_BYTES)), u64::MAX);
+        assert_eq!(
+            g.table.get(table::env_word(0, table::env::RETIRED_BYTES)),
+            u64::MAX
+        );
         assert_eq!(g.table.get(table::vhost_word(1, 0, slot::site::BYTES)), u64::MAX);
     }
 }

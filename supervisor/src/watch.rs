@@ -69,7 +69,12 @@ pub(crate) fn spawn(pid: i32, reader: OwnedFd, processor: bool, tx: mpsc::Sender
                 Err(ControlError::Packet(PacketError::Closed { .. } | PacketError::Io { .. }))
                 | Err(ControlError::Poll(_)) => break,
                 Err(e) => {
-                    let _ = tx.send(Event::Violation { pid, why: e.to_string() }).await;
+                    let _ = tx
+                        .send(Event::Violation {
+                            pid,
+                            why: e.to_string(),
+                        })
+                        .await;
                     break;
                 }
             };
