@@ -227,7 +227,9 @@ fn spawn_from_a_processor_starts_nothing() {
         server.log()
     );
     assert!(
-        server.log().contains("refused"),
+        server
+            .log()
+            .contains("processor asked to start a processor: refused"),
         "no refusal logged\n{}",
         server.log()
     );

@@ -89,6 +89,10 @@ pub fn recv(
 /// The kernel's limit of fds in one SCM_RIGHTS message (`SCM_MAX_FD`).
 pub const SCM_MAX_FD: usize = 253;
 
+/// Words of the control buffer: at least `CMSG_SPACE(SCM_MAX_FD * 4)` (1032 bytes on
+/// 64-bit Linux), checked by a test.
+const CONTROL_WORDS: usize = 160;
+
 /// Bytes of control buffer for `n` fds.
 fn cmsg_space(n: usize) -> usize {
     // SAFETY: CMSG_SPACE is pure arithmetic.
@@ -105,8 +109,9 @@ fn recv_with_space(
     let raw = fd.as_raw_fd();
     let cap = buf.len();
     let max_fds = max_fds.min(MAX_FDS_PER_MESSAGE);
-    // u64 words: cmsghdr alignment.
-    let mut control = vec![0u64; space.div_ceil(8)];
+    // On the stack, in u64 words (cmsghdr alignment); room for SCM_MAX_FD fds.
+    let mut control = [0u64; CONTROL_WORDS];
+    let space = space.min(CONTROL_WORDS * 8);
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
@@ -237,6 +242,11 @@ mod tests {
             .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
             .filter(|l| *l == want)
             .count()
+    }
+
+    #[test]
+    fn control_buffer_holds_scm_max_fd() {
+        assert!(cmsg_space(SCM_MAX_FD) <= CONTROL_WORDS * 8);
     }
 
     /// 253 fds (SCM_MAX_FD, one fd repeated) into a control buffer that holds

@@ -71,7 +71,16 @@ impl Supervisor {
             error!("reload refused: the running configuration keeps serving");
             return;
         }
-        let id = self.current() + 1;
+        // Past every generation a child still names (a refused reload's children may
+        // not be reaped yet), so an id is never reused.
+        let id = self
+            .children
+            .values()
+            .map(|c| c.gen)
+            .chain([self.current()])
+            .max()
+            .unwrap_or(0)
+            + 1;
         let gen = match Generation::new(id, Arc::new(cfg), self.started_ms, logs) {
             Ok(g) => g,
             Err(e) => {
