@@ -3,6 +3,7 @@
 
 mod bench_smoke;
 mod chroot;
+mod compromised;
 mod config_check;
 mod fd_hygiene;
 mod handback;

@@ -1,7 +1,10 @@
 //! Graceful reload (issue 5, item 8): SIGHUP re-reads the config. A client loop runs
 //! through five reloads without a failed request; a broken config is refused with every
 //! error logged (file:line: key) and the running children keep serving; an environment
-//! whose uid changed is served by processors of the new uid.
+//! whose uid changed is served by processors of the new uid. A reload refused for an
+//! access log that cannot be opened changes nothing (a processor started later still
+//! writes its own vhost's log); SIGUSR1 with 20 logged vhosts in one environment keeps
+//! its processors and every vhost logs into its reopened file.
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
@@ -325,4 +328,177 @@ fn reload_and_stop_commands_signal_through_the_pid_file() {
         server.log()
     );
     assert!(!pid_file.exists(), "pid file left after a stop");
+}
+
+/// A root-owned directory for access logs.
+fn log_dir(w: &Path) -> std::path::PathBuf {
+    let d = w.join("logs");
+    std::fs::create_dir(&d).unwrap();
+    d
+}
+
+fn vhost(name: &str, env: &str, root: &Path, log: &Path) -> String {
+    format!(
+        "[[vhosts]]\nserver_name = \"{name}\"\nenvironment = \"{env}\"\ndocument_root = \"{}\"\naccess_log = \"{}\"\n",
+        root.display(),
+        log.display()
+    )
+}
+
+/// A config with `vhosts` only (the harness's two are replaced).
+fn config_with(w: &Path, vhosts: &[String]) -> String {
+    let base = config(w);
+    let cut = base.find("[[vhosts]]").unwrap();
+    format!("{}{}", &base[..cut], vhosts.join("\n"))
+}
+
+fn get_path(server: &TestServer, host: &str, path: &str) -> u16 {
+    get(server.addr, host, path).status
+}
+
+/// A reload refused after its config was checked (a new listener address that cannot
+/// be bound) changes nothing: the
+/// running generation keeps its own log table, so a processor started for it later
+/// (here: after its predecessor is killed) writes its own vhost's log, even though the
+/// refused config put the vhosts in another order.
+#[test]
+fn refused_reload_keeps_the_running_logs() {
+    if !require_root() {
+        return;
+    }
+    let w = world();
+    sites(w.path());
+    let logs = log_dir(w.path());
+    let (a, b) = (w.path().join("alice"), w.path().join("bob"));
+    let (alice_log, bob_log) = (logs.join("alice.log"), logs.join("bob.log"));
+    let good = config_with(
+        w.path(),
+        &[
+            vhost("alice.test", "alice", &a, &alice_log),
+            vhost("bob.test", "bob", &b, &bob_log),
+        ],
+    );
+    let server = TestServer::start(&good);
+    all_ok(&server, 1, "before");
+    // Swapped order, one more logged vhost (so every index moves), and a listener on
+    // an address someone else holds: valid for `check`, refused when it is bound.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_addr = taken.local_addr().unwrap();
+    let bad = config_with(
+        w.path(),
+        &[
+            vhost("bob.test", "bob", &b, &bob_log),
+            vhost("alice.test", "alice", &a, &alice_log),
+            vhost("other.test", "bob", &b, &logs.join("other.log")),
+        ],
+    )
+    .replacen(
+        "listen = [\"127.0.0.1:0\"]",
+        &format!("listen = [\"127.0.0.1:0\", \"{taken_addr}\"]"),
+        1,
+    );
+    assert!(bad.contains(&taken_addr.to_string()), "{bad}");
+    std::fs::write(&server.config_path, bad).unwrap();
+    server.signal(Signal::SIGHUP);
+    assert!(
+        server
+            .wait_for_log("reload refused", Duration::from_secs(5))
+            .is_some(),
+        "a reload with a listener that cannot be bound was not refused\n{}",
+        server.log()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !server.log().contains("reload: new generation starting"),
+        "a refused reload started a generation\n{}",
+        server.log()
+    );
+    // A processor started later for the running generation.
+    let old = server.processors_of(ALICE);
+    for p in &old {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*p), Signal::SIGKILL);
+    }
+    assert!(
+        server.wait_until(Duration::from_secs(10), || {
+            let now = server.processors_of(ALICE);
+            !now.is_empty() && now.iter().all(|p| !old.contains(p))
+        }),
+        "alice's processor was not replaced\n{}",
+        server.log()
+    );
+    let ok = server.wait_until(Duration::from_secs(5), || {
+        get_path(&server, "alice.test", "/?after-refused-reload") == 200
+    });
+    assert!(ok, "alice not served\n{}", server.log());
+    let ok = server.wait_until(Duration::from_secs(5), || {
+        std::fs::read_to_string(&alice_log).is_ok_and(|t| t.contains("after-refused-reload"))
+    });
+    assert!(
+        ok,
+        "alice's request is not in alice's log\nalice: {:?}\nbob: {:?}\n{}",
+        std::fs::read_to_string(&alice_log),
+        std::fs::read_to_string(&bob_log),
+        server.log()
+    );
+    assert!(
+        !std::fs::read_to_string(&bob_log)
+            .unwrap_or_default()
+            .contains("after-refused-reload"),
+        "alice's request went to bob's log"
+    );
+    assert_eq!(scoreboard_json(server.addr).get("generation").as_u64(), Some(0));
+}
+
+/// SIGUSR1 with 20 logged vhosts in one environment: its processor stays alive, and
+/// every vhost logs into its reopened file.
+#[test]
+fn sigusr1_with_twenty_logged_vhosts_keeps_processors() {
+    if !require_root() {
+        return;
+    }
+    let w = world();
+    sites(w.path());
+    let logs = log_dir(w.path());
+    let (a, b) = (w.path().join("alice"), w.path().join("bob"));
+    let names: Vec<String> = (0..20).map(|i| format!("a{i}.alice.test")).collect();
+    let mut vhosts: Vec<String> = names
+        .iter()
+        .map(|n| vhost(n, "alice", &a, &logs.join(format!("{n}.log"))))
+        .collect();
+    vhosts.push(vhost("bob.test", "bob", &b, &logs.join("bob.test.log")));
+    let server = TestServer::start(&config_with(w.path(), &vhosts));
+    for n in &names {
+        assert_eq!(get_path(&server, n, "/"), 200, "{n}\n{}", server.log());
+    }
+    let before = server.processors_of(ALICE);
+    assert!(!before.is_empty());
+    // Rotate: move every log away, then ask for new ones.
+    for n in &names {
+        let p = logs.join(format!("{n}.log"));
+        std::fs::rename(&p, p.with_extension("log.1")).unwrap();
+    }
+    server.signal(Signal::SIGUSR1);
+    assert!(server
+        .wait_for_log("SIGUSR1: reopening logs", Duration::from_secs(5))
+        .is_some());
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(
+        server.processors_of(ALICE),
+        before,
+        "alice's processors changed after SIGUSR1\n{}",
+        server.log()
+    );
+    for p in &before {
+        assert!(alive(*p), "processor {p} stopped after SIGUSR1\n{}", server.log());
+    }
+    for n in &names {
+        assert_eq!(get_path(&server, n, "/?after-usr1"), 200, "{n}\n{}", server.log());
+    }
+    for n in &names {
+        let p = logs.join(format!("{n}.log"));
+        let ok = server.wait_until(Duration::from_secs(5), || {
+            std::fs::read_to_string(&p).is_ok_and(|t| t.contains("after-usr1"))
+        });
+        assert!(ok, "{n} does not log into its reopened file\n{}", server.log());
+    }
 }

@@ -18,7 +18,8 @@ use crate::seqpacket::{self, PacketError, MAX_FDS_PER_MESSAGE};
 
 /// Payload bytes per fragment.
 pub const FRAGMENT: usize = 60 * 1024;
-/// Largest whole message accepted.
+/// Largest whole message sent, and the default receive bound (a bootstrap with a big
+/// config). A receiver that expects less passes its own bound ([`Receiver::with_max`]).
 pub const MAX_MESSAGE: usize = 16 * 1024 * 1024;
 
 /// Errors on the control channel.
@@ -26,8 +27,8 @@ pub const MAX_MESSAGE: usize = 16 * 1024 * 1024;
 pub enum ControlError {
     #[error(transparent)]
     Packet(#[from] PacketError),
-    #[error("control message over {MAX_MESSAGE} bytes")]
-    TooLarge,
+    #[error("control message over {0} bytes")]
+    TooLarge(usize),
     #[error("control message carried {got} fds, at most {max} allowed")]
     TooManyFds { got: usize, max: usize },
     #[error("control message: {0}")]
@@ -209,7 +210,7 @@ pub enum AccessLogFormat {
 pub fn send<T: Serialize>(sock: BorrowedFd<'_>, msg: &T, fds: &[RawFd]) -> Result<(), ControlError> {
     let body = serde_json::to_vec(msg)?;
     if body.len() > MAX_MESSAGE {
-        return Err(ControlError::TooLarge);
+        return Err(ControlError::TooLarge(MAX_MESSAGE));
     }
     let chunks: Vec<&[u8]> = body.chunks(FRAGMENT).collect();
     let fd_chunks: Vec<&[RawFd]> = fds.chunks(MAX_FDS_PER_MESSAGE).collect();
@@ -255,20 +256,36 @@ fn wait(sock: BorrowedFd<'_>, events: libc::c_short, timeout: Option<Duration>) 
     }
 }
 
-/// Reassembles fragments into one message.
-#[derive(Default)]
+/// Reassembles fragments into one message of at most `max` bytes: nothing beyond
+/// that bound (plus one fragment buffer of at most [`FRAGMENT`]) is ever held.
 pub struct Receiver {
     body: Vec<u8>,
     fds: Vec<OwnedFd>,
     buf: Vec<u8>,
+    max: usize,
+}
+
+impl Default for Receiver {
+    fn default() -> Self {
+        Receiver::new()
+    }
 }
 
 impl Receiver {
+    /// A receiver for messages up to [`MAX_MESSAGE`].
     pub fn new() -> Self {
+        Receiver::with_max(MAX_MESSAGE)
+    }
+
+    /// A receiver for messages up to `max` bytes; a longer message (or a fragment
+    /// longer than `max`) is an error.
+    pub fn with_max(max: usize) -> Self {
+        let max = max.clamp(1, MAX_MESSAGE);
         Receiver {
             body: Vec::new(),
             fds: Vec::new(),
-            buf: vec![0u8; FRAGMENT + 1],
+            buf: vec![0u8; FRAGMENT.min(max) + 1],
+            max,
         }
     }
 
@@ -283,7 +300,11 @@ impl Receiver {
             let (n, fds) = match seqpacket::recv(sock, &mut self.buf, MAX_FDS_PER_MESSAGE) {
                 Ok(r) => r,
                 Err(e) if e.is_would_block() => return Ok(None),
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    self.fds.clear();
+                    self.body = Vec::new();
+                    return Err(e.into());
+                }
             };
             if n == 0 {
                 return Err(ControlError::Empty);
@@ -291,13 +312,14 @@ impl Receiver {
             if self.fds.len() + fds.len() > max_fds {
                 let got = self.fds.len() + fds.len();
                 self.fds.clear();
+                self.body = Vec::new();
                 return Err(ControlError::TooManyFds { got, max: max_fds });
             }
             self.fds.extend(fds);
-            if self.body.len() + n - 1 > MAX_MESSAGE {
+            if self.body.len() + n - 1 > self.max {
                 self.fds.clear();
-                self.body.clear();
-                return Err(ControlError::TooLarge);
+                self.body = Vec::new();
+                return Err(ControlError::TooLarge(self.max));
             }
             self.body.extend_from_slice(&self.buf[1..n]);
             if self.buf[0] == 0 {
@@ -337,11 +359,16 @@ pub struct AsyncChannel {
 }
 
 impl AsyncChannel {
-    /// `fd` must be non-blocking.
+    /// `fd` must be non-blocking. Receives messages up to [`MAX_MESSAGE`].
     pub fn new(fd: OwnedFd) -> std::io::Result<Self> {
+        Self::with_max(fd, MAX_MESSAGE)
+    }
+
+    /// As [`AsyncChannel::new`], receiving messages up to `max` bytes.
+    pub fn with_max(fd: OwnedFd, max: usize) -> std::io::Result<Self> {
         Ok(AsyncChannel {
             fd: crate::fds::async_fd(fd)?,
-            rx: Receiver::new(),
+            rx: Receiver::with_max(max),
         })
     }
 
@@ -398,5 +425,34 @@ mod tests {
         let mut rx = Receiver::new();
         let r: Result<(ToChild, _), _> = rx.recv_blocking(b.as_fd(), 1, Duration::from_secs(1));
         assert!(matches!(r, Err(ControlError::TooManyFds { .. })));
+    }
+
+    /// Many 60 KiB "more" fragments to a receiver bounded at 4 KiB: refused at the
+    /// first fragment, nothing kept.
+    #[test]
+    fn bounded_receiver_refuses_big_messages_and_keeps_nothing() {
+        let (a, b) = seqpacket::seqpacket_pair().unwrap();
+        let big = vec![b'x'; FRAGMENT];
+        let mut rx = Receiver::with_max(4096);
+        for _ in 0..3 {
+            seqpacket::send(a.as_fd(), &[&[1u8], &big], &[]).unwrap();
+            let r: Result<Option<(FromChild, _)>, _> = rx.poll_message(b.as_fd(), 0);
+            assert!(r.is_err(), "a fragment over the bound must be refused");
+            assert_eq!(rx.body.capacity(), 0);
+        }
+        // Small fragments adding up past the bound.
+        let part = vec![b' '; 1000];
+        for i in 0..5 {
+            seqpacket::send(a.as_fd(), &[&[1u8], &part], &[]).unwrap();
+            let r: Result<Option<(FromChild, _)>, _> = rx.poll_message(b.as_fd(), 0);
+            if i < 4 {
+                assert!(matches!(r, Ok(None)));
+            } else {
+                assert!(matches!(r, Err(ControlError::TooLarge(4096))), "{r:?}");
+            }
+        }
+        send(a.as_fd(), &FromChild::Ready, &[]).unwrap();
+        let r: Option<(FromChild, _)> = rx.poll_message(b.as_fd(), 0).unwrap();
+        assert!(matches!(r, Some((FromChild::Ready, _))));
     }
 }

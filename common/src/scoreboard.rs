@@ -15,7 +15,7 @@
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use thiserror::Error;
@@ -119,6 +119,44 @@ impl Segment {
         if let Some(w) = self.word(i) {
             w.fetch_add(v, Ordering::Relaxed);
         }
+    }
+
+    /// Adds `v`, stopping at `u64::MAX` (for sums of tenant-written numbers).
+    pub fn add_saturating(&self, i: usize, v: u64) {
+        if let Some(w) = self.word(i) {
+            let _ = w.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |x| {
+                Some(x.saturating_add(v))
+            });
+        }
+    }
+
+    /// Seqlock writer, start: word `i` becomes odd; the writes that follow cannot be
+    /// seen before it (release fence).
+    pub fn seq_write_begin(&self, i: usize) {
+        if let Some(w) = self.word(i) {
+            w.fetch_add(1, Ordering::Relaxed);
+            fence(Ordering::Release);
+        }
+    }
+
+    /// Seqlock writer, end: word `i` becomes even again, after every write before it.
+    pub fn seq_write_end(&self, i: usize) {
+        if let Some(w) = self.word(i) {
+            w.fetch_add(1, Ordering::Release);
+        }
+    }
+
+    /// Seqlock reader, start: the sequence, to pass to [`Segment::seq_read_valid`].
+    /// Odd means a write is under way.
+    pub fn seq_read_begin(&self, i: usize) -> u64 {
+        self.word(i).map(|w| w.load(Ordering::Acquire)).unwrap_or(0)
+    }
+
+    /// Seqlock reader, end: whether the reads since [`Segment::seq_read_begin`]
+    /// returned `before` saw no write (acquire fence, then the sequence again).
+    pub fn seq_read_valid(&self, i: usize, before: u64) -> bool {
+        fence(Ordering::Acquire);
+        before.is_multiple_of(2) && self.word(i).map(|w| w.load(Ordering::Relaxed)).unwrap_or(0) == before
     }
 
     pub fn sub(&self, i: usize, v: u64) {
@@ -324,5 +362,20 @@ mod tests {
         let shrink = unsafe { libc::ftruncate(rw.as_raw_fd(), 0) };
         assert!(shrink < 0, "sealed segment must not shrink");
         assert_eq!(r.get(10_000), 0);
+    }
+
+    #[test]
+    fn add_saturating_stops_at_max() {
+        let (rw, _ro) = create("t", 4).unwrap();
+        let w = Segment::map(&rw, true).unwrap();
+        w.add_saturating(1, u64::MAX - 1);
+        w.add_saturating(1, 5);
+        assert_eq!(w.get(1), u64::MAX);
+        let before = w.seq_read_begin(0);
+        assert!(w.seq_read_valid(0, before));
+        w.seq_write_begin(0);
+        assert!(!w.seq_read_valid(0, w.seq_read_begin(0)));
+        w.seq_write_end(0);
+        assert!(!w.seq_read_valid(0, before));
     }
 }

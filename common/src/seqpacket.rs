@@ -5,13 +5,10 @@
 //! child), and it treats a truncated message or truncated control data
 //! (MSG_TRUNC / MSG_CTRUNC) as an error after closing every fd that did arrive.
 
-use std::io::{IoSlice, IoSliceMut};
+use std::io::IoSlice;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
-use nix::sys::socket::{
-    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag,
-    SockType,
-};
+use nix::sys::socket::{sendmsg, socketpair, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType};
 use thiserror::Error;
 
 /// Largest number of fds one message may carry (the kernel's SCM_MAX_FD is 253).
@@ -78,47 +75,99 @@ pub fn send(fd: BorrowedFd<'_>, parts: &[&[u8]], fds: &[RawFd]) -> Result<usize,
 
 /// Receives one message into `buf`, with at most `max_fds` fds.
 ///
-/// Returns the message length and the fds, each already close-on-exec. On any
-/// truncation every fd that arrived is closed before the error is returned.
+/// Returns the message length and the fds, each already close-on-exec. Every fd that
+/// arrived is owned before any check, so on any error (truncation, too many fds, an
+/// unexpected control message) all of them are closed before the error is returned.
 pub fn recv(
     fd: BorrowedFd<'_>,
     buf: &mut [u8],
     max_fds: usize,
 ) -> Result<(usize, Vec<OwnedFd>), PacketError> {
+    recv_with_space(fd, buf, max_fds, cmsg_space(SCM_MAX_FD))
+}
+
+/// The kernel's limit of fds in one SCM_RIGHTS message (`SCM_MAX_FD`).
+pub const SCM_MAX_FD: usize = 253;
+
+/// Words of the control buffer: at least `CMSG_SPACE(SCM_MAX_FD * 4)` (1032 bytes on
+/// 64-bit Linux), checked by a test.
+const CONTROL_WORDS: usize = 160;
+
+/// Bytes of control buffer for `n` fds.
+fn cmsg_space(n: usize) -> usize {
+    // SAFETY: CMSG_SPACE is pure arithmetic.
+    unsafe { libc::CMSG_SPACE((n * std::mem::size_of::<RawFd>()) as u32) as usize }
+}
+
+/// [`recv`] with a control buffer of `space` bytes (tests shrink it to force MSG_CTRUNC).
+fn recv_with_space(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    max_fds: usize,
+    space: usize,
+) -> Result<(usize, Vec<OwnedFd>), PacketError> {
     let raw = fd.as_raw_fd();
     let cap = buf.len();
     let max_fds = max_fds.min(MAX_FDS_PER_MESSAGE);
-    // Room for one more fd than allowed, so "too many" is seen rather than truncated.
-    let mut cmsg_space = nix::cmsg_space!([RawFd; MAX_FDS_PER_MESSAGE + 1]);
-    let mut iov = [IoSliceMut::new(buf)];
-    let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC;
-    let msg = match recvmsg::<()>(raw, &mut iov, Some(&mut cmsg_space), flags) {
-        Ok(m) => m,
-        Err(nix::Error::EAGAIN) => return Err(PacketError::WouldBlock { fd: raw }),
-        Err(source) => return Err(PacketError::Io { fd: raw, source }),
+    // On the stack, in u64 words (cmsghdr alignment); room for SCM_MAX_FD fds.
+    let mut control = [0u64; CONTROL_WORDS];
+    let space = space.min(CONTROL_WORDS * 8);
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
     };
+    // SAFETY: an all-zero msghdr is a valid value; the fields are set below.
+    let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
+    hdr.msg_iov = &mut iov;
+    hdr.msg_iovlen = 1;
+    hdr.msg_control = control.as_mut_ptr().cast();
+    hdr.msg_controllen = space as _;
+    let flags = libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC;
+    // SAFETY: `hdr` points at one iovec over `buf` and at `control`, both valid and
+    // writable for the lengths given, for the duration of the call.
+    let n = unsafe { libc::recvmsg(raw, &mut hdr, flags) };
+    if n < 0 {
+        return match nix::Error::last() {
+            nix::Error::EAGAIN => Err(PacketError::WouldBlock { fd: raw }),
+            source => Err(PacketError::Io { fd: raw, source }),
+        };
+    }
+    let bytes = n as usize;
     let mut fds = Vec::new();
     let mut unexpected = false;
-    if let Ok(cmsgs) = msg.cmsgs() {
-        for c in cmsgs {
-            match c {
-                ControlMessageOwned::ScmRights(received) => {
-                    for r in received {
-                        // SAFETY: the kernel just installed this fd in our table for us;
-                        // nothing else owns it.
-                        fds.push(unsafe { OwnedFd::from_raw_fd(r) });
-                    }
+    // SAFETY: `hdr` was filled by recvmsg; the CMSG_* macros walk only the
+    // `msg_controllen` bytes the kernel wrote into `control`.
+    let mut c = unsafe { libc::CMSG_FIRSTHDR(&hdr) };
+    while !c.is_null() {
+        // SAFETY: `c` is a header inside `control`, as returned by CMSG_FIRSTHDR/NXTHDR.
+        let (level, kind, len) = unsafe { ((*c).cmsg_level, (*c).cmsg_type, (*c).cmsg_len as usize) };
+        if level == libc::SOL_SOCKET && kind == libc::SCM_RIGHTS {
+            // SAFETY: pure arithmetic.
+            let data_off = unsafe { libc::CMSG_LEN(0) } as usize;
+            let count = len.saturating_sub(data_off) / std::mem::size_of::<RawFd>();
+            // SAFETY: the data of this header holds `count` fds (the kernel sets
+            // cmsg_len to cover only what it installed); read unaligned to be safe.
+            let data = unsafe { libc::CMSG_DATA(c) } as *const RawFd;
+            for i in 0..count {
+                // SAFETY: within this header's data, as computed above.
+                let r = unsafe { std::ptr::read_unaligned(data.add(i)) };
+                if r >= 0 {
+                    // SAFETY: the kernel just installed this fd in our table for us;
+                    // nothing else owns it.
+                    fds.push(unsafe { OwnedFd::from_raw_fd(r) });
                 }
-                _ => unexpected = true,
             }
+        } else {
+            unexpected = true;
         }
+        // SAFETY: `c` is a valid header of `hdr`'s control buffer.
+        c = unsafe { libc::CMSG_NXTHDR(&hdr, c) };
     }
-    let bytes = msg.bytes;
-    let mflags = msg.flags;
-    if mflags.contains(MsgFlags::MSG_CTRUNC) {
+    let mflags = hdr.msg_flags;
+    if mflags & libc::MSG_CTRUNC != 0 {
         return Err(PacketError::ControlTruncated { fd: raw });
     }
-    if mflags.contains(MsgFlags::MSG_TRUNC) {
+    if mflags & libc::MSG_TRUNC != 0 {
         return Err(PacketError::Truncated { fd: raw, cap });
     }
     if unexpected {
@@ -183,5 +232,50 @@ mod tests {
             recv(b.as_fd(), &mut buf, 1),
             Err(PacketError::Closed { .. })
         ));
+    }
+
+    /// How many of our fds refer to the same socket as `x` (by inode).
+    fn copies_of(x: &OwnedFd) -> usize {
+        let want = std::fs::read_link(format!("/proc/self/fd/{}", x.as_raw_fd())).unwrap();
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+            .filter(|l| *l == want)
+            .count()
+    }
+
+    #[test]
+    fn control_buffer_holds_scm_max_fd() {
+        assert!(cmsg_space(SCM_MAX_FD) <= CONTROL_WORDS * 8);
+    }
+
+    /// 253 fds (SCM_MAX_FD, one fd repeated) into a control buffer that holds
+    /// fewer: MSG_CTRUNC, and every fd that did arrive is closed.
+    #[test]
+    fn control_truncation_closes_every_fd_that_arrived() {
+        let (a, b) = seqpacket_pair().unwrap();
+        let (x, _y) = seqpacket_pair().unwrap();
+        assert_eq!(copies_of(&x), 1);
+        let many = vec![x.as_raw_fd(); SCM_MAX_FD];
+        let iov = [IoSlice::new(b"m")];
+        let cmsg = [ControlMessage::ScmRights(&many)];
+        for _ in 0..5 {
+            sendmsg::<()>(a.as_raw_fd(), &iov, &cmsg, MsgFlags::MSG_DONTWAIT, None).unwrap();
+            let mut buf = [0u8; 8];
+            let r = recv_with_space(b.as_fd(), &mut buf, 1, cmsg_space(16));
+            assert!(matches!(r, Err(PacketError::ControlTruncated { .. })), "{r:?}");
+            assert_eq!(copies_of(&x), 1, "fds that arrived with MSG_CTRUNC leaked");
+        }
+        // The full-size buffer takes all 253 and refuses them as too many, closing all.
+        for _ in 0..5 {
+            sendmsg::<()>(a.as_raw_fd(), &iov, &cmsg, MsgFlags::MSG_DONTWAIT, None).unwrap();
+            let mut buf = [0u8; 8];
+            let r = recv(b.as_fd(), &mut buf, 1);
+            assert!(
+                matches!(r, Err(PacketError::TooManyFds { count: 253, .. })),
+                "{r:?}"
+            );
+            assert_eq!(copies_of(&x), 1, "refused fds leaked");
+        }
     }
 }

@@ -77,7 +77,9 @@ pub struct EnvRow {
 impl EnvRow {
     /// All 503 drops, whatever the reason.
     pub fn dropped(&self) -> u64 {
-        self.dropped_saturated + self.dropped_vhost_limit + self.dropped_error
+        self.dropped_saturated
+            .saturating_add(self.dropped_vhost_limit)
+            .saturating_add(self.dropped_error)
     }
 }
 
@@ -102,7 +104,10 @@ pub struct VhostRow {
 
 impl VhostRow {
     pub fn requests(&self) -> u64 {
-        self.requests_by_class.iter().sum()
+        // Sums of tenant-written counters: saturating.
+        self.requests_by_class
+            .iter()
+            .fold(0u64, |a, n| a.saturating_add(*n))
     }
 }
 

@@ -31,11 +31,34 @@ enum Head {
     Gone,
 }
 
+/// Finds the end of a head that grows, examining each byte about once: a client
+/// that trickles its head one byte at a time costs linear work, not quadratic.
+#[derive(Default)]
+struct HeadScan {
+    /// Bytes of the buffer already searched without finding the end.
+    scanned: usize,
+    /// Bytes examined in all (for tests).
+    examined: usize,
+}
+
+impl HeadScan {
+    /// The end of the head in `window` (which only ever grows), if it is there.
+    fn find(&mut self, window: &[u8]) -> Option<usize> {
+        // An end ("\n\n" or "\n\r\n") that straddles the old boundary starts at
+        // most 2 bytes before it.
+        let from = self.scanned.saturating_sub(3).min(window.len());
+        self.examined += window.len() - from;
+        self.scanned = window.len();
+        head_end(&window[from..]).map(|end| from + end)
+    }
+}
+
 async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>, limit: usize, timeout: Duration) -> Head {
+    let mut scan = HeadScan::default();
     let read = async {
         loop {
             let window = &buf[..buf.len().min(limit)];
-            if let Some(end) = head_end(window) {
+            if let Some(end) = scan.find(window) {
                 return Head::Complete(end);
             }
             if buf.len() >= limit {
@@ -149,6 +172,8 @@ pub fn accepted(
         Some(got.to_vec())
     });
     let Some(buf) = fallback else { return };
+    // Bounded: over `max_clients` connections in the works, this one is closed.
+    let Some(held) = shared.held.take() else { return };
     let shared = shared.clone();
     let token = inflight.clone();
     tokio::task::spawn_local(async move {
@@ -156,7 +181,7 @@ pub fn accepted(
             Ok(stream) => handle(stream, buf, peer, local, false, shared).await,
             Err(e) => warn!(%peer, "registering a connection: {e}"),
         }
-        drop(token);
+        drop((token, held));
     });
 }
 
@@ -344,9 +369,11 @@ pub async fn metrics_loop(
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
+        let Some(held) = shared.held.take() else { continue };
         let shared = shared.clone();
         let token = inflight.clone();
         tokio::task::spawn_local(async move {
+            let _held = held;
             let mut buf = Vec::new();
             let limit = shared.limit_request_head;
             let end = match read_head(&mut stream, &mut buf, limit, shared.request_head_timeout).await {
@@ -413,5 +440,44 @@ pub async fn hand_off(
         Err(_) => Err(HandoffError::Packet(common::seqpacket::PacketError::WouldBlock {
             fd: -1,
         })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HeadScan;
+
+    /// A head trickled one byte at a time is found where a whole-buffer search finds
+    /// it, examining each byte a bounded number of times.
+    #[test]
+    fn head_scan_is_incremental() {
+        let mut head = b"GET / HTTP/1.1\r\nHost: a\r\n".to_vec();
+        head.extend(std::iter::repeat_n(b"X-Pad: y\r\n".iter().copied(), 800).flatten());
+        head.extend_from_slice(b"\r\nbody");
+        let want = common::head::head_end(&head).unwrap();
+        let mut scan = HeadScan::default();
+        let mut found = None;
+        for n in 1..=head.len() {
+            if let Some(end) = scan.find(&head[..n]) {
+                found = Some(end);
+                break;
+            }
+        }
+        assert_eq!(found, Some(want));
+        assert!(
+            scan.examined <= 4 * want,
+            "examined {} bytes for a {want}-byte head",
+            scan.examined
+        );
+        // Every way of splitting "\r\n\r\n" or "\n\n" across reads is found.
+        for end in [&b"\r\n\r\n"[..], b"\n\n", b"\n\r\n"] {
+            let mut msg = b"GET / HTTP/1.1\r\nHost: a".to_vec();
+            msg.extend_from_slice(end);
+            for cut in 1..msg.len() {
+                let mut scan = HeadScan::default();
+                assert_eq!(scan.find(&msg[..cut]), common::head::head_end(&msg[..cut]));
+                assert_eq!(scan.find(&msg), Some(msg.len()), "cut at {cut}");
+            }
+        }
     }
 }

@@ -4,6 +4,7 @@
 //! them again, as untrusted as any new one.
 
 mod access;
+mod bound;
 mod conn;
 mod peer_uid;
 mod pool;
@@ -56,6 +57,12 @@ pub(crate) struct Shared {
     pub status_access: access::Access,
     /// This multiplexer's own slot.
     pub own: Segment,
+    /// Connections this multiplexer is working on (reading a head, waiting for room,
+    /// handing off): at most `max_clients`; over it a new one is closed at once.
+    pub held: Rc<bound::Gauge>,
+    /// Per environment: hand-backs being routed, at most what the environment's
+    /// processors can hold (`max_processors * max_connections_per_processor`).
+    pub handbacks: Vec<Rc<bound::Gauge>>,
 }
 
 impl Shared {
@@ -109,6 +116,30 @@ async fn serve(boot: MultiplexerBoot, fds: Vec<OwnedFd>, control: OwnedFd) -> Re
     own.set(slot::GENERATION, boot.generation);
     own.set(slot::MAGIC, slot::MAGIC_VALUE);
     own.set(slot::STATE, slot::READY);
+    let handbacks: Vec<Rc<bound::Gauge>> = boot
+        .environments
+        .iter()
+        .map(|e| {
+            let max = (e.max_processors as usize).saturating_mul(e.capacity as usize);
+            let what = format!(
+                "environment {}: more hand-backs in flight than max_processors * max_connections_per_processor",
+                e.name
+            );
+            bound::Gauge::new(max, what)
+        })
+        .collect();
+    let held_max = if boot.max_clients > 0 {
+        boot.max_clients as usize
+    } else {
+        boot.environments
+            .iter()
+            .map(|e| (e.max_processors as usize).saturating_mul(e.capacity as usize))
+            .fold(0usize, usize::saturating_add)
+    };
+    let held = bound::Gauge::new(
+        held_max,
+        "multiplexer: max_clients connections are being read or routed; new connections are closed".into(),
+    );
     let pools = Pools::new(
         boot.environments,
         boot.vhosts,
@@ -135,6 +166,8 @@ async fn serve(boot: MultiplexerBoot, fds: Vec<OwnedFd>, control: OwnedFd) -> Re
             users: boot.status_allow_users,
         },
         own,
+        held,
+        handbacks,
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     // Listeners stop first on a reload; hand-backs are routed until the final stop.
@@ -349,13 +382,19 @@ async fn hand_back_loop(
                             .env_word(env, common::scoreboard::table::env::HANDBACKS),
                         1,
                     );
+                    // Bounded: a processor can hand back connections to itself at no
+                    // cost of its own; over a bound the hand-back is closed (`fd` drops).
+                    let Some(env_token) = shared.handbacks[env].take() else {
+                        continue;
+                    };
+                    let Some(held) = shared.held.take() else { continue };
                     if let Some((stream, peer, local)) = adopt(fd) {
                         let payload = payload.to_vec();
                         let token = inflight.clone();
                         let shared2 = shared.clone();
                         tokio::task::spawn_local(async move {
                             conn::handle(stream, payload, peer, local, true, shared2).await;
-                            drop(token);
+                            drop((token, env_token, held));
                         });
                     }
                 }

@@ -140,14 +140,16 @@ impl Pools {
             }
             live += 1;
             let active = (w.seg.get(slot::ACTIVE_CONNS) as i64).clamp(0, cap);
-            free += cap - active;
+            free = free.saturating_add(cap - active);
         }
         let handed = self.table.get(table::env_word(env, table::env::HANDOFFS));
         let retired = self.table.get(table::env_word(env, table::env::RETIRED_TAKEN));
-        let queued = handed.saturating_sub(taken.saturating_add(retired)) as i64;
+        let queued = handed
+            .saturating_sub(taken.saturating_add(retired))
+            .min(i64::MAX as u64) as i64;
         View {
             live,
-            room: free - queued,
+            room: free.saturating_sub(queued),
         }
     }
 
@@ -182,7 +184,7 @@ impl Pools {
                 let cap = self.envs.get(w.env?)?.capacity.max(1) as u64;
                 Some(w.seg.get(slot::ACTIVE_CONNS).min(cap))
             })
-            .sum()
+            .fold(0u64, u64::saturating_add)
     }
 
     /// No processor has room and none may be added (or the server-wide limit is hit).

@@ -26,13 +26,13 @@ fn state(v: u64) -> ChildState {
 /// Takes a consistent snapshot (retrying while the supervisor retires a child).
 pub fn take(pools: &Pools, facts: &Facts, server_name: &str) -> Snapshot {
     for _ in 0..100 {
-        let before = pools.table.get(table::SEQ);
+        let before = pools.table.seq_read_begin(table::SEQ);
         if before % 2 == 1 {
             std::thread::yield_now();
             continue;
         }
         let snap = build(pools, facts, server_name);
-        if pools.table.get(table::SEQ) == before {
+        if pools.table.seq_read_valid(table::SEQ, before) {
             return snap;
         }
     }
@@ -138,16 +138,16 @@ fn build(pools: &Pools, facts: &Facts, server_name: &str) -> Snapshot {
             Some(e) => {
                 let env = &mut envs[e];
                 if st != ChildState::Stopping {
-                    env.processors_alive += 1;
+                    env.processors_alive = env.processors_alive.saturating_add(1);
                     if row.active_conns < row.capacity.max(1) {
-                        env.processors_idle += 1;
+                        env.processors_idle = env.processors_idle.saturating_add(1);
                     }
                 }
-                env.connections += row.connections;
-                env.requests += row.requests;
-                env.bytes += row.bytes;
-                env.active_conns += row.active_conns;
-                env.duration_us += g(slot::DURATION_US);
+                env.connections = env.connections.saturating_add(row.connections);
+                env.requests = env.requests.saturating_add(row.requests);
+                env.bytes = env.bytes.saturating_add(row.bytes);
+                env.active_conns = env.active_conns.saturating_add(row.active_conns);
+                env.duration_us = env.duration_us.saturating_add(g(slot::DURATION_US));
                 let sites = (s.get(slot::SITES) as usize).min(nv);
                 for i in 0..sites {
                     let vh = s.get(slot::site_word(i, slot::site::VHOST)) as usize;
@@ -157,14 +157,15 @@ fn build(pools: &Pools, facts: &Facts, server_name: &str) -> Snapshot {
                     }
                     let sw = |x| s.get(slot::site_word(i, x)).min(1 << 48);
                     for c in 0..5 {
-                        v.requests_by_class[c] += sw(slot::site::CLASS + c);
+                        v.requests_by_class[c] =
+                            v.requests_by_class[c].saturating_add(sw(slot::site::CLASS + c));
                     }
-                    v.bytes += sw(slot::site::BYTES);
-                    v.duration_us += sw(slot::site::DURATION_US);
+                    v.bytes = v.bytes.saturating_add(sw(slot::site::BYTES));
+                    v.duration_us = v.duration_us.saturating_add(sw(slot::site::DURATION_US));
                     for (b, h) in v.histogram.iter_mut().enumerate() {
-                        *h += sw(slot::site::HIST + b);
+                        *h = h.saturating_add(sw(slot::site::HIST + b));
                     }
-                    v.active_conns += sw(slot::site::ACTIVE_CONNS);
+                    v.active_conns = v.active_conns.saturating_add(sw(slot::site::ACTIVE_CONNS));
                 }
             }
         }
@@ -184,5 +185,83 @@ fn build(pools: &Pools, facts: &Facts, server_name: &str) -> Snapshot {
         children,
         environments: envs,
         vhosts,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use common::control::{EnvBoot, SlotAdd, VhostBoot};
+    use common::scoreboard::{self, Segment};
+    use std::time::Duration;
+
+    /// Two scribbled processor slots (every word `u64::MAX`) on top of retired totals
+    /// already at `u64::MAX`: the snapshot saturates, never wraps or panics.
+    #[test]
+    fn scribbled_slots_and_full_totals_saturate() {
+        let (ne, nv, reg) = (1, 1, 4);
+        let (table_rw, _) = scoreboard::create("t", table::words(ne, nv, reg)).unwrap();
+        let t = Segment::map(&table_rw, true).unwrap();
+        for w in 0..table::env::WORDS {
+            t.set(table::env_word(0, w), u64::MAX);
+        }
+        for w in 0..table::vhost::WORDS {
+            t.set(table::vhost_word(ne, 0, w), u64::MAX);
+        }
+        let mut add = Vec::new();
+        let mut fds = Vec::new();
+        let mut keep = Vec::new();
+        for i in 0..2 {
+            let pid = 100 + i as u32;
+            t.set(table::registry_word(ne, nv, i, table::registry::PID), pid as u64);
+            t.set(table::registry_word(ne, nv, i, table::registry::LIVE), 1);
+            let (rw, ro) = scoreboard::create("s", slot::words(1)).unwrap();
+            let s = Segment::map(&rw, true).unwrap();
+            for w in 0..s.words() {
+                s.set(w, u64::MAX);
+            }
+            s.set(slot::SITES, 1);
+            s.set(slot::site_word(0, slot::site::VHOST), 0);
+            keep.push(s);
+            add.push(SlotAdd {
+                pid,
+                env: 0,
+                index: i as u32,
+            });
+            fds.push(ro);
+        }
+        let envs = vec![EnvBoot {
+            name: "alice".into(),
+            max_processors: 4,
+            capacity: 8,
+        }];
+        let vhosts = vec![VhostBoot {
+            server_name: "alice.test".into(),
+            env: 0,
+            max_clients: 0,
+        }];
+        let pools = Pools::new(envs, vhosts, t, Duration::from_secs(1), 1, 0);
+        pools.update(add, fds, vec![]);
+        let facts = Facts {
+            generation: 0,
+            server_limit: 10,
+            max_multiplexers: 1,
+        };
+        let snap = take(&pools, &facts, "x");
+        let e = &snap.environments[0];
+        assert_eq!(
+            (e.requests, e.bytes, e.connections),
+            (u64::MAX, u64::MAX, u64::MAX)
+        );
+        let v = &snap.vhosts[0];
+        assert_eq!(v.requests(), u64::MAX);
+        assert_eq!(v.bytes, u64::MAX);
+        assert!(v.histogram.iter().all(|h| *h == u64::MAX));
+        assert_eq!(snap.children.len(), 2);
+        let _ = pools.view(0);
+        let _ = pools.saturated(0);
+        let _ = pools.vhost_active(0);
+        let _ = crate::status::render(&snap, &crate::status::parse_query(None));
+        let _ = crate::status::prometheus(&snap);
     }
 }

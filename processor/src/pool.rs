@@ -172,6 +172,9 @@ async fn serve(boot: ProcessorBoot, fds: Vec<OwnedFd>, control: OwnedFd) -> Resu
         });
     }
     let vhost_ids: Vec<u32> = sites.iter().map(|s| s.vhost_id).collect();
+    // The most fds one control message may bring: a `Logs` with one per site of this
+    // environment (the supervisor never sends more), or the one `ErrorLog`.
+    let max_control_fds = sites.len() + 1;
     let sites = Rc::new(Sites { sites, hosts });
     let cfg = Rc::new(ConnConfig {
         keep_alive_timeout: Duration::from_millis(boot.keep_alive_timeout_ms),
@@ -234,7 +237,7 @@ async fn serve(boot: ProcessorBoot, fds: Vec<OwnedFd>, control: OwnedFd) -> Resu
         tokio::select! {
             biased;
             _ = recycle_rx.changed() => break,
-            m = chan.recv::<ToChild>(16) => match m {
+            m = chan.recv::<ToChild>(max_control_fds) => match m {
                 Ok((ToChild::Logs { vhosts }, files)) => board.reopen_logs(&vhosts, files),
                 Ok((ToChild::Shutdown, _)) => {
                     info!(environment = %env, "shutdown: draining");

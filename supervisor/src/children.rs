@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::control::{self, AsyncChannel, FromChild, SlotAdd, ToChild};
+use common::control::{self, SlotAdd, ToChild};
 use common::scoreboard::{self, slot, table, Segment};
 use conf::Config;
 use nix::sys::signal::{kill, Signal};
@@ -80,7 +80,15 @@ impl Child {
 
 pub(crate) enum Event {
     Ready(i32),
-    Spawn { pid: i32, env: u32 },
+    Spawn {
+        pid: i32,
+        env: u32,
+    },
+    /// The child broke the control protocol (see `watch.rs`): it is killed.
+    Violation {
+        pid: i32,
+        why: String,
+    },
 }
 
 /// A child that lived less than this counts as failing at start.
@@ -126,7 +134,6 @@ pub struct Supervisor {
     pub(crate) listeners: Listeners,
     /// Oldest first; the last is the current generation.
     pub(crate) gens: Vec<Generation>,
-    pub(crate) logs: AccessLogs,
     pub(crate) children: HashMap<i32, Child>,
     pub(crate) pending: Vec<(Instant, Restart)>,
     pub(crate) backoff: HashMap<Restart, u32>,
@@ -187,7 +194,7 @@ impl Supervisor {
         }
         let started_ms = scoreboard::now_ms();
         let config_path = cfg.path.clone();
-        let gen = Generation::new(0, Arc::new(cfg), started_ms)?;
+        let gen = Generation::new(0, Arc::new(cfg), started_ms, logs)?;
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
         let mut sup = Supervisor {
             exe,
@@ -195,7 +202,6 @@ impl Supervisor {
             privileged,
             listeners: Listeners { http, metrics },
             gens: vec![gen],
-            logs,
             children: HashMap::new(),
             pending: Vec::new(),
             backoff: HashMap::new(),
@@ -271,31 +277,15 @@ impl Supervisor {
         false
     }
 
-    fn watch(&mut self, pid: i32, control: &OwnedFd) -> Result<(), SupervisorError> {
+    fn watch(&mut self, pid: i32, control: &OwnedFd, processor: bool) -> Result<(), SupervisorError> {
         let reader = control.try_clone().map_err(SupervisorError::Runtime)?;
-        let tx = self.events_tx.clone();
-        match AsyncChannel::new(reader) {
-            Ok(mut chan) => {
-                tokio::spawn(async move {
-                    while let Ok((msg, _fds)) = chan.recv::<FromChild>(0).await {
-                        let ev = match msg {
-                            FromChild::Ready => Event::Ready(pid),
-                            FromChild::Spawn { env } => Event::Spawn { pid, env },
-                        };
-                        if tx.send(ev).await.is_err() {
-                            break;
-                        }
-                    }
-                });
-            }
-            Err(e) => error!(pid, "watching control channel: {e}"),
-        }
+        crate::watch::spawn(pid, reader, processor, self.events_tx.clone());
         Ok(())
     }
 
     fn spawn_child(&mut self, role: &'static str) -> Result<(i32, OwnedFd), SupervisorError> {
         let s = spawn::spawn(&self.exe, role)?;
-        self.watch(s.pid, &s.control)?;
+        self.watch(s.pid, &s.control, role == "processor")?;
         Ok((s.pid, s.control))
     }
 
@@ -412,7 +402,7 @@ impl Supervisor {
         let g = self
             .gen(gen)
             .ok_or(SupervisorError::Runtime(std::io::ErrorKind::NotFound.into()))?;
-        let (boot, fds) = plan::processor(g, env, &rw, &self.logs, self.privileged);
+        let (boot, fds) = plan::processor(g, env, &rw, &g.logs, self.privileged);
         if let Err(e) = control::send(control.as_fd(), &ToChild::Bootstrap(Box::new(boot)), &fds) {
             error!(pid, "sending processor bootstrap: {e}");
         }
@@ -508,8 +498,36 @@ impl Supervisor {
             }
             Event::Spawn { pid, env } => {
                 let Some(c) = self.children.get(&pid) else { return };
+                if !matches!(c.kind, Kind::Multiplexer { .. }) {
+                    return;
+                }
                 let gen = c.gen;
+                let envs = self.gen(gen).map(|g| g.cfg.environments.len()).unwrap_or(0);
+                if env as usize >= envs {
+                    error!(
+                        pid,
+                        env, "multiplexer asked for a processor of an unknown environment (a bug): refused"
+                    );
+                    return;
+                }
                 self.spawn_on_demand(gen, env as usize);
+            }
+            Event::Violation { pid, why } => {
+                // Still in the table, so not reaped: the pid is still this child.
+                let Some(c) = self.children.get(&pid) else { return };
+                match c.kind {
+                    Kind::Multiplexer { .. } => {
+                        error!(
+                            pid,
+                            "multiplexer broke the control protocol (a bug): {why}; killing it"
+                        )
+                    }
+                    _ => warn!(
+                        pid,
+                        "processor sent an invalid control message: {why}; killing it"
+                    ),
+                }
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             }
         }
     }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use common::scoreboard::{self, slot, table, Segment};
 use conf::Config;
 
+use crate::logs::AccessLogs;
 use crate::SupervisorError;
 
 /// Largest value taken from one tenant-written counter: far above any real count,
@@ -43,10 +44,18 @@ pub struct Generation {
     /// stop accepting and close connections gracefully (since the instant), 2 draining.
     pub retire_phase: u8,
     pub retire_started: Option<std::time::Instant>,
+    /// This generation's access logs, by its own vhost indexes (a processor started
+    /// for it, even after a reload, gets its own vhosts' files).
+    pub logs: AccessLogs,
 }
 
 impl Generation {
-    pub fn new(id: u64, cfg: Arc<Config>, started_ms: u64) -> Result<Generation, SupervisorError> {
+    pub fn new(
+        id: u64,
+        cfg: Arc<Config>,
+        started_ms: u64,
+        logs: AccessLogs,
+    ) -> Result<Generation, SupervisorError> {
         let mut env_sockets = Vec::new();
         for e in &cfg.environments {
             let pair = common::seqpacket::seqpacket_pair().map_err(|source| SupervisorError::Pair {
@@ -88,6 +97,7 @@ impl Generation {
             retiring: false,
             retire_phase: 0,
             retire_started: None,
+            logs,
         })
     }
 
@@ -110,16 +120,17 @@ impl Generation {
     pub fn retire(&mut self, index: usize, env: Option<usize>, slot_seg: Option<&Segment>) {
         let (envs, vhosts) = (self.cfg.environments.len(), self.cfg.vhosts.len());
         let t = &self.table;
-        t.add(table::SEQ, 1);
+        t.seq_write_begin(table::SEQ);
         if let (Some(env), Some(s)) = (env, slot_seg) {
             let w = |i| table::env_word(env, i);
-            // Counters are tenant-written: take them, but bound each one.
+            // Counters are tenant-written: take them, but bound each one, and add
+            // saturating (a slot retired again and again cannot wrap a total).
             let get = |x| s.get(x).min(TENANT_COUNTER_MAX);
-            t.add(w(table::env::RETIRED_TAKEN), get(slot::TAKEN));
-            t.add(w(table::env::RETIRED_REQUESTS), get(slot::REQUESTS));
-            t.add(w(table::env::RETIRED_BYTES), get(slot::BYTES));
-            t.add(w(table::env::RETIRED_HANDBACKS), get(slot::HANDBACKS));
-            t.add(w(table::env::RETIRED_DURATION_US), get(slot::DURATION_US));
+            t.add_saturating(w(table::env::RETIRED_TAKEN), get(slot::TAKEN));
+            t.add_saturating(w(table::env::RETIRED_REQUESTS), get(slot::REQUESTS));
+            t.add_saturating(w(table::env::RETIRED_BYTES), get(slot::BYTES));
+            t.add_saturating(w(table::env::RETIRED_HANDBACKS), get(slot::HANDBACKS));
+            t.add_saturating(w(table::env::RETIRED_DURATION_US), get(slot::DURATION_US));
             let sites = (s.get(slot::SITES) as usize).min(vhosts);
             for i in 0..sites {
                 let vhost = s.get(slot::site_word(i, slot::site::VHOST)) as usize;
@@ -127,9 +138,9 @@ impl Generation {
                     continue;
                 }
                 for word in slot::site::CLASS..slot::site::WORDS {
-                    t.add(
+                    t.add_saturating(
                         table::vhost_word(envs, vhost, word),
-                        s.get(slot::site_word(i, word)),
+                        get(slot::site_word(i, word)),
                     );
                 }
             }
@@ -141,6 +152,70 @@ impl Generation {
                 0,
             );
         }
-        t.add(table::SEQ, 1);
+        t.seq_write_end(table::SEQ);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn generation() -> Generation {
+        let text = r#"
+[server]
+user = 2000
+group = 2000
+listen = ["127.0.0.1:0"]
+
+[environments.alice]
+user = 2001
+group = 2001
+
+[[vhosts]]
+server_name = "alice.example"
+environment = "alice"
+document_root = "/tmp"
+"#;
+        let cfg = conf::parse_str(text, std::path::Path::new("t.toml")).unwrap();
+        Generation::new(0, Arc::new(cfg), 0, AccessLogs::default()).unwrap()
+    }
+
+    /// A slot whose every word is `u64::MAX`, retired twice: each counter is bounded,
+    /// the totals saturate (no wrap, no debug panic), and the seqlock ends even.
+    #[test]
+    fn retiring_a_scribbled_slot_twice_keeps_totals_finite() {
+        let mut g = generation();
+        let (rw, _ro) = scoreboard::create("t", slot::words(1)).unwrap();
+        let s = Segment::map(&rw, true).unwrap();
+        for i in 0..s.words() {
+            s.set(i, u64::MAX);
+        }
+        s.set(slot::SITES, 1);
+        s.set(slot::site_word(0, slot::site::VHOST), 0);
+        for _ in 0..2 {
+            let i = g.register(1).unwrap();
+            g.retire(i, Some(0), Some(&s));
+        }
+        let t = &g.table;
+        let req = t.get(table::env_word(0, table::env::RETIRED_REQUESTS));
+        assert_eq!(req, 2 * TENANT_COUNTER_MAX);
+        for w in slot::site::CLASS..slot::site::WORDS {
+            assert_eq!(
+                t.get(table::vhost_word(1, 0, w)),
+                2 * TENANT_COUNTER_MAX,
+                "vhost word {w}"
+            );
+        }
+        assert_eq!(t.get(table::SEQ) % 2, 0);
+        // Totals near the top saturate instead of wrapping.
+        t.set(table::env_word(0, table::env::RETIRED_BYTES), u64::MAX - 1);
+        t.set(table::vhost_word(1, 0, slot::site::BYTES), u64::MAX - 1);
+        let i = g.register(1).unwrap();
+        g.retire(i, Some(0), Some(&s));
+        assert_eq!(
+            g.table.get(table::env_word(0, table::env::RETIRED_BYTES)),
+            u64::MAX
+        );
+        assert_eq!(g.table.get(table::vhost_word(1, 0, slot::site::BYTES)), u64::MAX);
     }
 }

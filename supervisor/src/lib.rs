@@ -13,6 +13,7 @@ mod reload;
 mod safe_open;
 mod spawn;
 mod tenant_log;
+mod watch;
 
 use std::path::{Path, PathBuf};
 

@@ -39,67 +39,106 @@ impl Supervisor {
                 return;
             }
         };
-        // Listeners: keep every address that stays (port 0: the port bound at start),
-        // bind the new ones.
+        // Everything is built before anything is changed, so a refused reload (a
+        // listener that cannot be bound, an access log that cannot be opened, a
+        // generation that cannot be created) changes nothing.
+        // Listeners: keep every address that stays (port 0: the port bound at start;
+        // a dup of our copy), bind the new ones.
         let mut http = Vec::new();
         for addr in &cfg.server.listen {
             let kept = self
                 .listeners
                 .http
                 .iter()
-                .position(|(a, _)| a == addr || (addr.port() == 0 && a.ip() == addr.ip()));
-            match kept {
-                Some(i) => http.push(self.listeners.http.swap_remove(i)),
-                None => match listen::bind_listener(*addr) {
-                    Ok(l) => http.push(l),
-                    Err(e) => {
-                        error!("reload refused: {e}");
-                        self.listeners.http.extend(http);
-                        return;
-                    }
-                },
+                .find(|(a, _)| a == addr || (addr.port() == 0 && a.ip() == addr.ip()));
+            let l = match kept {
+                Some((a, fd)) => fd.try_clone().map(|fd| (*a, fd)).map_err(|e| e.to_string()),
+                None => listen::bind_listener(*addr).map_err(|e| e.to_string()),
+            };
+            match l {
+                Ok(l) => http.push(l),
+                Err(e) => {
+                    error!("reload refused: {e}");
+                    return;
+                }
             }
-        }
-        // Addresses no longer configured: our copy closes now; the old multiplexers'
-        // copies close when they exit.
-        self.listeners.http = http;
-        match (
-            cfg.status.metrics_listen,
-            self.listeners.metrics.as_ref().map(|(a, _)| *a),
-        ) {
-            (Some(new), Some(old)) if new == old => {}
-            (Some(new), _) => match listen::bind_listener(new) {
-                Ok(l) => self.listeners.metrics = Some(l),
-                Err(e) => warn!("metrics listener: {e}; keeping the old one"),
-            },
-            (None, _) => self.listeners.metrics = None,
         }
         for w in &cfg.warnings {
             warn!("config: {w}");
         }
+        // A log that cannot be opened does not refuse the reload: its file is the
+        // tenant's to break (a link planted in its own directory), and one tenant must
+        // not hold every other's reload hostage. That vhost is not logged by the new
+        // generation, and says so.
         let (logs, errors) = AccessLogs::open_all(&cfg);
         for e in errors {
             error!("{e}; this vhost's requests are not logged by the new generation");
         }
-        self.logs = logs;
-        let id = self.current() + 1;
-        let gen = match Generation::new(id, Arc::new(cfg), self.started_ms) {
+        // Past every generation a child still names (a refused reload's children may
+        // not be reaped yet), so an id is never reused.
+        let id = self
+            .children
+            .values()
+            .map(|c| c.gen)
+            .chain([self.current()])
+            .max()
+            .unwrap_or(0)
+            + 1;
+        let gen = match Generation::new(id, Arc::new(cfg), self.started_ms, logs) {
             Ok(g) => g,
             Err(e) => {
                 error!("reload refused: {e}");
                 return;
             }
         };
+        let metrics = match (
+            gen.cfg.status.metrics_listen,
+            self.listeners.metrics.as_ref().map(|(a, _)| *a),
+        ) {
+            (Some(new), Some(old)) if new == old => None,
+            (Some(new), _) => match listen::bind_listener(new) {
+                Ok(l) => Some(Some(l)),
+                Err(e) => {
+                    warn!("metrics listener: {e}; keeping the old one");
+                    None
+                }
+            },
+            (None, _) => Some(None),
+        };
+        // Commit. Addresses no longer configured: our copy closes now; the old
+        // multiplexers' copies close when they exit.
+        let old_http = std::mem::replace(&mut self.listeners.http, http);
+        let old_metrics = metrics.map(|m| std::mem::replace(&mut self.listeners.metrics, m));
         self.carry_counters(&gen);
+        let was_retiring: Vec<bool> = self.gens.iter().map(|g| g.retiring).collect();
         for old in &mut self.gens {
             old.retiring = true;
         }
-        self.pending.clear();
+        let pending = std::mem::take(&mut self.pending);
         // Spares were exec'd for the old configuration's binary state; they hold
         // nothing, so they may serve the new one too.
         self.gens.push(gen);
         if let Err(e) = self.start_generation(id) {
-            error!("starting generation {id}: {e}");
+            // Undo: the new generation's children go, the old state comes back.
+            error!("reload refused: starting generation {id}: {e}");
+            for (pid, c) in &self.children {
+                if c.gen == id {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(*pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+            self.gens.retain(|g| g.id != id);
+            for (g, r) in self.gens.iter_mut().zip(was_retiring) {
+                g.retiring = r;
+            }
+            self.pending = pending;
+            self.listeners.http = old_http;
+            if let Some(m) = old_metrics {
+                self.listeners.metrics = m;
+            }
+            return;
         }
         info!(generation = id, "reload: new generation starting");
     }
@@ -295,9 +334,13 @@ impl Supervisor {
         for e in errors {
             error!("{e}; the vhost keeps its current log file");
         }
-        logs.keep_from(std::mem::take(&mut self.logs));
-        self.logs = logs;
         let current = self.current();
+        let Some(g) = self.gens.iter_mut().find(|g| g.id == current) else {
+            return;
+        };
+        logs.keep_from(std::mem::take(&mut g.logs));
+        g.logs = logs;
+        let g = &*g;
         for (pid, c) in &self.children {
             let Kind::Processor { env } = c.kind else { continue };
             if c.gen != current {
@@ -307,7 +350,7 @@ impl Supervisor {
                 .vhosts
                 .iter()
                 .enumerate()
-                .filter(|(i, v)| v.environment == env && self.logs.files.contains_key(i))
+                .filter(|(i, v)| v.environment == env && g.logs.files.contains_key(i))
                 .map(|(i, _)| i as u32)
                 .collect();
             if vhosts.is_empty() {
@@ -315,7 +358,7 @@ impl Supervisor {
             }
             let fds: Vec<i32> = vhosts
                 .iter()
-                .filter_map(|i| self.logs.files.get(&(*i as usize)))
+                .filter_map(|i| g.logs.files.get(&(*i as usize)))
                 .map(|f| f.as_raw_fd())
                 .collect();
             if let Err(e) = control::send(c.control.as_fd(), &ToChild::Logs { vhosts }, &fds) {

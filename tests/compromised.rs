@@ -1,0 +1,311 @@
+//! A compromised processor cannot hurt the supervisor, the multiplexers or another
+//! tenant. The test plays alice's processor: it takes the processor's environment
+//! socket and control channel with pidfd_getfd(2), as the tenant's code running as
+//! that uid could use them, and sends what it could send. Each test measures what the
+//! attack could grow (multiplexer fds, process counts, supervisor RSS) before and after.
+
+use std::io::IoSlice;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::control::{self, FromChild};
+use common::handoff::{self, flags, Meta, NO_VHOST};
+use common::seqpacket::SCM_MAX_FD;
+use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+
+use crate::harness::*;
+
+fn sites(w: &Path) {
+    put(w, "alice/index.html", b"alice home", ALICE, 0o600);
+    put(w, "bob/index.html", b"bob home", BOB, 0o600);
+}
+
+/// Alice's processor's channels, taken from it.
+struct Taken {
+    /// Its end of alice's hand-off socket (hand-backs go to the multiplexers).
+    env: OwnedFd,
+    /// Its end of its control channel to the supervisor.
+    control: OwnedFd,
+}
+
+fn pidfd_open(pid: i32) -> OwnedFd {
+    // SAFETY: a plain syscall with integer arguments; it returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    assert!(fd >= 0, "pidfd_open({pid}): {}", std::io::Error::last_os_error());
+    // SAFETY: the kernel just gave us this fd; nothing else owns it.
+    unsafe { OwnedFd::from_raw_fd(fd as RawFd) }
+}
+
+fn pidfd_getfd(pidfd: &OwnedFd, target: RawFd) -> Option<OwnedFd> {
+    // SAFETY: a plain syscall with integer arguments; it returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), target, 0) };
+    // SAFETY: on success the kernel just gave us this fd; nothing else owns it.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+fn so_type(fd: &OwnedFd) -> i32 {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `v` and `len` are a valid, writable int-sized option buffer for the call.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TYPE,
+            (&mut v as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if r < 0 {
+        -1
+    } else {
+        v
+    }
+}
+
+/// Takes `pid`'s two SEQPACKET sockets: the environment socket is the one whose inode
+/// the supervisor also holds (it keeps both ends of every environment's pair); the
+/// control channel's child end is held by the child only.
+fn take_channels(server: &TestServer, pid: i32) -> Taken {
+    let sup = socket_inodes(server.pid());
+    let pidfd = pidfd_open(pid);
+    let (mut env, mut ctl) = (None, None);
+    for (fd, target) in fd_links(pid) {
+        let Some(inode) = socket_inode(&target) else {
+            continue;
+        };
+        let Some(taken) = pidfd_getfd(&pidfd, fd) else {
+            continue;
+        };
+        if so_type(&taken) != libc::SOCK_SEQPACKET {
+            continue;
+        }
+        if sup.contains(&inode) {
+            assert!(env.is_none(), "two environment sockets in {pid}");
+            env = Some(taken);
+        } else {
+            assert!(ctl.is_none(), "two control channels in {pid}");
+            ctl = Some(taken);
+        }
+    }
+    Taken {
+        env: env.expect("the processor's environment socket"),
+        control: ctl.expect("the processor's control channel"),
+    }
+}
+
+fn start(extra_server: &str) -> (tempfile::TempDir, TestServer) {
+    let w = world();
+    sites(w.path());
+    let server = TestServer::start(&two_env_config(w.path(), extra_server));
+    (w, server)
+}
+
+fn one_alice(server: &TestServer) -> i32 {
+    assert!(
+        server.wait_until(Duration::from_secs(5), || server.processors_of(ALICE).len() == 1),
+        "alice's processor did not start\n{}",
+        server.log()
+    );
+    server.processors_of(ALICE)[0]
+}
+
+fn fd_count(pid: i32) -> usize {
+    fd_links(pid).len()
+}
+
+fn rss_kb(pid: i32) -> u32 {
+    first_num(&status_field(pid, "VmRSS").unwrap_or_default())
+}
+
+/// Both tenants are served (waiting a little for a replaced processor).
+fn both_serve(server: &TestServer, when: &str) {
+    for (host, body) in [("alice.test", "alice home"), ("bob.test", "bob home")] {
+        let ok = server.wait_until(Duration::from_secs(10), || {
+            try_get(server.addr, host).is_some_and(|r| r.status == 200 && r.text() == body)
+        });
+        assert!(ok, "{host} not served {when}\n{}", server.log());
+    }
+}
+
+/// One GET on a fresh connection; `None` when the connection is refused or closed.
+fn try_get(addr: std::net::SocketAddr, host: &str) -> Option<Response> {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").ok()?;
+    read_response(&mut s, false)
+}
+
+fn handback_header() -> [u8; handoff::HEADER_LEN] {
+    let meta = Meta {
+        flags: flags::HAND_BACK,
+        vhost: NO_VHOST,
+        peer: "127.0.0.1:1".parse().unwrap(),
+        local: "127.0.0.1:2".parse().unwrap(),
+    };
+    handoff::encode_header(&meta, 0)
+}
+
+/// Sends `parts` with `fds` on `sock`, retrying while its queue is full (bounded).
+fn send_retrying(sock: &OwnedFd, parts: &[&[u8]], fds: &[RawFd]) -> bool {
+    let iov: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
+    let cmsg = [ControlMessage::ScmRights(fds)];
+    let cmsgs: &[ControlMessage<'_>] = if fds.is_empty() { &[] } else { &cmsg };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
+        match sendmsg::<()>(sock.as_raw_fd(), &iov, cmsgs, flags, None) {
+            Ok(_) => return true,
+            Err(nix::Error::EAGAIN) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            Err(_) => return false,
+        }
+    }
+}
+
+/// 50 hand-backs carrying 253 fds each (SCM_MAX_FD; one fd repeated): the multiplexers
+/// refuse them and keep none of the fds.
+#[test]
+fn hand_backs_with_253_fds_leak_nothing_into_multiplexers() {
+    if !require_root() {
+        return;
+    }
+    let (_w, server) = start("");
+    let alice = one_alice(&server);
+    both_serve(&server, "before");
+    let muxes = server.children("multiplexer");
+    std::thread::sleep(Duration::from_millis(300));
+    let before: Vec<usize> = muxes.iter().map(|p| fd_count(*p)).collect();
+    let taken = take_channels(&server, alice);
+    let devnull = std::fs::File::open("/dev/null").unwrap();
+    let many = vec![devnull.as_raw_fd(); SCM_MAX_FD];
+    let header = handback_header();
+    for i in 0..50 {
+        assert!(send_retrying(&taken.env, &[&header], &many), "send {i}");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    for (p, b) in muxes.iter().zip(&before) {
+        let after = fd_count(*p);
+        assert!(
+            after <= b + 4,
+            "multiplexer {p} went from {b} to {after} fds after 50 hand-backs of 253 fds\n{}",
+            server.log()
+        );
+    }
+    both_serve(&server, "after the 253-fd hand-backs");
+}
+
+/// `Spawn` for bob's and for alice's own environment, 100 times each from alice's
+/// processor: no processor is started for either.
+#[test]
+fn spawn_from_a_processor_starts_nothing() {
+    if !require_root() {
+        return;
+    }
+    let (_w, server) = start("");
+    let alice = one_alice(&server);
+    assert!(server.wait_until(Duration::from_secs(5), || server.processors_of(BOB).len() == 1));
+    both_serve(&server, "before");
+    std::thread::sleep(Duration::from_millis(300));
+    let before = (server.processors_of(ALICE).len(), server.processors_of(BOB).len());
+    let taken = take_channels(&server, alice);
+    for _ in 0..100 {
+        for env in [1u32, 0] {
+            control::send(taken.control.as_fd(), &FromChild::Spawn { env }, &[]).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let after = (server.processors_of(ALICE).len(), server.processors_of(BOB).len());
+    assert_eq!(
+        before,
+        after,
+        "(alice, bob) processors changed after Spawn from a processor\n{}",
+        server.log()
+    );
+    assert!(
+        server
+            .log()
+            .contains("processor asked to start a processor: refused"),
+        "no refusal logged\n{}",
+        server.log()
+    );
+    assert!(
+        alive(alice),
+        "a refused Spawn must not cost the processor its life"
+    );
+    both_serve(&server, "after");
+}
+
+/// Many 60 KiB fragments flagged "more" on the control channel: the supervisor keeps
+/// none of it (RSS grows under 1 MB), drops the offender, and the server serves on.
+#[test]
+fn oversized_control_messages_do_not_grow_the_supervisor() {
+    if !require_root() {
+        return;
+    }
+    let (_w, server) = start("");
+    let alice = one_alice(&server);
+    both_serve(&server, "before");
+    std::thread::sleep(Duration::from_millis(300));
+    let before = rss_kb(server.pid());
+    let taken = take_channels(&server, alice);
+    let big = vec![b' '; control::FRAGMENT];
+    let mut sent = 0;
+    for _ in 0..200 {
+        if !send_retrying(&taken.control, &[&[1u8], &big], &[]) {
+            break;
+        }
+        sent += 1;
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let after = rss_kb(server.pid());
+    assert!(
+        after < before + 1024,
+        "supervisor RSS went from {before} kB to {after} kB after {sent} fragments\n{}",
+        server.log()
+    );
+    drop(taken);
+    both_serve(&server, "after the oversized control message");
+}
+
+/// The processor connects to the listener itself and hands back its client ends in a
+/// loop (it costs the processor nothing): no multiplexer holds more than its bound.
+#[test]
+fn self_hand_backs_are_bounded() {
+    if !require_root() {
+        return;
+    }
+    let (_w, server) = start("max_clients = 16\nmax_connections_per_processor = 4");
+    let alice = one_alice(&server);
+    both_serve(&server, "before");
+    let muxes = server.children("multiplexer");
+    std::thread::sleep(Duration::from_millis(300));
+    let before: Vec<usize> = muxes.iter().map(|p| fd_count(*p)).collect();
+    let taken = take_channels(&server, alice);
+    let header = handback_header();
+    for i in 0..300 {
+        let client = std::net::TcpStream::connect(server.addr).unwrap();
+        let fd: OwnedFd = client.into();
+        assert!(
+            send_retrying(&taken.env, &[&header], &[fd.as_raw_fd()]),
+            "send {i}"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    // Per multiplexer: max_clients (16) connections in the works, plus slack for the
+    // fds a refused one is open for.
+    for (p, b) in muxes.iter().zip(&before) {
+        let after = fd_count(*p);
+        assert!(
+            after <= b + 16 + 8,
+            "multiplexer {p} went from {b} to {after} fds after 300 self hand-backs\n{}",
+            server.log()
+        );
+    }
+    drop(taken);
+    both_serve(&server, "after the self hand-backs");
+}
