@@ -35,6 +35,10 @@ enum Head {
 /// that trickles its head one byte at a time costs linear work, not quadratic.
 #[derive(Default)]
 struct HeadScan {
+    /// Length of the complete empty lines before the request line seen so far.
+    blank: usize,
+    /// Where the request line starts, once a byte of it has arrived.
+    start: Option<usize>,
     /// Bytes of the buffer already searched without finding the end.
     scanned: usize,
     /// Bytes examined in all (for tests).
@@ -42,14 +46,29 @@ struct HeadScan {
 }
 
 impl HeadScan {
-    /// The end of the head in `window` (which only ever grows), if it is there.
+    /// The end of the head in `window` (which only ever grows), if it is there: what
+    /// [`head_end`] finds, from the new bytes only.
     fn find(&mut self, window: &[u8]) -> Option<usize> {
-        // An end ("\n\n" or "\n\r\n") that straddles the old boundary starts at
-        // most 2 bytes before it.
-        let from = self.scanned.saturating_sub(3).min(window.len());
-        self.examined += window.len() - from;
+        let start = match self.start {
+            Some(start) => start,
+            None => {
+                // Empty lines before the request line are skipped as the parser skips
+                // them; a lone CR at the end may still become one.
+                let more = head::leading_blank(&window[self.blank..]);
+                self.examined += more + 1;
+                self.blank += more;
+                let rest = &window[self.blank..];
+                if rest.is_empty() || rest == b"\r" {
+                    return None;
+                }
+                self.scanned = self.blank;
+                *self.start.insert(self.blank)
+            }
+        };
+        self.examined += window.len() - self.scanned.saturating_sub(3).max(start);
+        let end = head::head_end_from(window, start, self.scanned);
         self.scanned = window.len();
-        head_end(&window[from..]).map(|end| from + end)
+        end
     }
 }
 
@@ -469,6 +488,12 @@ mod tests {
             "examined {} bytes for a {want}-byte head",
             scan.examined
         );
+        // Empty lines before the request line are skipped, however they arrive.
+        let msg = b"\r\n\n\r\nGET / HTTP/1.0\r\n\r\n";
+        let mut scan = HeadScan::default();
+        let found = (1..=msg.len()).find_map(|n| scan.find(&msg[..n]));
+        assert_eq!(found, common::head::head_end(msg));
+        assert_eq!(found, Some(msg.len()));
         // Every way of splitting "\r\n\r\n" or "\n\n" across reads is found.
         for end in [&b"\r\n\r\n"[..], b"\n\n", b"\n\r\n"] {
             let mut msg = b"GET / HTTP/1.1\r\nHost: a".to_vec();

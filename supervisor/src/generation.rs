@@ -184,6 +184,9 @@ document_root = "/tmp"
     /// the totals saturate (no wrap, no debug panic), and the seqlock ends even.
     #[test]
     fn retiring_a_scribbled_slot_twice_keeps_totals_finite() {
+        // A generation's log pipes register with the reactor.
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let _entered = rt.enter();
         let mut g = generation();
         let (rw, _ro) = scoreboard::create("t", slot::words(1)).unwrap();
         let s = Segment::map(&rw, true).unwrap();
