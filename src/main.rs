@@ -1,6 +1,8 @@
 //! `bulkhead`: one binary for every role. `serve` and `check` are for people; the
 //! supervisor re-executes this binary as `multiplexer` or `processor` for its children.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -1,5 +1,6 @@
 //! Fuzz targets for the parsers a client or a tenant's process can reach in `common`:
-//! the request-head parser with its Host/authority rules, and the hand-off codec. They
+//! the request-head parser with its Host/authority rules, the hand-off codec and the
+//! control-channel codec. They
 //! run in `cargo test` (bolero's random engine, plus the seed corpus under
 //! `src/__fuzz__/<target>/corpus/`) and, unchanged, under a coverage-guided engine:
 //! `cargo bolero test -p common fuzz::head_parser --sanitizer none` (stable Rust;
@@ -144,5 +145,46 @@ fn handoff_round_trip() {
             msg.extend_from_slice(payload);
             let (got, body) = handoff::decode(&msg).expect("what was encoded decodes");
             assert_eq!((got, body), (meta, payload));
+        });
+}
+
+/// The control channel as a child's end sees it from a hostile peer: any fragments, in
+/// any order of "more" flags, reassembled by a bounded receiver (alternately as either
+/// message type the channel carries). Nothing panics; the size bound itself is checked
+/// by `control`'s own tests.
+#[test]
+fn control_codec() {
+    use crate::control::{FromChild, Receiver, ToChild};
+    use crate::seqpacket;
+    use std::os::fd::AsFd;
+
+    const MAX: usize = 512;
+    check!()
+        .with_iterations(ITERATIONS / 10)
+        .with_type::<Vec<(bool, Vec<u8>)>>()
+        .for_each(|fragments| {
+            let (a, b) = seqpacket::seqpacket_pair().expect("socketpair");
+            let mut to_child = Receiver::with_max(MAX);
+            let mut from_child = Receiver::with_max(MAX);
+            for (i, (more, body)) in fragments.iter().take(16).enumerate() {
+                let body = &body[..body.len().min(300)];
+                let flag = [u8::from(*more)];
+                if seqpacket::send(a.as_fd(), &[&flag, body], &[]).is_err() {
+                    break;
+                }
+                // Alternate the two message types the channel carries.
+                let got = if i % 2 == 0 {
+                    to_child
+                        .poll_message::<ToChild>(b.as_fd(), 0)
+                        .map(|m| m.map(|(m, _)| format!("{m:?}")))
+                } else {
+                    from_child
+                        .poll_message::<FromChild>(b.as_fd(), 0)
+                        .map(|m| m.map(|(m, _)| format!("{m:?}")))
+                };
+                if let Ok(Some(text)) = got {
+                    assert!(!text.is_empty());
+                }
+            }
         });
 }

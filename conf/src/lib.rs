@@ -9,6 +9,8 @@
 //!
 //! `bulkhead check` (a systemd `ExecStartPre=`) is [`load`] plus printing the errors.
 
+#![forbid(unsafe_code)]
+
 mod apart;
 mod error;
 mod fsrules;

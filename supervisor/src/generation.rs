@@ -185,7 +185,10 @@ document_root = "/tmp"
     #[test]
     fn retiring_a_scribbled_slot_twice_keeps_totals_finite() {
         // A generation's log pipes register with the reactor.
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         let _entered = rt.enter();
         let mut g = generation();
         let (rw, _ro) = scoreboard::create("t", slot::words(1)).unwrap();
