@@ -52,43 +52,43 @@ enum Command {
     Processor,
 }
 
-/// Logs to stderr. A processor's stderr becomes its environment's log pipe, which the
-/// supervisor reads, stamps and marks with the environment (escaping control
-/// characters), so a processor logs without colours or its own timestamp, and a line
-/// it cannot write (the pipe is non-blocking and may be full) is dropped silently
-/// rather than reported on that same full stderr.
-fn init_logging(role: &str) {
+/// Logs to stderr, with colours only when stderr is a terminal (never into a file, a
+/// pipe or the journal), and every line inside a `bulkhead{role=…}` span so a line says
+/// which role wrote it. A processor's stderr becomes its environment's log pipe, which
+/// the supervisor reads, stamps and marks with the environment (escaping control
+/// characters), so a processor logs without its own timestamp, and a line it cannot
+/// write (the pipe is non-blocking and may be full) is dropped silently rather than
+/// reported on that same full stderr. Returns the span's guard: hold it for the
+/// process's life.
+fn init_logging(role: &'static str) -> tracing::span::EnteredSpan {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let json = std::env::var("BULKHEAD_LOG_FORMAT")
         .map(|v| v == "json")
         .unwrap_or(false);
+    let processor = role == "processor";
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false);
-    let processor = role == "processor";
+        .with_target(false)
+        .with_ansi(!processor && std::io::stderr().is_terminal());
     let _ = match (json, processor) {
         (false, false) => builder.try_init(),
         (true, false) => builder.json().try_init(),
-        (false, true) => builder
-            .with_ansi(false)
-            .log_internal_errors(false)
-            .without_time()
-            .try_init(),
-        (true, true) => builder
-            .with_ansi(false)
-            .log_internal_errors(false)
-            .json()
-            .try_init(),
+        (false, true) => builder.log_internal_errors(false).without_time().try_init(),
+        (true, true) => builder.log_internal_errors(false).json().try_init(),
     };
+    // An error-level span is enabled whenever any line is, whatever RUST_LOG says. In
+    // a single-threaded runtime every task is polled inside it.
+    tracing::error_span!("bulkhead", role = %role).entered()
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve { config } => {
-            init_logging("supervisor");
+            let _role = init_logging("supervisor");
             common::panics::log_panics("supervisor", None);
             supervisor::run(&config)
                 .map(|code| code as u8)
@@ -116,7 +116,7 @@ fn main() -> ExitCode {
         Command::Reload { config } => signal_server(&config, nix::sys::signal::Signal::SIGHUP),
         Command::Stop { config } => signal_server(&config, nix::sys::signal::Signal::SIGTERM),
         Command::Multiplexer => {
-            init_logging("multiplexer");
+            let _role = init_logging("multiplexer");
             child(|started| match started.boot.role {
                 common::control::RoleBoot::Multiplexer(b) => {
                     common::panics::log_panics("multiplexer", None);
@@ -126,7 +126,7 @@ fn main() -> ExitCode {
             })
         }
         Command::Processor => {
-            init_logging("processor");
+            let _role = init_logging("processor");
             child(|started| match started.boot.role {
                 common::control::RoleBoot::Processor(b) => {
                     common::panics::log_panics("processor", Some(&b.environment));

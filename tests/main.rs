@@ -12,6 +12,7 @@ mod harness;
 mod http_errors;
 mod isolation;
 mod lifecycle;
+mod log_format;
 mod log_links;
 mod logs;
 mod pools;

@@ -206,8 +206,10 @@ fn a_processor_line_is_logged_escaped_and_marked_with_its_environment() {
     let line = server
         .wait_for_log_line(Duration::from_secs(5), |l| l.contains("INFO supervisor: stopped"))
         .unwrap_or_else(|| panic!("the line never reached the log:\n{}", server.log()));
+    // The supervisor's own lines carry `bulkhead{role=supervisor}:`; a tenant's line is
+    // inside that, marked with its environment.
     assert!(
-        line.contains(r"WARN tenant{environment=alice}: INFO supervisor: stopped \u{1b}[2Jwiped\rover"),
+        line.contains(r"WARN bulkhead{role=supervisor}:tenant{environment=alice}: INFO supervisor: stopped \u{1b}[2Jwiped\rover"),
         "{line}"
     );
     let raw = server.log();

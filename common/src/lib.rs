@@ -13,5 +13,4 @@ pub mod panics;
 pub mod privdrop;
 pub mod scoreboard;
 pub mod seqpacket;
-pub mod status;
 pub mod vhost;

@@ -2,8 +2,8 @@
 //! read under the shared table's seqlock so a child that dies meanwhile is counted
 //! exactly once.
 
+use crate::status::model::{ChildRow, ChildState, EnvRow, Role, Snapshot, VhostRow};
 use common::scoreboard::{now_ms, slot, table};
-use common::status::{ChildRow, ChildState, EnvRow, Role, Snapshot, VhostRow};
 
 use crate::pool::Pools;
 

@@ -13,7 +13,7 @@
 
 use std::fmt::Write;
 
-use common::status::{ChildState, Snapshot};
+use crate::status::model::{ChildState, Snapshot};
 
 use super::{apache_g, apache_time, children_by_id, human_uptime, Totals};
 

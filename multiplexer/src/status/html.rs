@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::fmt::Write;
 
-use common::status::{ChildRow, ChildState, EnvRow, Role, Snapshot};
+use crate::status::model::{ChildRow, ChildState, EnvRow, Role, Snapshot};
 
 use super::{apache_g, apache_time, children_by_id, human_uptime, Totals};
 

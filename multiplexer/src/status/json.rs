@@ -1,7 +1,7 @@
 //! `?json`: the snapshot as it is, plus the server-wide totals the other formats derive
 //! (`uptime_seconds`, `totals`), for scripts that would rather not parse HTML.
 
-use common::status::Snapshot;
+use crate::status::model::Snapshot;
 use serde_json::{json, Value};
 
 use super::Totals;

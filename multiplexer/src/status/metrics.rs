@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use common::status::{ChildState, Role, Snapshot, DURATION_BUCKETS_MS};
+use crate::status::model::{ChildState, Role, Snapshot, DURATION_BUCKETS_MS};
 use prometheus::core::{Collector, GenericCounterVec, GenericGaugeVec};
 use prometheus::proto::{self, MetricFamily, MetricType};
 use prometheus::{

@@ -6,8 +6,9 @@ mod auto;
 mod html;
 mod json;
 mod metrics;
+pub mod model;
 
-use common::status::{ChildRow, ChildState, Role, Snapshot};
+use crate::status::model::{ChildRow, ChildState, Role, Snapshot};
 
 pub use auto::read_loadavg;
 

@@ -2,7 +2,7 @@
 //! "shop" busy and dropping), three vhosts, five children (one multiplexer, three
 //! processors, one spare), one child in each state.
 
-use common::status::{ChildRow, ChildState, EnvRow, Role, Snapshot, VhostRow};
+use crate::status::model::{ChildRow, ChildState, EnvRow, Role, Snapshot, VhostRow};
 
 /// 2026-11-23 01:13:34 UTC, the time of the reference `?auto` capture.
 pub(crate) const NOW_MS: u64 = 1_795_396_414_000;
