@@ -18,9 +18,9 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
+use crate::bootstrap::{self, Listeners};
 use crate::generation::Generation;
 use crate::logs::AccessLogs;
-use crate::plan::{self, Listeners};
 use crate::{listen, spawn, SupervisorError};
 
 /// What a child is.
@@ -300,7 +300,7 @@ impl Supervisor {
             return Ok(());
         };
         let Some(g) = self.gen(gen) else { return Ok(()) };
-        let (boot, fds) = plan::multiplexer(g, &self.listeners, &rw, self.privileged);
+        let (boot, fds) = bootstrap::multiplexer(g, &self.listeners, &rw, self.privileged);
         if let Err(e) = control::send(control.as_fd(), &ToChild::Bootstrap(Box::new(boot)), &fds) {
             error!(pid, "sending multiplexer bootstrap: {e}");
         }
@@ -402,7 +402,7 @@ impl Supervisor {
         let g = self
             .gen(gen)
             .ok_or(SupervisorError::Runtime(std::io::ErrorKind::NotFound.into()))?;
-        let (boot, fds) = plan::processor(g, env, &rw, &g.logs, self.privileged);
+        let (boot, fds) = bootstrap::processor(g, env, &rw, &g.logs, self.privileged);
         if let Err(e) = control::send(control.as_fd(), &ToChild::Bootstrap(Box::new(boot)), &fds) {
             error!(pid, "sending processor bootstrap: {e}");
         }

@@ -2,13 +2,13 @@
 //! every multiplexer and processor by fork+exec, replaces those that die, and stops
 //! them on SIGTERM/SIGINT. It never reads a byte from a client.
 
+mod bootstrap;
 mod children;
 mod errlog;
 mod generation;
 mod listen;
 mod logs;
 mod maintain;
-mod plan;
 mod reload;
 mod safe_open;
 mod spawn;
