@@ -117,20 +117,20 @@ fn main() -> ExitCode {
         Command::Stop { config } => signal_server(&config, nix::sys::signal::Signal::SIGTERM),
         Command::Multiplexer => {
             let _role = init_logging("multiplexer");
-            child(|started| match started.boot.role {
-                common::control::RoleBoot::Multiplexer(b) => {
+            child(|started| match started.role {
+                common::child::Role::Multiplexer(b, fds) => {
                     common::panics::log_panics("multiplexer", None);
-                    multiplexer::run(b, started.fds, started.control).context("multiplexer")
+                    multiplexer::run(*b, fds, started.control).context("multiplexer")
                 }
                 _ => anyhow::bail!("bootstrap is not for a multiplexer"),
             })
         }
         Command::Processor => {
             let _role = init_logging("processor");
-            child(|started| match started.boot.role {
-                common::control::RoleBoot::Processor(b) => {
+            child(|started| match started.role {
+                common::child::Role::Processor(b, fds) => {
                     common::panics::log_panics("processor", Some(&b.environment));
-                    processor::run(b, started.fds, started.control).context("processor")
+                    processor::run(*b, fds, started.control).context("processor")
                 }
                 _ => anyhow::bail!("bootstrap is not for a processor"),
             })

@@ -226,3 +226,29 @@ fn children_hold_no_capabilities() {
     }
     assert!(seen >= 4, "multiplexers and processors checked: {seen}");
 }
+
+/// The pid file is written the way root opens every file: a symlink planted where it
+/// goes is refused (the server does not start), and its target is never written.
+#[test]
+fn pid_file_symlink_is_not_followed() {
+    if !require_root() {
+        return;
+    }
+    let w = world();
+    sites(w.path());
+    let canary = w.path().join("canary");
+    std::fs::write(&canary, b"untouched").unwrap();
+    let run = w.path().join("run");
+    std::fs::create_dir(&run).unwrap();
+    let pid_file = run.join("bulkhead.pid");
+    std::os::unix::fs::symlink(&canary, &pid_file).unwrap();
+    let config = two_env_config(w.path(), &format!("pid_file = \"{}\"", pid_file.display()));
+    let started = TestServer::try_start(&config);
+    assert!(started.is_err(), "the server started with a symlinked pid file");
+    assert_eq!(std::fs::read(&canary).unwrap(), b"untouched");
+    // A plain path works, and holds the supervisor's pid.
+    std::fs::remove_file(&pid_file).unwrap();
+    let server = TestServer::start(&config);
+    let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    assert_eq!(pid, server.pid());
+}

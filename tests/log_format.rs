@@ -24,9 +24,15 @@ fn error_log_lines_carry_their_role_and_no_colour() {
         .wait_for_log("processor serving", Duration::from_secs(5))
         .is_some());
     let text = std::fs::read_to_string(&error_log).unwrap();
-    assert!(!text.contains('\x1b'), "colour codes in the error log file:\n{text}");
+    assert!(
+        !text.contains('\x1b'),
+        "colour codes in the error log file:\n{text}"
+    );
     for role in ["supervisor", "multiplexer", "processor"] {
-        assert!(text.contains(&format!("bulkhead{{role={role}}}")), "no {role} line:\n{text}");
+        assert!(
+            text.contains(&format!("bulkhead{{role={role}}}")),
+            "no {role} line:\n{text}"
+        );
     }
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         assert!(line.contains("bulkhead{role="), "a line without its role: {line}");

@@ -1,12 +1,14 @@
 //! The first steps of every child, before it builds its runtime: take the control
-//! channel from its fixed fd, receive the bootstrap, drop privileges.
+//! channel from its fixed fd, receive the bootstrap, take its fds apart into the
+//! role's bundle (every field's count and kind checked), drop privileges.
 
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::time::Duration;
 
 use thiserror::Error;
 
-use crate::control::{Bootstrap, ControlError, Receiver, ToChild};
+use crate::bootfds::{BootFdError, MultiplexerFds, ProcessorFds};
+use crate::control::{Bootstrap, ControlError, MultiplexerBoot, ProcessorBoot, Receiver, RoleBoot, ToChild};
 use crate::fds::CONTROL_FD;
 use crate::privdrop::{self, PrivDropError};
 
@@ -27,17 +29,23 @@ pub enum ChildError {
     NotBootstrap,
     #[error("dropping privileges: {0}")]
     Drop(#[from] PrivDropError),
-    #[error("bootstrap announced a log pipe but carried no fd")]
-    NoLogPipe,
+    #[error(transparent)]
+    Fds(#[from] BootFdError),
     #[error("log pipe onto fds 1 and 2: {0}")]
     LogPipe(crate::fds::FdError),
 }
 
 /// A child after its privileges are dropped.
 pub struct Started {
-    pub boot: Bootstrap,
-    pub fds: Vec<OwnedFd>,
+    pub role: Role,
     pub control: OwnedFd,
+}
+
+/// A role's slice of the configuration with its fds.
+pub enum Role {
+    Multiplexer(Box<MultiplexerBoot>, MultiplexerFds<OwnedFd>),
+    /// The log pipe is on fds 1 and 2 already.
+    Processor(Box<ProcessorBoot>, ProcessorFds<OwnedFd>),
 }
 
 /// Receives the bootstrap on [`CONTROL_FD`] and drops to its credentials.
@@ -60,31 +68,34 @@ pub fn start() -> Result<Started, ChildError> {
     drop(fixed);
     crate::fds::set_nonblocking(std::os::fd::AsFd::as_fd(&control)).map_err(|_| ChildError::NoControl)?;
     let mut rx = Receiver::new();
-    let (msg, mut fds): (ToChild, Vec<OwnedFd>) =
+    let (msg, fds): (ToChild, Vec<OwnedFd>) =
         rx.recv_blocking(std::os::fd::AsFd::as_fd(&control), MAX_BOOT_FDS, BOOT_TIMEOUT)?;
     let ToChild::Bootstrap(boot) = msg else {
         return Err(ChildError::NotBootstrap);
     };
-    // A processor's fds 1 and 2 become its environment's log pipe while it is still
-    // the supervisor's trusted exec, so nothing it writes from here on (its own log,
-    // a panic, anything a compromised processor prints) reaches the error log except
-    // through the supervisor, marked with the environment.
-    if boot.log_pipe {
-        if fds.is_empty() {
-            return Err(ChildError::NoLogPipe);
+    let Bootstrap { credentials, role } = *boot;
+    let role = match role {
+        RoleBoot::Multiplexer(b) => {
+            b.fds.check(&b)?;
+            let fds = MultiplexerFds::from_wire(&b.fds, fds)?;
+            Role::Multiplexer(Box::new(b), fds)
         }
-        let pipe = fds.remove(0);
-        crate::fds::install_stdio(&pipe).map_err(ChildError::LogPipe)?;
-    }
-    match &boot.credentials {
+        RoleBoot::Processor(b) => {
+            b.fds.check(&b)?;
+            let fds = ProcessorFds::from_wire(&b.fds, fds)?;
+            // A processor's fds 1 and 2 become its environment's log pipe while it is
+            // still the supervisor's trusted exec, so nothing it writes from here on
+            // (its own log, a panic, anything a compromised processor prints) reaches
+            // the error log except through the supervisor, marked with the environment.
+            crate::fds::install_stdio(&fds.log_pipe).map_err(ChildError::LogPipe)?;
+            Role::Processor(Box::new(b), fds)
+        }
+    };
+    match &credentials {
         Some(creds) => privdrop::drop_to(creds)?,
         None => privdrop::lock_down()?,
     }
-    Ok(Started {
-        boot: *boot,
-        fds,
-        control,
-    })
+    Ok(Started { role, control })
 }
 
 /// Closes every fd above [`CONTROL_FD`]. The supervisor passes exactly 0, 1, 2 and the

@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::bootfds::{MultiplexerLayout, ProcessorLayout};
 use crate::privdrop::Credentials;
 use crate::seqpacket::{self, PacketError, MAX_FDS_PER_MESSAGE};
 
@@ -44,8 +45,8 @@ pub enum ControlError {
 /// What the supervisor tells a child.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum ToChild {
-    /// The first message: everything the child needs, with its fds attached in the
-    /// order the role's boot type documents.
+    /// The first message: everything the child needs, with its fds attached as its
+    /// role's bundle lays them out ([`crate::bootfds`]; the layout is in the boot).
     Bootstrap(Box<Bootstrap>),
     /// To multiplexers: processor slots that appeared (one read-only scoreboard fd
     /// attached per entry, in order) and pids whose slots are gone.
@@ -100,10 +101,6 @@ pub enum FromChild {
 pub struct Bootstrap {
     /// `None` when the server runs unprivileged (isolation off).
     pub credentials: Option<Credentials>,
-    /// When set, the first attached fd is the write end of the child's log pipe (a
-    /// processor's: its environment's); [`crate::child::start`] puts it on fds 1 and 2
-    /// before it drops privileges and takes it out of the list the role sees.
-    pub log_pipe: bool,
     pub role: RoleBoot,
 }
 
@@ -114,12 +111,11 @@ pub enum RoleBoot {
     Processor(ProcessorBoot),
 }
 
-/// A multiplexer's slice. Attached fds, in order: one per listener, the metrics
-/// listener if `metrics_listen` is set, one per environment (the multiplexer's end of
-/// that environment's hand-off socket), the shared table (read-write), and the
-/// multiplexer's own slot (read-write).
+/// A multiplexer's slice. Its fds are a [`crate::bootfds::MultiplexerFds`].
 #[derive(Debug, Serialize, Deserialize)]
 pub struct MultiplexerBoot {
+    /// How many fds each field of the bundle has.
+    pub fds: MultiplexerLayout,
     pub listeners: Vec<std::net::SocketAddr>,
     pub metrics_listen: Option<std::net::SocketAddr>,
     pub environments: Vec<EnvBoot>,
@@ -162,11 +158,11 @@ pub struct VhostBoot {
     pub max_clients: u32,
 }
 
-/// A processor's slice. Attached fds, in order: its end of its environment's hand-off
-/// socket, its own scoreboard slot (read-write), then one access log per site that has
-/// one (in site order).
+/// A processor's slice. Its fds are a [`crate::bootfds::ProcessorFds`].
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ProcessorBoot {
+    /// How many fds each field of the bundle has.
+    pub fds: ProcessorLayout,
     pub environment: String,
     pub env_id: u32,
     pub sites: Vec<SiteBoot>,

@@ -2,6 +2,7 @@
 //! fixed fd numbers, privilege dropping and the bits of HTTP both multiplexer and
 //! processor need.
 
+pub mod bootfds;
 pub mod child;
 pub mod control;
 pub mod fds;

@@ -17,6 +17,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::rc::Rc;
 use std::time::Duration;
 
+use common::bootfds::MultiplexerFds;
 use common::control::{AsyncChannel, FromChild, MultiplexerBoot, ToChild};
 use common::handoff;
 use common::scoreboard::{now_ms, slot, Segment};
@@ -31,8 +32,6 @@ use tracing::{error, info, warn};
 /// Errors that stop a multiplexer.
 #[derive(Debug, Error)]
 pub enum MultiplexerError {
-    #[error("bootstrap carried {got} fds, expected {want}")]
-    FdCount { got: usize, want: usize },
     #[error("runtime: {0}")]
     Io(#[from] std::io::Error),
     #[error("control channel: {0}")]
@@ -72,12 +71,12 @@ impl Shared {
 }
 
 /// Runs a multiplexer (privileges already dropped) until told to stop.
-pub fn run(boot: MultiplexerBoot, fds: Vec<OwnedFd>, control: OwnedFd) -> Result<(), MultiplexerError> {
-    let want =
-        boot.listeners.len() + usize::from(boot.metrics_listen.is_some()) + boot.environments.len() + 2;
-    if fds.len() != want {
-        return Err(MultiplexerError::FdCount { got: fds.len(), want });
-    }
+/// Its fds were checked against its bootstrap by [`common::child::start`].
+pub fn run(
+    boot: MultiplexerBoot,
+    fds: MultiplexerFds<OwnedFd>,
+    control: OwnedFd,
+) -> Result<(), MultiplexerError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -85,18 +84,18 @@ pub fn run(boot: MultiplexerBoot, fds: Vec<OwnedFd>, control: OwnedFd) -> Result
     local.block_on(&rt, serve(boot, fds, control))
 }
 
-async fn serve(boot: MultiplexerBoot, fds: Vec<OwnedFd>, control: OwnedFd) -> Result<(), MultiplexerError> {
-    let mut fds = fds.into_iter();
-    let listener_fds: Vec<OwnedFd> = fds.by_ref().take(boot.listeners.len()).collect();
-    let metrics_fd = if boot.metrics_listen.is_some() {
-        fds.next()
-    } else {
-        None
-    };
-    let env_fds: Vec<OwnedFd> = fds.by_ref().take(boot.environments.len()).collect();
-    let (Some(table_fd), Some(own_fd)) = (fds.next(), fds.next()) else {
-        return Err(MultiplexerError::FdCount { got: 0, want: 2 });
-    };
+async fn serve(
+    boot: MultiplexerBoot,
+    fds: MultiplexerFds<OwnedFd>,
+    control: OwnedFd,
+) -> Result<(), MultiplexerError> {
+    let MultiplexerFds {
+        listeners: listener_fds,
+        metrics_listener: metrics_fd,
+        env_sockets: env_fds,
+        table: table_fd,
+        slot: own_fd,
+    } = fds;
     let mut hosts = HostTable::new();
     for (name, idx) in &boot.hosts {
         hosts.insert(name, *idx as usize);

@@ -7,6 +7,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::bootfds::ProcessorFds;
 use common::control::{AsyncChannel, FromChild, ProcessorBoot, ToChild};
 use common::handoff::{self, HandoffError, Meta, NO_VHOST};
 use common::head::{self, MAX_HEADERS};
@@ -24,8 +25,6 @@ use common::scoreboard::{self, slot};
 /// Errors that stop a processor.
 #[derive(Debug, Error)]
 pub enum ProcessorError {
-    #[error("bootstrap carried {0} fds, expected 1")]
-    FdCount(usize),
     #[error("runtime: {0}")]
     Io(#[from] std::io::Error),
     #[error("control channel: {0}")]
@@ -99,11 +98,8 @@ fn default_routed_host(sites: &Sites, buf: &[u8]) -> Option<Option<String>> {
 }
 
 /// Runs a processor (privileges already dropped) until told to stop.
-pub fn run(boot: ProcessorBoot, fds: Vec<OwnedFd>, control: OwnedFd) -> Result<(), ProcessorError> {
-    let logs_wanted = boot.sites.iter().filter(|s| s.access_log.is_some()).count();
-    if fds.len() != 2 + logs_wanted {
-        return Err(ProcessorError::FdCount(fds.len()));
-    }
+/// Its fds were checked against its bootstrap by [`common::child::start`].
+pub fn run(boot: ProcessorBoot, fds: ProcessorFds<OwnedFd>, control: OwnedFd) -> Result<(), ProcessorError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -146,11 +142,20 @@ async fn next_handoff(
     }
 }
 
-async fn serve(boot: ProcessorBoot, fds: Vec<OwnedFd>, control: OwnedFd) -> Result<(), ProcessorError> {
-    let mut fds = fds.into_iter();
-    let (Some(sock), Some(slot_fd)) = (fds.next(), fds.next()) else {
-        return Err(ProcessorError::FdCount(0));
-    };
+async fn serve(
+    boot: ProcessorBoot,
+    fds: ProcessorFds<OwnedFd>,
+    control: OwnedFd,
+) -> Result<(), ProcessorError> {
+    let ProcessorFds {
+        log_pipe,
+        env_socket: sock,
+        slot: slot_fd,
+        access_logs,
+    } = fds;
+    // On fds 1 and 2 since `common::child::start`.
+    drop(log_pipe);
+    let mut fds = access_logs.into_iter();
     let mut hosts = HostTable::new();
     for (name, site) in &boot.hosts {
         let site = *site as usize;

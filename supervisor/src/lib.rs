@@ -2,16 +2,20 @@
 //! every multiplexer and processor by fork+exec, replaces those that die, and stops
 //! them on SIGTERM/SIGINT. It never reads a byte from a client.
 
-mod children;
+mod bootstrap;
 mod errlog;
 mod generation;
 mod listen;
 mod logs;
 mod maintain;
-mod plan;
+mod reap;
 mod reload;
+mod run;
 mod safe_open;
 mod spawn;
+mod start;
+mod state;
+mod stop;
 mod tenant_log;
 mod watch;
 
@@ -19,7 +23,7 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
-pub use children::Supervisor;
+pub use state::Supervisor;
 
 /// Errors that stop the supervisor.
 #[derive(Debug, Error)]

@@ -13,7 +13,8 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tracing::{error, info, warn};
 
-use crate::children::{Kind, Restart, Supervisor, SPARES};
+use crate::reap::Restart;
+use crate::state::{Kind, Supervisor, SPARES};
 
 /// Largest number of processors started for one environment in one tick.
 const MAX_SPAWN_RATE: u32 = 32;

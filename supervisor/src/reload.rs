@@ -15,14 +15,15 @@ use tracing::{error, info, warn};
 
 use std::time::{Duration, Instant};
 
-use crate::children::{Child, Kind, Supervisor};
 use crate::generation::Generation;
 use crate::listen;
 use crate::logs::AccessLogs;
+use crate::state::{Child, Kind, Supervisor};
+use crate::stop::Stopping;
 
 impl Supervisor {
     pub(crate) fn reload(&mut self) {
-        if !matches!(self.stopping, crate::children::Stopping::No) {
+        if !matches!(self.stopping, Stopping::No) {
             return;
         }
         info!(config = %self.config_path.display(), "SIGHUP: reloading");
@@ -228,7 +229,7 @@ impl Supervisor {
     /// are closed, they serve what is queued and exit, and the old multiplexers stop.
     /// An empty generation is forgotten.
     pub(crate) fn advance_generations(&mut self) {
-        if !matches!(self.stopping, crate::children::Stopping::No) {
+        if !matches!(self.stopping, Stopping::No) {
             return;
         }
         let current = self.current();

@@ -17,7 +17,7 @@ use common::seqpacket::PacketError;
 use tokio::sync::mpsc;
 use tracing::{error, warn};
 
-use crate::children::Event;
+use crate::run::Event;
 
 /// Largest control message read from a processor (`Ready` is a few bytes).
 pub(crate) const PROCESSOR_MESSAGE_MAX: usize = 4096;

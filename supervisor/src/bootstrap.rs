@@ -1,11 +1,12 @@
-//! What each child is told: the slice of the configuration and the fds for one
-//! multiplexer or one processor of one environment. A processor's slice names only
-//! its own environment's vhosts and carries only its own environment's socket, its own
-//! slot and its own vhosts' access logs.
+//! Each child's bootstrap: the slice of the configuration and the typed bundle of fds
+//! (`common::bootfds`) for one multiplexer or one processor of one environment. A
+//! processor's slice names only its own environment's vhosts and carries only its own
+//! environment's log pipe and socket, its own slot and its own vhosts' access logs.
 
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, OwnedFd, RawFd};
 
+use common::bootfds::{MultiplexerFds, ProcessorFds};
 use common::control::{
     AccessLogFormat, Bootstrap, EnvBoot, MultiplexerBoot, ProcessorBoot, RoleBoot, SiteBoot, VhostBoot,
     FOREIGN_HOST,
@@ -47,7 +48,16 @@ pub fn multiplexer(
     let hosts = host_entries(cfg)
         .map(|(name, vhost)| (name.to_owned(), vhost as u32))
         .collect();
+    let bundle = MultiplexerFds {
+        listeners: listeners.http.iter().map(|(_, fd)| fd.as_fd()).collect(),
+        metrics_listener: listeners.metrics.as_ref().map(|(_, fd)| fd.as_fd()),
+        env_sockets: g.env_sockets.iter().map(|(m, _)| m.as_fd()).collect(),
+        table: g.table_fd.as_fd(),
+        slot: slot_fd.as_fd(),
+    };
+    let (fds, layout) = bundle.to_wire();
     let boot = MultiplexerBoot {
+        fds: layout,
         listeners: listeners.http.iter().map(|(a, _)| *a).collect(),
         metrics_listen: listeners.metrics.as_ref().map(|(a, _)| *a),
         environments: cfg
@@ -82,13 +92,6 @@ pub fn multiplexer(
         status_allow_users: allow_users(cfg, privileged),
         generation: g.id,
     };
-    let mut fds: Vec<RawFd> = listeners.http.iter().map(|(_, fd)| fd.as_raw_fd()).collect();
-    if let Some((_, fd)) = &listeners.metrics {
-        fds.push(fd.as_raw_fd());
-    }
-    fds.extend(g.env_sockets.iter().map(|(m, _)| m.as_raw_fd()));
-    fds.push(g.table_fd.as_raw_fd());
-    fds.push(slot_fd.as_raw_fd());
     let credentials = privileged.then_some(Credentials {
         uid: cfg.server.uid,
         gid: cfg.server.gid,
@@ -97,7 +100,6 @@ pub fn multiplexer(
     (
         Bootstrap {
             credentials,
-            log_pipe: false,
             role: RoleBoot::Multiplexer(boot),
         },
         fds,
@@ -153,7 +155,7 @@ pub fn processor(
 ) -> (Bootstrap, Vec<RawFd>) {
     let cfg = &g.cfg;
     let e = &cfg.environments[env];
-    let mut log_fds = Vec::new();
+    let mut access_logs = Vec::new();
     let sites = cfg
         .vhosts
         .iter()
@@ -161,7 +163,7 @@ pub fn processor(
         .filter(|(_, v)| v.environment == env)
         .map(|(i, v)| {
             let access_log = logs.files.get(&i).map(|f| {
-                log_fds.push(f.as_raw_fd());
+                access_logs.push(f.as_fd());
                 match v.access_log_format {
                     LogFormat::Combined => AccessLogFormat::Combined,
                     LogFormat::Json => AccessLogFormat::Json,
@@ -179,7 +181,15 @@ pub fn processor(
             }
         })
         .collect();
+    let bundle = ProcessorFds {
+        log_pipe: g.log_pipes[env].as_fd(),
+        env_socket: g.env_sockets[env].1.as_fd(),
+        slot: slot_fd.as_fd(),
+        access_logs,
+    };
+    let (fds, layout) = bundle.to_wire();
     let boot = ProcessorBoot {
+        fds: layout,
         environment: e.name.clone(),
         env_id: env as u32,
         sites,
@@ -196,18 +206,9 @@ pub fn processor(
         gid: e.gid,
         chroot: e.chroot.clone(),
     });
-    // The log pipe first: `common::child::start` takes it before the processor sees
-    // the rest.
-    let mut fds = vec![
-        g.log_pipes[env].as_raw_fd(),
-        g.env_sockets[env].1.as_raw_fd(),
-        slot_fd.as_raw_fd(),
-    ];
-    fds.extend(log_fds);
     (
         Bootstrap {
             credentials,
-            log_pipe: true,
             role: RoleBoot::Processor(boot),
         },
         fds,
