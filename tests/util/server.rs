@@ -380,10 +380,10 @@ impl TestServer {
 
     /// Processors assigned to an environment (spares left out).
     pub fn processors(&self) -> Vec<i32> {
-        let spares = self.spares();
+        // One look at each pid: a spare exec'd meanwhile must not count as assigned.
         self.children("processor")
             .into_iter()
-            .filter(|p| !spares.contains(p))
+            .filter(|p| uid_of(*p).is_some_and(|u| u != 0))
             .collect()
     }
 
