@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
-use crate::harness::{require_root, BIN};
+use crate::util::BIN;
 
 /// The whole run is bounded: past this, bench/run gets SIGTERM (its trap stops the
 /// servers it started), then its process group SIGKILL.
@@ -21,9 +21,7 @@ const LIMIT: Duration = Duration::from_secs(120);
 // The loop below waits for the child on every path (try_wait, or wait after SIGKILL).
 #[allow(clippy::zombie_processes)]
 fn bench_smoke_passes() {
-    if !require_root() {
-        return;
-    }
+    require_root!();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/run");
     assert!(script.exists(), "{} is missing", script.display());
     let out = tempfile::tempdir().unwrap();

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::harness::*;
+use crate::util::*;
 
 /// alice without a chroot, bob chrooted to `<world>/bob` with its site in `www`.
 fn chroot_config(w: &Path) -> String {
@@ -50,21 +50,14 @@ fn root_owned_jail(w: &Path) {
     chown(&w.join("bob"), 0);
 }
 
-fn symlink_owned(target: &Path, link: &Path, uid: u32) {
-    std::os::unix::fs::symlink(target, link).unwrap();
-    chown(link, uid);
-}
-
 fn canonical(p: impl AsRef<Path>) -> PathBuf {
     p.as_ref().canonicalize().unwrap()
 }
 
 #[test]
 fn chrooted_environment_serves_its_files_and_nothing_outside() {
-    if !require_root() {
-        return;
-    }
-    let w = world();
+    require_root!();
+    let w = Dir::new("chrooted_environment_serves_its_files_and_nothing_outside");
     let root = w.path();
     put(root, "alice/index.html", b"alice home", ALICE, 0o600);
     put(root, "bob/www/index.html", b"bob jailed", BOB, 0o600);
@@ -74,7 +67,15 @@ fn chrooted_environment_serves_its_files_and_nothing_outside() {
     // Host files outside the chroot, each owned by the uid whose link points at it, so
     // SymLinksIfOwnerMatch lets the link through and only the chroot stands in the way.
     put(root, "outside-bob.txt", b"outside for bob", BOB, 0o644);
+    put(root, "outside-bob-dir/file.txt", b"outside for bob", BOB, 0o644);
     put(root, "outside-alice.txt", b"outside for alice", ALICE, 0o644);
+    put(
+        root,
+        "outside-alice-dir/file.txt",
+        b"outside for alice",
+        ALICE,
+        0o644,
+    );
     root_owned_jail(root);
     let server = TestServer::start(&chroot_config(root));
 
@@ -90,36 +91,42 @@ fn chrooted_environment_serves_its_files_and_nothing_outside() {
     let r = get(server.addr, "bob.test", "/sub");
     assert_eq!(r.status, 301, "directory without its slash");
 
-    // Control: in alice's unchrooted environment an owner-matched absolute link to a
-    // host file is served.
-    symlink_owned(
-        &root.join("outside-alice.txt"),
-        &root.join("alice/out.txt"),
-        ALICE,
-    );
-    let r = get(server.addr, "alice.test", "/out.txt");
-    assert_eq!((r.status, r.text().as_str()), (200, "outside for alice"));
-
-    // The same in bob's: the absolute host path names nothing inside the chroot.
-    symlink_owned(&root.join("outside-bob.txt"), &root.join("bob/www/out.txt"), BOB);
-    // A relative one climbing above the chroot's root stays at its root.
-    symlink_owned(
-        Path::new("../../../../../../../../outside-bob.txt"),
-        &root.join("bob/www/up.txt"),
-        BOB,
-    );
-    // A directory link to the host directory above the chroot.
-    symlink_owned(root, &root.join("bob/www/world"), BOB);
-    for path in [
-        "/out.txt",
-        "/up.txt",
-        "/world/outside-bob.txt",
-        "/world/alice/index.html",
-    ] {
+    // Four ways out, each made twice: in alice's unchrooted environment, where it must
+    // be served (so nothing but a chroot can refuse it), and in bob's, where it must
+    // not. Every link and its target have one owner, and each relative link climbs
+    // exactly to the world directory (alice's root is one level below it, bob's two).
+    let cases = [
+        // An absolute link to a host file.
+        ("/out.txt", "out.txt", "{world}/outside-{who}.txt"),
+        // A relative link climbing out of the document root.
+        ("/up.txt", "up.txt", "{up}outside-{who}.txt"),
+        // An absolute link to a host directory.
+        ("/dir/file.txt", "dir", "{world}/outside-{who}-dir"),
+        // A relative link to a host directory.
+        ("/updir/file.txt", "updir", "{up}outside-{who}-dir"),
+    ];
+    for (path, link, target) in cases {
+        for (who, uid, docroot, up) in [
+            ("alice", ALICE, "alice", "../"),
+            ("bob", BOB, "bob/www", "../../"),
+        ] {
+            let target = target
+                .replace("{world}", &root.display().to_string())
+                .replace("{up}", up)
+                .replace("{who}", who);
+            symlink_owned(Path::new(&target), &root.join(docroot).join(link), uid);
+        }
+        let r = get(server.addr, "alice.test", path);
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (200, "outside for alice"),
+            "{path} without a chroot\n{}",
+            server.log()
+        );
         let r = get(server.addr, "bob.test", path);
         assert!(
             r.status == 404 || r.status == 403,
-            "{path}: {} {:?}",
+            "{path} in the chroot: {} {:?}",
             r.status,
             r.text()
         );
@@ -159,10 +166,8 @@ fn chrooted_environment_serves_its_files_and_nothing_outside() {
 
 #[test]
 fn hand_back_between_a_chrooted_and_a_plain_environment() {
-    if !require_root() {
-        return;
-    }
-    let w = world();
+    require_root!();
+    let w = Dir::new("hand_back_between_a_chrooted_and_a_plain_environment");
     let root = w.path();
     put(root, "alice/index.html", b"alice home", ALICE, 0o600);
     put(root, "bob/www/index.html", b"bob jailed", BOB, 0o600);

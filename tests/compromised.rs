@@ -6,7 +6,6 @@
 
 use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::control::{self, FromChild};
@@ -14,12 +13,7 @@ use common::handoff::{self, flags, Meta, NO_VHOST};
 use common::seqpacket::SCM_MAX_FD;
 use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
 
-use crate::harness::*;
-
-fn sites(w: &Path) {
-    put(w, "alice/index.html", b"alice home", ALICE, 0o600);
-    put(w, "bob/index.html", b"bob home", BOB, 0o600);
-}
+use crate::util::*;
 
 /// Alice's processor's channels, taken from it.
 struct Taken {
@@ -95,9 +89,9 @@ fn take_channels(server: &TestServer, pid: i32) -> Taken {
     }
 }
 
-fn start(extra_server: &str) -> (tempfile::TempDir, TestServer) {
-    let w = world();
-    sites(w.path());
+fn start(test: &str, extra_server: &str) -> (Dir, TestServer) {
+    let w = Dir::new(test);
+    sites(w.path(), 0o600);
     let server = TestServer::start(&two_env_config(w.path(), extra_server));
     (w, server)
 }
@@ -170,10 +164,8 @@ fn send_retrying(sock: &OwnedFd, parts: &[&[u8]], fds: &[RawFd]) -> bool {
 /// refuse them and keep none of the fds.
 #[test]
 fn hand_backs_with_253_fds_leak_nothing_into_multiplexers() {
-    if !require_root() {
-        return;
-    }
-    let (_w, server) = start("");
+    require_root!();
+    let (_w, server) = start("hand_backs_with_253_fds_leak_nothing_into_multiplexers", "");
     let alice = one_alice(&server);
     both_serve(&server, "before");
     let muxes = server.children("multiplexer");
@@ -202,10 +194,8 @@ fn hand_backs_with_253_fds_leak_nothing_into_multiplexers() {
 /// processor: no processor is started for either.
 #[test]
 fn spawn_from_a_processor_starts_nothing() {
-    if !require_root() {
-        return;
-    }
-    let (_w, server) = start("");
+    require_root!();
+    let (_w, server) = start("spawn_from_a_processor_starts_nothing", "");
     let alice = one_alice(&server);
     assert!(server.wait_until(Duration::from_secs(5), || server.processors_of(BOB).len() == 1));
     both_serve(&server, "before");
@@ -244,10 +234,8 @@ fn spawn_from_a_processor_starts_nothing() {
 /// none of it (RSS grows under 1 MB), drops the offender, and the server serves on.
 #[test]
 fn oversized_control_messages_do_not_grow_the_supervisor() {
-    if !require_root() {
-        return;
-    }
-    let (_w, server) = start("");
+    require_root!();
+    let (_w, server) = start("oversized_control_messages_do_not_grow_the_supervisor", "");
     let alice = one_alice(&server);
     both_serve(&server, "before");
     std::thread::sleep(Duration::from_millis(300));
@@ -276,10 +264,11 @@ fn oversized_control_messages_do_not_grow_the_supervisor() {
 /// loop (it costs the processor nothing): no multiplexer holds more than its bound.
 #[test]
 fn self_hand_backs_are_bounded() {
-    if !require_root() {
-        return;
-    }
-    let (_w, server) = start("max_clients = 16\nmax_connections_per_processor = 4");
+    require_root!();
+    let (_w, server) = start(
+        "self_hand_backs_are_bounded",
+        "max_clients = 16\nmax_connections_per_processor = 4",
+    );
     let alice = one_alice(&server);
     both_serve(&server, "before");
     let muxes = server.children("multiplexer");

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use crate::harness::BIN;
+use crate::util::{Dir, BIN};
 
 const SERVER: &str = r#"
 [server]
@@ -34,21 +34,17 @@ fn vhost(name: &str, env: &str, root: &str) -> String {
 
 /// A config file in its own temp dir (kept alive by the returned guard).
 struct Conf {
-    _dir: tempfile::TempDir,
+    _dir: Dir,
     path: PathBuf,
     text: String,
 }
 
 impl Conf {
-    fn new(parts: &[&str]) -> Conf {
-        let dir = tempfile::Builder::new()
-            .prefix("bulkhead-check")
-            .tempdir()
-            .unwrap();
-        Self::in_dir(dir, parts)
+    fn new(test: &str, parts: &[&str]) -> Conf {
+        Self::in_dir(Dir::new(test), parts)
     }
 
-    fn in_dir(dir: tempfile::TempDir, parts: &[&str]) -> Conf {
+    fn in_dir(dir: Dir, parts: &[&str]) -> Conf {
         let path = dir.path().join("bulkhead.toml");
         let text = parts.concat();
         std::fs::write(&path, &text).unwrap();
@@ -145,7 +141,7 @@ fn assert_count(run: &Run, conf: &Conf, n: usize) {
 
 #[test]
 fn valid_config_is_ok() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Dir::new("valid_config_is_ok");
     let root = dir.path().join("alice/www");
     std::fs::create_dir_all(&root).unwrap();
     let v = vhost("alice.example", "alice", &root.display().to_string());
@@ -163,7 +159,10 @@ fn valid_config_is_ok() {
 
 #[test]
 fn unknown_key() {
-    let conf = Conf::new(&[SERVER, "lisen = [\"0.0.0.0:80\"]\n", ALICE, VHOST]);
+    let conf = Conf::new(
+        "unknown_key",
+        &[SERVER, "lisen = [\"0.0.0.0:80\"]\n", ALICE, VHOST],
+    );
     let r = check(&conf);
     assert_error(&r, &conf, conf.line_of("lisen"), "server.lisen", "unknown key");
     assert_count(&r, &conf, 1);
@@ -171,7 +170,10 @@ fn unknown_key() {
 
 #[test]
 fn wrong_type() {
-    let conf = Conf::new(&[SERVER, ALICE, "min_processors = \"ten\"\n", VHOST]);
+    let conf = Conf::new(
+        "wrong_type",
+        &[SERVER, ALICE, "min_processors = \"ten\"\n", VHOST],
+    );
     let r = check(&conf);
     assert_error(
         &r,
@@ -185,7 +187,10 @@ fn wrong_type() {
 
 #[test]
 fn vhost_naming_an_unknown_environment() {
-    let conf = Conf::new(&[SERVER, ALICE, &vhost("c.example", "carol", "/srv/c")]);
+    let conf = Conf::new(
+        "vhost_naming_an_unknown_environment",
+        &[SERVER, ALICE, &vhost("c.example", "carol", "/srv/c")],
+    );
     let r = check(&conf);
     assert_error(
         &r,
@@ -213,7 +218,10 @@ fn environment_as_root_user_or_group() {
             "gid 0",
         ),
     ] {
-        let conf = Conf::new(&[SERVER, "\n[environments.alice]\n", env, VHOST]);
+        let conf = Conf::new(
+            "environment_as_root_user_or_group",
+            &[SERVER, "\n[environments.alice]\n", env, VHOST],
+        );
         let r = check(&conf);
         let needle = if key.ends_with("user") {
             "user ="
@@ -236,7 +244,10 @@ fn environment_as_root_user_or_group() {
 
 #[test]
 fn host_name_claimed_by_two_vhosts() {
-    let conf = Conf::new(&[SERVER, ALICE, VHOST, &vhost("Alice.Example", "alice", "/srv/b")]);
+    let conf = Conf::new(
+        "host_name_claimed_by_two_vhosts",
+        &[SERVER, ALICE, VHOST, &vhost("Alice.Example", "alice", "/srv/b")],
+    );
     let r = check(&conf);
     assert_error(
         &r,
@@ -247,7 +258,7 @@ fn host_name_claimed_by_two_vhosts() {
     );
     assert_count(&r, &conf, 1);
 
-    let conf = Conf::new(&[
+    let conf = Conf::new("host_name_claimed_by_two_vhosts", &[
         SERVER,
         ALICE,
         VHOST,
@@ -267,7 +278,7 @@ fn host_name_claimed_by_two_vhosts() {
 
 #[test]
 fn document_root_outside_the_chroot() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Dir::new("document_root_outside_the_chroot");
     let jail = dir.path().join("alice");
     std::fs::create_dir_all(jail.join("www")).unwrap();
     std::fs::create_dir_all(dir.path().join("bob/www")).unwrap();
@@ -282,7 +293,7 @@ fn document_root_outside_the_chroot() {
     assert_error(
         &r,
         &conf,
-        conf.line_of("document_root"),
+        conf.line_of("document_root = "),
         "vhosts[0].document_root",
         "outside the chroot",
     );
@@ -291,11 +302,14 @@ fn document_root_outside_the_chroot() {
 
 #[test]
 fn missing_user() {
-    let conf = Conf::new(&[
-        SERVER,
-        "\n[environments.alice]\nuser = \"no-such-user-xyz\"\ngroup = 2001\n",
-        VHOST,
-    ]);
+    let conf = Conf::new(
+        "missing_user",
+        &[
+            SERVER,
+            "\n[environments.alice]\nuser = \"no-such-user-xyz\"\ngroup = 2001\n",
+            VHOST,
+        ],
+    );
     let r = check(&conf);
     assert_error(
         &r,
@@ -356,7 +370,7 @@ const MANY: &[(&str, &str, &str)] = &[
 
 #[test]
 fn several_errors_are_all_reported() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Dir::new("several_errors_are_all_reported");
     let parts = many_errors(dir.path());
     let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
     let conf = Conf::in_dir(dir, &parts);
@@ -381,7 +395,7 @@ fn several_errors_are_all_reported() {
 
 #[test]
 fn serve_on_an_invalid_config_starts_nothing() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Dir::new("serve_on_an_invalid_config_starts_nothing");
     let pid_file = dir.path().join("bulkhead.pid");
     let mut parts = many_errors(dir.path());
     parts.insert(1, format!("pid_file = \"{}\"\n", pid_file.display()));
@@ -409,7 +423,10 @@ fn serve_on_an_invalid_config_starts_nothing() {
 /// `tracing::error!` line and once in the `eprintln!` line of `main`: four times in all.
 #[test]
 fn serve_reports_each_config_error_once() {
-    let conf = Conf::new(&[SERVER, "lisen = [\"0.0.0.0:80\"]\n", ALICE, VHOST]);
+    let conf = Conf::new(
+        "serve_reports_each_config_error_once",
+        &[SERVER, "lisen = [\"0.0.0.0:80\"]\n", ALICE, VHOST],
+    );
     let r = run(&["serve"], &conf.path);
     assert_error(&r, &conf, conf.line_of("lisen"), "server.lisen", "unknown key");
     let shown = r.stderr.matches("server.lisen: unknown key").count();
@@ -419,7 +436,7 @@ fn serve_reports_each_config_error_once() {
 /// The README's demo: `deploy/demo.toml.in` through the same `sed` as `deploy/demo.sh`.
 #[test]
 fn demo_config_is_valid() {
-    let work = tempfile::tempdir().unwrap();
+    let work = Dir::new("demo_config_is_valid");
     for site in ["alice", "bob"] {
         std::fs::create_dir_all(work.path().join(site).join("www")).unwrap();
     }
@@ -484,7 +501,10 @@ fn shared_uids_and_overlapping_names_are_warnings_and_exit_0() {
     let bob = "\n[environments.bob]\nuser = 2002\ngroup = 2002\n";
     let wild = "\n[[vhosts]]\nserver_name = \"alice.test\"\nserver_alias = [\"*.alice.test\"]\nenvironment = \"alice\"\ndocument_root = \"/srv/a\"\n";
     let shop = vhost("shop.alice.test", "bob", "/srv/shop");
-    let conf = Conf::new(&[SERVER, ALICE, bob, carol, wild, &shop]);
+    let conf = Conf::new(
+        "shared_uids_and_overlapping_names_are_warnings_and_exit_0",
+        &[SERVER, ALICE, bob, carol, wild, &shop],
+    );
     let r = check(&conf);
     assert_warning(
         &r,
@@ -508,11 +528,14 @@ fn shared_uids_and_overlapping_names_are_warnings_and_exit_0() {
 
 #[test]
 fn environment_with_the_multiplexers_uid_or_gid() {
-    let conf = Conf::new(&[
-        SERVER,
-        "\n[environments.alice]\nuser = 2000\ngroup = 2000\n",
-        VHOST,
-    ]);
+    let conf = Conf::new(
+        "environment_with_the_multiplexers_uid_or_gid",
+        &[
+            SERVER,
+            "\n[environments.alice]\nuser = 2000\ngroup = 2000\n",
+            VHOST,
+        ],
+    );
     let r = check(&conf);
     let line = conf.line_of("[environments.alice]");
     assert_error(
@@ -536,7 +559,7 @@ fn environment_with_the_multiplexers_uid_or_gid() {
 /// another tenant's directory) is refused with file:line, by `check` and by `serve`.
 #[test]
 fn access_log_in_a_directory_another_user_can_write() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Dir::new("access_log_in_a_directory_another_user_can_write");
     let open = dir.path().join("open");
     std::fs::create_dir(&open).unwrap();
     std::fs::set_permissions(&open, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
@@ -580,7 +603,7 @@ fn a_tenants_uid_in_status_allow_users() {
     let status = "[status]\nallow_users = [\"root\", 2001]\n";
     // Whichever is defined first, the environment or [status].
     for parts in [[SERVER, ALICE, VHOST, status], [status, SERVER, ALICE, VHOST]] {
-        let conf = Conf::new(&parts);
+        let conf = Conf::new("a_tenants_uid_in_status_allow_users", &parts);
         let r = check(&conf);
         let line = conf.line_of("allow_users");
         let fragment = "user '2001' (uid 2001) runs environment 'alice'";

@@ -10,15 +10,15 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::harness::*;
+use crate::util::*;
 
 const O_CLOEXEC: u32 = 0o2000000;
 
-fn sites(w: &Path) {
-    put(w, "alice/index.html", b"alice home", ALICE, 0o600);
+/// The standard sites and this module's own files.
+fn files(w: &Path) {
+    sites(w, 0o600);
     put(w, "alice/secret.txt", b"alice secret", ALICE, 0o600);
     put(w, "alice/sub/page.html", b"alice page", ALICE, 0o600);
-    put(w, "bob/index.html", b"bob home", BOB, 0o600);
     put(w, "bob/b.txt", b"bob b", BOB, 0o600);
 }
 
@@ -31,11 +31,6 @@ fn config(w: &Path) -> String {
         .replace("min_processors = 1", "min_processors = 2")
         .replace("request_head_timeout = 2", "request_head_timeout = 30")
         .replace("keep_alive_timeout = 5", "keep_alive_timeout = 30")
-}
-
-/// Connected (not listening) TCP socket inodes.
-fn connected() -> HashSet<u64> {
-    tcp_inodes(false).difference(&tcp_inodes(true)).copied().collect()
 }
 
 /// Serves a few requests of each kind: fresh connections, keep-alive, a hand-back.
@@ -64,7 +59,7 @@ fn traffic(server: &TestServer) {
 /// `traffic` is closed on the server side too).
 fn wait_idle(server: &TestServer) {
     let idle = server.wait_until(Duration::from_secs(10), || {
-        let connected = connected();
+        let connected = connected_tcp_inodes();
         server
             .all_children()
             .iter()
@@ -93,11 +88,9 @@ fn unexpected_fds(pid: i32) -> Vec<(i32, String)> {
 
 #[test]
 fn processors_hold_no_listener_and_nothing_of_another_environment() {
-    if !require_root() {
-        return;
-    }
-    let w = world();
-    sites(w.path());
+    require_root!();
+    let w = Dir::new("processors_hold_no_listener_and_nothing_of_another_environment");
+    files(w.path());
     let server = TestServer::start(&config(w.path()));
     traffic(&server);
     wait_idle(&server);
@@ -177,11 +170,9 @@ fn processors_hold_no_listener_and_nothing_of_another_environment() {
 
 #[test]
 fn multiplexers_hold_no_file_under_a_document_root() {
-    if !require_root() {
-        return;
-    }
-    let w = world();
-    sites(w.path());
+    require_root!();
+    let w = Dir::new("multiplexers_hold_no_file_under_a_document_root");
+    files(w.path());
     let server = TestServer::start(&config(w.path()));
     traffic(&server);
     // And one connection held open in each role while looking.
@@ -195,7 +186,7 @@ fn multiplexers_hold_no_file_under_a_document_root() {
     assert_eq!(muxes.len(), 2);
     assert!(
         server.wait_until(Duration::from_secs(10), || {
-            let connected = connected();
+            let connected = connected_tcp_inodes();
             muxes.iter().any(|m| !own_sockets(*m).is_disjoint(&connected))
         }),
         "no multiplexer holds the partial request: {:?}",
@@ -241,11 +232,9 @@ fn check_cloexec(pid: i32, role: &str) -> usize {
 
 #[test]
 fn every_child_fd_above_2_is_close_on_exec() {
-    if !require_root() {
-        return;
-    }
-    let w = world();
-    sites(w.path());
+    require_root!();
+    let w = Dir::new("every_child_fd_above_2_is_close_on_exec");
+    files(w.path());
     let server = TestServer::start(&config(w.path()));
     traffic(&server);
     wait_idle(&server);
@@ -254,12 +243,31 @@ fn every_child_fd_above_2_is_close_on_exec() {
         assert_eq!(server.children("multiplexer").len(), 2, "{when}: {children:?}");
         assert_eq!(server.processors_of(ALICE).len(), 2, "{when}: {children:?}");
         assert_eq!(server.processors_of(BOB).len(), 2, "{when}: {children:?}");
-        // Spare processors (still root, waiting for a bootstrap) included.
+        // Spare processors (still root, waiting for a bootstrap) included: they hold
+        // fds 0-2 and their control channel, nothing else.
+        assert!(
+            server.wait_until(Duration::from_secs(5), || server.spares().len() == 2),
+            "{when}: spares {:?} of {children:?}",
+            server.spares()
+        );
+        let spares = server.spares();
+        let children = server.all_children();
         for p in children {
             let role = cmdline(p).get(1).cloned().unwrap_or_default();
             let n = check_cloexec(p, &role);
-            let spare = status_field(p, "Uid").map(|u| first_num(&u)) == Some(0);
-            assert!(spare || n >= 3, "{when}: {role} {p} has too few fds");
+            if spares.contains(&p) {
+                let fds = fd_links(p);
+                let above: Vec<_> = fds.iter().filter(|(fd, _)| *fd > 2).collect();
+                assert!(
+                    fds.iter().filter(|(fd, _)| *fd <= 2).count() == 3
+                        && above.len() == 1
+                        && above[0].1.starts_with("socket:["),
+                    "{when}: spare {p} holds more than fds 0-2 and its control channel: {fds:?}"
+                );
+                assert_eq!(n, 1, "{when}: spare {p}");
+            } else {
+                assert!(n >= 3, "{when}: {role} {p} has too few fds");
+            }
         }
     };
     check_all("idle");
@@ -271,7 +279,7 @@ fn every_child_fd_above_2_is_close_on_exec() {
     let mut partial = connect(server.addr);
     partial.write_all(b"GET / HTTP/1.1\r\n").unwrap();
     let held = |pids: Vec<i32>| {
-        let connected = connected();
+        let connected = connected_tcp_inodes();
         pids.iter().any(|p| !own_sockets(*p).is_disjoint(&connected))
     };
     assert!(
@@ -289,11 +297,9 @@ fn every_child_fd_above_2_is_close_on_exec() {
 
 #[test]
 fn an_fd_the_supervisor_inherited_does_not_reach_its_children() {
-    if !require_root() {
-        return;
-    }
-    let w = world();
-    sites(w.path());
+    require_root!();
+    let w = Dir::new("an_fd_the_supervisor_inherited_does_not_reach_its_children");
+    files(w.path());
     // Whatever starts the supervisor may leak an fd to it, here one on alice's secret.
     let secret = std::fs::File::open(w.path().join("alice/secret.txt")).unwrap();
     let raw = secret.as_raw_fd();
@@ -318,6 +324,12 @@ fn an_fd_the_supervisor_inherited_does_not_reach_its_children() {
     );
     traffic(&server);
     let secret = w.path().join("alice/secret.txt");
+    // Spares (root, exec'd before any bootstrap) included.
+    assert!(
+        server.wait_until(Duration::from_secs(5), || server.spares().len() == 2),
+        "no spares to check: {:?}",
+        server.all_children()
+    );
     for p in server.all_children() {
         let role = cmdline(p).get(1).cloned().unwrap_or_default();
         let uid = status_field(p, "Uid").map(|u| first_num(&u));

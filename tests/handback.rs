@@ -8,20 +8,20 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::time::Duration;
 
-use crate::harness::*;
+use crate::util::*;
 
-fn sites(w: &Path) {
-    put(w, "alice/index.html", b"alice home", ALICE, 0o600);
+/// The standard sites and this module's own files.
+fn files(w: &Path) {
+    sites(w, 0o600);
     put(w, "alice/a1.txt", b"alice one", ALICE, 0o600);
     put(w, "alice/a2.txt", b"alice two", ALICE, 0o600);
-    put(w, "bob/index.html", b"bob home", BOB, 0o600);
     put(w, "bob/b1.txt", b"bob one", BOB, 0o600);
     put(w, "bob/b2.txt", b"bob two", BOB, 0o600);
 }
 
-fn start() -> (tempfile::TempDir, TestServer) {
-    let w = world();
-    sites(w.path());
+fn start(test: &str) -> (Dir, TestServer) {
+    let w = Dir::new(test);
+    files(w.path());
     let server = TestServer::start(&two_env_config(w.path(), ""));
     (w, server)
 }
@@ -38,10 +38,8 @@ fn expect(r: Option<Response>, body: &str, server: &TestServer, what: &str) {
 
 #[test]
 fn keep_alive_alternates_environments() {
-    if !require_root() {
-        return;
-    }
-    let (_w, server) = start();
+    require_root!();
+    let (_w, server) = start("keep_alive_alternates_environments");
     let mut s = connect(server.addr);
     expect(
         get_on(&mut s, "alice.test", "/a1.txt"),
@@ -83,10 +81,8 @@ fn keep_alive_alternates_environments() {
 
 #[test]
 fn pipelined_requests_for_two_environments_answer_in_order() {
-    if !require_root() {
-        return;
-    }
-    let (_w, server) = start();
+    require_root!();
+    let (_w, server) = start("pipelined_requests_for_two_environments_answer_in_order");
     let mut s = connect(server.addr);
     s.write_all(
         b"GET /a1.txt HTTP/1.1\r\nHost: alice.test\r\n\r\n\
@@ -178,11 +174,9 @@ document_root = "{b}"
 
 #[test]
 fn host_routing_rules() {
-    if !require_root() {
-        return;
-    }
-    let w = world();
-    sites(w.path());
+    require_root!();
+    let w = Dir::new("host_routing_rules");
+    files(w.path());
     put(w.path(), "bobdefault/index.html", b"default site", BOB, 0o600);
     let server = TestServer::start(&routing_config(w.path()));
     let cases: &[(&str, &str, &str)] = &[
@@ -258,11 +252,9 @@ fn host_routing_rules() {
 
 #[test]
 fn later_requests_are_routed_like_first_ones() {
-    if !require_root() {
-        return;
-    }
-    let w = world();
-    sites(w.path());
+    require_root!();
+    let w = Dir::new("later_requests_are_routed_like_first_ones");
+    files(w.path());
     put(w.path(), "bobdefault/index.html", b"default site", BOB, 0o600);
     let server = TestServer::start(&routing_config(w.path()));
     let mut s = connect(server.addr);

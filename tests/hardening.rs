@@ -2,24 +2,24 @@
 //! that used to panic a multiplexer's accept loop or leak a processor's connection
 //! count, one parser's answer for first and later requests, routing that agrees
 //! between multiplexer and processor for overlapping names, the status path behind
-//! userinfo, and the capability bounding set of every child.
+//! userinfo, the capability bounding set of every child, and its scrubbed environment.
 
 use std::io::{Read, Write};
 use std::path::Path;
 use std::time::Duration;
 
-use crate::harness::*;
+use crate::util::*;
 
-fn sites(w: &Path) {
-    put(w, "alice/index.html", b"alice home", ALICE, 0o600);
+/// The standard sites and this module's own files.
+fn files(w: &Path) {
+    sites(w, 0o600);
     put(w, "alice/a1.txt", b"alice one", ALICE, 0o600);
-    put(w, "bob/index.html", b"bob home", BOB, 0o600);
     put(w, "bob/b1.txt", b"bob one", BOB, 0o600);
 }
 
-fn start(extra_vhosts: &str) -> (tempfile::TempDir, TestServer) {
-    let w = world();
-    sites(w.path());
+fn start(test: &str, extra_vhosts: &str) -> (Dir, TestServer) {
+    let w = Dir::new(test);
+    files(w.path());
     let config = format!("{}\n{extra_vhosts}", two_env_config(w.path(), ""));
     let server = TestServer::start(&config);
     (w, server)
@@ -41,10 +41,8 @@ const UTF8_HEADS: [&[u8]; 2] = [
 
 #[test]
 fn utf8_targets_stop_no_multiplexer() {
-    if !require_root() {
-        return;
-    }
-    let (_w, server) = start("");
+    require_root!();
+    let (_w, server) = start("utf8_targets_stop_no_multiplexer", "");
     let muxes = server.children("multiplexer");
     // Fast path (one read holds the head): more requests than there are multiplexers,
     // each of which used to kill one accept loop.
@@ -76,10 +74,8 @@ fn utf8_targets_stop_no_multiplexer() {
 
 #[test]
 fn utf8_targets_pipelined_leak_no_connection() {
-    if !require_root() {
-        return;
-    }
-    let (_w, server) = start("");
+    require_root!();
+    let (_w, server) = start("utf8_targets_pipelined_leak_no_connection", "");
     let alice = server.processors_of(ALICE);
     for head in UTF8_HEADS {
         // A later request on the connection: parsed by the processor, not the multiplexer.
@@ -97,8 +93,7 @@ fn utf8_targets_pipelined_leak_no_connection() {
             "active_conns"
         ) == 0),
         "alice's processors still count a connection: {}",
-        scoreboard_json(server.addr)
-            .get("environments")
+        scoreboard_json(server.addr)["environments"]
             .as_array()
             .map_or(0, |a| a.len())
     );
@@ -109,10 +104,8 @@ fn utf8_targets_pipelined_leak_no_connection() {
 /// (answered by a multiplexer) and as a later one (answered by a processor).
 #[test]
 fn malformed_heads_answered_alike_first_and_later() {
-    if !require_root() {
-        return;
-    }
-    let (_w, server) = start("");
+    require_root!();
+    let (_w, server) = start("malformed_heads_answered_alike_first_and_later", "");
     let cases: [(&str, u16); 11] = [
         ("GET / FOO/1.1\r\nHost: alice.test\r\n\r\n", 400),
         ("G ET / HTTP/1.1\r\nHost: alice.test\r\n\r\n", 400),
@@ -148,17 +141,15 @@ fn malformed_heads_answered_alike_first_and_later() {
 /// shop comes as a later request on a connection that began with alice.
 #[test]
 fn overlapping_wildcard_served_by_the_right_uid() {
-    if !require_root() {
-        return;
-    }
+    require_root!();
     let shop = r#"
 [[vhosts]]
 server_name = "shop.alice.test"
 environment = "bob"
 document_root = "BOB_ROOT"
 "#;
-    let w = world();
-    sites(w.path());
+    let w = Dir::new("overlapping_wildcard_served_by_the_right_uid");
+    files(w.path());
     let extra = shop.replace("BOB_ROOT", &w.path().join("bob").display().to_string());
     let config = format!("{}\n{extra}", two_env_config(w.path(), ""));
     let server = TestServer::start(&config);
@@ -183,10 +174,8 @@ document_root = "BOB_ROOT"
 /// multiplexer (it used to be passed to the tenant's processor).
 #[test]
 fn status_path_behind_userinfo_is_intercepted() {
-    if !require_root() {
-        return;
-    }
-    let (_w, server) = start("");
+    require_root!();
+    let (_w, server) = start("status_path_behind_userinfo_is_intercepted", "");
     let out = raw(
         server.addr,
         b"GET http://user:pw@alice.test/server-status?auto HTTP/1.1\r\nHost: alice.test\r\nConnection: close\r\n\r\n",
@@ -199,20 +188,15 @@ fn status_path_behind_userinfo_is_intercepted() {
 /// it stops only at the end of the list).
 #[test]
 fn children_hold_no_capabilities() {
-    if !require_root() {
-        return;
-    }
-    let (_w, server) = start("");
+    require_root!();
+    let (_w, server) = start("children_hold_no_capabilities", "");
     let _ = get(server.addr, "alice.test", "/a1.txt");
     let mut seen = 0;
     for pid in server
         .children("multiplexer")
         .into_iter()
-        .chain(server.children("processor"))
+        .chain(server.processors())
     {
-        if server.spares().contains(&pid) {
-            continue;
-        }
         for key in ["CapBnd", "CapEff", "CapPrm", "CapAmb"] {
             let v = status_field(pid, key).unwrap_or_default();
             assert_eq!(v.trim(), "0000000000000000", "pid {pid} {key}");
@@ -227,15 +211,69 @@ fn children_hold_no_capabilities() {
     assert!(seen >= 4, "multiplexers and processors checked: {seen}");
 }
 
+/// The variables of `pid`'s environment, from /proc.
+fn environ(pid: i32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .map(|b| {
+            b.split(|c| *c == 0)
+                .filter(|s| !s.is_empty())
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Every child (spares included) starts with a scrubbed environment: only the log
+/// settings, nothing else of what the supervisor was started with.
+#[test]
+fn children_get_a_scrubbed_environment() {
+    require_root!();
+    let w = Dir::new("children_get_a_scrubbed_environment");
+    files(w.path());
+    let server = TestServer::try_start_with(&two_env_config(w.path(), ""), |cmd| {
+        cmd.env("BULKHEAD_TEST_SECRET", "hunter2")
+            .env("LD_PRELOAD", "")
+            .env("RUST_BACKTRACE", "1");
+    })
+    .unwrap_or_else(|log| panic!("not ready:\n{log}"));
+    let _ = get(server.addr, "alice.test", "/a1.txt");
+    let sup = environ(server.pid());
+    assert!(
+        sup.iter().any(|v| v == "BULKHEAD_TEST_SECRET=hunter2"),
+        "the supervisor did not get the variable: {sup:?}"
+    );
+    assert!(
+        server.wait_until(Duration::from_secs(5), || server.spares().len() == 2),
+        "no spares"
+    );
+    let children = server.all_children();
+    assert!(children.len() >= 6, "{children:?}");
+    for pid in children {
+        let env = environ(pid);
+        let names: Vec<&str> = env
+            .iter()
+            .filter_map(|v| v.split_once('='))
+            .map(|(k, _)| k)
+            .collect();
+        assert!(
+            names
+                .iter()
+                .all(|k| ["RUST_LOG", "RUST_BACKTRACE", "BULKHEAD_LOG_FORMAT"].contains(k)),
+            "{:?} {pid} has {env:?}",
+            cmdline(pid)
+        );
+        assert!(env.iter().any(|v| v == "RUST_LOG=info"), "{pid}: {env:?}");
+        assert!(env.iter().any(|v| v == "RUST_BACKTRACE=1"), "{pid}: {env:?}");
+    }
+}
+
 /// The pid file is written the way root opens every file: a symlink planted where it
 /// goes is refused (the server does not start), and its target is never written.
 #[test]
 fn pid_file_symlink_is_not_followed() {
-    if !require_root() {
-        return;
-    }
-    let w = world();
-    sites(w.path());
+    require_root!();
+    let w = Dir::new("pid_file_symlink_is_not_followed");
+    files(w.path());
     let canary = w.path().join("canary");
     std::fs::write(&canary, b"untouched").unwrap();
     let run = w.path().join("run");
@@ -249,6 +287,10 @@ fn pid_file_symlink_is_not_followed() {
     // A plain path works, and holds the supervisor's pid.
     std::fs::remove_file(&pid_file).unwrap();
     let server = TestServer::start(&config);
-    let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     assert_eq!(pid, server.pid());
 }

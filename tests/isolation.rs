@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use crate::harness::*;
+use crate::util::*;
 
-fn setup() -> (tempfile::TempDir, TestServer) {
-    let w = world();
+fn setup(test: &str) -> (Dir, TestServer) {
+    let w = Dir::new(test);
     put(w.path(), "alice/index.html", b"alice home", ALICE, 0o600);
     put(w.path(), "alice/secret.txt", b"alice secret", ALICE, 0o600);
     put(w.path(), "bob/index.html", b"bob home", BOB, 0o600);
@@ -16,21 +16,35 @@ fn setup() -> (tempfile::TempDir, TestServer) {
 
 #[test]
 fn each_vhost_served_by_its_own_uid() {
-    if !require_root() {
-        return;
-    }
-    let (w, server) = setup();
+    require_root!();
+    let (w, server) = setup("each_vhost_served_by_its_own_uid");
     let r = get(server.addr, "alice.test", "/secret.txt");
     assert_eq!(r.status, 200, "{}", server.log());
     assert_eq!(r.text(), "alice secret");
     let r = get(server.addr, "bob.test", "/");
     assert_eq!(r.status, 200);
     assert_eq!(r.text(), "bob home");
-    // bob's processor cannot read alice's 0600 file through a symlink in bob's root.
-    std::os::unix::fs::symlink(w.path().join("alice/secret.txt"), w.path().join("bob/stolen.txt")).unwrap();
-    chown(&w.path().join("bob/stolen.txt"), BOB);
-    let r = get(server.addr, "bob.test", "/stolen.txt");
-    assert_eq!(r.status, 403, "{}", r.text());
+    // bob's processor cannot read alice's 0600 file when nothing but the file's mode
+    // stands in the way: a hard link in bob's root (same inode, alice's) and a symlink
+    // owned by alice (so SymLinksIfOwnerMatch lets it through). Only the processor's
+    // uid refuses them: a processor running as root would serve both.
+    let secret = w.path().join("alice/secret.txt");
+    std::fs::hard_link(&secret, w.path().join("bob/hard.txt")).unwrap();
+    symlink_owned(&secret, &w.path().join("bob/link.txt"), ALICE);
+    for name in ["hard.txt", "link.txt"] {
+        let r = get(server.addr, "bob.test", &format!("/{name}"));
+        assert_eq!(r.status, 403, "/{name}: {}", r.text());
+        assert!(!r.text().contains("alice secret"), "/{name}: {}", r.text());
+        // The reason is the kernel's refusal to bob's uid, not the link rule.
+        let line = server.wait_for_log_line(Duration::from_secs(5), |l| {
+            l.contains("request refused") && l.contains(&format!("bob/{name}: EACCES"))
+        });
+        assert!(
+            line.is_some(),
+            "/{name}: no EACCES refusal logged:\n{}",
+            server.log()
+        );
+    }
 
     for (uid, name) in [(ALICE, "alice"), (BOB, "bob")] {
         let pids = server.processors_of(uid);
@@ -63,5 +77,4 @@ fn each_vhost_served_by_its_own_uid() {
         assert_eq!(status_field(pid, "CapEff").unwrap(), "0000000000000000");
         assert_eq!(status_field(pid, "NoNewPrivs").unwrap(), "1");
     }
-    let _ = Duration::from_secs(1);
 }

@@ -1,8 +1,10 @@
 //! The supervisor keeps the process table filled and stops the way it says: a child
 //! killed with SIGKILL is replaced while requests keep being served, SIGTERM lets an
 //! in-flight download finish while refusing new connections and exits 0, SIGINT stops
-//! everything at once, and a child that keeps failing at start is restarted with a
-//! growing backoff instead of in a loop.
+//! everything at once, `shutdown_timeout` SIGKILLs what SIGTERM left, a child that
+//! keeps failing at start is restarted with a growing backoff instead of in a loop
+//! (and before `ready`, five failures stop the server), and no child outlives the
+//! supervisor. Spares (root, unassigned) count as children everywhere.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -12,39 +14,19 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::harness::*;
+use crate::util::*;
 
 const BIG: u64 = 64 << 20;
 
-fn sites(w: &Path) {
-    put(w, "alice/index.html", b"alice home", ALICE, 0o600);
-    put(w, "bob/index.html", b"bob home", BOB, 0o600);
-}
-
-/// A sparse file of `len` bytes at `dir/rel`, owned by `uid`, mode 0600.
-fn big_file(dir: &Path, rel: &str, len: u64, uid: u32) {
-    let p = put(dir, rel, b"", uid, 0o600);
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&p)
-        .unwrap()
-        .set_len(len)
-        .unwrap();
-}
-
-/// `n` requests to each vhost, each on a fresh connection; every one must succeed.
-fn all_succeed(server: &TestServer, n: usize, when: &str) {
-    for i in 0..n {
-        for (host, body) in [("alice.test", "alice home"), ("bob.test", "bob home")] {
-            let r = get(server.addr, host, "/");
-            assert_eq!(
-                (r.status, r.text().as_str()),
-                (200, body),
-                "{when}: request {i} to {host}\n{}",
-                server.log()
-            );
-        }
-    }
+/// Every child once both spares are up: spares (root, unassigned) must go too.
+fn every_child(server: &TestServer) -> Vec<i32> {
+    assert!(
+        server.wait_until(Duration::from_secs(5), || server.spares().len() == 2),
+        "spares: {:?} of {:?}",
+        server.spares(),
+        server.all_children()
+    );
+    server.all_children()
 }
 
 /// SIGKILLs `victim`, one of `kind()`, waits for the supervisor to log its death and
@@ -89,13 +71,11 @@ fn kill_and_wait_replaced(server: &TestServer, what: &str, victim: i32, kind: im
 
 #[test]
 fn killed_processor_and_multiplexer_are_replaced() {
-    if !require_root() {
-        return;
-    }
-    let w = world();
-    sites(w.path());
+    require_root!();
+    let w = Dir::new("killed_processor_and_multiplexer_are_replaced");
+    sites(w.path(), 0o600);
     let server = TestServer::start(&two_env_config(w.path(), ""));
-    all_succeed(&server, 1, "before any kill");
+    server.all_ok(1, "before any kill");
 
     // A processor: alice's only one is replaced by exactly one, bob's pool untouched.
     let procs = server.processors_of(ALICE);
@@ -106,7 +86,7 @@ fn killed_processor_and_multiplexer_are_replaced() {
     });
     assert_eq!(server.processors_of(ALICE), vec![new]);
     assert_eq!(server.processors_of(BOB), bob, "bob's pool was disturbed");
-    all_succeed(&server, 50, "after the processor was replaced");
+    server.all_ok(50, "after the processor was replaced");
 
     // Killed again: a request sent right after it died, before any replacement is
     // ready, waits in the environment's socket (or for a processor started on demand)
@@ -134,7 +114,7 @@ fn killed_processor_and_multiplexer_are_replaced() {
         (1..=4).contains(&alice.len()) && !alice.contains(&new),
         "{alice:?}"
     );
-    all_succeed(&server, 10, "after the second kill");
+    server.all_ok(10, "after the second kill");
 
     // A multiplexer: the other one keeps accepting meanwhile.
     let muxes = server.children("multiplexer");
@@ -144,25 +124,23 @@ fn killed_processor_and_multiplexer_are_replaced() {
     });
     assert_eq!(status_field(new, "Uid").map(|u| first_num(&u)), Some(MUX_UID));
     assert!(server.children("multiplexer").contains(&muxes[1]));
-    all_succeed(&server, 50, "after the multiplexer was replaced");
+    server.all_ok(50, "after the multiplexer was replaced");
 
     // And bob's processor, through the same helper.
     kill_and_wait_replaced(&server, "bob's processor", bob[0], || server.processors_of(BOB));
-    all_succeed(&server, 10, "after bob's processor was replaced");
+    server.all_ok(10, "after bob's processor was replaced");
 }
 
 #[test]
 fn sigterm_finishes_a_download_refuses_new_connections_and_exits_0() {
-    if !require_root() {
-        return;
-    }
-    let w = world();
-    sites(w.path());
-    big_file(w.path(), "alice/big.bin", BIG, ALICE);
+    require_root!();
+    let w = Dir::new("sigterm_finishes_a_download_refuses_new_connections_and_exits_0");
+    sites(w.path(), 0o600);
+    sparse_file(w.path(), "alice/big.bin", BIG, ALICE, 0o600);
     let config = two_env_config(w.path(), "shutdown_timeout = 30")
         .replace("keep_alive_timeout = 5", "keep_alive_timeout = 10");
     let mut server = TestServer::start(&config);
-    let children = server.all_children();
+    let children = every_child(&server);
 
     let mut s = connect(server.addr);
     write!(s, "GET /big.bin HTTP/1.1\r\nHost: alice.test\r\n\r\n").unwrap();
@@ -277,14 +255,12 @@ fn sigterm_finishes_a_download_refuses_new_connections_and_exits_0() {
 
 #[test]
 fn sigint_stops_at_once() {
-    if !require_root() {
-        return;
-    }
-    let w = world();
-    sites(w.path());
-    big_file(w.path(), "alice/big.bin", BIG, ALICE);
+    require_root!();
+    let w = Dir::new("sigint_stops_at_once");
+    sites(w.path(), 0o600);
+    sparse_file(w.path(), "alice/big.bin", BIG, ALICE, 0o600);
     let mut server = TestServer::start(&two_env_config(w.path(), "shutdown_timeout = 30"));
-    let children = server.all_children();
+    let children = every_child(&server);
     assert_eq!(server.children("multiplexer").len(), 2, "{children:?}");
     assert_eq!(server.processors_of(ALICE).len(), 1, "{children:?}");
     assert_eq!(server.processors_of(BOB).len(), 1, "{children:?}");
@@ -327,10 +303,8 @@ fn sigint_stops_at_once() {
 
 #[test]
 fn a_child_failing_at_start_backs_off() {
-    if !require_root() {
-        return;
-    }
-    let w = world();
+    require_root!();
+    let w = Dir::new("a_child_failing_at_start_backs_off");
     put(w.path(), "alice/index.html", b"alice home", ALICE, 0o600);
     put(w.path(), "jail/www/index.html", b"bob jailed", BOB, 0o600);
     // The chroot is root's (check refuses one bob could swap); its www is bob's.
@@ -400,4 +374,126 @@ fn a_child_failing_at_start_backs_off() {
         "{}",
         server.log()
     );
+}
+
+#[test]
+fn shutdown_timeout_sigkills_what_is_left() {
+    require_root!();
+    let w = Dir::new("shutdown_timeout_sigkills_what_is_left");
+    sites(w.path(), 0o600);
+    sparse_file(w.path(), "alice/big.bin", BIG, ALICE, 0o600);
+    let config = two_env_config(w.path(), "shutdown_timeout = 1")
+        .replace("keep_alive_timeout = 5", "keep_alive_timeout = 30");
+    let mut server = TestServer::start(&config);
+    let children = every_child(&server);
+    let alice = server.processors_of(ALICE);
+    // A download its client never reads: alice's processor cannot finish it.
+    let stalled = stalled_download(server.addr, "alice.test", "/big.bin");
+
+    let t = Instant::now();
+    server.signal(Signal::SIGTERM);
+    let code = server.wait_exit(Duration::from_secs(10));
+    let took = t.elapsed();
+    assert_eq!(code, Some(0), "after {took:?}:\n{}", server.log());
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+        "exited {took:?} after SIGTERM with shutdown_timeout = 1\n{}",
+        server.log()
+    );
+    assert!(
+        server
+            .wait_for_log(
+                "shutdown_timeout reached: killing what is left",
+                Duration::from_secs(2)
+            )
+            .is_some(),
+        "{}",
+        server.log()
+    );
+    assert!(
+        server.wait_until(Duration::from_secs(5), || children.iter().all(|p| !alive(*p))),
+        "children left after shutdown_timeout: {:?} (alice's {alice:?})",
+        children.iter().filter(|p| alive(**p)).collect::<Vec<_>>()
+    );
+    drop(stalled);
+}
+
+/// The dynamic loader of this machine, which can run the binary as its program: the
+/// supervisor's own executable is then the loader, and every child it execs as
+/// `LOADER ROLE` fails at once (no program named ROLE).
+fn dynamic_loader() -> Option<&'static str> {
+    ["/lib64/ld-linux-x86-64.so.2", "/lib/ld-linux-aarch64.so.1"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+}
+
+#[test]
+fn five_start_failures_before_ready_stop_the_server() {
+    require_root!();
+    let Some(loader) = dynamic_loader() else {
+        panic!("no dynamic loader found to run the binary through");
+    };
+    let w = Dir::new("five_start_failures_before_ready_stop_the_server");
+    sites(w.path(), 0o600);
+    let config = w.path().join("bulkhead.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{}\n[status]\nmetrics_listen = \"off\"\n",
+            two_env_config(w.path(), "")
+        ),
+    )
+    .unwrap();
+    let t = Instant::now();
+    let out = run_bounded(
+        std::process::Command::new(loader)
+            .arg(BIN)
+            .args(["serve", "--config"])
+            .arg(&config)
+            .current_dir(w.path())
+            .env("RUST_LOG", "info"),
+        None,
+        Duration::from_secs(30),
+    )
+    .expect("the server kept running with children that cannot start");
+    let took = t.elapsed();
+    let log = strip_ansi(&String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success(), "exit {:?}:\n{log}", out.status);
+    assert!(
+        log.contains("keeps failing at start (5 times in a row); giving up"),
+        "{log}"
+    );
+    assert!(!log.contains("ready: listening"), "{log}");
+    // Four backoffs (100, 200, 400, 800 ms) before the fifth failure.
+    assert!(
+        took >= Duration::from_millis(1500),
+        "gave up after {took:?}:\n{log}"
+    );
+    let deaths = log.lines().filter(|l| l.contains("child died")).count();
+    assert!(deaths >= 4, "{deaths} deaths logged:\n{log}");
+}
+
+#[test]
+fn children_die_with_the_supervisor() {
+    require_root!();
+    let w = Dir::new("children_die_with_the_supervisor");
+    sites(w.path(), 0o600);
+    let mut server = TestServer::start(&two_env_config(w.path(), ""));
+    server.all_ok(1, "before");
+    let children = every_child(&server);
+    assert!(children.len() >= 6, "{children:?}");
+    // SIGKILL: the supervisor does nothing more; the parent-death signal does it all.
+    server.signal(Signal::SIGKILL);
+    let _ = server.wait_exit(Duration::from_secs(5));
+    assert!(server.child.is_none(), "the supervisor survived SIGKILL");
+    assert!(
+        server.wait_until(Duration::from_secs(5), || children.iter().all(|p| !alive(*p))),
+        "children outlived their supervisor: {:?}",
+        children
+            .iter()
+            .filter(|p| alive(**p))
+            .map(|p| (*p, cmdline(*p)))
+            .collect::<Vec<_>>()
+    );
+    assert!(TcpStream::connect_timeout(&server.addr, Duration::from_secs(2)).is_err());
 }

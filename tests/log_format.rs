@@ -4,14 +4,12 @@
 
 use std::time::Duration;
 
-use crate::harness::*;
+use crate::util::*;
 
 #[test]
 fn error_log_lines_carry_their_role_and_no_colour() {
-    if !require_root() {
-        return;
-    }
-    let w = world();
+    require_root!();
+    let w = Dir::new("error_log_lines_carry_their_role_and_no_colour");
     put(w.path(), "alice/index.html", b"alice home", ALICE, 0o644);
     put(w.path(), "bob/index.html", b"bob home", BOB, 0o644);
     let log_dir = w.path().join("log");

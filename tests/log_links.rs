@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use crate::harness::*;
+use crate::util::*;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -57,25 +57,6 @@ fn wait_lines(p: &Path, n: usize) -> usize {
     line_count(p)
 }
 
-/// Both sites answer.
-#[track_caller]
-fn both_serve(server: &TestServer) {
-    let r = get(server.addr, "alice.test", "/");
-    assert_eq!(
-        (r.status, r.text().as_str()),
-        (200, "alice home"),
-        "{}",
-        server.log()
-    );
-    let r = get(server.addr, "bob.test", "/");
-    assert_eq!(
-        (r.status, r.text().as_str()),
-        (200, "bob home"),
-        "{}",
-        server.log()
-    );
-}
-
 #[track_caller]
 fn assert_untouched(canary: &Path, server: &TestServer, when: &str) {
     assert!(
@@ -100,10 +81,8 @@ fn wait_refusal(server: &TestServer, what: &str, n: usize, canary: &Path, when: 
 
 #[test]
 fn a_link_planted_as_the_log_is_never_followed_through_start_sigusr1_and_sighup() {
-    if !require_root() {
-        return;
-    }
-    let w = world();
+    require_root!();
+    let w = Dir::new("a_link_planted_as_the_log_is_never_followed_through_start_sigusr1_and_sighup");
     put(w.path(), "alice/index.html", b"alice home", ALICE, 0o644);
     put(w.path(), "bob/index.html", b"bob home", BOB, 0o644);
     let logs = dir_of(&w.path().join("logs"), 0);
@@ -121,14 +100,14 @@ fn a_link_planted_as_the_log_is_never_followed_through_start_sigusr1_and_sighup(
         alice_log.display()
     );
     wait_refusal(&server, &refused, 1, &canary, "start");
-    both_serve(&server);
+    server.all_ok(1, "both served");
     // Only alice's log is refused: bob's is written.
     assert_eq!(wait_lines(&bob_log, 1), 1, "{}", server.log());
     assert_untouched(&canary, &server, "after a request");
 
     server.signal(Signal::SIGUSR1);
     wait_refusal(&server, &refused, 2, &canary, "SIGUSR1");
-    both_serve(&server);
+    server.all_ok(1, "both served");
 
     server.signal(Signal::SIGHUP);
     assert!(
@@ -139,7 +118,7 @@ fn a_link_planted_as_the_log_is_never_followed_through_start_sigusr1_and_sighup(
         server.log()
     );
     wait_refusal(&server, &refused, 3, &canary, "SIGHUP");
-    both_serve(&server);
+    server.all_ok(1, "both served");
 
     // A hard link to a root file where the log should be: refused, the file unchanged.
     let secret = outside.join("secret");
@@ -148,17 +127,15 @@ fn a_link_planted_as_the_log_is_never_followed_through_start_sigusr1_and_sighup(
     std::fs::hard_link(&secret, &alice_log).unwrap();
     server.signal(Signal::SIGUSR1);
     wait_refusal(&server, "has 2 hard links", 1, &canary, "SIGUSR1 on a hard link");
-    both_serve(&server);
+    server.all_ok(1, "both served");
     assert_eq!(std::fs::read_to_string(&secret).unwrap(), "root:x:0:0\n");
     assert_untouched(&canary, &server, "the end");
 }
 
 #[test]
 fn a_directory_swapped_for_a_link_after_start_is_never_followed() {
-    if !require_root() {
-        return;
-    }
-    let w = world();
+    require_root!();
+    let w = Dir::new("a_directory_swapped_for_a_link_after_start_is_never_followed");
     put(w.path(), "alice/index.html", b"alice home", ALICE, 0o644);
     put(w.path(), "bob/index.html", b"bob home", BOB, 0o644);
     let logs = dir_of(&w.path().join("logs"), 0);
@@ -170,7 +147,7 @@ fn a_directory_swapped_for_a_link_after_start_is_never_followed() {
     let canary = outside.join("access.log");
 
     let server = TestServer::start(&config(w.path(), &alice_log, &bob_log));
-    both_serve(&server);
+    server.all_ok(1, "both served");
     assert_eq!(wait_lines(&alice_log, 1), 1, "{}", server.log());
 
     // alice swaps her directory for a link to the outside.
@@ -186,7 +163,7 @@ fn a_directory_swapped_for_a_link_after_start_is_never_followed() {
     );
     wait_refusal(&server, &refused, 1, &canary, "SIGUSR1");
     // alice's processors keep the file they had: still logged, in the old directory.
-    both_serve(&server);
+    server.all_ok(1, "both served");
     assert_eq!(wait_lines(&old.join("access.log"), 2), 2, "{}", server.log());
     assert_untouched(&canary, &server, "a request after SIGUSR1");
 
@@ -202,6 +179,6 @@ fn a_directory_swapped_for_a_link_after_start_is_never_followed() {
     // The config is still loaded (only a warning: alice controls that directory).
     assert!(server.log().contains("config:"), "{}", server.log());
     assert!(!server.log().contains("reload refused"), "{}", server.log());
-    both_serve(&server);
+    server.all_ok(1, "both served");
     assert_untouched(&canary, &server, "SIGHUP");
 }

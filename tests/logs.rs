@@ -12,15 +12,10 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use crate::harness::*;
+use crate::util::*;
 
 const UA: &str = "bulkhead-test/1.0 (logs)";
 const REFERER: &str = "http://ref.example/from?page=1";
-
-fn sites(w: &Path) {
-    put(w, "alice/index.html", b"alice home", ALICE, 0o644);
-    put(w, "bob/index.html", b"bob home", BOB, 0o644);
-}
 
 /// The two-environment config with `alice_log` on alice.test and `bob_log` on bob.test
 /// (`access_log_format` `bob_format` when given).
@@ -42,13 +37,6 @@ fn config(w: &Path, extra_server: &str, alice_log: Option<&Path>, bob_log: Optio
         );
     }
     c
-}
-
-/// A root-owned directory for the logs.
-fn log_dir(w: &Path) -> PathBuf {
-    let d = w.join("logs");
-    std::fs::create_dir(&d).unwrap();
-    d
 }
 
 /// One GET with a User-Agent and a Referer on a fresh connection.
@@ -122,11 +110,9 @@ fn holds(pid: i32, p: &Path) -> bool {
 
 #[test]
 fn access_logs_are_per_vhost_combined_or_json() {
-    if !require_root() {
-        return;
-    }
-    let w = world();
-    sites(w.path());
+    require_root!();
+    let w = Dir::new("access_logs_are_per_vhost_combined_or_json");
+    sites(w.path(), 0o644);
     let logs = log_dir(w.path());
     let (alice_log, bob_log) = (logs.join("alice.log"), logs.join("bob.log"));
     let server = TestServer::start(&config(w.path(), "", Some(&alice_log), Some((&bob_log, "json"))));
@@ -162,16 +148,17 @@ fn access_logs_are_per_vhost_combined_or_json() {
     let got = wait_lines(&bob_log, 3);
     assert_eq!(got.len(), 3, "{got:#?}");
     for (n, line) in got.iter().enumerate() {
-        let v = parse_json(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
-        assert!(matches!(v, Json::Obj(_)), "{line}");
-        assert_eq!(v.get("remote_addr").as_str(), Some("127.0.0.1"), "{line}");
-        assert_eq!(v.get("vhost").as_str(), Some("bob.test"), "{line}");
-        assert_eq!(v.get("method").as_str(), Some("GET"), "{line}");
-        assert_eq!(v.get("uri").as_str(), Some(format!("/?n={n}").as_str()), "{line}");
-        assert_eq!(v.get("status").as_u64(), Some(200), "{line}");
-        assert_eq!(v.get("bytes").as_u64(), Some(8), "{line}");
-        assert_eq!(v.get("user_agent").as_str(), Some(UA), "{line}");
-        assert_eq!(v.get("referer").as_str(), Some(REFERER), "{line}");
+        let v = serde_json::from_str::<serde_json::Value>(line)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(v.is_object(), "{line}");
+        assert_eq!(v["remote_addr"].as_str(), Some("127.0.0.1"), "{line}");
+        assert_eq!(v["vhost"].as_str(), Some("bob.test"), "{line}");
+        assert_eq!(v["method"].as_str(), Some("GET"), "{line}");
+        assert_eq!(v["uri"].as_str(), Some(format!("/?n={n}").as_str()), "{line}");
+        assert_eq!(v["status"].as_u64(), Some(200), "{line}");
+        assert_eq!(v["bytes"].as_u64(), Some(8), "{line}");
+        assert_eq!(v["user_agent"].as_str(), Some(UA), "{line}");
+        assert_eq!(v["referer"].as_str(), Some(REFERER), "{line}");
     }
 
     // Each log is open in its own environment's processors only.
@@ -216,11 +203,9 @@ fn numbers(p: &Path) -> Vec<usize> {
 
 #[test]
 fn rotation_by_rename_and_sigusr1_loses_and_duplicates_nothing() {
-    if !require_root() {
-        return;
-    }
-    let w = world();
-    sites(w.path());
+    require_root!();
+    let w = Dir::new("rotation_by_rename_and_sigusr1_loses_and_duplicates_nothing");
+    sites(w.path(), 0o644);
     let logs = log_dir(w.path());
     let log = logs.join("alice.log");
     let rotated = logs.join("alice.log.1");
@@ -320,7 +305,7 @@ fn rotation_by_rename_and_sigusr1_loses_and_duplicates_nothing() {
 /// environment's log pipe (the supervisor writes its lines). Returns the server, the
 /// path and the rotated path.
 fn rotated_error_log(w: &Path) -> (TestServer, PathBuf, PathBuf) {
-    sites(w);
+    sites(w, 0o644);
     let logs = log_dir(w);
     let path = logs.join("error.log");
     let rotated = logs.join("error.log.1");
@@ -348,11 +333,21 @@ fn rotated_error_log(w: &Path) -> (TestServer, PathBuf, PathBuf) {
     // original path; a processor's stays its log pipe.
     let mut pids = server.children("multiplexer");
     pids.push(server.pid());
-    for p in server.children("processor") {
+    for p in server.processors() {
         let fd2 = fd_links(p).into_iter().find(|(fd, _)| *fd == 2);
         assert!(
             fd2.as_ref().is_some_and(|(_, t)| t.starts_with("pipe:[")),
             "processor {p}: fd 2 is {fd2:?}"
+        );
+    }
+    // A spare (root, unassigned) holds the error log it was exec'd with: the rotated
+    // file or the new one, never a pipe or anything else.
+    for p in server.spares() {
+        let fd2 = fd_links(p).into_iter().find(|(fd, _)| *fd == 2);
+        assert!(
+            fd2.as_ref()
+                .is_some_and(|(_, t)| Path::new(t) == path || Path::new(t) == rotated),
+            "spare {p}: fd 2 is {fd2:?}"
         );
     }
     let moved = server.wait_until(Duration::from_secs(5), || {
@@ -377,10 +372,8 @@ fn rotated_error_log(w: &Path) -> (TestServer, PathBuf, PathBuf) {
 
 #[test]
 fn error_log_file_receives_every_process_and_follows_rotation() {
-    if !require_root() {
-        return;
-    }
-    let w = world();
+    require_root!();
+    let w = Dir::new("error_log_file_receives_every_process_and_follows_rotation");
     let (server, path, rotated) = rotated_error_log(w.path());
 
     // A processor logs a 404 at info ("request refused"): in the new file only.
@@ -404,10 +397,8 @@ fn error_log_file_receives_every_process_and_follows_rotation() {
 /// was then; once assigned after a rotation it must still write the new file.
 #[test]
 fn error_log_rotation_reaches_processors_assigned_later() {
-    if !require_root() {
-        return;
-    }
-    let w = world();
+    require_root!();
+    let w = Dir::new("error_log_rotation_reaches_processors_assigned_later");
     let (server, path, rotated) = rotated_error_log(w.path());
 
     // A processor that replaces alice's after the rotation (a spare exec'd before it,

@@ -1,24 +1,51 @@
-//! One test binary for every integration test (ripgrep's trick): each module starts
-//! the real `bulkhead` binary through the harness.
+//! One test binary for every integration test (ripgrep's trick, `autotests = false`):
+//! each module starts the real `bulkhead` binary through `util::TestServer`. A test
+//! that needs root starts with `require_root!()`; each gets its own `Dir::new(name)`.
 
+#[macro_use]
+mod util;
+
+/// `bench/run --smoke`: the benchmark harness still runs, nothing about speed.
 mod bench_smoke;
+/// Chrooted environments: served inside the jail, nothing outside it reachable.
 mod chroot;
+/// A compromised processor (its fds taken with pidfd_getfd) harms nobody else.
 mod compromised;
+/// `bulkhead check` and `serve` on good and bad config files; no root needed.
 mod config_check;
+/// What fds each child holds, from /proc: listeners, other environments, close-on-exec.
 mod fd_hygiene;
+/// Routing by Host and hand-back of keep-alive connections between environments.
 mod handback;
+/// Regressions of issue 9's review: panics, leaks, capabilities, the child environment.
 mod hardening;
-mod harness;
+/// Error answers, timeouts, body framing, static files and path safety.
 mod http_errors;
+/// Each environment served by its own uid; another's files refused by the kernel.
 mod isolation;
+/// Replacing dead children, SIGTERM/SIGINT, shutdown_timeout, start failures, parent death.
 mod lifecycle;
+/// Server-wide and per-vhost connection limits.
+mod limits;
+/// Error-log lines: their role in each, colour only on a terminal.
 mod log_format;
+/// Access and error log paths a tenant controls are never followed.
 mod log_links;
+/// Access logs per vhost, rotation with SIGUSR1, the error log file.
 mod logs;
+/// Pool sizing: scale to zero, saturation and availability, expiry, recycling, spares.
 mod pools;
+/// SIGHUP generations: no failed request, refused configs, listeners kept.
 mod reload;
+/// Shared-memory scoreboard: who maps what, and garbage in a tenant's own slot.
 mod scoreboard;
+/// The HTML status page rendered by headless Chromium.
 mod screenshot;
+/// Who may read the status page and the metrics.
 mod status_access;
+/// What the status page and `/metrics` say, checked with Apache's and Prometheus' tools.
 mod status_page;
+/// Sessions, terminals and stdio of the children; tenant output in the log.
 mod tenant_stdio;
+/// Unprivileged mode: everything as one normal user, isolation off, both vhosts served.
+mod unprivileged;

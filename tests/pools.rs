@@ -4,7 +4,7 @@
 //! availability falls and recovers step by step, one warning per episode, while another
 //! environment stays fast; `expire_timeout` kills a processor stuck in one request;
 //! `max_requests_per_child` recycles without failing a request; spares are spawned at
-//! prefork's rate; `max_clients_vhost` caps one vhost and not its neighbours.
+//! prefork's rate, one tick apart.
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -15,24 +15,14 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::harness::*;
+use crate::util::*;
 
 const BIG: u64 = 64 << 20;
 
-fn sites(w: &Path) {
-    put(w, "alice/index.html", b"alice home", ALICE, 0o600);
-    put(w, "bob/index.html", b"bob home", BOB, 0o600);
+/// The standard sites and this module's own files.
+fn files(w: &Path) {
+    sites(w, 0o600);
     sparse_file(w, "alice/big.bin", BIG, ALICE, 0o600);
-}
-
-fn ok(server: &TestServer, host: &str, body: &str, when: &str) {
-    let r = get(server.addr, host, "/");
-    assert_eq!(
-        (r.status, r.text().as_str()),
-        (200, body),
-        "{when}: GET {host}/\n{}",
-        server.log()
-    );
 }
 
 fn timed_get(addr: SocketAddr, host: &str) -> (Response, Duration) {
@@ -103,11 +93,9 @@ fn release_alice(server: &TestServer, download: TcpStream, stopped: Stopped) {
 
 #[test]
 fn scale_to_zero_starts_on_demand_and_stops_when_idle() {
-    if !require_root() {
-        return;
-    }
-    let w = world();
-    sites(w.path());
+    require_root!();
+    let w = Dir::new("scale_to_zero_starts_on_demand_and_stops_when_idle");
+    files(w.path());
     let server = TestServer::start(&pools_config(
         w.path(),
         "",
@@ -158,11 +146,9 @@ fn scale_to_zero_starts_on_demand_and_stops_when_idle() {
 
 #[test]
 fn saturated_environment_gets_503_within_its_wait_and_others_stay_fast() {
-    if !require_root() {
-        return;
-    }
-    let w = world();
-    sites(w.path());
+    require_root!();
+    let w = Dir::new("saturated_environment_gets_503_within_its_wait_and_others_stay_fast");
+    files(w.path());
     let server = TestServer::start(&pools_config(
         w.path(),
         "processor_wait_timeout = [1, 4]",
@@ -190,8 +176,8 @@ fn saturated_environment_gets_503_within_its_wait_and_others_stay_fast() {
                 r.status,
                 r.header("retry-after").map(str::to_string),
                 d,
-                row.get("availability").as_u64(),
-                row.get("dropped_saturated").as_u64(),
+                row["availability"].as_u64(),
+                row["dropped_saturated"].as_u64(),
             ));
         }
         out
@@ -248,16 +234,17 @@ fn saturated_environment_gets_503_within_its_wait_and_others_stay_fast() {
         a[0].2
     );
 
-    // Bob meanwhile: p99 within 2x of unloaded. The +5 ms absolute slack absorbs
-    // scheduler noise on a loaded 2-CPU test machine, where an unloaded p99 of ~1 ms
-    // doubles from one preemption; a blocked multiplexer would cost seconds, not ms.
+    // Bob meanwhile: a multiplexer blocked by alice's wait would hold bob's requests
+    // for a wait slice (250 ms) or the whole wait (1 s); a p99 under 150 ms proves
+    // none was, with room for a shared, loaded machine, where a few ms of preemption
+    // would break any bound relative to the unloaded p99 of about 1 ms.
     let loaded_p99 = p99(&loaded);
     eprintln!(
         "bob p99: unloaded {unloaded:?}, during alice's saturation {loaded_p99:?} ({} requests)",
         loaded.len()
     );
     assert!(
-        loaded_p99 <= unloaded * 2 + Duration::from_millis(5),
+        loaded_p99 < Duration::from_millis(150),
         "bob slowed down while alice was saturated: p99 {loaded_p99:?} vs unloaded {unloaded:?}"
     );
     assert_eq!(env_stat(server.addr, "bob", "availability"), 100);
@@ -291,11 +278,9 @@ fn saturated_environment_gets_503_within_its_wait_and_others_stay_fast() {
 
 #[test]
 fn one_saturation_warning_per_episode() {
-    if !require_root() {
-        return;
-    }
-    let w = world();
-    sites(w.path());
+    require_root!();
+    let w = Dir::new("one_saturation_warning_per_episode");
+    files(w.path());
     let server = TestServer::start(&pools_config(
         w.path(),
         // 2 steps: refusals after 1 s, 0.5 s, then at once.
@@ -314,11 +299,12 @@ fn one_saturation_warning_per_episode() {
     }
     assert_eq!(env_stat(server.addr, "alice", "dropped_saturated"), 4);
     let line = server
-        .wait_for_log(WARNING, Duration::from_secs(2))
+        .wait_for_log_line(Duration::from_secs(2), |l| l.contains(WARNING))
         .expect("no saturation warning");
+    // The fields, not the message (which always says "max_processors").
     assert!(
-        line.contains("alice") && line.contains("max_processors") && line.contains('1'),
-        "the warning names the environment and max_processors: {line}"
+        line.contains("environment=alice") && line.contains("max_processors=1 "),
+        "the warning names the environment and its max_processors: {line}"
     );
     assert_eq!(count(), 1, "one warning for 4 refusals\n{}", server.log());
 
@@ -361,11 +347,9 @@ fn one_saturation_warning_per_episode() {
 
 #[test]
 fn expire_timeout_kills_a_processor_stuck_in_one_request() {
-    if !require_root() {
-        return;
-    }
-    let w = world();
-    sites(w.path());
+    require_root!();
+    let w = Dir::new("expire_timeout_kills_a_processor_stuck_in_one_request");
+    files(w.path());
     let server = TestServer::start(&pools_config(
         w.path(),
         "",
@@ -414,11 +398,9 @@ fn expire_timeout_kills_a_processor_stuck_in_one_request() {
 
 #[test]
 fn max_requests_per_child_recycles_without_a_failed_request() {
-    if !require_root() {
-        return;
-    }
-    let w = world();
-    sites(w.path());
+    require_root!();
+    let w = Dir::new("max_requests_per_child_recycles_without_a_failed_request");
+    files(w.path());
     let server = TestServer::start(&pools_config(
         w.path(),
         "",
@@ -488,11 +470,9 @@ fn max_requests_per_child_recycles_without_a_failed_request() {
 
 #[test]
 fn spares_are_spawned_at_the_prefork_rate() {
-    if !require_root() {
-        return;
-    }
-    let w = world();
-    sites(w.path());
+    require_root!();
+    let w = Dir::new("spares_are_spawned_at_the_prefork_rate");
+    files(w.path());
     let server = TestServer::start(&pools_config(
         w.path(),
         "server_limit = 64",
@@ -525,6 +505,23 @@ fn spares_are_spawned_at_the_prefork_rate() {
         "spawn counts per tick: {spawned:?}\n{}",
         server.log()
     );
+    // One count per tick: the lines' timestamps are a second apart (the tick is 1 s;
+    // a late tick only delays the next one).
+    let stamps: Vec<f64> = server
+        .log_lines()
+        .iter()
+        .filter(|l| is_alice_spawn(l))
+        .take(4)
+        .map(|l| log_time(l).unwrap_or_else(|| panic!("no timestamp: {l}")))
+        .collect();
+    for pair in stamps.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(
+            (0.8..2.5).contains(&gap),
+            "spawn lines {gap:.3} s apart, expected one tick (1 s): {stamps:?}\n{}",
+            server.log()
+        );
+    }
     // They are real processors of alice's (started ones count as idle spares).
     assert!(
         server.wait_until(Duration::from_secs(5), || server.processors_of(ALICE).len() >= 15),
@@ -534,79 +531,9 @@ fn spares_are_spawned_at_the_prefork_rate() {
 }
 
 #[test]
-fn max_clients_vhost_caps_one_vhost_not_its_neighbours() {
-    if !require_root() {
-        return;
-    }
-    let w = world();
-    sites(w.path());
-    put(w.path(), "capped/index.html", b"capped home", ALICE, 0o600);
-    sparse_file(w.path(), "capped/big.bin", BIG, ALICE, 0o600);
-    let more = format!(
-        "[[vhosts]]\nserver_name = \"capped.test\"\nenvironment = \"alice\"\ndocument_root = \"{}\"\nmax_clients_vhost = 1\n",
-        w.path().join("capped").display()
-    );
-    let server = TestServer::start(&pools_config(
-        w.path(),
-        "processor_wait_timeout = [1, 4]",
-        "min_processors = 1\nmax_processors = 4",
-        "",
-        &more,
-    ));
-    ok(&server, "capped.test", "capped home", "under the cap");
-    // That connection counts until its processor has closed it (the client may read
-    // the whole response first): wait for it to be gone before taking the one place.
-    let capped_active = || {
-        let snap = scoreboard_json(server.addr);
-        snap.get("vhosts")
-            .as_array()
-            .and_then(|v| {
-                v.iter()
-                    .find(|v| v.get("server_name").as_str() == Some("capped.test"))
-            })
-            .and_then(|v| v.get("active_conns").as_u64())
-            .expect("capped.test in the status page")
-    };
-    assert!(server.wait_until(Duration::from_secs(5), || capped_active() == 0));
-
-    let download = stalled_download(server.addr, "capped.test", "/big.bin");
-    let t = Instant::now();
-    let r = get(server.addr, "capped.test", "/");
-    let took = t.elapsed();
-    assert_eq!(r.status, 503, "capped vhost over its limit: {r:?}");
-    assert!(r.header("retry-after").is_some(), "503 without Retry-After");
-    eprintln!("capped vhost refused in {took:?}");
-    // The same environment's other vhost is served meanwhile, and so is bob.
-    for _ in 0..5 {
-        ok(
-            &server,
-            "alice.test",
-            "alice home",
-            "neighbour of the capped vhost",
-        );
-        ok(&server, "bob.test", "bob home", "other environment");
-    }
-    let snap = scoreboard_json(server.addr);
-    let alice = env_row(&snap, "alice");
-    assert_eq!(alice.get("dropped_vhost_limit").as_u64(), Some(1), "{alice:?}");
-    assert_eq!(alice.get("dropped_saturated").as_u64(), Some(0), "{alice:?}");
-    assert_eq!(alice.get("availability").as_u64(), Some(100), "{alice:?}");
-
-    drop(download);
-    let served = server.wait_until(Duration::from_secs(5), || {
-        get(server.addr, "capped.test", "/").status == 200
-    });
-    assert!(served, "capped vhost not served after its connection closed");
-}
-
-/// Multiplexers grow when every one is loaded, up to `max_multiplexers`, and an extra
-/// one that accepts nothing for `multiplexer_idle_timeout` is stopped.
-#[test]
 fn multiplexers_grow_under_load_and_extra_ones_stop_when_idle() {
-    if !require_root() {
-        return;
-    }
-    let w = world();
+    require_root!();
+    let w = Dir::new("multiplexers_grow_under_load_and_extra_ones_stop_when_idle");
     put(w.path(), "alice/index.html", b"alice home", ALICE, 0o644);
     put(w.path(), "bob/index.html", b"bob home", BOB, 0o644);
     let config = two_env_config(

@@ -14,15 +14,9 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use crate::harness::*;
+use crate::util::*;
 
 const ALICE2: u32 = 2003;
-
-fn sites(w: &Path) {
-    // 0644: readable by alice's new uid in `changed_uid_takes_effect`.
-    put(w, "alice/index.html", b"alice home", ALICE, 0o644);
-    put(w, "bob/index.html", b"bob home", BOB, 0o644);
-}
 
 fn config(w: &Path) -> String {
     pools_config(
@@ -32,20 +26,6 @@ fn config(w: &Path) -> String {
         "min_processors = 1\nmax_processors = 4",
         "",
     )
-}
-
-fn all_ok(server: &TestServer, n: usize, when: &str) {
-    for i in 0..n {
-        for (host, body) in [("alice.test", "alice home"), ("bob.test", "bob home")] {
-            let r = get(server.addr, host, "/");
-            assert_eq!(
-                (r.status, r.text().as_str()),
-                (200, body),
-                "{when}: request {i} to {host}\n{}",
-                server.log()
-            );
-        }
-    }
 }
 
 /// Sends SIGHUP number `n` (1-based) and waits for the new generation to start and the
@@ -133,13 +113,11 @@ fn client(addr: SocketAddr, mode: Mode, stop: Arc<AtomicBool>, done: Arc<AtomicU
 
 #[test]
 fn five_reloads_under_load_fail_no_request() {
-    if !require_root() {
-        return;
-    }
-    let w = world();
-    sites(w.path());
+    require_root!();
+    let w = Dir::new("five_reloads_under_load_fail_no_request");
+    sites(w.path(), 0o644);
     let server = TestServer::start(&config(w.path()));
-    all_ok(&server, 1, "before");
+    server.all_ok(1, "before");
     let stop = Arc::new(AtomicBool::new(false));
     let modes = [Mode::NewConnection, Mode::KeepAlive, Mode::KeepAliveHandBack];
     let done: Vec<Arc<AtomicUsize>> = modes.iter().map(|_| Arc::new(AtomicUsize::new(0))).collect();
@@ -162,7 +140,7 @@ fn five_reloads_under_load_fail_no_request() {
         });
         assert!(moved, "clients stalled {what}\n{}", server.log());
     };
-    let before = server.all_children();
+    let before = server.serving_children();
     for n in 1..=5 {
         progress(&format!("before reload {n}"));
         reload(&server, n);
@@ -179,25 +157,23 @@ fn five_reloads_under_load_fail_no_request() {
         server.log()
     );
     // A new generation of children, and the same listener.
-    let after = server.all_children();
+    let after = server.serving_children();
     assert!(
         after.iter().all(|p| !before.contains(p)),
         "children of the first generation survived five reloads: {before:?} → {after:?}"
     );
-    assert_eq!(scoreboard_json(server.addr).get("generation").as_u64(), Some(5));
-    all_ok(&server, 5, "after five reloads");
+    assert_eq!(scoreboard_json(server.addr)["generation"].as_u64(), Some(5));
+    server.all_ok(5, "after five reloads");
 }
 
 #[test]
 fn broken_config_is_refused_and_the_old_one_keeps_serving() {
-    if !require_root() {
-        return;
-    }
-    let w = world();
-    sites(w.path());
+    require_root!();
+    let w = Dir::new("broken_config_is_refused_and_the_old_one_keeps_serving");
+    sites(w.path(), 0o644);
     let good = config(w.path());
     let server = TestServer::start(&good);
-    all_ok(&server, 3, "before");
+    server.all_ok(3, "before");
     let procs = (server.processors_of(ALICE), server.processors_of(BOB));
     let muxes = server.children("multiplexer");
 
@@ -224,30 +200,28 @@ fn broken_config_is_refused_and_the_old_one_keeps_serving() {
     );
 
     // Served by the same children.
-    all_ok(&server, 10, "after the refused reload");
+    server.all_ok(10, "after the refused reload");
     assert_eq!(
         (server.processors_of(ALICE), server.processors_of(BOB)),
         procs,
         "processors changed after a refused reload"
     );
     assert_eq!(server.children("multiplexer"), muxes);
-    assert_eq!(scoreboard_json(server.addr).get("generation").as_u64(), Some(0));
+    assert_eq!(scoreboard_json(server.addr)["generation"].as_u64(), Some(0));
 
     // Fixed again, the next SIGHUP reloads.
     std::fs::write(&server.config_path, text).unwrap();
     reload(&server, 1);
-    all_ok(&server, 3, "after the fixed reload");
+    server.all_ok(3, "after the fixed reload");
 }
 
 #[test]
 fn changed_uid_takes_effect() {
-    if !require_root() {
-        return;
-    }
-    let w = world();
-    sites(w.path());
+    require_root!();
+    let w = Dir::new("changed_uid_takes_effect");
+    sites(w.path(), 0o644);
     let server = TestServer::start(&config(w.path()));
-    all_ok(&server, 3, "before");
+    server.all_ok(3, "before");
     assert_eq!(server.processors_of(ALICE).len(), 1);
     let bob = server.processors_of(BOB);
 
@@ -283,7 +257,7 @@ fn changed_uid_takes_effect() {
             "gid of {p}"
         );
     }
-    all_ok(&server, 5, "after the uid change");
+    server.all_ok(5, "after the uid change");
     // Served by the new uid: the pool did not grow a processor of the old one.
     assert!(server.processors_of(ALICE).is_empty());
     assert!(server.processors_of(BOB).iter().all(|p| !bob.contains(p)));
@@ -291,11 +265,9 @@ fn changed_uid_takes_effect() {
 
 #[test]
 fn reload_and_stop_commands_signal_through_the_pid_file() {
-    if !require_root() {
-        return;
-    }
-    let w = world();
-    sites(w.path());
+    require_root!();
+    let w = Dir::new("reload_and_stop_commands_signal_through_the_pid_file");
+    sites(w.path(), 0o644);
     let pid_file = w.path().join("bulkhead.pid");
     let cfg = config(w.path()).replacen(
         "[server]\n",
@@ -319,7 +291,7 @@ fn reload_and_stop_commands_signal_through_the_pid_file() {
     };
     run("reload");
     reload(&server, 1);
-    all_ok(&server, 3, "after `bulkhead reload`");
+    server.all_ok(3, "after `bulkhead reload`");
     run("stop");
     assert_eq!(
         server.wait_exit(Duration::from_secs(10)),
@@ -328,13 +300,6 @@ fn reload_and_stop_commands_signal_through_the_pid_file() {
         server.log()
     );
     assert!(!pid_file.exists(), "pid file left after a stop");
-}
-
-/// A root-owned directory for access logs.
-fn log_dir(w: &Path) -> std::path::PathBuf {
-    let d = w.join("logs");
-    std::fs::create_dir(&d).unwrap();
-    d
 }
 
 fn vhost(name: &str, env: &str, root: &Path, log: &Path) -> String {
@@ -363,11 +328,9 @@ fn get_path(server: &TestServer, host: &str, path: &str) -> u16 {
 /// refused config put the vhosts in another order.
 #[test]
 fn refused_reload_keeps_the_running_logs() {
-    if !require_root() {
-        return;
-    }
-    let w = world();
-    sites(w.path());
+    require_root!();
+    let w = Dir::new("refused_reload_keeps_the_running_logs");
+    sites(w.path(), 0o644);
     let logs = log_dir(w.path());
     let (a, b) = (w.path().join("alice"), w.path().join("bob"));
     let (alice_log, bob_log) = (logs.join("alice.log"), logs.join("bob.log"));
@@ -379,7 +342,7 @@ fn refused_reload_keeps_the_running_logs() {
         ],
     );
     let server = TestServer::start(&good);
-    all_ok(&server, 1, "before");
+    server.all_ok(1, "before");
     // Swapped order, one more logged vhost (so every index moves), and a listener on
     // an address someone else holds: valid for `check`, refused when it is bound.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -446,18 +409,16 @@ fn refused_reload_keeps_the_running_logs() {
             .contains("after-refused-reload"),
         "alice's request went to bob's log"
     );
-    assert_eq!(scoreboard_json(server.addr).get("generation").as_u64(), Some(0));
+    assert_eq!(scoreboard_json(server.addr)["generation"].as_u64(), Some(0));
 }
 
 /// SIGUSR1 with 20 logged vhosts in one environment: its processor stays alive, and
 /// every vhost logs into its reopened file.
 #[test]
 fn sigusr1_with_twenty_logged_vhosts_keeps_processors() {
-    if !require_root() {
-        return;
-    }
-    let w = world();
-    sites(w.path());
+    require_root!();
+    let w = Dir::new("sigusr1_with_twenty_logged_vhosts_keeps_processors");
+    sites(w.path(), 0o644);
     let logs = log_dir(w.path());
     let (a, b) = (w.path().join("alice"), w.path().join("bob"));
     let names: Vec<String> = (0..20).map(|i| format!("a{i}.alice.test")).collect();
@@ -501,4 +462,52 @@ fn sigusr1_with_twenty_logged_vhosts_keeps_processors() {
         });
         assert!(ok, "{n} does not log into its reopened file\n{}", server.log());
     }
+}
+
+/// The listening TCP sockets `pid` holds, by inode.
+fn listeners_of(pid: i32) -> std::collections::BTreeSet<u64> {
+    let listening = tcp_inodes(true);
+    socket_inodes(pid)
+        .into_iter()
+        .filter(|i| listening.contains(i))
+        .collect()
+}
+
+#[test]
+fn listeners_are_kept_across_a_reload() {
+    require_root!();
+    let w = Dir::new("listeners_are_kept_across_a_reload");
+    sites(w.path(), 0o644);
+    let server = TestServer::start(&config(w.path()));
+    server.all_ok(1, "before");
+    // The supervisor holds the listener (and the metrics one); every multiplexer holds
+    // the same sockets it was given.
+    let held = listeners_of(server.pid());
+    assert!(held.len() >= 2, "the supervisor's listeners: {held:?}");
+    let old = server.children("multiplexer");
+    for m in &old {
+        let mine = listeners_of(*m);
+        assert!(
+            !mine.is_empty() && mine.is_subset(&held),
+            "multiplexer {m}: {mine:?} of {held:?}"
+        );
+    }
+    reload(&server, 1);
+    let new = server.children("multiplexer");
+    assert!(new.iter().all(|m| !old.contains(m)), "{old:?} → {new:?}");
+    // The very same sockets (same inodes), in the supervisor and the new multiplexers:
+    // nothing was closed and bound again, so no connection could be refused meanwhile.
+    assert_eq!(
+        listeners_of(server.pid()),
+        held,
+        "the supervisor's listeners changed"
+    );
+    for m in &new {
+        let mine = listeners_of(*m);
+        assert!(
+            !mine.is_empty() && mine.is_subset(&held),
+            "new multiplexer {m}: {mine:?} of {held:?}"
+        );
+    }
+    server.all_ok(3, "after the reload");
 }

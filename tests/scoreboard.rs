@@ -15,16 +15,11 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::harness::*;
+use crate::util::*;
 
 const O_ACCMODE: u32 = 0o3;
 const O_RDWR: u32 = 0o2;
 const O_RDONLY: u32 = 0o0;
-
-fn sites(w: &Path) {
-    put(w, "alice/index.html", b"alice home", ALICE, 0o600);
-    put(w, "bob/index.html", b"bob home", BOB, 0o600);
-}
 
 fn config(w: &Path) -> String {
     pools_config(
@@ -111,11 +106,9 @@ for p in sys.argv[1:]:
 
 #[test]
 fn processors_map_only_their_own_slot_and_others_see_it_read_only() {
-    if !require_root() {
-        return;
-    }
-    let w = world();
-    sites(w.path());
+    require_root!();
+    let w = Dir::new("processors_map_only_their_own_slot_and_others_see_it_read_only");
+    sites(w.path(), 0o600);
     let server = TestServer::start(&config(w.path()));
     served(&server, "alice.test", "alice home", "warm-up");
     served(&server, "bob.test", "bob home", "warm-up");
@@ -212,11 +205,9 @@ fn processors_map_only_their_own_slot_and_others_see_it_read_only() {
 
 #[test]
 fn a_tenant_cannot_open_another_tenants_slot() {
-    if !require_root() {
-        return;
-    }
-    let w = world();
-    sites(w.path());
+    require_root!();
+    let w = Dir::new("a_tenant_cannot_open_another_tenants_slot");
+    sites(w.path(), 0o600);
     let server = TestServer::start(&config(w.path()));
     served(&server, "bob.test", "bob home", "warm-up");
     let bob = server.processors_of(BOB)[0];
@@ -247,7 +238,8 @@ fn a_tenant_cannot_open_another_tenants_slot() {
         );
     }
 
-    // Alice's own processor (same uid): nothing asserted, only reported.
+    // Not even alice's own processor (same uid) from outside: it is not dumpable, so
+    // its /proc entries are root's, and map_files needs CAP_SYS_ADMIN besides.
     let own = slot_of(alice);
     let mine = open_rw_as(
         ALICE,
@@ -256,18 +248,22 @@ fn a_tenant_cannot_open_another_tenants_slot() {
             format!("/proc/{alice}/mem"),
         ],
     );
-    eprintln!("uid {ALICE} opening its own processor's slot and memory: {mine:?}");
+    assert_eq!(mine.len(), 2, "{mine:?}");
+    for (p, r) in &mine {
+        assert!(
+            r == "EACCES" || r == "EPERM",
+            "uid {ALICE} opening its own processor's {p} read-write: {r}, expected EACCES or EPERM"
+        );
+    }
     served(&server, "alice.test", "alice home", "after the attempts");
     served(&server, "bob.test", "bob home", "after the attempts");
 }
 
 #[test]
 fn garbage_in_a_tenants_own_slot_harms_no_other_environment() {
-    if !require_root() {
-        return;
-    }
-    let w = world();
-    sites(w.path());
+    require_root!();
+    let w = Dir::new("garbage_in_a_tenants_own_slot_harms_no_other_environment");
+    sites(w.path(), 0o600);
     let server = TestServer::start(&config(w.path()));
     for _ in 0..10 {
         served(&server, "alice.test", "alice home", "warm-up");
@@ -286,8 +282,8 @@ fn garbage_in_a_tenants_own_slot_harms_no_other_environment() {
 
     let snap = scoreboard_json(server.addr);
     let bob_before = env_row(&snap, "bob");
-    let bob_requests = bob_before.get("requests").as_u64().unwrap();
-    assert_eq!(bob_before.get("availability").as_u64(), Some(100));
+    let bob_requests = bob_before["requests"].as_u64().unwrap();
+    assert_eq!(bob_before["availability"].as_u64(), Some(100));
 
     // Every word of alice's slot set to 0xFF…: what a compromised alice processor can
     // do, through its own read-write mapping. Root writes the same bytes at the same
@@ -295,16 +291,17 @@ fn garbage_in_a_tenants_own_slot_harms_no_other_environment() {
     // processor is not dumpable, so not even alice's uid can reach it from outside.
     let victim = server.processors_of(ALICE)[0];
     let slot = slot_of(victim);
-    eprintln!(
-        "uid {ALICE} opening its own processor's slot and memory: {:?}",
-        open_rw_as(
-            ALICE,
-            &[
-                format!("/proc/{victim}/map_files/{}", slot.range),
-                format!("/proc/{victim}/mem"),
-            ]
-        )
-    );
+    // Every process as it is now, and how many deaths were logged: the garbage must
+    // change neither.
+    let children = server.all_children();
+    let died = || {
+        server
+            .log_lines()
+            .iter()
+            .filter(|l| l.contains("child died"))
+            .count()
+    };
+    let deaths = died();
     let start = u64::from_str_radix(slot.range.split('-').next().unwrap(), 16).unwrap();
     let mut mem = std::fs::OpenOptions::new()
         .read(true)
@@ -333,10 +330,10 @@ fn garbage_in_a_tenants_own_slot_harms_no_other_environment() {
         ("dropped_saturated", 0),
         ("requests", bob_requests + 30),
     ] {
-        if bob.get(field).as_u64() != Some(want) {
+        if bob[field].as_u64() != Some(want) {
             problems.push(format!(
                 "bob's {field} is {:?}, expected {want}",
-                bob.get(field).as_u64()
+                bob[field].as_u64()
             ));
         }
     }
@@ -346,6 +343,15 @@ fn garbage_in_a_tenants_own_slot_harms_no_other_environment() {
         if r.status != 200 || r.body != b"alice home" {
             problems.push(format!("alice request {i}: {}", r.status));
         }
+    }
+
+    // No process crashed: every child is still there and no death was logged.
+    let gone: Vec<i32> = children.iter().copied().filter(|p| !alive(*p)).collect();
+    if !gone.is_empty() || died() != deaths || !alive(server.pid()) {
+        problems.push(format!(
+            "processes died after the garbage: {gone:?} of {children:?}, {} deaths logged",
+            died() - deaths
+        ));
     }
 
     // A reload folds the live slots into the new generation's totals: bob's stay his,
@@ -360,9 +366,7 @@ fn garbage_in_a_tenants_own_slot_harms_no_other_environment() {
     );
     served(&server, "alice.test", "alice home", "after the reload");
     served(&server, "bob.test", "bob home", "after the reload");
-    let bob = env_row(&scoreboard_json(server.addr), "bob")
-        .get("requests")
-        .as_u64();
+    let bob = env_row(&scoreboard_json(server.addr), "bob")["requests"].as_u64();
     let ok_before = 30 - problems.iter().filter(|p| p.starts_with("bob request")).count() as u64;
     if bob != Some(bob_requests + ok_before + 1) {
         problems.push(format!(

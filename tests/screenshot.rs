@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::harness::*;
+use crate::util::*;
 
 /// The flags that make Chromium run headless as root without touching the network.
 fn chromium(bin: &Path, profile: &Path) -> Command {
@@ -39,13 +39,11 @@ fn png_size(png: &[u8]) -> Option<(u32, u32)> {
 
 #[test]
 fn status_page_renders_in_headless_chromium() {
-    if !require_root() {
-        return;
-    }
+    require_root!();
     let Some(bin) = require_tool("chromium", "chromium") else {
         return;
     };
-    let w = world();
+    let w = Dir::new("status_page_renders_in_headless_chromium");
     put(w.path(), "alice/index.html", b"alice home", ALICE, 0o644);
     put(w.path(), "bob/index.html", b"bob home", BOB, 0o644);
     let server = TestServer::start(&two_env_config(w.path(), ""));
@@ -114,7 +112,7 @@ fn status_page_renders_in_headless_chromium() {
             "environment {env} is not in the table:\n{dom}"
         );
     }
-    for pid in server.all_children() {
+    for pid in server.serving_children() {
         assert!(
             dom.contains(&format!(">{pid}</td>")),
             "child {pid} is not in the table:\n{dom}"

@@ -12,18 +12,12 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::harness::*;
-use crate::status_page::{poll, value_of, Exporter};
+use crate::util::*;
 
 /// A user of this host that is no tenant: the monitoring's.
 const MONITOR: u32 = 2003;
 /// Another local user, in no list.
 const STRANGER: u32 = 2005;
-
-fn sites(w: &Path) {
-    put(w, "alice/index.html", b"alice home", ALICE, 0o644);
-    put(w, "bob/index.html", b"bob home", BOB, 0o644);
-}
 
 fn config(w: &Path, status: &str) -> String {
     format!(
@@ -94,14 +88,12 @@ fn assert_all(results: &[(String, u16, String)], want: u16, who: &str, server: &
 
 #[test]
 fn status_and_metrics_are_refused_to_a_tenants_uid() {
-    if !require_root() {
-        return;
-    }
+    require_root!();
     let Some(curl) = require_tool("curl", "curl") else {
         return;
     };
-    let w = world();
-    sites(w.path());
+    let w = Dir::new("status_and_metrics_are_refused_to_a_tenants_uid");
+    sites(w.path(), 0o644);
     let server = TestServer::start(&config(w.path(), ""));
     let other = Some(Ipv4Addr::new(127, 0, 0, 2));
     for (uid, who) in [(ALICE, "alice"), (BOB, "bob"), (STRANGER, "a user not allowed")] {
@@ -132,17 +124,15 @@ fn status_and_metrics_are_refused_to_a_tenants_uid() {
 
 #[test]
 fn an_allowed_user_reads_status_and_metrics_and_the_exporter_is_up() {
-    if !require_root() {
-        return;
-    }
+    require_root!();
     let Some(curl) = require_tool("curl", "curl") else {
         return;
     };
     let Some(exporter_bin) = require_tool("prometheus-apache-exporter", "prometheus-apache-exporter") else {
         return;
     };
-    let w = world();
-    sites(w.path());
+    let w = Dir::new("an_allowed_user_reads_status_and_metrics_and_the_exporter_is_up");
+    sites(w.path(), 0o644);
     let server = TestServer::start(&config(
         w.path(),
         &format!("allow_users = [\"root\", {MONITOR}]\n"),
@@ -186,11 +176,9 @@ fn an_allowed_user_reads_status_and_metrics_and_the_exporter_is_up() {
 
 #[test]
 fn status_on_a_connection_handed_back_is_refused() {
-    if !require_root() {
-        return;
-    }
-    let w = world();
-    sites(w.path());
+    require_root!();
+    let w = Dir::new("status_on_a_connection_handed_back_is_refused");
+    sites(w.path(), 0o644);
     let server = TestServer::start(&config(w.path(), ""));
     // Root's own keep-alive connection: alice's processor serves the first request and
     // hands the connection back for the second, whose host is bob's.
@@ -215,14 +203,12 @@ fn status_on_a_connection_handed_back_is_refused() {
 
 #[test]
 fn unprivileged_the_user_running_bulkhead_reads_its_status_page() {
-    if !require_root() {
-        return;
-    }
+    require_root!();
     let Some(curl) = require_tool("curl", "curl") else {
         return;
     };
     const OWNER: u32 = 2010;
-    let w = world();
+    let w = Dir::new("unprivileged_the_user_running_bulkhead_reads_its_status_page");
     put(w.path(), "alice/index.html", b"alice home", OWNER, 0o644);
     put(w.path(), "bob/index.html", b"bob home", OWNER, 0o644);
     let server = TestServer::try_start_with(&config(w.path(), ""), |cmd| {

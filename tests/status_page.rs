@@ -5,21 +5,20 @@
 //! when a processor is replaced. Who may read them: `status_access`.
 
 use std::collections::{BTreeMap, HashSet};
-use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::harness::*;
+use crate::util::*;
 
 const CAROL: u32 = 2003;
 
-fn sites(w: &Path) {
-    put(w, "alice/index.html", b"alice home", ALICE, 0o644);
-    put(w, "bob/index.html", b"bob home", BOB, 0o644);
+/// The standard sites and this module's own files.
+fn files(w: &Path) {
+    sites(w, 0o644);
     put(w, "carol/index.html", b"carol home", CAROL, 0o644);
 }
 
@@ -59,137 +58,7 @@ fn send(server: &TestServer, host: &str, n: usize) {
     }
 }
 
-/// Polls `f` until it returns `Some`, for at most `timeout`; the last `None` otherwise.
-pub(crate) fn poll<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-}
-
 // ---- The Prometheus text format ----
-
-/// One sample line of the text exposition format.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Sample {
-    name: String,
-    /// Sorted by label name.
-    labels: Vec<(String, String)>,
-    value: f64,
-}
-
-impl Sample {
-    fn label(&self, key: &str) -> Option<&str> {
-        self.labels
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// Parses every sample line (comments and blank lines skipped); label values are
-/// unescaped, so two spellings of the same series compare equal.
-fn parse_samples(text: &str) -> Result<Vec<Sample>, String> {
-    let mut out = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        if line.trim().is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let bad = |why: &str| format!("line {}: {why}: {line:?}", n + 1);
-        let name_end = line.find(['{', ' ']).ok_or_else(|| bad("no value"))?;
-        let name = &line[..name_end];
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
-        {
-            return Err(bad("bad metric name"));
-        }
-        let mut labels = Vec::new();
-        let mut rest = &line[name_end..];
-        if let Some(after) = rest.strip_prefix('{') {
-            let mut chars = after.char_indices().peekable();
-            let close = loop {
-                while chars.next_if(|(_, c)| *c == ' ' || *c == ',').is_some() {}
-                let Some((i, c)) = chars.next() else {
-                    return Err(bad("unterminated labels"));
-                };
-                if c == '}' {
-                    break i;
-                }
-                let mut key = String::from(c);
-                loop {
-                    match chars.next() {
-                        Some((_, '=')) => break,
-                        Some((_, c)) => key.push(c),
-                        None => return Err(bad("label without =")),
-                    }
-                }
-                if chars.next().map(|(_, c)| c) != Some('"') {
-                    return Err(bad("unquoted label value"));
-                }
-                let mut value = String::new();
-                loop {
-                    match chars.next() {
-                        Some((_, '"')) => break,
-                        Some((_, '\\')) => match chars.next() {
-                            Some((_, 'n')) => value.push('\n'),
-                            Some((_, c)) => value.push(c),
-                            None => return Err(bad("unterminated escape")),
-                        },
-                        Some((_, c)) => value.push(c),
-                        None => return Err(bad("unterminated label value")),
-                    }
-                }
-                labels.push((key, value));
-            };
-            rest = &after[close + 1..];
-        }
-        let mut fields = rest.split_whitespace();
-        let value = fields.next().ok_or_else(|| bad("no value"))?;
-        let value: f64 = match value {
-            "+Inf" => f64::INFINITY,
-            "-Inf" => f64::NEG_INFINITY,
-            "NaN" => f64::NAN,
-            v => v.parse().map_err(|_| bad("bad value"))?,
-        };
-        if fields.nth(1).is_some() {
-            return Err(bad("trailing fields"));
-        }
-        labels.sort();
-        out.push(Sample {
-            name: name.to_string(),
-            labels,
-            value,
-        });
-    }
-    Ok(out)
-}
-
-/// `# TYPE` of every family.
-fn types(text: &str) -> BTreeMap<String, String> {
-    text.lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
-        .filter_map(|l| l.split_once(' '))
-        .map(|(n, t)| (n.to_string(), t.trim().to_string()))
-        .collect()
-}
-
-/// The series that appear more than once.
-fn duplicates(samples: &[Sample]) -> Vec<String> {
-    let mut seen = HashSet::new();
-    samples
-        .iter()
-        .map(|s| format!("{}{:?}", s.name, s.labels))
-        .filter(|k| !seen.insert(k.clone()))
-        .collect()
-}
 
 fn metrics(server: &TestServer) -> String {
     let addr = server
@@ -198,15 +67,6 @@ fn metrics(server: &TestServer) -> String {
     let r = get(addr, "localhost", "/metrics");
     assert_eq!(r.status, 200, "{}", r.text());
     r.text()
-}
-
-/// The sum of `name` over the series whose `environment` label is `env`.
-fn env_sum(samples: &[Sample], name: &str, env: &str) -> f64 {
-    samples
-        .iter()
-        .filter(|s| s.name == name && s.label("environment") == Some(env))
-        .map(|s| s.value)
-        .sum()
 }
 
 // ---- The status pages ----
@@ -308,73 +168,14 @@ fn auto(server: &TestServer) -> (BTreeMap<String, String>, String) {
 
 // ---- prometheus-apache-exporter ----
 
-/// The exporter, killed by pid when dropped.
-pub(crate) struct Exporter {
-    child: Child,
-    addr: SocketAddr,
-    log: tempfile::NamedTempFile,
-}
-
-impl Exporter {
-    fn start(bin: &Path, scrape_uri: &str) -> Exporter {
-        Self::start_as(bin, scrape_uri, None)
-    }
-
-    /// The exporter running as `uid` (and the same gid), or as the test when `None`.
-    pub(crate) fn start_as(bin: &Path, scrape_uri: &str, uid: Option<u32>) -> Exporter {
-        use std::os::unix::process::CommandExt;
-        let log = tempfile::NamedTempFile::new().unwrap();
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let mut cmd = Command::new(bin);
-        if let Some(uid) = uid {
-            cmd.uid(uid).gid(uid);
-        }
-        let child = cmd
-            .arg(format!("--scrape_uri={scrape_uri}"))
-            .arg(format!("--telemetry.address={addr}"))
-            .stdin(Stdio::null())
-            .stdout(log.reopen().unwrap())
-            .stderr(log.reopen().unwrap())
-            .spawn()
-            .unwrap();
-        Exporter { child, addr, log }
-    }
-
-    pub(crate) fn log(&self) -> String {
-        std::fs::read_to_string(self.log.path()).unwrap_or_default()
-    }
-
-    /// One scrape of the exporter: its samples (it scrapes bulkhead each time).
-    pub(crate) fn scrape(&self) -> Option<Vec<Sample>> {
-        let (status, body) = get_http10(self.addr, "/metrics")?;
-        if status != 200 {
-            return None;
-        }
-        parse_samples(&body).ok()
-    }
-}
-
-impl Drop for Exporter {
-    fn drop(&mut self) {
-        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL);
-        let _ = self.child.wait();
-    }
-}
-
-pub(crate) fn value_of(samples: &[Sample], name: &str) -> Option<f64> {
-    samples.iter().find(|s| s.name == name).map(|s| s.value)
-}
-
 #[test]
 fn apache_exporter_reads_auto_and_counts_every_request() {
-    if !require_root() {
-        return;
-    }
+    require_root!();
     let Some(bin) = require_tool("prometheus-apache-exporter", "prometheus-apache-exporter") else {
         return;
     };
-    let w = world();
-    sites(w.path());
+    let w = Dir::new("apache_exporter_reads_auto_and_counts_every_request");
+    files(w.path());
     let server = TestServer::start(&two_env_config(w.path(), ""));
     let exporter = Exporter::start(&bin, &format!("http://{}/server-status?auto", server.addr));
 
@@ -423,14 +224,12 @@ fn apache_exporter_reads_auto_and_counts_every_request() {
 
 #[test]
 fn promtool_accepts_metrics_after_traffic() {
-    if !require_root() {
-        return;
-    }
+    require_root!();
     let Some(promtool) = require_tool("promtool", "prometheus") else {
         return;
     };
-    let w = world();
-    sites(w.path());
+    let w = Dir::new("promtool_accepts_metrics_after_traffic");
+    files(w.path());
     let server = TestServer::start(&three_env_config(w.path()));
     send(&server, "alice.test", 5);
     send(&server, "bob.test", 2);
@@ -465,11 +264,9 @@ fn promtool_accepts_metrics_after_traffic() {
 
 #[test]
 fn metrics_series_are_unique_and_typed() {
-    if !require_root() {
-        return;
-    }
-    let w = world();
-    sites(w.path());
+    require_root!();
+    let w = Dir::new("metrics_series_are_unique_and_typed");
+    files(w.path());
     let server = TestServer::start(&three_env_config(w.path()));
     send(&server, "alice.test", 3);
     send(&server, "www.alice.test", 2);
@@ -522,11 +319,9 @@ fn metrics_series_are_unique_and_typed() {
 
 #[test]
 fn peruser_stats_count_requests_and_503_drops() {
-    if !require_root() {
-        return;
-    }
-    let w = world();
-    sites(w.path());
+    require_root!();
+    let w = Dir::new("peruser_stats_count_requests_and_503_drops");
+    files(w.path());
     let server = TestServer::start(&three_env_config(w.path()));
     assert_eq!(server.processors_of(CAROL).len(), 1, "{}", server.log());
 
@@ -573,18 +368,19 @@ fn peruser_stats_count_requests_and_503_drops() {
 
     // ?json says the same.
     let body = status(&server, "?json").text();
-    let json = parse_json(&body).unwrap_or_else(|e| panic!("?json: {e}\n{body}"));
-    let envs = json.get("environments").as_array().expect("environments");
+    let json =
+        serde_json::from_str::<serde_json::Value>(&body).unwrap_or_else(|e| panic!("?json: {e}\n{body}"));
+    let envs = json["environments"].as_array().expect("environments");
     let by_name = |n: &str| {
         envs.iter()
-            .find(|e| e.get("name").as_str() == Some(n))
+            .find(|e| e["name"].as_str() == Some(n))
             .unwrap_or_else(|| panic!("no {n} in ?json:\n{body}"))
     };
     for (env, requests, dropped) in [("alice", N, 0), ("bob", M, 0), ("carol", 1, K)] {
         let e = by_name(env);
-        assert_eq!(e.get("requests").as_u64(), Some(requests as u64), "{env}: {body}");
+        assert_eq!(e["requests"].as_u64(), Some(requests as u64), "{env}: {body}");
         assert_eq!(
-            e.get("dropped_saturated").as_u64(),
+            e["dropped_saturated"].as_u64(),
             Some(dropped as u64),
             "{env}: {body}"
         );
@@ -605,11 +401,9 @@ fn peruser_stats_count_requests_and_503_drops() {
 
 #[test]
 fn auto_json_and_html_carry_what_consumers_read() {
-    if !require_root() {
-        return;
-    }
-    let w = world();
-    sites(w.path());
+    require_root!();
+    let w = Dir::new("auto_json_and_html_carry_what_consumers_read");
+    files(w.path());
     let server = TestServer::start(&two_env_config(w.path(), ""));
     send(&server, "alice.test", 2);
     send(&server, "bob.test", 1);
@@ -679,12 +473,10 @@ fn auto_json_and_html_carry_what_consumers_read() {
 
     // ?json parses and agrees.
     let body = status(&server, "?json").text();
-    let json = parse_json(&body).unwrap_or_else(|e| panic!("?json is not JSON ({e}):\n{body}"));
-    assert_eq!(json.get("totals").get("requests").as_u64(), Some(3), "{body}");
-    assert!(json
-        .get("children")
-        .as_array()
-        .is_some_and(|c| c.len() == processes));
+    let json = serde_json::from_str::<serde_json::Value>(&body)
+        .unwrap_or_else(|e| panic!("?json is not JSON ({e}):\n{body}"));
+    assert_eq!(json["totals"]["requests"].as_u64(), Some(3), "{body}");
+    assert!(json["children"].as_array().is_some_and(|c| c.len() == processes));
     let r = status(&server, "?json");
     assert!(
         r.header("content-type")
@@ -715,7 +507,7 @@ fn auto_json_and_html_carry_what_consumers_read() {
     // One row per child, with its real pid.
     let pid_col = header.iter().position(|h| h == "PID").unwrap();
     let pids: HashSet<i32> = rows[1..].iter().map(|r| r[pid_col].parse().unwrap()).collect();
-    for p in server.all_children() {
+    for p in server.serving_children() {
         assert!(pids.contains(&p), "child {p} missing from the table:\n{plain}");
     }
     for env in ["alice", "bob", "Multiplexer"] {
@@ -725,11 +517,9 @@ fn auto_json_and_html_carry_what_consumers_read() {
 
 #[test]
 fn counters_do_not_go_back_when_a_processor_is_replaced() {
-    if !require_root() {
-        return;
-    }
-    let w = world();
-    sites(w.path());
+    require_root!();
+    let w = Dir::new("counters_do_not_go_back_when_a_processor_is_replaced");
+    files(w.path());
     let server = TestServer::start(&two_env_config(w.path(), ""));
     send(&server, "alice.test", 6);
     send(&server, "bob.test", 2);

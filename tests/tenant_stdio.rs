@@ -10,17 +10,11 @@ use std::io::Write;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::harness::*;
+use crate::util::*;
 
 const O_NONBLOCK: u32 = 0o4000;
-
-fn sites(w: &Path) {
-    put(w, "alice/index.html", b"alice home", ALICE, 0o644);
-    put(w, "bob/index.html", b"bob home", BOB, 0o644);
-}
 
 /// A pty pair: (master, slave).
 fn pty() -> (OwnedFd, OwnedFd) {
@@ -84,11 +78,9 @@ fn link(pid: i32, fd: i32) -> String {
 
 #[test]
 fn children_lead_their_own_sessions_and_hold_no_stdio_of_the_supervisor() {
-    if !require_root() {
-        return;
-    }
-    let w = world();
-    sites(w.path());
+    require_root!();
+    let w = Dir::new("children_lead_their_own_sessions_and_hold_no_stdio_of_the_supervisor");
+    sites(w.path(), 0o644);
     let (server, _master) = start_on_pty(&two_env_config(w.path(), ""));
     let sup = server.pid();
     assert!(server.wait_until(Duration::from_secs(10), || server.spares().len() == 2));
@@ -185,11 +177,9 @@ fn open_stderr(pid: i32) -> std::fs::File {
 
 #[test]
 fn a_processor_line_is_logged_escaped_and_marked_with_its_environment() {
-    if !require_root() {
-        return;
-    }
-    let w = world();
-    sites(w.path());
+    require_root!();
+    let w = Dir::new("a_processor_line_is_logged_escaped_and_marked_with_its_environment");
+    sites(w.path(), 0o644);
     let server = TestServer::start(&two_env_config(w.path(), ""));
     // The processor's own log lines come through its pipe, marked, still readable.
     let serving = server
@@ -222,11 +212,9 @@ fn rss_kib(pid: i32) -> u64 {
 
 #[test]
 fn a_flood_or_a_huge_line_costs_the_supervisor_bounded_memory() {
-    if !require_root() {
-        return;
-    }
-    let w = world();
-    sites(w.path());
+    require_root!();
+    let w = Dir::new("a_flood_or_a_huge_line_costs_the_supervisor_bounded_memory");
+    sites(w.path(), 0o644);
     let server = TestServer::start(&two_env_config(w.path(), ""));
     let before = rss_kib(server.pid());
     let alice = server.processors_of(ALICE)[0];

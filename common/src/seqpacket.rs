@@ -201,12 +201,15 @@ mod tests {
         assert_eq!(&buf[..n], b"hi");
         assert_eq!(fds.len(), 1);
         assert!(crate::fds::is_cloexec(fds[0].as_raw_fd()).unwrap());
+        drop(fds);
 
         send(a.as_fd(), &[b"two"], &[x.as_raw_fd(), y.as_raw_fd()]).unwrap();
         assert!(matches!(
             recv(b.as_fd(), &mut buf, 1),
             Err(PacketError::TooManyFds { .. })
         ));
+        // Both fds that arrived were closed.
+        assert_eq!((copies_of(&x), copies_of(&y)), (1, 1));
     }
 
     #[test]
@@ -219,6 +222,7 @@ mod tests {
             recv(b.as_fd(), &mut small, 1),
             Err(PacketError::Truncated { .. })
         ));
+        assert_eq!(copies_of(&x), 1, "the fd of a truncated message leaked");
         // The message is consumed; nothing else queued.
         assert!(recv(b.as_fd(), &mut small, 1).unwrap_err().is_would_block());
     }

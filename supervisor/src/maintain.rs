@@ -392,6 +392,12 @@ mod tests {
                 ..busy(7)
             },
             busy(8),
+            // Spared: busy for 2 s only, and idle for long.
+            Seen {
+                busy_since_ms: 5_000,
+                ..busy(9)
+            },
+            idle(10, 0),
         ];
         let p = decide(&procs, &l, 1, 1_000 + 6_000);
         assert_eq!(p.kill, vec![7, 8]);

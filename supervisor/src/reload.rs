@@ -96,7 +96,8 @@ impl Supervisor {
             gen.cfg.status.metrics_listen,
             self.listeners.metrics.as_ref().map(|(a, _)| *a),
         ) {
-            (Some(new), Some(old)) if new == old => None,
+            // Port 0 as for the HTTP listeners: the port bound at start stays.
+            (Some(new), Some(old)) if new == old || (new.port() == 0 && new.ip() == old.ip()) => None,
             (Some(new), _) => match listen::bind_listener(new) {
                 Ok(l) => Some(Some(l)),
                 Err(e) => {
