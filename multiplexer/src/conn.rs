@@ -6,10 +6,12 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::rc::Rc;
 use std::time::Duration;
 
+use common::control::VhostBoot;
 use common::handoff::{self, HandoffError, Meta};
 use common::head::{self, head_end, HeadError, MAX_HEADERS};
 use common::panics::Release;
 use common::scoreboard::{slot, table};
+use common::vhost::HostTable;
 use tokio::sync::watch;
 
 use crate::pool::Refusal;
@@ -108,6 +110,7 @@ async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>, limit: usize, time
 }
 
 /// What to do with a complete head.
+#[derive(Debug, PartialEq, Eq)]
 enum Decision {
     /// Hand the connection to `env`'s pool for `vhost`.
     Route { vhost: u32, env: usize },
@@ -118,10 +121,12 @@ enum Decision {
 }
 
 /// Parses and routes a complete head with the parser the processor uses too (one head,
-/// one answer). The first vhost is the default for a missing or unknown host.
-fn decide(shared: &Shared, head: &[u8]) -> Decision {
+/// one answer): a pure function of the host table, the vhosts, the status path, the
+/// head limit and the head. The first vhost is the default for a missing or unknown
+/// host.
+fn decide(hosts: &HostTable, vhosts: &[VhostBoot], status_path: &str, limit: usize, head: &[u8]) -> Decision {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let req = match head::parse(head, &mut headers, shared.limit_request_head) {
+    let req = match head::parse(head, &mut headers, limit) {
         Ok(Some(req)) => req,
         // `head` ends with its blank line: a partial parse is a malformed head.
         Ok(None) => return Decision::Fail(400, HeadError::Malformed.to_string()),
@@ -131,7 +136,7 @@ fn decide(shared: &Shared, head: &[u8]) -> Decision {
         Some((p, q)) => (p, Some(q)),
         None => (head::path_and_query(req.target), None),
     };
-    if path == shared.status_path && matches!(req.method, "GET" | "HEAD") {
+    if path == status_path && matches!(req.method, "GET" | "HEAD") {
         return Decision::Status {
             format: status::parse_query(query),
             host: req.host.unwrap_or("localhost").to_string(),
@@ -139,16 +144,27 @@ fn decide(shared: &Shared, head: &[u8]) -> Decision {
     }
     let vhost = req
         .host
-        .and_then(|h| shared.hosts.lookup(h))
+        .and_then(|h| hosts.lookup(h))
         .map(|i| i as u32)
         .unwrap_or(0);
-    match shared.pools.vhosts.get(vhost as usize) {
+    match vhosts.get(vhost as usize) {
         Some(v) => Decision::Route {
             vhost,
             env: v.env as usize,
         },
         None => Decision::Fail(503, "vhost has no environment".to_owned()),
     }
+}
+
+/// [`decide`] with this multiplexer's tables.
+fn decide_in(shared: &Shared, head: &[u8]) -> Decision {
+    decide(
+        &shared.hosts,
+        &shared.pools.vhosts,
+        &shared.status_path,
+        shared.limit_request_head,
+        head,
+    )
 }
 
 /// The fast path for a fresh connection, outside the reactor: one non-blocking read,
@@ -213,7 +229,7 @@ fn try_hand_off(
     shared: &Shared,
 ) -> bool {
     let Some(end) = head_end(buf) else { return false };
-    let Decision::Route { vhost, env } = decide(shared, &buf[..end]) else {
+    let Decision::Route { vhost, env } = decide_in(shared, &buf[..end]) else {
         return false;
     };
     if !shared.pools.has_room(env, vhost as usize) {
@@ -279,7 +295,7 @@ async fn handle_counted(
             return;
         }
     };
-    let (vhost, env) = match decide(shared, &buf[..end]) {
+    let (vhost, env) = match decide_in(shared, &buf[..end]) {
         Decision::Route { vhost, env } => (vhost, env),
         Decision::Fail(status, why) => return respond::error(stream, status, &why, peer, None).await,
         Decision::Status { format, host } => {
@@ -442,29 +458,111 @@ pub async fn hand_off(
     stream: &TcpStream,
 ) -> Result<(), HandoffError> {
     let sock = &shared.env_socks[env];
-    let attempt = async {
-        loop {
-            let mut guard = sock
-                .writable()
-                .await
-                .map_err(|_| HandoffError::Packet(common::seqpacket::PacketError::Closed { fd: -1 }))?;
-            match handoff::send(guard.get_inner().as_fd(), meta, payload, stream.as_fd()) {
-                Err(HandoffError::Packet(e)) if e.is_would_block() => guard.clear_ready(),
-                other => return other,
-            }
-        }
-    };
-    match tokio::time::timeout(shared.handoff_timeout, attempt).await {
-        Ok(r) => r,
-        Err(_) => Err(HandoffError::Packet(common::seqpacket::PacketError::WouldBlock {
-            fd: -1,
-        })),
-    }
+    handoff::send_waiting(sock, meta, payload, stream.as_fd(), shared.handoff_timeout).await
 }
 
 #[cfg(test)]
 mod tests {
-    use super::HeadScan;
+    use super::{decide, Decision, HeadScan};
+    use crate::status::Format;
+    use common::control::VhostBoot;
+    use common::vhost::HostTable;
+
+    fn vhost(name: &str, env: u32) -> VhostBoot {
+        VhostBoot {
+            server_name: name.into(),
+            env,
+            max_clients: 0,
+        }
+    }
+
+    /// Routing needs no root and no sockets: the host table, the vhosts and the head.
+    #[test]
+    fn decide_routes_by_host() {
+        let mut hosts = HostTable::new();
+        hosts.insert("a.test", 0);
+        hosts.insert("b.test", 1);
+        hosts.insert("*.b.test", 1);
+        hosts.insert("orphan.test", 7);
+        let vhosts = [vhost("a.test", 0), vhost("b.test", 3)];
+        let d = |head: &str| decide(&hosts, &vhosts, "/server-status", 8192, head.as_bytes());
+        let route = |vhost, env| Decision::Route { vhost, env };
+        assert_eq!(d("GET / HTTP/1.1\r\nHost: b.test\r\n\r\n"), route(1, 3));
+        assert_eq!(d("GET / HTTP/1.1\r\nHost: X.B.Test:8080\r\n\r\n"), route(1, 3));
+        assert_eq!(
+            d("GET http://b.test/x HTTP/1.1\r\nHost: a.test\r\n\r\n"),
+            route(1, 3)
+        );
+        // Missing (HTTP/1.0) or unknown hosts go to the first vhost.
+        assert_eq!(d("GET / HTTP/1.0\r\n\r\n"), route(0, 0));
+        assert_eq!(d("GET / HTTP/1.1\r\nHost: nowhere.test\r\n\r\n"), route(0, 0));
+        // A host entry without a vhost is refused, not routed anywhere.
+        assert_eq!(
+            d("GET / HTTP/1.1\r\nHost: orphan.test\r\n\r\n").status(),
+            Some(503)
+        );
+    }
+
+    #[test]
+    fn decide_answers_errors_with_the_shared_statuses() {
+        let hosts = HostTable::new();
+        let vhosts = [vhost("a.test", 0)];
+        let d = |head: &[u8], limit| decide(&hosts, &vhosts, "/server-status", limit, head);
+        assert_eq!(d(b"GET / HTTP/1.1\r\n\r\n", 8192).status(), Some(400));
+        assert_eq!(
+            d(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 8192).status(),
+            Some(400)
+        );
+        assert_eq!(d(b"GET / HTTP/2.0\r\n\r\n", 8192).status(), Some(505));
+        assert_eq!(
+            d(
+                b"GET / HTTP/1.1\r\nX: yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy\r\n\r\n",
+                24
+            )
+            .status(),
+            Some(431)
+        );
+        let long = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(64));
+        assert_eq!(d(long.as_bytes(), 32).status(), Some(414));
+        // Not a whole head (it must end with its blank line): malformed.
+        assert_eq!(d(b"GET / HTTP/1.1\r\nHost: a\r\n", 8192).status(), Some(400));
+    }
+
+    #[test]
+    fn decide_finds_the_status_page() {
+        let hosts = HostTable::new();
+        let vhosts = [vhost("a.test", 0)];
+        let d = |head: &str| decide(&hosts, &vhosts, "/server-status", 8192, head.as_bytes());
+        match d("GET /server-status?auto HTTP/1.1\r\nHost: a.test\r\n\r\n") {
+            Decision::Status { format, host } => {
+                assert_eq!(format, Format::Auto);
+                assert_eq!(host, "a.test");
+            }
+            other => panic!("{other:?}"),
+        }
+        match d("HEAD /server-status HTTP/1.0\r\n\r\n") {
+            Decision::Status { host, .. } => assert_eq!(host, "localhost"),
+            other => panic!("{other:?}"),
+        }
+        // Other methods, and other paths, are routed like any request.
+        assert_eq!(
+            d("POST /server-status HTTP/1.1\r\nHost: a.test\r\n\r\n"),
+            Decision::Route { vhost: 0, env: 0 }
+        );
+        assert_eq!(
+            d("GET /server-status/x HTTP/1.1\r\nHost: a.test\r\n\r\n"),
+            Decision::Route { vhost: 0, env: 0 }
+        );
+    }
+
+    impl Decision {
+        fn status(&self) -> Option<u16> {
+            match self {
+                Decision::Fail(status, _) => Some(*status),
+                _ => None,
+            }
+        }
+    }
 
     /// A head trickled one byte at a time is found where a whole-buffer search finds
     /// it, examining each byte a bounded number of times.
