@@ -68,3 +68,71 @@ fn default_routed_host(sites: &Sites, buf: &[u8]) -> Option<Option<String>> {
         h => Some(h.map(str::to_owned)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn site(vhost_id: u32, name: &str) -> Site {
+        Site {
+            vhost_id,
+            server_name: name.into(),
+            document_root: "/".into(),
+        }
+    }
+
+    /// Vhost 0 (`a.test`) and 3 (`b.test`, `*.b.test`) are ours; `x.b.test` overlaps
+    /// our wildcard but belongs to another environment.
+    fn sites() -> Sites {
+        let mut hosts = HostTable::new();
+        hosts.insert("a.test", 0);
+        hosts.insert("x.b.test", FOREIGN);
+        hosts.insert("b.test", 1);
+        hosts.insert("*.b.test", 1);
+        Sites {
+            sites: vec![site(0, "a.test"), site(3, "b.test")],
+            hosts,
+        }
+    }
+
+    fn router<'a>(sites: &'a Sites, first: Option<&str>) -> ConnRouter<'a> {
+        ConnRouter {
+            sites,
+            first_head: first.map(|h| h.as_bytes().to_vec()),
+            default_host: std::cell::OnceCell::new(),
+        }
+    }
+
+    fn vhost(r: &ConnRouter<'_>, host: Option<&str>) -> Option<u32> {
+        r.route(host).map(|s| s.vhost_id)
+    }
+
+    #[test]
+    fn own_hosts_stay_and_foreign_ones_go_back() {
+        let sites = sites();
+        let r = router(&sites, None);
+        assert_eq!(vhost(&r, Some("a.test")), Some(0));
+        assert_eq!(vhost(&r, Some("B.test")), Some(3));
+        assert_eq!(vhost(&r, Some("y.b.test")), Some(3));
+        assert_eq!(vhost(&r, Some("x.b.test")), None);
+        // Unknown, or none, without a default-routed first request: a multiplexer decides.
+        assert_eq!(vhost(&r, Some("elsewhere.test")), None);
+        assert_eq!(vhost(&r, None), None);
+    }
+
+    #[test]
+    fn the_host_routed_by_default_stays_with_the_default_vhost() {
+        let sites = sites();
+        let r = router(&sites, Some("GET / HTTP/1.1\r\nHost: Unknown.test\r\n\r\n"));
+        assert_eq!(vhost(&r, Some("unknown.TEST")), Some(0));
+        assert_eq!(vhost(&r, Some("other.test")), None);
+        assert_eq!(vhost(&r, None), None);
+        // A first request without Host (HTTP/1.0) keeps later ones without Host.
+        let r = router(&sites, Some("GET / HTTP/1.0\r\n\r\n"));
+        assert_eq!(vhost(&r, None), Some(0));
+        assert_eq!(vhost(&r, Some("other.test")), None);
+        // A first request that named one of our hosts was not routed by default.
+        let r = router(&sites, Some("GET / HTTP/1.1\r\nHost: a.test\r\n\r\n"));
+        assert_eq!(vhost(&r, Some("other.test")), None);
+    }
+}
