@@ -9,9 +9,11 @@
 //! treats it as untrusted as a fresh connection.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::time::Duration;
 
 use thiserror::Error;
+use tokio::io::unix::AsyncFd;
 
 use crate::seqpacket::{self, PacketError};
 
@@ -50,6 +52,8 @@ pub enum HandoffError {
     BadFamily(u8),
     #[error("hand-off carried {0} fds, expected exactly 1")]
     FdCount(usize),
+    #[error("no room in the queue within {0:?}")]
+    Timeout(Duration),
     #[error(transparent)]
     Packet(#[from] PacketError),
 }
@@ -143,6 +147,32 @@ pub fn send(
     Ok(())
 }
 
+/// Sends like [`send`], waiting for `sock` to be writable while the queue is full, for
+/// at most `timeout`: the multiplexer's hand-off and the processor's hand-back.
+pub async fn send_waiting(
+    sock: &AsyncFd<OwnedFd>,
+    meta: &Meta,
+    payload: &[u8],
+    conn: BorrowedFd<'_>,
+    timeout: Duration,
+) -> Result<(), HandoffError> {
+    let attempt = async {
+        loop {
+            let mut guard = sock
+                .writable()
+                .await
+                .map_err(|_| HandoffError::Packet(PacketError::Closed { fd: -1 }))?;
+            match send(guard.get_inner().as_fd(), meta, payload, conn) {
+                Err(HandoffError::Packet(e)) if e.is_would_block() => guard.clear_ready(),
+                other => return other,
+            }
+        }
+    };
+    tokio::time::timeout(timeout, attempt)
+        .await
+        .unwrap_or(Err(HandoffError::Timeout(timeout)))
+}
+
 /// Receives one hand-off into `buf` (at least [`MAX_MESSAGE`] bytes). Exactly one fd
 /// must arrive; otherwise every fd received is closed and an error returned.
 pub fn recv<'b>(sock: BorrowedFd<'_>, buf: &'b mut [u8]) -> Result<(Meta, &'b [u8], OwnedFd), HandoffError> {
@@ -158,7 +188,6 @@ pub fn recv<'b>(sock: BorrowedFd<'_>, buf: &'b mut [u8]) -> Result<(Meta, &'b [u
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::AsFd;
 
     #[test]
     fn round_trip() {
@@ -175,6 +204,46 @@ mod tests {
         let (m, p, _fd) = recv(b.as_fd(), &mut buf).unwrap();
         assert_eq!(m, meta);
         assert_eq!(p, b"GET / HTTP/1.1\r\n\r\n");
+    }
+
+    /// A full queue is waited on for at most the timeout; room is used at once.
+    #[test]
+    fn send_waiting_is_bounded() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (a, b) = seqpacket::seqpacket_pair().unwrap();
+            let (c, _d) = seqpacket::seqpacket_pair().unwrap();
+            let a = crate::fds::async_fd(a).unwrap();
+            let meta = Meta {
+                flags: 0,
+                vhost: 1,
+                peer: "127.0.0.1:1".parse().unwrap(),
+                local: "127.0.0.1:2".parse().unwrap(),
+            };
+            let wait = Duration::from_millis(50);
+            let payload = vec![b'x'; 64 * 1024];
+            let mut sent = 0;
+            let err = loop {
+                match send_waiting(&a, &meta, &payload, c.as_fd(), wait).await {
+                    Ok(()) => sent += 1,
+                    Err(e) => break e,
+                }
+                assert!(sent < 10_000, "the queue never filled");
+            };
+            assert!(matches!(err, HandoffError::Timeout(_)), "{err}");
+            // Once the receiver has taken the queue, the next send goes through.
+            let mut buf = vec![0u8; MAX_MESSAGE];
+            for _ in 0..sent {
+                let (m, p, _fd) = recv(b.as_fd(), &mut buf).unwrap();
+                assert_eq!((m, p.len()), (meta, payload.len()));
+            }
+            send_waiting(&a, &meta, b"again", c.as_fd(), wait).await.unwrap();
+            let (_, p, _fd) = recv(b.as_fd(), &mut buf).unwrap();
+            assert_eq!(p, b"again");
+        });
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod fds;
 mod fuzz;
 pub mod handoff;
 pub mod head;
+pub mod http;
 pub mod panics;
 pub mod privdrop;
 pub mod scoreboard;

@@ -6,10 +6,12 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::rc::Rc;
 use std::time::Duration;
 
+use common::control::VhostBoot;
 use common::handoff::{self, HandoffError, Meta};
 use common::head::{self, head_end, HeadError, MAX_HEADERS};
 use common::panics::Release;
 use common::scoreboard::{slot, table};
+use common::vhost::HostTable;
 use tokio::sync::watch;
 
 use crate::pool::Refusal;
@@ -108,6 +110,7 @@ async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>, limit: usize, time
 }
 
 /// What to do with a complete head.
+#[derive(Debug, PartialEq, Eq)]
 enum Decision {
     /// Hand the connection to `env`'s pool for `vhost`.
     Route { vhost: u32, env: usize },
@@ -118,10 +121,12 @@ enum Decision {
 }
 
 /// Parses and routes a complete head with the parser the processor uses too (one head,
-/// one answer). The first vhost is the default for a missing or unknown host.
-fn decide(shared: &Shared, head: &[u8]) -> Decision {
+/// one answer): a pure function of the host table, the vhosts, the status path, the
+/// head limit and the head. The first vhost is the default for a missing or unknown
+/// host.
+fn decide(hosts: &HostTable, vhosts: &[VhostBoot], status_path: &str, limit: usize, head: &[u8]) -> Decision {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let req = match head::parse(head, &mut headers, shared.limit_request_head) {
+    let req = match head::parse(head, &mut headers, limit) {
         Ok(Some(req)) => req,
         // `head` ends with its blank line: a partial parse is a malformed head.
         Ok(None) => return Decision::Fail(400, HeadError::Malformed.to_string()),
@@ -131,7 +136,7 @@ fn decide(shared: &Shared, head: &[u8]) -> Decision {
         Some((p, q)) => (p, Some(q)),
         None => (head::path_and_query(req.target), None),
     };
-    if path == shared.status_path && matches!(req.method, "GET" | "HEAD") {
+    if path == status_path && matches!(req.method, "GET" | "HEAD") {
         return Decision::Status {
             format: status::parse_query(query),
             host: req.host.unwrap_or("localhost").to_string(),
@@ -139,16 +144,27 @@ fn decide(shared: &Shared, head: &[u8]) -> Decision {
     }
     let vhost = req
         .host
-        .and_then(|h| shared.hosts.lookup(h))
+        .and_then(|h| hosts.lookup(h))
         .map(|i| i as u32)
         .unwrap_or(0);
-    match shared.pools.vhosts.get(vhost as usize) {
+    match vhosts.get(vhost as usize) {
         Some(v) => Decision::Route {
             vhost,
             env: v.env as usize,
         },
         None => Decision::Fail(503, "vhost has no environment".to_owned()),
     }
+}
+
+/// [`decide`] with this multiplexer's tables.
+fn decide_in(shared: &Shared, head: &[u8]) -> Decision {
+    decide(
+        &shared.hosts,
+        &shared.pools.vhosts,
+        &shared.status_path,
+        shared.limit_request_head,
+        head,
+    )
 }
 
 /// The fast path for a fresh connection, outside the reactor: one non-blocking read,
@@ -213,7 +229,7 @@ fn try_hand_off(
     shared: &Shared,
 ) -> bool {
     let Some(end) = head_end(buf) else { return false };
-    let Decision::Route { vhost, env } = decide(shared, &buf[..end]) else {
+    let Decision::Route { vhost, env } = decide_in(shared, &buf[..end]) else {
         return false;
     };
     if !shared.pools.has_room(env, vhost as usize) {
@@ -279,7 +295,7 @@ async fn handle_counted(
             return;
         }
     };
-    let (vhost, env) = match decide(shared, &buf[..end]) {
+    let (vhost, env) = match decide_in(shared, &buf[..end]) {
         Decision::Route { vhost, env } => (vhost, env),
         Decision::Fail(status, why) => return respond::error(stream, status, &why, peer, None).await,
         Decision::Status { format, host } => {
@@ -442,67 +458,8 @@ pub async fn hand_off(
     stream: &TcpStream,
 ) -> Result<(), HandoffError> {
     let sock = &shared.env_socks[env];
-    let attempt = async {
-        loop {
-            let mut guard = sock
-                .writable()
-                .await
-                .map_err(|_| HandoffError::Packet(common::seqpacket::PacketError::Closed { fd: -1 }))?;
-            match handoff::send(guard.get_inner().as_fd(), meta, payload, stream.as_fd()) {
-                Err(HandoffError::Packet(e)) if e.is_would_block() => guard.clear_ready(),
-                other => return other,
-            }
-        }
-    };
-    match tokio::time::timeout(shared.handoff_timeout, attempt).await {
-        Ok(r) => r,
-        Err(_) => Err(HandoffError::Packet(common::seqpacket::PacketError::WouldBlock {
-            fd: -1,
-        })),
-    }
+    handoff::send_waiting(sock, meta, payload, stream.as_fd(), shared.handoff_timeout).await
 }
 
 #[cfg(test)]
-mod tests {
-    use super::HeadScan;
-
-    /// A head trickled one byte at a time is found where a whole-buffer search finds
-    /// it, examining each byte a bounded number of times.
-    #[test]
-    fn head_scan_is_incremental() {
-        let mut head = b"GET / HTTP/1.1\r\nHost: a\r\n".to_vec();
-        head.extend(std::iter::repeat_n(b"X-Pad: y\r\n".iter().copied(), 800).flatten());
-        head.extend_from_slice(b"\r\nbody");
-        let want = common::head::head_end(&head).unwrap();
-        let mut scan = HeadScan::default();
-        let mut found = None;
-        for n in 1..=head.len() {
-            if let Some(end) = scan.find(&head[..n]) {
-                found = Some(end);
-                break;
-            }
-        }
-        assert_eq!(found, Some(want));
-        assert!(
-            scan.examined <= 4 * want,
-            "examined {} bytes for a {want}-byte head",
-            scan.examined
-        );
-        // Empty lines before the request line are skipped, however they arrive.
-        let msg = b"\r\n\n\r\nGET / HTTP/1.0\r\n\r\n";
-        let mut scan = HeadScan::default();
-        let found = (1..=msg.len()).find_map(|n| scan.find(&msg[..n]));
-        assert_eq!(found, common::head::head_end(msg));
-        assert_eq!(found, Some(msg.len()));
-        // Every way of splitting "\r\n\r\n" or "\n\n" across reads is found.
-        for end in [&b"\r\n\r\n"[..], b"\n\n", b"\n\r\n"] {
-            let mut msg = b"GET / HTTP/1.1\r\nHost: a".to_vec();
-            msg.extend_from_slice(end);
-            for cut in 1..msg.len() {
-                let mut scan = HeadScan::default();
-                assert_eq!(scan.find(&msg[..cut]), common::head::head_end(&msg[..cut]));
-                assert_eq!(scan.find(&msg), Some(msg.len()), "cut at {cut}");
-            }
-        }
-    }
-}
+mod tests;

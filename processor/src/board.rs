@@ -12,7 +12,8 @@ use common::control::AccessLogFormat;
 use common::scoreboard::{now_ms, slot, Segment};
 use tokio::sync::watch;
 
-use crate::http::{Completed, Observer, Site};
+use crate::handler::Site;
+use crate::session::{Completed, Observer};
 
 /// The processor's shared state for reporting.
 pub struct Board {

@@ -2,9 +2,24 @@
 //! uid (optionally chrooted). It receives client connections from the multiplexers over
 //! its environment's hand-off socket, serves them, and hands a connection back when a
 //! later request on it names a vhost of another environment.
+//!
+//! Layers, as OpenBSD httpd's `server_http.c` / `server_file.c` and sozu's protocols:
+//! - [`serve`]: the receive loop (hand-offs in, hand-backs out, drain); [`route`]: which
+//!   later requests of a connection stay here.
+//! - [`session`]: what every protocol's connection shares with the serve loop (stop
+//!   signal, limits, routing, observer, outcome).
+//! - [`h1`]: the HTTP/1.1 protocol (head parsing, body framing, response framing, the
+//!   one-shot path). HTTP/2 goes beside it.
+//! - [`handler`]: what answers a protocol-neutral request; [`handler::static_files`]
+//!   today, CGI and FastCGI later.
+//! - [`transport`]: the bytes under a protocol; `Plain` today, `Tls` later.
 
 mod board;
-pub mod http;
-mod pool;
+pub mod h1;
+pub mod handler;
+mod route;
+mod serve;
+pub mod session;
+pub mod transport;
 
-pub use pool::{run, ProcessorError};
+pub use serve::{run, ProcessorError};

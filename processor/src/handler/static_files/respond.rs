@@ -1,4 +1,4 @@
-//! A static file as a response: its validators (ETag, Last-Modified), conditional
+//! A resolved file as a response: its validators (ETag, Last-Modified), conditional
 //! requests (RFC 9110 §13), one byte range (RFC 9110 §14) and its media type.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -6,10 +6,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use nix::sys::stat::FileStat;
 use thiserror::Error;
 
-use super::fs::{self, Found, Resolved};
-use super::request::Head;
-use super::response::{Body, Reply};
+use super::resolve::{self, Found, Resolved};
 use super::target::PathTarget;
+use crate::handler::{Body, Headers, Method, Request, Response};
 
 /// A Range header that cannot be satisfied.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -51,16 +50,16 @@ fn whole_seconds(t: SystemTime) -> SystemTime {
 }
 
 /// The response to GET or HEAD for `target` under `root`.
-pub fn respond(root: &std::path::Path, target: &PathTarget, head: &Head) -> Reply {
-    let found = match fs::resolve(root, &target.segments, target.trailing_slash) {
+pub fn respond(root: &std::path::Path, target: &PathTarget, req: &Request) -> Response {
+    let found = match resolve::resolve(root, &target.segments, target.trailing_slash) {
         Ok(Resolved::File(found)) => found,
         Ok(Resolved::Redirect) => return redirect(target),
-        Err(e) => return Reply::error(e.status(), e),
+        Err(e) => return Response::error(e.status(), e),
     };
-    serve_found(found, head)
+    serve_found(found, req)
 }
 
-fn redirect(target: &PathTarget) -> Reply {
+fn redirect(target: &PathTarget) -> Response {
     let mut location = format!("{}/", target.raw_path);
     if let Some(q) = &target.query {
         location.push('?');
@@ -74,40 +73,40 @@ fn redirect(target: &PathTarget) -> Reply {
             .replace('"', "&quot;")
             .replace('<', "&lt;")
     );
-    Reply::new(301, Body::Bytes(page.into_bytes()))
+    Response::new(301, Body::Bytes(page.into_bytes()))
         .header("Location", location)
         .header("Content-Type", "text/html; charset=utf-8")
 }
 
-fn serve_found(found: Found, head: &Head) -> Reply {
+fn serve_found(found: Found, req: &Request) -> Response {
     let v = Validators::of(&found.stat);
     let size = u64::try_from(found.stat.st_size).unwrap_or(0);
-    let validators = |reply: Reply| {
+    let validators = |reply: Response| {
         let reply = reply.header("ETag", v.etag.clone());
         match v.last_modified {
             Some(t) => reply.header("Last-Modified", httpdate::fmt_http_date(t)),
             None => reply,
         }
     };
-    if let Some(status) = preconditions(head, &v) {
+    if let Some(status) = preconditions(&req.headers, &v) {
         return match status {
-            304 => validators(Reply::new(304, Body::None)),
-            _ => Reply::error(status, "precondition failed"),
+            304 => validators(Response::new(304, Body::None)),
+            _ => Response::error(status, "precondition failed"),
         };
     }
-    let range = match (&head.method, &head.range) {
+    let range = match (&req.method, &req.headers.range) {
         // Range is defined for GET only (RFC 9110 §14.2); HEAD gets the 200 headers.
-        (super::request::Method::Get, Some(r)) if if_range_holds(head, &v) => single_range(r, size),
+        (Method::Get, Some(r)) if if_range_holds(&req.headers, &v) => single_range(r, size),
         _ => Ok(None),
     };
     let (status, offset, len) = match range {
         Ok(None) => (200, 0, size),
         Ok(Some((first, last))) => (206, first, last - first + 1),
         Err(e) => {
-            return Reply::error(416, &e).header("Content-Range", format!("bytes */{size}"));
+            return Response::error(416, &e).header("Content-Range", format!("bytes */{size}"));
         }
     };
-    let mut reply = Reply::new(
+    let mut reply = Response::new(
         status,
         Body::File {
             file: found.file,
@@ -139,21 +138,21 @@ fn media_type(name: &[u8]) -> String {
 }
 
 /// RFC 9110 §13.2.2 steps 1–4 for GET/HEAD: `Some(412)` or `Some(304)` to stop.
-fn preconditions(head: &Head, v: &Validators) -> Option<u16> {
-    if let Some(list) = &head.if_match {
+fn preconditions(h: &Headers, v: &Validators) -> Option<u16> {
+    if let Some(list) = &h.if_match {
         if !etag_list_matches(list, &v.etag, true) {
             return Some(412);
         }
-    } else if let (Some(date), Some(lm)) = (parse_date(&head.if_unmodified_since), v.last_modified) {
+    } else if let (Some(date), Some(lm)) = (parse_date(&h.if_unmodified_since), v.last_modified) {
         if lm > date {
             return Some(412);
         }
     }
-    if let Some(list) = &head.if_none_match {
+    if let Some(list) = &h.if_none_match {
         if etag_list_matches(list, &v.etag, false) {
             return Some(304);
         }
-    } else if let (Some(date), Some(lm)) = (parse_date(&head.if_modified_since), v.last_modified) {
+    } else if let (Some(date), Some(lm)) = (parse_date(&h.if_modified_since), v.last_modified) {
         if lm <= date {
             return Some(304);
         }
@@ -195,8 +194,8 @@ fn etag_list_matches(list: &str, ours: &str, strong: bool) -> bool {
 
 /// If-Range (RFC 9110 §13.1.5): the range applies only if the validator still matches
 /// (strongly: an entity-tag equal to ours, or a date equal to Last-Modified).
-fn if_range_holds(head: &Head, v: &Validators) -> bool {
-    let Some(cond) = head.if_range.as_deref() else {
+fn if_range_holds(h: &Headers, v: &Validators) -> bool {
+    let Some(cond) = h.if_range.as_deref() else {
         return true;
     };
     if cond.starts_with('"') || cond.starts_with("W/") {

@@ -11,30 +11,29 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use common::http::linger::{self, Linger};
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{timeout, timeout_at, Instant};
 
 use super::body::{BodyError, Discard};
-use super::file;
-use super::request::{self, Framing, Head, Method};
-use super::response::{self, Body, Persist, Reply};
-use super::target::{self, Target};
-use super::{Completed, ConnConfig, Observer, Outcome, Router, Site, Stop};
+use super::request::{self, Framing, Head};
+use super::response::{self, drops_connection, Persist};
+use crate::handler::{self, Method, Response, Site};
+use crate::session::{Completed, ConnConfig, Observer, Outcome, Router, Stop};
+use crate::transport::Transport;
 
 /// Bytes read from the socket at a time.
 pub const READ_CHUNK: usize = 16 * 1024;
 
-/// The methods this server implements.
-const ALLOW: &str = "GET, HEAD, OPTIONS";
-
-/// Lingering close (as Apache's): after the last response, read and drop what the
-/// client still sends, so that our close does not turn into a reset that destroys the
-/// response in flight. Per read, and in total.
-const LINGER_READ: Duration = Duration::from_secs(2);
-const LINGER_TOTAL: Duration = Duration::from_secs(5);
+/// The lingering close after the last response ([`common::http::linger`]): per read
+/// and in total; as many bytes as the client sends meanwhile.
+const LINGER: Linger = Linger {
+    per_read: Duration::from_secs(2),
+    total: Duration::from_secs(5),
+    bytes: usize::MAX,
+};
 
 /// Why a request body could not be discarded.
 #[derive(Debug, Error)]
@@ -56,7 +55,7 @@ enum Step {
 }
 
 struct Conn<'a> {
-    stream: &'a mut TcpStream,
+    stream: &'a mut Transport,
     /// Unparsed bytes from the client, starting at the next request (or body) byte.
     buf: Vec<u8>,
     /// Read buffer, allocated on the first read (a one-shot request never needs it).
@@ -69,7 +68,7 @@ struct Conn<'a> {
 }
 
 pub async fn run(
-    stream: &mut TcpStream,
+    stream: &mut Transport,
     buffered: Vec<u8>,
     first: &Site,
     router: &dyn Router,
@@ -95,12 +94,12 @@ pub async fn run(
         let head = match conn.read_head(first.is_some()).await {
             Ok(Some(head)) => head,
             Ok(None) => return Outcome::Closed,
-            Err(reply) => {
-                conn.finish(reply, false).await;
+            Err(response) => {
+                conn.finish(response, false).await;
                 return Outcome::Closed;
             }
         };
-        let host = head.host.as_deref();
+        let host = head.request.host.as_deref();
         let site = match first.take() {
             Some(site) => site,
             None => match router.route(host) {
@@ -116,20 +115,6 @@ pub async fn run(
     }
 }
 
-/// The response to a request, before its body is looked at.
-pub(super) fn dispatch(site: &Site, head: &Head) -> Reply {
-    let target = target::parse(&head.target);
-    match (&head.method, target) {
-        (Method::Other(m), _) => Reply::error(405, format!("method {m} not allowed")).header("Allow", ALLOW),
-        (_, Err(e)) => Reply::error(e.status(), e),
-        (Method::Options, Ok(_)) => Reply::new(200, Body::Bytes(Vec::new())).header("Allow", ALLOW),
-        (_, Ok(Target::Asterisk)) => Reply::error(400, "request target * is only for OPTIONS"),
-        (Method::Get | Method::Head, Ok(Target::Path(path))) => {
-            file::respond(&site.document_root, &path, head)
-        }
-    }
-}
-
 impl Conn<'_> {
     fn shutting_down(&self) -> bool {
         *self.shutdown.borrow() != Stop::Run
@@ -137,7 +122,7 @@ impl Conn<'_> {
 
     /// The next complete head. `Ok(None)`: close silently (client gone, keep-alive
     /// timeout, shutdown while idle). `Err`: answer and close.
-    async fn read_head(&mut self, first: bool) -> Result<Option<Head>, Reply> {
+    async fn read_head(&mut self, first: bool) -> Result<Option<Head>, Response> {
         let mut deadline: Option<Instant> = None;
         loop {
             if !self.buf.is_empty() && deadline.is_none() {
@@ -155,7 +140,7 @@ impl Conn<'_> {
                 match request::parse(&self.buf, self.cfg.limit_request_head) {
                     Ok(Some(head)) => return Ok(Some(head)),
                     Ok(None) => {}
-                    Err(e) => return Err(Reply::error(e.status(), e)),
+                    Err(e) => return Err(Response::error(e.status(), e)),
                 }
             }
             let deadline = match deadline {
@@ -181,7 +166,7 @@ impl Conn<'_> {
             {
                 Ok(Ok(n)) if n > 0 => {}
                 Ok(_) => return Ok(None),
-                Err(_) => return Err(Reply::error(408, "request head not received in time")),
+                Err(_) => return Err(Response::error(408, "request head not received in time")),
             }
         }
     }
@@ -194,32 +179,34 @@ impl Conn<'_> {
         self.last = None;
         let step = self.handle_inner(site, head).await;
         if let Some((status, bytes)) = self.last.take() {
+            let req = &head.request;
             self.observer.completed(&Completed {
                 site,
-                method: head.method.as_str(),
-                target: &head.target,
+                method: req.method.as_str(),
+                target: &req.target,
                 minor: head.minor,
                 status,
                 bytes,
                 started,
                 duration: t0.elapsed(),
-                referer: head.referer.as_deref(),
-                user_agent: head.user_agent.as_deref(),
+                referer: req.headers.referer.as_deref(),
+                user_agent: req.headers.user_agent.as_deref(),
             });
         }
         step
     }
 
     async fn handle_inner(&mut self, site: &Site, head: &Head) -> Step {
-        let head_only = head.method == Method::Head;
+        let head_only = head.request.method == Method::Head;
         let framing = match &head.framing {
             Ok(f) => *f,
-            Err(e) => return self.finish(Reply::error(400, e), head_only).await,
+            Err(e) => return self.finish(Response::error(400, e), head_only).await,
         };
-        let mut reply = dispatch(site, head);
-        let mut keep = head.wants_keep_alive() && !self.cfg.keep_alive_timeout.is_zero() && !reply.close;
-        if framing.has_body() && !reply.close {
-            if head.expect_continue && reply.status >= 400 {
+        let mut response = handler::respond(site, &head.request);
+        let mut close = drops_connection(response.status);
+        let mut keep = head.wants_keep_alive() && !self.cfg.keep_alive_timeout.is_zero() && !close;
+        if framing.has_body() && !close {
+            if head.expect_continue && response.status >= 400 {
                 // The client waits for our word before sending the body: answer now and
                 // close, since whether it then sends the body is unknowable.
                 keep = false;
@@ -233,33 +220,34 @@ impl Conn<'_> {
                 match self.discard(framing).await {
                     Ok(()) => {}
                     Err(DiscardError::TooLarge) => keep = false,
-                    Err(DiscardError::Framing(e)) => reply = Reply::error(400, e),
-                    Err(DiscardError::Timeout) => reply = Reply::error(408, DiscardError::Timeout),
+                    Err(DiscardError::Framing(e)) => response = Response::error(400, e),
+                    Err(DiscardError::Timeout) => response = Response::error(408, DiscardError::Timeout),
                     Err(DiscardError::Closed) => return Step::Close,
                 }
+                close = drops_connection(response.status);
             }
         }
-        if !keep || reply.close {
-            return self.finish(reply, head_only).await;
+        if !keep || close {
+            return self.finish(response, head_only).await;
         }
         let persist = if head.minor == 0 {
             Persist::KeepAlive10
         } else {
             Persist::KeepAlive
         };
-        match self.send(reply, persist, head_only).await {
+        match self.send(response, persist, head_only).await {
             Ok(true) => Step::Next,
-            Ok(false) if self.buf.is_empty() && self.nothing_pending() => Step::Close,
+            Ok(false) if self.buf.is_empty() && self.stream.nothing_pending() => Step::Close,
             Ok(false) => self.close().await,
             Err(()) => Step::Close,
         }
     }
 
     /// Write a last response with `Connection: close`, then close.
-    async fn finish(&mut self, reply: Reply, head_only: bool) -> Step {
-        let clean = reply.status < 400 && self.buf.is_empty();
-        if self.send(reply, Persist::Close, head_only).await.is_ok() {
-            if clean && self.nothing_pending() {
+    async fn finish(&mut self, response: Response, head_only: bool) -> Step {
+        let clean = response.status < 400 && self.buf.is_empty();
+        if self.send(response, Persist::Close, head_only).await.is_ok() {
+            if clean && self.stream.nothing_pending() {
                 return Step::Close;
             }
             self.close().await;
@@ -269,47 +257,24 @@ impl Conn<'_> {
 
     /// The peer address, for log lines only (a syscall, so not on the request path).
     fn peer(&self) -> Option<SocketAddr> {
-        self.stream.peer_addr().ok()
+        self.stream.peer_addr()
     }
 
-    /// True when the client has sent nothing more (or has closed): closing now cannot
-    /// turn into a reset that destroys the response, so no lingering is needed.
-    fn nothing_pending(&mut self) -> bool {
-        use std::os::fd::AsRawFd;
-        let mut byte = [0u8; 1];
-        // SAFETY: a one-byte stack buffer valid for the call; MSG_PEEK|MSG_DONTWAIT
-        // neither blocks nor consumes anything.
-        let n = unsafe {
-            libc::recv(
-                self.stream.as_raw_fd(),
-                byte.as_mut_ptr().cast(),
-                1,
-                libc::MSG_PEEK | libc::MSG_DONTWAIT,
-            )
-        };
-        n == 0 || (n < 0 && std::io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock)
-    }
-
-    /// Write `reply`, closing instead of keeping alive if shutdown has begun. `Ok(kept)`
-    /// tells whether the response allowed another request.
-    async fn send(&mut self, reply: Reply, mut persist: Persist, head_only: bool) -> Result<bool, ()> {
+    /// Write `response`, closing instead of keeping alive if shutdown has begun.
+    /// `Ok(kept)` tells whether the response allowed another request.
+    async fn send(&mut self, response: Response, mut persist: Persist, head_only: bool) -> Result<bool, ()> {
         if self.shutting_down() {
             persist = Persist::Close;
         }
-        if reply.status >= 500 {
-            tracing::warn!(status = reply.status, reason = %reply.reason, peer = ?self.peer(), "request failed");
-        } else if reply.status >= 400 {
-            tracing::info!(status = reply.status, reason = %reply.reason, peer = ?self.peer(), "request refused");
+        if response.status >= 500 {
+            tracing::warn!(status = response.status, reason = %response.reason, peer = ?self.peer(), "request failed");
+        } else if response.status >= 400 {
+            tracing::info!(status = response.status, reason = %response.reason, peer = ?self.peer(), "request refused");
         }
-        let bytes = match &reply.body {
-            _ if head_only => 0,
-            Body::None => 0,
-            Body::Bytes(b) => b.len() as u64,
-            Body::File { len, .. } => *len,
-        };
-        self.last = Some((reply.status, bytes));
-        self.observer.answering(reply.status, bytes);
-        match response::write(self.stream, reply, persist, head_only).await {
+        let bytes = response.body_len(head_only);
+        self.last = Some((response.status, bytes));
+        self.observer.answering(response.status, bytes);
+        match response::write(self.stream, response, persist, head_only).await {
             Ok(()) => Ok(persist != Persist::Close),
             Err(e) => {
                 tracing::info!(peer = ?self.peer(), error = %e, "response not completed");
@@ -320,17 +285,8 @@ impl Conn<'_> {
 
     /// Half-close and linger: read and drop input until the client closes, briefly.
     async fn close(&mut self) -> Step {
-        if self.stream.shutdown().await.is_err() {
-            return Step::Close;
-        }
-        let end = Instant::now() + LINGER_TOTAL;
-        loop {
-            let until = end.min(Instant::now() + LINGER_READ);
-            match timeout_at(until, self.stream.read(chunk_of(&mut self.chunk))).await {
-                Ok(Ok(n)) if n > 0 => {}
-                _ => return Step::Close,
-            }
-        }
+        linger::close(self.stream, chunk_of(&mut self.chunk), LINGER).await;
+        Step::Close
     }
 
     /// Read and drop one request body, leaving the buffer at the next request.
@@ -365,7 +321,7 @@ fn chunk_of(c: &mut Vec<u8>) -> &mut [u8] {
 }
 
 /// Read at most one chunk and append it to `buf`. Cancel-safe.
-async fn read_into(stream: &mut TcpStream, chunk: &mut [u8], buf: &mut Vec<u8>) -> io::Result<usize> {
+async fn read_into(stream: &mut Transport, chunk: &mut [u8], buf: &mut Vec<u8>) -> io::Result<usize> {
     let n = stream.read(chunk).await?;
     buf.extend_from_slice(&chunk[..n]);
     Ok(n)

@@ -1,7 +1,7 @@
-//! Walking a document root one path component at a time with `openat`, the way
-//! Apache's `Options SymLinksIfOwnerMatch` does: a symbolic link is followed only when
-//! the link and what it points at have the same owner, and every other component is
-//! opened with `O_NOFOLLOW` so that it cannot turn into a link between check and use.
+//! Resolving a path under a document root, one component at a time with `openat`, the
+//! way Apache's `Options SymLinksIfOwnerMatch` does: a symbolic link is followed only
+//! when the link and what it points at have the same owner, and every other component
+//! is opened with `O_NOFOLLOW` so that it cannot turn into a link between check and use.
 //!
 //! The calls are blocking; on a local file system they are short, like nginx's.
 

@@ -1,5 +1,6 @@
-//! The processor's receive loop: take hand-offs from the environment's socket (at most
-//! `max_connections` at once), serve each connection, pass hand-backs to the
+//! The processor's serve loop: take hand-offs from the environment's socket (at most
+//! `max_connections` at once), serve each connection (the one-shot path, else HTTP/1.1
+//! with [`crate::route`] deciding which later requests stay), pass hand-backs to the
 //! multiplexers, and drain and stop on shutdown.
 
 use std::os::fd::{AsFd, OwnedFd};
@@ -10,7 +11,6 @@ use std::time::Duration;
 use common::bootfds::ProcessorFds;
 use common::control::{AsyncChannel, FromChild, ProcessorBoot, ToChild};
 use common::handoff::{self, HandoffError, Meta, NO_VHOST};
-use common::head::{self, MAX_HEADERS};
 use common::vhost::HostTable;
 use thiserror::Error;
 use tokio::io::unix::AsyncFd;
@@ -19,7 +19,11 @@ use tokio::sync::{watch, Semaphore};
 use tracing::{debug, info, warn};
 
 use crate::board::{Board, ConnObserver};
-use crate::http::{self, ConnConfig, Outcome, Router, Site, Stop};
+use crate::h1;
+use crate::handler::Site;
+use crate::route::{ConnRouter, Sites, FOREIGN};
+use crate::session::{ConnConfig, Outcome, Stop};
+use crate::transport::{Transport, WRITE_TIMEOUT};
 use common::scoreboard::{self, slot};
 
 /// Errors that stop a processor.
@@ -36,66 +40,6 @@ pub enum ProcessorError {
 /// How long a hand-back waits for room in the multiplexers' queue.
 const HAND_BACK_TIMEOUT: Duration = Duration::from_secs(5);
 const BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
-
-struct Sites {
-    sites: Vec<Site>,
-    /// The multiplexers' host table cut down to the entries that decide this
-    /// environment's hosts: its own (index into `sites`) and every other environment's
-    /// entry that overlaps one of them ([`FOREIGN`]), in the multiplexers' order, so a
-    /// lookup here reaches the multiplexers' answer for every host of ours.
-    hosts: HostTable,
-}
-
-/// A host-table entry of another environment.
-const FOREIGN: usize = common::control::FOREIGN_HOST as usize;
-
-impl Sites {
-    fn by_vhost(&self, id: u32) -> Option<&Site> {
-        self.sites.iter().find(|s| s.vhost_id == id)
-    }
-}
-
-/// Routes the later requests of one connection: our own hosts stay; the host the
-/// multiplexer sent to our default vhost stays with it; anything else (another
-/// environment's, or one we cannot tell) goes back to a multiplexer, which decides.
-struct ConnRouter<'a> {
-    sites: &'a Sites,
-    /// When the first request was routed to vhost 0: its head, parsed only if a later
-    /// request's host is not one of ours (then: was it the host routed by default?).
-    first_head: Option<Vec<u8>>,
-    default_host: std::cell::OnceCell<Option<Option<String>>>,
-}
-
-impl Router for ConnRouter<'_> {
-    fn route(&self, host: Option<&str>) -> Option<&Site> {
-        match host.and_then(|h| self.sites.hosts.lookup(h)) {
-            Some(FOREIGN) => return None,
-            Some(i) => return self.sites.sites.get(i),
-            None => {}
-        }
-        let default = self.default_host.get_or_init(|| {
-            self.first_head
-                .as_deref()
-                .and_then(|h| default_routed_host(self.sites, h))
-        });
-        match default {
-            Some(d) if d.as_deref().map(str::to_ascii_lowercase) == host.map(str::to_ascii_lowercase) => {
-                self.sites.by_vhost(0)
-            }
-            _ => None,
-        }
-    }
-}
-
-/// The host of the first request in `buf` when it is not one of ours (routed by default).
-fn default_routed_host(sites: &Sites, buf: &[u8]) -> Option<Option<String>> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let host = head::parse(buf, &mut headers, usize::MAX).ok()??.host;
-    match host {
-        Some(h) if sites.hosts.lookup(h).is_some() => None,
-        h => Some(h.map(str::to_owned)),
-    }
-}
 
 /// Runs a processor (privileges already dropped) until told to stop.
 /// Its fds were checked against its bootstrap by [`common::child::start`].
@@ -371,17 +315,17 @@ async fn connection(
     // Counted in until the observer is dropped, on every way out of here.
     let observer = ConnObserver::open(board, meta.peer, meta.vhost);
     // A lone `Connection: close` request with a small answer: one write, no reactor.
-    let rest = match http::serve_one_shot(&std_stream, &payload, first, cfg, &observer) {
-        http::OneShotResult::Done => return,
-        http::OneShotResult::Partial(rest) => Some(rest),
-        http::OneShotResult::NotApplicable => None,
+    let rest = match h1::serve_one_shot(&std_stream, &payload, first, cfg, &observer) {
+        h1::OneShotResult::Done => return,
+        h1::OneShotResult::Partial(rest) => Some(rest),
+        h1::OneShotResult::NotApplicable => None,
     };
     let Ok(mut stream) = TcpStream::from_std(std_stream) else {
         return;
     };
     if let Some(rest) = rest {
         use tokio::io::AsyncWriteExt;
-        let _ = tokio::time::timeout(http::WRITE_TIMEOUT, stream.write_all(&rest)).await;
+        let _ = tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(&rest)).await;
         return;
     }
     let first_head = (meta.vhost == 0)
@@ -392,7 +336,8 @@ async fn connection(
         first_head,
         default_host: std::cell::OnceCell::new(),
     };
-    let outcome = http::serve(&mut stream, payload, first, &router, cfg, stop, &observer).await;
+    let mut transport = Transport::Plain(stream);
+    let outcome = h1::serve(&mut transport, payload, first, &router, cfg, stop, &observer).await;
     // Counted out before a hand-back waits for room in the multiplexers' queue.
     drop(observer);
     match outcome {
@@ -410,34 +355,13 @@ async fn connection(
                 peer: meta.peer,
                 local: meta.local,
             };
-            if let Err(e) = hand_back(sock, &back, &bytes, &stream).await {
+            let Some(fd) = transport.hand_back_fd() else {
+                warn!(environment = env, peer = %meta.peer, "this transport cannot be handed back; closing");
+                return;
+            };
+            if let Err(e) = handoff::send_waiting(sock, &back, &bytes, fd, HAND_BACK_TIMEOUT).await {
                 warn!(environment = env, peer = %meta.peer, "hand-back failed: {e}");
             }
         }
     }
-}
-
-async fn hand_back(
-    sock: &AsyncFd<OwnedFd>,
-    meta: &Meta,
-    bytes: &[u8],
-    stream: &TcpStream,
-) -> Result<(), HandoffError> {
-    let attempt = async {
-        loop {
-            let mut guard = sock
-                .writable()
-                .await
-                .map_err(|_| HandoffError::Packet(common::seqpacket::PacketError::Closed { fd: -1 }))?;
-            match handoff::send(guard.get_inner().as_fd(), meta, bytes, stream.as_fd()) {
-                Err(HandoffError::Packet(e)) if e.is_would_block() => guard.clear_ready(),
-                other => return other,
-            }
-        }
-    };
-    tokio::time::timeout(HAND_BACK_TIMEOUT, attempt)
-        .await
-        .unwrap_or(Err(HandoffError::Packet(
-            common::seqpacket::PacketError::WouldBlock { fd: -1 },
-        )))
 }

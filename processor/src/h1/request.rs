@@ -1,10 +1,12 @@
-//! One request head: parsing it with httparse within the head limit, and keeping what
-//! the rest of the processor needs as owned values (method, target, host, body framing
-//! per RFC 9112 §6, connection options, validators).
+//! One HTTP/1.1 request head: parsed with the parser shared with the multiplexer within
+//! the head limit, split into what only HTTP/1.1 needs (body framing per RFC 9112 §6,
+//! connection options, `Expect`) and the protocol-neutral [`Request`] a handler sees.
 
 pub use common::head::is_tchar;
 use common::head::{self, HeadError, MAX_HEADERS};
 use thiserror::Error;
+
+use crate::handler::{Headers, Method, Request};
 
 /// Why a head cannot be served; every variant closes the connection.
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
@@ -35,27 +37,6 @@ impl RequestError {
     }
 }
 
-/// The request method, as far as this server distinguishes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Method {
-    Get,
-    Head,
-    Options,
-    /// Any other valid token (methods are case-sensitive: `get` lands here).
-    Other(String),
-}
-
-impl Method {
-    pub fn as_str(&self) -> &str {
-        match self {
-            Method::Get => "GET",
-            Method::Head => "HEAD",
-            Method::Options => "OPTIONS",
-            Method::Other(m) => m,
-        }
-    }
-}
-
 /// How the request body is delimited (RFC 9112 §6.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Framing {
@@ -76,26 +57,15 @@ impl Framing {
 pub struct Head {
     /// Bytes of the head in the buffer, blank line included.
     pub len: usize,
-    pub method: Method,
-    pub target: String,
     /// HTTP/1.x minor version: 0 or 1.
     pub minor: u8,
-    /// Host per RFC 9112 §3.2 (absolute-form authority first), without port.
-    pub host: Option<String>,
     /// Checked only once the request is known to stay here.
     pub framing: Result<Framing, RequestError>,
     pub conn_close: bool,
     pub conn_keep_alive: bool,
     pub expect_continue: bool,
-    pub if_match: Option<String>,
-    pub if_none_match: Option<String>,
-    pub if_modified_since: Option<String>,
-    pub if_unmodified_since: Option<String>,
-    pub range: Option<String>,
-    pub if_range: Option<String>,
-    /// For the access log.
-    pub referer: Option<String>,
-    pub user_agent: Option<String>,
+    /// What the handler sees.
+    pub request: Request,
 }
 
 impl Head {
@@ -127,27 +97,31 @@ pub fn parse(buf: &[u8], limit: usize) -> Result<Option<Head>, RequestError> {
     let minor = req.minor;
     Ok(Some(Head {
         len: req.len,
-        method: match req.method {
-            "GET" => Method::Get,
-            "HEAD" => Method::Head,
-            "OPTIONS" => Method::Options,
-            other => Method::Other(other.to_owned()),
-        },
-        target: req.target.to_owned(),
         minor,
-        host: req.host.map(str::to_owned),
         framing: framing(headers, minor),
         conn_close: has_token(&connection, "close"),
         conn_keep_alive: has_token(&connection, "keep-alive"),
         expect_continue: minor == 1 && expect.trim().eq_ignore_ascii_case("100-continue"),
-        if_match: list("if-match"),
-        if_none_match: list("if-none-match"),
-        if_modified_since: single("if-modified-since"),
-        if_unmodified_since: single("if-unmodified-since"),
-        range: single("range"),
-        if_range: single("if-range"),
-        referer: single("referer"),
-        user_agent: single("user-agent"),
+        request: Request {
+            method: match req.method {
+                "GET" => Method::Get,
+                "HEAD" => Method::Head,
+                "OPTIONS" => Method::Options,
+                other => Method::Other(other.to_owned()),
+            },
+            target: req.target.to_owned(),
+            host: req.host.map(str::to_owned),
+            headers: Headers {
+                if_match: list("if-match"),
+                if_none_match: list("if-none-match"),
+                if_modified_since: single("if-modified-since"),
+                if_unmodified_since: single("if-unmodified-since"),
+                range: single("range"),
+                if_range: single("if-range"),
+                referer: single("referer"),
+                user_agent: single("user-agent"),
+            },
+        },
     }))
 }
 
@@ -302,7 +276,7 @@ mod tests {
         assert!(head("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").wants_keep_alive());
         assert!(head("POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-Continue\r\n\r\n").expect_continue);
         assert_eq!(
-            head("get / HTTP/1.1\r\nHost: a\r\n\r\n").method,
+            head("get / HTTP/1.1\r\nHost: a\r\n\r\n").request.method,
             Method::Other("get".into())
         );
     }

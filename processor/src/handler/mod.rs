@@ -1,0 +1,158 @@
+//! What answers a request, apart from the protocol that carried it: a handler sees a
+//! protocol-neutral [`Request`] and produces a [`Response`] whose [`Body`] is bytes or
+//! a file range; the protocol frames and writes it (HTTP/1.1 today, HTTP/2 later).
+//!
+//! Handlers: [`static_files`] now; CGI and FastCGI later, each a module here chosen in
+//! [`respond`] (a match, no dynamic dispatch). They will need two things static files
+//! do not: a body stream in the request (today the protocol reads and discards a body
+//! before answering, so a client that sends it all before reading cannot deadlock) and
+//! a streamed [`Body`] variant.
+//!
+//! Choices where RFC 9110 leaves room:
+//! - Methods: GET and HEAD serve files; OPTIONS answers 200 with `Allow: GET, HEAD,
+//!   OPTIONS` (for `*` and any well-formed path); every other syntactically valid method
+//!   token gets 405 with the same `Allow`.
+//! - Range applies to GET only (RFC 9110 §14.2): HEAD gets the 200 header block.
+
+pub mod static_files;
+
+use std::fs::File;
+use std::path::PathBuf;
+
+use common::http::error_page;
+
+/// One vhost this processor serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Site {
+    pub vhost_id: u32,
+    pub server_name: String,
+    /// As seen by this process (already chroot-relative).
+    pub document_root: PathBuf,
+}
+
+/// The request method, as far as this server distinguishes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Head,
+    Options,
+    /// Any other valid token (methods are case-sensitive: `get` lands here).
+    Other(String),
+}
+
+impl Method {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Method::Get => "GET",
+            Method::Head => "HEAD",
+            Method::Options => "OPTIONS",
+            Method::Other(m) => m,
+        }
+    }
+}
+
+/// A request as a handler sees it, whatever protocol carried it.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: Method,
+    /// The request target as received (origin-form, absolute-form or `*`).
+    pub target: String,
+    /// The host per RFC 9112 §3.2 (absolute-form authority first), without port.
+    pub host: Option<String>,
+    pub headers: Headers,
+}
+
+/// The header fields handlers read, taken out once by the protocol (no header list is
+/// kept per request; CGI's environment will need the rest, and they go here).
+#[derive(Debug, Clone, Default)]
+pub struct Headers {
+    pub if_match: Option<String>,
+    pub if_none_match: Option<String>,
+    pub if_modified_since: Option<String>,
+    pub if_unmodified_since: Option<String>,
+    pub range: Option<String>,
+    pub if_range: Option<String>,
+    /// For the access log.
+    pub referer: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+/// What follows the header block.
+#[derive(Debug)]
+pub enum Body {
+    /// No body and no Content-Length (304).
+    None,
+    /// In-memory body (error pages, redirects, OPTIONS).
+    Bytes(Vec<u8>),
+    /// `len` bytes of `file` from `offset`: the protocol decides how they travel
+    /// (copied with the header block when small, sendfile(2) otherwise).
+    File { file: File, offset: u64, len: u64 },
+}
+
+/// A response to be framed and written by the protocol.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Body,
+    /// For the log line of a 4xx/5xx.
+    pub reason: String,
+}
+
+impl Response {
+    pub fn new(status: u16, body: Body) -> Self {
+        Self {
+            status,
+            headers: Vec::new(),
+            body,
+            reason: String::new(),
+        }
+    }
+
+    /// The shared error page ([`common::http::error_page`]), logged with `reason` when
+    /// written.
+    pub fn error(status: u16, reason: impl ToString) -> Self {
+        let mut response = Self::new(status, Body::Bytes(error_page::page(status).into_bytes()));
+        response
+            .headers
+            .push(("Content-Type", error_page::CONTENT_TYPE.into()));
+        response.reason = reason.to_string();
+        response
+    }
+
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    /// Body bytes this response sends (none for HEAD).
+    pub fn body_len(&self, head_only: bool) -> u64 {
+        match &self.body {
+            _ if head_only => 0,
+            Body::None => 0,
+            Body::Bytes(b) => b.len() as u64,
+            Body::File { len, .. } => *len,
+        }
+    }
+}
+
+/// The methods this server implements.
+const ALLOW: &str = "GET, HEAD, OPTIONS";
+
+/// The response to `req` for `site`, before any request body is looked at.
+pub fn respond(site: &Site, req: &Request) -> Response {
+    let target = static_files::target::parse(&req.target);
+    match (&req.method, target) {
+        (Method::Other(m), _) => {
+            Response::error(405, format!("method {m} not allowed")).header("Allow", ALLOW)
+        }
+        (_, Err(e)) => Response::error(e.status(), e),
+        (Method::Options, Ok(_)) => Response::new(200, Body::Bytes(Vec::new())).header("Allow", ALLOW),
+        (_, Ok(static_files::target::Target::Asterisk)) => {
+            Response::error(400, "request target * is only for OPTIONS")
+        }
+        (Method::Get | Method::Head, Ok(static_files::target::Target::Path(path))) => {
+            static_files::respond(&site.document_root, &path, req)
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! Which later requests of a connection stay in this processor: its own hosts, and the
+//! host the multiplexer routed to the default vhost; anything else goes back to a
+//! multiplexer. The first request is never re-checked (the multiplexer chose it).
+
+use common::head::{self, MAX_HEADERS};
+use common::vhost::HostTable;
+
+use crate::handler::Site;
+use crate::session::Router;
+
+/// This processor's sites and its cut of the multiplexers' host table.
+pub(crate) struct Sites {
+    pub sites: Vec<Site>,
+    /// The multiplexers' host table cut down to the entries that decide this
+    /// environment's hosts: its own (index into `sites`) and every other environment's
+    /// entry that overlaps one of them ([`FOREIGN`]), in the multiplexers' order, so a
+    /// lookup here reaches the multiplexers' answer for every host of ours.
+    pub hosts: HostTable,
+}
+
+/// A host-table entry of another environment.
+pub(crate) const FOREIGN: usize = common::control::FOREIGN_HOST as usize;
+
+impl Sites {
+    pub fn by_vhost(&self, id: u32) -> Option<&Site> {
+        self.sites.iter().find(|s| s.vhost_id == id)
+    }
+}
+
+/// Routes the later requests of one connection: our own hosts stay; the host the
+/// multiplexer sent to our default vhost stays with it; anything else (another
+/// environment's, or one we cannot tell) goes back to a multiplexer, which decides.
+pub(crate) struct ConnRouter<'a> {
+    pub sites: &'a Sites,
+    /// When the first request was routed to vhost 0: its head, parsed only if a later
+    /// request's host is not one of ours (then: was it the host routed by default?).
+    pub first_head: Option<Vec<u8>>,
+    pub default_host: std::cell::OnceCell<Option<Option<String>>>,
+}
+
+impl Router for ConnRouter<'_> {
+    fn route(&self, host: Option<&str>) -> Option<&Site> {
+        match host.and_then(|h| self.sites.hosts.lookup(h)) {
+            Some(FOREIGN) => return None,
+            Some(i) => return self.sites.sites.get(i),
+            None => {}
+        }
+        let default = self.default_host.get_or_init(|| {
+            self.first_head
+                .as_deref()
+                .and_then(|h| default_routed_host(self.sites, h))
+        });
+        match default {
+            Some(d) if d.as_deref().map(str::to_ascii_lowercase) == host.map(str::to_ascii_lowercase) => {
+                self.sites.by_vhost(0)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The host of the first request in `buf` when it is not one of ours (routed by default).
+fn default_routed_host(sites: &Sites, buf: &[u8]) -> Option<Option<String>> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let host = head::parse(buf, &mut headers, usize::MAX).ok()??.host;
+    match host {
+        Some(h) if sites.hosts.lookup(h).is_some() => None,
+        h => Some(h.map(str::to_owned)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn site(vhost_id: u32, name: &str) -> Site {
+        Site {
+            vhost_id,
+            server_name: name.into(),
+            document_root: "/".into(),
+        }
+    }
+
+    /// Vhost 0 (`a.test`) and 3 (`b.test`, `*.b.test`) are ours; `x.b.test` overlaps
+    /// our wildcard but belongs to another environment.
+    fn sites() -> Sites {
+        let mut hosts = HostTable::new();
+        hosts.insert("a.test", 0);
+        hosts.insert("x.b.test", FOREIGN);
+        hosts.insert("b.test", 1);
+        hosts.insert("*.b.test", 1);
+        Sites {
+            sites: vec![site(0, "a.test"), site(3, "b.test")],
+            hosts,
+        }
+    }
+
+    fn router<'a>(sites: &'a Sites, first: Option<&str>) -> ConnRouter<'a> {
+        ConnRouter {
+            sites,
+            first_head: first.map(|h| h.as_bytes().to_vec()),
+            default_host: std::cell::OnceCell::new(),
+        }
+    }
+
+    fn vhost(r: &ConnRouter<'_>, host: Option<&str>) -> Option<u32> {
+        r.route(host).map(|s| s.vhost_id)
+    }
+
+    #[test]
+    fn own_hosts_stay_and_foreign_ones_go_back() {
+        let sites = sites();
+        let r = router(&sites, None);
+        assert_eq!(vhost(&r, Some("a.test")), Some(0));
+        assert_eq!(vhost(&r, Some("B.test")), Some(3));
+        assert_eq!(vhost(&r, Some("y.b.test")), Some(3));
+        assert_eq!(vhost(&r, Some("x.b.test")), None);
+        // Unknown, or none, without a default-routed first request: a multiplexer decides.
+        assert_eq!(vhost(&r, Some("elsewhere.test")), None);
+        assert_eq!(vhost(&r, None), None);
+    }
+
+    #[test]
+    fn the_host_routed_by_default_stays_with_the_default_vhost() {
+        let sites = sites();
+        let r = router(&sites, Some("GET / HTTP/1.1\r\nHost: Unknown.test\r\n\r\n"));
+        assert_eq!(vhost(&r, Some("unknown.TEST")), Some(0));
+        assert_eq!(vhost(&r, Some("other.test")), None);
+        assert_eq!(vhost(&r, None), None);
+        // A first request without Host (HTTP/1.0) keeps later ones without Host.
+        let r = router(&sites, Some("GET / HTTP/1.0\r\n\r\n"));
+        assert_eq!(vhost(&r, None), Some(0));
+        assert_eq!(vhost(&r, Some("other.test")), None);
+        // A first request that named one of our hosts was not routed by default.
+        let r = router(&sites, Some("GET / HTTP/1.1\r\nHost: a.test\r\n\r\n"));
+        assert_eq!(vhost(&r, Some("other.test")), None);
+    }
+}

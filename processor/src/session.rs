@@ -1,0 +1,86 @@
+//! What a connection of any protocol shares with the serve loop: how it should stop,
+//! its limits and timeouts, how later requests are routed, who is told about each
+//! request, and how it ended.
+
+use std::time::Duration;
+
+use crate::handler::Site;
+
+/// How a connection should stop, as its processor stops taking work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Keep serving.
+    Run,
+    /// Finish the request in progress; the next response carries `Connection: close`.
+    /// An idle keep-alive connection may still bring one more request (answered with
+    /// close) until its keep-alive timeout, so no client request races a close.
+    Graceful,
+    /// The server is stopping: finish the request in progress, close idle connections now.
+    Now,
+}
+
+/// One finished request, for the scoreboard and the access log.
+pub struct Completed<'a> {
+    pub site: &'a Site,
+    pub method: &'a str,
+    pub target: &'a str,
+    /// HTTP/1.x minor version.
+    pub minor: u8,
+    pub status: u16,
+    /// Body bytes sent (Apache's `%b`).
+    pub bytes: u64,
+    pub started: std::time::SystemTime,
+    pub duration: Duration,
+    pub referer: Option<&'a str>,
+    pub user_agent: Option<&'a str>,
+}
+
+/// Told about every request a connection serves.
+pub trait Observer {
+    /// A routed request begins (its head is complete).
+    fn started(&self, site: &Site);
+    /// A response is about to be written: count it now, so that a client that has its
+    /// answer already sees it counted by the next scrape.
+    fn answering(&self, _status: u16, _body_bytes: u64) {}
+    /// It was answered (or failed while answering).
+    fn completed(&self, done: &Completed<'_>);
+}
+
+/// An observer that does nothing (tests).
+pub struct NoObserver;
+
+impl Observer for NoObserver {
+    fn started(&self, _: &Site) {}
+    fn completed(&self, _: &Completed<'_>) {}
+}
+
+/// Decides whether a later request on the connection stays here.
+pub trait Router {
+    /// `None`: the host belongs to another environment and the connection is handed back.
+    fn route(&self, host: Option<&str>) -> Option<&Site>;
+}
+
+/// Limits and timeouts for one connection.
+#[derive(Debug, Clone)]
+pub struct ConnConfig {
+    /// Idle wait for the next request; `ZERO` disables keep-alive.
+    pub keep_alive_timeout: Duration,
+    /// Once a head has started arriving, it must complete within this.
+    pub request_head_timeout: Duration,
+    /// Bytes; 431 over it (414 if the request line alone is too long).
+    pub limit_request_head: usize,
+    /// Per read while discarding a request body.
+    pub body_read_timeout: Duration,
+}
+
+/// How a connection ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Client closed, error answered, keep-alive timeout, or shutdown.
+    Closed,
+    /// A later request named a host [`Router::route`] does not serve. Every earlier
+    /// response has been written in full; the bytes are everything unread from the
+    /// client, starting at the first byte of that request's head. Nothing of that
+    /// request was answered.
+    HandBack(Vec<u8>),
+}

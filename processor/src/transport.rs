@@ -1,0 +1,203 @@
+//! The bytes under a protocol. [`Transport::Plain`] is a TCP socket with the fast paths
+//! measured in ARCHITECTURE.md: a write tried at once, before the reactor knows the
+//! socket's readiness ([`send_now`]); file bodies with sendfile(2); and a `MSG_PEEK`
+//! that lets a clean close skip the lingering close.
+//!
+//! `Tls` goes here as a second variant (its session beside the socket): every method
+//! matches on the variant, so a protocol is written once against [`Transport`] with no
+//! dynamic dispatch per write; its `send_file` reads the file into records, its
+//! `nothing_pending` also asks whether decrypted bytes are buffered, and it cannot be
+//! handed back (the session cannot leave the process).
+
+use std::fs::File;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
+use tokio::net::TcpStream;
+
+/// How long a write may make no progress before the client is given up on
+/// (Apache's `Timeout`).
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Largest count passed to one sendfile(2) call.
+const SENDFILE_MAX: u64 = 1 << 30;
+
+/// Why a response could not be written in full; the connection is closed.
+#[derive(Debug, Error)]
+pub enum WriteError {
+    #[error("writing to the client: {0}")]
+    Io(#[from] io::Error),
+    #[error("client made no progress reading for {WRITE_TIMEOUT:?}")]
+    Timeout,
+    #[error("file ended {missing} bytes early (truncated while being sent)")]
+    Truncated { missing: u64 },
+}
+
+/// One client connection's byte stream.
+#[derive(Debug)]
+pub enum Transport {
+    /// Plaintext TCP.
+    Plain(TcpStream),
+}
+
+impl Transport {
+    /// The peer address, for log lines only (a syscall, so not on the request path).
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Self::Plain(s) => s.peer_addr().ok(),
+        }
+    }
+
+    /// Writes all of `bytes`, trying once at once and then through the reactor, bounded
+    /// by [`WRITE_TIMEOUT`]. `more`: more bytes follow at once (a header block before a
+    /// sendfile body), so the kernel may send both in one segment.
+    pub async fn write_all(&mut self, bytes: &[u8], more: bool) -> Result<(), WriteError> {
+        match self {
+            Self::Plain(s) => plain_write_all(s, bytes, if more { libc::MSG_MORE } else { 0 }).await,
+        }
+    }
+
+    /// Sends `len` bytes of `file` from `offset`.
+    pub async fn send_file(&mut self, file: &File, offset: u64, len: u64) -> Result<(), WriteError> {
+        match self {
+            Self::Plain(s) => plain_send_file(s, file, offset, len).await,
+        }
+    }
+
+    /// True when the client has sent nothing more (or has closed): closing now cannot
+    /// turn into a reset that destroys the response, so no lingering is needed.
+    pub fn nothing_pending(&self) -> bool {
+        match self {
+            Self::Plain(s) => {
+                let mut byte = [0u8; 1];
+                // SAFETY: a one-byte stack buffer valid for the call; MSG_PEEK|MSG_DONTWAIT
+                // neither blocks nor consumes anything.
+                let n = unsafe {
+                    libc::recv(
+                        s.as_raw_fd(),
+                        byte.as_mut_ptr().cast(),
+                        1,
+                        libc::MSG_PEEK | libc::MSG_DONTWAIT,
+                    )
+                };
+                n == 0 || (n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock)
+            }
+        }
+    }
+
+    /// The socket to hand back to a multiplexer with the unread bytes; `None` for a
+    /// transport whose state cannot leave this process.
+    pub fn hand_back_fd(&self) -> Option<BorrowedFd<'_>> {
+        match self {
+            Self::Plain(s) => Some(s.as_fd()),
+        }
+    }
+}
+
+impl AsyncRead for Transport {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Transport {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// One non-blocking send(2) outside the reactor: a fresh connection's readiness is not
+/// known to the reactor yet, and waiting for it costs a round through epoll. A
+/// WouldBlock here leaves the reactor's readiness alone; the caller then waits through
+/// it. The one-shot path uses it on a socket the reactor never sees.
+pub fn send_now(fd: BorrowedFd<'_>, bytes: &[u8], flags: libc::c_int) -> io::Result<usize> {
+    // SAFETY: `bytes` is a valid buffer for the duration of the call; MSG_DONTWAIT
+    // never blocks.
+    let n = unsafe {
+        libc::send(
+            fd.as_raw_fd(),
+            bytes.as_ptr().cast(),
+            bytes.len(),
+            libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT | flags,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+async fn plain_write_all(
+    stream: &mut TcpStream,
+    mut bytes: &[u8],
+    flags: libc::c_int,
+) -> Result<(), WriteError> {
+    match send_now(stream.as_fd(), bytes, flags) {
+        Ok(n) if n == bytes.len() => return Ok(()),
+        Ok(n) => bytes = &bytes[n..],
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => {}
+        Err(e) => return Err(WriteError::Io(e)),
+    }
+    // Bounded overall: a response head or an in-memory body.
+    match tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(bytes)).await {
+        Ok(r) => r.map_err(WriteError::Io),
+        Err(_) => Err(WriteError::Timeout),
+    }
+}
+
+/// sendfile(2) `len` bytes from `offset`, waiting for write readiness between calls.
+async fn plain_send_file(stream: &TcpStream, file: &File, offset: u64, len: u64) -> Result<(), WriteError> {
+    let mut off = libc::off_t::try_from(offset).map_err(|_| WriteError::Truncated { missing: len })?;
+    let mut left = len;
+    // First without the reactor (its readiness may not be known yet), like write_all.
+    if left > 0 {
+        let count = left.min(SENDFILE_MAX) as usize;
+        // SAFETY: both fds are open for the call; `off` is a valid off_t.
+        let n = unsafe { libc::sendfile(stream.as_raw_fd(), file.as_raw_fd(), &mut off, count) };
+        if n > 0 {
+            left -= n as u64;
+        } else if n == 0 {
+            return Err(WriteError::Truncated { missing: left });
+        }
+    }
+    while left > 0 {
+        match tokio::time::timeout(WRITE_TIMEOUT, stream.writable()).await {
+            Ok(r) => r?,
+            Err(_) => return Err(WriteError::Timeout),
+        }
+        let count = left.min(SENDFILE_MAX) as usize;
+        let sent = stream.try_io(Interest::WRITABLE, || {
+            nix::sys::sendfile::sendfile(stream, file, Some(&mut off), count).map_err(io::Error::from)
+        });
+        match sent {
+            Ok(0) => return Err(WriteError::Truncated { missing: left }),
+            Ok(n) => left -= n as u64,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(WriteError::Io(e)),
+        }
+    }
+    Ok(())
+}
