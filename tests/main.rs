@@ -17,6 +17,8 @@ mod config_check;
 mod fd_hygiene;
 /// Routing by Host and hand-back of keep-alive connections between environments.
 mod handback;
+/// The access rules applications ship: `.htaccess` denials, the vhost's `deny`, `.ht*`.
+mod htaccess;
 /// Regressions of issue 9's review: panics, leaks, capabilities, the child environment.
 mod hardening;
 /// Error answers, timeouts, body framing, static files and path safety.
