@@ -30,7 +30,10 @@ fn htaccess_denials_deny_list_and_ht_names() {
         put(w.path(), &format!("alice/{rel}"), text.as_bytes(), ALICE, 0o644);
     };
     sites(w.path(), 0o644);
-    a(".htaccess", "# the site's own\nFooBarUnknown on\n<FilesMatch \"\\.bak$\">\n  Require all denied\n</FilesMatch>\n");
+    a(
+        ".htaccess",
+        "# the site's own\nFooBarUnknown on\n<FilesMatch \"\\.bak$\">\n  Require all denied\n</FilesMatch>\n",
+    );
     a(".htpasswd", "alice:$apr1$x$y\n");
     a("hello.txt", "hello");
     a("config.bak", "secret backup");
@@ -89,13 +92,21 @@ fn htaccess_denials_deny_list_and_ht_names() {
         let r = get(server.addr, "alice.test", path);
         assert_eq!(r.status, want, "{path}: {r:?}");
         if want == 403 {
-            assert!(!r.text().contains("secret") && !r.text().contains("alice:"), "{path}: {r:?}");
+            assert!(
+                !r.text().contains("secret") && !r.text().contains("alice:"),
+                "{path}: {r:?}"
+            );
         }
     }
     // The unknown directive is logged at debug level, once for the file.
     let line = server.wait_for_log("FooBarUnknown", Duration::from_secs(5));
     assert!(line.is_some_and(|l| l.contains("htaccess")), "{}", server.log());
-    assert_eq!(server.log().matches("FooBarUnknown").count(), 1, "{}", server.log());
+    assert_eq!(
+        server.log().matches("FooBarUnknown").count(),
+        1,
+        "{}",
+        server.log()
+    );
 }
 
 /// Writes `text` into `path` and moves its mtime `secs` forward (a rewrite within the
@@ -103,7 +114,8 @@ fn htaccess_denials_deny_list_and_ht_names() {
 fn rewrite(path: &std::path::Path, text: &str, secs: u64) {
     std::fs::write(path, text).unwrap();
     let f = std::fs::File::options().write(true).open(path).unwrap();
-    f.set_modified(SystemTime::now() + Duration::from_secs(secs)).unwrap();
+    f.set_modified(SystemTime::now() + Duration::from_secs(secs))
+        .unwrap();
 }
 
 #[test]
@@ -111,7 +123,13 @@ fn edited_htaccess_takes_effect_on_the_next_request() {
     require_root!();
     let w = Dir::new("edited_htaccess_takes_effect_on_the_next_request");
     sites(w.path(), 0o644);
-    let file = put(w.path(), "alice/d/.htaccess", b"Require all granted\n", ALICE, 0o644);
+    let file = put(
+        w.path(),
+        "alice/d/.htaccess",
+        b"Require all granted\n",
+        ALICE,
+        0o644,
+    );
     put(w.path(), "alice/d/x.txt", b"x", ALICE, 0o644);
     put(w.path(), "alice/e/x.txt", b"x", ALICE, 0o644);
     let server = TestServer::start(&config(w.path()));

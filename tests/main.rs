@@ -17,10 +17,10 @@ mod config_check;
 mod fd_hygiene;
 /// Routing by Host and hand-back of keep-alive connections between environments.
 mod handback;
-/// The access rules applications ship: `.htaccess` denials, the vhost's `deny`, `.ht*`.
-mod htaccess;
 /// Regressions of issue 9's review: panics, leaks, capabilities, the child environment.
 mod hardening;
+/// The access rules applications ship: `.htaccess` denials, the vhost's `deny`, `.ht*`.
+mod htaccess;
 /// Error answers, timeouts, body framing, static files and path safety.
 mod http_errors;
 /// Each environment served by its own uid; another's files refused by the kernel.

@@ -86,7 +86,11 @@ thread_local! {
 
 /// The rules of the `.htaccess` in `dir` (whose stat is `dir_st` and path `path`), if
 /// it has one.
-pub fn rules(dir: BorrowedFd<'_>, dir_st: &FileStat, path: &Path) -> Result<Option<Rc<Htaccess>>, AccessError> {
+pub fn rules(
+    dir: BorrowedFd<'_>,
+    dir_st: &FileStat,
+    path: &Path,
+) -> Result<Option<Rc<Htaccess>>, AccessError> {
     let key = (dir_st.st_dev, dir_st.st_ino);
     let dir_stamp = Stamp::of(dir_st);
     let cached = CACHE.with(|c| {
@@ -174,15 +178,16 @@ fn load(
         }
         Err(Errno::ENOENT) => return Ok((State::Absent, None)),
         // A symbolic link: followed only when owner-matched, like any other file.
-        Err(Errno::ELOOP) => {
-            match resolve::step(dir, NAME.as_bytes(), &path, resolve::Want::Any) {
-                Ok((fd, st)) => (std::fs::File::from(fd), st, true),
-                Err(ResolveError::NotFound(_)) => return Ok((State::Absent, None)),
-                Err(e) => return Err(AccessError::Unreadable(Box::new(e))),
-            }
-        }
+        Err(Errno::ELOOP) => match resolve::step(dir, NAME.as_bytes(), &path, resolve::Want::Any) {
+            Ok((fd, st)) => (std::fs::File::from(fd), st, true),
+            Err(ResolveError::NotFound(_)) => return Ok((State::Absent, None)),
+            Err(e) => return Err(AccessError::Unreadable(Box::new(e))),
+        },
         Err(errno @ (Errno::EACCES | Errno::EPERM)) => {
-            return Err(AccessError::Unreadable(Box::new(ResolveError::Denied { path, errno })))
+            return Err(AccessError::Unreadable(Box::new(ResolveError::Denied {
+                path,
+                errno,
+            })))
         }
         Err(errno) => return Err(AccessError::Io { path, errno }),
     };

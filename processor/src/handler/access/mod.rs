@@ -197,7 +197,7 @@ mod tests {
         assert_eq!(status("/.hta/x"), Err(403));
         // Case-sensitive, as Apache on Linux.
         assert_eq!(status("/.HTaccess"), Ok(()));
-        assert_eq!(check_path(&["/".to_owned()], &segs("/x")).is_err(), true);
+        assert!(check_path(&["/".to_owned()], &segs("/x")).is_err());
     }
 
     fn walk(files: &[&str], name: &str) -> Result<(), AccessError> {

@@ -212,7 +212,9 @@ enum Dest {
     Dir,
     Files(usize),
     /// An unimplemented container: access directives mark `outer` unevaluated.
-    Unknown { outer: Outer },
+    Unknown {
+        outer: Outer,
+    },
     /// A branch not taken (`<IfModule>` of an absent module, `<Limit>` without GET).
     Skip,
 }
@@ -388,7 +390,10 @@ impl Parser {
         let lower = name.to_ascii_lowercase();
         if let Dest::Unknown { outer } = into {
             if ACCESS_DIRECTIVES.contains(&lower.as_str()) {
-                self.note(line, "access rule in a container not implemented: nobody is granted");
+                self.note(
+                    line,
+                    "access rule in a container not implemented: nobody is granted",
+                );
                 let rules = match outer {
                     Outer::Dir => Some(&mut self.out.dir),
                     Outer::Files(i) => self.out.files.get_mut(i).map(|f| &mut f.rules),
@@ -549,12 +554,18 @@ mod tests {
         assert!(!grants(&parse("Deny from all").unwrap()));
         assert!(grants(&parse("Order Allow,Deny\nAllow from all").unwrap()));
         assert!(!grants(&parse("Order allow,deny").unwrap()));
-        assert!(grants(&parse("Order deny,allow\nDeny from all\nAllow from all").unwrap()));
+        assert!(grants(
+            &parse("Order deny,allow\nDeny from all\nAllow from all").unwrap()
+        ));
         // Not evaluated: fail closed.
         assert!(!grants(&parse("Deny from 10.0.0.1").unwrap()));
-        assert!(!grants(&parse("Order deny,allow\nDeny from all\nAllow from 10.0.0.1").unwrap()));
+        assert!(!grants(
+            &parse("Order deny,allow\nDeny from all\nAllow from 10.0.0.1").unwrap()
+        ));
         assert!(!grants(&parse("Require ip 10.0.0.1").unwrap()));
-        assert!(grants(&parse("Require ip 10.0.0.1\nRequire all granted").unwrap()));
+        assert!(grants(
+            &parse("Require ip 10.0.0.1\nRequire all granted").unwrap()
+        ));
         assert!(parse("Order sideways").is_err());
     }
 
@@ -595,7 +606,10 @@ mod tests {
     fn broken_files() {
         assert!(matches!(parse("<IfModule x>"), Err(ParseError::Unclosed { .. })));
         assert!(matches!(parse("</Files>"), Err(ParseError::Unopened { .. })));
-        assert!(matches!(parse("<Files a>\n</IfModule>"), Err(ParseError::Unopened { .. })));
+        assert!(matches!(
+            parse("<Files a>\n</IfModule>"),
+            Err(ParseError::Unopened { .. })
+        ));
         let deep = "<IfModule x>\n".repeat(MAX_DEPTH + 1);
         assert!(matches!(parse(&deep), Err(ParseError::TooDeep { .. })));
         assert!(parse("Require").is_err());
