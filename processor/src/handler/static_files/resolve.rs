@@ -347,4 +347,37 @@ mod tests {
             other => panic!("{other:?}"),
         }
     }
+
+    #[test]
+    fn honours_htaccess_on_the_walk() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("p/open")).unwrap();
+        std::fs::create_dir_all(root.join("broken")).unwrap();
+        std::fs::create_dir_all(root.join("linked")).unwrap();
+        std::fs::write(root.join("p/.htaccess"), "Order allow,deny\nDeny from all\n").unwrap();
+        std::fs::write(root.join("p/x.txt"), "x").unwrap();
+        std::fs::write(
+            root.join("p/open/.htaccess"),
+            "Order allow,deny\nAllow from all\n",
+        )
+        .unwrap();
+        std::fs::write(root.join("p/open/y.txt"), "y").unwrap();
+        std::fs::write(root.join("broken/.htaccess"), "<IfModule mod_authz_core.c>\n").unwrap();
+        std::fs::write(root.join("broken/z.txt"), "z").unwrap();
+        std::fs::write(root.join("deny-rules"), "Require all denied\n").unwrap();
+        symlink("../deny-rules", root.join("linked/.htaccess")).unwrap();
+        std::fs::write(root.join("linked/w.txt"), "w").unwrap();
+        assert_eq!(status(root, "/p/x.txt"), 403);
+        assert_eq!(status(root, "/p/missing"), 403);
+        assert_eq!(status(root, "/p"), 403);
+        assert_eq!(status(root, "/p/open/y.txt"), 200);
+        assert_eq!(status(root, "/broken/z.txt"), 500);
+        // An owner-matched link is followed, like any other file.
+        assert_eq!(status(root, "/linked/w.txt"), 403);
+        assert_eq!(status(root, "/deny-rules"), 200);
+        // Removing a .htaccess changes the directory's mtime: seen at once.
+        std::fs::remove_file(root.join("p/.htaccess")).unwrap();
+        assert_eq!(status(root, "/p/x.txt"), 200);
+    }
 }
