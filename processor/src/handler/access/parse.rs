@@ -12,6 +12,8 @@ use thiserror::Error;
 pub const MAX_DEPTH: usize = 16;
 /// The compiled size one `<FilesMatch>` pattern may take.
 const REGEX_SIZE: usize = 256 * 1024;
+/// `<Files>` sections one file may have (each pattern compiles within [`REGEX_SIZE`]).
+pub const MAX_SECTIONS: usize = 256;
 /// Notes kept per file (the rest are counted in the last one).
 const MAX_NOTES: usize = 32;
 
@@ -22,6 +24,8 @@ pub enum ParseError {
     Unopened { line: usize, name: String },
     #[error("line {line}: <{name}> is not closed")]
     Unclosed { line: usize, name: String },
+    #[error("line {line}: more than {MAX_SECTIONS} <Files> sections")]
+    TooMany { line: usize },
     #[error("line {line}: containers nested deeper than {MAX_DEPTH}")]
     TooDeep { line: usize },
     #[error("line {line}: {directive} needs an argument")]
@@ -335,6 +339,9 @@ impl Parser {
                     ("filesmatch", [p, ..]) => (true, p),
                     _ => return Err(argument(line, name)),
                 };
+                if self.out.files.len() >= MAX_SECTIONS {
+                    return Err(ParseError::TooMany { line });
+                }
                 let source = if regex { pattern.clone() } else { wildcard(pattern) };
                 let compiled = RegexBuilder::new(&source)
                     .size_limit(REGEX_SIZE)
@@ -612,6 +619,8 @@ mod tests {
         ));
         let deep = "<IfModule x>\n".repeat(MAX_DEPTH + 1);
         assert!(matches!(parse(&deep), Err(ParseError::TooDeep { .. })));
+        let many = "<Files a>\n</Files>\n".repeat(MAX_SECTIONS + 1);
+        assert!(matches!(parse(&many), Err(ParseError::TooMany { .. })));
         assert!(parse("Require").is_err());
         assert!(parse("").unwrap().dir == Rules::default());
     }
