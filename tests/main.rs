@@ -19,6 +19,8 @@ mod fd_hygiene;
 mod handback;
 /// Regressions of issue 9's review: panics, leaks, capabilities, the child environment.
 mod hardening;
+/// The access rules applications ship: `.htaccess` denials, the vhost's `deny`, `.ht*`.
+mod htaccess;
 /// Error answers, timeouts, body framing, static files and path safety.
 mod http_errors;
 /// Each environment served by its own uid; another's files refused by the kernel.

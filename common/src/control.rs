@@ -193,6 +193,9 @@ pub struct SiteBoot {
     pub document_root: std::path::PathBuf,
     /// Whether an access log fd is attached for this site, and its format.
     pub access_log: Option<AccessLogFormat>,
+    /// The vhost's `deny`: URL path prefixes answered 403.
+    #[serde(default)]
+    pub deny: Vec<String>,
 }
 
 /// Access log formats.

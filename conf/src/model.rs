@@ -111,6 +111,8 @@ pub struct Vhost {
     /// Absolute; `None`: no access log for this vhost.
     pub access_log: Option<PathBuf>,
     pub access_log_format: LogFormat,
+    /// URL path prefixes answered 403 (`deny`), each starting with `/`.
+    pub deny: Vec<String>,
 }
 
 /// `access_log_format`.

@@ -45,6 +45,7 @@ const VHOST_KEYS: &[&str] = &[
     "max_clients_vhost",
     "access_log",
     "access_log_format",
+    "deny",
 ];
 
 /// Checks the whole document; `None` when anything was reported.
@@ -426,6 +427,13 @@ fn vhost(
         None => Some(LogFormat::default()),
         Some(e) => log_format(&e, r),
     };
+    let deny = match t.get("deny") {
+        None => Some(Vec::new()),
+        Some(e) => e.array(r).and_then(|elements| {
+            let prefixes: Vec<_> = elements.iter().map(|a| deny_prefix(a, r)).collect();
+            prefixes.into_iter().collect::<Option<Vec<_>>>()
+        }),
+    };
     Some(Vhost {
         server_name: server_name?,
         server_alias: server_alias?,
@@ -434,7 +442,26 @@ fn vhost(
         max_clients_vhost: u32::try_from(max_clients_vhost?).ok()?,
         access_log: access_log?,
         access_log_format: access_log_format?,
+        deny: deny?,
     })
+}
+
+/// One `deny` entry: a URL path prefix, decoded, starting with `/`, without `.`, `..`
+/// or NUL (a request path never has them once checked, so such an entry would never
+/// match).
+fn deny_prefix(entry: &Entry, r: &mut Report) -> Option<String> {
+    let s = entry.str(r)?;
+    let message = if !s.starts_with('/') {
+        "must start with '/'"
+    } else if s.split('/').any(|seg| seg == "." || seg == "..") {
+        "must not have '.' or '..' segments"
+    } else if s.contains('\0') || s.contains('%') {
+        "is a decoded path: no NUL and no '%'"
+    } else {
+        return Some(s.to_owned());
+    };
+    entry.error(r, format!("deny entry {s:?} {message}"));
+    None
 }
 
 fn log_format(entry: &Entry, r: &mut Report) -> Option<LogFormat> {

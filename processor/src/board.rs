@@ -306,6 +306,7 @@ mod tests {
             vhost_id: 0,
             server_name: "a.test".into(),
             document_root: "/".into(),
+            deny: Vec::new(),
         };
         let d = Completed {
             site: &site,

@@ -118,6 +118,7 @@ async fn serve(
             vhost_id: s.vhost_id,
             server_name: s.server_name,
             document_root: s.document_root,
+            deny: s.deny,
         });
     }
     let vhost_ids: Vec<u32> = sites.iter().map(|s| s.vhost_id).collect();

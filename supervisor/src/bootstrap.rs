@@ -178,6 +178,7 @@ pub fn processor(
                     v.document_root.clone()
                 },
                 access_log,
+                deny: v.deny.clone(),
             }
         })
         .collect();

@@ -514,3 +514,23 @@ fn load_reads_the_file_and_names_a_missing_one() {
     assert!(shown.contains("cannot read configuration file"), "{shown}");
     assert!(shown.contains("No such file"), "{shown}");
 }
+
+#[test]
+fn deny_entries_are_absolute_decoded_url_paths() {
+    let text = cat(&[
+        SERVER,
+        ALICE,
+        VHOST,
+        "deny = [\"/data/\", \"conf/\", \"/a/../b\", \"/%2e\", 7]\n",
+    ]);
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 4, "{errs:?}");
+    let line = line_of(&text, "deny =");
+    assert_has(&errs, line, "vhosts[0].deny[1]", "must start with '/'");
+    assert_has(&errs, line, "vhosts[0].deny[2]", "'..'");
+    assert_has(&errs, line, "vhosts[0].deny[3]", "no '%'");
+    assert_has(&errs, line, "vhosts[0].deny[4]", "expected a string");
+    let ok = cat(&[SERVER, ALICE, VHOST, "deny = [\"/data/\", \"/conf\"]\n"]);
+    let cfg = parse(&ok);
+    assert_eq!(cfg.vhosts[0].deny, ["/data/", "/conf"]);
+}

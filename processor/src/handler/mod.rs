@@ -14,6 +14,7 @@
 //!   token gets 405 with the same `Allow`.
 //! - Range applies to GET only (RFC 9110 §14.2): HEAD gets the 200 header block.
 
+pub mod access;
 pub mod static_files;
 
 use std::fs::File;
@@ -28,6 +29,8 @@ pub struct Site {
     pub server_name: String,
     /// As seen by this process (already chroot-relative).
     pub document_root: PathBuf,
+    /// URL path prefixes refused with 403 (the vhost's `deny`).
+    pub deny: Vec<String>,
 }
 
 /// The request method, as far as this server distinguishes it.
@@ -152,7 +155,7 @@ pub fn respond(site: &Site, req: &Request) -> Response {
             Response::error(400, "request target * is only for OPTIONS")
         }
         (Method::Get | Method::Head, Ok(static_files::target::Target::Path(path))) => {
-            static_files::respond(&site.document_root, &path, req)
+            static_files::respond(site, &path, req)
         }
     }
 }

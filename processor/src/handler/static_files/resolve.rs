@@ -16,6 +16,8 @@ use nix::fcntl::{open, openat, AtFlags, OFlag};
 use nix::sys::stat::{fstat, fstatat, FileStat, Mode};
 use thiserror::Error;
 
+use crate::handler::access::{self, AccessError};
+
 /// The index document served for a directory.
 pub const INDEX: &str = "index.html";
 
@@ -40,6 +42,8 @@ pub enum ResolveError {
     NoIndex(PathBuf),
     #[error("{path}: {errno}")]
     Io { path: PathBuf, errno: Errno },
+    #[error(transparent)]
+    Access(#[from] AccessError),
 }
 
 impl ResolveError {
@@ -47,6 +51,7 @@ impl ResolveError {
         match self {
             Self::NotFound(_) => 404,
             Self::Io { .. } => 500,
+            Self::Access(e) => e.status(),
             _ => 403,
         }
     }
@@ -69,22 +74,35 @@ pub enum Resolved {
     Redirect,
 }
 
-/// Resolve decoded path segments under `root`.
+/// Resolve decoded path segments under `root`, honouring the `.htaccess` of every
+/// directory on the way ([`access::Walk`]): a denial is refused before anything else
+/// (a missing file under a denied directory is 403, as in Apache).
 pub fn resolve(root: &Path, segments: &[Vec<u8>], trailing_slash: bool) -> Result<Resolved, ResolveError> {
-    with_root(root, |root_fd| {
-        resolve_in(root_fd, root, segments, trailing_slash)
-    })
+    // What `<Files>` sections match: the file served.
+    let name = match segments.last() {
+        Some(last) if !trailing_slash => last.as_slice(),
+        _ => INDEX.as_bytes(),
+    };
+    let mut walk = access::Walk::new(name);
+    let resolved = with_root(root, |root_fd, root_st| {
+        resolve_in(root_fd, root_st, root, segments, trailing_slash, &mut walk)
+    });
+    walk.finish()?;
+    resolved
 }
 
 fn resolve_in(
     root_fd: BorrowedFd<'_>,
+    root_st: &FileStat,
     root: &Path,
     segments: &[Vec<u8>],
     trailing_slash: bool,
+    walk: &mut access::Walk<'_>,
 ) -> Result<Resolved, ResolveError> {
     // The current directory: the (borrowed) root until a component is opened.
     let mut owned: Option<OwnedFd> = None;
     let mut path = root.to_path_buf();
+    walk.enter(root_fd, root_st, &path);
     let Some((last, parents)) = segments.split_last() else {
         return index(root_fd, path);
     };
@@ -95,12 +113,14 @@ fn resolve_in(
         if !is(&st, libc::S_IFDIR) {
             return Err(ResolveError::NotFound(path));
         }
+        walk.enter(fd.as_fd(), &st, &path);
         owned = Some(fd);
     }
     path.push(OsStr::from_bytes(last));
     let dir = owned.as_ref().map(|d| d.as_fd()).unwrap_or(root_fd);
     let (fd, st) = step(dir, last, &path, Want::Any)?;
     if is(&st, libc::S_IFDIR) {
+        walk.enter(fd.as_fd(), &st, &path);
         return if trailing_slash {
             index(fd.as_fd(), path)
         } else {
@@ -123,36 +143,39 @@ fn resolve_in(
 const ROOT_CACHE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The document root, opened `O_PATH` (it comes from configuration and may itself be a
-/// link) and kept by this thread for up to [`ROOT_CACHE`]; `f` runs with it borrowed.
+/// link) and kept by this thread with its stat for up to [`ROOT_CACHE`]; `f` runs with
+/// both borrowed. (So a `.htaccess` created in the document root itself is seen within
+/// that second; below it, at once: their directories are stat'ed on every walk.)
 fn with_root<T>(
     root: &Path,
-    f: impl FnOnce(BorrowedFd<'_>) -> Result<T, ResolveError>,
+    f: impl FnOnce(BorrowedFd<'_>, &FileStat) -> Result<T, ResolveError>,
 ) -> Result<T, ResolveError> {
+    type Root = (PathBuf, OwnedFd, FileStat, std::time::Instant);
     thread_local! {
-        static ROOTS: std::cell::RefCell<Vec<(PathBuf, OwnedFd, std::time::Instant)>> =
-            const { std::cell::RefCell::new(Vec::new()) };
+        static ROOTS: std::cell::RefCell<Vec<Root>> = const { std::cell::RefCell::new(Vec::new()) };
     }
     let now = std::time::Instant::now();
     let fresh = ROOTS.with(|r| {
         r.borrow()
             .iter()
-            .any(|(p, _, t)| p == root && now.duration_since(*t) < ROOT_CACHE)
+            .any(|(p, _, _, t)| p == root && now.duration_since(*t) < ROOT_CACHE)
     });
     if !fresh {
         let dir_flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
         let fd = open(root, dir_flags, Mode::empty())
             .map(own)
             .map_err(|e| error(root.to_path_buf(), e))?;
+        let st = fstat(fd.as_raw_fd()).map_err(|e| error(root.to_path_buf(), e))?;
         ROOTS.with(|r| {
             let mut r = r.borrow_mut();
-            r.retain(|(p, _, _)| p != root);
-            r.push((root.to_path_buf(), fd, now));
+            r.retain(|(p, _, _, _)| p != root);
+            r.push((root.to_path_buf(), fd, st, now));
         });
     }
     ROOTS.with(|r| {
         let r = r.borrow();
-        match r.iter().find(|(p, _, _)| p == root) {
-            Some((_, fd, _)) => f(fd.as_fd()),
+        match r.iter().find(|(p, _, _, _)| p == root) {
+            Some((_, fd, st, _)) => f(fd.as_fd(), st),
             None => Err(ResolveError::NotFound(root.to_path_buf())),
         }
     })
@@ -176,14 +199,14 @@ fn index(dir: BorrowedFd<'_>, mut path: PathBuf) -> Result<Resolved, ResolveErro
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Want {
+pub(crate) enum Want {
     Directory,
     /// A directory (opened O_PATH) or a regular file (opened for reading).
     Any,
 }
 
 /// Open one component of `dir`, following it only if it is an owner-matched link.
-fn step(
+pub(crate) fn step(
     dir: BorrowedFd<'_>,
     name: &[u8],
     path: &Path,
@@ -258,7 +281,7 @@ fn step(
     Ok((fd, opened))
 }
 
-fn own(fd: std::os::fd::RawFd) -> OwnedFd {
+pub(crate) fn own(fd: std::os::fd::RawFd) -> OwnedFd {
     // SAFETY: `fd` was just returned by a successful open/openat and is owned by no one else.
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
@@ -323,5 +346,38 @@ mod tests {
             Ok(Resolved::File(found)) => assert_eq!(found.name, b"index.html"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn honours_htaccess_on_the_walk() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("p/open")).unwrap();
+        std::fs::create_dir_all(root.join("broken")).unwrap();
+        std::fs::create_dir_all(root.join("linked")).unwrap();
+        std::fs::write(root.join("p/.htaccess"), "Order allow,deny\nDeny from all\n").unwrap();
+        std::fs::write(root.join("p/x.txt"), "x").unwrap();
+        std::fs::write(
+            root.join("p/open/.htaccess"),
+            "Order allow,deny\nAllow from all\n",
+        )
+        .unwrap();
+        std::fs::write(root.join("p/open/y.txt"), "y").unwrap();
+        std::fs::write(root.join("broken/.htaccess"), "<IfModule mod_authz_core.c>\n").unwrap();
+        std::fs::write(root.join("broken/z.txt"), "z").unwrap();
+        std::fs::write(root.join("deny-rules"), "Require all denied\n").unwrap();
+        symlink("../deny-rules", root.join("linked/.htaccess")).unwrap();
+        std::fs::write(root.join("linked/w.txt"), "w").unwrap();
+        assert_eq!(status(root, "/p/x.txt"), 403);
+        assert_eq!(status(root, "/p/missing"), 403);
+        assert_eq!(status(root, "/p"), 403);
+        assert_eq!(status(root, "/p/open/y.txt"), 200);
+        assert_eq!(status(root, "/broken/z.txt"), 500);
+        // An owner-matched link is followed, like any other file.
+        assert_eq!(status(root, "/linked/w.txt"), 403);
+        assert_eq!(status(root, "/deny-rules"), 200);
+        // Removing a .htaccess changes the directory's mtime: seen at once.
+        std::fs::remove_file(root.join("p/.htaccess")).unwrap();
+        assert_eq!(status(root, "/p/x.txt"), 200);
     }
 }

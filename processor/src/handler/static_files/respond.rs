@@ -8,7 +8,7 @@ use thiserror::Error;
 
 use super::resolve::{self, Found, Resolved};
 use super::target::PathTarget;
-use crate::handler::{Body, Headers, Method, Request, Response};
+use crate::handler::{access, Body, Headers, Method, Request, Response, Site};
 
 /// A Range header that cannot be satisfied.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -49,9 +49,13 @@ fn whole_seconds(t: SystemTime) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(secs)
 }
 
-/// The response to GET or HEAD for `target` under `root`.
-pub fn respond(root: &std::path::Path, target: &PathTarget, req: &Request) -> Response {
-    let found = match resolve::resolve(root, &target.segments, target.trailing_slash) {
+/// The response to GET or HEAD for `target` in `site`: the access rules first
+/// ([`access::check_path`], then the `.htaccess` files during resolution).
+pub fn respond(site: &Site, target: &PathTarget, req: &Request) -> Response {
+    if let Err(e) = access::check_path(&site.deny, &target.segments) {
+        return Response::error(e.status(), e);
+    }
+    let found = match resolve::resolve(&site.document_root, &target.segments, target.trailing_slash) {
         Ok(Resolved::File(found)) => found,
         Ok(Resolved::Redirect) => return redirect(target),
         Err(e) => return Response::error(e.status(), e),
