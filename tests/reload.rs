@@ -511,3 +511,38 @@ fn listeners_are_kept_across_a_reload() {
     }
     server.all_ok(3, "after the reload");
 }
+
+/// A connection an old multiplexer accepted just before a reload told it to stop
+/// accepting (here: one whose head is still arriving) is handed to the old pool, and
+/// the old pool is not closed under it: the old generation waits until the old
+/// multiplexers hold nothing taken from a listener (their slot's QUIESCED).
+#[test]
+fn a_connection_accepted_before_a_reload_is_served() {
+    require_root!();
+    let w = Dir::new("a_connection_accepted_before_a_reload_is_served");
+    sites(w.path(), 0o644);
+    let server = TestServer::start(&config(w.path()));
+    server.all_ok(1, "before");
+    let mut s = connect(server.addr);
+    std::io::Write::write_all(&mut s, b"GET / HTTP/1.1\r\nHost: alice.test\r\n").unwrap();
+    server.signal(Signal::SIGHUP);
+    assert!(
+        server
+            .wait_for_log("old ones stop accepting", Duration::from_secs(10))
+            .is_some(),
+        "{}",
+        server.log()
+    );
+    // Time for the old, idle processors to be told to drain and exit, had nothing
+    // waited for the connection above (the head timeout is 2 s).
+    std::thread::sleep(Duration::from_millis(1200));
+    std::io::Write::write_all(&mut s, b"Connection: close\r\n\r\n").unwrap();
+    let r = read_response(&mut s, false).unwrap_or_else(|| panic!("no response\n{}", server.log()));
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, "alice home"),
+        "{}",
+        server.log()
+    );
+    server.all_ok(1, "after");
+}

@@ -234,6 +234,10 @@ pub mod slot {
     pub const SITES: usize = 15;
     /// Duration of all requests, microseconds.
     pub const DURATION_US: usize = 16;
+    /// A multiplexer told to stop accepting (a reload) sets this to 1 once its accept
+    /// loops have ended and no connection it took from a listener is still being read
+    /// or handed off: from then on it hands nothing more to its generation's pools.
+    pub const QUIESCED: usize = 17;
     pub const HEADER: usize = 20;
 
     pub const MAGIC_VALUE: u64 = 0x6268_736c_6f74_0001;

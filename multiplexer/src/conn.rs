@@ -210,7 +210,8 @@ pub fn accepted(
     // Bounded: over `max_clients` connections in the works, this one is closed.
     let Some(held) = shared.held.take() else { return };
     let shared = shared.clone();
-    let token = inflight.clone();
+    // Taken now, before the task first runs, so a reload's quiesce check sees it.
+    let token = (inflight.clone(), shared.from_listeners.clone());
     tokio::task::spawn_local(async move {
         match TcpStream::from_std(stream) {
             Ok(stream) => handle(stream, buf, peer, local, false, shared).await,

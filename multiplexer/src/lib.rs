@@ -62,6 +62,9 @@ pub(crate) struct Shared {
     /// Per environment: hand-backs being routed, at most what the environment's
     /// processors can hold (`max_processors * max_connections_per_processor`).
     pub handbacks: Vec<Rc<bound::Gauge>>,
+    /// Connections taken from a listener and still being read or handed off (the slow
+    /// path); with the accept loops, what a reload waits for before the old pools close.
+    pub from_listeners: Rc<()>,
 }
 
 impl Shared {
@@ -167,6 +170,7 @@ async fn serve(
         own,
         held,
         handbacks,
+        from_listeners: Rc::new(()),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     // Listeners stop first on a reload; hand-backs are routed until the final stop.
@@ -177,6 +181,8 @@ async fn serve(
     // listener error) ends the process: a multiplexer that stays up without accepting
     // would look healthy to the supervisor and never be replaced.
     let mut essential: tokio::task::JoinSet<Result<(), String>> = tokio::task::JoinSet::new();
+    // Accept loops still running (a token each), for the quiesce after a reload.
+    let accepting = Rc::new(());
     for (fd, bound) in listener_fds.into_iter().zip(boot.listeners.iter().copied()) {
         // Already non-blocking: the supervisor binds listeners with SOCK_NONBLOCK.
         let std_listener = std::net::TcpListener::from(fd);
@@ -185,13 +191,19 @@ async fn serve(
         // A listener on a specific address is the local address of all its connections;
         // only a wildcard one needs getsockname per connection.
         let fixed_local = (!bound.ip().is_unspecified()).then_some(bound);
-        essential.spawn_local(accept_loop(
+        let accept = accept_loop(
             listener,
             fixed_local,
             shared.clone(),
             accept_stop_rx.clone(),
             inflight.clone(),
-        ));
+        );
+        let running = accepting.clone();
+        essential.spawn_local(async move {
+            let r = accept.await;
+            drop(running);
+            r
+        });
     }
     if let Some(fd) = metrics_fd {
         let std_listener = std::net::TcpListener::from(fd);
@@ -211,6 +223,7 @@ async fn serve(
         ));
     }
 
+    let mut quiescing = false;
     let mut chan = AsyncChannel::new(control)?;
     chan.send(&FromChild::Ready, &[])?;
     info!(
@@ -225,6 +238,7 @@ async fn serve(
                 Ok((ToChild::StopAccepting, _)) => {
                     info!("reload: no longer accepting; routing hand-backs until the old processors are done");
                     let _ = accept_stop_tx.send(true);
+                    quiescing = true;
                 }
                 Ok((ToChild::Slots { add, remove }, fds)) => shared.pools.update(add, fds, remove),
                 Ok((ToChild::ErrorLog, fds)) => {
@@ -250,6 +264,15 @@ async fn serve(
                     return Err(MultiplexerError::LoopDied(why));
                 }
             },
+            // After StopAccepting: tell the supervisor (in our slot) once nothing taken
+            // from a listener can still reach our generation's pools, so it closes
+            // them only then (a connection accepted just before the stop is not lost).
+            _ = tokio::time::sleep(QUIESCE_POLL), if quiescing => {
+                if Rc::strong_count(&accepting) == 1 && Rc::strong_count(&shared.from_listeners) == 1 {
+                    shared.own.set(slot::QUIESCED, 1);
+                    quiescing = false;
+                }
+            }
             _ = shared.pools.spawn_notify.notified() => {
                 let wanted: Vec<u32> = shared.pools.spawn_wanted.borrow_mut().drain(..).collect();
                 for env in wanted {
@@ -314,6 +337,9 @@ async fn accept_loop(
         }
     }
 }
+
+/// How often a multiplexer that stopped accepting checks whether it is quiesced.
+const QUIESCE_POLL: Duration = Duration::from_millis(10);
 
 /// Connections taken per wake-up of an accept loop before yielding.
 const ACCEPT_BATCH: usize = 64;

@@ -273,6 +273,22 @@ impl Supervisor {
                 if busy && started.is_some_and(|t| t.elapsed() < bound) {
                     continue;
                 }
+                // The old multiplexers may have accepted a connection just before they
+                // read StopAccepting: close the old pools only once each says it holds
+                // none from a listener any more (its slot's QUIESCED), or after the
+                // longest such a connection can take (head, wait for room, hand-off).
+                let mux_bound = g.cfg.server.request_head_timeout
+                    + g.cfg.server.processor_wait_timeout
+                    + Duration::from_millis(crate::bootstrap::HANDOFF_TIMEOUT_MS)
+                    + Duration::from_secs(1);
+                let quiesced = self.children.values().filter(|c| is_mux(c)).all(|c| {
+                    c.slot
+                        .as_ref()
+                        .is_none_or(|s| s.seg.get(common::scoreboard::slot::QUIESCED) == 1)
+                });
+                if !quiesced && started.is_some_and(|t| t.elapsed() < mux_bound) {
+                    continue;
+                }
                 if let Some(g) = self.gen(id) {
                     for (m, _) in &g.env_sockets {
                         let _ = nix::sys::socket::shutdown(m.as_raw_fd(), nix::sys::socket::Shutdown::Write);
