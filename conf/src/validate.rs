@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::apart;
+use crate::cgi;
 use crate::error::{Report, Span};
 use crate::fsrules;
 use crate::ids::{self, Kind};
@@ -34,6 +35,7 @@ const SERVER_KEYS: &[&str] = &[
     "shutdown_timeout",
     "pid_file",
     "error_log",
+    "cgi_timeout",
 ];
 /// With [`POOL_KEYS`].
 const ENVIRONMENT_KEYS: &[&str] = &["user", "group", "chroot"];
@@ -45,6 +47,9 @@ const VHOST_KEYS: &[&str] = &[
     "max_clients_vhost",
     "access_log",
     "access_log_format",
+    "cgi",
+    "cgi_dirs",
+    "cgi_timeout",
 ];
 
 /// Checks the whole document; `None` when anything was reported.
@@ -65,7 +70,12 @@ pub(crate) fn config(root: &Table, r: &mut Report, path: &Path) -> Option<Config
         .filter_map(|e| Some((e.name.as_str(), e.min_processors?)))
         .collect();
     limits.check_total(r, &minimums);
-    let vhosts = vhosts(root, r, &environments);
+    let cgi_timeout = server
+        .as_ref()
+        .map_or(Duration::from_secs(cgi::DEFAULT_TIMEOUT_SECS as u64), |s| {
+            s.cgi_timeout
+        });
+    let vhosts = vhosts(root, r, &environments, cgi_timeout);
     let env_uids: Vec<(&str, u32)> = environments
         .iter()
         .filter_map(|e| Some((e.name.as_str(), e.uid?)))
@@ -105,6 +115,7 @@ fn server(t: &Table, r: &mut Report, limits: &Limits) -> Option<Server> {
     let shutdown_timeout = seconds(t, r, "shutdown_timeout", 30, 0);
     let pid_file = optional_path(t, r, "pid_file");
     let error_log = optional_path(t, r, "error_log");
+    let cgi_timeout = cgi::timeout(t, r);
     let ((uid, user_name), (gid, group_name)) = (user?, group?);
     if uid == 0 {
         tracing::warn!("multiplexers will run as root (server.user = {user_name:?})");
@@ -128,6 +139,7 @@ fn server(t: &Table, r: &mut Report, limits: &Limits) -> Option<Server> {
         processor_wait_timeout: processor_wait?.0,
         processor_wait_steps: processor_wait?.1,
         error_log: error_log?,
+        cgi_timeout: cgi_timeout?.unwrap_or(Duration::from_secs(cgi::DEFAULT_TIMEOUT_SECS as u64)),
     })
 }
 
@@ -352,7 +364,7 @@ struct Claim {
     span: Span,
 }
 
-fn vhosts(root: &Table, r: &mut Report, envs: &[EnvState]) -> Option<Vec<Vhost>> {
+fn vhosts(root: &Table, r: &mut Report, envs: &[EnvState], cgi_timeout: Duration) -> Option<Vec<Vhost>> {
     let Some(entry) = root.get("vhosts") else {
         r.error(&None, "vhosts", "at least one vhost is required ([[vhosts]])");
         return None;
@@ -365,7 +377,7 @@ fn vhosts(root: &Table, r: &mut Report, envs: &[EnvState]) -> Option<Vec<Vhost>>
     let mut out = Vec::new();
     let mut ok = true;
     for (index, t) in tables.iter().enumerate() {
-        match vhost(index, t, r, envs, &mut claims) {
+        match vhost(index, t, r, envs, &mut claims, cgi_timeout) {
             Some(v) => out.push(v),
             None => ok = false,
         }
@@ -379,6 +391,7 @@ fn vhost(
     r: &mut Report,
     envs: &[EnvState],
     claims: &mut HashMap<String, Claim>,
+    cgi_timeout: Duration,
 ) -> Option<Vhost> {
     t.check_keys(r, VHOST_KEYS);
     let server_name = t
@@ -426,6 +439,7 @@ fn vhost(
         None => Some(LogFormat::default()),
         Some(e) => log_format(&e, r),
     };
+    let cgi = cgi::vhost(t, r, cgi_timeout);
     Some(Vhost {
         server_name: server_name?,
         server_alias: server_alias?,
@@ -434,6 +448,7 @@ fn vhost(
         max_clients_vhost: u32::try_from(max_clients_vhost?).ok()?,
         access_log: access_log?,
         access_log_format: access_log_format?,
+        cgi: cgi?,
     })
 }
 
