@@ -8,8 +8,8 @@ use std::os::fd::{AsFd, OwnedFd, RawFd};
 
 use common::bootfds::{MultiplexerFds, ProcessorFds};
 use common::control::{
-    AccessLogFormat, Bootstrap, EnvBoot, MultiplexerBoot, ProcessorBoot, RoleBoot, SiteBoot, VhostBoot,
-    FOREIGN_HOST,
+    AccessLogFormat, Bootstrap, CgiBoot, EnvBoot, MultiplexerBoot, ProcessorBoot, RoleBoot, SiteBoot,
+    VhostBoot, FOREIGN_HOST,
 };
 use common::privdrop::Credentials;
 use common::vhost::names_overlap;
@@ -178,6 +178,11 @@ pub fn processor(
                     v.document_root.clone()
                 },
                 access_log,
+                cgi: CgiBoot {
+                    extensions: v.cgi.extensions.clone(),
+                    dirs: v.cgi.dirs.clone(),
+                    timeout_secs: v.cgi.timeout.as_secs(),
+                },
             }
         })
         .collect();
