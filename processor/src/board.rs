@@ -306,6 +306,7 @@ mod tests {
             vhost_id: 0,
             server_name: "a.test".into(),
             document_root: "/".into(),
+            cgi: Default::default(),
         };
         let d = Completed {
             site: &site,

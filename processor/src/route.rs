@@ -78,6 +78,7 @@ mod tests {
             vhost_id,
             server_name: name.into(),
             document_root: "/".into(),
+            cgi: Default::default(),
         }
     }
 

@@ -8,6 +8,7 @@ use std::io;
 
 use common::http::{date, status};
 
+use crate::handler::cgi::Output;
 use crate::handler::{Body, Response};
 use crate::transport::{Transport, WriteError};
 
@@ -52,6 +53,14 @@ pub(super) fn head_block(response: &Response, persist: Persist) -> Vec<u8> {
         }
         Body::File { len, .. } => {
             let _ = write!(s, "Content-Length: {len}\r\n");
+        }
+        Body::Stream(output) => {
+            for (name, value) in &output.fields {
+                let _ = write!(s, "{name}: {value}\r\n");
+            }
+            if output.chunked {
+                s.push_str("Transfer-Encoding: chunked\r\n");
+            }
         }
     }
     match persist {
@@ -108,6 +117,46 @@ pub async fn write(
             transport.write_all(&out, len > 0).await?;
             transport.send_file(&file, offset, len).await
         }
+        Body::Stream(_) if head_only => transport.write_all(&out, false).await,
+        Body::Stream(output) => write_stream(transport, out, output).await,
+    }
+}
+
+/// Writes the header block, then the stream as it comes, each piece of at most
+/// [`SMALL_FILE`] bytes in one write (chunked when the stream says so, the last chunk
+/// only after the source ended cleanly: a failed source never looks complete).
+async fn write_stream(
+    transport: &mut Transport,
+    mut out: Vec<u8>,
+    mut output: Box<Output>,
+) -> Result<(), WriteError> {
+    use std::io::Write as _;
+    const PREFIX: usize = 16;
+    let mut buf = vec![0u8; SMALL_FILE as usize];
+    loop {
+        let n = output
+            .read(&mut buf)
+            .await
+            .map_err(|e| WriteError::Source(e.to_string()))?;
+        if n == 0 {
+            if output.chunked {
+                out.extend_from_slice(b"0\r\n\r\n");
+            }
+            return transport.write_all(&out, false).await;
+        }
+        if output.chunked {
+            let mut size = [0u8; PREFIX];
+            let mut cursor = &mut size[..];
+            let _ = write!(cursor, "{n:x}\r\n");
+            let used = PREFIX - cursor.len();
+            out.extend_from_slice(&size[..used]);
+            out.extend_from_slice(&buf[..n]);
+            out.extend_from_slice(b"\r\n");
+        } else {
+            out.extend_from_slice(&buf[..n]);
+        }
+        transport.write_all(&out, false).await?;
+        out.clear();
     }
 }
 

@@ -153,6 +153,7 @@ where
         vhost_id: 1,
         server_name: "a.test".into(),
         document_root: root.to_path_buf(),
+        cgi: Default::default(),
     };
     let router = TestRouter(site.clone());
     let (tx, mut rx) = watch::channel(Stop::Run);

@@ -258,6 +258,31 @@ fn step(
     Ok((fd, opened))
 }
 
+/// For CGI: walks `segments` under `root` with the same rules as [`resolve`] and stops
+/// at the first regular file, the script; returns it with how many segments name it
+/// (the rest is its PATH_INFO). A path that ends on a directory is `NotFound`.
+pub fn resolve_script(root: &Path, segments: &[Vec<u8>]) -> Result<(Found, usize), ResolveError> {
+    with_root(root, |root_fd| {
+        let mut owned: Option<OwnedFd> = None;
+        let mut path = root.to_path_buf();
+        for (i, seg) in segments.iter().enumerate() {
+            path.push(OsStr::from_bytes(seg));
+            let dir = owned.as_ref().map(|d| d.as_fd()).unwrap_or(root_fd);
+            let (fd, st) = step(dir, seg, &path, Want::Any)?;
+            if is(&st, libc::S_IFREG) {
+                let found = Found {
+                    file: File::from(fd),
+                    stat: st,
+                    name: seg.clone(),
+                };
+                return Ok((found, i + 1));
+            }
+            owned = Some(fd);
+        }
+        Err(ResolveError::NotFound(path))
+    })
+}
+
 fn own(fd: std::os::fd::RawFd) -> OwnedFd {
     // SAFETY: `fd` was just returned by a successful open/openat and is owned by no one else.
     unsafe { OwnedFd::from_raw_fd(fd) }
