@@ -2,7 +2,7 @@
 //! meta-variables and nothing of the server's environment (no `HTTP_PROXY`), fds 0–2
 //! only; request bodies of 1 MiB intact with Content-Length and chunked; `Status:`,
 //! client and local redirects, a malformed header block (502), a non-executable script
-//! (403); `cgi_timeout` killing a sleeping script and a forking one, children included.
+//! (403), a body over 100 MiB (413), stderr in the error log; `cgi_timeout` killing a sleeping script and a forking one, children included.
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -295,8 +295,24 @@ fn cgi_answers_status_redirects_and_errors() {
         "alice/ten.cgi",
         "printf 'Content-Type: text/plain\\n\\n'\nseq 1 10\n",
     );
+    script(
+        w,
+        "alice/stderr.cgi",
+        "echo 'cgi says hello on stderr' >&2\nprintf 'Content-Type: text/plain\\n\\nok'\n",
+    );
     put(w, "alice/plain.cgi", b"#!/bin/sh\necho source\n", ALICE, 0o644);
     let server = TestServer::start(&config(w));
+    // stderr reaches the error log through the environment's log pipe, marked.
+    assert_eq!(get_close(server.addr, "/stderr.cgi", "").2, b"ok");
+    let line = server.wait_for_log("cgi says hello on stderr", Duration::from_secs(5));
+    assert!(
+        line.is_some_and(|l| l.contains("environment=alice")),
+        "{}",
+        server.log()
+    );
+    // A body over the spool's bound: 413 before any byte of it is read.
+    let big = b"POST /status.cgi HTTP/1.1\r\nHost: alice.test\r\nContent-Length: 209715200\r\n\r\n";
+    assert_eq!(exchange(server.addr, big).0, 413);
     let (status, _, body) = get_close(server.addr, "/status.cgi", "");
     assert_eq!((status, body.as_slice()), (404, &b"nope"[..]));
     let (status, head, _) = get_close(server.addr, "/away.cgi", "");
