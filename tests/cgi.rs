@@ -292,6 +292,11 @@ fn cgi_answers_status_redirects_and_errors() {
     script(w, "alice/silent.cgi", "exit 0\n");
     script(
         w,
+        "alice/empty.cgi",
+        "printf 'Status: 204 No Content\\n\\nignored'\n",
+    );
+    script(
+        w,
         "alice/ten.cgi",
         "printf 'Content-Type: text/plain\\n\\n'\nseq 1 10\n",
     );
@@ -322,6 +327,9 @@ fn cgi_answers_status_redirects_and_errors() {
     assert_eq!((status, body.as_slice()), (200, &b"alice home"[..]));
     assert_eq!(get_close(server.addr, "/bad.cgi", "").0, 502);
     assert_eq!(get_close(server.addr, "/silent.cgi", "").0, 502);
+    let (status, head, body) = get_close(server.addr, "/empty.cgi", "");
+    assert_eq!((status, body.len()), (204, 0), "{head}");
+    assert!(!head.contains("chunked"), "{head}");
     let (status, _, body) = get_close(server.addr, "/plain.cgi", "");
     assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
     // HTTP/1.0: delimited by the close; HEAD: the header block alone.

@@ -67,7 +67,9 @@ impl Conn<'_> {
             };
             let path = match output::read_head(running).await {
                 Ok(Answer::Response { status, mut output }) => {
-                    output.chunked = head.minor == 1;
+                    // RFC 9110 §6.4.1: a 204 or 304 has no body, whatever the script wrote.
+                    let head_only = head_only || status == 204 || status == 304;
+                    output.chunked = head.minor == 1 && !head_only;
                     let response = Response::new(status, Body::Stream(output));
                     let persist = if keep && head.minor == 1 {
                         Persist::KeepAlive

@@ -9,6 +9,8 @@
 //! request body and the response body travel is the protocol's (`h1/conn/cgi.rs`).
 
 pub mod env;
+#[cfg(test)]
+mod fuzz;
 pub mod output;
 pub mod spawn;
 pub mod spool;
