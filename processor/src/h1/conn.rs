@@ -294,10 +294,15 @@ impl Conn<'_> {
             tracing::info!(status = response.status, reason = %response.reason, peer = ?self.peer(), "request refused");
         }
         let bytes = response.body_len(head_only);
-        self.last = Some((response.status, bytes));
+        let status = response.status;
+        self.last = Some((status, bytes));
         self.observer.answering(response.status, bytes);
         match response::write(self.stream, response, persist, head_only).await {
-            Ok(()) => Ok(persist != Persist::Close),
+            Ok(sent) => {
+                // A stream's length is known only now (for the access log).
+                self.last = Some((status, sent));
+                Ok(persist != Persist::Close)
+            }
             Err(e) => {
                 tracing::info!(peer = ?self.peer(), error = %e, "response not completed");
                 Err(())

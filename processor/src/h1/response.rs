@@ -88,14 +88,16 @@ pub(super) fn append_file(out: &mut Vec<u8>, file: &File, offset: u64, len: u64)
 
 /// Write `response`; with `head_only`, the header block alone (HEAD). For a small file
 /// the body is read before anything is written, so a failed read can still become a 500.
+/// Returns the body bytes sent (for a stream, known only at its end).
 pub async fn write(
     transport: &mut Transport,
     response: Response,
     persist: Persist,
     head_only: bool,
-) -> Result<(), WriteError> {
+) -> Result<u64, WriteError> {
     let mut out = head_block(&response, persist);
-    match response.body {
+    let len = response.body_len(head_only);
+    let sent = match response.body {
         Body::None => transport.write_all(&out, false).await,
         Body::Bytes(bytes) => {
             if !head_only {
@@ -118,8 +120,9 @@ pub async fn write(
             transport.send_file(&file, offset, len).await
         }
         Body::Stream(_) if head_only => transport.write_all(&out, false).await,
-        Body::Stream(output) => write_stream(transport, out, output).await,
-    }
+        Body::Stream(output) => return write_stream(transport, out, output).await,
+    };
+    sent.map(|()| len)
 }
 
 /// Writes the header block, then the stream as it comes, each piece of at most
@@ -129,10 +132,11 @@ async fn write_stream(
     transport: &mut Transport,
     mut out: Vec<u8>,
     mut output: Box<Output>,
-) -> Result<(), WriteError> {
+) -> Result<u64, WriteError> {
     use std::io::Write as _;
     const PREFIX: usize = 16;
     let mut buf = vec![0u8; SMALL_FILE as usize];
+    let mut sent = 0u64;
     loop {
         let n = output
             .read(&mut buf)
@@ -142,8 +146,9 @@ async fn write_stream(
             if output.chunked {
                 out.extend_from_slice(b"0\r\n\r\n");
             }
-            return transport.write_all(&out, false).await;
+            return transport.write_all(&out, false).await.map(|()| sent);
         }
+        sent += n as u64;
         if output.chunked {
             let mut size = [0u8; PREFIX];
             let mut cursor = &mut size[..];
