@@ -2,7 +2,8 @@
 //! meta-variables and nothing of the server's environment (no `HTTP_PROXY`), fds 0–2
 //! only; request bodies of 1 MiB intact with Content-Length and chunked; `Status:`,
 //! client and local redirects, a malformed header block (502), a non-executable script
-//! (403), a body over 100 MiB (413), stderr in the error log; `cgi_timeout` killing a sleeping script and a forking one, children included.
+//! (403), a body over 100 MiB (413), stderr in the error log; a script in a chroot
+//! with its body spooled to the jail's `/tmp`; `cgi_timeout` killing a sleeping script and a forking one, children included.
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -408,4 +409,57 @@ fn cgi_timeout_kills_the_process_group() {
     });
     let left: Vec<i32> = recorded.iter().copied().filter(|&pid| alive(pid)).collect();
     assert!(gone.is_some(), "still running: {left:?}");
+}
+
+/// Copies the host's `/bin/sh` and the libraries `ldd` names into `jail`, root's.
+fn shell_into(jail: &Path) {
+    let sh = std::fs::canonicalize("/bin/sh").unwrap();
+    let ldd = std::process::Command::new("ldd").arg(&sh).output().unwrap();
+    let mut files = vec![sh.clone()];
+    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+        let path = line.split_whitespace().find(|w| w.starts_with('/'));
+        files.extend(path.map(std::path::PathBuf::from));
+    }
+    for f in files {
+        let to = jail.join(f.strip_prefix("/").unwrap());
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(&f, &to).unwrap();
+    }
+    let bin = jail.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::copy(&sh, bin.join("sh")).unwrap();
+    let tmp = jail.join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    chmod(&tmp, 0o1777);
+}
+
+#[test]
+fn cgi_runs_inside_the_chroot() {
+    require_root!();
+    let dir = Dir::new("cgi_runs_inside_the_chroot");
+    let w = dir.path();
+    let jail = w.join("alice");
+    script(
+        w,
+        "alice/www/in.cgi",
+        "printf 'Content-Type: text/plain\\n\\n'\necho \"root=$DOCUMENT_ROOT file=$SCRIPT_FILENAME pwd=$(pwd)\"\nread line\necho \"got=$line\"\n",
+    );
+    chown(&jail, 0);
+    shell_into(&jail);
+    let text = config(w)
+        .replace(
+            "group = 2001\n",
+            &format!("group = 2001\nchroot = \"{}\"\n", jail.display()),
+        )
+        .replace(
+            &format!("document_root = \"{}\"", jail.display()),
+            &format!("document_root = \"{}\"", jail.join("www").display()),
+        );
+    let server = TestServer::start(&text);
+    let req =
+        b"POST /in.cgi HTTP/1.1\r\nHost: alice.test\r\nContent-Length: 6\r\nConnection: close\r\n\r\nhello\n";
+    let (status, head, body) = exchange(server.addr, req);
+    let body = String::from_utf8_lossy(&body).into_owned();
+    assert_eq!(status, 200, "{head}\n{body}\n{}", server.log());
+    assert_eq!(body, "root=/www file=/www/in.cgi pwd=/www\ngot=hello\n");
 }

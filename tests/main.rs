@@ -7,7 +7,7 @@ mod util;
 
 /// `bench/run --smoke`: the benchmark harness still runs, nothing about speed.
 mod bench_smoke;
-/// CGI/1.1 scripts: uid, meta-variables, fds, request bodies, answers, cgi_timeout.
+/// CGI/1.1 scripts: uid, meta-variables, fds, request bodies, answers, chroot, cgi_timeout.
 mod cgi;
 /// Chrooted environments: served inside the jail, nothing outside it reachable.
 mod chroot;
