@@ -3,7 +3,8 @@
 //! only; request bodies of 1 MiB intact with Content-Length and chunked; `Status:`,
 //! client and local redirects, a malformed header block (502), a non-executable script
 //! (403), a body over 100 MiB (413), stderr in the error log; a script in a chroot
-//! with its body spooled to the jail's `/tmp`; `cgi_timeout` killing a sleeping script and a forking one, children included.
+//! with its body spooled to the jail's `/tmp`; `cgi_timeout` killing a sleeping script
+//! and a forking one, children included.
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
