@@ -106,7 +106,7 @@ fn cgi_environment_uid_and_fds() {
     script(
         w,
         "alice/cgi-bin/env.cgi",
-        "printf 'Content-Type: text/plain\\r\\n\\r\\n'\necho \"uid=$(id -u)\"\nenv\necho fds:\nls -l /proc/self/fd\n",
+        "printf 'Content-Type: text/plain\\r\\n\\r\\n'\necho \"uid=$(id -u)\"\necho \"limits=$(ulimit -n) $(ulimit -c)\"\necho \"pid=$$ stat=$(cat /proc/$$/stat)\"\nenv\necho fds:\nls -l /proc/self/fd\n",
     );
     let server = TestServer::start(&config(w));
     let (status, head, body) = get_close(
@@ -118,6 +118,21 @@ fn cgi_environment_uid_and_fds() {
     assert_eq!(status, 200, "{head}\n{text}");
     assert!(head.contains("Content-Type: text/plain"), "{head}");
     assert!(text.contains(&format!("uid={ALICE}\n")), "{text}");
+    // Its own session (it leads it), no controlling terminal, the rlimits.
+    assert!(text.contains("limits=1024 0\n"), "{text}");
+    let stat_line = text.lines().find(|l| l.starts_with("pid=")).unwrap();
+    let (pid, stat) = stat_line
+        .strip_prefix("pid=")
+        .unwrap()
+        .split_once(" stat=")
+        .unwrap();
+    let after_comm: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    // Fields after the command: state ppid pgrp session tty_nr.
+    assert_eq!(
+        (after_comm[2], after_comm[3], after_comm[4]),
+        (pid, pid, "0"),
+        "{stat}"
+    );
     let var = |name: &str| {
         text.lines()
             .find_map(|l| l.strip_prefix(&format!("{name}=")))
@@ -190,6 +205,8 @@ fn cgi_environment_uid_and_fds() {
                 "PATH",
                 "PWD",
                 "uid",
+                "limits",
+                "pid",
             ]
             .contains(n);
         assert!(known, "unexpected variable {n} in\n{text}");

@@ -201,9 +201,10 @@ impl Conn<'_> {
     async fn handle_inner(&mut self, site: &Site, head: &Head) -> Step {
         // A script is chosen before the body is read; it gets the header list, parsed
         // again from the head (a vhost without CGI never looks).
-        let script = match site.cgi.is_off() {
-            true => None,
-            false => handler::cgi::select(site, &head.request),
+        let script = if site.cgi.is_off() {
+            None
+        } else {
+            handler::cgi::select(site, &head.request)
         };
         let fields = match &script {
             Some(Ok(_)) => handler::cgi::env::fields(&self.buf[..head.len], self.cfg.limit_request_head),
