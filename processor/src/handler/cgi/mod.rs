@@ -133,7 +133,7 @@ pub fn select(site: &Site, req: &Request) -> Option<Result<Script, Response>> {
         if under_dir.is_some() {
             return Some(Err(Response::error(
                 403,
-                "a CGI directory's own listing is not served",
+                "a CGI directory's prefix names a file, not a directory of scripts",
             )));
         }
         return None;
