@@ -7,6 +7,8 @@ mod util;
 
 /// `bench/run --smoke`: the benchmark harness still runs, nothing about speed.
 mod bench_smoke;
+/// CGI/1.1 scripts: uid, meta-variables, fds, request bodies, answers, chroot, cgi_timeout.
+mod cgi;
 /// Chrooted environments: served inside the jail, nothing outside it reachable.
 mod chroot;
 /// A compromised processor (its fds taken with pidfd_getfd) harms nobody else.

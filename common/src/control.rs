@@ -196,6 +196,20 @@ pub struct SiteBoot {
     /// The vhost's `deny`: URL path prefixes answered 403.
     #[serde(default)]
     pub deny: Vec<String>,
+    /// Which of its requests run a CGI script (none by default).
+    #[serde(default)]
+    pub cgi: CgiBoot,
+}
+
+/// A site's CGI settings (`cgi`, `cgi_dirs`, `cgi_timeout`), validated by `conf`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CgiBoot {
+    /// File extensions, each starting with `.`.
+    pub extensions: Vec<String>,
+    /// URL path prefixes starting and ending with `/`.
+    pub dirs: Vec<String>,
+    /// Seconds before the script's process group is killed (at least 1).
+    pub timeout_secs: u64,
 }
 
 /// Access log formats.

@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 mod apart;
+mod cgi;
 mod error;
 mod fsrules;
 mod ids;

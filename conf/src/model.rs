@@ -67,6 +67,8 @@ pub struct Server {
     pub processor_wait_steps: u32,
     /// Absolute; `None`: standard error.
     pub error_log: Option<PathBuf>,
+    /// The default of every vhost's `cgi_timeout` (60 s).
+    pub cgi_timeout: Duration,
 }
 
 /// `[environments.NAME]`: Peruser's `<Processor NAME>`.
@@ -113,6 +115,26 @@ pub struct Vhost {
     pub access_log_format: LogFormat,
     /// URL path prefixes answered 403 (`deny`), each starting with `/`.
     pub deny: Vec<String>,
+    /// Which requests run a CGI script.
+    pub cgi: Cgi,
+}
+
+/// A vhost's CGI/1.1 settings (RFC 3875).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cgi {
+    /// `cgi`: file extensions (`.cgi`), each starting with `.`.
+    pub extensions: Vec<String>,
+    /// `cgi_dirs`: URL path prefixes (`/cgi-bin/`) under which every file is a script.
+    pub dirs: Vec<String>,
+    /// `cgi_timeout`: a script's whole process group is killed after this.
+    pub timeout: Duration,
+}
+
+impl Cgi {
+    /// Whether no request of the vhost runs a script.
+    pub fn is_off(&self) -> bool {
+        self.extensions.is_empty() && self.dirs.is_empty()
+    }
 }
 
 /// `access_log_format`.

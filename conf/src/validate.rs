@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::apart;
+use crate::cgi;
 use crate::error::{Report, Span};
 use crate::fsrules;
 use crate::ids::{self, Kind};
@@ -34,6 +35,7 @@ const SERVER_KEYS: &[&str] = &[
     "shutdown_timeout",
     "pid_file",
     "error_log",
+    "cgi_timeout",
 ];
 /// With [`POOL_KEYS`].
 const ENVIRONMENT_KEYS: &[&str] = &["user", "group", "chroot"];
@@ -46,6 +48,9 @@ const VHOST_KEYS: &[&str] = &[
     "access_log",
     "access_log_format",
     "deny",
+    "cgi",
+    "cgi_dirs",
+    "cgi_timeout",
 ];
 
 /// Checks the whole document; `None` when anything was reported.
@@ -66,7 +71,12 @@ pub(crate) fn config(root: &Table, r: &mut Report, path: &Path) -> Option<Config
         .filter_map(|e| Some((e.name.as_str(), e.min_processors?)))
         .collect();
     limits.check_total(r, &minimums);
-    let vhosts = vhosts(root, r, &environments);
+    let cgi_timeout = server
+        .as_ref()
+        .map_or(Duration::from_secs(cgi::DEFAULT_TIMEOUT_SECS as u64), |s| {
+            s.cgi_timeout
+        });
+    let vhosts = vhosts(root, r, &environments, cgi_timeout);
     let env_uids: Vec<(&str, u32)> = environments
         .iter()
         .filter_map(|e| Some((e.name.as_str(), e.uid?)))
@@ -106,6 +116,7 @@ fn server(t: &Table, r: &mut Report, limits: &Limits) -> Option<Server> {
     let shutdown_timeout = seconds(t, r, "shutdown_timeout", 30, 0);
     let pid_file = optional_path(t, r, "pid_file");
     let error_log = optional_path(t, r, "error_log");
+    let cgi_timeout = cgi::timeout(t, r);
     let ((uid, user_name), (gid, group_name)) = (user?, group?);
     if uid == 0 {
         tracing::warn!("multiplexers will run as root (server.user = {user_name:?})");
@@ -129,6 +140,7 @@ fn server(t: &Table, r: &mut Report, limits: &Limits) -> Option<Server> {
         processor_wait_timeout: processor_wait?.0,
         processor_wait_steps: processor_wait?.1,
         error_log: error_log?,
+        cgi_timeout: cgi_timeout?.unwrap_or(Duration::from_secs(cgi::DEFAULT_TIMEOUT_SECS as u64)),
     })
 }
 
@@ -353,7 +365,7 @@ struct Claim {
     span: Span,
 }
 
-fn vhosts(root: &Table, r: &mut Report, envs: &[EnvState]) -> Option<Vec<Vhost>> {
+fn vhosts(root: &Table, r: &mut Report, envs: &[EnvState], cgi_timeout: Duration) -> Option<Vec<Vhost>> {
     let Some(entry) = root.get("vhosts") else {
         r.error(&None, "vhosts", "at least one vhost is required ([[vhosts]])");
         return None;
@@ -366,7 +378,7 @@ fn vhosts(root: &Table, r: &mut Report, envs: &[EnvState]) -> Option<Vec<Vhost>>
     let mut out = Vec::new();
     let mut ok = true;
     for (index, t) in tables.iter().enumerate() {
-        match vhost(index, t, r, envs, &mut claims) {
+        match vhost(index, t, r, envs, &mut claims, cgi_timeout) {
             Some(v) => out.push(v),
             None => ok = false,
         }
@@ -380,6 +392,7 @@ fn vhost(
     r: &mut Report,
     envs: &[EnvState],
     claims: &mut HashMap<String, Claim>,
+    cgi_timeout: Duration,
 ) -> Option<Vhost> {
     t.check_keys(r, VHOST_KEYS);
     let server_name = t
@@ -434,6 +447,7 @@ fn vhost(
             prefixes.into_iter().collect::<Option<Vec<_>>>()
         }),
     };
+    let cgi = cgi::vhost(t, r, cgi_timeout);
     Some(Vhost {
         server_name: server_name?,
         server_alias: server_alias?,
@@ -443,6 +457,7 @@ fn vhost(
         access_log: access_log?,
         access_log_format: access_log_format?,
         deny: deny?,
+        cgi: cgi?,
     })
 }
 

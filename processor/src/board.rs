@@ -307,6 +307,7 @@ mod tests {
             server_name: "a.test".into(),
             document_root: "/".into(),
             deny: Vec::new(),
+            cgi: Default::default(),
         };
         let d = Completed {
             site: &site,

@@ -79,6 +79,7 @@ mod tests {
             server_name: name.into(),
             document_root: "/".into(),
             deny: Vec::new(),
+            cgi: Default::default(),
         }
     }
 

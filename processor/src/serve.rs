@@ -20,6 +20,7 @@ use tracing::{debug, info, warn};
 
 use crate::board::{Board, ConnObserver};
 use crate::h1;
+use crate::handler::cgi::CgiConf;
 use crate::handler::Site;
 use crate::route::{ConnRouter, Sites, FOREIGN};
 use crate::session::{ConnConfig, Outcome, Stop};
@@ -119,6 +120,11 @@ async fn serve(
             server_name: s.server_name,
             document_root: s.document_root,
             deny: s.deny,
+            cgi: CgiConf::new(
+                s.cgi.extensions,
+                &s.cgi.dirs,
+                Duration::from_secs(s.cgi.timeout_secs.max(1)),
+            ),
         });
     }
     let vhost_ids: Vec<u32> = sites.iter().map(|s| s.vhost_id).collect();

@@ -37,6 +37,9 @@ pub enum WriteError {
     Timeout,
     #[error("file ended {missing} bytes early (truncated while being sent)")]
     Truncated { missing: u64 },
+    /// A streamed body's source failed (a CGI script's timeout or read error).
+    #[error("{0}")]
+    Source(String),
 }
 
 /// One client connection's byte stream.
@@ -51,6 +54,13 @@ impl Transport {
     pub fn peer_addr(&self) -> Option<SocketAddr> {
         match self {
             Self::Plain(s) => s.peer_addr().ok(),
+        }
+    }
+
+    /// The local address (a syscall: CGI's SERVER_ADDR and SERVER_PORT only).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Self::Plain(s) => s.local_addr().ok(),
         }
     }
 

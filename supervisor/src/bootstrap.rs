@@ -8,8 +8,8 @@ use std::os::fd::{AsFd, OwnedFd, RawFd};
 
 use common::bootfds::{MultiplexerFds, ProcessorFds};
 use common::control::{
-    AccessLogFormat, Bootstrap, EnvBoot, MultiplexerBoot, ProcessorBoot, RoleBoot, SiteBoot, VhostBoot,
-    FOREIGN_HOST,
+    AccessLogFormat, Bootstrap, CgiBoot, EnvBoot, MultiplexerBoot, ProcessorBoot, RoleBoot, SiteBoot,
+    VhostBoot, FOREIGN_HOST,
 };
 use common::privdrop::Credentials;
 use common::vhost::names_overlap;
@@ -179,6 +179,11 @@ pub fn processor(
                 },
                 access_log,
                 deny: v.deny.clone(),
+                cgi: CgiBoot {
+                    extensions: v.cgi.extensions.clone(),
+                    dirs: v.cgi.dirs.clone(),
+                    timeout_secs: v.cgi.timeout.as_secs(),
+                },
             }
         })
         .collect();

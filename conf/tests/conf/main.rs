@@ -1,9 +1,11 @@
 //! `conf`'s tests, one binary: valid configurations (`valid`) and every error class,
 //! each checked for file, line and key path (`errors`); children and processor pools
 //! (`limits`); `[status]`, vhost logs and address blocks (`status`); rules that keep
-//! tenants apart and who may own a chroot or a log directory (`apart`).
+//! tenants apart and who may own a chroot or a log directory (`apart`); the CGI keys
+//! (`cgi`).
 
 mod apart;
+mod cgi;
 mod errors;
 mod limits;
 mod status;

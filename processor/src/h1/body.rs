@@ -1,6 +1,7 @@
-//! Discarding a request body (RFC 9112 §6, §7.1): a push decoder fed from the
+//! Decoding a request body (RFC 9112 §6, §7.1): a push decoder fed from the
 //! connection's read buffer, so that no body byte is ever parsed as a request head and
-//! no line or trailer section is buffered beyond its limit.
+//! no line or trailer section is buffered beyond its limit. It discards the data
+//! ([`Discard::feed`]) or hands it out ([`Discard::feed_into`], for a CGI script).
 
 use thiserror::Error;
 
@@ -76,6 +77,11 @@ impl Discard {
     /// Consume what can be consumed from the start of `buf`; returns how many bytes.
     /// Once [`Self::is_done`], the rest of `buf` belongs to the next request.
     pub fn feed(&mut self, buf: &[u8]) -> Result<usize, BodyError> {
+        self.feed_into(buf, &mut |_| {})
+    }
+
+    /// Like [`Self::feed`], handing every decoded data byte to `sink` in order.
+    pub fn feed_into(&mut self, buf: &[u8], sink: &mut impl FnMut(&[u8])) -> Result<usize, BodyError> {
         let mut pos = 0;
         loop {
             let rest = &buf[pos..];
@@ -83,6 +89,9 @@ impl Discard {
                 State::Done => return Ok(pos),
                 State::Length(n) | State::ChunkData(n) => {
                     let take = n.min(rest.len() as u64);
+                    if take > 0 {
+                        sink(&rest[..take as usize]);
+                    }
                     pos += take as usize;
                     let left = n - take;
                     self.state = match (self.state, left) {
@@ -292,6 +301,17 @@ mod tests {
         }
         let long = [b"1;a=".as_slice(), &[b'b'; 5000]].concat();
         assert_eq!(run(&long, 64), Err(BodyError::LineTooLong(4096)));
+    }
+
+    #[test]
+    fn data_handed_out() {
+        let mut d = Discard::new(Framing::Chunked, 8192).unwrap();
+        let mut got = Vec::new();
+        let body = b"5\r\nhello\r\n3\r\n, w\r\n0\r\n\r\nNEXT";
+        let used = d
+            .feed_into(body, &mut |data| got.extend_from_slice(data))
+            .unwrap();
+        assert_eq!((got.as_slice(), &body[used..]), (&b"hello, w"[..], &b"NEXT"[..]));
     }
 
     #[test]

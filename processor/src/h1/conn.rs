@@ -1,6 +1,7 @@
 //! The connection loop: read a head (within the head limit and timeout), route it, read
-//! and discard its body, write its response, and either wait for the next request,
-//! hand the connection back to a multiplexer, or close it with a lingering close.
+//! and discard its body (or give it to a CGI script: [`cgi`]), write its response, and
+//! either wait for the next request, hand the connection back to a multiplexer, or
+//! close it with a lingering close.
 //!
 //! The read buffer only grows by [`READ_CHUNK`] at a time and only while it holds less
 //! than the head limit (or one chunk line, or one trailer section) of unparsed bytes,
@@ -23,6 +24,8 @@ use super::response::{self, drops_connection, Persist};
 use crate::handler::{self, Method, Response, Site};
 use crate::session::{Completed, ConnConfig, Observer, Outcome, Router, Stop};
 use crate::transport::Transport;
+
+mod cgi;
 
 /// Bytes read from the socket at a time.
 pub const READ_CHUNK: usize = 16 * 1024;
@@ -107,7 +110,6 @@ pub async fn run(
                 None => return Outcome::HandBack(std::mem::take(&mut conn.buf)),
             },
         };
-        conn.buf.drain(..head.len);
         match conn.handle(site, &head).await {
             Step::Next => {}
             Step::Close => return Outcome::Closed,
@@ -171,7 +173,7 @@ impl Conn<'_> {
         }
     }
 
-    /// Serve one routed request whose head has been consumed from the buffer.
+    /// Serve one routed request whose head starts the buffer.
     async fn handle(&mut self, site: &Site, head: &Head) -> Step {
         self.observer.started(site);
         let started = std::time::SystemTime::now();
@@ -197,12 +199,28 @@ impl Conn<'_> {
     }
 
     async fn handle_inner(&mut self, site: &Site, head: &Head) -> Step {
+        // A script is chosen before the body is read; it gets the header list, parsed
+        // again from the head (a vhost without CGI never looks).
+        let script = if site.cgi.is_off() {
+            None
+        } else {
+            handler::cgi::select(site, &head.request)
+        };
+        let fields = match &script {
+            Some(Ok(_)) => handler::cgi::env::fields(&self.buf[..head.len], self.cfg.limit_request_head),
+            _ => Vec::new(),
+        };
+        self.buf.drain(..head.len);
         let head_only = head.request.method == Method::Head;
         let framing = match &head.framing {
             Ok(f) => *f,
             Err(e) => return self.finish(Response::error(400, e), head_only).await,
         };
-        let mut response = handler::respond(site, &head.request);
+        let mut response = match script {
+            Some(Ok(script)) => return self.cgi(site, head, framing, script, fields).await,
+            Some(Err(response)) => response,
+            None => handler::respond(site, &head.request),
+        };
         let mut close = drops_connection(response.status);
         let mut keep = head.wants_keep_alive() && !self.cfg.keep_alive_timeout.is_zero() && !close;
         if framing.has_body() && !close {
@@ -235,6 +253,11 @@ impl Conn<'_> {
         } else {
             Persist::KeepAlive
         };
+        self.answer(response, persist, head_only).await
+    }
+
+    /// Write `response` and decide what follows: the next request, or a close.
+    async fn answer(&mut self, response: Response, persist: Persist, head_only: bool) -> Step {
         match self.send(response, persist, head_only).await {
             Ok(true) => Step::Next,
             Ok(false) if self.buf.is_empty() && self.stream.nothing_pending() => Step::Close,
@@ -272,10 +295,15 @@ impl Conn<'_> {
             tracing::info!(status = response.status, reason = %response.reason, peer = ?self.peer(), "request refused");
         }
         let bytes = response.body_len(head_only);
-        self.last = Some((response.status, bytes));
+        let status = response.status;
+        self.last = Some((status, bytes));
         self.observer.answering(response.status, bytes);
         match response::write(self.stream, response, persist, head_only).await {
-            Ok(()) => Ok(persist != Persist::Close),
+            Ok(sent) => {
+                // A stream's length is known only now (for the access log).
+                self.last = Some((status, sent));
+                Ok(persist != Persist::Close)
+            }
             Err(e) => {
                 tracing::info!(peer = ?self.peer(), error = %e, "response not completed");
                 Err(())

@@ -33,6 +33,9 @@ pub(super) fn prepare(buf: &[u8], site: &Site, limit: usize) -> Option<(OneShot,
         Ok(f) if !f.has_body() => {}
         _ => return None,
     }
+    if handler::cgi::may_match(site, &head.request) {
+        return None;
+    }
     let response = handler::respond(site, &head.request);
     let head_only = head.request.method == Method::Head;
     let mut out = response::head_block(&response, Persist::Close);
@@ -47,7 +50,7 @@ pub(super) fn prepare(buf: &[u8], site: &Site, limit: usize) -> Option<(OneShot,
             response::append_file(&mut out, &file, offset, len).ok()?;
             len
         }
-        Body::File { .. } => return None,
+        Body::File { .. } | Body::Stream(_) => return None,
     };
     if response.status >= 400 {
         tracing::info!(status = response.status, reason = %response.reason, "request refused");

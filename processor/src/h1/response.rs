@@ -8,6 +8,7 @@ use std::io;
 
 use common::http::{date, status};
 
+use crate::handler::cgi::Output;
 use crate::handler::{Body, Response};
 use crate::transport::{Transport, WriteError};
 
@@ -53,6 +54,14 @@ pub(super) fn head_block(response: &Response, persist: Persist) -> Vec<u8> {
         Body::File { len, .. } => {
             let _ = write!(s, "Content-Length: {len}\r\n");
         }
+        Body::Stream(output) => {
+            for (name, value) in &output.fields {
+                let _ = write!(s, "{name}: {value}\r\n");
+            }
+            if output.chunked {
+                s.push_str("Transfer-Encoding: chunked\r\n");
+            }
+        }
     }
     match persist {
         Persist::KeepAlive => {}
@@ -79,14 +88,16 @@ pub(super) fn append_file(out: &mut Vec<u8>, file: &File, offset: u64, len: u64)
 
 /// Write `response`; with `head_only`, the header block alone (HEAD). For a small file
 /// the body is read before anything is written, so a failed read can still become a 500.
+/// Returns the body bytes sent (for a stream, known only at its end).
 pub async fn write(
     transport: &mut Transport,
     response: Response,
     persist: Persist,
     head_only: bool,
-) -> Result<(), WriteError> {
+) -> Result<u64, WriteError> {
     let mut out = head_block(&response, persist);
-    match response.body {
+    let len = response.body_len(head_only);
+    let sent = match response.body {
         Body::None => transport.write_all(&out, false).await,
         Body::Bytes(bytes) => {
             if !head_only {
@@ -108,6 +119,49 @@ pub async fn write(
             transport.write_all(&out, len > 0).await?;
             transport.send_file(&file, offset, len).await
         }
+        Body::Stream(_) if head_only => transport.write_all(&out, false).await,
+        Body::Stream(output) => return write_stream(transport, out, output).await,
+    };
+    sent.map(|()| len)
+}
+
+/// Writes the header block, then the stream as it comes, each piece of at most
+/// [`SMALL_FILE`] bytes in one write (chunked when the stream says so, the last chunk
+/// only after the source ended cleanly: a failed source never looks complete).
+async fn write_stream(
+    transport: &mut Transport,
+    mut out: Vec<u8>,
+    mut output: Box<Output>,
+) -> Result<u64, WriteError> {
+    use std::io::Write as _;
+    const PREFIX: usize = 16;
+    let mut buf = vec![0u8; SMALL_FILE as usize];
+    let mut sent = 0u64;
+    loop {
+        let n = output
+            .read(&mut buf)
+            .await
+            .map_err(|e| WriteError::Source(e.to_string()))?;
+        if n == 0 {
+            if output.chunked {
+                out.extend_from_slice(b"0\r\n\r\n");
+            }
+            return transport.write_all(&out, false).await.map(|()| sent);
+        }
+        sent += n as u64;
+        if output.chunked {
+            let mut size = [0u8; PREFIX];
+            let mut cursor = &mut size[..];
+            let _ = write!(cursor, "{n:x}\r\n");
+            let used = PREFIX - cursor.len();
+            out.extend_from_slice(&size[..used]);
+            out.extend_from_slice(&buf[..n]);
+            out.extend_from_slice(b"\r\n");
+        } else {
+            out.extend_from_slice(&buf[..n]);
+        }
+        transport.write_all(&out, false).await?;
+        out.clear();
     }
 }
 

@@ -1,12 +1,12 @@
 //! What answers a request, apart from the protocol that carried it: a handler sees a
-//! protocol-neutral [`Request`] and produces a [`Response`] whose [`Body`] is bytes or
-//! a file range; the protocol frames and writes it (HTTP/1.1 today, HTTP/2 later).
+//! protocol-neutral [`Request`] and produces a [`Response`] whose [`Body`] is bytes, a
+//! file range or a stream; the protocol frames and writes it (HTTP/1.1 today, HTTP/2
+//! later).
 //!
-//! Handlers: [`static_files`] now; CGI and FastCGI later, each a module here chosen in
-//! [`respond`] (a match, no dynamic dispatch). They will need two things static files
-//! do not: a body stream in the request (today the protocol reads and discards a body
-//! before answering, so a client that sends it all before reading cannot deadlock) and
-//! a streamed [`Body`] variant.
+//! Handlers: [`static_files`] and [`cgi`]; FastCGI later, each a module here (a match,
+//! no dynamic dispatch). A script is chosen before the body is read
+//! ([`cgi::select`]), since a script gets the body and any method; everything else
+//! goes through [`respond`], and the protocol discards a body before answering it.
 //!
 //! Choices where RFC 9110 leaves room:
 //! - Methods: GET and HEAD serve files; OPTIONS answers 200 with `Allow: GET, HEAD,
@@ -15,6 +15,7 @@
 //! - Range applies to GET only (RFC 9110 §14.2): HEAD gets the 200 header block.
 
 pub mod access;
+pub mod cgi;
 pub mod static_files;
 
 use std::fs::File;
@@ -31,6 +32,8 @@ pub struct Site {
     pub document_root: PathBuf,
     /// URL path prefixes refused with 403 (the vhost's `deny`).
     pub deny: Vec<String>,
+    /// Which requests run a CGI script.
+    pub cgi: cgi::CgiConf,
 }
 
 /// The request method, as far as this server distinguishes it.
@@ -90,6 +93,9 @@ pub enum Body {
     /// `len` bytes of `file` from `offset`: the protocol decides how they travel
     /// (copied with the header block when small, sendfile(2) otherwise).
     File { file: File, offset: u64, len: u64 },
+    /// A script's output, of unknown length: the protocol writes it in bounded pieces
+    /// as it comes (chunked, or delimited by closing the connection).
+    Stream(Box<cgi::Output>),
 }
 
 /// A response to be framed and written by the protocol.
@@ -135,6 +141,7 @@ impl Response {
             Body::None => 0,
             Body::Bytes(b) => b.len() as u64,
             Body::File { len, .. } => *len,
+            Body::Stream(_) => 0,
         }
     }
 }

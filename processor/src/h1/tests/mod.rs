@@ -154,6 +154,7 @@ where
         server_name: "a.test".into(),
         document_root: root.to_path_buf(),
         deny: Vec::new(),
+        cgi: Default::default(),
     };
     let router = TestRouter(site.clone());
     let (tx, mut rx) = watch::channel(Stop::Run);

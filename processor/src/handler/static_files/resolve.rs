@@ -281,6 +281,45 @@ pub(crate) fn step(
     Ok((fd, opened))
 }
 
+/// For CGI: walks `segments` under `root` with the same rules as [`resolve`] and stops
+/// at the first regular file, the script; returns it with how many segments name it
+/// (the rest is its PATH_INFO). A path that ends on a directory is `NotFound`. The
+/// `.htaccess` rules of every directory down to the script apply as for a static file
+/// (its `<Files>` sections matched against the script's name): a script an application
+/// hides is never run.
+pub fn resolve_script(root: &Path, segments: &[Vec<u8>]) -> Result<(Found, usize), ResolveError> {
+    with_root(root, |root_fd, root_st| {
+        // The directories walked, kept open for the access rules once the script's
+        // name is known (CGI requests only: the static path allocates nothing here).
+        let mut dirs: Vec<(OwnedFd, FileStat, PathBuf)> = Vec::new();
+        let mut path = root.to_path_buf();
+        for (i, seg) in segments.iter().enumerate() {
+            path.push(OsStr::from_bytes(seg));
+            let dir = dirs.last().map(|d| d.0.as_fd()).unwrap_or(root_fd);
+            let (fd, st) = step(dir, seg, &path, Want::Any)?;
+            if is(&st, libc::S_IFREG) {
+                let mut walk = access::Walk::new(seg);
+                walk.enter(root_fd, root_st, root);
+                for (d, st, p) in &dirs {
+                    walk.enter(d.as_fd(), st, p);
+                }
+                walk.finish()?;
+                let found = Found {
+                    file: File::from(fd),
+                    stat: st,
+                    name: seg.clone(),
+                };
+                return Ok((found, i + 1));
+            }
+            if !is(&st, libc::S_IFDIR) {
+                return Err(ResolveError::NotFound(path));
+            }
+            dirs.push((fd, st, path.clone()));
+        }
+        Err(ResolveError::NotFound(path))
+    })
+}
+
 pub(crate) fn own(fd: std::os::fd::RawFd) -> OwnedFd {
     // SAFETY: `fd` was just returned by a successful open/openat and is owned by no one else.
     unsafe { OwnedFd::from_raw_fd(fd) }

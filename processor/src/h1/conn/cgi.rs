@@ -1,0 +1,167 @@
+//! A request that runs a CGI script, on the HTTP/1.1 side: the body (Content-Length or
+//! chunked, after `100 Continue` when asked) decoded into the script's spool file
+//! before the script starts, so no client can deadlock against a script that answers
+//! before reading; the script's header block read; local redirects followed (at most
+//! [`MAX_REDIRECTS`]); and the body streamed back, chunked for HTTP/1.1 and delimited
+//! by the close for HTTP/1.0. A timeout before the header block is 504; after it, the
+//! connection is closed without the last chunk.
+
+use std::fs::File;
+
+use super::{read_into, Conn, Step};
+use crate::h1::body::{BodyError, Discard};
+use crate::h1::request::{Framing, Head};
+use crate::h1::response::{self, drops_connection, Persist};
+use crate::handler::cgi::spool::{Spool, SpoolError, MAX_BODY};
+use crate::handler::cgi::{self, env, output, spawn, Answer, Script};
+use crate::handler::{self, Body, Method, Request, Response, Site};
+
+/// Most local redirects (`Location: /path`) followed for one request.
+const MAX_REDIRECTS: usize = 4;
+
+/// Why the body did not reach its spool file.
+enum Spooled {
+    /// Answer this and close.
+    Answer(Response),
+    /// The client is gone: close.
+    Close,
+}
+
+impl Conn<'_> {
+    pub(super) async fn cgi(
+        &mut self,
+        site: &Site,
+        head: &Head,
+        framing: Framing,
+        script: Script,
+        fields: Vec<(String, Vec<u8>)>,
+    ) -> Step {
+        let head_only = head.request.method == Method::Head;
+        let keep = head.wants_keep_alive() && !self.cfg.keep_alive_timeout.is_zero();
+        let mut stdin: Option<File> = None;
+        let mut content_length = None;
+        if framing.has_body() {
+            match self.spool(framing, head.expect_continue).await {
+                Ok((file, len)) => {
+                    stdin = Some(file);
+                    content_length = Some(len);
+                }
+                Err(Spooled::Answer(response)) => return self.finish(response, head_only).await,
+                Err(Spooled::Close) => return Step::Close,
+            }
+        }
+        let mut req: Option<Request> = None;
+        let mut script = script;
+        for _ in 0..=MAX_REDIRECTS {
+            let request = req.as_ref().unwrap_or(&head.request);
+            let conn = env::Conn {
+                peer: self.stream.peer_addr(),
+                local: self.stream.local_addr(),
+                minor: head.minor,
+                content_length,
+            };
+            let vars = env::build(site, request, &script, &fields, conn);
+            let running = match spawn::spawn(&script, vars, stdin.take(), site.cgi.timeout) {
+                Ok(running) => running,
+                Err(e) => return self.finish(Response::error(500, e), head_only).await,
+            };
+            let path = match output::read_head(running).await {
+                Ok(Answer::Response { status, mut output }) => {
+                    // RFC 9110 §6.4.1: a 204 or 304 has no body, whatever the script wrote.
+                    let head_only = head_only || status == 204 || status == 304;
+                    output.chunked = head.minor == 1 && !head_only;
+                    let response = Response::new(status, Body::Stream(output));
+                    let persist = if keep && head.minor == 1 {
+                        Persist::KeepAlive
+                    } else {
+                        Persist::Close
+                    };
+                    return self.answer(response, persist, head_only).await;
+                }
+                Ok(Answer::LocalRedirect(path)) => path,
+                Err(e) => return self.finish(Response::error(e.status(), e), head_only).await,
+            };
+            // RFC 3875 §6.2.2: answer as if the client had asked for `path`, as a GET
+            // without a body.
+            let next = Request {
+                method: Method::Get,
+                target: path,
+                host: head.request.host.clone(),
+                headers: head.request.headers.clone(),
+            };
+            content_length = None;
+            let response = match cgi::select(site, &next) {
+                Some(Ok(s)) => {
+                    script = s;
+                    req = Some(next);
+                    continue;
+                }
+                Some(Err(response)) => response,
+                None => handler::respond(site, &next),
+            };
+            if !keep || drops_connection(response.status) {
+                return self.finish(response, head_only).await;
+            }
+            let persist = if head.minor == 0 {
+                Persist::KeepAlive10
+            } else {
+                Persist::KeepAlive
+            };
+            return self.answer(response, persist, head_only).await;
+        }
+        let response = Response::error(500, format!("more than {MAX_REDIRECTS} CGI local redirects"));
+        self.finish(response, head_only).await
+    }
+
+    /// Decode the request body into a new spool file, leaving the buffer at the next
+    /// request; the file is rewound, with its length.
+    async fn spool(&mut self, framing: Framing, expect_continue: bool) -> Result<(File, u64), Spooled> {
+        let too_large = || Spooled::Answer(Response::error(413, SpoolError::TooLarge));
+        if matches!(framing, Framing::Length(n) if n > MAX_BODY) {
+            return Err(too_large());
+        }
+        let mut spool = Spool::new().map_err(|e| Spooled::Answer(Response::error(500, e)))?;
+        let mut body = Discard::new(framing, self.cfg.limit_request_head).map_err(|e| match e {
+            BodyError::TooLarge => too_large(),
+            e => Spooled::Answer(Response::error(400, e)),
+        })?;
+        if expect_continue {
+            if let Err(e) = response::write_continue(self.stream).await {
+                tracing::debug!(peer = ?self.peer(), error = %e, "writing 100 Continue");
+                return Err(Spooled::Close);
+            }
+        }
+        loop {
+            let mut failed: Option<SpoolError> = None;
+            let used = body.feed_into(&self.buf, &mut |data| {
+                if failed.is_none() {
+                    failed = spool.write(data).err();
+                }
+            });
+            let used = used.map_err(|e| match e {
+                BodyError::TooLarge => too_large(),
+                e => Spooled::Answer(Response::error(400, e)),
+            })?;
+            self.buf.drain(..used);
+            match failed {
+                Some(SpoolError::TooLarge) => return Err(too_large()),
+                Some(e) => return Err(Spooled::Answer(Response::error(500, e))),
+                None => {}
+            }
+            if body.is_done() {
+                return spool
+                    .finish()
+                    .map_err(|e| Spooled::Answer(Response::error(500, e)));
+            }
+            let read = read_into(self.stream, super::chunk_of(&mut self.chunk), &mut self.buf);
+            match tokio::time::timeout(self.cfg.body_read_timeout, read).await {
+                Ok(Ok(n)) if n > 0 => {}
+                Ok(_) => return Err(Spooled::Close),
+                Err(_) => {
+                    let response = Response::error(408, "request body not received in time");
+                    return Err(Spooled::Answer(response));
+                }
+            }
+        }
+    }
+}

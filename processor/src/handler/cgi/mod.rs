@@ -1,0 +1,188 @@
+//! CGI/1.1 (RFC 3875): which requests run a script ([`select`]), its meta-variables
+//! ([`env`]), the request body spooled to an unlinked temporary file ([`spool`]), the
+//! script started in its own session with resource limits and killed with its whole
+//! process group at `cgi_timeout` ([`spawn`]), and its output's header block turned
+//! into a response ([`output`]).
+//!
+//! The processor already runs as the environment's uid (and in its chroot, where the
+//! script and its interpreter must exist, and `/tmp` for request bodies). How the
+//! request body and the response body travel is the protocol's (`h1/conn/cgi.rs`).
+
+pub mod env;
+#[cfg(test)]
+mod fuzz;
+pub mod output;
+pub mod spawn;
+pub mod spool;
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::access;
+use super::static_files::resolve::{self, ResolveError};
+use super::static_files::target::{self, PathTarget, Target};
+use super::{Request, Response, Site};
+
+pub use output::{Answer, Output};
+pub use spawn::Running;
+
+/// A site's CGI settings, from its bootstrap.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CgiConf {
+    /// File name extensions (`.cgi`).
+    pub extensions: Vec<String>,
+    /// URL path prefixes (`/cgi-bin/`) as decoded segments (`["cgi-bin"]`).
+    pub dirs: Vec<Vec<Vec<u8>>>,
+    /// The script's whole process group is killed after this.
+    pub timeout: Duration,
+}
+
+impl CgiConf {
+    pub fn new(extensions: Vec<String>, dirs: &[String], timeout: Duration) -> Self {
+        let dirs = dirs
+            .iter()
+            .map(|d| {
+                d.split('/')
+                    .filter(|s| !s.is_empty())
+                    .map(|s| s.as_bytes().to_vec())
+                    .collect()
+            })
+            .collect();
+        Self {
+            extensions,
+            dirs,
+            timeout,
+        }
+    }
+
+    /// No request of the site runs a script: the static path never looks further.
+    pub fn is_off(&self) -> bool {
+        self.extensions.is_empty() && self.dirs.is_empty()
+    }
+
+    fn has_extension(&self, name: &[u8]) -> bool {
+        self.extensions
+            .iter()
+            .any(|e| name.len() > e.len() && name.ends_with(e.as_bytes()))
+    }
+
+    fn in_dir(&self, segments: &[Vec<u8>]) -> Option<usize> {
+        self.dirs
+            .iter()
+            .find(|d| segments.len() > d.len() && segments.starts_with(d))
+            .map(Vec::len)
+    }
+
+    /// Whether `segments` could name a script, without a system call: a segment with a
+    /// CGI extension, or a path under a CGI directory.
+    fn may_match(&self, segments: &[Vec<u8>]) -> bool {
+        self.in_dir(segments).is_some() || segments.iter().any(|s| self.has_extension(s))
+    }
+}
+
+/// A script a request runs.
+#[derive(Debug)]
+pub struct Script {
+    /// The target it was found from (query, raw path, trailing slash).
+    pub target: PathTarget,
+    /// How many of the target's segments name the script; the rest is PATH_INFO.
+    pub script_segments: usize,
+    /// The file as this process sees it (SCRIPT_FILENAME).
+    pub filename: PathBuf,
+    /// Its directory: the script's working directory.
+    pub dir: PathBuf,
+}
+
+/// Whether `req` could run a script of `site` (no system call): the one-shot path
+/// leaves those to the connection loop.
+pub fn may_match(site: &Site, req: &Request) -> bool {
+    if site.cgi.is_off() {
+        return false;
+    }
+    match target::parse(&req.target) {
+        Ok(Target::Path(p)) => site.cgi.may_match(&p.segments),
+        _ => false,
+    }
+}
+
+/// The script `req` runs, if it runs one: `None` for a static file; `Some(Err)` for a
+/// script that cannot run (not executable: 403; not found under a CGI directory: 404).
+pub fn select(site: &Site, req: &Request) -> Option<Result<Script, Response>> {
+    let cgi = &site.cgi;
+    let Ok(Target::Path(target)) = target::parse(&req.target) else {
+        return None;
+    };
+    if !cgi.may_match(&target.segments) {
+        return None;
+    }
+    // The same path rules as a static file: `.ht*` names and the vhost's `deny`.
+    if let Err(e) = access::check_path(&site.deny, &target.segments) {
+        return Some(Err(Response::error(e.status(), e)));
+    }
+    let under_dir = cgi.in_dir(&target.segments);
+    let (found, n) = match resolve::resolve_script(&site.document_root, &target.segments) {
+        Ok(found) => found,
+        // Under a CGI directory every path is the script's to answer (Apache's
+        // ScriptAlias); by extension, what does not resolve is the static handler's.
+        Err(e) if under_dir.is_some() => return Some(Err(Response::error(e.status(), e))),
+        Err(ResolveError::NotFound(_)) => return None,
+        Err(e) => return Some(Err(Response::error(e.status(), e))),
+    };
+    let is_script = match under_dir {
+        Some(dir_len) => n > dir_len,
+        None => cgi.has_extension(&found.name),
+    };
+    if !is_script {
+        if under_dir.is_some() {
+            return Some(Err(Response::error(
+                403,
+                "a CGI directory's prefix names a file, not a directory of scripts",
+            )));
+        }
+        return None;
+    }
+    let mut filename = site.document_root.clone();
+    for seg in &target.segments[..n] {
+        filename.push(OsStr::from_bytes(seg));
+    }
+    if found.stat.st_mode & 0o111 == 0 {
+        let reason = format!("{}: CGI script is not executable", filename.display());
+        return Some(Err(Response::error(403, reason)));
+    }
+    let dir = filename
+        .parent()
+        .map_or_else(|| site.document_root.clone(), PathBuf::from);
+    Some(Ok(Script {
+        target,
+        script_segments: n,
+        filename,
+        dir,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn segs(p: &str) -> Vec<Vec<u8>> {
+        p.split('/')
+            .filter(|s| !s.is_empty())
+            .map(|s| s.as_bytes().to_vec())
+            .collect()
+    }
+
+    #[test]
+    fn matching_without_syscalls() {
+        let c = CgiConf::new(vec![".cgi".into()], &["/cgi-bin/".into()], Duration::from_secs(1));
+        assert!(c.may_match(&segs("/a.cgi")));
+        assert!(c.may_match(&segs("/a.cgi/extra/path")));
+        assert!(c.may_match(&segs("/cgi-bin/x")));
+        assert!(!c.may_match(&segs("/cgi-bin/")));
+        assert!(!c.may_match(&segs("/.cgi")));
+        assert!(!c.may_match(&segs("/a.txt")));
+        assert!(!c.may_match(&segs("/cgi-binx/y")));
+        assert!(CgiConf::default().is_off());
+    }
+}

@@ -1,0 +1,296 @@
+//! A script's output: its CGI header block (RFC 3875 §6) read within [`MAX_HEAD`] bytes
+//! and the deadline, and then its body as a stream ([`Output`]) the protocol frames.
+//!
+//! - `Status: NNN reason` sets the status (100–199 are refused: 502).
+//! - `Location: /local?q` without a `Status` is a local redirect (§6.2.2): served as a
+//!   new GET by the connection, the script's body ignored. An absolute URL is a client
+//!   redirect: 302 unless `Status` says otherwise.
+//! - Other fields pass through, except hop-by-hop ones and the framing we own
+//!   (`Connection`, `Keep-Alive`, `Transfer-Encoding`, `TE`, `Trailer`, `Upgrade`,
+//!   `Proxy-Connection`, `Content-Length`, `Date`, `Server`).
+//! - A block that is not `name: value` lines (LF or CRLF) ending in an empty line, that
+//!   has none of `Content-Type`, `Location`, `Status`, or that is over [`MAX_HEAD`] is
+//!   malformed: 502.
+
+use thiserror::Error;
+use tokio::io::AsyncReadExt;
+
+use super::spawn::Running;
+use common::head::is_tchar;
+
+/// The longest header block read from a script.
+pub const MAX_HEAD: usize = 16 * 1024;
+
+/// Bytes read from a script's stdout at a time.
+const READ: usize = 16 * 1024;
+
+/// Why a script's output cannot become (or finish) a response.
+#[derive(Debug, Error)]
+pub enum OutputError {
+    #[error("CGI script ended before its header block was complete")]
+    Early,
+    #[error("malformed CGI header block: {0}")]
+    Malformed(String),
+    #[error("CGI header block longer than {MAX_HEAD} bytes")]
+    TooLong,
+    #[error("CGI script ran past its cgi_timeout")]
+    Timeout,
+    #[error("reading the CGI script's output: {0}")]
+    Io(std::io::Error),
+}
+
+impl OutputError {
+    /// 504 for a timeout, else 502.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::Timeout => 504,
+            _ => 502,
+        }
+    }
+}
+
+/// A parsed header block.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CgiHead {
+    /// A local redirect: the path (and query) to serve instead.
+    LocalRedirect(String),
+    Response {
+        status: u16,
+        fields: Vec<(String, String)>,
+    },
+}
+
+/// Dropped from a script's header block.
+const DROPPED: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-connection",
+    "content-length",
+    "date",
+    "server",
+];
+
+/// The end of the header block in `buf` (the index after its empty line).
+fn head_end(buf: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while let Some(nl) = buf[i..].iter().position(|&b| b == b'\n') {
+        let line = &buf[i..i + nl];
+        i += nl + 1;
+        if line.is_empty() || line == b"\r" {
+            return Some(i);
+        }
+    }
+    None
+}
+
+/// Parses a complete header block (its empty line included).
+pub fn parse(block: &[u8]) -> Result<CgiHead, OutputError> {
+    let bad = |why: &str| OutputError::Malformed(why.to_string());
+    let mut status: Option<u16> = None;
+    let mut location: Option<String> = None;
+    let mut content_type = false;
+    let mut fields = Vec::new();
+    for line in block.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            break;
+        }
+        let colon = line
+            .iter()
+            .position(|&b| b == b':')
+            .ok_or_else(|| bad("a line without ':'"))?;
+        let (name, value) = (&line[..colon], &line[colon + 1..]);
+        if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
+            return Err(bad("an invalid field name"));
+        }
+        if value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+            return Err(bad("a control character in a field value"));
+        }
+        let name = String::from_utf8_lossy(name).into_owned();
+        let value = String::from_utf8_lossy(value).trim().to_string();
+        let lower = name.to_ascii_lowercase();
+        match lower.as_str() {
+            "status" => {
+                let code = value.get(..3).and_then(|c| c.parse::<u16>().ok());
+                let rest_ok = value.len() == 3 || value.as_bytes().get(3) == Some(&b' ');
+                match code {
+                    Some(c) if (200..=599).contains(&c) && rest_ok && status.is_none() => status = Some(c),
+                    _ => return Err(bad("an invalid Status")),
+                }
+            }
+            "location" => {
+                if location.is_some() || value.is_empty() {
+                    return Err(bad("an invalid Location"));
+                }
+                location = Some(value);
+            }
+            _ if DROPPED.contains(&lower.as_str()) => {}
+            _ => {
+                content_type |= lower == "content-type";
+                fields.push((name, value));
+            }
+        }
+    }
+    if status.is_none() && location.is_none() && !content_type {
+        return Err(bad("none of Content-Type, Location or Status"));
+    }
+    if let Some(loc) = location {
+        if loc.starts_with('/') && !loc.starts_with("//") && status.is_none() {
+            return Ok(CgiHead::LocalRedirect(loc));
+        }
+        fields.push(("Location".to_string(), loc));
+        return Ok(CgiHead::Response {
+            status: status.unwrap_or(302),
+            fields,
+        });
+    }
+    Ok(CgiHead::Response {
+        status: status.unwrap_or(200),
+        fields,
+    })
+}
+
+/// A script's output after its header block: what the protocol writes as the body.
+#[derive(Debug)]
+pub struct Output {
+    running: Running,
+    /// Body bytes read with the header block.
+    pending: Vec<u8>,
+    /// The script's header fields, written by the protocol with its own.
+    pub fields: Vec<(String, String)>,
+    /// Set by the protocol: frame the body with chunked transfer coding (HTTP/1.1);
+    /// otherwise it is delimited by closing the connection.
+    pub chunked: bool,
+}
+
+/// What a script's header block asks for.
+#[derive(Debug)]
+pub enum Answer {
+    /// Serve this path (and query) instead, as a GET.
+    LocalRedirect(String),
+    /// This status, then the script's body.
+    Response { status: u16, output: Box<Output> },
+}
+
+/// Reads the header block of `running`'s output within its deadline.
+pub async fn read_head(mut running: Running) -> Result<Answer, OutputError> {
+    let mut buf = Vec::with_capacity(READ);
+    loop {
+        if let Some(end) = head_end(&buf) {
+            return Ok(match parse(&buf[..end])? {
+                CgiHead::LocalRedirect(path) => Answer::LocalRedirect(path),
+                CgiHead::Response { status, fields } => {
+                    let pending = buf.split_off(end);
+                    let output = Output {
+                        running,
+                        pending,
+                        fields,
+                        chunked: false,
+                    };
+                    Answer::Response {
+                        status,
+                        output: Box::new(output),
+                    }
+                }
+            });
+        }
+        if buf.len() >= MAX_HEAD {
+            return Err(OutputError::TooLong);
+        }
+        let start = buf.len();
+        buf.resize(MAX_HEAD.min(start + READ), 0);
+        let read = tokio::time::timeout_at(running.deadline, running.stdout.read(&mut buf[start..])).await;
+        match read {
+            Err(_) => {
+                running.expire().await;
+                return Err(OutputError::Timeout);
+            }
+            Ok(Ok(0)) => {
+                running.finish().await;
+                return Err(OutputError::Early);
+            }
+            Ok(Ok(n)) => buf.truncate(start + n),
+            Ok(Err(e)) => return Err(OutputError::Io(e)),
+        }
+    }
+}
+
+impl Output {
+    /// The next body bytes into `buf`; `Ok(0)` at the end (the script reaped). Past the
+    /// deadline the group is killed and this is an error.
+    pub async fn read(&mut self, buf: &mut [u8]) -> Result<usize, OutputError> {
+        if !self.pending.is_empty() {
+            let n = self.pending.len().min(buf.len());
+            buf[..n].copy_from_slice(&self.pending[..n]);
+            self.pending.drain(..n);
+            return Ok(n);
+        }
+        let deadline = self.running.deadline;
+        match tokio::time::timeout_at(deadline, self.running.stdout.read(buf)).await {
+            Err(_) => {
+                self.running.expire().await;
+                Err(OutputError::Timeout)
+            }
+            Ok(Ok(0)) => {
+                self.running.finish().await;
+                Ok(0)
+            }
+            Ok(Ok(n)) => Ok(n),
+            Ok(Err(e)) => Err(OutputError::Io(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(block: &str) -> (u16, Vec<(String, String)>) {
+        match parse(block.as_bytes()) {
+            Ok(CgiHead::Response { status, fields }) => (status, fields),
+            other => panic!("{block:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn header_blocks() {
+        let (s, f) = response("Content-Type: text/plain\nX-A: b\nConnection: x\n\n");
+        assert_eq!(s, 200);
+        assert_eq!(
+            f,
+            vec![
+                ("Content-Type".into(), "text/plain".into()),
+                ("X-A".into(), "b".into())
+            ]
+        );
+        assert_eq!(response("Status: 404 Not Found\r\n\r\n").0, 404);
+        assert_eq!(
+            response("Location: http://x/\n\n"),
+            (302, vec![("Location".into(), "http://x/".into())])
+        );
+        assert_eq!(response("Status: 301\nLocation: /y\n\n").0, 301);
+        assert_eq!(
+            parse(b"Location: /x?q\n\n").unwrap(),
+            CgiHead::LocalRedirect("/x?q".into())
+        );
+        for bad in [
+            "hello\n\n",
+            "X-A: b\n\n",
+            "Status: 99\n\n",
+            "Status: 100\n\n",
+            "Status: abc\n\n",
+            ": x\n\n",
+            "A\x01: b\n\n",
+            "Content-Type: a\x01b\n\n",
+        ] {
+            assert!(parse(bad.as_bytes()).is_err(), "{bad:?}");
+        }
+        assert_eq!(head_end(b"A: b\r\n\r\nbody"), Some(8));
+        assert_eq!(head_end(b"A: b\n\nbody"), Some(6));
+        assert_eq!(head_end(b"A: b\n"), None);
+    }
+}
