@@ -2,7 +2,7 @@
 //! meta-variables and nothing of the server's environment (no `HTTP_PROXY`), fds 0–2
 //! only; request bodies of 1 MiB intact with Content-Length and chunked; `Status:`,
 //! client and local redirects, a malformed header block (502), a non-executable script
-//! (403), a body over 100 MiB (413), stderr in the error log; a script in a chroot
+//! (403), a body over `limit_request_body` (413), stderr in the error log; a script in a chroot
 //! with its body spooled to the jail's `/tmp`; `cgi_timeout` killing a sleeping script
 //! and a forking one, children included.
 
@@ -539,4 +539,51 @@ fn cgi_scripts_obey_the_access_rules() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(names, vec!["ok".to_string()], "scripts that ran");
+}
+
+/// `limit_request_body` (per vhost, `[server]` the default) bounds what a script is
+/// given: a declared length over it is 413 before a byte is read, a chunked body is
+/// cut at it with 413, and a body within it arrives.
+#[test]
+fn cgi_limit_request_body() {
+    require_root!();
+    let w = Dir::new("cgi_limit_request_body");
+    sites(w.path(), 0o644);
+    script(
+        w.path(),
+        "alice/len.cgi",
+        "printf 'Content-Type: text/plain\\n\\n'\nwc -c\n",
+    );
+    let config = config(w.path()).replace(
+        "cgi_timeout = 2\n",
+        "cgi_timeout = 2\nlimit_request_body = 1000\n",
+    );
+    let server = TestServer::start(&config);
+    let post = |body: &[u8], chunked: bool| {
+        let mut req = if chunked {
+            b"POST /len.cgi HTTP/1.1\r\nHost: alice.test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".to_vec()
+        } else {
+            format!(
+                "POST /len.cgi HTTP/1.1\r\nHost: alice.test\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            )
+            .into_bytes()
+        };
+        if chunked {
+            for piece in body.chunks(300) {
+                req.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+                req.extend_from_slice(piece);
+                req.extend_from_slice(b"\r\n");
+            }
+            req.extend_from_slice(b"0\r\n\r\n");
+        } else {
+            req.extend_from_slice(body);
+        }
+        let (status, _, got) = exchange(server.addr, &req);
+        (status, String::from_utf8_lossy(&got).trim().to_string())
+    };
+    assert_eq!(post(&[b'x'; 1000], false), (200, "1000".to_string()));
+    assert_eq!(post(&[b'x'; 1000], true), (200, "1000".to_string()));
+    assert_eq!(post(&[b'x'; 1001], false).0, 413);
+    assert_eq!(post(&[b'x'; 5000], true).0, 413);
 }

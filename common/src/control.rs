@@ -210,6 +210,8 @@ pub struct CgiBoot {
     pub dirs: Vec<String>,
     /// Seconds before the script's process group is killed (at least 1).
     pub timeout_secs: u64,
+    /// `limit_request_body`: bytes of a body a script is given; 0: no limit of its own.
+    pub body_limit: u64,
 }
 
 /// Access log formats.

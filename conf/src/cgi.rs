@@ -1,5 +1,6 @@
-//! The CGI keys: a vhost's `cgi` (file extensions), `cgi_dirs` (URL path prefixes) and
-//! `cgi_timeout` (seconds; `[server]` holds the default).
+//! The CGI keys: a vhost's `cgi` (file extensions), `cgi_dirs` (URL path prefixes),
+//! `cgi_timeout` (seconds) and `limit_request_body` (bytes of a body handed to a
+//! script; `[server]` holds the defaults of the last two).
 
 use std::time::Duration;
 
@@ -10,6 +11,18 @@ use crate::tree::{Entry, Table};
 
 /// `[server] cgi_timeout` when absent (Apache's `Timeout`).
 pub(crate) const DEFAULT_TIMEOUT_SECS: i64 = 60;
+
+/// `[server] limit_request_body` when absent (100 MiB).
+pub(crate) const DEFAULT_BODY_LIMIT: u64 = 100 << 20;
+
+/// `limit_request_body` in `t` (bytes, 0 = no limit of its own): `Some(None)` when
+/// absent, `None` when invalid.
+pub(crate) fn body_limit(t: &Table, r: &mut Report) -> Option<Option<u64>> {
+    match t.get("limit_request_body") {
+        None => Some(None),
+        Some(e) => Some(Some(u64::try_from(e.int_in(r, 0, i64::MAX)?).ok()?)),
+    }
+}
 
 /// `cgi_timeout` in `t`, at least 1 (Apache's `Timeout` has no "off"): `Some(None)`
 /// when absent, `None` when invalid.
@@ -23,8 +36,14 @@ pub(crate) fn timeout(t: &Table, r: &mut Report) -> Option<Option<Duration>> {
     }
 }
 
-/// A vhost's CGI keys; `default_timeout` is `[server] cgi_timeout`.
-pub(crate) fn vhost(t: &Table, r: &mut Report, default_timeout: Duration) -> Option<Cgi> {
+/// A vhost's CGI keys; the defaults are `[server]`'s `cgi_timeout` and
+/// `limit_request_body`.
+pub(crate) fn vhost(
+    t: &Table,
+    r: &mut Report,
+    default_timeout: Duration,
+    default_body_limit: u64,
+) -> Option<Cgi> {
     let extensions = strings(t, r, "cgi", |s| {
         let ok = s.len() > 1 && s.starts_with('.') && !s[1..].contains(['.', '/', '\0']);
         (!ok).then(|| format!("a CGI extension starts with '.' and has no other '.' or '/', got '{s}'"))
@@ -40,10 +59,12 @@ pub(crate) fn vhost(t: &Table, r: &mut Report, default_timeout: Duration) -> Opt
         })
     });
     let timeout = timeout(t, r);
+    let body_limit = body_limit(t, r);
     Some(Cgi {
         extensions: extensions?,
         dirs: dirs?,
         timeout: timeout?.unwrap_or(default_timeout),
+        body_limit: body_limit?.unwrap_or(default_body_limit),
     })
 }
 

@@ -69,6 +69,8 @@ pub struct Server {
     pub error_log: Option<PathBuf>,
     /// The default of every vhost's `cgi_timeout` (60 s).
     pub cgi_timeout: Duration,
+    /// The default of every vhost's `limit_request_body` (100 MiB; 0: none of its own).
+    pub limit_request_body: u64,
 }
 
 /// `[environments.NAME]`: Peruser's `<Processor NAME>`.
@@ -128,6 +130,9 @@ pub struct Cgi {
     pub dirs: Vec<String>,
     /// `cgi_timeout`: a script's whole process group is killed after this.
     pub timeout: Duration,
+    /// `limit_request_body`: bytes of a request body a script is given (413 over it);
+    /// 0: no limit of its own (the 1 GiB any body decoder stops at still applies).
+    pub body_limit: u64,
 }
 
 impl Cgi {

@@ -36,6 +36,7 @@ const SERVER_KEYS: &[&str] = &[
     "pid_file",
     "error_log",
     "cgi_timeout",
+    "limit_request_body",
 ];
 /// With [`POOL_KEYS`].
 const ENVIRONMENT_KEYS: &[&str] = &["user", "group", "chroot"];
@@ -51,6 +52,7 @@ const VHOST_KEYS: &[&str] = &[
     "cgi",
     "cgi_dirs",
     "cgi_timeout",
+    "limit_request_body",
 ];
 
 /// Checks the whole document; `None` when anything was reported.
@@ -76,7 +78,10 @@ pub(crate) fn config(root: &Table, r: &mut Report, path: &Path) -> Option<Config
         .map_or(Duration::from_secs(cgi::DEFAULT_TIMEOUT_SECS as u64), |s| {
             s.cgi_timeout
         });
-    let vhosts = vhosts(root, r, &environments, cgi_timeout);
+    let body_limit = server
+        .as_ref()
+        .map_or(cgi::DEFAULT_BODY_LIMIT, |s| s.limit_request_body);
+    let vhosts = vhosts(root, r, &environments, (cgi_timeout, body_limit));
     let env_uids: Vec<(&str, u32)> = environments
         .iter()
         .filter_map(|e| Some((e.name.as_str(), e.uid?)))
@@ -117,6 +122,7 @@ fn server(t: &Table, r: &mut Report, limits: &Limits) -> Option<Server> {
     let pid_file = optional_path(t, r, "pid_file");
     let error_log = optional_path(t, r, "error_log");
     let cgi_timeout = cgi::timeout(t, r);
+    let limit_request_body = cgi::body_limit(t, r);
     let ((uid, user_name), (gid, group_name)) = (user?, group?);
     if uid == 0 {
         tracing::warn!("multiplexers will run as root (server.user = {user_name:?})");
@@ -141,6 +147,7 @@ fn server(t: &Table, r: &mut Report, limits: &Limits) -> Option<Server> {
         processor_wait_steps: processor_wait?.1,
         error_log: error_log?,
         cgi_timeout: cgi_timeout?.unwrap_or(Duration::from_secs(cgi::DEFAULT_TIMEOUT_SECS as u64)),
+        limit_request_body: limit_request_body?.unwrap_or(cgi::DEFAULT_BODY_LIMIT),
     })
 }
 
@@ -365,7 +372,10 @@ struct Claim {
     span: Span,
 }
 
-fn vhosts(root: &Table, r: &mut Report, envs: &[EnvState], cgi_timeout: Duration) -> Option<Vec<Vhost>> {
+/// `[server]`'s `cgi_timeout` and `limit_request_body`: every vhost's defaults.
+type CgiDefaults = (Duration, u64);
+
+fn vhosts(root: &Table, r: &mut Report, envs: &[EnvState], cgi_defaults: CgiDefaults) -> Option<Vec<Vhost>> {
     let Some(entry) = root.get("vhosts") else {
         r.error(&None, "vhosts", "at least one vhost is required ([[vhosts]])");
         return None;
@@ -378,7 +388,7 @@ fn vhosts(root: &Table, r: &mut Report, envs: &[EnvState], cgi_timeout: Duration
     let mut out = Vec::new();
     let mut ok = true;
     for (index, t) in tables.iter().enumerate() {
-        match vhost(index, t, r, envs, &mut claims, cgi_timeout) {
+        match vhost(index, t, r, envs, &mut claims, cgi_defaults) {
             Some(v) => out.push(v),
             None => ok = false,
         }
@@ -392,7 +402,7 @@ fn vhost(
     r: &mut Report,
     envs: &[EnvState],
     claims: &mut HashMap<String, Claim>,
-    cgi_timeout: Duration,
+    cgi_defaults: CgiDefaults,
 ) -> Option<Vhost> {
     t.check_keys(r, VHOST_KEYS);
     let server_name = t
@@ -447,7 +457,7 @@ fn vhost(
             prefixes.into_iter().collect::<Option<Vec<_>>>()
         }),
     };
-    let cgi = cgi::vhost(t, r, cgi_timeout);
+    let cgi = cgi::vhost(t, r, cgi_defaults.0, cgi_defaults.1);
     Some(Vhost {
         server_name: server_name?,
         server_alias: server_alias?,

@@ -124,6 +124,7 @@ async fn serve(
                 s.cgi.extensions,
                 &s.cgi.dirs,
                 Duration::from_secs(s.cgi.timeout_secs.max(1)),
+                s.cgi.body_limit,
             ),
         });
     }

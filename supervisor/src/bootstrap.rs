@@ -183,6 +183,7 @@ pub fn processor(
                     extensions: v.cgi.extensions.clone(),
                     dirs: v.cgi.dirs.clone(),
                     timeout_secs: v.cgi.timeout.as_secs(),
+                    body_limit: v.cgi.body_limit,
                 },
             }
         })

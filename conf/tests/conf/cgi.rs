@@ -68,3 +68,32 @@ fn cgi_errors() {
     );
     assert_eq!(errs.len(), 9, "{errs:?}");
 }
+
+#[test]
+fn limit_request_body_defaults_values_and_errors() {
+    let config = parse(&cat(&[SERVER, ALICE, VHOST]));
+    assert_eq!(config.server.limit_request_body, 100 << 20);
+    assert_eq!(config.vhosts[0].cgi.body_limit, 100 << 20);
+    let text = cat(&[
+        SERVER,
+        "limit_request_body = 0\n",
+        ALICE,
+        VHOST,
+        VHOST.replace("alice.example", "b.example").as_str(),
+        "limit_request_body = 4096\n",
+    ]);
+    let config = parse(&text);
+    assert_eq!(
+        config.vhosts[0].cgi.body_limit, 0,
+        "0: no limit of its own, inherited"
+    );
+    assert_eq!(config.vhosts[1].cgi.body_limit, 4096);
+    let text = cat(&[SERVER, ALICE, VHOST, "limit_request_body = -1\n"]);
+    let errs = errors(&text);
+    assert_has(
+        &errs,
+        line_of(&text, "limit_request_body = -1"),
+        "vhosts[0].limit_request_body",
+        "must be at least 0",
+    );
+}

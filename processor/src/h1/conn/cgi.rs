@@ -12,7 +12,7 @@ use super::{read_into, Conn, Step};
 use crate::h1::body::{BodyError, Discard};
 use crate::h1::request::{Framing, Head};
 use crate::h1::response::{self, drops_connection, Persist};
-use crate::handler::cgi::spool::{Spool, SpoolError, MAX_BODY};
+use crate::handler::cgi::spool::{Spool, SpoolError};
 use crate::handler::cgi::{self, env, output, spawn, Answer, Script};
 use crate::handler::{self, Body, Method, Request, Response, Site};
 
@@ -41,7 +41,10 @@ impl Conn<'_> {
         let mut stdin: Option<File> = None;
         let mut content_length = None;
         if framing.has_body() {
-            match self.spool(framing, head.expect_continue).await {
+            match self
+                .spool(framing, head.expect_continue, site.cgi.body_limit)
+                .await
+            {
                 Ok((file, len)) => {
                     stdin = Some(file);
                     content_length = Some(len);
@@ -113,14 +116,21 @@ impl Conn<'_> {
         self.finish(response, head_only).await
     }
 
-    /// Decode the request body into a new spool file, leaving the buffer at the next
+    /// Decode the request body into a new spool file of at most `limit` bytes (the
+    /// vhost's `limit_request_body`; 0: none of its own), leaving the buffer at the next
     /// request; the file is rewound, with its length.
-    async fn spool(&mut self, framing: Framing, expect_continue: bool) -> Result<(File, u64), Spooled> {
-        let too_large = || Spooled::Answer(Response::error(413, SpoolError::TooLarge));
-        if matches!(framing, Framing::Length(n) if n > MAX_BODY) {
+    async fn spool(
+        &mut self,
+        framing: Framing,
+        expect_continue: bool,
+        limit: u64,
+    ) -> Result<(File, u64), Spooled> {
+        let too_large = || Spooled::Answer(Response::error(413, SpoolError::TooLarge(limit)));
+        // A declared length over the limit is refused before a byte of it is read.
+        if matches!(framing, Framing::Length(n) if limit != 0 && n > limit) {
             return Err(too_large());
         }
-        let mut spool = Spool::new().map_err(|e| Spooled::Answer(Response::error(500, e)))?;
+        let mut spool = Spool::new(limit).map_err(|e| Spooled::Answer(Response::error(500, e)))?;
         let mut body = Discard::new(framing, self.cfg.limit_request_head).map_err(|e| match e {
             BodyError::TooLarge => too_large(),
             e => Spooled::Answer(Response::error(400, e)),
@@ -144,7 +154,7 @@ impl Conn<'_> {
             })?;
             self.buf.drain(..used);
             match failed {
-                Some(SpoolError::TooLarge) => return Err(too_large()),
+                Some(SpoolError::TooLarge(_)) => return Err(too_large()),
                 Some(e) => return Err(Spooled::Answer(Response::error(500, e))),
                 None => {}
             }

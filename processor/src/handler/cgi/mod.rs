@@ -37,10 +37,13 @@ pub struct CgiConf {
     pub dirs: Vec<Vec<Vec<u8>>>,
     /// The script's whole process group is killed after this.
     pub timeout: Duration,
+    /// `limit_request_body`: bytes of a body a script is given (413 over it); 0: no
+    /// limit of its own (the body decoder's 1 GiB still applies).
+    pub body_limit: u64,
 }
 
 impl CgiConf {
-    pub fn new(extensions: Vec<String>, dirs: &[String], timeout: Duration) -> Self {
+    pub fn new(extensions: Vec<String>, dirs: &[String], timeout: Duration, body_limit: u64) -> Self {
         let dirs = dirs
             .iter()
             .map(|d| {
@@ -54,6 +57,7 @@ impl CgiConf {
             extensions,
             dirs,
             timeout,
+            body_limit,
         }
     }
 
@@ -175,7 +179,12 @@ mod tests {
 
     #[test]
     fn matching_without_syscalls() {
-        let c = CgiConf::new(vec![".cgi".into()], &["/cgi-bin/".into()], Duration::from_secs(1));
+        let c = CgiConf::new(
+            vec![".cgi".into()],
+            &["/cgi-bin/".into()],
+            Duration::from_secs(1),
+            0,
+        );
         assert!(c.may_match(&segs("/a.cgi")));
         assert!(c.may_match(&segs("/a.cgi/extra/path")));
         assert!(c.may_match(&segs("/cgi-bin/x")));

@@ -1,7 +1,7 @@
 //! A request body for a script, spooled to an unlinked temporary file (`O_TMPFILE` in
 //! `/tmp`, inside the chroot when there is one) so that CONTENT_LENGTH is known for a
 //! chunked body too, the script gets a file on stdin that it may read at its own pace,
-//! and the body never sits in memory. Bounded by [`MAX_BODY`].
+//! and the body never sits in memory. Bounded by the vhost's `limit_request_body`.
 
 use std::fs::File;
 use std::io::{self, Seek, SeekFrom, Write};
@@ -10,9 +10,6 @@ use std::os::fd::FromRawFd;
 use nix::fcntl::{open, OFlag};
 use nix::sys::stat::Mode;
 use thiserror::Error;
-
-/// The largest request body a script is given; over it the answer is 413.
-pub const MAX_BODY: u64 = 100 << 20;
 
 /// Where bodies are spooled (the processor's own view: inside its chroot).
 const DIR: &str = "/tmp";
@@ -24,8 +21,8 @@ pub enum SpoolError {
     Open(nix::errno::Errno),
     #[error("writing the request body to its temporary file: {0}")]
     Write(io::Error),
-    #[error("request body larger than {MAX_BODY} bytes")]
-    TooLarge,
+    #[error("request body larger than {0} bytes (limit_request_body)")]
+    TooLarge(u64),
 }
 
 /// A body being written.
@@ -33,22 +30,25 @@ pub enum SpoolError {
 pub struct Spool {
     file: File,
     len: u64,
+    /// 0: none of its own.
+    limit: u64,
 }
 
 impl Spool {
-    pub fn new() -> Result<Self, SpoolError> {
+    /// A spool for a body of at most `limit` bytes (0: no limit of its own).
+    pub fn new(limit: u64) -> Result<Self, SpoolError> {
         let flags = OFlag::O_TMPFILE | OFlag::O_RDWR | OFlag::O_CLOEXEC;
         let fd = open(DIR, flags, Mode::from_bits_truncate(0o600)).map_err(SpoolError::Open)?;
         // SAFETY: `fd` was just returned by a successful open and is owned by no one else.
         let file = unsafe { File::from_raw_fd(fd) };
-        Ok(Self { file, len: 0 })
+        Ok(Self { file, len: 0, limit })
     }
 
     /// Appends `data` (a blocking write to a local file, like the static handler's reads).
     pub fn write(&mut self, data: &[u8]) -> Result<(), SpoolError> {
         self.len += data.len() as u64;
-        if self.len > MAX_BODY {
-            return Err(SpoolError::TooLarge);
+        if self.limit != 0 && self.len > self.limit {
+            return Err(SpoolError::TooLarge(self.limit));
         }
         self.file.write_all(data).map_err(SpoolError::Write)
     }
