@@ -587,3 +587,34 @@ fn cgi_limit_request_body() {
     assert_eq!(post(&[b'x'; 1001], false).0, 413);
     assert_eq!(post(&[b'x'; 5000], true).0, 413);
 }
+
+/// A script whose processor dies (here: SIGKILL, as `expire_timeout` does) dies with it
+/// (parent-death signal) instead of running on unsupervised.
+#[test]
+fn cgi_script_dies_with_its_processor() {
+    require_root!();
+    let dir = Dir::new("cgi_script_dies_with_its_processor");
+    let w = dir.path();
+    sites(w, 0o644);
+    let pids = put(w, "alice/pids.txt", b"", ALICE, 0o644);
+    script(
+        w,
+        "alice/sleep.cgi",
+        &format!("echo $$ >> {}\nexec sleep 1000\n", pids.display()),
+    );
+    let config = config(w).replace("cgi_timeout = 2\n", "cgi_timeout = 300\n");
+    let server = TestServer::start(&config);
+    let mut s = connect(server.addr);
+    s.write_all(b"GET /sleep.cgi HTTP/1.1\r\nHost: alice.test\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let script_pid = poll(Duration::from_secs(5), || {
+        std::fs::read_to_string(&pids).ok()?.trim().parse::<i32>().ok()
+    })
+    .expect("the script never started");
+    assert!(alive(script_pid));
+    for p in server.processors_of(ALICE) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), nix::sys::signal::Signal::SIGKILL);
+    }
+    let gone = poll(Duration::from_secs(5), || (!alive(script_pid)).then_some(()));
+    assert!(gone.is_some(), "script {script_pid} outlived its processor");
+}

@@ -86,12 +86,18 @@ pub fn spawn(
         Some(file) => cmd.stdin(Stdio::from(file)),
         None => cmd.stdin(Stdio::piped()),
     };
-    // SAFETY: the closure runs between fork and exec and calls only setsid(2) and
-    // setrlimit(2), which are async-signal-safe; it allocates nothing (the limits are a
+    // SAFETY: the closure runs between fork and exec and calls only setsid(2), prctl(2)
+    // and setrlimit(2), which are async-signal-safe; it allocates nothing (the limits are a
     // copied array) and touches no lock.
     unsafe {
         cmd.pre_exec(move || {
             if libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // A script whose processor dies (a crash, expire_timeout's SIGKILL) dies
+            // with it instead of running on unsupervised; children it forks are the
+            // process group's, which the processor kills on every other way out.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) < 0 {
                 return Err(io::Error::last_os_error());
             }
             for (resource, soft, hard) in rlimits {
