@@ -211,7 +211,7 @@ pub fn accepted(
     let Some(held) = shared.held.take() else { return };
     let shared = shared.clone();
     // Taken now, before the task first runs, so a reload's quiesce check sees it.
-    let token = (inflight.clone(), shared.from_listeners.clone());
+    let token = (inflight.clone(), shared.from_listeners.clone(), active(&shared));
     tokio::task::spawn_local(async move {
         match TcpStream::from_std(stream) {
             Ok(stream) => handle(stream, buf, peer, local, false, shared).await,
@@ -262,6 +262,17 @@ fn try_hand_off(
 
 /// Serves one connection: `buf` holds bytes already read (a hand-back's payload);
 /// `handed_back` when a processor sent it.
+/// Counts a connection this multiplexer is working on in its slot's `ACTIVE_CONNS`
+/// until the token is dropped: taken when the connection is taken (before its task
+/// first runs), so the supervisor never sees an idle multiplexer that is about to hand
+/// a connection to a pool (a reload closes the old pools on that), and it starts
+/// another multiplexer when every one is loaded.
+pub fn active(shared: &Rc<Shared>) -> Release<impl FnOnce()> {
+    shared.own.add(slot::ACTIVE_CONNS, 1);
+    let shared = shared.clone();
+    Release::new(move || shared.own.sub(slot::ACTIVE_CONNS, 1))
+}
+
 pub async fn handle(
     stream: TcpStream,
     buf: Vec<u8>,
@@ -270,10 +281,6 @@ pub async fn handle(
     handed_back: bool,
     shared: Rc<Shared>,
 ) {
-    // Connections this multiplexer is working on (the supervisor starts another
-    // multiplexer when every one is loaded).
-    shared.own.add(slot::ACTIVE_CONNS, 1);
-    let _counted = Release::new(|| shared.own.sub(slot::ACTIVE_CONNS, 1));
     handle_counted(stream, buf, peer, local, handed_back, &shared).await;
 }
 

@@ -417,9 +417,10 @@ async fn hand_back_loop(
                         let payload = payload.to_vec();
                         let token = inflight.clone();
                         let shared2 = shared.clone();
+                        let active = conn::active(&shared);
                         tokio::task::spawn_local(async move {
                             conn::handle(stream, payload, peer, local, true, shared2).await;
-                            drop((token, env_token, held));
+                            drop((token, env_token, held, active));
                         });
                     }
                 }

@@ -346,8 +346,9 @@ async fn connection(
     };
     let mut transport = Transport::Plain(stream);
     let outcome = h1::serve(&mut transport, payload, first, &router, cfg, stop, &observer).await;
-    // Counted out before a hand-back waits for room in the multiplexers' queue.
-    drop(observer);
+    // Still counted while a hand-back waits for room in the multiplexers' queue: a
+    // reload closes the old pools only once no processor holds a connection and no
+    // hand-back is queued, and this one is neither until it is sent.
     match outcome {
         Outcome::Closed => {}
         Outcome::HandBack(bytes) => {

@@ -281,11 +281,16 @@ impl Supervisor {
                     + g.cfg.server.processor_wait_timeout
                     + Duration::from_millis(crate::bootstrap::HANDOFF_TIMEOUT_MS)
                     + Duration::from_secs(1);
+                // ... and none is still routing a connection (a hand-back included),
+                // and no hand-back waits in a queue towards them.
                 let quiesced = self.children.values().filter(|c| is_mux(c)).all(|c| {
-                    c.slot
-                        .as_ref()
-                        .is_none_or(|s| s.seg.get(common::scoreboard::slot::QUIESCED) == 1)
-                });
+                    c.slot.as_ref().is_none_or(|s| {
+                        s.seg.get(common::scoreboard::slot::QUIESCED) == 1
+                            && s.seg.get(common::scoreboard::slot::ACTIVE_CONNS) == 0
+                    })
+                }) && self
+                    .gen(id)
+                    .is_some_and(|g| g.env_sockets.iter().all(|(m, _)| pending_bytes(m) == 0));
                 if !quiesced && started.is_some_and(|t| t.elapsed() < mux_bound) {
                     continue;
                 }
@@ -384,5 +389,19 @@ impl Supervisor {
             }
         }
         let _: Option<OwnedFd> = None;
+    }
+}
+
+/// Bytes of the next message waiting to be read at this end of a SEQPACKET socket
+/// (FIONREAD); the supervisor holds both ends of every environment's socket, the very
+/// sockets the children hold, so this sees hand-backs queued towards the multiplexers.
+fn pending_bytes(sock: &OwnedFd) -> libc::c_int {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int into the valid, writable `n`.
+    let r = unsafe { libc::ioctl(sock.as_raw_fd(), libc::FIONREAD, &mut n) };
+    if r < 0 {
+        0
+    } else {
+        n
     }
 }
