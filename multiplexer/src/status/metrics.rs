@@ -488,6 +488,12 @@ mod tests {
         let mut child = match child {
             Ok(c) => c,
             Err(e) => {
+                // Under CI a missing tool is a failure, never a silent skip (scripts/test
+                // installs Debian's prometheus, which has promtool).
+                assert!(
+                    std::env::var_os("CI").is_none(),
+                    "promtool not runnable under CI ({e}): install Debian's prometheus"
+                );
                 eprintln!("skipped: promtool not runnable ({e}); apt-get install prometheus");
                 return;
             }
