@@ -69,7 +69,7 @@ pub(crate) fn vhost(
 }
 
 /// An optional array of strings, each checked by `bad` (an error message or `None`).
-fn strings(
+pub(crate) fn strings(
     t: &Table,
     r: &mut Report,
     key: &str,

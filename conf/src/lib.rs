@@ -16,6 +16,7 @@ mod cgi;
 mod error;
 mod fsrules;
 mod ids;
+mod index;
 mod limits;
 pub mod model;
 mod status;

@@ -119,6 +119,12 @@ pub struct Vhost {
     pub deny: Vec<String>,
     /// Which requests run a CGI script.
     pub cgi: Cgi,
+    /// `index`: the file names a directory is answered with, tried in order
+    /// (`["index.html"]` by default).
+    pub index: Vec<String>,
+    /// `fallback`: the URL path (starting with `/`) that answers a request whose path
+    /// is neither a file nor a directory (a front controller); `None`: 404.
+    pub fallback: Option<String>,
 }
 
 /// A vhost's CGI/1.1 settings (RFC 3875).

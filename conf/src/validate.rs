@@ -12,6 +12,7 @@ use crate::cgi;
 use crate::error::{Report, Span};
 use crate::fsrules;
 use crate::ids::{self, Kind};
+use crate::index;
 use crate::limits::{self, Limits, MAX_COUNT, MAX_TIMEOUT_SECS, POOL_KEYS};
 use crate::model::{Config, Environment, LogFormat, Server, Vhost};
 use crate::status;
@@ -53,6 +54,8 @@ const VHOST_KEYS: &[&str] = &[
     "cgi_dirs",
     "cgi_timeout",
     "limit_request_body",
+    "index",
+    "fallback",
 ];
 
 /// Checks the whole document; `None` when anything was reported.
@@ -458,6 +461,8 @@ fn vhost(
         }),
     };
     let cgi = cgi::vhost(t, r, cgi_defaults.0, cgi_defaults.1);
+    let index_names = index::index(t, r);
+    let fallback = index::fallback(t, r);
     Some(Vhost {
         server_name: server_name?,
         server_alias: server_alias?,
@@ -468,6 +473,8 @@ fn vhost(
         access_log_format: access_log_format?,
         deny: deny?,
         cgi: cgi?,
+        index: index_names?,
+        fallback: fallback?,
     })
 }
 

@@ -2,11 +2,12 @@
 //! each checked for file, line and key path (`errors`); children and processor pools
 //! (`limits`); `[status]`, vhost logs and address blocks (`status`); rules that keep
 //! tenants apart and who may own a chroot or a log directory (`apart`); the CGI keys
-//! (`cgi`).
+//! (`cgi`); `index` and `fallback` (`index`).
 
 mod apart;
 mod cgi;
 mod errors;
+mod index;
 mod limits;
 mod status;
 mod valid;
