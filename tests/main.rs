@@ -25,6 +25,9 @@ mod hardening;
 mod htaccess;
 /// Error answers, timeouts, body framing, static files and path safety.
 mod http_errors;
+/// A vhost's `index` (in order, a CGI script among them) and `fallback` (a CGI front
+/// controller or a static file), never for a denied path.
+mod index_fallback;
 /// Each environment served by its own uid; another's files refused by the kernel.
 mod isolation;
 /// Replacing dead children, SIGTERM/SIGINT, shutdown_timeout, start failures, parent death.

@@ -199,6 +199,11 @@ pub struct SiteBoot {
     /// Which of its requests run a CGI script (none by default).
     #[serde(default)]
     pub cgi: CgiBoot,
+    /// The vhost's `index`: directory index file names, in order.
+    pub index: Vec<String>,
+    /// The vhost's `fallback`: the URL path answering what resolves to nothing.
+    #[serde(default)]
+    pub fallback: Option<String>,
 }
 
 /// A site's CGI settings (`cgi`, `cgi_dirs`, `cgi_timeout`), validated by `conf`.

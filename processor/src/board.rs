@@ -302,13 +302,7 @@ mod tests {
 
     #[test]
     fn combined_log_line() {
-        let site = Site {
-            vhost_id: 0,
-            server_name: "a.test".into(),
-            document_root: "/".into(),
-            deny: Vec::new(),
-            cgi: Default::default(),
-        };
+        let site = Site::plain(0, "a.test", "/".into());
         let d = Completed {
             site: &site,
             method: "GET",

@@ -74,13 +74,7 @@ mod tests {
     use super::*;
 
     fn site(vhost_id: u32, name: &str) -> Site {
-        Site {
-            vhost_id,
-            server_name: name.into(),
-            document_root: "/".into(),
-            deny: Vec::new(),
-            cgi: Default::default(),
-        }
+        Site::plain(vhost_id, name, "/".into())
     }
 
     /// Vhost 0 (`a.test`) and 3 (`b.test`, `*.b.test`) are ours; `x.b.test` overlaps

@@ -21,7 +21,7 @@ use tracing::{debug, info, warn};
 use crate::board::{Board, ConnObserver};
 use crate::h1;
 use crate::handler::cgi::CgiConf;
-use crate::handler::Site;
+use crate::handler::{Fallback, Site};
 use crate::route::{ConnRouter, Sites, FOREIGN};
 use crate::session::{ConnConfig, Outcome, Stop};
 use crate::transport::{Transport, WRITE_TIMEOUT};
@@ -126,6 +126,8 @@ async fn serve(
                 Duration::from_secs(s.cgi.timeout_secs.max(1)),
                 s.cgi.body_limit,
             ),
+            index: s.index,
+            fallback: s.fallback.as_deref().map(Fallback::new),
         });
     }
     let vhost_ids: Vec<u32> = sites.iter().map(|s| s.vhost_id).collect();

@@ -185,6 +185,8 @@ pub fn processor(
                     timeout_secs: v.cgi.timeout.as_secs(),
                     body_limit: v.cgi.body_limit,
                 },
+                index: v.index.clone(),
+                fallback: v.fallback.clone(),
             }
         })
         .collect();

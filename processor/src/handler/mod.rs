@@ -34,6 +34,50 @@ pub struct Site {
     pub deny: Vec<String>,
     /// Which requests run a CGI script.
     pub cgi: cgi::CgiConf,
+    /// The directory index file names, tried in order (`index`).
+    pub index: Vec<String>,
+    /// What answers a path that resolves to nothing (`fallback`).
+    pub fallback: Option<Fallback>,
+}
+
+/// A vhost's `fallback`: the URL path of a file (a script or a static file) that
+/// answers a request whose path is neither a file nor a directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fallback {
+    /// As configured (`/index.php`).
+    pub path: String,
+    /// Its segments (`["index.php"]`).
+    pub segments: Vec<Vec<u8>>,
+}
+
+impl Fallback {
+    pub fn new(path: &str) -> Self {
+        let segments = path
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .map(|s| s.as_bytes().to_vec())
+            .collect();
+        Self {
+            path: path.to_string(),
+            segments,
+        }
+    }
+}
+
+impl Site {
+    /// The default `index` and no `fallback`, no CGI, no `deny` (tests).
+    #[cfg(test)]
+    pub fn plain(vhost_id: u32, server_name: &str, document_root: PathBuf) -> Self {
+        Self {
+            vhost_id,
+            server_name: server_name.into(),
+            document_root,
+            deny: Vec::new(),
+            cgi: Default::default(),
+            index: vec!["index.html".into()],
+            fallback: None,
+        }
+    }
 }
 
 /// The request method, as far as this server distinguishes it.

@@ -149,13 +149,7 @@ where
 {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let site = Site {
-        vhost_id: 1,
-        server_name: "a.test".into(),
-        document_root: root.to_path_buf(),
-        deny: Vec::new(),
-        cgi: Default::default(),
-    };
+    let site = Site::plain(1, "a.test", root.to_path_buf());
     let router = TestRouter(site.clone());
     let (tx, mut rx) = watch::channel(Stop::Run);
     let server = async {

@@ -66,7 +66,7 @@ impl CgiConf {
         self.extensions.is_empty() && self.dirs.is_empty()
     }
 
-    fn has_extension(&self, name: &[u8]) -> bool {
+    pub fn has_extension(&self, name: &[u8]) -> bool {
         self.extensions
             .iter()
             .any(|e| name.len() > e.len() && name.ends_with(e.as_bytes()))
@@ -81,7 +81,7 @@ impl CgiConf {
 
     /// Whether `segments` could name a script, without a system call: a segment with a
     /// CGI extension, or a path under a CGI directory.
-    fn may_match(&self, segments: &[Vec<u8>]) -> bool {
+    pub fn may_match(&self, segments: &[Vec<u8>]) -> bool {
         self.in_dir(segments).is_some() || segments.iter().any(|s| self.has_extension(s))
     }
 }
@@ -106,33 +106,109 @@ pub fn may_match(site: &Site, req: &Request) -> bool {
         return false;
     }
     match target::parse(&req.target) {
-        Ok(Target::Path(p)) => site.cgi.may_match(&p.segments),
+        Ok(Target::Path(p)) => {
+            site.cgi.may_match(&p.segments)
+                || (is_dir(&p) && index_runs(site))
+                || fallback_runs(site).is_some()
+        }
         _ => false,
     }
 }
 
+/// A target naming a directory (`/` or a trailing slash).
+fn is_dir(target: &PathTarget) -> bool {
+    target.trailing_slash || target.segments.is_empty()
+}
+
+/// Whether one of the site's `index` names is a script (by extension).
+fn index_runs(site: &Site) -> bool {
+    site.index.iter().any(|n| site.cgi.has_extension(n.as_bytes()))
+}
+
+/// The site's `fallback` segments, when the fallback is a script.
+fn fallback_runs(site: &Site) -> Option<&[Vec<u8>]> {
+    site.fallback
+        .as_ref()
+        .map(|f| f.segments.as_slice())
+        .filter(|f| site.cgi.may_match(f))
+}
+
 /// The script `req` runs, if it runs one: `None` for a static file; `Some(Err)` for a
 /// script that cannot run (not executable: 403; not found under a CGI directory: 404).
+/// A directory whose index document is a script runs it; a path that resolves to
+/// nothing runs the `fallback` when that is a script (never a denied path).
 pub fn select(site: &Site, req: &Request) -> Option<Result<Script, Response>> {
     let cgi = &site.cgi;
     let Ok(Target::Path(target)) = target::parse(&req.target) else {
         return None;
     };
-    if !cgi.may_match(&target.segments) {
+    let dir_index = is_dir(&target) && index_runs(site);
+    let fallback = fallback_runs(site);
+    if !cgi.may_match(&target.segments) && !dir_index && fallback.is_none() {
         return None;
     }
     // The same path rules as a static file: `.ht*` names and the vhost's `deny`.
     if let Err(e) = access::check_path(&site.deny, &target.segments) {
         return Some(Err(Response::error(e.status(), e)));
     }
+    let target = if cgi.may_match(&target.segments) {
+        match by_path(site, target) {
+            Ok(chosen) => return chosen,
+            Err(_) if !dir_index && fallback.is_none() => return None,
+            Err(target) => target,
+        }
+    } else {
+        target
+    };
+    // Neither a script by its path nor a CGI directory's: what does the path resolve to?
+    let root = &site.document_root;
+    match resolve::resolve(root, &target.segments, target.trailing_slash, &site.index) {
+        Ok(resolve::Resolved::File(found)) if is_dir(&target) && cgi.has_extension(&found.name) => {
+            // Apache's `DirectoryIndex index.cgi`: SCRIPT_NAME is the index's path.
+            let mut segments = target.segments.clone();
+            segments.push(found.name.clone());
+            let n = segments.len();
+            let script_target = PathTarget {
+                raw_path: format!("{}{}", target.raw_path, String::from_utf8_lossy(&found.name)),
+                query: target.query,
+                segments,
+                trailing_slash: false,
+            };
+            Some(script(site, script_target, n, &found))
+        }
+        Err(ResolveError::NotFound(_)) => {
+            let segments = fallback?.to_vec();
+            let (found, n) = match resolve::resolve_script(root, &segments) {
+                Ok((found, n)) if n == segments.len() => (found, n),
+                Ok(_) => return Some(Err(Response::error(404, "the fallback names no file"))),
+                Err(e) => return Some(Err(Response::error(e.status(), e))),
+            };
+            let script_target = PathTarget {
+                raw_path: site.fallback.as_ref().map(|f| f.path.clone()).unwrap_or_default(),
+                query: target.query,
+                segments,
+                trailing_slash: false,
+            };
+            Some(script(site, script_target, n, &found))
+        }
+        Err(e) if dir_index => Some(Err(Response::error(e.status(), e))),
+        _ => None,
+    }
+}
+
+/// A target that may name a script by its path (extension or CGI directory): the
+/// answer, or the target back when it resolved to nothing by extension (the static
+/// handler's, or the fallback's).
+fn by_path(site: &Site, target: PathTarget) -> Result<Option<Result<Script, Response>>, PathTarget> {
+    let cgi = &site.cgi;
     let under_dir = cgi.in_dir(&target.segments);
     let (found, n) = match resolve::resolve_script(&site.document_root, &target.segments) {
         Ok(found) => found,
         // Under a CGI directory every path is the script's to answer (Apache's
         // ScriptAlias); by extension, what does not resolve is the static handler's.
-        Err(e) if under_dir.is_some() => return Some(Err(Response::error(e.status(), e))),
-        Err(ResolveError::NotFound(_)) => return None,
-        Err(e) => return Some(Err(Response::error(e.status(), e))),
+        Err(e) if under_dir.is_some() => return Ok(Some(Err(Response::error(e.status(), e)))),
+        Err(ResolveError::NotFound(_)) => return Err(target),
+        Err(e) => return Ok(Some(Err(Response::error(e.status(), e)))),
     };
     let is_script = match under_dir {
         Some(dir_len) => n > dir_len,
@@ -140,30 +216,35 @@ pub fn select(site: &Site, req: &Request) -> Option<Result<Script, Response>> {
     };
     if !is_script {
         if under_dir.is_some() {
-            return Some(Err(Response::error(
+            return Ok(Some(Err(Response::error(
                 403,
                 "a CGI directory's prefix names a file, not a directory of scripts",
-            )));
+            ))));
         }
-        return None;
+        return Ok(None);
     }
+    Ok(Some(script(site, target, n, &found)))
+}
+
+/// The script named by the first `n` segments of `target`, found as `found`.
+fn script(site: &Site, target: PathTarget, n: usize, found: &resolve::Found) -> Result<Script, Response> {
     let mut filename = site.document_root.clone();
     for seg in &target.segments[..n] {
         filename.push(OsStr::from_bytes(seg));
     }
     if found.stat.st_mode & 0o111 == 0 {
         let reason = format!("{}: CGI script is not executable", filename.display());
-        return Some(Err(Response::error(403, reason)));
+        return Err(Response::error(403, reason));
     }
     let dir = filename
         .parent()
         .map_or_else(|| site.document_root.clone(), PathBuf::from);
-    Some(Ok(Script {
+    Ok(Script {
         target,
         script_segments: n,
         filename,
         dir,
-    }))
+    })
 }
 
 #[cfg(test)]

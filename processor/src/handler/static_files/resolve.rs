@@ -18,9 +18,6 @@ use thiserror::Error;
 
 use crate::handler::access::{self, AccessError};
 
-/// The index document served for a directory.
-pub const INDEX: &str = "index.html";
-
 /// Why a path cannot be served.
 #[derive(Debug, Error)]
 pub enum ResolveError {
@@ -38,7 +35,7 @@ pub enum ResolveError {
     Raced(PathBuf),
     #[error("{0}: not a regular file or directory")]
     NotRegular(PathBuf),
-    #[error("{0}: directory without {INDEX}")]
+    #[error("{0}: directory without an index document")]
     NoIndex(PathBuf),
     #[error("{path}: {errno}")]
     Io { path: PathBuf, errno: Errno },
@@ -76,17 +73,33 @@ pub enum Resolved {
 
 /// Resolve decoded path segments under `root`, honouring the `.htaccess` of every
 /// directory on the way ([`access::Walk`]): a denial is refused before anything else
-/// (a missing file under a denied directory is 403, as in Apache).
-pub fn resolve(root: &Path, segments: &[Vec<u8>], trailing_slash: bool) -> Result<Resolved, ResolveError> {
-    // What `<Files>` sections match: the file served.
+/// (a missing file under a denied directory is 403, as in Apache). A directory is
+/// answered with the first of `index` it has (`<Files>` sections match that name).
+pub fn resolve(
+    root: &Path,
+    segments: &[Vec<u8>],
+    trailing_slash: bool,
+    index: &[String],
+) -> Result<Resolved, ResolveError> {
+    // What `<Files>` sections match: the file served (for a directory, the first index
+    // name until another is found).
     let name = match segments.last() {
         Some(last) if !trailing_slash => last.as_slice(),
-        _ => INDEX.as_bytes(),
+        _ => index.first().map_or(&b""[..], |n| n.as_bytes()),
     };
     let mut walk = access::Walk::new(name);
     let resolved = with_root(root, |root_fd, root_st| {
-        resolve_in(root_fd, root_st, root, segments, trailing_slash, &mut walk)
+        resolve_in(root_fd, root_st, root, segments, trailing_slash, index, &mut walk)
     });
+    if let Ok(Resolved::File(found)) = &resolved {
+        if found.name != name {
+            // An index document other than the first: the walk again, for its name
+            // alone (only such a directory pays for it; the default list never does).
+            if let Some(k) = index.iter().position(|n| n.as_bytes() == found.name.as_slice()) {
+                return resolve(root, segments, trailing_slash, &index[k..=k]);
+            }
+        }
+    }
     walk.finish()?;
     resolved
 }
@@ -97,6 +110,7 @@ fn resolve_in(
     root: &Path,
     segments: &[Vec<u8>],
     trailing_slash: bool,
+    index: &[String],
     walk: &mut access::Walk<'_>,
 ) -> Result<Resolved, ResolveError> {
     // The current directory: the (borrowed) root until a component is opened.
@@ -104,7 +118,7 @@ fn resolve_in(
     let mut path = root.to_path_buf();
     walk.enter(root_fd, root_st, &path);
     let Some((last, parents)) = segments.split_last() else {
-        return index(root_fd, path);
+        return index_of(root_fd, path, index);
     };
     for seg in parents {
         path.push(OsStr::from_bytes(seg));
@@ -122,7 +136,7 @@ fn resolve_in(
     if is(&st, libc::S_IFDIR) {
         walk.enter(fd.as_fd(), &st, &path);
         return if trailing_slash {
-            index(fd.as_fd(), path)
+            index_of(fd.as_fd(), path, index)
         } else {
             Ok(Resolved::Redirect)
         };
@@ -181,21 +195,25 @@ fn with_root<T>(
     })
 }
 
-/// The index document of an opened directory; a missing one is 403 (no listings).
-fn index(dir: BorrowedFd<'_>, mut path: PathBuf) -> Result<Resolved, ResolveError> {
-    path.push(INDEX);
-    match step(dir, INDEX.as_bytes(), &path, Want::Any) {
-        Ok((fd, st)) if is(&st, libc::S_IFREG) => Ok(Resolved::File(Found {
-            file: File::from(fd),
-            stat: st,
-            name: INDEX.as_bytes().to_vec(),
-        })),
-        Ok(_) | Err(ResolveError::NotFound(_)) => {
-            path.pop();
-            Err(ResolveError::NoIndex(path))
+/// The first of `names` an opened directory has; none is 403 (no listings).
+fn index_of(dir: BorrowedFd<'_>, mut path: PathBuf, names: &[String]) -> Result<Resolved, ResolveError> {
+    for name in names {
+        path.push(name);
+        match step(dir, name.as_bytes(), &path, Want::Any) {
+            Ok((fd, st)) if is(&st, libc::S_IFREG) => {
+                return Ok(Resolved::File(Found {
+                    file: File::from(fd),
+                    stat: st,
+                    name: name.as_bytes().to_vec(),
+                }))
+            }
+            Ok(_) | Err(ResolveError::NotFound(_)) => {
+                path.pop();
+            }
+            Err(e) => return Err(e),
         }
-        Err(e) => Err(e),
     }
+    Err(ResolveError::NoIndex(path))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -352,7 +370,7 @@ mod tests {
     }
 
     fn status(root: &Path, p: &str) -> u16 {
-        match resolve(root, &segs(p), p.ends_with('/')) {
+        match resolve(root, &segs(p), p.ends_with('/'), &["index.html".into()]) {
             Ok(Resolved::File(_)) => 200,
             Ok(Resolved::Redirect) => 301,
             Err(e) => e.status(),
@@ -381,7 +399,7 @@ mod tests {
         assert_eq!(status(root, "/same-owner"), 200);
         assert_eq!(status(root, "/dangling"), 404);
         assert_eq!(status(root, "/fifo"), 403);
-        match resolve(root, &segs("/d/e/"), true) {
+        match resolve(root, &segs("/d/e/"), true, &["index.html".into()]) {
             Ok(Resolved::File(found)) => assert_eq!(found.name, b"index.html"),
             other => panic!("{other:?}"),
         }

@@ -55,12 +55,30 @@ pub fn respond(site: &Site, target: &PathTarget, req: &Request) -> Response {
     if let Err(e) = access::check_path(&site.deny, &target.segments) {
         return Response::error(e.status(), e);
     }
-    let found = match resolve::resolve(&site.document_root, &target.segments, target.trailing_slash) {
+    let root = &site.document_root;
+    let found = match resolve::resolve(root, &target.segments, target.trailing_slash, &site.index) {
         Ok(Resolved::File(found)) => found,
         Ok(Resolved::Redirect) => return redirect(target),
+        Err(e @ resolve::ResolveError::NotFound(_)) => match fallback(site) {
+            Some(found) => found,
+            None => return Response::error(e.status(), e),
+        },
         Err(e) => return Response::error(e.status(), e),
     };
     serve_found(found, req)
+}
+
+/// The vhost's `fallback` as a static file, for a path that resolved to nothing (never
+/// for a denial); a fallback that is a script is `cgi::select`'s, never sent as a file.
+fn fallback(site: &Site) -> Option<Found> {
+    let f = site.fallback.as_ref()?;
+    if site.cgi.may_match(&f.segments) || access::check_path(&site.deny, &f.segments).is_err() {
+        return None;
+    }
+    match resolve::resolve(&site.document_root, &f.segments, false, &site.index) {
+        Ok(Resolved::File(found)) => Some(found),
+        _ => None,
+    }
 }
 
 fn redirect(target: &PathTarget) -> Response {
