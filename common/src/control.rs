@@ -199,11 +199,18 @@ pub struct SiteBoot {
     /// Which of its requests run a CGI script (none by default).
     #[serde(default)]
     pub cgi: CgiBoot,
-    /// The vhost's `index`: directory index file names, in order.
+    /// The vhost's `index`: directory index file names, in order (absent:
+    /// `["index.html"]`).
+    #[serde(default = "default_index")]
     pub index: Vec<String>,
     /// The vhost's `fallback`: the URL path answering what resolves to nothing.
     #[serde(default)]
     pub fallback: Option<String>,
+}
+
+/// [`SiteBoot::index`] when absent.
+fn default_index() -> Vec<String> {
+    vec!["index.html".into()]
 }
 
 /// A site's CGI settings (`cgi`, `cgi_dirs`, `cgi_timeout`), validated by `conf`.

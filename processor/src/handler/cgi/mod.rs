@@ -23,7 +23,7 @@ use std::time::Duration;
 use super::access;
 use super::static_files::resolve::{self, ResolveError};
 use super::static_files::target::{self, PathTarget, Target};
-use super::{Request, Response, Site};
+use super::{Fallback, Request, Response, Site};
 
 pub use output::{Answer, Output};
 pub use spawn::Running;
@@ -125,12 +125,9 @@ fn index_runs(site: &Site) -> bool {
     site.index.iter().any(|n| site.cgi.has_extension(n.as_bytes()))
 }
 
-/// The site's `fallback` segments, when the fallback is a script.
-fn fallback_runs(site: &Site) -> Option<&[Vec<u8>]> {
-    site.fallback
-        .as_ref()
-        .map(|f| f.segments.as_slice())
-        .filter(|f| site.cgi.may_match(f))
+/// The site's `fallback`, when it is a script.
+fn fallback_runs(site: &Site) -> Option<&Fallback> {
+    site.fallback.as_ref().filter(|f| site.cgi.may_match(&f.segments))
 }
 
 /// The script `req` runs, if it runs one: `None` for a static file; `Some(Err)` for a
@@ -169,7 +166,7 @@ pub fn select(site: &Site, req: &Request) -> Option<Result<Script, Response>> {
             segments.push(found.name.clone());
             let n = segments.len();
             let script_target = PathTarget {
-                raw_path: format!("{}{}", target.raw_path, String::from_utf8_lossy(&found.name)),
+                raw_path: target.raw_path,
                 query: target.query,
                 segments,
                 trailing_slash: false,
@@ -177,14 +174,20 @@ pub fn select(site: &Site, req: &Request) -> Option<Result<Script, Response>> {
             Some(script(site, script_target, n, &found))
         }
         Err(ResolveError::NotFound(_)) => {
-            let segments = fallback?.to_vec();
+            let f = fallback?;
+            let segments = f.segments.clone();
             let (found, n) = match resolve::resolve_script(root, &segments) {
                 Ok((found, n)) if n == segments.len() => (found, n),
-                Ok(_) => return Some(Err(Response::error(404, "the fallback names no file"))),
+                Ok(_) => {
+                    return Some(Err(Response::error(
+                        404,
+                        format!("fallback {} names no file", f.path),
+                    )))
+                }
                 Err(e) => return Some(Err(Response::error(e.status(), e))),
             };
             let script_target = PathTarget {
-                raw_path: site.fallback.as_ref().map(|f| f.path.clone()).unwrap_or_default(),
+                raw_path: target.raw_path,
                 query: target.query,
                 segments,
                 trailing_slash: false,

@@ -437,4 +437,41 @@ mod tests {
         std::fs::remove_file(root.join("p/.htaccess")).unwrap();
         assert_eq!(status(root, "/p/x.txt"), 200);
     }
+
+    #[test]
+    fn index_names_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let index: Vec<String> = vec!["index.php".into(), "index.html".into()];
+        let served = |p: &str| match resolve(root, &segs(p), true, &index) {
+            Ok(Resolved::File(found)) => Ok(String::from_utf8(found.name).unwrap()),
+            Ok(Resolved::Redirect) => Err(301),
+            Err(e) => Err(e.status()),
+        };
+        std::fs::create_dir_all(root.join("a")).unwrap();
+        std::fs::create_dir_all(root.join("b")).unwrap();
+        std::fs::create_dir_all(root.join("c/index.php")).unwrap();
+        std::fs::write(root.join("a/index.html"), "a").unwrap();
+        std::fs::write(root.join("b/index.html"), "b").unwrap();
+        std::fs::write(root.join("b/index.php"), "b").unwrap();
+        std::fs::write(root.join("c/index.html"), "c").unwrap();
+        assert_eq!(served("/a/"), Ok("index.html".into()));
+        assert_eq!(served("/b/"), Ok("index.php".into()));
+        // A directory named like an index is skipped.
+        assert_eq!(served("/c/"), Ok("index.html".into()));
+        assert_eq!(served("/"), Err(403));
+        // `<Files>` sections match the name served, not the first listed.
+        std::fs::write(
+            root.join("a/.htaccess"),
+            "<Files index.php>\nRequire all denied\n</Files>\n",
+        )
+        .unwrap();
+        assert_eq!(served("/a/"), Ok("index.html".into()));
+        std::fs::write(
+            root.join("a/.htaccess"),
+            "<Files index.html>\nRequire all denied\n</Files>\n",
+        )
+        .unwrap();
+        assert_eq!(served("/a/"), Err(403));
+    }
 }
