@@ -15,23 +15,8 @@ use crate::util::*;
 
 /// Alice's site with `cgi = [".cgi"]`, `cgi_dirs = ["/cgi-bin/"]` and a 2 s timeout.
 fn config(root: &Path) -> String {
-    format!(
+    let vhost = format!(
         r#"
-[server]
-user = {MUX_UID}
-group = {MUX_UID}
-listen = ["127.0.0.1:0"]
-min_multiplexers = 1
-request_head_timeout = 2
-keep_alive_timeout = 5
-cgi_timeout = 30
-
-[environments.alice]
-user = {ALICE}
-group = {ALICE}
-min_processors = 1
-max_processors = 2
-
 [[vhosts]]
 server_name = "alice.test"
 environment = "alice"
@@ -41,7 +26,8 @@ cgi_dirs = ["/cgi-bin/"]
 cgi_timeout = 2
 "#,
         a = root.join("alice").display()
-    )
+    );
+    alice_config("cgi_timeout = 30", &vhost)
 }
 
 /// A script at `alice/rel`, alice's, mode 0755.

@@ -15,22 +15,8 @@ use crate::util::*;
 /// "/index.cgi"`) and `static.test` (`fallback = "/app.html"`); the last two with
 /// `deny = ["/private/"]`.
 fn config(w: &Path) -> String {
-    format!(
+    let vhosts = format!(
         r#"
-[server]
-user = {MUX_UID}
-group = {MUX_UID}
-listen = ["127.0.0.1:0"]
-min_multiplexers = 1
-request_head_timeout = 2
-keep_alive_timeout = 5
-
-[environments.alice]
-user = {ALICE}
-group = {ALICE}
-min_processors = 1
-max_processors = 2
-
 [[vhosts]]
 server_name = "order.test"
 environment = "alice"
@@ -54,7 +40,8 @@ fallback = "/app.html"
 deny = ["/private/"]
 "#,
         w = w.display()
-    )
+    );
+    alice_config("", &vhosts)
 }
 
 /// A script that prints the variables these tests look at.

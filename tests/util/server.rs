@@ -13,6 +13,29 @@ use super::http::get;
 use super::processes::{children_of, cmdline, uid_of};
 use super::{ALICE, BIN, BOB, MUX_UID};
 
+/// A one-environment config: one multiplexer, alice (2001, at most 2 processors), then
+/// `vhosts` (its `[[vhosts]]` tables); `extra_server` goes into `[server]`.
+pub fn alice_config(extra_server: &str, vhosts: &str) -> String {
+    format!(
+        r#"
+[server]
+user = {MUX_UID}
+group = {MUX_UID}
+listen = ["127.0.0.1:0"]
+min_multiplexers = 1
+request_head_timeout = 2
+keep_alive_timeout = 5
+{extra_server}
+
+[environments.alice]
+user = {ALICE}
+group = {ALICE}
+min_processors = 1
+max_processors = 2
+{vhosts}"#
+    )
+}
+
 /// The standard two-environment config: alice (2001) and bob (2002), one vhost each.
 pub fn two_env_config(root: &Path, extra_server: &str) -> String {
     format!(
