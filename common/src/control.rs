@@ -179,6 +179,23 @@ pub struct ProcessorBoot {
     /// 0 = unlimited.
     pub max_requests_per_child: u64,
     pub generation: u64,
+    /// The environment's FastCGI backends, when it has them.
+    #[serde(default)]
+    pub fastcgi: Option<FastcgiBoot>,
+}
+
+/// What a processor knows of its environment's FastCGI backends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FastcgiBoot {
+    /// The backends' listening Unix socket, as the processor (and the backends, which
+    /// share its chroot) see it.
+    pub socket: std::path::PathBuf,
+    /// File extensions served through the backends, each starting with `.`.
+    pub extensions: Vec<String>,
+    /// `fastcgi_timeout`: seconds without a byte from the backend before a 504.
+    pub timeout_secs: u64,
+    /// The backend program, for log lines (`command[0]`).
+    pub program: String,
 }
 
 /// In [`ProcessorBoot::hosts`]: an entry of another environment.

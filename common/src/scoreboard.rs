@@ -238,7 +238,16 @@ pub mod slot {
     /// loops have ended and no connection it took from a listener is still being read
     /// or handed off: from then on it hands nothing more to its generation's pools.
     pub const QUIESCED: usize = 17;
-    pub const HEADER: usize = 20;
+    /// A processor's FastCGI requests: sent to a backend (each counted once, when its
+    /// connection to the backend is made or refused).
+    pub const FCGI_REQUESTS: usize = 18;
+    /// FastCGI requests in flight now (connected, answer not finished).
+    pub const FCGI_ACTIVE: usize = 19;
+    /// FastCGI requests answered 502 (no backend, refused, broken answer, died).
+    pub const FCGI_BAD_GATEWAY: usize = 20;
+    /// FastCGI requests answered 504 (`fastcgi_timeout`).
+    pub const FCGI_TIMEOUTS: usize = 21;
+    pub const HEADER: usize = 24;
 
     pub const MAGIC_VALUE: u64 = 0x6268_736c_6f74_0001;
 
@@ -314,7 +323,19 @@ pub mod table {
         pub const RETIRED_DURATION_US: usize = 14;
         /// 1 while a "saturated" warning is outstanding (logged once until recovery).
         pub const WARNED: usize = 15;
-        pub const WORDS: usize = 16;
+        /// FastCGI backends (written by the supervisor): running now, started in
+        /// total, and exits that were not asked for (a crash, a kill).
+        pub const BACKENDS: usize = 16;
+        pub const BACKEND_STARTS: usize = 17;
+        pub const BACKEND_DEATHS: usize = 18;
+        /// The FastCGI counters of processors that are gone (slot `FCGI_REQUESTS`,
+        /// `FCGI_BAD_GATEWAY`, `FCGI_TIMEOUTS`).
+        pub const RETIRED_FCGI_REQUESTS: usize = 19;
+        pub const RETIRED_FCGI_BAD_GATEWAY: usize = 20;
+        pub const RETIRED_FCGI_TIMEOUTS: usize = 21;
+        /// `max_backends` (0: the environment has no FastCGI backends).
+        pub const MAX_BACKENDS: usize = 22;
+        pub const WORDS: usize = 23;
     }
 
     /// Per vhost: the retired per-site counters (same layout as a slot's site block).

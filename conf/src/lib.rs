@@ -14,6 +14,7 @@
 mod apart;
 mod cgi;
 mod error;
+mod fastcgi;
 mod fsrules;
 mod ids;
 mod index;

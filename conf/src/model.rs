@@ -71,6 +71,9 @@ pub struct Server {
     pub cgi_timeout: Duration,
     /// The default of every vhost's `limit_request_body` (100 MiB; 0: none of its own).
     pub limit_request_body: u64,
+    /// `runtime_dir` (absolute; default `/run/bulkhead`): where the FastCGI sockets of
+    /// environments without a chroot live (`fastcgi/` below it, made by the supervisor).
+    pub runtime_dir: PathBuf,
 }
 
 /// `[environments.NAME]`: Peruser's `<Processor NAME>`.
@@ -98,6 +101,32 @@ pub struct Environment {
     pub expire_timeout: Duration,
     /// A processor is replaced after this many requests; zero: never.
     pub max_requests_per_child: u64,
+    /// `[environments.NAME.fastcgi]`: the FastCGI backends run for it, if any.
+    pub fastcgi: Option<Fastcgi>,
+}
+
+/// `[environments.NAME.fastcgi]`: FastCGI backends the supervisor runs as the
+/// environment (each one process serving one request at a time, all accepting on the
+/// environment's one listening socket).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fastcgi {
+    /// The program (absolute, as the environment sees it) and its arguments.
+    pub command: Vec<String>,
+    /// File extensions served through the backends (`.php`), each starting with `.`.
+    pub extensions: Vec<String>,
+    /// Backends kept running; 0: started on the first request (php-fpm's ondemand).
+    pub min_backends: u32,
+    /// At least 1, at least `min_backends`.
+    pub max_backends: u32,
+    /// Requests per backend process before it exits and is replaced
+    /// (`PHP_FCGI_MAX_REQUESTS`); 0: never.
+    pub max_requests: u64,
+    /// A backend idle this long is stopped (down to `min_backends`).
+    pub idle_timeout: Duration,
+    /// `fastcgi_timeout`: a request whose backend sends nothing for this long gets 504.
+    pub timeout: Duration,
+    /// Extra environment variables of every backend, in file order.
+    pub env: Vec<(String, String)>,
 }
 
 /// `[[vhosts]]`: Peruser's `<VirtualHost>` with its `ServerEnvironment`.

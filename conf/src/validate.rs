@@ -10,6 +10,7 @@ use std::time::Duration;
 use crate::apart;
 use crate::cgi;
 use crate::error::{Report, Span};
+use crate::fastcgi;
 use crate::fsrules;
 use crate::ids::{self, Kind};
 use crate::index;
@@ -38,9 +39,10 @@ const SERVER_KEYS: &[&str] = &[
     "error_log",
     "cgi_timeout",
     "limit_request_body",
+    "runtime_dir",
 ];
 /// With [`POOL_KEYS`].
-const ENVIRONMENT_KEYS: &[&str] = &["user", "group", "chroot"];
+const ENVIRONMENT_KEYS: &[&str] = &["user", "group", "chroot", "fastcgi"];
 const VHOST_KEYS: &[&str] = &[
     "server_name",
     "server_alias",
@@ -126,6 +128,7 @@ fn server(t: &Table, r: &mut Report, limits: &Limits) -> Option<Server> {
     let error_log = optional_path(t, r, "error_log");
     let cgi_timeout = cgi::timeout(t, r);
     let limit_request_body = cgi::body_limit(t, r);
+    let runtime_dir = fastcgi::runtime_dir(t, r);
     let ((uid, user_name), (gid, group_name)) = (user?, group?);
     if uid == 0 {
         tracing::warn!("multiplexers will run as root (server.user = {user_name:?})");
@@ -151,6 +154,7 @@ fn server(t: &Table, r: &mut Report, limits: &Limits) -> Option<Server> {
         error_log: error_log?,
         cgi_timeout: cgi_timeout?.unwrap_or(Duration::from_secs(cgi::DEFAULT_TIMEOUT_SECS as u64)),
         limit_request_body: limit_request_body?.unwrap_or(cgi::DEFAULT_BODY_LIMIT),
+        runtime_dir: runtime_dir?,
     })
 }
 
@@ -317,6 +321,7 @@ fn environment(name: &str, entry: &Entry, r: &mut Report, limits: &Limits) -> En
         Some(e) => chroot(&e, r).map(Some),
     };
     let (pool, pool_ok) = limits.environment(&t, r);
+    let fastcgi = fastcgi::environment(&t, r);
     state.min_processors = pool.min_processors.as_ref().map(|s| s.value);
 
     state.valid = (|| {
@@ -340,6 +345,7 @@ fn environment(name: &str, entry: &Entry, r: &mut Report, limits: &Limits) -> En
             idle_timeout: limits::to_duration(&pool.idle_timeout)?,
             expire_timeout: limits::to_duration(&pool.expire_timeout)?,
             max_requests_per_child: limits::to_u64(&pool.max_requests_per_child)?,
+            fastcgi: fastcgi?,
         })
     })();
     state
@@ -461,6 +467,19 @@ fn vhost(
         }),
     };
     let cgi = cgi::vhost(t, r, cgi_defaults.0, cgi_defaults.1);
+    if let (Some(cgi), Some(Some(env))) = (&cgi, environment.map(|i| envs[i].valid.as_ref())) {
+        if let (Some(fcgi), Some(e)) = (&env.fastcgi, t.get("cgi")) {
+            for x in cgi.extensions.iter().filter(|x| fcgi.extensions.contains(x)) {
+                e.error(
+                    r,
+                    format!(
+                        "'{x}' is also a FastCGI extension of environment '{}'; a file runs one way",
+                        env.name
+                    ),
+                );
+            }
+        }
+    }
     let index_names = index::index(t, r);
     let fallback = index::fallback(t, r);
     Some(Vhost {

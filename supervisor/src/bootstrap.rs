@@ -5,11 +5,12 @@
 
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd, RawFd};
+use std::path::PathBuf;
 
 use common::bootfds::{MultiplexerFds, ProcessorFds};
 use common::control::{
-    AccessLogFormat, Bootstrap, CgiBoot, EnvBoot, MultiplexerBoot, ProcessorBoot, RoleBoot, SiteBoot,
-    VhostBoot, FOREIGN_HOST,
+    AccessLogFormat, Bootstrap, CgiBoot, EnvBoot, FastcgiBoot, MultiplexerBoot, ProcessorBoot, RoleBoot,
+    SiteBoot, VhostBoot, FOREIGN_HOST,
 };
 use common::privdrop::Credentials;
 use common::vhost::names_overlap;
@@ -209,6 +210,12 @@ pub fn processor(
         max_connections: e.max_connections_per_processor,
         max_requests_per_child: e.max_requests_per_child,
         generation: g.id,
+        fastcgi: e.fastcgi.as_ref().map(|f| FastcgiBoot {
+            socket: fastcgi_socket(cfg, env, g.id).1,
+            extensions: f.extensions.clone(),
+            timeout_secs: f.timeout.as_secs(),
+            program: f.command[0].clone(),
+        }),
     };
     let credentials = privileged.then_some(Credentials {
         uid: e.uid,
@@ -222,6 +229,35 @@ pub fn processor(
         },
         fds,
     )
+}
+
+/// Name of the root-owned directory, directly inside an environment's chroot, that
+/// holds its FastCGI socket (`/.bulkhead` as the environment sees it).
+pub(crate) const JAIL_SOCKET_DIR: &str = ".bulkhead";
+
+/// The directory below `[server] runtime_dir` that holds the FastCGI sockets of
+/// environments without a chroot.
+pub(crate) const RUNTIME_SOCKET_DIR: &str = "fastcgi";
+
+/// Where environment `env`'s FastCGI listening socket of generation `gen` is bound:
+/// (the host path the supervisor binds, the path its processors and backends use).
+/// With a chroot: `<chroot>/.bulkhead/`, a directory of root's directly inside the
+/// root-owned jail; without: `<runtime_dir>/fastcgi/`. The name carries the
+/// supervisor's pid, the generation and the environment's index, so two servers
+/// sharing a runtime directory and two generations never meet, and its length stays
+/// within `sun_path` whatever the environment is called.
+pub(crate) fn fastcgi_socket(cfg: &Config, env: usize, gen: u64) -> (PathBuf, PathBuf) {
+    let name = format!("{}-{gen}-{env}.sock", std::process::id());
+    match &cfg.environments[env].chroot {
+        Some(root) => (
+            root.join(JAIL_SOCKET_DIR).join(&name),
+            PathBuf::from("/").join(JAIL_SOCKET_DIR).join(&name),
+        ),
+        None => {
+            let p = cfg.server.runtime_dir.join(RUNTIME_SOCKET_DIR).join(&name);
+            (p.clone(), p)
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,168 @@
+//! `[environments.NAME.fastcgi]`: the FastCGI backends the supervisor runs for an
+//! environment (php-cgi or any FastCGI application), and `[server] runtime_dir`, where
+//! their sockets live.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::cgi::strings;
+use crate::error::Report;
+use crate::limits::MAX_TIMEOUT_SECS;
+use crate::model::Fastcgi;
+use crate::tree::{Entry, Table};
+
+/// `[server] runtime_dir` when absent.
+pub(crate) const DEFAULT_RUNTIME_DIR: &str = "/run/bulkhead";
+
+/// Most backends one environment may run (`max_backends`).
+pub(crate) const MAX_BACKENDS: i64 = 1024;
+
+/// The keys of `[environments.NAME.fastcgi]`.
+const KEYS: &[&str] = &[
+    "command",
+    "extensions",
+    "min_backends",
+    "max_backends",
+    "max_requests",
+    "idle_timeout",
+    "fastcgi_timeout",
+    "env",
+];
+
+/// Environment variables bulkhead sets for a backend itself.
+const RESERVED_ENV: &[&str] = &[
+    "PHP_FCGI_CHILDREN",
+    "PHP_FCGI_MAX_REQUESTS",
+    "FCGI_WEB_SERVER_ADDRS",
+];
+
+/// `[server] runtime_dir`: absolute; default [`DEFAULT_RUNTIME_DIR`].
+pub(crate) fn runtime_dir(t: &Table, r: &mut Report) -> Option<PathBuf> {
+    match t.get("runtime_dir") {
+        None => Some(PathBuf::from(DEFAULT_RUNTIME_DIR)),
+        Some(e) => e.abs_path(r),
+    }
+}
+
+/// An environment's `fastcgi` table: `Some(None)` when absent, `None` when invalid.
+pub(crate) fn environment(t: &Table, r: &mut Report) -> Option<Option<Fastcgi>> {
+    let Some(entry) = t.get("fastcgi") else {
+        return Some(None);
+    };
+    let t = entry.table(r)?;
+    t.check_keys(r, KEYS);
+    let command = t.require(r, "command").and_then(|e| command(&e, r));
+    let extensions = strings(&t, r, "extensions", |s| {
+        let ok = s.len() > 1 && s.starts_with('.') && !s[1..].contains(['.', '/', '\0']);
+        (!ok).then(|| format!("a FastCGI extension starts with '.' and has no other '.' or '/', got '{s}'"))
+    });
+    let extensions = extensions.and_then(|x| {
+        if x.is_empty() {
+            r.error(
+                &t.span,
+                &t.path,
+                "fastcgi needs at least one extension (e.g. extensions = [\".php\"])",
+            );
+            return None;
+        }
+        Some(x)
+    });
+    let min_backends = t.int_or(r, "min_backends", 0, 0, MAX_BACKENDS);
+    let max_backends = t.int_or(r, "max_backends", 8, 1, MAX_BACKENDS);
+    let max_requests = t.int_or(r, "max_requests", 500, 0, i64::MAX);
+    let idle_timeout = t.int_or(r, "idle_timeout", 60, 1, MAX_TIMEOUT_SECS);
+    let fastcgi_timeout = t.int_or(r, "fastcgi_timeout", 60, 1, MAX_TIMEOUT_SECS);
+    let env = match t.get("env") {
+        None => Some(Vec::new()),
+        Some(e) => env(&e, r),
+    };
+    if let (Some(min), Some(max)) = (min_backends, max_backends) {
+        if min > max {
+            let e = t.get("min_backends");
+            let message = format!("min_backends ({min}) is above max_backends ({max})");
+            match e {
+                Some(e) => e.error(r, message),
+                None => r.error(&t.span, &t.path, message),
+            }
+            return None;
+        }
+    }
+    Some(Some(Fastcgi {
+        command: command?,
+        extensions: extensions?,
+        min_backends: u32::try_from(min_backends?).ok()?,
+        max_backends: u32::try_from(max_backends?).ok()?,
+        max_requests: u64::try_from(max_requests?).ok()?,
+        idle_timeout: Duration::from_secs(u64::try_from(idle_timeout?).ok()?),
+        timeout: Duration::from_secs(u64::try_from(fastcgi_timeout?).ok()?),
+        env: env?,
+    }))
+}
+
+/// `command`: a non-empty array; the program an absolute path (as the environment sees
+/// it: inside its chroot when it has one), no NUL anywhere.
+fn command(e: &Entry, r: &mut Report) -> Option<Vec<String>> {
+    let elements = e.array(r)?;
+    if elements.is_empty() {
+        e.error(
+            r,
+            "command is empty; expected the program and its arguments, e.g. [\"/usr/bin/php-cgi\"]",
+        );
+        return None;
+    }
+    let mut out = Vec::new();
+    let mut ok = true;
+    for (i, el) in elements.iter().enumerate() {
+        let Some(s) = el.str(r) else {
+            ok = false;
+            continue;
+        };
+        if s.contains('\0') {
+            el.error(r, "contains a NUL byte");
+            ok = false;
+        } else if i == 0 && !s.starts_with('/') {
+            el.error(r, format!("the program must be an absolute path, got '{s}'"));
+            ok = false;
+        } else {
+            out.push(s.to_string());
+        }
+    }
+    ok.then_some(out)
+}
+
+/// `env`: a table of strings; names `[A-Za-z_][A-Za-z0-9_]*`, not one bulkhead sets.
+fn env(e: &Entry, r: &mut Report) -> Option<Vec<(String, String)>> {
+    let t = e.table(r)?;
+    let mut out = Vec::new();
+    let mut ok = true;
+    for (key, value) in t.entries() {
+        let name_ok = key
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        let Some(v) = value.str(r) else {
+            ok = false;
+            continue;
+        };
+        if !name_ok {
+            value.error(
+                r,
+                format!("'{key}' is not an environment variable name ([A-Za-z_][A-Za-z0-9_]*)"),
+            );
+            ok = false;
+        } else if RESERVED_ENV.contains(&key) {
+            value.error(
+                r,
+                format!("{key} is set by bulkhead (one request at a time per backend; use max_backends and max_requests)"),
+            );
+            ok = false;
+        } else if v.contains('\0') {
+            value.error(r, "contains a NUL byte");
+            ok = false;
+        } else {
+            out.push((key.to_string(), v.to_string()));
+        }
+    }
+    ok.then_some(out)
+}
