@@ -2,7 +2,7 @@
 //! read under the shared table's seqlock so a child that dies meanwhile is counted
 //! exactly once.
 
-use crate::status::model::{ChildRow, ChildState, EnvRow, Role, Snapshot, VhostRow};
+use crate::status::model::{ChildRow, ChildState, EnvRow, FastcgiRow, Role, Snapshot, VhostRow};
 use common::scoreboard::{now_ms, slot, table};
 
 use crate::pool::Pools;
@@ -72,9 +72,11 @@ fn build(pools: &Pools, facts: &Facts, server_name: &str) -> Snapshot {
                 spawns: w(table::env::SPAWNS),
                 cold_starts: w(table::env::COLD_STARTS),
                 cold_start_us: w(table::env::COLD_START_US),
+                fastcgi: fastcgi(&w),
             }
         })
         .collect();
+    let mut fcgi_active = vec![0u64; ne];
     let mut vhosts: Vec<VhostRow> = pools
         .vhosts
         .iter()
@@ -148,6 +150,14 @@ fn build(pools: &Pools, facts: &Facts, server_name: &str) -> Snapshot {
                 env.bytes = env.bytes.saturating_add(row.bytes);
                 env.active_conns = env.active_conns.saturating_add(row.active_conns);
                 env.duration_us = env.duration_us.saturating_add(g(slot::DURATION_US));
+                if let Some(f) = &mut env.fastcgi {
+                    f.requests = f.requests.saturating_add(g(slot::FCGI_REQUESTS));
+                    f.bad_gateway = f.bad_gateway.saturating_add(g(slot::FCGI_BAD_GATEWAY));
+                    f.timeouts = f.timeouts.saturating_add(g(slot::FCGI_TIMEOUTS));
+                    // In flight per processor: at most its connections.
+                    let active = g(slot::FCGI_ACTIVE).min(row.capacity.max(1));
+                    fcgi_active[e] = fcgi_active[e].saturating_add(active);
+                }
                 let sites = (s.get(slot::SITES) as usize).min(nv);
                 for i in 0..sites {
                     let vh = s.get(slot::site_word(i, slot::site::VHOST)) as usize;
@@ -172,6 +182,11 @@ fn build(pools: &Pools, facts: &Facts, server_name: &str) -> Snapshot {
         children.push(row);
     }
     let _ = muxes;
+    for (env, active) in envs.iter_mut().zip(fcgi_active) {
+        if let Some(f) = &mut env.fastcgi {
+            f.split(active);
+        }
+    }
     Snapshot {
         server_name: server_name.to_string(),
         server_version: format!("bulkhead/{}", env!("CARGO_PKG_VERSION")),
@@ -186,6 +201,26 @@ fn build(pools: &Pools, facts: &Facts, server_name: &str) -> Snapshot {
         environments: envs,
         vhosts,
     }
+}
+
+/// An environment's FastCGI row from its table words (the supervisor's, but bounded
+/// all the same), before the processors' counters are added; `None` without backends.
+fn fastcgi(w: &impl Fn(usize) -> u64) -> Option<FastcgiRow> {
+    let max_backends = w(table::env::MAX_BACKENDS).min(1 << 20);
+    if max_backends == 0 {
+        return None;
+    }
+    let bound = |x: usize| w(x).min(1 << 48);
+    Some(FastcgiRow {
+        max_backends,
+        running: w(table::env::BACKENDS).min(max_backends),
+        requests: bound(table::env::RETIRED_FCGI_REQUESTS),
+        bad_gateway: bound(table::env::RETIRED_FCGI_BAD_GATEWAY),
+        timeouts: bound(table::env::RETIRED_FCGI_TIMEOUTS),
+        starts: bound(table::env::BACKEND_STARTS),
+        deaths: bound(table::env::BACKEND_DEATHS),
+        ..FastcgiRow::default()
+    })
 }
 
 #[cfg(test)]

@@ -27,6 +27,7 @@ pub(super) fn status_page(s: &Snapshot, refresh: Option<u32>) -> String {
     child_table(&mut o, s);
     o.push_str("<h2>Environments</h2>\n");
     stats_table(&mut o, s);
+    fastcgi_table(&mut o, s);
     close(&mut o);
     o
 }
@@ -37,8 +38,45 @@ pub(super) fn stats_page(s: &Snapshot) -> String {
     open(&mut o, s, None);
     o.push_str("<h2>Environments</h2>\n");
     stats_table(&mut o, s);
+    fastcgi_table(&mut o, s);
     close(&mut o);
     o
+}
+
+/// The FastCGI backends of the environments that have them (nothing when none does).
+fn fastcgi_table(o: &mut String, s: &Snapshot) {
+    let rows: Vec<_> = s
+        .environments
+        .iter()
+        .filter_map(|e| Some((e, e.fastcgi.as_ref()?)))
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    o.push_str(
+        "<h2>FastCGI backends</h2>\n<table>\n<thead><tr><th>Environment</th><th>Running</th>\
+         <th>Busy</th><th>Idle</th><th>Waiting</th><th>Max</th><th>Requests</th><th>502</th>\
+         <th>504</th><th>Started</th><th>Died</th></tr></thead>\n<tbody>\n",
+    );
+    for (e, f) in rows {
+        let _ = writeln!(
+            o,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+             <td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&e.name),
+            f.running,
+            f.busy,
+            f.idle,
+            f.waiting,
+            f.max_backends,
+            f.requests,
+            f.bad_gateway,
+            f.timeouts,
+            f.starts,
+            f.deaths
+        );
+    }
+    o.push_str("</tbody>\n</table>\n");
 }
 
 /// Escapes text for an HTML element or a quoted attribute.
@@ -364,6 +402,11 @@ mod tests {
         assert!(!page.contains("http-equiv"));
         assert!(page.contains(CHILD_HEADER));
         assert!(page.contains(STATS_HEADER));
+        assert!(page.contains("<h2>FastCGI backends</h2>"));
+        assert!(page.contains(
+            "<tr><td>shop</td><td>3</td><td>2</td><td>1</td><td>1</td><td>8</td><td>1200</td><td>3</td><td>1</td><td>5</td><td>1</td></tr>"
+        ));
+        assert!(!page.contains("<tr><td>blog</td><td>3</td>"));
         assert!(page.contains("<dt>Server Version: bulkhead/0.1.0</dt>"));
         assert!(page.contains("<dt>Current Time: Monday, 23-Nov-2026 01:13:34 UTC</dt>"));
         assert!(page.contains("<dt>Server uptime: 1 hour 2 minutes 3 seconds</dt>"));

@@ -33,6 +33,13 @@ pub(crate) const MULTIPLEXERS: &str = "bulkhead_multiplexers";
 pub(crate) const UP: &str = "bulkhead_up";
 pub(crate) const START_TIME: &str = "bulkhead_start_time_seconds";
 pub(crate) const BUILD_INFO: &str = "bulkhead_build_info";
+pub(crate) const FASTCGI_BACKENDS: &str = "bulkhead_fastcgi_backends";
+pub(crate) const FASTCGI_MAX_BACKENDS: &str = "bulkhead_fastcgi_max_backends";
+pub(crate) const FASTCGI_WAITING: &str = "bulkhead_fastcgi_waiting_requests";
+pub(crate) const FASTCGI_REQUESTS: &str = "bulkhead_fastcgi_requests_total";
+pub(crate) const FASTCGI_ERRORS: &str = "bulkhead_fastcgi_errors_total";
+pub(crate) const FASTCGI_STARTS: &str = "bulkhead_fastcgi_backend_starts_total";
+pub(crate) const FASTCGI_DEATHS: &str = "bulkhead_fastcgi_backend_deaths_total";
 
 const CODE_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
@@ -200,6 +207,8 @@ fn register_all(r: &Registry, s: &Snapshot) -> prometheus::Result<()> {
         }
     }
 
+    fastcgi(r, s)?;
+
     // Server-wide.
     let accepted = reg(
         r,
@@ -224,6 +233,52 @@ fn register_all(r: &Registry, s: &Snapshot) -> prometheus::Result<()> {
         .split_once('/')
         .map_or(&*s.server_version, |(_, v)| v);
     build.with_label_values(&[version]).set(1);
+    Ok(())
+}
+
+/// The FastCGI backends of every environment that has them.
+fn fastcgi(r: &Registry, s: &Snapshot) -> prometheus::Result<()> {
+    let env = &["environment"];
+    let backends = gauges(
+        r,
+        FASTCGI_BACKENDS,
+        "FastCGI backend processes running, by state (busy: serving a request).",
+        &["environment", "state"],
+    )?;
+    let max = gauges(r, FASTCGI_MAX_BACKENDS, "The environment's max_backends.", env)?;
+    let waiting = gauges(
+        r,
+        FASTCGI_WAITING,
+        "FastCGI requests waiting for a backend (all running ones busy, or starting).",
+        env,
+    )?;
+    let requests = counters(r, FASTCGI_REQUESTS, "Requests sent to the FastCGI backends.", env)?;
+    let errors = counters(
+        r,
+        FASTCGI_ERRORS,
+        "FastCGI requests answered 502 (no backend, refused, broken answer) or 504 (fastcgi_timeout).",
+        &["environment", "status"],
+    )?;
+    let starts = counters(r, FASTCGI_STARTS, "FastCGI backend processes started.", env)?;
+    let deaths = counters(
+        r,
+        FASTCGI_DEATHS,
+        "FastCGI backend exits nobody asked for (a crash, a kill).",
+        env,
+    )?;
+    for e in &s.environments {
+        let Some(f) = &e.fastcgi else { continue };
+        let name: &str = &e.name;
+        backends.with_label_values(&[name, "busy"]).set(int(f.busy));
+        backends.with_label_values(&[name, "idle"]).set(int(f.idle));
+        max.with_label_values(&[name]).set(int(f.max_backends));
+        waiting.with_label_values(&[name]).set(int(f.waiting));
+        requests.with_label_values(&[name]).inc_by(f.requests);
+        errors.with_label_values(&[name, "502"]).inc_by(f.bad_gateway);
+        errors.with_label_values(&[name, "504"]).inc_by(f.timeouts);
+        starts.with_label_values(&[name]).inc_by(f.starts);
+        deaths.with_label_values(&[name]).inc_by(f.deaths);
+    }
     Ok(())
 }
 
@@ -453,6 +508,38 @@ mod tests {
             ((sample::NOW_MS / 1000) - sample::UPTIME_S) as f64
         );
         assert_eq!(v(r#"bulkhead_build_info{version="0.1.0"}"#), 1.0);
+        assert_eq!(
+            v(r#"bulkhead_fastcgi_backends{environment="shop",state="busy"}"#),
+            2.0
+        );
+        assert_eq!(
+            v(r#"bulkhead_fastcgi_backends{environment="shop",state="idle"}"#),
+            1.0
+        );
+        assert_eq!(v(r#"bulkhead_fastcgi_max_backends{environment="shop"}"#), 8.0);
+        assert_eq!(v(r#"bulkhead_fastcgi_waiting_requests{environment="shop"}"#), 1.0);
+        assert_eq!(
+            v(r#"bulkhead_fastcgi_requests_total{environment="shop"}"#),
+            1200.0
+        );
+        assert_eq!(
+            v(r#"bulkhead_fastcgi_errors_total{environment="shop",status="502"}"#),
+            3.0
+        );
+        assert_eq!(
+            v(r#"bulkhead_fastcgi_errors_total{environment="shop",status="504"}"#),
+            1.0
+        );
+        assert_eq!(
+            v(r#"bulkhead_fastcgi_backend_starts_total{environment="shop"}"#),
+            5.0
+        );
+        assert_eq!(
+            v(r#"bulkhead_fastcgi_backend_deaths_total{environment="shop"}"#),
+            1.0
+        );
+        // An environment without backends has no FastCGI series.
+        assert!(!text.contains(r#"bulkhead_fastcgi_requests_total{environment="blog"}"#));
     }
 
     #[test]

@@ -72,6 +72,44 @@ pub struct EnvRow {
     pub spawns: u64,
     pub cold_starts: u64,
     pub cold_start_us: u64,
+    /// Its FastCGI backends; `None` when it has none configured.
+    pub fastcgi: Option<FastcgiRow>,
+}
+
+/// An environment's FastCGI backends and the requests its processors sent them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct FastcgiRow {
+    /// `max_backends`.
+    pub max_backends: u64,
+    /// Backend processes running now (the supervisor's count).
+    pub running: u64,
+    /// Running backends serving a request (requests in flight, at most `running`).
+    pub busy: u64,
+    /// Running backends waiting for a request.
+    pub idle: u64,
+    /// Requests in flight beyond the running backends: queued on the socket for a
+    /// backend that is starting or busy.
+    pub waiting: u64,
+    /// Requests sent to the backends (ever).
+    pub requests: u64,
+    /// Requests answered 502: no backend, refused, a broken answer, a backend died.
+    pub bad_gateway: u64,
+    /// Requests answered 504: the backend was silent past `fastcgi_timeout`.
+    pub timeouts: u64,
+    /// Backend processes started (ever).
+    pub starts: u64,
+    /// Backend exits nobody asked for (a crash, a kill).
+    pub deaths: u64,
+}
+
+impl FastcgiRow {
+    /// Splits the requests in flight (`active`, summed from processors' slots) over
+    /// the running backends: busy ones, idle ones, and what waits in the queue.
+    pub fn split(&mut self, active: u64) {
+        self.busy = active.min(self.running);
+        self.idle = self.running - self.busy;
+        self.waiting = active - self.busy;
+    }
 }
 
 impl EnvRow {
@@ -136,5 +174,28 @@ pub struct Snapshot {
 impl Snapshot {
     pub fn uptime_seconds(&self) -> u64 {
         self.now_ms.saturating_sub(self.started_ms) / 1000
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FastcgiRow;
+
+    /// Requests in flight fill the running backends first; the rest wait.
+    #[test]
+    fn fastcgi_split() {
+        let mut f = FastcgiRow {
+            running: 3,
+            ..FastcgiRow::default()
+        };
+        f.split(0);
+        assert_eq!((f.busy, f.idle, f.waiting), (0, 3, 0));
+        f.split(2);
+        assert_eq!((f.busy, f.idle, f.waiting), (2, 1, 0));
+        f.split(5);
+        assert_eq!((f.busy, f.idle, f.waiting), (3, 0, 2));
+        f.running = 0;
+        f.split(u64::MAX);
+        assert_eq!((f.busy, f.idle, f.waiting), (0, 0, u64::MAX));
     }
 }

@@ -2,7 +2,7 @@
 //! "shop" busy and dropping), three vhosts, five children (one multiplexer, three
 //! processors, one spare), one child in each state.
 
-use crate::status::model::{ChildRow, ChildState, EnvRow, Role, Snapshot, VhostRow};
+use crate::status::model::{ChildRow, ChildState, EnvRow, FastcgiRow, Role, Snapshot, VhostRow};
 
 /// 2026-11-23 01:13:34 UTC, the time of the reference `?auto` capture.
 pub(crate) const NOW_MS: u64 = 1_795_396_414_000;
@@ -48,6 +48,7 @@ fn env(id: usize, name: &str) -> EnvRow {
         spawns: 1,
         cold_starts: 1,
         cold_start_us: 2500,
+        fastcgi: None,
     }
 }
 
@@ -90,6 +91,18 @@ pub(crate) fn snapshot() -> Snapshot {
         spawns: 6,
         cold_starts: 5,
         cold_start_us: 1_250_000,
+        fastcgi: Some(FastcgiRow {
+            max_backends: 8,
+            running: 3,
+            busy: 2,
+            idle: 1,
+            waiting: 1,
+            requests: 1200,
+            bad_gateway: 3,
+            timeouts: 1,
+            starts: 5,
+            deaths: 1,
+        }),
         ..env(1, "shop")
     };
     Snapshot {
