@@ -7,6 +7,7 @@
 mod apart;
 mod cgi;
 mod errors;
+mod fastcgi;
 mod index;
 mod limits;
 mod status;
