@@ -2,7 +2,7 @@
 //! environment (php-cgi or any FastCGI application), and `[server] runtime_dir`, where
 //! their sockets live.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::cgi::strings;
@@ -45,13 +45,17 @@ pub(crate) fn runtime_dir(t: &Table, r: &mut Report) -> Option<PathBuf> {
 }
 
 /// An environment's `fastcgi` table: `Some(None)` when absent, `None` when invalid.
-pub(crate) fn environment(t: &Table, r: &mut Report) -> Option<Option<Fastcgi>> {
+pub(crate) fn environment(t: &Table, r: &mut Report, chroot: Option<&Path>) -> Option<Option<Fastcgi>> {
     let Some(entry) = t.get("fastcgi") else {
         return Some(None);
     };
     let t = entry.table(r)?;
     t.check_keys(r, KEYS);
-    let command = t.require(r, "command").and_then(|e| command(&e, r));
+    let command = t.require(r, "command").and_then(|e| {
+        let c = command(&e, r)?;
+        warn_missing(&e, r, &c[0], chroot);
+        Some(c)
+    });
     let extensions = strings(&t, r, "extensions", |s| {
         let ok = s.len() > 1 && s.starts_with('.') && !s[1..].contains(['.', '/', '\0']);
         (!ok).then(|| format!("a FastCGI extension starts with '.' and has no other '.' or '/', got '{s}'"))
@@ -128,6 +132,27 @@ fn command(e: &Entry, r: &mut Report) -> Option<Vec<String>> {
         }
     }
     ok.then_some(out)
+}
+
+/// A warning when the program is not an executable file where the backends will look
+/// (inside the chroot): they would only fail, with backoff, at every start.
+fn warn_missing(e: &Entry, r: &mut Report, program: &str, chroot: Option<&Path>) {
+    use std::os::unix::fs::PermissionsExt;
+    let host = match chroot {
+        Some(root) => root.join(program.trim_start_matches('/')),
+        None => PathBuf::from(program),
+    };
+    let ok = std::fs::metadata(&host).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    if !ok {
+        r.warn(
+            &e.span,
+            &e.path,
+            format!(
+                "'{}' is not an executable file; every backend start will fail",
+                host.display()
+            ),
+        );
+    }
 }
 
 /// `env`: a table of strings; names `[A-Za-z_][A-Za-z0-9_]*`, not one bulkhead sets.

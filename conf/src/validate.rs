@@ -321,7 +321,7 @@ fn environment(name: &str, entry: &Entry, r: &mut Report, limits: &Limits) -> En
         Some(e) => chroot(&e, r).map(Some),
     };
     let (pool, pool_ok) = limits.environment(&t, r);
-    let fastcgi = fastcgi::environment(&t, r);
+    let fastcgi = fastcgi::environment(&t, r, state.chroot.clone().flatten().as_deref());
     state.min_processors = pool.min_processors.as_ref().map(|s| s.value);
 
     state.valid = (|| {
