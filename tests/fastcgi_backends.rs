@@ -242,3 +242,81 @@ fn a_reload_without_fastcgi_stops_the_backends_and_unlinks_the_socket() {
     assert!(backends(&server).is_empty());
     assert!(!sock.exists(), "socket {} not unlinked", sock.display());
 }
+
+#[test]
+fn a_burst_starts_backends_progressively_up_to_max_and_idle_ones_stop() {
+    require_root!();
+    if require_tool("php-cgi", "php-cgi").is_none() {
+        return;
+    }
+    let dir = Dir::new("fcgi_burst");
+    let root = dir.path();
+    let server = TestServer::start(&config(
+        root,
+        "min_backends = 0\nmax_backends = 2\nidle_timeout = 1",
+    ));
+    let sock = socket_path(root);
+    let slow = put(
+        root,
+        "alice/slow.php",
+        b"<?php usleep(300000); echo 'slow done';",
+        ALICE,
+        0o644,
+    );
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let (sock, slow) = (sock.clone(), slow.clone());
+            std::thread::spawn(move || php(&sock, &slow))
+        })
+        .collect();
+    let mut most = 0;
+    while clients.iter().any(|c| !c.is_finished()) {
+        most = most.max(backends(&server).len());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for c in clients {
+        let out = c
+            .join()
+            .unwrap()
+            .unwrap_or_else(|e| panic!("{e}\n{}", server.log()));
+        assert!(out.contains("slow done"), "{out}");
+    }
+    assert!(most <= 2, "{most} backends for max_backends = 2");
+    assert!(
+        server
+            .log()
+            .contains("environment alice: max_backends (2) reached"),
+        "{}",
+        server.log()
+    );
+    // Idle for idle_timeout (1 s), down to min_backends (0).
+    assert!(
+        server.wait_until(Duration::from_secs(10), || backends(&server).is_empty()),
+        "idle backends still run: {:?}\n{}",
+        backends(&server),
+        server.log()
+    );
+    assert!(server.log().contains("idle for idle_timeout"), "{}", server.log());
+    assert!(!server.log().contains("fastcgi backend died"), "{}", server.log());
+}
+
+#[test]
+fn a_command_that_exits_at_once_backs_off_instead_of_looping() {
+    require_root!();
+    let dir = Dir::new("fcgi_loop");
+    let root = dir.path();
+    let cfg = config(root, "min_backends = 2\nmax_backends = 2").replace(PHP_CGI, "/bin/true");
+    let server = TestServer::start(&cfg);
+    std::thread::sleep(Duration::from_secs(3));
+    let starts = server.log().matches("fastcgi backend started").count();
+    // Two at once, then each replacement after 100, 200, 400, 800 ms…: a handful.
+    assert!(
+        (2..=14).contains(&starts),
+        "{starts} starts in 3 s\n{}",
+        server.log()
+    );
+    assert!(!server.log().contains("fastcgi backend died"), "{}", server.log());
+    // The server itself is unharmed.
+    put(root, "alice/index.html", b"up", ALICE, 0o644);
+    assert_eq!(get(server.addr, "alice.test", "/").text(), "up");
+}

@@ -29,6 +29,9 @@ use crate::SupervisorError;
 /// A backend told to stop (idle, or its generation gone) that is still there after
 /// this long gets SIGKILL (its process group).
 const TERM_GRACE: Duration = Duration::from_secs(10);
+/// A backend that exits cleanly sooner than this after its start is backed off like a
+/// crash (without counting a death): `/bin/true` as a command cannot make a loop.
+const QUICK_EXIT: Duration = Duration::from_millis(500);
 
 /// An environment's FastCGI side in one generation: its socket and its watch.
 #[derive(Debug)]
@@ -349,6 +352,9 @@ impl Supervisor {
     /// else: a death, counted, and its replacement waits for the backoff.
     pub(crate) fn backend_exited(&mut self, pid: i32, child: &Child, env: usize, clean: bool, how: &str) {
         self.backends.remove(&pid);
+        // What it forked and left behind in its group goes with it. The group id
+        // cannot be a new process's pid while any member lives.
+        let _ = kill(Pid::from_raw(-pid), Signal::SIGKILL);
         let gen = child.gen;
         self.count_backends(gen, env);
         let name = self
@@ -361,23 +367,35 @@ impl Supervisor {
             return;
         }
         let restart = Restart::Backend { gen, env };
-        if clean {
+        let lived = child.started.elapsed();
+        if clean && lived >= QUICK_EXIT {
             info!(environment = %name, pid, "fastcgi backend exited ({how}; max_requests served or its own choice)");
             self.backoff.remove(&restart);
             self.scale_backends(gen, env, false);
             return;
         }
-        if let Some(g) = self.gen(gen) {
-            g.table.add(table::env_word(env, table::env::BACKEND_DEATHS), 1);
-        }
+        // A clean exit at once is no death, but a program doing it in a loop must not
+        // make root fork and exec in a loop: it backs off as a crash does.
         let count = self.backoff.entry(restart).or_default();
-        let (failures, delay) = backoff(*count, child.started.elapsed(), false);
+        let (failures, delay) = backoff(*count, lived, false);
         *count = failures;
-        warn!(
-            environment = %name,
-            pid,
-            "fastcgi backend died ({how}); a replacement may start in {delay:?}"
-        );
+        if clean {
+            info!(
+                environment = %name,
+                pid,
+                "fastcgi backend exited ({how}) {} ms after it started; a replacement may start in {delay:?}",
+                lived.as_millis()
+            );
+        } else {
+            if let Some(g) = self.gen(gen) {
+                g.table.add(table::env_word(env, table::env::BACKEND_DEATHS), 1);
+            }
+            warn!(
+                environment = %name,
+                pid,
+                "fastcgi backend died ({how}); a replacement may start in {delay:?}"
+            );
+        }
         if !self.pending.iter().any(|(_, r)| *r == restart) {
             self.pending.push((Instant::now() + delay, restart));
         }
