@@ -5,9 +5,11 @@
 //! and 2 the log pipe and nothing else; the socket is alice's, 0600, in root's 0711
 //! directory, refused to bob; a killed backend is replaced; with `min_backends = 0`
 //! the first connection starts one; `max_requests` replaces a backend without a
-//! failed request; SIGTERM and a reload without `fastcgi` stop them (and the reload
-//! unlinks the socket). Not covered: a chrooted environment (php-cgi and its
-//! libraries would have to be copied into a jail).
+//! failed request; a burst of 8 against none starts at most `max_backends`, which
+//! then stop after `idle_timeout`; `/bin/true` as a command backs off instead of
+//! looping; SIGTERM and a reload without `fastcgi` stop them (and the reload unlinks
+//! the socket); a chrooted environment's socket is in `<chroot>/.bulkhead/` and its
+//! backend (php-cgi and its libraries copied into the jail) runs there.
 
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
@@ -319,4 +321,79 @@ fn a_command_that_exits_at_once_backs_off_instead_of_looping() {
     // The server itself is unharmed.
     put(root, "alice/index.html", b"up", ALICE, 0o644);
     assert_eq!(get(server.addr, "alice.test", "/").text(), "up");
+}
+
+/// Copies `bin` and the libraries `ldd` names into `jail` (root's), with a `/tmp`.
+fn binary_into(jail: &Path, bin: &str) {
+    let ldd = std::process::Command::new("ldd").arg(bin).output().unwrap();
+    let mut files = vec![PathBuf::from(bin)];
+    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+        let path = line.split_whitespace().find(|w| w.starts_with('/'));
+        files.extend(path.map(PathBuf::from));
+    }
+    for f in files {
+        let to = jail.join(f.strip_prefix("/").unwrap());
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(&f, &to).unwrap();
+    }
+    let tmp = jail.join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    chmod(&tmp, 0o1777);
+}
+
+#[test]
+fn a_chrooted_environment_gets_its_socket_inside_the_jail() {
+    require_root!();
+    if require_tool("php-cgi", "php-cgi").is_none() {
+        return;
+    }
+    let dir = Dir::new("fcgi_chroot");
+    let root = dir.path();
+    let jail = root.join("alice");
+    let text = config(root, "min_backends = 1")
+        .replace(
+            &format!("group = {ALICE}\n"),
+            &format!("group = {ALICE}\nchroot = \"{}\"\n", jail.display()),
+        )
+        .replace(
+            &format!("document_root = \"{}\"", jail.display()),
+            &format!("document_root = \"{}\"", jail.join("www").display()),
+        );
+    put(
+        &jail,
+        "www/t.php",
+        b"<?php echo 'jailed ', getmyuid(), ' ', __FILE__;",
+        ALICE,
+        0o644,
+    );
+    chown(&jail, 0);
+    chmod(&jail, 0o755);
+    binary_into(&jail, PHP_CGI);
+    let server = TestServer::start(&text);
+    let pids = wait_backends(&server, 1, "at start");
+    assert_eq!(uid_of(pids[0]), Some(ALICE));
+    let root_link = std::fs::read_link(format!("/proc/{}/root", pids[0])).unwrap();
+    assert_eq!(root_link, jail, "the backend runs in the jail");
+    let sock_dir = jail.join(".bulkhead");
+    let dmeta = std::fs::metadata(&sock_dir).unwrap();
+    assert_eq!((dmeta.uid(), dmeta.mode() & 0o7777), (0, 0o711));
+    let socks: Vec<PathBuf> = std::fs::read_dir(&sock_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(socks.len(), 1, "{socks:?}");
+    let meta = std::fs::symlink_metadata(&socks[0]).unwrap();
+    assert_eq!((meta.uid(), meta.mode() & 0o7777), (ALICE, 0o600));
+    // The script path as the jail sees it.
+    let out = php(&socks[0], Path::new("/www/t.php")).unwrap_or_else(|e| panic!("{e}\n{}", server.log()));
+    assert_eq!(
+        out.split("\r\n\r\n").last().unwrap(),
+        format!("jailed {ALICE} /www/t.php"),
+        "{out}"
+    );
+    assert!(
+        !root.join("run/fastcgi").exists()
+            || std::fs::read_dir(root.join("run/fastcgi")).unwrap().count() == 0
+    );
 }
