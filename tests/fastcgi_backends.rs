@@ -74,6 +74,18 @@ fn in_accept(pid: i32) -> bool {
         .is_some_and(|n| n == libc::SYS_accept || n == libc::SYS_accept4)
 }
 
+/// A word of environment `env` in the supervisor's shared table (its one generation's).
+fn table_word(server: &TestServer, env: usize, word: usize) -> u64 {
+    let fd = fd_links(server.pid())
+        .into_iter()
+        .find(|(_, t)| t.contains("bulkhead-table"))
+        .expect("the supervisor holds its shared table")
+        .0;
+    let bytes = std::fs::read(format!("/proc/{}/fd/{fd}", server.pid())).unwrap();
+    let i = common::scoreboard::table::env_word(env, word) * 8;
+    u64::from_ne_bytes(bytes[i..i + 8].try_into().unwrap())
+}
+
 /// The one socket file in `<root>/run/fastcgi`.
 fn socket_path(root: &Path) -> PathBuf {
     let dir = root.join("run/fastcgi");
@@ -163,6 +175,19 @@ fn min_backends_run_as_the_environment_with_only_the_socket_and_the_log_pipe() {
     });
     assert!(replaced, "killed backend not replaced: {now:?}\n{}", server.log());
     assert!(server.log().contains("fastcgi backend died"), "{}", server.log());
+    use common::scoreboard::table::env;
+    let words = [
+        env::BACKENDS,
+        env::BACKEND_STARTS,
+        env::BACKEND_DEATHS,
+        env::MAX_BACKENDS,
+    ];
+    let got = words.map(|w| table_word(&server, 0, w));
+    assert_eq!(
+        got,
+        [2, 3, 1, 4],
+        "BACKENDS, BACKEND_STARTS, BACKEND_DEATHS, MAX_BACKENDS"
+    );
 
     // SIGTERM stops the backends with everything else.
     server.signal(Signal::SIGTERM);
