@@ -50,6 +50,10 @@ enum Command {
     /// Internal: a processor started by the supervisor.
     #[command(hide = true)]
     Processor,
+    /// Internal: a FastCGI backend started by the supervisor (exec's the configured
+    /// command as the environment).
+    #[command(hide = true, name = "fastcgi-backend")]
+    FastcgiBackend,
 }
 
 /// Logs to stderr, with colours only when stderr is a terminal (never into a file, a
@@ -134,6 +138,20 @@ fn main() -> ExitCode {
                 }
                 _ => anyhow::bail!("bootstrap is not for a processor"),
             })
+        }
+        Command::FastcgiBackend => {
+            // No log subscriber: the program exec'd here owns fds 1 and 2 (the log
+            // pipe); a failure before the exec is one line there and status 127.
+            match common::child::start() {
+                Ok(started) => match started.role {
+                    common::child::Role::Backend(b, fds) => {
+                        let _ = processor::backend::exec(&b, fds);
+                    }
+                    _ => eprintln!("bulkhead fastcgi-backend: bootstrap is not for a backend"),
+                },
+                Err(e) => eprintln!("bulkhead fastcgi-backend: starting: {e}"),
+            }
+            return ExitCode::from(127);
         }
     };
     match result {

@@ -15,6 +15,9 @@ mod chroot;
 mod compromised;
 /// `bulkhead check` and `serve` on good and bad config files; no root needed.
 mod config_check;
+/// FastCGI backends run as the environment: fds, socket ownership and mode, on demand,
+/// replacement after a kill and after max_requests, stop on SIGTERM and reload.
+mod fastcgi_backends;
 /// What fds each child holds, from /proc: listeners, other environments, close-on-exec.
 mod fd_hygiene;
 /// Routing by Host and hand-back of keep-alive connections between environments.

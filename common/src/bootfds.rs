@@ -301,6 +301,36 @@ impl ProcessorFds<OwnedFd> {
     }
 }
 
+/// A FastCGI backend's fds: its environment's log pipe (put on fds 1 and 2) and the
+/// environment's listening Unix socket (put on fd 0 before the exec). Nothing else:
+/// no slot, no hand-off socket, no access log. The layout is fixed (two fds).
+#[derive(Debug)]
+pub struct BackendFds<F> {
+    /// The write end of its environment's log pipe.
+    pub log_pipe: F,
+    /// The environment's FastCGI listening socket (shared by all its backends).
+    pub listener: F,
+}
+
+impl<F: AsRawFd> BackendFds<F> {
+    /// The fds in wire order.
+    pub fn to_wire(&self) -> Vec<RawFd> {
+        vec![self.log_pipe.as_raw_fd(), self.listener.as_raw_fd()]
+    }
+}
+
+impl BackendFds<OwnedFd> {
+    /// Takes a received list apart, checking the count (two) and every fd's kind: the
+    /// listener must be a listening stream socket (a Unix one for a backend).
+    pub fn from_wire(fds: Vec<OwnedFd>) -> Result<Self, BootFdError> {
+        let mut w = Wire::new(fds, 2)?;
+        Ok(BackendFds {
+            log_pipe: w.one("log_pipe", FdKind::Pipe)?,
+            listener: w.one("listener", FdKind::Listener)?,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -509,6 +539,49 @@ mod tests {
         for (fd, kind) in refused {
             assert!(check_kind(fd, kind).is_err(), "{fd:?} is not a {kind}");
         }
+    }
+
+    #[test]
+    fn a_backend_gets_a_pipe_and_a_listening_unix_socket() {
+        let f = fds("backend");
+        let path = std::env::temp_dir().join(format!("bulkhead-bootfds-unix-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let unix = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        let good = BackendFds {
+            log_pipe: f.pipe.1.as_fd(),
+            listener: unix.as_fd(),
+        };
+        let b = BackendFds::from_wire(own(&good.to_wire())).unwrap();
+        assert_eq!(check_kind(b.listener.as_fd(), FdKind::Listener), Ok(()));
+        // Swapped, or a connected socket where the listener belongs: refused by kind.
+        let swapped = [unix.as_raw_fd(), f.pipe.1.as_raw_fd()];
+        let e = BackendFds::from_wire(own(&swapped)).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                BootFdError::Kind {
+                    field: "log_pipe",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let connected = [f.pipe.1.as_raw_fd(), a.as_raw_fd()];
+        let e = BackendFds::from_wire(own(&connected)).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                BootFdError::Kind {
+                    field: "listener",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let e = BackendFds::from_wire(own(&[f.pipe.1.as_raw_fd()])).unwrap_err();
+        assert!(matches!(e, BootFdError::Count { got: 1, want: 2 }), "{e}");
     }
 
     #[test]

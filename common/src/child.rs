@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use crate::bootfds::{BootFdError, MultiplexerFds, ProcessorFds};
-use crate::control::{Bootstrap, ControlError, MultiplexerBoot, ProcessorBoot, Receiver, RoleBoot, ToChild};
+use crate::bootfds::{BackendFds, BootFdError, MultiplexerFds, ProcessorFds};
+use crate::control::{
+    BackendBoot, Bootstrap, ControlError, MultiplexerBoot, ProcessorBoot, Receiver, RoleBoot, ToChild,
+};
 use crate::fds::CONTROL_FD;
 use crate::privdrop::{self, PrivDropError};
 
@@ -46,6 +48,8 @@ pub enum Role {
     Multiplexer(Box<MultiplexerBoot>, MultiplexerFds<OwnedFd>),
     /// The log pipe is on fds 1 and 2 already.
     Processor(Box<ProcessorBoot>, ProcessorFds<OwnedFd>),
+    /// A FastCGI backend, about to exec its command. The log pipe is on fds 1 and 2.
+    Backend(Box<BackendBoot>, BackendFds<OwnedFd>),
 }
 
 /// Receives the bootstrap on [`CONTROL_FD`] and drops to its credentials.
@@ -89,6 +93,12 @@ pub fn start() -> Result<Started, ChildError> {
             // the error log except through the supervisor, marked with the environment.
             crate::fds::install_stdio(&fds.log_pipe).map_err(ChildError::LogPipe)?;
             Role::Processor(Box::new(b), fds)
+        }
+        RoleBoot::Backend(b) => {
+            let fds = BackendFds::from_wire(fds)?;
+            // As for a processor: the log pipe on fds 1 and 2 while still our exec.
+            crate::fds::install_stdio(&fds.log_pipe).map_err(ChildError::LogPipe)?;
+            Role::Backend(Box::new(b), fds)
         }
     };
     match &credentials {

@@ -109,6 +109,25 @@ pub struct Bootstrap {
 pub enum RoleBoot {
     Multiplexer(MultiplexerBoot),
     Processor(ProcessorBoot),
+    /// A FastCGI backend: exec's its environment's `command` once its privileges are
+    /// dropped.
+    Backend(BackendBoot),
+}
+
+/// A FastCGI backend's slice. Its fds are a [`crate::bootfds::BackendFds`] (always
+/// two: its environment's log pipe and its listening socket).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendBoot {
+    pub environment: String,
+    pub env_id: u32,
+    /// The program (as the environment sees it) and its arguments.
+    pub command: Vec<String>,
+    /// The configuration's `env`, in file order (`PATH` and `PHP_FCGI_MAX_REQUESTS`
+    /// are set by the backend itself).
+    pub env: Vec<(String, String)>,
+    /// `PHP_FCGI_MAX_REQUESTS`; 0: not set.
+    pub max_requests: u64,
+    pub generation: u64,
 }
 
 /// A multiplexer's slice. Its fds are a [`crate::bootfds::MultiplexerFds`].

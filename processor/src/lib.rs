@@ -14,6 +14,7 @@
 //!   today, CGI and FastCGI later.
 //! - [`transport`]: the bytes under a protocol; `Plain` today, `Tls` later.
 
+pub mod backend;
 mod board;
 pub mod h1;
 pub mod handler;

@@ -47,6 +47,9 @@ pub struct Generation {
     /// This generation's access logs, by its own vhost indexes (a processor started
     /// for it, even after a reload, gets its own vhosts' files).
     pub logs: AccessLogs,
+    /// Per environment with `fastcgi`: its listening socket (unlinked when this
+    /// generation is dropped) and its watch.
+    pub fastcgi: Vec<Option<crate::fastcgi::EnvBackends>>,
 }
 
 impl Generation {
@@ -55,7 +58,11 @@ impl Generation {
         cfg: Arc<Config>,
         started_ms: u64,
         logs: AccessLogs,
+        privileged: bool,
     ) -> Result<Generation, SupervisorError> {
+        // First: a socket that cannot be made refuses the generation before anything
+        // else is built.
+        let fastcgi = crate::fastcgi::sockets(&cfg, id, privileged)?;
         let mut env_sockets = Vec::new();
         for e in &cfg.environments {
             let pair = common::seqpacket::seqpacket_pair().map_err(|source| SupervisorError::Pair {
@@ -81,8 +88,10 @@ impl Generation {
         seg.set(table::REGISTRY_LEN, reg_len as u64);
         seg.set(table::STARTED_MS, started_ms);
         seg.set(table::GENERATION, id);
-        for e in 0..envs {
+        for (e, env) in cfg.environments.iter().enumerate() {
             seg.set(table::env_word(e, table::env::AVAILABILITY), 100);
+            let max = env.fastcgi.as_ref().map_or(0, |f| f.max_backends);
+            seg.set(table::env_word(e, table::env::MAX_BACKENDS), u64::from(max));
         }
         seg.set(table::MAGIC, slot::MAGIC_VALUE);
         Ok(Generation {
@@ -98,6 +107,7 @@ impl Generation {
             retire_phase: 0,
             retire_started: None,
             logs,
+            fastcgi,
         })
     }
 
@@ -131,6 +141,12 @@ impl Generation {
             t.add_saturating(w(table::env::RETIRED_BYTES), get(slot::BYTES));
             t.add_saturating(w(table::env::RETIRED_HANDBACKS), get(slot::HANDBACKS));
             t.add_saturating(w(table::env::RETIRED_DURATION_US), get(slot::DURATION_US));
+            t.add_saturating(w(table::env::RETIRED_FCGI_REQUESTS), get(slot::FCGI_REQUESTS));
+            t.add_saturating(
+                w(table::env::RETIRED_FCGI_BAD_GATEWAY),
+                get(slot::FCGI_BAD_GATEWAY),
+            );
+            t.add_saturating(w(table::env::RETIRED_FCGI_TIMEOUTS), get(slot::FCGI_TIMEOUTS));
             let sites = (s.get(slot::SITES) as usize).min(vhosts);
             for i in 0..sites {
                 let vhost = s.get(slot::site_word(i, slot::site::VHOST)) as usize;
@@ -177,7 +193,7 @@ environment = "alice"
 document_root = "/tmp"
 "#;
         let cfg = conf::parse_str(text, std::path::Path::new("t.toml")).unwrap();
-        Generation::new(0, Arc::new(cfg), 0, AccessLogs::default()).unwrap()
+        Generation::new(0, Arc::new(cfg), 0, AccessLogs::default(), false).unwrap()
     }
 
     /// A slot whose every word is `u64::MAX`, retired twice: each counter is bounded,
@@ -205,6 +221,17 @@ document_root = "/tmp"
         let t = &g.table;
         let req = t.get(table::env_word(0, table::env::RETIRED_REQUESTS));
         assert_eq!(req, 2 * TENANT_COUNTER_MAX);
+        for w in [
+            table::env::RETIRED_FCGI_REQUESTS,
+            table::env::RETIRED_FCGI_BAD_GATEWAY,
+            table::env::RETIRED_FCGI_TIMEOUTS,
+        ] {
+            assert_eq!(
+                t.get(table::env_word(0, w)),
+                2 * TENANT_COUNTER_MAX,
+                "env word {w}"
+            );
+        }
         for w in slot::site::CLASS..slot::site::WORDS {
             assert_eq!(
                 t.get(table::vhost_word(1, 0, w)),

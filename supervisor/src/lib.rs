@@ -4,6 +4,7 @@
 
 mod bootstrap;
 mod errlog;
+mod fastcgi;
 mod generation;
 mod listen;
 mod logs;
@@ -53,6 +54,8 @@ pub enum SupervisorError {
     Log(#[from] logs::LogError),
     #[error(transparent)]
     TenantLog(#[from] tenant_log::TenantLogError),
+    #[error(transparent)]
+    Fastcgi(#[from] fastcgi::socket::SocketError),
 }
 
 /// Runs the server in the foreground until it is stopped. Returns the exit code.

@@ -46,8 +46,19 @@ pub(crate) fn gives_up(failures: u32, ready: bool) -> bool {
 /// Something to start again later.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Restart {
-    Multiplexer { gen: u64, index: u32 },
-    Processor { gen: u64, env: usize },
+    Multiplexer {
+        gen: u64,
+        index: u32,
+    },
+    Processor {
+        gen: u64,
+        env: usize,
+    },
+    /// A FastCGI backend that died: started again if still needed when its backoff ends.
+    Backend {
+        gen: u64,
+        env: usize,
+    },
 }
 
 impl Supervisor {
@@ -67,6 +78,11 @@ impl Supervisor {
                 continue;
             };
             self.retire_slot(pid, &child);
+            if let Kind::Backend { env } = child.kind {
+                // Never a processor's death, never a reason to give up the server.
+                self.backend_exited(pid, &child, env, clean, &how);
+                continue;
+            }
             if !matches!(self.stopping, Stopping::No) {
                 info!(pid, role = role_name(child.kind), "{how} while stopping");
                 continue;
@@ -171,6 +187,10 @@ impl Supervisor {
             let r = match restart {
                 Restart::Multiplexer { gen, index } => self.start_multiplexer(gen, index),
                 Restart::Processor { gen, env } => self.start_processor(gen, env),
+                Restart::Backend { gen, env } => {
+                    self.backend_restart_due(gen, env);
+                    Ok(())
+                }
             };
             if let Err(e) = r {
                 error!(?restart, "restarting: {e}");

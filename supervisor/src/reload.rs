@@ -85,7 +85,7 @@ impl Supervisor {
             .max()
             .unwrap_or(0)
             + 1;
-        let gen = match Generation::new(id, Arc::new(cfg), self.started_ms, logs) {
+        let gen = match Generation::new(id, Arc::new(cfg), self.started_ms, logs, self.privileged) {
             Ok(g) => g,
             Err(e) => {
                 error!("reload refused: {e}");
@@ -168,6 +168,9 @@ impl Supervisor {
                     .fold(0u64, |acc, s| acc.saturating_add(s.get(w).min(cap)))
             };
             let pairs = [
+                (table::env::RETIRED_FCGI_REQUESTS, slot::FCGI_REQUESTS),
+                (table::env::RETIRED_FCGI_BAD_GATEWAY, slot::FCGI_BAD_GATEWAY),
+                (table::env::RETIRED_FCGI_TIMEOUTS, slot::FCGI_TIMEOUTS),
                 (table::env::RETIRED_TAKEN, slot::TAKEN),
                 (table::env::RETIRED_REQUESTS, slot::REQUESTS),
                 (table::env::RETIRED_BYTES, slot::BYTES),
@@ -189,6 +192,8 @@ impl Supervisor {
                 table::env::SPAWNS,
                 table::env::COLD_STARTS,
                 table::env::COLD_START_US,
+                table::env::BACKEND_STARTS,
+                table::env::BACKEND_DEATHS,
             ] {
                 new.table
                     .set(table::env_word(ni, w), old.table.get(table::env_word(oi, w)));
@@ -304,6 +309,14 @@ impl Supervisor {
                 if let Some(g) = self.gen_mut(id) {
                     g.retire_phase = 2;
                 }
+            }
+            // Its processors are gone: nobody connects to its FastCGI socket any more.
+            if !self
+                .children
+                .values()
+                .any(|c| c.gen == id && matches!(c.kind, Kind::Processor { .. }))
+            {
+                self.stop_backends(|c| c.gen == id);
             }
             if !self
                 .children

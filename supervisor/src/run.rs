@@ -26,6 +26,12 @@ pub(crate) enum Event {
         pid: i32,
         why: String,
     },
+    /// A connection waits unaccepted on an environment's FastCGI socket
+    /// (`fastcgi/watch.rs`).
+    FastcgiPending {
+        gen: u64,
+        env: usize,
+    },
 }
 
 /// The maintenance tick (as Apache's).
@@ -56,7 +62,10 @@ impl Supervisor {
                 Some(ev) = self.events_rx.recv() => self.on_event(ev),
                 _ = tokio::time::sleep_until(respawn_at.into()) => self.respawn_due(),
                 _ = tokio::time::sleep_until(stop_at.into()) => self.stop_deadline(),
-                _ = tick.tick() => if matches!(self.stopping, Stopping::No) { self.maintain() },
+                _ = tick.tick() => if matches!(self.stopping, Stopping::No) {
+                    self.maintain();
+                    self.maintain_backends();
+                },
             }
             self.advance_generations();
             if let Some(code) = self.advance_stop() {
@@ -104,6 +113,7 @@ impl Supervisor {
                 }
                 self.spawn_on_demand(gen, env as usize);
             }
+            Event::FastcgiPending { gen, env } => self.backend_demand(gen, env),
             Event::Violation { pid, why } => {
                 // Still in the table, so not reaped: the pid is still this child.
                 let Some(c) = self.children.get(&pid) else { return };
@@ -113,6 +123,13 @@ impl Supervisor {
                             pid,
                             "multiplexer broke the control protocol (a bug): {why}; killing it"
                         )
+                    }
+                    Kind::Backend { .. } => {
+                        warn!(
+                            pid,
+                            "fastcgi backend sent a control message (it may say nothing): {why}; killing it"
+                        );
+                        let _ = kill(Pid::from_raw(-pid), Signal::SIGKILL);
                     }
                     _ => warn!(
                         pid,

@@ -59,7 +59,7 @@ impl Supervisor {
         }
         let started_ms = scoreboard::now_ms();
         let config_path = cfg.path.clone();
-        let gen = Generation::new(0, Arc::new(cfg), started_ms, logs)?;
+        let gen = Generation::new(0, Arc::new(cfg), started_ms, logs, privileged)?;
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
         let mut sup = Supervisor {
             exe,
@@ -79,6 +79,7 @@ impl Supervisor {
             mux_limit_warned: false,
             errlog,
             mux_seen: HashMap::new(),
+            backends: HashMap::new(),
         };
         sup.start_generation(0)?;
         Ok(sup)
@@ -96,18 +97,19 @@ impl Supervisor {
                 self.start_processor(id, env)?;
             }
         }
+        self.start_backends(id)?;
         Ok(())
     }
 
-    fn watch(&mut self, pid: i32, control: &OwnedFd, processor: bool) -> Result<(), SupervisorError> {
+    fn watch(&mut self, pid: i32, control: &OwnedFd, role: &'static str) -> Result<(), SupervisorError> {
         let reader = control.try_clone().map_err(SupervisorError::Runtime)?;
-        crate::watch::spawn(pid, reader, processor, self.events_tx.clone());
+        crate::watch::spawn(pid, reader, role, self.events_tx.clone());
         Ok(())
     }
 
     fn spawn_child(&mut self, role: &'static str) -> Result<(i32, OwnedFd), SupervisorError> {
         let s = spawn::spawn(&self.exe, role)?;
-        self.watch(s.pid, &s.control, role == "processor")?;
+        self.watch(s.pid, &s.control, role)?;
         Ok((s.pid, s.control))
     }
 

@@ -32,6 +32,11 @@ pub(crate) enum Kind {
     },
     /// Exec'd, waiting for a bootstrap: has read nothing from any client or tenant.
     Spare,
+    /// A FastCGI backend of an environment: our exec until its bootstrap, then the
+    /// environment's `command`, leading its own process group. No slot.
+    Backend {
+        env: usize,
+    },
 }
 
 pub(crate) struct ChildSlot {
@@ -103,12 +108,15 @@ pub struct Supervisor {
     /// The error log file when `error_log` is set (also on the supervisor's fd 2, which
     /// multiplexers and spares inherit; processors log through their log pipe).
     pub(crate) errlog: Option<OwnedFd>,
+    /// Per FastCGI backend pid: what the tick saw of it.
+    pub(crate) backends: HashMap<i32, crate::fastcgi::Track>,
 }
 
 pub(crate) fn role_name(kind: Kind) -> &'static str {
     match kind {
         Kind::Multiplexer { .. } => "multiplexer",
         Kind::Processor { .. } | Kind::Spare => "processor",
+        Kind::Backend { .. } => "fastcgi-backend",
     }
 }
 
@@ -141,7 +149,7 @@ impl Supervisor {
         let live = self
             .children
             .values()
-            .filter(|c| !matches!(c.kind, Kind::Spare))
+            .filter(|c| !matches!(c.kind, Kind::Spare | Kind::Backend { .. }))
             .count();
         if live < limit {
             return true;
@@ -169,7 +177,11 @@ impl Supervisor {
     }
 
     pub(crate) fn kill_all(&self, sig: Signal) {
-        for pid in self.children.keys() {
+        for (pid, c) in &self.children {
+            if matches!(c.kind, Kind::Backend { .. }) {
+                // Its process group: what the tenant's program forked goes too.
+                let _ = kill(Pid::from_raw(-*pid), sig);
+            }
             let _ = kill(Pid::from_raw(*pid), sig);
         }
     }

@@ -99,6 +99,15 @@ impl Supervisor {
                 self.stopping = Stopping::Processors { deadline };
             }
         }
+        // Backends go once the processors that connect to them are gone.
+        if matches!(self.stopping, Stopping::Processors { .. })
+            && !self
+                .children
+                .values()
+                .any(|c| matches!(c.kind, Kind::Processor { .. }))
+        {
+            self.stop_backends(|_| true);
+        }
         (!matches!(self.stopping, Stopping::No) && self.children.is_empty()).then_some(0)
     }
 

@@ -28,7 +28,11 @@ const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Reads `reader` (the supervisor's copy of child `pid`'s channel) until it closes or
 /// the child breaks the protocol, turning what the role may say into events.
-pub(crate) fn spawn(pid: i32, reader: OwnedFd, processor: bool, tx: mpsc::Sender<Event>) {
+pub(crate) fn spawn(pid: i32, reader: OwnedFd, role: &'static str, tx: mpsc::Sender<Event>) {
+    let processor = role != "multiplexer";
+    // A FastCGI backend's channel closes at its exec; before that it is our own code,
+    // which says nothing. Any message from it is a violation.
+    let backend = role == "fastcgi-backend";
     let max = if processor {
         PROCESSOR_MESSAGE_MAX
     } else {
@@ -47,6 +51,10 @@ pub(crate) fn spawn(pid: i32, reader: OwnedFd, processor: bool, tx: mpsc::Sender
         let mut logged: Option<Instant> = None;
         loop {
             let ev = match chan.recv::<FromChild>(0).await {
+                Ok(_) if backend => Event::Violation {
+                    pid,
+                    why: "a fastcgi backend says nothing on its control channel".into(),
+                },
                 Ok((FromChild::Ready, _)) if !ready => {
                     ready = true;
                     Event::Ready(pid)

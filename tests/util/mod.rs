@@ -4,12 +4,14 @@
 
 #![allow(dead_code, unused_imports)]
 
+pub mod fastcgi;
 pub mod fs;
 pub mod http;
 pub mod processes;
 pub mod prometheus;
 pub mod server;
 
+pub use fastcgi::*;
 pub use fs::*;
 pub use http::*;
 pub use processes::*;

@@ -41,6 +41,22 @@ fn limits(timeout_secs: u64) -> [(libc::__rlimit_resource_t, u64, u64); 5] {
     ]
 }
 
+/// Lowers each (resource, soft, hard) to at most this process's own hard limit, so
+/// setting them cannot fail for want of privilege. Shared with the FastCGI backends.
+pub(crate) fn cap_to_own(limits: &mut [(libc::__rlimit_resource_t, u64, u64)]) {
+    for (resource, soft, hard) in limits {
+        let mut current = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes one rlimit into the valid struct passed.
+        if unsafe { libc::getrlimit(*resource, &mut current) } == 0 {
+            *hard = (*hard).min(current.rlim_max);
+            *soft = (*soft).min(*hard);
+        }
+    }
+}
+
 /// A running script: its stdout and its process group.
 #[derive(Debug)]
 pub struct Running {
@@ -65,17 +81,7 @@ pub fn spawn(
         error,
     };
     let mut rlimits = limits(timeout.as_secs());
-    for (resource, soft, hard) in &mut rlimits {
-        let mut current = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: getrlimit writes one rlimit into the valid struct passed.
-        if unsafe { libc::getrlimit(*resource, &mut current) } == 0 {
-            *hard = (*hard).min(current.rlim_max);
-            *soft = (*soft).min(*hard);
-        }
-    }
+    cap_to_own(&mut rlimits);
     let mut cmd = Command::new(&script.filename);
     cmd.env_clear()
         .envs(env)

@@ -1,0 +1,93 @@
+//! What the supervisor reads of a backend in `/proc` to tell whether it is idle: the
+//! system call it is blocked in (`/proc/<pid>/syscall`) and its CPU time
+//! (`/proc/<pid>/stat`). The process is a tenant's, so the contents are parsed
+//! defensively: read at most [`READ_MAX`] bytes, anything unexpected is "unknown"
+//! (`None`), never a panic. The paths are procfs's own, not a tenant's.
+
+use std::io::Read;
+
+/// Most bytes read from one procfs file (a `stat` line is far shorter).
+const READ_MAX: u64 = 4096;
+
+/// The accept system calls of this build's architecture.
+const ACCEPT_CALLS: [libc::c_long; 2] = [libc::SYS_accept, libc::SYS_accept4];
+
+fn read(pid: i32, file: &str) -> Option<Vec<u8>> {
+    let f = std::fs::File::open(format!("/proc/{pid}/{file}")).ok()?;
+    let mut buf = Vec::new();
+    f.take(READ_MAX).read_to_end(&mut buf).ok()?;
+    Some(buf)
+}
+
+/// Whether a `/proc/<pid>/syscall` text says the process is blocked in accept.
+pub fn parse_in_accept(text: &[u8]) -> Option<bool> {
+    let text = std::str::from_utf8(text).ok()?;
+    let first = text.split_ascii_whitespace().next()?;
+    // "running" (on a CPU) or "-1" (not in a system call): not in accept.
+    match first.parse::<libc::c_long>() {
+        Ok(n) => Some(ACCEPT_CALLS.contains(&n)),
+        Err(_) => Some(false),
+    }
+}
+
+/// utime + stime (clock ticks) from a `/proc/<pid>/stat` line. The command name in
+/// parentheses may hold anything, spaces and parentheses included: the fields are
+/// counted after the last `)`.
+pub fn parse_cpu(stat: &[u8]) -> Option<u64> {
+    let close = stat.iter().rposition(|b| *b == b')')?;
+    let rest = std::str::from_utf8(stat.get(close + 1..)?).ok()?;
+    let mut fields = rest.split_ascii_whitespace();
+    // After the name: state (field 3) … utime (14), stime (15).
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime.saturating_add(stime))
+}
+
+/// Whether `pid` is blocked in accept now; `None` when it cannot be told.
+pub fn in_accept(pid: i32) -> Option<bool> {
+    parse_in_accept(&read(pid, "syscall")?)
+}
+
+/// `pid`'s CPU time so far, in clock ticks.
+pub fn cpu(pid: i32) -> Option<u64> {
+    parse_cpu(&read(pid, "stat")?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syscall_lines() {
+        let accept4 = format!("{} 0x0 0x7ffd 0x0 0x0 0x0 0x0 0x7ffd 0x7f", libc::SYS_accept4);
+        assert_eq!(parse_in_accept(accept4.as_bytes()), Some(true));
+        let accept = format!("{} 0x0 0x0", libc::SYS_accept);
+        assert_eq!(parse_in_accept(accept.as_bytes()), Some(true));
+        assert_eq!(parse_in_accept(b"0 0x3 0x7ffd 0x1"), Some(false));
+        assert_eq!(parse_in_accept(b"running"), Some(false));
+        assert_eq!(parse_in_accept(b"-1 0x7ffd 0x7f"), Some(false));
+        assert_eq!(parse_in_accept(b""), None);
+        assert_eq!(parse_in_accept(b"\xff\xfe"), None);
+    }
+
+    #[test]
+    fn stat_lines() {
+        let line = b"1234 (php-cgi) S 1 1234 1234 0 -1 4194560 100 0 0 0 7 3 0 0 20 0 1 0 5 0 0";
+        assert_eq!(parse_cpu(line), Some(10));
+        // A name with spaces and parentheses cannot shift the fields.
+        let tricky = b"1234 (a) b) S 1 2 ) 9 9) S 1 1234 1234 0 -1 4194560 100 0 0 0 40 2 0 0 20";
+        assert_eq!(parse_cpu(tricky), Some(42));
+        assert_eq!(parse_cpu(b"1234 (x) S 1"), None);
+        assert_eq!(parse_cpu(b"no parenthesis"), None);
+        assert_eq!(parse_cpu(b"1 (x) S 1 1 1 0 -1 0 0 0 0 0 a b"), None);
+        let huge = b"1 (x) S 1 1 1 0 -1 0 0 0 0 0 18446744073709551615 5";
+        assert_eq!(parse_cpu(huge), Some(u64::MAX));
+    }
+
+    #[test]
+    fn our_own_process_reads() {
+        let me = std::process::id() as i32;
+        assert!(cpu(me).is_some());
+        assert_eq!(in_accept(me), Some(false));
+    }
+}
