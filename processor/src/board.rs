@@ -13,7 +13,7 @@ use common::scoreboard::{now_ms, slot, Segment};
 use tokio::sync::watch;
 
 use crate::handler::Site;
-use crate::session::{Completed, Observer};
+use crate::session::{Completed, FastcgiFailure, Observer};
 
 /// The processor's shared state for reporting.
 pub struct Board {
@@ -197,6 +197,21 @@ impl Observer for ConnObserver<'_> {
             let class = (status / 100).clamp(1, 5) as usize - 1;
             b.slot.add(slot::site_word(i, slot::site::CLASS + class), 1);
             b.slot.add(slot::site_word(i, slot::site::BYTES), bytes);
+        }
+    }
+
+    fn fastcgi_started(&self) {
+        self.board.slot.add(slot::FCGI_REQUESTS, 1);
+        self.board.slot.add(slot::FCGI_ACTIVE, 1);
+    }
+
+    fn fastcgi_done(&self, failure: Option<FastcgiFailure>) {
+        let s = &self.board.slot;
+        s.sub(slot::FCGI_ACTIVE, 1);
+        match failure {
+            Some(FastcgiFailure::BadGateway) => s.add(slot::FCGI_BAD_GATEWAY, 1),
+            Some(FastcgiFailure::Timeout) => s.add(slot::FCGI_TIMEOUTS, 1),
+            None => {}
         }
     }
 

@@ -1,5 +1,7 @@
 //! A script's output: its CGI header block (RFC 3875 §6) read within [`MAX_HEAD`] bytes
 //! and the deadline, and then its body as a stream ([`Output`]) the protocol frames.
+//! The output comes from a CGI script's stdout or a FastCGI backend's `FCGI_STDOUT`
+//! ([`Source`]); both get the same header rules.
 //!
 //! - `Status: NNN reason` sets the status (100–199 are refused: 502).
 //! - `Location: /local?q` without a `Status` is a local redirect (§6.2.2): served as a
@@ -16,6 +18,7 @@ use thiserror::Error;
 use tokio::io::AsyncReadExt;
 
 use super::spawn::Running;
+use crate::handler::fastcgi::{Backend, FcgiError};
 use common::head::is_tchar;
 
 /// The longest header block read from a script.
@@ -27,8 +30,8 @@ const READ: usize = 16 * 1024;
 /// Why a script's output cannot become (or finish) a response.
 #[derive(Debug, Error)]
 pub enum OutputError {
-    #[error("CGI script ended before its header block was complete")]
-    Early,
+    #[error("{0} ended before its header block was complete")]
+    Early(&'static str),
     #[error("malformed CGI header block: {0}")]
     Malformed(String),
     #[error("CGI header block longer than {MAX_HEAD} bytes")]
@@ -37,6 +40,8 @@ pub enum OutputError {
     Timeout,
     #[error("reading the CGI script's output: {0}")]
     Io(std::io::Error),
+    #[error("FastCGI backend: {0}")]
+    Fastcgi(#[from] FcgiError),
 }
 
 impl OutputError {
@@ -44,6 +49,7 @@ impl OutputError {
     pub fn status(&self) -> u16 {
         match self {
             Self::Timeout => 504,
+            Self::Fastcgi(e) => e.status(),
             _ => 502,
         }
     }
@@ -154,10 +160,51 @@ pub fn parse(block: &[u8]) -> Result<CgiHead, OutputError> {
     })
 }
 
+/// Where a script's output comes from.
+#[derive(Debug)]
+pub enum Source {
+    /// A CGI script's stdout, within its deadline.
+    Script(Running),
+    /// A FastCGI backend's `FCGI_STDOUT`.
+    Fastcgi(Box<Backend>),
+}
+
+impl Source {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Script(_) => "CGI script",
+            Self::Fastcgi(_) => "FastCGI backend",
+        }
+    }
+
+    /// The next bytes; `Ok(0)` at the end (a script reaped, a backend's
+    /// `FCGI_END_REQUEST`). Past a script's deadline its group is killed and this is an
+    /// error.
+    async fn read(&mut self, buf: &mut [u8]) -> Result<usize, OutputError> {
+        let running = match self {
+            Self::Fastcgi(backend) => return Ok(backend.read(buf).await?),
+            Self::Script(running) => running,
+        };
+        let deadline = running.deadline;
+        match tokio::time::timeout_at(deadline, running.stdout.read(buf)).await {
+            Err(_) => {
+                running.expire().await;
+                Err(OutputError::Timeout)
+            }
+            Ok(Ok(0)) => {
+                running.finish().await;
+                Ok(0)
+            }
+            Ok(Ok(n)) => Ok(n),
+            Ok(Err(e)) => Err(OutputError::Io(e)),
+        }
+    }
+}
+
 /// A script's output after its header block: what the protocol writes as the body.
 #[derive(Debug)]
 pub struct Output {
-    running: Running,
+    source: Source,
     /// Body bytes read with the header block.
     pending: Vec<u8>,
     /// The script's header fields, written by the protocol with its own.
@@ -176,8 +223,8 @@ pub enum Answer {
     Response { status: u16, output: Box<Output> },
 }
 
-/// Reads the header block of `running`'s output within its deadline.
-pub async fn read_head(mut running: Running) -> Result<Answer, OutputError> {
+/// Reads the header block of `source` within its bounds.
+pub async fn read_head(mut source: Source) -> Result<Answer, OutputError> {
     let mut buf = Vec::with_capacity(READ);
     loop {
         if let Some(end) = head_end(&buf) {
@@ -186,7 +233,7 @@ pub async fn read_head(mut running: Running) -> Result<Answer, OutputError> {
                 CgiHead::Response { status, fields } => {
                     let pending = buf.split_off(end);
                     let output = Output {
-                        running,
+                        source,
                         pending,
                         fields,
                         chunked: false,
@@ -203,18 +250,9 @@ pub async fn read_head(mut running: Running) -> Result<Answer, OutputError> {
         }
         let start = buf.len();
         buf.resize(MAX_HEAD.min(start + READ), 0);
-        let read = tokio::time::timeout_at(running.deadline, running.stdout.read(&mut buf[start..])).await;
-        match read {
-            Err(_) => {
-                running.expire().await;
-                return Err(OutputError::Timeout);
-            }
-            Ok(Ok(0)) => {
-                running.finish().await;
-                return Err(OutputError::Early);
-            }
-            Ok(Ok(n)) => buf.truncate(start + n),
-            Ok(Err(e)) => return Err(OutputError::Io(e)),
+        match source.read(&mut buf[start..]).await? {
+            0 => return Err(OutputError::Early(source.name())),
+            n => buf.truncate(start + n),
         }
     }
 }
@@ -229,19 +267,7 @@ impl Output {
             self.pending.drain(..n);
             return Ok(n);
         }
-        let deadline = self.running.deadline;
-        match tokio::time::timeout_at(deadline, self.running.stdout.read(buf)).await {
-            Err(_) => {
-                self.running.expire().await;
-                Err(OutputError::Timeout)
-            }
-            Ok(Ok(0)) => {
-                self.running.finish().await;
-                Ok(0)
-            }
-            Ok(Ok(n)) => Ok(n),
-            Ok(Err(e)) => Err(OutputError::Io(e)),
-        }
+        self.source.read(buf).await
     }
 }
 
