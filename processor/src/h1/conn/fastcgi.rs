@@ -38,7 +38,7 @@ pub(super) async fn ask(
     let backend = Backend::connect(conf.clone(), params, stdin, request.failure.clone())
         .await
         .map_err(|e| failed(e.status(), &e))?;
-    output::read_head(Source::Fastcgi(Box::new(backend)))
+    output::read_head(Source::Fastcgi(backend))
         .await
         .map_err(|e| failed(e.status(), &e))
 }

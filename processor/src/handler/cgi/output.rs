@@ -166,7 +166,7 @@ pub enum Source {
     /// A CGI script's stdout, within its deadline.
     Script(Running),
     /// A FastCGI backend's `FCGI_STDOUT`.
-    Fastcgi(Box<Backend>),
+    Fastcgi(Backend),
 }
 
 impl Source {

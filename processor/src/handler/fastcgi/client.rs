@@ -216,11 +216,12 @@ impl Backend {
                     Some(Event::Stderr { data, end }) => {
                         stderr(&self.conf, &mut self.stderr, &mut self.stderr_cut, data, end)
                     }
-                    Some(Event::End { protocol_status, .. }) => {
-                        if protocol_status != record::REQUEST_COMPLETE {
-                            return Err(FcgiError::Refused(protocol_status));
-                        }
+                    Some(Event::End { protocol_status, .. })
+                        if protocol_status != record::REQUEST_COMPLETE =>
+                    {
+                        return Err(FcgiError::Refused(protocol_status));
                     }
+                    Some(Event::End { .. }) => {}
                     None if used == 0 => self.unread = 0..0,
                     None => {}
                 }

@@ -310,8 +310,11 @@ impl Decoder {
 mod tests {
     use super::*;
 
+    /// Stdout, each stderr record, and the end's statuses.
+    type Decoded = (Vec<u8>, Vec<Vec<u8>>, Option<(u32, u8)>);
+
     /// Every event of `stream` fed in pieces of `step` bytes, stream content merged.
-    fn decode(stream: &[u8], step: usize) -> Result<(Vec<u8>, Vec<Vec<u8>>, Option<(u32, u8)>), RecordError> {
+    fn decode(stream: &[u8], step: usize) -> Result<Decoded, RecordError> {
         let mut d = Decoder::new();
         let (mut out, mut err, mut end) = (Vec::new(), vec![Vec::new()], None);
         let mut fed = 0;
@@ -356,7 +359,7 @@ mod tests {
         v.extend_from_slice(&(content.len() as u16).to_be_bytes());
         v.extend_from_slice(&[padding, 0]);
         v.extend_from_slice(content);
-        v.extend(std::iter::repeat(0xee).take(padding as usize));
+        v.extend(std::iter::repeat_n(0xee, padding as usize));
         v
     }
 
