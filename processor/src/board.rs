@@ -338,4 +338,39 @@ mod tests {
         );
         let _ = SystemTime::now();
     }
+
+    #[test]
+    fn fastcgi_counters_and_their_guard() {
+        use crate::session::{FastcgiFailure, FastcgiRequest};
+        let (rw, _ro) = common::scoreboard::create("fcgi-test", slot::words(1)).unwrap();
+        let seg = Segment::map(&rw, true).unwrap();
+        let (tx, _rx) = watch::channel(false);
+        let board = Board::new(seg, &[1], vec![None], 0, tx);
+        let obs = ConnObserver::open(&board, "127.0.0.1:1".parse().unwrap(), 1);
+        let words = |b: &Board| {
+            [
+                slot::FCGI_REQUESTS,
+                slot::FCGI_ACTIVE,
+                slot::FCGI_BAD_GATEWAY,
+                slot::FCGI_TIMEOUTS,
+            ]
+            .map(|w| b.slot.get(w))
+        };
+        let ok = FastcgiRequest::start(&obs);
+        let timed_out = FastcgiRequest::start(&obs);
+        assert_eq!(words(&board), [2, 2, 0, 0]);
+        timed_out.fail(FastcgiFailure::Timeout);
+        timed_out.fail(FastcgiFailure::BadGateway);
+        drop(timed_out);
+        drop(ok);
+        assert_eq!(words(&board), [2, 0, 0, 1]);
+        // A panic while a request is in flight still counts it out.
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let r = FastcgiRequest::start(&obs);
+            r.fail(FastcgiFailure::BadGateway);
+            panic!("in flight");
+        }));
+        assert!(caught.is_err());
+        assert_eq!(words(&board), [3, 0, 1, 1]);
+    }
 }

@@ -504,3 +504,46 @@ async fn silence_is_504_and_a_close_mid_answer_cuts_the_connection() {
         .await;
     }
 }
+
+#[tokio::test]
+async fn index_fallback_and_local_redirects() {
+    // Echoes SCRIPT_NAME and REQUEST_URI; `/go.php` redirects locally to `?to=`.
+    let (_dir, socket) = fake(|mut s| {
+        let got = receive(&mut s, true);
+        let get = |k: &str| {
+            got.params
+                .iter()
+                .find(|(n, _)| n == k.as_bytes())
+                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_default()
+        };
+        let (name, query) = (get("SCRIPT_NAME"), get("QUERY_STRING"));
+        let head = match query.strip_prefix("to=") {
+            Some(to) if name == "/go.php" => format!("Location: {to}\r\n\r\n"),
+            _ => "Content-Type: text/plain\r\n\r\n".to_string(),
+        };
+        let body = format!("{name} {}", get("REQUEST_URI"));
+        let out = [rec(STDOUT, head.as_bytes()), rec(STDOUT, body.as_bytes()), end()].concat();
+        let _ = s.write_all(&out);
+    });
+    let root = php_root();
+    std::fs::write(root.path().join("index.php"), "").unwrap();
+    std::fs::write(root.path().join("go.php"), "").unwrap();
+    let mut site = php_site(root.path(), &socket, Duration::from_secs(5));
+    site.index = vec!["index.php".into(), "index.html".into()];
+    site.fallback = Some(crate::handler::Fallback::new("/index.php"));
+    run_site(site, cfg(), true, |mut c, _tx| async move {
+        let mut script = async |c: &mut Client, path: &str| {
+            let r = c.get(path).await;
+            assert_eq!(r.status, 200, "{path}");
+            String::from_utf8(c.chunked().await.unwrap()).unwrap()
+        };
+        assert_eq!(script(&mut c, "/").await, "/index.php /");
+        assert_eq!(script(&mut c, "/no/such/page").await, "/index.php /no/such/page");
+        assert_eq!(script(&mut c, "/go.php?to=/x.php").await, "/x.php /x.php");
+        // A local redirect to a static file; the directory with index.html keeps it.
+        assert_eq!(c.get("/go.php?to=/a.txt").await.body, b"alpha");
+        assert_eq!(c.get("/d/").await.body, b"<p>index</p>");
+    })
+    .await;
+}
