@@ -533,7 +533,7 @@ async fn index_fallback_and_local_redirects() {
     site.index = vec!["index.php".into(), "index.html".into()];
     site.fallback = Some(crate::handler::Fallback::new("/index.php"));
     run_site(site, cfg(), true, |mut c, _tx| async move {
-        let mut script = async |c: &mut Client, path: &str| {
+        let script = async |c: &mut Client, path: &str| {
             let r = c.get(path).await;
             assert_eq!(r.status, 200, "{path}");
             String::from_utf8(c.chunked().await.unwrap()).unwrap()
