@@ -267,7 +267,13 @@ impl Output {
             self.pending.drain(..n);
             return Ok(n);
         }
-        self.source.read(buf).await
+        let read = self.source.read(buf).await;
+        if let (Err(e), Source::Fastcgi(backend)) = (&read, &self.source) {
+            // The answer has begun: the connection is closed without its end.
+            let conf = backend.conf();
+            tracing::warn!(environment = %conf.environment, program = %conf.program, "FastCGI answer cut short: {e}");
+        }
+        read
     }
 }
 

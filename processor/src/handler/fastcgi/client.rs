@@ -79,6 +79,8 @@ struct Sender {
     stdin: Option<File>,
     /// Everything written, or the backend stopped taking it.
     done: bool,
+    /// Room for one record's content of body, allocated on first use.
+    content: Vec<u8>,
 }
 
 impl Sender {
@@ -90,9 +92,10 @@ impl Sender {
             self.pos = 0;
             match self.stdin.as_mut() {
                 Some(file) => {
-                    let mut content = vec![0u8; record::MAX_CONTENT];
+                    let content = &mut self.content;
+                    content.resize(record::MAX_CONTENT, 0);
                     // A blocking read of a local file, like the spool's writes.
-                    match file.read(&mut content) {
+                    match file.read(content) {
                         Ok(0) => {
                             record::push_record(&mut self.out, record::STDIN, &[]);
                             self.stdin = None;
@@ -173,6 +176,7 @@ impl Backend {
                 pos: 0,
                 stdin,
                 done: false,
+                content: Vec::new(),
             },
             rbuf: vec![0u8; READ],
             unread: 0..0,
@@ -182,6 +186,11 @@ impl Backend {
             stderr_cut: 0,
             failure,
         })
+    }
+
+    /// The backends this request went to.
+    pub fn conf(&self) -> &FastcgiConf {
+        &self.conf
     }
 
     /// The next `FCGI_STDOUT` bytes into `buf`; `Ok(0)` after `FCGI_END_REQUEST`.
