@@ -84,14 +84,20 @@ impl Conn<'_> {
             let path = match answer {
                 Ok(Answer::Response { status, mut output }) => {
                     // RFC 9110 §6.4.1: a 204 or 304 has no body, whatever the script wrote.
-                    let head_only = head_only || status == 204 || status == 304;
-                    output.chunked = head.minor == 1 && !head_only;
-                    let response = Response::new(status, Body::Stream(output));
-                    let persist = if keep && head.minor == 1 {
-                        Persist::KeepAlive
-                    } else {
-                        Persist::Close
+                    let no_body = status == 204 || status == 304;
+                    if no_body {
+                        output.length = None;
+                    }
+                    let head_only = head_only || no_body;
+                    // A backend's Content-Length frames the body; else chunked for
+                    // HTTP/1.1, delimited by the close for HTTP/1.0.
+                    output.chunked = head.minor == 1 && !head_only && output.length.is_none();
+                    let persist = match (keep, head.minor, output.length) {
+                        (true, 1, _) => Persist::KeepAlive,
+                        (true, _, Some(_)) => Persist::KeepAlive10,
+                        _ => Persist::Close,
                     };
+                    let response = Response::new(status, Body::Stream(output));
                     let step = self.answer(response, persist, head_only).await;
                     drop(backend_request);
                     return step;

@@ -75,6 +75,7 @@ fn php_root() -> tempfile::TempDir {
     let root = docroot();
     let w = |name: &str, text: &str| std::fs::write(root.path().join(name), text).unwrap();
     w("x.php", "<?php echo \"x\";");
+    w("len.php", "<?php header('Content-Length: 2'); echo 'ab';");
     w("md5.php", "<?php $b = file_get_contents('php://input'); echo strlen($b), ' ', md5($b), ' ', $_SERVER['CONTENT_LENGTH'];");
     w(
         "status.php",
@@ -173,6 +174,14 @@ async fn php_scripts_keep_alive_and_framing() {
         let body = c.chunked().await.unwrap();
         assert_eq!(body.len(), 3 << 20);
         assert!(body.starts_with(b"abcdefghabcdefgh"));
+        // A Content-Length from PHP frames the body, for HTTP/1.1 and a keep-alive 1.0.
+        let r = c.get("/len.php").await;
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"ab"[..]));
+        assert!(r.header("Transfer-Encoding").is_none());
+        c.send(b"GET /len.php HTTP/1.0\r\nHost: a.test\r\nConnection: keep-alive\r\n\r\n")
+            .await;
+        let r = c.response(false).await;
+        assert_eq!((r.body.as_slice(), r.header("Connection")), (&b"ab"[..], Some("keep-alive")));
         // HTTP/1.0: delimited by the close.
         c.send(b"GET /x.php HTTP/1.0\r\nHost: a.test\r\n\r\n").await;
         let r = c.response(false).await;
@@ -544,6 +553,43 @@ async fn index_fallback_and_local_redirects() {
         // A local redirect to a static file; the directory with index.html keeps it.
         assert_eq!(c.get("/go.php?to=/a.txt").await.body, b"alpha");
         assert_eq!(c.get("/d/").await.body, b"<p>index</p>");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_backends_content_length_frames_the_body() {
+    // `/x.php?N` answers `Content-Length: N` and the body `hello`.
+    let (_dir, socket) = fake(|mut s| {
+        let got = receive(&mut s, true);
+        let query = got
+            .params
+            .iter()
+            .find(|(n, _)| n == b"QUERY_STRING")
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_default();
+        let head = format!("Content-Type: text/plain\r\nContent-Length: {query}\r\n\r\n");
+        let out = [rec(STDOUT, head.as_bytes()), rec(STDOUT, b"hello"), end()].concat();
+        let _ = s.write_all(&out);
+    });
+    let root = php_root();
+    let site = php_site(root.path(), &socket, Duration::from_secs(5));
+    run_site(site, cfg(), true, |mut c, _tx| async move {
+        let r = c.get("/x.php?5").await;
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"hello"[..]));
+        assert!(r.header("Transfer-Encoding").is_none());
+        // More than announced: only what was announced, and the connection lives on.
+        assert_eq!(c.get("/x.php?3").await.body, b"hel");
+        c.send(b"HEAD /x.php?5 HTTP/1.1\r\nHost: a.test\r\n\r\n").await;
+        assert_eq!(c.response(true).await.header("Content-Length"), Some("5"));
+        assert_eq!(c.get("/a.txt").await.body, b"alpha");
+        // Fewer: the bytes that came, then the close, never a next response.
+        c.send(b"GET /x.php?10 HTTP/1.1\r\nHost: a.test\r\n\r\nGET /a.txt HTTP/1.1\r\nHost: a.test\r\n\r\n")
+            .await;
+        let mut rest = c.rest().await;
+        let head_end = rest.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        assert!(rest[..head_end].starts_with(b"HTTP/1.1 200"));
+        assert_eq!(rest.split_off(head_end), b"hello");
     })
     .await;
 }

@@ -10,6 +10,9 @@
 //! - Other fields pass through, except hop-by-hop ones and the framing we own
 //!   (`Connection`, `Keep-Alive`, `Transfer-Encoding`, `TE`, `Trailer`, `Upgrade`,
 //!   `Proxy-Connection`, `Content-Length`, `Date`, `Server`).
+//! - A FastCGI backend's `Content-Length` frames the body (at most that many bytes are
+//!   sent; fewer is a failure that closes the connection); a CGI script's is dropped
+//!   and its body chunked or delimited by the close, as before.
 //! - A block that is not `name: value` lines (LF or CRLF) ending in an empty line, that
 //!   has none of `Content-Type`, `Location`, `Status`, or that is over [`MAX_HEAD`] is
 //!   malformed: 502.
@@ -19,6 +22,7 @@ use tokio::io::AsyncReadExt;
 
 use super::spawn::Running;
 use crate::handler::fastcgi::{Backend, FcgiError};
+use crate::session::FastcgiFailure;
 use common::head::is_tchar;
 
 /// The longest header block read from a script.
@@ -40,6 +44,8 @@ pub enum OutputError {
     Timeout,
     #[error("reading the CGI script's output: {0}")]
     Io(std::io::Error),
+    #[error("body ended after {got} of its Content-Length {length} bytes")]
+    Short { length: u64, got: u64 },
     #[error("FastCGI backend: {0}")]
     Fastcgi(#[from] FcgiError),
 }
@@ -201,10 +207,41 @@ impl Source {
     }
 }
 
+/// The `Content-Length` of a complete header block: `None` without one; two that
+/// differ, or one that is not digits, are malformed.
+fn content_length(block: &[u8]) -> Result<Option<u64>, OutputError> {
+    let mut found: Option<u64> = None;
+    for line in block.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        if !line[..colon].eq_ignore_ascii_case(b"content-length") {
+            continue;
+        }
+        let value = line[colon + 1..].trim_ascii();
+        let n = std::str::from_utf8(value)
+            .ok()
+            .filter(|v| !v.is_empty() && v.len() <= 18 && v.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|v| v.parse::<u64>().ok())
+            .ok_or_else(|| OutputError::Malformed("an invalid Content-Length".into()))?;
+        if found.is_some_and(|f| f != n) {
+            return Err(OutputError::Malformed("two different Content-Length".into()));
+        }
+        found = Some(n);
+    }
+    Ok(found)
+}
+
 /// A script's output after its header block: what the protocol writes as the body.
 #[derive(Debug)]
 pub struct Output {
     source: Source,
+    /// A FastCGI backend's `Content-Length`: the body bytes still to come. Set to
+    /// `None` by the protocol when it does not frame the body with it.
+    pub length: Option<u64>,
+    /// Body bytes handed out, checked against `length`.
+    given: u64,
     /// Body bytes read with the header block.
     pending: Vec<u8>,
     /// The script's header fields, written by the protocol with its own.
@@ -231,9 +268,15 @@ pub async fn read_head(mut source: Source) -> Result<Answer, OutputError> {
             return Ok(match parse(&buf[..end])? {
                 CgiHead::LocalRedirect(path) => Answer::LocalRedirect(path),
                 CgiHead::Response { status, fields } => {
+                    let length = match source {
+                        Source::Fastcgi(_) => content_length(&buf[..end])?,
+                        Source::Script(_) => None,
+                    };
                     let pending = buf.split_off(end);
                     let output = Output {
                         source,
+                        length,
+                        given: 0,
                         pending,
                         fields,
                         chunked: false,
@@ -261,19 +304,49 @@ impl Output {
     /// The next body bytes into `buf`; `Ok(0)` at the end (the script reaped). Past the
     /// deadline the group is killed and this is an error.
     pub async fn read(&mut self, buf: &mut [u8]) -> Result<usize, OutputError> {
+        let read = self.read_framed(buf).await;
+        if let (Err(e), Source::Fastcgi(backend)) = (&read, &self.source) {
+            // The answer has begun: the connection is closed without its end.
+            backend
+                .failure
+                .set(backend.failure.get().or(Some(FastcgiFailure::BadGateway)));
+            let conf = backend.conf();
+            tracing::warn!(environment = %conf.environment, program = %conf.program, "FastCGI answer cut short: {e}");
+        }
+        read
+    }
+
+    /// At most `length` bytes when it is set; what a backend sends past them is never
+    /// read, and an end before them is an error.
+    async fn read_framed(&mut self, buf: &mut [u8]) -> Result<usize, OutputError> {
+        let Some(length) = self.length else {
+            return self.read_any(buf).await;
+        };
+        let left = length.saturating_sub(self.given);
+        if left == 0 {
+            return Ok(0);
+        }
+        let room = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        match self.read_any(&mut buf[..room]).await? {
+            0 => Err(OutputError::Short {
+                length,
+                got: self.given,
+            }),
+            n => {
+                self.given += n as u64;
+                Ok(n)
+            }
+        }
+    }
+
+    async fn read_any(&mut self, buf: &mut [u8]) -> Result<usize, OutputError> {
         if !self.pending.is_empty() {
             let n = self.pending.len().min(buf.len());
             buf[..n].copy_from_slice(&self.pending[..n]);
             self.pending.drain(..n);
             return Ok(n);
         }
-        let read = self.source.read(buf).await;
-        if let (Err(e), Source::Fastcgi(backend)) = (&read, &self.source) {
-            // The answer has begun: the connection is closed without its end.
-            let conf = backend.conf();
-            tracing::warn!(environment = %conf.environment, program = %conf.program, "FastCGI answer cut short: {e}");
-        }
-        read
+        self.source.read(buf).await
     }
 }
 
@@ -320,6 +393,24 @@ mod tests {
             "Content-Type: a\x01b\n\n",
         ] {
             assert!(parse(bad.as_bytes()).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            content_length(b"Content-Type: a\ncontent-length:  12 \n\n").unwrap(),
+            Some(12)
+        );
+        assert_eq!(
+            content_length(b"Content-Length: 1\r\nContent-Length: 1\r\n\r\n").unwrap(),
+            Some(1)
+        );
+        assert_eq!(content_length(b"X: 1\n\n").unwrap(), None);
+        for bad in [
+            "Content-Length: 1\nContent-Length: 2\n\n",
+            "Content-Length: -1\n\n",
+            "Content-Length: 1 2\n\n",
+            "Content-Length:\n\n",
+            "Content-Length: 99999999999999999999\n\n",
+        ] {
+            assert!(content_length(bad.as_bytes()).is_err(), "{bad:?}");
         }
         assert_eq!(head_end(b"A: b\r\n\r\nbody"), Some(8));
         assert_eq!(head_end(b"A: b\n\nbody"), Some(6));
