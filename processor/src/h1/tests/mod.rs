@@ -158,6 +158,21 @@ where
     F: FnOnce(Client, watch::Sender<Stop>) -> Fut,
     Fut: std::future::Future<Output = T>,
 {
+    run_observed(site, cfg, preread, &crate::session::NoObserver, client).await
+}
+
+/// [`run_site`] with an observer of the connection's requests.
+async fn run_observed<T, F, Fut>(
+    site: Site,
+    cfg: ConnConfig,
+    preread: bool,
+    observer: &dyn crate::session::Observer,
+    client: F,
+) -> (Outcome, T)
+where
+    F: FnOnce(Client, watch::Sender<Stop>) -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let router = TestRouter(site.clone());
@@ -174,16 +189,7 @@ where
             buffered.extend_from_slice(&chunk[..n]);
         }
         let mut transport = Transport::Plain(stream);
-        serve(
-            &mut transport,
-            buffered,
-            &site,
-            &router,
-            &cfg,
-            &mut rx,
-            &crate::session::NoObserver,
-        )
-        .await
+        serve(&mut transport, buffered, &site, &router, &cfg, &mut rx, observer).await
     };
     let client = async {
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
