@@ -170,6 +170,34 @@ async fn an_answer_before_the_body_is_read() {
     .await;
 }
 
+/// A listener at `path` that never accepts, with its backlog filled: the listener and
+/// the connections that filled it.
+fn full_backlog(path: &Path) -> Vec<OwnedFd> {
+    use nix::sys::socket::{
+        bind, connect, listen, socket, AddressFamily, Backlog, SockFlag, SockType, UnixAddr,
+    };
+    let addr = UnixAddr::new(path).unwrap();
+    let listener = socket(AddressFamily::Unix, SockType::Stream, SockFlag::empty(), None).unwrap();
+    bind(std::os::fd::AsRawFd::as_raw_fd(&listener), &addr).unwrap();
+    listen(&listener, Backlog::new(0).unwrap()).unwrap();
+    let mut held = vec![listener];
+    loop {
+        let s = socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_NONBLOCK,
+            None,
+        )
+        .unwrap();
+        match connect(std::os::fd::AsRawFd::as_raw_fd(&s), &addr) {
+            Ok(()) => held.push(s),
+            Err(nix::errno::Errno::EAGAIN) => return held,
+            Err(e) => panic!("filling the backlog: {e}"),
+        }
+        assert!(held.len() < 1000, "the backlog never filled");
+    }
+}
+
 #[tokio::test]
 async fn unreachable_backends_are_502() {
     let root = php_root();
@@ -181,6 +209,20 @@ async fn unreachable_backends_are_502() {
     );
     run_site(site, cfg(), true, |mut c, _tx| async move {
         assert_eq!(c.get("/x.php").await.status, 502);
+    })
+    .await;
+    // EAGAIN: a listener whose backlog is full.
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("full.sock");
+    let _full = full_backlog(&socket);
+    let site = php_site(root.path(), &socket, Duration::from_secs(5));
+    run_site(site, cfg(), true, |mut c, _tx| async move {
+        let t = std::time::Instant::now();
+        assert_eq!(c.get("/x.php").await.status, 502);
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "refused at once, not waited for"
+        );
     })
     .await;
     // ECONNREFUSED: a socket file nobody listens on.
