@@ -3,7 +3,8 @@
 //! before the script starts, so no client can deadlock against a script that answers
 //! before reading; the script's header block read; local redirects followed (at most
 //! [`MAX_REDIRECTS`]); and the body streamed back, chunked for HTTP/1.1 and delimited
-//! by the close for HTTP/1.0. A timeout before the header block is 504; after it, the
+//! by the close for HTTP/1.0 (unless a FastCGI backend's `Content-Length` frames it,
+//! which also lets an HTTP/1.0 connection stay). A timeout before the header block is 504; after it, the
 //! connection is closed without the last chunk. A FastCGI script takes the same path;
 //! only asking its backend differs ([`super::fastcgi`]).
 
