@@ -262,25 +262,51 @@ impl Backend {
     }
 }
 
-/// Collects one `FCGI_STDERR` record and logs it as one line when it ends: at most
-/// [`MAX_STDERR_LINE`] bytes, newlines inside it escaped (the supervisor escapes the
-/// rest of what reaches the environment's log).
+/// Collects one `FCGI_STDERR` record and logs it as one line when it ends.
 fn stderr(conf: &FastcgiConf, line: &mut Vec<u8>, cut: &mut usize, data: &[u8], end: bool) {
+    if let Some(text) = stderr_line(line, cut, data, end) {
+        tracing::warn!(environment = %conf.environment, program = %conf.program, "FastCGI stderr: {text}");
+    }
+}
+
+/// The line of a record whose last piece `data` is (`end`), else `None` while it is
+/// collected: at most [`MAX_STDERR_LINE`] bytes kept (the rest counted), the final
+/// newline dropped and newlines inside escaped (the supervisor escapes the rest of
+/// what reaches the environment's log). An empty record gives no line.
+fn stderr_line(line: &mut Vec<u8>, cut: &mut usize, data: &[u8], end: bool) -> Option<String> {
     let room = MAX_STDERR_LINE.saturating_sub(line.len());
     line.extend_from_slice(&data[..room.min(data.len())]);
     *cut += data.len().saturating_sub(room);
     if !end {
-        return;
+        return None;
     }
     let text = String::from_utf8_lossy(line);
-    let text = text.trim_end_matches(['\n', '\r']).replace('\n', "\\n");
-    if !text.is_empty() || *cut > 0 {
-        if *cut > 0 {
-            tracing::warn!(environment = %conf.environment, program = %conf.program, "FastCGI stderr: {text} [line cut: {cut} more bytes]");
-        } else {
-            tracing::warn!(environment = %conf.environment, program = %conf.program, "FastCGI stderr: {text}");
-        }
+    let mut text = text.trim_end_matches(['\n', '\r']).replace('\n', "\\n");
+    if *cut > 0 {
+        text.push_str(&format!(" [line cut: {cut} more bytes]"));
     }
     line.clear();
     *cut = 0;
+    (!text.is_empty()).then_some(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stderr_lines_are_bounded() {
+        let (mut line, mut cut) = (Vec::new(), 0);
+        assert_eq!(stderr_line(&mut line, &mut cut, b"PHP Warning: ", false), None);
+        let got = stderr_line(&mut line, &mut cut, b"a\nb\n", true);
+        assert_eq!(got.as_deref(), Some("PHP Warning: a\\nb"));
+        assert_eq!(stderr_line(&mut line, &mut cut, b"", true), None);
+        let big = vec![b'x'; MAX_STDERR_LINE + 10];
+        let got = stderr_line(&mut line, &mut cut, &big, false);
+        assert_eq!(got, None);
+        let got = stderr_line(&mut line, &mut cut, b"yyyyy", true).unwrap();
+        assert!(got.ends_with("x [line cut: 15 more bytes]"), "{got}");
+        assert_eq!(got.len(), MAX_STDERR_LINE + " [line cut: 15 more bytes]".len());
+        assert!(line.is_empty() && cut == 0);
+    }
 }
