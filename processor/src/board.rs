@@ -13,7 +13,7 @@ use common::scoreboard::{now_ms, slot, Segment};
 use tokio::sync::watch;
 
 use crate::handler::Site;
-use crate::session::{Completed, Observer};
+use crate::session::{Completed, FastcgiFailure, Observer};
 
 /// The processor's shared state for reporting.
 pub struct Board {
@@ -200,6 +200,21 @@ impl Observer for ConnObserver<'_> {
         }
     }
 
+    fn fastcgi_started(&self) {
+        self.board.slot.add(slot::FCGI_REQUESTS, 1);
+        self.board.slot.add(slot::FCGI_ACTIVE, 1);
+    }
+
+    fn fastcgi_done(&self, failure: Option<FastcgiFailure>) {
+        let s = &self.board.slot;
+        s.sub(slot::FCGI_ACTIVE, 1);
+        match failure {
+            Some(FastcgiFailure::BadGateway) => s.add(slot::FCGI_BAD_GATEWAY, 1),
+            Some(FastcgiFailure::Timeout) => s.add(slot::FCGI_TIMEOUTS, 1),
+            None => {}
+        }
+    }
+
     fn completed(&self, done: &Completed<'_>) {
         let b = self.board;
         let us = done.duration.as_micros() as u64;
@@ -322,5 +337,40 @@ mod tests {
             "{line}"
         );
         let _ = SystemTime::now();
+    }
+
+    #[test]
+    fn fastcgi_counters_and_their_guard() {
+        use crate::session::{FastcgiFailure, FastcgiRequest};
+        let (rw, _ro) = common::scoreboard::create("fcgi-test", slot::words(1)).unwrap();
+        let seg = Segment::map(&rw, true).unwrap();
+        let (tx, _rx) = watch::channel(false);
+        let board = Board::new(seg, &[1], vec![None], 0, tx);
+        let obs = ConnObserver::open(&board, "127.0.0.1:1".parse().unwrap(), 1);
+        let words = |b: &Board| {
+            [
+                slot::FCGI_REQUESTS,
+                slot::FCGI_ACTIVE,
+                slot::FCGI_BAD_GATEWAY,
+                slot::FCGI_TIMEOUTS,
+            ]
+            .map(|w| b.slot.get(w))
+        };
+        let ok = FastcgiRequest::start(&obs);
+        let timed_out = FastcgiRequest::start(&obs);
+        assert_eq!(words(&board), [2, 2, 0, 0]);
+        timed_out.fail(FastcgiFailure::Timeout);
+        timed_out.fail(FastcgiFailure::BadGateway);
+        drop(timed_out);
+        drop(ok);
+        assert_eq!(words(&board), [2, 0, 0, 1]);
+        // A panic while a request is in flight still counts it out.
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let r = FastcgiRequest::start(&obs);
+            r.fail(FastcgiFailure::BadGateway);
+            panic!("in flight");
+        }));
+        assert!(caught.is_err());
+        assert_eq!(words(&board), [3, 0, 1, 1]);
     }
 }

@@ -21,6 +21,7 @@ use tracing::{debug, info, warn};
 use crate::board::{Board, ConnObserver};
 use crate::h1;
 use crate::handler::cgi::CgiConf;
+use crate::handler::fastcgi::FastcgiConf;
 use crate::handler::{Fallback, Site};
 use crate::route::{ConnRouter, Sites, FOREIGN};
 use crate::session::{ConnConfig, Outcome, Stop};
@@ -108,6 +109,10 @@ async fn serve(
             hosts.insert(name, site);
         }
     }
+    let fastcgi = boot
+        .fastcgi
+        .as_ref()
+        .map(|f| Arc::new(FastcgiConf::from_boot(f, &boot.environment)));
     let mut sites = Vec::new();
     let mut logs = Vec::new();
     for s in boot.sites {
@@ -125,7 +130,8 @@ async fn serve(
                 &s.cgi.dirs,
                 Duration::from_secs(s.cgi.timeout_secs.max(1)),
                 s.cgi.body_limit,
-            ),
+            )
+            .with_fastcgi(fastcgi.clone()),
             index: s.index,
             fallback: s.fallback.as_deref().map(Fallback::new),
         });

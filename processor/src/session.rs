@@ -44,6 +44,50 @@ pub trait Observer {
     fn answering(&self, _status: u16, _body_bytes: u64) {}
     /// It was answered (or failed while answering).
     fn completed(&self, done: &Completed<'_>);
+    /// A request to a FastCGI backend begins: counted, and in flight until
+    /// [`Self::fastcgi_done`] (called by [`FastcgiRequest`]'s drop).
+    fn fastcgi_started(&self) {}
+    /// That request is over, and how it failed if it did.
+    fn fastcgi_done(&self, _failure: Option<FastcgiFailure>) {}
+}
+
+/// How a FastCGI request failed, for the counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FastcgiFailure {
+    /// 502, or a broken answer after its header block.
+    BadGateway,
+    /// `fastcgi_timeout`: 504, or the connection closed after the header block.
+    Timeout,
+}
+
+/// A FastCGI request in flight: counted in when made, out when dropped, on every way
+/// out (a panic's unwinding included), with the failure set in `failure` by then.
+pub struct FastcgiRequest<'a> {
+    observer: &'a dyn Observer,
+    pub failure: std::rc::Rc<std::cell::Cell<Option<FastcgiFailure>>>,
+}
+
+impl<'a> FastcgiRequest<'a> {
+    pub fn start(observer: &'a dyn Observer) -> Self {
+        observer.fastcgi_started();
+        Self {
+            observer,
+            failure: Default::default(),
+        }
+    }
+
+    /// Records `failure` unless one is recorded already.
+    pub fn fail(&self, failure: FastcgiFailure) {
+        if self.failure.get().is_none() {
+            self.failure.set(Some(failure));
+        }
+    }
+}
+
+impl Drop for FastcgiRequest<'_> {
+    fn drop(&mut self) {
+        self.observer.fastcgi_done(self.failure.get());
+    }
 }
 
 /// An observer that does nothing (tests).

@@ -58,7 +58,9 @@ pub(super) fn head_block(response: &Response, persist: Persist) -> Vec<u8> {
             for (name, value) in &output.fields {
                 let _ = write!(s, "{name}: {value}\r\n");
             }
-            if output.chunked {
+            if let Some(len) = output.length {
+                let _ = write!(s, "Content-Length: {len}\r\n");
+            } else if output.chunked {
                 s.push_str("Transfer-Encoding: chunked\r\n");
             }
         }

@@ -3,8 +3,8 @@
 //! file range or a stream; the protocol frames and writes it (HTTP/1.1 today, HTTP/2
 //! later).
 //!
-//! Handlers: [`static_files`] and [`cgi`]; FastCGI later, each a module here (a match,
-//! no dynamic dispatch). A script is chosen before the body is read
+//! Handlers: [`static_files`], [`cgi`] and [`fastcgi`], each a module here (a match,
+//! no dynamic dispatch). A script (CGI or FastCGI) is chosen before the body is read
 //! ([`cgi::select`]), since a script gets the body and any method; everything else
 //! goes through [`respond`], and the protocol discards a body before answering it.
 //!
@@ -16,6 +16,7 @@
 
 pub mod access;
 pub mod cgi;
+pub mod fastcgi;
 pub mod static_files;
 
 use std::fs::File;
@@ -137,7 +138,7 @@ pub enum Body {
     /// `len` bytes of `file` from `offset`: the protocol decides how they travel
     /// (copied with the header block when small, sendfile(2) otherwise).
     File { file: File, offset: u64, len: u64 },
-    /// A script's output, of unknown length: the protocol writes it in bounded pieces
+    /// A script's (or a FastCGI backend's) output, of unknown length: the protocol writes it in bounded pieces
     /// as it comes (chunked, or delimited by closing the connection).
     Stream(Box<cgi::Output>),
 }

@@ -3,8 +3,10 @@
 //! before the script starts, so no client can deadlock against a script that answers
 //! before reading; the script's header block read; local redirects followed (at most
 //! [`MAX_REDIRECTS`]); and the body streamed back, chunked for HTTP/1.1 and delimited
-//! by the close for HTTP/1.0. A timeout before the header block is 504; after it, the
-//! connection is closed without the last chunk.
+//! by the close for HTTP/1.0 (unless a FastCGI backend's `Content-Length` frames it,
+//! which also lets an HTTP/1.0 connection stay). A timeout before the header block is 504; after it, the
+//! connection is closed without the last chunk. A FastCGI script takes the same path;
+//! only asking its backend differs ([`super::fastcgi`]).
 
 use std::fs::File;
 
@@ -12,9 +14,11 @@ use super::{read_into, Conn, Step};
 use crate::h1::body::{BodyError, Discard};
 use crate::h1::request::{Framing, Head};
 use crate::h1::response::{self, drops_connection, Persist};
+use crate::handler::cgi::output::Source;
 use crate::handler::cgi::spool::{Spool, SpoolError};
 use crate::handler::cgi::{self, env, output, spawn, Answer, Script};
 use crate::handler::{self, Body, Method, Request, Response, Site};
+use crate::session::FastcgiRequest;
 
 /// Most local redirects (`Location: /path`) followed for one request.
 const MAX_REDIRECTS: usize = 4;
@@ -64,26 +68,45 @@ impl Conn<'_> {
                 content_length,
             };
             let vars = env::build(site, request, &script, &fields, conn);
-            let running = match spawn::spawn(&script, vars, stdin.take(), site.cgi.timeout) {
-                Ok(running) => running,
-                Err(e) => return self.finish(Response::error(500, e), head_only).await,
+            // Counted while its answer is read and written (FastCGI only).
+            let mut backend_request: Option<FastcgiRequest<'_>> = None;
+            let answer = match &script.fastcgi {
+                None => match spawn::spawn(&script, vars, stdin.take(), site.cgi.timeout) {
+                    Ok(running) => output::read_head(Source::Script(running))
+                        .await
+                        .map_err(|e| Response::error(e.status(), e)),
+                    Err(e) => Err(Response::error(500, e)),
+                },
+                Some(conf) => {
+                    let r = backend_request.insert(FastcgiRequest::start(self.observer));
+                    super::fastcgi::ask(conf, &vars, stdin.take(), r).await
+                }
             };
-            let path = match output::read_head(running).await {
+            let path = match answer {
                 Ok(Answer::Response { status, mut output }) => {
                     // RFC 9110 §6.4.1: a 204 or 304 has no body, whatever the script wrote.
-                    let head_only = head_only || status == 204 || status == 304;
-                    output.chunked = head.minor == 1 && !head_only;
-                    let response = Response::new(status, Body::Stream(output));
-                    let persist = if keep && head.minor == 1 {
-                        Persist::KeepAlive
-                    } else {
-                        Persist::Close
+                    let no_body = status == 204 || status == 304;
+                    if no_body {
+                        output.length = None;
+                    }
+                    let head_only = head_only || no_body;
+                    // A backend's Content-Length frames the body; else chunked for
+                    // HTTP/1.1, delimited by the close for HTTP/1.0.
+                    output.chunked = head.minor == 1 && !head_only && output.length.is_none();
+                    let persist = match (keep, head.minor, output.length) {
+                        (true, 1, _) => Persist::KeepAlive,
+                        (true, _, Some(_)) => Persist::KeepAlive10,
+                        _ => Persist::Close,
                     };
-                    return self.answer(response, persist, head_only).await;
+                    let response = Response::new(status, Body::Stream(output));
+                    let step = self.answer(response, persist, head_only).await;
+                    drop(backend_request);
+                    return step;
                 }
                 Ok(Answer::LocalRedirect(path)) => path,
-                Err(e) => return self.finish(Response::error(e.status(), e), head_only).await,
+                Err(response) => return self.finish(response, head_only).await,
             };
+            drop(backend_request);
             // RFC 3875 §6.2.2: answer as if the client had asked for `path`, as a GET
             // without a body.
             let next = Request {

@@ -1,7 +1,9 @@
 //! End-to-end tests of [`super::serve`] over real loopback sockets with raw clients:
-//! the harness here, the protocol's behaviour in [`conn`], the static files' in [`files`].
+//! the harness here, the protocol's behaviour in [`conn`], the static files' in [`files`],
+//! FastCGI (a real `php-cgi` and fake backends) in [`fastcgi`].
 
 mod conn;
+mod fastcgi;
 mod files;
 
 use std::path::Path;
@@ -147,9 +149,32 @@ where
     F: FnOnce(Client, watch::Sender<Stop>) -> Fut,
     Fut: std::future::Future<Output = T>,
 {
+    run_site(Site::plain(1, "a.test", root.to_path_buf()), cfg, preread, client).await
+}
+
+/// [`run`] for a given site.
+async fn run_site<T, F, Fut>(site: Site, cfg: ConnConfig, preread: bool, client: F) -> (Outcome, T)
+where
+    F: FnOnce(Client, watch::Sender<Stop>) -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    run_observed(site, cfg, preread, &crate::session::NoObserver, client).await
+}
+
+/// [`run_site`] with an observer of the connection's requests.
+async fn run_observed<T, F, Fut>(
+    site: Site,
+    cfg: ConnConfig,
+    preread: bool,
+    observer: &dyn crate::session::Observer,
+    client: F,
+) -> (Outcome, T)
+where
+    F: FnOnce(Client, watch::Sender<Stop>) -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let site = Site::plain(1, "a.test", root.to_path_buf());
     let router = TestRouter(site.clone());
     let (tx, mut rx) = watch::channel(Stop::Run);
     let server = async {
@@ -164,16 +189,7 @@ where
             buffered.extend_from_slice(&chunk[..n]);
         }
         let mut transport = Transport::Plain(stream);
-        serve(
-            &mut transport,
-            buffered,
-            &site,
-            &router,
-            &cfg,
-            &mut rx,
-            &crate::session::NoObserver,
-        )
-        .await
+        serve(&mut transport, buffered, &site, &router, &cfg, &mut rx, observer).await
     };
     let client = async {
         let socket = tokio::net::TcpSocket::new_v4().unwrap();

@@ -4,6 +4,11 @@
 //! process group at `cgi_timeout` ([`spawn`]), and its output's header block turned
 //! into a response ([`output`]).
 //!
+//! A script with one of the environment's FastCGI extensions is chosen here too, by
+//! the same rules (index, fallback, access rules), and goes to a backend
+//! ([`super::fastcgi`]) instead of being started; it need not be executable. A
+//! FastCGI extension wins under a CGI directory as well: the name says what runs it.
+//!
 //! The processor already runs as the environment's uid (and in its chroot, where the
 //! script and its interpreter must exist, and `/tmp` for request bodies). How the
 //! request body and the response body travel is the protocol's (`h1/conn/cgi.rs`).
@@ -18,9 +23,11 @@ pub mod spool;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::access;
+use super::fastcgi::FastcgiConf;
 use super::static_files::resolve::{self, ResolveError};
 use super::static_files::target::{self, PathTarget, Target};
 use super::{Fallback, Request, Response, Site};
@@ -38,8 +45,10 @@ pub struct CgiConf {
     /// The script's whole process group is killed after this.
     pub timeout: Duration,
     /// `limit_request_body`: bytes of a body a script is given (413 over it); 0: no
-    /// limit of its own (the body decoder's 1 GiB still applies).
+    /// limit of its own (the body decoder's 1 GiB still applies). FastCGI bodies too.
     pub body_limit: u64,
+    /// The environment's FastCGI backends, when it has them.
+    pub fastcgi: Option<Arc<FastcgiConf>>,
 }
 
 impl CgiConf {
@@ -58,18 +67,34 @@ impl CgiConf {
             dirs,
             timeout,
             body_limit,
+            fastcgi: None,
         }
+    }
+
+    /// With the environment's FastCGI backends.
+    pub fn with_fastcgi(mut self, fastcgi: Option<Arc<FastcgiConf>>) -> Self {
+        self.fastcgi = fastcgi;
+        self
     }
 
     /// No request of the site runs a script: the static path never looks further.
     pub fn is_off(&self) -> bool {
-        self.extensions.is_empty() && self.dirs.is_empty()
+        self.extensions.is_empty()
+            && self.dirs.is_empty()
+            && self.fastcgi.as_ref().is_none_or(|f| f.extensions.is_empty())
     }
 
+    /// A CGI or a FastCGI extension.
     pub fn has_extension(&self, name: &[u8]) -> bool {
         self.extensions
             .iter()
             .any(|e| name.len() > e.len() && name.ends_with(e.as_bytes()))
+            || self.fastcgi_for(name).is_some()
+    }
+
+    /// The backends that run a file called `name`, if they do.
+    pub fn fastcgi_for(&self, name: &[u8]) -> Option<&Arc<FastcgiConf>> {
+        self.fastcgi.as_ref().filter(|f| f.has_extension(name))
     }
 
     fn in_dir(&self, segments: &[Vec<u8>]) -> Option<usize> {
@@ -97,6 +122,8 @@ pub struct Script {
     pub filename: PathBuf,
     /// Its directory: the script's working directory.
     pub dir: PathBuf,
+    /// The backends that run it; `None`: a CGI script, started by us.
+    pub fastcgi: Option<Arc<FastcgiConf>>,
 }
 
 /// Whether `req` could run a script of `site` (no system call): the one-shot path
@@ -235,7 +262,8 @@ fn script(site: &Site, target: PathTarget, n: usize, found: &resolve::Found) -> 
     for seg in &target.segments[..n] {
         filename.push(OsStr::from_bytes(seg));
     }
-    if found.stat.st_mode & 0o111 == 0 {
+    let fastcgi = site.cgi.fastcgi_for(&found.name).cloned();
+    if fastcgi.is_none() && found.stat.st_mode & 0o111 == 0 {
         let reason = format!("{}: CGI script is not executable", filename.display());
         return Err(Response::error(403, reason));
     }
@@ -247,6 +275,7 @@ fn script(site: &Site, target: PathTarget, n: usize, found: &resolve::Found) -> 
         script_segments: n,
         filename,
         dir,
+        fastcgi,
     })
 }
 

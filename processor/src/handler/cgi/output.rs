@@ -1,5 +1,7 @@
 //! A script's output: its CGI header block (RFC 3875 §6) read within [`MAX_HEAD`] bytes
 //! and the deadline, and then its body as a stream ([`Output`]) the protocol frames.
+//! The output comes from a CGI script's stdout or a FastCGI backend's `FCGI_STDOUT`
+//! ([`Source`]); both get the same header rules.
 //!
 //! - `Status: NNN reason` sets the status (100–199 are refused: 502).
 //! - `Location: /local?q` without a `Status` is a local redirect (§6.2.2): served as a
@@ -8,6 +10,9 @@
 //! - Other fields pass through, except hop-by-hop ones and the framing we own
 //!   (`Connection`, `Keep-Alive`, `Transfer-Encoding`, `TE`, `Trailer`, `Upgrade`,
 //!   `Proxy-Connection`, `Content-Length`, `Date`, `Server`).
+//! - A FastCGI backend's `Content-Length` frames the body (at most that many bytes are
+//!   sent; fewer is a failure that closes the connection); a CGI script's is dropped
+//!   and its body chunked or delimited by the close, as before.
 //! - A block that is not `name: value` lines (LF or CRLF) ending in an empty line, that
 //!   has none of `Content-Type`, `Location`, `Status`, or that is over [`MAX_HEAD`] is
 //!   malformed: 502.
@@ -16,6 +21,8 @@ use thiserror::Error;
 use tokio::io::AsyncReadExt;
 
 use super::spawn::Running;
+use crate::handler::fastcgi::{Backend, FcgiError};
+use crate::session::FastcgiFailure;
 use common::head::is_tchar;
 
 /// The longest header block read from a script.
@@ -27,8 +34,8 @@ const READ: usize = 16 * 1024;
 /// Why a script's output cannot become (or finish) a response.
 #[derive(Debug, Error)]
 pub enum OutputError {
-    #[error("CGI script ended before its header block was complete")]
-    Early,
+    #[error("{0} ended before its header block was complete")]
+    Early(&'static str),
     #[error("malformed CGI header block: {0}")]
     Malformed(String),
     #[error("CGI header block longer than {MAX_HEAD} bytes")]
@@ -37,6 +44,10 @@ pub enum OutputError {
     Timeout,
     #[error("reading the CGI script's output: {0}")]
     Io(std::io::Error),
+    #[error("body ended after {got} of its Content-Length {length} bytes")]
+    Short { length: u64, got: u64 },
+    #[error("FastCGI backend: {0}")]
+    Fastcgi(#[from] FcgiError),
 }
 
 impl OutputError {
@@ -44,6 +55,7 @@ impl OutputError {
     pub fn status(&self) -> u16 {
         match self {
             Self::Timeout => 504,
+            Self::Fastcgi(e) => e.status(),
             _ => 502,
         }
     }
@@ -154,10 +166,82 @@ pub fn parse(block: &[u8]) -> Result<CgiHead, OutputError> {
     })
 }
 
+/// Where a script's output comes from.
+#[derive(Debug)]
+pub enum Source {
+    /// A CGI script's stdout, within its deadline.
+    Script(Running),
+    /// A FastCGI backend's `FCGI_STDOUT`.
+    Fastcgi(Backend),
+}
+
+impl Source {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Script(_) => "CGI script",
+            Self::Fastcgi(_) => "FastCGI backend",
+        }
+    }
+
+    /// The next bytes; `Ok(0)` at the end (a script reaped, a backend's
+    /// `FCGI_END_REQUEST`). Past a script's deadline its group is killed and this is an
+    /// error.
+    async fn read(&mut self, buf: &mut [u8]) -> Result<usize, OutputError> {
+        let running = match self {
+            Self::Fastcgi(backend) => return Ok(backend.read(buf).await?),
+            Self::Script(running) => running,
+        };
+        let deadline = running.deadline;
+        match tokio::time::timeout_at(deadline, running.stdout.read(buf)).await {
+            Err(_) => {
+                running.expire().await;
+                Err(OutputError::Timeout)
+            }
+            Ok(Ok(0)) => {
+                running.finish().await;
+                Ok(0)
+            }
+            Ok(Ok(n)) => Ok(n),
+            Ok(Err(e)) => Err(OutputError::Io(e)),
+        }
+    }
+}
+
+/// The `Content-Length` of a complete header block: `None` without one; two that
+/// differ, or one that is not digits, are malformed.
+fn content_length(block: &[u8]) -> Result<Option<u64>, OutputError> {
+    let mut found: Option<u64> = None;
+    for line in block.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        if !line[..colon].eq_ignore_ascii_case(b"content-length") {
+            continue;
+        }
+        let value = line[colon + 1..].trim_ascii();
+        let n = std::str::from_utf8(value)
+            .ok()
+            .filter(|v| !v.is_empty() && v.len() <= 18 && v.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|v| v.parse::<u64>().ok())
+            .ok_or_else(|| OutputError::Malformed("an invalid Content-Length".into()))?;
+        if found.is_some_and(|f| f != n) {
+            return Err(OutputError::Malformed("two different Content-Length".into()));
+        }
+        found = Some(n);
+    }
+    Ok(found)
+}
+
 /// A script's output after its header block: what the protocol writes as the body.
 #[derive(Debug)]
 pub struct Output {
-    running: Running,
+    source: Source,
+    /// A FastCGI backend's `Content-Length`: the body bytes still to come. Set to
+    /// `None` by the protocol when it does not frame the body with it.
+    pub length: Option<u64>,
+    /// Body bytes handed out, checked against `length`.
+    given: u64,
     /// Body bytes read with the header block.
     pending: Vec<u8>,
     /// The script's header fields, written by the protocol with its own.
@@ -176,17 +260,23 @@ pub enum Answer {
     Response { status: u16, output: Box<Output> },
 }
 
-/// Reads the header block of `running`'s output within its deadline.
-pub async fn read_head(mut running: Running) -> Result<Answer, OutputError> {
+/// Reads the header block of `source` within its bounds.
+pub async fn read_head(mut source: Source) -> Result<Answer, OutputError> {
     let mut buf = Vec::with_capacity(READ);
     loop {
         if let Some(end) = head_end(&buf) {
             return Ok(match parse(&buf[..end])? {
                 CgiHead::LocalRedirect(path) => Answer::LocalRedirect(path),
                 CgiHead::Response { status, fields } => {
+                    let length = match source {
+                        Source::Fastcgi(_) => content_length(&buf[..end])?,
+                        Source::Script(_) => None,
+                    };
                     let pending = buf.split_off(end);
                     let output = Output {
-                        running,
+                        source,
+                        length,
+                        given: 0,
                         pending,
                         fields,
                         chunked: false,
@@ -203,18 +293,9 @@ pub async fn read_head(mut running: Running) -> Result<Answer, OutputError> {
         }
         let start = buf.len();
         buf.resize(MAX_HEAD.min(start + READ), 0);
-        let read = tokio::time::timeout_at(running.deadline, running.stdout.read(&mut buf[start..])).await;
-        match read {
-            Err(_) => {
-                running.expire().await;
-                return Err(OutputError::Timeout);
-            }
-            Ok(Ok(0)) => {
-                running.finish().await;
-                return Err(OutputError::Early);
-            }
-            Ok(Ok(n)) => buf.truncate(start + n),
-            Ok(Err(e)) => return Err(OutputError::Io(e)),
+        match source.read(&mut buf[start..]).await? {
+            0 => return Err(OutputError::Early(source.name())),
+            n => buf.truncate(start + n),
         }
     }
 }
@@ -223,25 +304,49 @@ impl Output {
     /// The next body bytes into `buf`; `Ok(0)` at the end (the script reaped). Past the
     /// deadline the group is killed and this is an error.
     pub async fn read(&mut self, buf: &mut [u8]) -> Result<usize, OutputError> {
+        let read = self.read_framed(buf).await;
+        if let (Err(e), Source::Fastcgi(backend)) = (&read, &self.source) {
+            // The answer has begun: the connection is closed without its end.
+            backend
+                .failure
+                .set(backend.failure.get().or(Some(FastcgiFailure::BadGateway)));
+            let conf = backend.conf();
+            tracing::warn!(environment = %conf.environment, program = %conf.program, "FastCGI answer cut short: {e}");
+        }
+        read
+    }
+
+    /// At most `length` bytes when it is set; what a backend sends past them is never
+    /// read, and an end before them is an error.
+    async fn read_framed(&mut self, buf: &mut [u8]) -> Result<usize, OutputError> {
+        let Some(length) = self.length else {
+            return self.read_any(buf).await;
+        };
+        let left = length.saturating_sub(self.given);
+        if left == 0 {
+            return Ok(0);
+        }
+        let room = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        match self.read_any(&mut buf[..room]).await? {
+            0 => Err(OutputError::Short {
+                length,
+                got: self.given,
+            }),
+            n => {
+                self.given += n as u64;
+                Ok(n)
+            }
+        }
+    }
+
+    async fn read_any(&mut self, buf: &mut [u8]) -> Result<usize, OutputError> {
         if !self.pending.is_empty() {
             let n = self.pending.len().min(buf.len());
             buf[..n].copy_from_slice(&self.pending[..n]);
             self.pending.drain(..n);
             return Ok(n);
         }
-        let deadline = self.running.deadline;
-        match tokio::time::timeout_at(deadline, self.running.stdout.read(buf)).await {
-            Err(_) => {
-                self.running.expire().await;
-                Err(OutputError::Timeout)
-            }
-            Ok(Ok(0)) => {
-                self.running.finish().await;
-                Ok(0)
-            }
-            Ok(Ok(n)) => Ok(n),
-            Ok(Err(e)) => Err(OutputError::Io(e)),
-        }
+        self.source.read(buf).await
     }
 }
 
@@ -288,6 +393,24 @@ mod tests {
             "Content-Type: a\x01b\n\n",
         ] {
             assert!(parse(bad.as_bytes()).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            content_length(b"Content-Type: a\ncontent-length:  12 \n\n").unwrap(),
+            Some(12)
+        );
+        assert_eq!(
+            content_length(b"Content-Length: 1\r\nContent-Length: 1\r\n\r\n").unwrap(),
+            Some(1)
+        );
+        assert_eq!(content_length(b"X: 1\n\n").unwrap(), None);
+        for bad in [
+            "Content-Length: 1\nContent-Length: 2\n\n",
+            "Content-Length: -1\n\n",
+            "Content-Length: 1 2\n\n",
+            "Content-Length:\n\n",
+            "Content-Length: 99999999999999999999\n\n",
+        ] {
+            assert!(content_length(bad.as_bytes()).is_err(), "{bad:?}");
         }
         assert_eq!(head_end(b"A: b\r\n\r\nbody"), Some(8));
         assert_eq!(head_end(b"A: b\n\nbody"), Some(6));

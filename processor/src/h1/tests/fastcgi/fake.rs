@@ -1,0 +1,486 @@
+//! Fake FastCGI backends (a Unix listener and a thread per connection in the test):
+//! what they receive, and answers a real backend does not give on demand.
+
+use super::*;
+
+/// What a fake backend received: its params and its body.
+struct Received {
+    params: Vec<(Vec<u8>, Vec<u8>)>,
+    stdin: Vec<u8>,
+}
+
+fn read_record(s: &mut UnixStream) -> Option<(u8, Vec<u8>)> {
+    let mut h = [0u8; 8];
+    s.read_exact(&mut h).ok()?;
+    let len = u16::from_be_bytes([h[4], h[5]]) as usize + h[6] as usize;
+    let mut c = vec![0u8; len];
+    s.read_exact(&mut c).ok()?;
+    c.truncate(u16::from_be_bytes([h[4], h[5]]) as usize);
+    Some((h[1], c))
+}
+
+fn pairs(mut b: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let len = |b: &mut &[u8]| {
+        if b[0] < 0x80 {
+            let n = b[0] as usize;
+            *b = &b[1..];
+            n
+        } else {
+            let n = u32::from_be_bytes([b[0] & 0x7f, b[1], b[2], b[3]]) as usize;
+            *b = &b[4..];
+            n
+        }
+    };
+    let mut out = Vec::new();
+    while !b.is_empty() {
+        let (n, v) = (len(&mut b), len(&mut b));
+        out.push((b[..n].to_vec(), b[n..n + v].to_vec()));
+        b = &b[n + v..];
+    }
+    out
+}
+
+/// Reads a request up to the end of its params (and its body, with `body`).
+fn receive(s: &mut UnixStream, body: bool) -> Received {
+    let mut params = Vec::new();
+    let mut stdin = Vec::new();
+    let (kind, _) = read_record(s).unwrap();
+    assert_eq!(kind, record::BEGIN_REQUEST);
+    loop {
+        let (kind, c) = read_record(s).unwrap();
+        assert_eq!(kind, record::PARAMS);
+        assert!(c.len() <= record::MAX_CONTENT);
+        if c.is_empty() {
+            break;
+        }
+        params.extend(pairs(&c));
+    }
+    if body {
+        loop {
+            let (kind, c) = read_record(s).unwrap();
+            assert_eq!(kind, record::STDIN);
+            if c.is_empty() {
+                break;
+            }
+            stdin.extend(c);
+        }
+    }
+    Received { params, stdin }
+}
+
+fn rec(kind: u8, content: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    record::push_record(&mut out, kind, content);
+    out
+}
+
+fn end() -> Vec<u8> {
+    rec(END_REQUEST, &[0, 0, 0, 0, 0, 0, 0, 0])
+}
+
+/// A fake backend on its own socket: each connection is answered by `answer` (on a
+/// thread of its own), for as many connections as come.
+fn fake<F>(answer: F) -> (tempfile::TempDir, PathBuf)
+where
+    F: Fn(UnixStream) + Send + Sync + 'static,
+{
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("fake.sock");
+    let listener = UnixListener::bind(&socket).unwrap();
+    let answer = Arc::new(answer);
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            let Ok(s) = s else { return };
+            let answer = answer.clone();
+            std::thread::spawn(move || answer(s));
+        }
+    });
+    (dir, socket)
+}
+
+#[tokio::test]
+async fn params_records_and_large_stdout() {
+    let big: Vec<u8> = (0..70_000u32).map(|i| (i % 253) as u8).collect();
+    let sent = big.clone();
+    let (_dir, socket) = fake(move |mut s| {
+        let got = receive(&mut s, true);
+        let get = |k: &str| {
+            got.params
+                .iter()
+                .find(|(n, _)| n == k.as_bytes())
+                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        };
+        let mut out = rec(STDERR, b"a warning\nover two lines\n");
+        let head = format!(
+            "Content-Type: text/plain\r\nX-Script: {}\r\nX-Redirect: {}\r\nX-Length: {}\r\nX-Path: {}\r\n\r\n",
+            get("SCRIPT_FILENAME").unwrap_or_default(),
+            get("REDIRECT_STATUS").unwrap_or_default(),
+            get("CONTENT_LENGTH").unwrap_or_default(),
+            get("PATH").is_some(),
+        );
+        out.extend(rec(STDOUT, head.as_bytes()));
+        out.extend(rec(STDOUT, &got.stdin));
+        // A full record and the rest, as a backend must split 70,000 bytes.
+        for piece in sent.chunks(record::MAX_CONTENT) {
+            out.extend(rec(STDOUT, piece));
+        }
+        out.extend(rec(STDOUT, b""));
+        out.extend(end());
+        let _ = s.write_all(&out);
+    });
+    let root = php_root();
+    let script = root.path().join("x.php");
+    let site = php_site(root.path(), &socket, Duration::from_secs(10));
+    run_site(site, cfg(), true, |mut c, _tx| async move {
+        c.send(b"POST /x.php HTTP/1.1\r\nHost: a.test\r\nContent-Length: 5\r\n\r\nhello")
+            .await;
+        let r = c.response(false).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("X-Script"), Some(script.to_str().unwrap()));
+        assert_eq!(r.header("X-Redirect"), Some("200"));
+        assert_eq!(r.header("X-Length"), Some("5"));
+        assert_eq!(r.header("X-Path"), Some("false"));
+        let body = c.chunked().await.unwrap();
+        assert_eq!(&body[..5], b"hello");
+        assert!(body[5..] == big[..]);
+        // Still alive.
+        assert_eq!(c.get("/a.txt").await.body, b"alpha");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_answer_before_the_body_is_read() {
+    // The backend never reads the 4 MiB body: it answers after the params and closes.
+    let (_dir, socket) = fake(|mut s| {
+        receive(&mut s, false);
+        let mut out = rec(STDOUT, b"Status: 403\r\nContent-Type: text/plain\r\n\r\nno");
+        out.extend(end());
+        let _ = s.write_all(&out);
+    });
+    let root = php_root();
+    let site = php_site(root.path(), &socket, Duration::from_secs(10));
+    run_site(site, cfg(), true, |mut c, _tx| async move {
+        let mut req = b"POST /x.php HTTP/1.1\r\nHost: a.test\r\nContent-Length: 4194304\r\n\r\n".to_vec();
+        req.resize(req.len() + (4 << 20), b'b');
+        c.send(&req).await;
+        assert_eq!(c.response(false).await.status, 403);
+        assert_eq!(c.chunked().await.unwrap(), b"no");
+    })
+    .await;
+}
+
+/// A listener at `path` that never accepts, with its backlog filled: the listener and
+/// the connections that filled it.
+fn full_backlog(path: &Path) -> Vec<OwnedFd> {
+    use nix::sys::socket::{
+        bind, connect, listen, socket, AddressFamily, Backlog, SockFlag, SockType, UnixAddr,
+    };
+    let addr = UnixAddr::new(path).unwrap();
+    let listener = socket(AddressFamily::Unix, SockType::Stream, SockFlag::empty(), None).unwrap();
+    bind(std::os::fd::AsRawFd::as_raw_fd(&listener), &addr).unwrap();
+    listen(&listener, Backlog::new(0).unwrap()).unwrap();
+    let mut held = vec![listener];
+    loop {
+        let s = socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_NONBLOCK,
+            None,
+        )
+        .unwrap();
+        match connect(std::os::fd::AsRawFd::as_raw_fd(&s), &addr) {
+            Ok(()) => held.push(s),
+            Err(nix::errno::Errno::EAGAIN) => return held,
+            Err(e) => panic!("filling the backlog: {e}"),
+        }
+        assert!(held.len() < 1000, "the backlog never filled");
+    }
+}
+
+#[tokio::test]
+async fn unreachable_backends_are_502() {
+    let root = php_root();
+    // ENOENT.
+    let site = php_site(
+        root.path(),
+        Path::new("/nonexistent/fcgi.sock"),
+        Duration::from_secs(1),
+    );
+    run_site(site, cfg(), true, |mut c, _tx| async move {
+        assert_eq!(c.get("/x.php").await.status, 502);
+    })
+    .await;
+    // EAGAIN: a listener whose backlog is full.
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("full.sock");
+    let _full = full_backlog(&socket);
+    let site = php_site(root.path(), &socket, Duration::from_secs(5));
+    run_site(site, cfg(), true, |mut c, _tx| async move {
+        let t = std::time::Instant::now();
+        assert_eq!(c.get("/x.php").await.status, 502);
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "refused at once, not waited for"
+        );
+    })
+    .await;
+    // ECONNREFUSED: a socket file nobody listens on.
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("gone.sock");
+    drop(UnixListener::bind(&socket).unwrap());
+    let site = php_site(root.path(), &socket, Duration::from_secs(1));
+    run_site(site, cfg(), true, |mut c, _tx| async move {
+        assert_eq!(c.get("/x.php").await.status, 502);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn broken_backends() {
+    let root = php_root();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("closed before anything", Vec::new()),
+        (
+            "closed in the header block",
+            rec(STDOUT, b"Content-Type: text/pl"),
+        ),
+        ("bad version", {
+            let mut r = rec(STDOUT, b"Content-Type: text/plain\r\n\r\nx");
+            r[0] = 9;
+            r
+        }),
+        ("wrong request id", {
+            let mut r = rec(STDOUT, b"Content-Type: text/plain\r\n\r\nx");
+            r[3] = 2;
+            r
+        }),
+        ("unknown type", rec(11, b"\x01\0\0\0\0\0\0\0")),
+        (
+            "malformed header block",
+            [rec(STDOUT, b"no colon here\r\n\r\n"), end()].concat(),
+        ),
+        (
+            "ended before its header block",
+            [rec(STDOUT, b"A: b\r\n"), end()].concat(),
+        ),
+        ("overloaded", rec(END_REQUEST, &[0, 0, 0, 0, 2, 0, 0, 0])),
+    ];
+    for (what, answer) in cases {
+        let (_dir, socket) = fake(move |mut s| {
+            receive(&mut s, true);
+            let _ = s.write_all(&answer);
+        });
+        let site = php_site(root.path(), &socket, Duration::from_secs(5));
+        run_site(site, cfg(), true, |mut c, _tx| async move {
+            let r = c.get("/x.php").await;
+            assert_eq!(r.status, 502, "{what}");
+            assert_eq!(r.header("Connection"), Some("close"), "{what}");
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn silence_is_504_and_a_close_mid_answer_cuts_the_connection() {
+    let root = php_root();
+    let (_dir, socket) = fake(|mut s| {
+        receive(&mut s, true);
+        // Hold the connection open, saying nothing, until the processor gives up.
+        let mut b = [0u8; 1];
+        let _ = s.read(&mut b);
+    });
+    let site = php_site(root.path(), &socket, Duration::from_millis(300));
+    run_site(site, cfg(), true, |mut c, _tx| async move {
+        let t = std::time::Instant::now();
+        assert_eq!(c.get("/x.php").await.status, 504);
+        assert!(t.elapsed() < Duration::from_secs(5));
+    })
+    .await;
+    // Headers and some body, then a close (or silence) before FCGI_END_REQUEST: the
+    // client's connection is closed without the last chunk.
+    for silent in [false, true] {
+        let (_dir, socket) = fake(move |mut s| {
+            receive(&mut s, true);
+            let out = rec(STDOUT, b"Content-Type: text/plain\r\n\r\npartial");
+            let _ = s.write_all(&out);
+            if silent {
+                let mut b = [0u8; 1];
+                let _ = s.read(&mut b);
+            }
+        });
+        let site = php_site(root.path(), &socket, Duration::from_millis(300));
+        run_site(site, cfg(), true, |mut c, _tx| async move {
+            let r = c.get("/x.php").await;
+            assert_eq!(r.status, 200);
+            assert_eq!(c.chunked().await, Err(b"partial".to_vec()), "silent: {silent}");
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn index_fallback_and_local_redirects() {
+    // Echoes SCRIPT_NAME and REQUEST_URI; `/go.php` redirects locally to `?to=`.
+    let (_dir, socket) = fake(|mut s| {
+        let got = receive(&mut s, true);
+        let get = |k: &str| {
+            got.params
+                .iter()
+                .find(|(n, _)| n == k.as_bytes())
+                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_default()
+        };
+        let (name, query) = (get("SCRIPT_NAME"), get("QUERY_STRING"));
+        let head = match query.strip_prefix("to=") {
+            Some(to) if name == "/go.php" => format!("Location: {to}\r\n\r\n"),
+            _ => "Content-Type: text/plain\r\n\r\n".to_string(),
+        };
+        let body = format!("{name} {}", get("REQUEST_URI"));
+        let out = [rec(STDOUT, head.as_bytes()), rec(STDOUT, body.as_bytes()), end()].concat();
+        let _ = s.write_all(&out);
+    });
+    let root = php_root();
+    std::fs::write(root.path().join("index.php"), "").unwrap();
+    std::fs::write(root.path().join("go.php"), "").unwrap();
+    let mut site = php_site(root.path(), &socket, Duration::from_secs(5));
+    site.index = vec!["index.php".into(), "index.html".into()];
+    site.fallback = Some(crate::handler::Fallback::new("/index.php"));
+    run_site(site, cfg(), true, |mut c, _tx| async move {
+        let script = async |c: &mut Client, path: &str| {
+            let r = c.get(path).await;
+            assert_eq!(r.status, 200, "{path}");
+            String::from_utf8(c.chunked().await.unwrap()).unwrap()
+        };
+        assert_eq!(script(&mut c, "/").await, "/index.php /");
+        assert_eq!(script(&mut c, "/no/such/page").await, "/index.php /no/such/page");
+        assert_eq!(script(&mut c, "/go.php?to=/x.php").await, "/x.php /x.php");
+        // A local redirect to a static file; the directory with index.html keeps it.
+        assert_eq!(c.get("/go.php?to=/a.txt").await.body, b"alpha");
+        assert_eq!(c.get("/d/").await.body, b"<p>index</p>");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_backends_content_length_frames_the_body() {
+    // `/x.php?N` answers `Content-Length: N` and the body `hello`.
+    let (_dir, socket) = fake(|mut s| {
+        let got = receive(&mut s, true);
+        let query = got
+            .params
+            .iter()
+            .find(|(n, _)| n == b"QUERY_STRING")
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_default();
+        let head = format!("Content-Type: text/plain\r\nContent-Length: {query}\r\n\r\n");
+        let out = [rec(STDOUT, head.as_bytes()), rec(STDOUT, b"hello"), end()].concat();
+        let _ = s.write_all(&out);
+    });
+    let root = php_root();
+    let site = php_site(root.path(), &socket, Duration::from_secs(5));
+    run_site(site, cfg(), true, |mut c, _tx| async move {
+        let r = c.get("/x.php?5").await;
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"hello"[..]));
+        assert!(r.header("Transfer-Encoding").is_none());
+        // More than announced: only what was announced, and the connection lives on.
+        assert_eq!(c.get("/x.php?3").await.body, b"hel");
+        c.send(b"HEAD /x.php?5 HTTP/1.1\r\nHost: a.test\r\n\r\n").await;
+        assert_eq!(c.response(true).await.header("Content-Length"), Some("5"));
+        assert_eq!(c.get("/a.txt").await.body, b"alpha");
+        // Fewer: the bytes that came, then the close, never a next response.
+        c.send(b"GET /x.php?10 HTTP/1.1\r\nHost: a.test\r\n\r\nGET /a.txt HTTP/1.1\r\nHost: a.test\r\n\r\n")
+            .await;
+        let mut rest = c.rest().await;
+        let head_end = rest.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        assert!(rest[..head_end].starts_with(b"HTTP/1.1 200"));
+        assert_eq!(rest.split_off(head_end), b"hello");
+    })
+    .await;
+}
+
+/// Counts what a connection reports of its FastCGI requests.
+#[derive(Default)]
+struct Counts {
+    started: std::cell::Cell<u32>,
+    active: std::cell::Cell<i32>,
+    bad_gateway: std::cell::Cell<u32>,
+    timeouts: std::cell::Cell<u32>,
+}
+
+impl crate::session::Observer for Counts {
+    fn started(&self, _: &Site) {}
+    fn completed(&self, _: &crate::session::Completed<'_>) {}
+    fn fastcgi_started(&self) {
+        self.started.set(self.started.get() + 1);
+        self.active.set(self.active.get() + 1);
+    }
+    fn fastcgi_done(&self, failure: Option<crate::session::FastcgiFailure>) {
+        use crate::session::FastcgiFailure::*;
+        self.active.set(self.active.get() - 1);
+        match failure {
+            Some(BadGateway) => self.bad_gateway.set(self.bad_gateway.get() + 1),
+            Some(Timeout) => self.timeouts.set(self.timeouts.get() + 1),
+            None => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn requests_are_counted() {
+    // `?ok`: an answer; `?cut`: headers, then a close; `?slow`: headers, then silence;
+    // `?garbage`: a bad record.
+    let (_dir, socket) = fake(|mut s| {
+        let got = receive(&mut s, true);
+        let query = got
+            .params
+            .iter()
+            .find(|(n, _)| n == b"QUERY_STRING")
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_default();
+        let head = rec(STDOUT, b"Content-Type: text/plain\r\n\r\nbody");
+        let out = match query.as_str() {
+            "ok" => [head, end()].concat(),
+            "garbage" => vec![9; 8],
+            _ => head,
+        };
+        let _ = s.write_all(&out);
+        if query == "slow" {
+            let mut b = [0u8; 1];
+            let _ = s.read(&mut b);
+        }
+    });
+    let root = php_root();
+    let counts = Counts::default();
+    let counted = |path: &'static str| {
+        let site = php_site(root.path(), &socket, Duration::from_millis(300));
+        run_observed(site, cfg(), true, &counts, move |mut c, _tx| async move {
+            let r = c.get(path).await;
+            let _ = c.chunked().await;
+            r.status
+        })
+    };
+    assert_eq!(counted("/x.php?ok").await.1, 200);
+    assert_eq!(counted("/x.php?cut").await.1, 200);
+    assert_eq!(counted("/x.php?slow").await.1, 200);
+    assert_eq!(counted("/x.php?garbage").await.1, 502);
+    let missing = php_site(
+        root.path(),
+        Path::new("/nonexistent.sock"),
+        Duration::from_secs(1),
+    );
+    let (_, status) = run_observed(missing, cfg(), true, &counts, |mut c, _tx| async move {
+        c.get("/x.php").await.status
+    })
+    .await;
+    assert_eq!(status, 502);
+    assert_eq!(
+        (
+            counts.started.get(),
+            counts.active.get(),
+            counts.bad_gateway.get(),
+            counts.timeouts.get()
+        ),
+        (5, 0, 3, 1)
+    );
+}

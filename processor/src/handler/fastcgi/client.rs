@@ -1,0 +1,312 @@
+//! One request to a FastCGI backend: connect to the backends' socket (bounded by
+//! `fastcgi_timeout`), send `FCGI_BEGIN_REQUEST`, the params and the spooled body as
+//! `FCGI_STDIN` while reading the answer, and hand out `FCGI_STDOUT` content as it
+//! arrives ([`Backend::read`]). The request is written only while the answer is being
+//! read, in the same `select!`, so a backend that answers before it has read its body
+//! never deadlocks against us; one that stops reading its body stops only our writes.
+//!
+//! Bounds: 16 KiB of records read at a time, at most one record of body (64 KiB)
+//! written at a time, the next read only when the previous bytes were taken (so a slow
+//! client slows the backend instead of filling our memory), and `fastcgi_timeout`
+//! between any two steps of progress (a byte read from the backend, or a write it
+//! took): past it, 504 (or the connection closed, once the answer has begun). Each
+//! `FCGI_STDERR` record is one log line of at most [`MAX_STDERR_LINE`] bytes.
+
+use std::cell::Cell;
+use std::fs::File;
+use std::io::{self, Read};
+use std::ops::Range;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use thiserror::Error;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::UnixStream;
+use tokio::time::{sleep_until, Instant};
+
+use super::record::{self, Decoder, Event, RecordError};
+use super::FastcgiConf;
+use crate::session::FastcgiFailure;
+
+/// Bytes read from the backend at a time.
+const READ: usize = 16 * 1024;
+
+/// Longest `FCGI_STDERR` record logged whole; the rest of it is counted, not logged.
+pub const MAX_STDERR_LINE: usize = 2048;
+
+/// Why a backend gave no (complete) answer.
+#[derive(Debug, Error)]
+pub enum FcgiError {
+    #[error("connecting to {socket}: {error}")]
+    Connect { socket: String, error: io::Error },
+    #[error("nothing from the backend for fastcgi_timeout ({0:?})")]
+    Timeout(std::time::Duration),
+    #[error("the backend closed the connection before FCGI_END_REQUEST")]
+    Closed,
+    #[error("the backend refused the request (FCGI_END_REQUEST protocol status {0})")]
+    Refused(u8),
+    #[error("broken FastCGI answer: {0}")]
+    Record(#[from] RecordError),
+    #[error("reading from the backend: {0}")]
+    Io(io::Error),
+}
+
+impl FcgiError {
+    /// 504 for a timeout, else 502.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::Timeout(_) => 504,
+            _ => 502,
+        }
+    }
+
+    pub fn failure(&self) -> FastcgiFailure {
+        match self {
+            Self::Timeout(_) => FastcgiFailure::Timeout,
+            _ => FastcgiFailure::BadGateway,
+        }
+    }
+}
+
+/// The request's bytes still to be written.
+#[derive(Debug)]
+struct Sender {
+    wr: OwnedWriteHalf,
+    out: Vec<u8>,
+    pos: usize,
+    /// The rest of the spooled body (`None` once its empty record is queued).
+    stdin: Option<File>,
+    /// Everything written, or the backend stopped taking it.
+    done: bool,
+    /// Room for one record's content of body, allocated on first use.
+    content: Vec<u8>,
+}
+
+impl Sender {
+    /// One write of what is queued (refilled from the body file first). Cancel-safe:
+    /// a write that did not complete wrote nothing.
+    async fn step(&mut self) {
+        if self.pos == self.out.len() {
+            self.out.clear();
+            self.pos = 0;
+            match self.stdin.as_mut() {
+                Some(file) => {
+                    let content = &mut self.content;
+                    content.resize(record::MAX_CONTENT, 0);
+                    // A blocking read of a local file, like the spool's writes.
+                    match file.read(content) {
+                        Ok(0) => {
+                            record::push_record(&mut self.out, record::STDIN, &[]);
+                            self.stdin = None;
+                        }
+                        Ok(n) => record::push_record(&mut self.out, record::STDIN, &content[..n]),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "reading the spooled request body");
+                            self.done = true;
+                            return;
+                        }
+                    }
+                }
+                None => {
+                    self.done = true;
+                    return;
+                }
+            }
+        }
+        match self.wr.write(&self.out[self.pos..]).await {
+            Ok(n) if n > 0 => self.pos += n,
+            // The backend stopped reading (it answered, or it died): what it says, or
+            // its close, decides the response.
+            _ => self.done = true,
+        }
+    }
+}
+
+/// A request in progress with a backend.
+#[derive(Debug)]
+pub struct Backend {
+    conf: Arc<FastcgiConf>,
+    rd: OwnedReadHalf,
+    sender: Sender,
+    rbuf: Vec<u8>,
+    /// Undecoded bytes in `rbuf`.
+    unread: Range<usize>,
+    /// `FCGI_STDOUT` content decoded and not yet handed out, in `rbuf`.
+    pending: Range<usize>,
+    decoder: Decoder,
+    stderr: Vec<u8>,
+    stderr_cut: usize,
+    /// Set on the first failure, for the processor's counters.
+    pub failure: Rc<Cell<Option<FastcgiFailure>>>,
+}
+
+impl Backend {
+    /// Connects and queues the request: `params` (the whole `FCGI_PARAMS` stream) and
+    /// the body (`None`: an empty `FCGI_STDIN`). Nothing is written until the first
+    /// [`Self::read`].
+    pub async fn connect(
+        conf: Arc<FastcgiConf>,
+        params: Vec<u8>,
+        stdin: Option<File>,
+        failure: Rc<Cell<Option<FastcgiFailure>>>,
+    ) -> Result<Self, FcgiError> {
+        let connect_error = |error| FcgiError::Connect {
+            socket: conf.socket.display().to_string(),
+            error,
+        };
+        let stream = match tokio::time::timeout(conf.timeout, UnixStream::connect(&conf.socket)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(connect_error(e)),
+            Err(_) => return Err(connect_error(io::Error::from(io::ErrorKind::TimedOut))),
+        };
+        let (rd, wr) = stream.into_split();
+        let mut out = Vec::with_capacity(16 + params.len() + 8);
+        out.extend_from_slice(&record::begin_request());
+        out.extend_from_slice(&params);
+        if stdin.is_none() {
+            record::push_record(&mut out, record::STDIN, &[]);
+        }
+        Ok(Self {
+            conf,
+            rd,
+            sender: Sender {
+                wr,
+                out,
+                pos: 0,
+                stdin,
+                done: false,
+                content: Vec::new(),
+            },
+            rbuf: vec![0u8; READ],
+            unread: 0..0,
+            pending: 0..0,
+            decoder: Decoder::new(),
+            stderr: Vec::new(),
+            stderr_cut: 0,
+            failure,
+        })
+    }
+
+    /// The backends this request went to.
+    pub fn conf(&self) -> &FastcgiConf {
+        &self.conf
+    }
+
+    /// The next `FCGI_STDOUT` bytes into `buf`; `Ok(0)` after `FCGI_END_REQUEST`.
+    pub async fn read(&mut self, buf: &mut [u8]) -> Result<usize, FcgiError> {
+        let r = self.read_inner(buf).await;
+        if let Err(e) = &r {
+            if self.failure.get().is_none() {
+                self.failure.set(Some(e.failure()));
+            }
+        }
+        r
+    }
+
+    async fn read_inner(&mut self, buf: &mut [u8]) -> Result<usize, FcgiError> {
+        loop {
+            if !self.pending.is_empty() {
+                let n = self.pending.len().min(buf.len());
+                let start = self.pending.start;
+                buf[..n].copy_from_slice(&self.rbuf[start..start + n]);
+                self.pending.start += n;
+                return Ok(n);
+            }
+            if self.decoder.is_done() {
+                return Ok(0);
+            }
+            if !self.unread.is_empty() {
+                let (used, event) = self.decoder.next(&self.rbuf[self.unread.clone()])?;
+                let end = self.unread.start + used;
+                self.unread.start = end;
+                match event {
+                    Some(Event::Stdout(data)) => self.pending = end - data.len()..end,
+                    Some(Event::Stderr { data, end }) => {
+                        stderr(&self.conf, &mut self.stderr, &mut self.stderr_cut, data, end)
+                    }
+                    Some(Event::End { protocol_status, .. })
+                        if protocol_status != record::REQUEST_COMPLETE =>
+                    {
+                        return Err(FcgiError::Refused(protocol_status));
+                    }
+                    Some(Event::End { .. }) => {}
+                    None if used == 0 => self.unread = 0..0,
+                    None => {}
+                }
+                continue;
+            }
+            self.fill().await?;
+        }
+    }
+
+    /// Reads more records into the empty buffer, writing the request meanwhile.
+    async fn fill(&mut self) -> Result<(), FcgiError> {
+        let timeout = self.conf.timeout;
+        let mut deadline = Instant::now() + timeout;
+        loop {
+            let writing = !self.sender.done;
+            tokio::select! {
+                r = self.rd.read(&mut self.rbuf) => return match r {
+                    Ok(0) => Err(FcgiError::Closed),
+                    Ok(n) => {
+                        self.unread = 0..n;
+                        Ok(())
+                    }
+                    Err(e) => Err(FcgiError::Io(e)),
+                },
+                () = self.sender.step(), if writing => deadline = Instant::now() + timeout,
+                () = sleep_until(deadline) => return Err(FcgiError::Timeout(timeout)),
+            }
+        }
+    }
+}
+
+/// Collects one `FCGI_STDERR` record and logs it as one line when it ends.
+fn stderr(conf: &FastcgiConf, line: &mut Vec<u8>, cut: &mut usize, data: &[u8], end: bool) {
+    if let Some(text) = stderr_line(line, cut, data, end) {
+        tracing::warn!(environment = %conf.environment, program = %conf.program, "FastCGI stderr: {text}");
+    }
+}
+
+/// The line of a record whose last piece `data` is (`end`), else `None` while it is
+/// collected: at most [`MAX_STDERR_LINE`] bytes kept (the rest counted), the final
+/// newline dropped and newlines inside escaped (the supervisor escapes the rest of
+/// what reaches the environment's log). An empty record gives no line.
+fn stderr_line(line: &mut Vec<u8>, cut: &mut usize, data: &[u8], end: bool) -> Option<String> {
+    let room = MAX_STDERR_LINE.saturating_sub(line.len());
+    line.extend_from_slice(&data[..room.min(data.len())]);
+    *cut += data.len().saturating_sub(room);
+    if !end {
+        return None;
+    }
+    let text = String::from_utf8_lossy(line);
+    let mut text = text.trim_end_matches(['\n', '\r']).replace('\n', "\\n");
+    if *cut > 0 {
+        text.push_str(&format!(" [line cut: {cut} more bytes]"));
+    }
+    line.clear();
+    *cut = 0;
+    (!text.is_empty()).then_some(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stderr_lines_are_bounded() {
+        let (mut line, mut cut) = (Vec::new(), 0);
+        assert_eq!(stderr_line(&mut line, &mut cut, b"PHP Warning: ", false), None);
+        let got = stderr_line(&mut line, &mut cut, b"a\nb\n", true);
+        assert_eq!(got.as_deref(), Some("PHP Warning: a\\nb"));
+        assert_eq!(stderr_line(&mut line, &mut cut, b"", true), None);
+        let big = vec![b'x'; MAX_STDERR_LINE + 10];
+        let got = stderr_line(&mut line, &mut cut, &big, false);
+        assert_eq!(got, None);
+        let got = stderr_line(&mut line, &mut cut, b"yyyyy", true).unwrap();
+        assert!(got.ends_with("x [line cut: 15 more bytes]"), "{got}");
+        assert_eq!(got.len(), MAX_STDERR_LINE + " [line cut: 15 more bytes]".len());
+        assert!(line.is_empty() && cut == 0);
+    }
+}
