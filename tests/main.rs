@@ -15,6 +15,10 @@ mod chroot;
 mod compromised;
 /// `bulkhead check` and `serve` on good and bad config files; no root needed.
 mod config_check;
+/// DokuWiki through php-cgi backends: login, edit and save, sectok, its data never served.
+mod dokuwiki;
+/// FastCGI backends per environment (PHP): uids, on demand, recycling, 502/504, isolation.
+mod fastcgi;
 /// FastCGI backends run as the environment: fds, socket ownership and mode, on demand,
 /// replacement after a kill and after max_requests, stop on SIGTERM and reload.
 mod fastcgi_backends;

@@ -11,6 +11,7 @@ WORKDIR/cold.tsv    label tenant cold_ms warm_ms spares_waiting error   (coldsta
 WORKDIR/cold-counters.tsv  label before_n before_us after_n after_us  (bulkhead's own)
 WORKDIR/mem.tsv     phase server component nprocs rss_kb pss_kb fds     (procmem.py)
 WORKDIR/parts.tsv   part failed|note message
+WORKDIR/php-*.tsv   the PHP parts (report_php.py)
 """
 import math
 import os
@@ -235,8 +236,10 @@ def parts(w, work, md):
         cold_section(w, work, md, cold)
     if mem or any(r[0] in ("memory",) for r in notes):
         mem_section(w, md, mem)
+    from report_php import php_sections  # bench/lib/report_php.py: --only php, php-cold
+    php_sections(w, work, md)
     if notes:
-        w("### Cold start / memory: failures and notes")
+        w("### Cold start / memory / PHP: failures and notes")
         w("")
         for r in notes:
             w("- **%s** %s: %s" % (r[0], "FAILED" if r[1] == "failed" else "note", r[2] if len(r) > 2 else ""))

@@ -16,6 +16,14 @@ creates, for tenants PREFIX1 .. PREFIXN (tenant i runs as uid/gid U+i):
 
 plus the warm-up tenant PREFIX0 (uid U), which the measurements skip. Directories
 are 0755 so every uid can traverse them.
+
+With --php (the PHP cold start, `bench/run --only php-cold`), bulkhead serves the
+same index.php as php-fpm: every environment gets php-cgi backends
+(`[environments.PREFIXi.fastcgi]`, its defaults but idle_timeout = the bulkhead
+--idle-timeout, so a backend is gone as soon as the processor is) and every vhost
+`index = ["index.php"]`, so `GET /` runs index.php; --php-ini-dir DIR is added to
+php-cgi's ini scan path (`env = { PHP_INI_SCAN_DIR = ":DIR" }`, as bench/run gives
+php-fpm), so both run PHP with the same settings.
 """
 import argparse
 import os
@@ -34,6 +42,10 @@ def main():
     ap.add_argument("--prefix", default="e")
     ap.add_argument("--max-requests", default="",
                     help="bulkhead max_requests_per_child ('' = its default)")
+    ap.add_argument("--php", action="store_true",
+                    help="bulkhead runs index.php through php-cgi backends too")
+    ap.add_argument("--php-ini-dir", default="",
+                    help="with --php: a directory added to php-cgi's PHP_INI_SCAN_DIR")
     a = ap.parse_args()
 
     d = os.path.abspath(a.dir)
@@ -80,11 +92,21 @@ def main():
         w("user = %d" % uid)
         w("group = %d" % uid)
         w("")
+        if a.php:
+            w("[environments.%s.fastcgi]" % name)
+            w('command = ["/usr/bin/php-cgi"]')
+            w('extensions = [".php"]')
+            w("idle_timeout = %d" % a.idle_timeout)
+            if a.php_ini_dir:
+                w('env = { PHP_INI_SCAN_DIR = ":%s" }' % a.php_ini_dir)
+            w("")
     for _, name, _ in tenants:
         w("[[vhosts]]")
         w('server_name = "%s.test"' % name)
         w('environment = "%s"' % name)
         w('document_root = "%s"' % os.path.join(www, name))
+        if a.php:
+            w('index = ["index.php"]')
         w("")
     with open(os.path.join(d, "bulkhead.toml"), "w") as f:
         f.write("\n".join(b))

@@ -1,12 +1,14 @@
 //! What every integration test shares: the uids the tests switch to, the root-or-skip
 //! rule, and (re-exported) the server harness, process inspection, the HTTP client,
-//! the Prometheus and status parsers, and per-test directories.
+//! the Prometheus and status parsers, and per-test directories; `php` (used as
+//! `util::php::*`): FastCGI configs and backends, a form client, DokuWiki.
 
 #![allow(dead_code, unused_imports)]
 
 pub mod fastcgi;
 pub mod fs;
 pub mod http;
+pub mod php;
 pub mod processes;
 pub mod prometheus;
 pub mod server;
