@@ -249,6 +249,12 @@ impl Supervisor {
             .pending
             .iter()
             .any(|(_, r)| *r == (Restart::Backend { gen, env }));
+        if seen.is_empty() && scheduled && pending && self.failing(gen, env) {
+            // Every backend died at once, again and again, and the next start waits
+            // for its backoff.
+            self.refuse_waiting(gen, env);
+            return;
+        }
         let mut plan = scale::decide(&seen, &limits, pending, scheduled);
         if retiring {
             // Serves its draining processors on demand, keeps no minimum.
@@ -399,8 +405,53 @@ impl Supervisor {
         if !self.pending.iter().any(|(_, r)| *r == restart) {
             self.pending.push((Instant::now() + delay, restart));
         }
+        let running = self
+            .children
+            .values()
+            .any(|c| c.gen == gen && c.kind == (Kind::Backend { env }) && !c.stopping);
+        if !running && !delay.is_zero() && self.failing(gen, env) {
+            self.refuse_waiting(gen, env);
+        }
+    }
+
+    /// Whether (`gen`, `env`)'s backends keep dying soon after they start: at least
+    /// [`FAILING_AFTER`] in a row. One death (a kill -9, a crash) is not that: its
+    /// replacement is coming, and what waits is served by it.
+    fn failing(&self, gen: u64, env: usize) -> bool {
+        self.backoff
+            .get(&Restart::Backend { gen, env })
+            .is_some_and(|n| *n >= FAILING_AFTER)
+    }
+
+    /// No backend of (`gen`, `env`) runs and none may start before its backoff: the
+    /// requests waiting on its socket are refused now (their processors answer 502)
+    /// rather than left to time out; one line per refusal batch.
+    fn refuse_waiting(&mut self, gen: u64, env: usize) {
+        let Some(g) = self.gen(gen) else { return };
+        let name = g
+            .cfg
+            .environments
+            .get(env)
+            .map(|e| e.name.clone())
+            .unwrap_or_default();
+        let Some(b) = g.fastcgi.get(env).and_then(Option::as_ref) else {
+            return;
+        };
+        let n = watch::refuse_waiting(b.socket.listener.as_fd(), REFUSE_BATCH);
+        if n > 0 {
+            warn!(
+                environment = %name,
+                "no fastcgi backend can run now (each one died at once; the next start waits for its backoff): {n} waiting request(s) refused with 502"
+            );
+        }
     }
 }
+
+/// Consecutive early deaths after which waiting requests are refused.
+const FAILING_AFTER: u32 = 3;
+
+/// Most waiting connections refused at once (the backlog is 511).
+const REFUSE_BATCH: usize = 1024;
 
 /// A backend as [`Supervisor::stop_backends`]'s filter sees it.
 pub(crate) struct BackendRef<'a> {

@@ -248,9 +248,11 @@ pub fn create(spec: &Spec<'_>) -> Result<Socket, SocketError> {
         None,
     )
     .map_err(io)?;
-    // Through the directory we checked, never the path again.
-    let via = format!("/proc/self/fd/{}/{name}", dir.as_raw_fd());
-    let addr = UnixAddr::new(via.as_str()).map_err(io)?;
+    // By its real path, so the socket's address (`ss -x`, `/proc/net/unix`,
+    // `getsockname`) names it. Resolving the path again is safe: every directory on
+    // it was just checked to be root's and writable by nobody else, so only root can
+    // change what it names.
+    let addr = UnixAddr::new(spec.host).map_err(io)?;
     // Born 0600: no other uid can connect between the bind and the chmod. The
     // supervisor is single-threaded; the umask is back before anything else runs.
     let old = umask(Mode::from_bits_truncate(0o177));
