@@ -3,6 +3,7 @@
 //! them on SIGTERM/SIGINT. It never reads a byte from a client.
 
 mod bootstrap;
+mod cgroup;
 mod errlog;
 mod generation;
 mod listen;
@@ -23,6 +24,7 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
+pub use cgroup::{describe as describe_cgroups, CgroupError};
 pub use state::Supervisor;
 
 /// Errors that stop the supervisor.
@@ -53,6 +55,8 @@ pub enum SupervisorError {
     Log(#[from] logs::LogError),
     #[error(transparent)]
     TenantLog(#[from] tenant_log::TenantLogError),
+    #[error(transparent)]
+    Cgroup(#[from] cgroup::CgroupError),
 }
 
 /// Runs the server in the foreground until it is stopped. Returns the exit code.

@@ -92,6 +92,10 @@ impl Supervisor {
                 return;
             }
         };
+        if let Err(e) = self.cgroups.sync(&gen.cfg) {
+            error!("reload refused: {e}");
+            return;
+        }
         let metrics = match (
             gen.cfg.status.metrics_listen,
             self.listeners.metrics.as_ref().map(|(a, _)| *a),

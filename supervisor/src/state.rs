@@ -103,6 +103,8 @@ pub struct Supervisor {
     /// The error log file when `error_log` is set (also on the supervisor's fd 2, which
     /// multiplexers and spares inherit; processors log through their log pipe).
     pub(crate) errlog: Option<OwnedFd>,
+    /// The environments' cgroups (`cgroup/`); empty when no environment has limits.
+    pub(crate) cgroups: crate::cgroup::Groups,
 }
 
 pub(crate) fn role_name(kind: Kind) -> &'static str {
