@@ -50,29 +50,30 @@ pub fn parse_size(s: &str) -> Option<Bound> {
     (bytes <= i64::MAX as u64 / 2).then_some(Bound::At(bytes))
 }
 
-/// `[server] cgroup_root`: the path of bulkhead's tree inside every hierarchy (as in
-/// `/proc/self/cgroup`): absolute, no `..`, not `/` itself. `Some(None)` when absent
-/// (the supervisor's own group plus `/bulkhead`), `None` when invalid.
+/// `[server] cgroup_root`: bulkhead's tree in every hierarchy, as a cgroup path (as in
+/// `/proc/self/cgroup`: `/bulkhead`) or relative to the supervisor's own group in each
+/// (`bulkhead`); no `..`, not `/` itself, UTF-8 without line breaks. `Some(None)` when
+/// absent (`bulkhead`, relative), `None` when invalid.
 pub(crate) fn root(t: &Table, r: &mut Report) -> Option<Option<PathBuf>> {
     let Some(e) = t.get("cgroup_root") else {
         return Some(None);
     };
-    let path = e.abs_path(r)?;
-    if path == Path::new("/") {
-        e.error(
-            r,
-            "must name a group below the hierarchy's root, e.g. \"/bulkhead\"",
-        );
+    let s = e.str(r)?;
+    let path = Path::new(s);
+    let problem = if s.is_empty() || path == Path::new("/") {
+        Some("must name a group below the hierarchy's root or the supervisor's own group, e.g. \"/bulkhead\" or \"bulkhead\"")
+    } else if s.contains(['\0', '\n']) {
+        Some("must not contain a NUL byte or a line break")
+    } else if path.components().any(|c| matches!(c, Component::ParentDir)) {
+        Some("must not contain '..' components")
+    } else {
+        None
+    };
+    if let Some(message) = problem {
+        e.error(r, message);
         return None;
     }
-    if path
-        .components()
-        .any(|c| matches!(c, Component::Normal(n) if n.to_str().is_none_or(|n| n.contains('\n'))))
-    {
-        e.error(r, "must be valid UTF-8 without line breaks");
-        return None;
-    }
-    Some(Some(path))
+    Some(Some(path.components().collect()))
 }
 
 /// `t`'s limits over `inherited` (`[server]`'s, or nothing for `[server]` itself);

@@ -75,7 +75,8 @@ pub struct Server {
     /// environments without a chroot live (`fastcgi/` below it, made by the supervisor).
     pub runtime_dir: PathBuf,
     /// `cgroup_root`: bulkhead's tree inside every cgroup hierarchy, as a cgroup path
-    /// (`/bulkhead`); `None`: a `bulkhead` child of the supervisor's own group in each.
+    /// (`/bulkhead`) or relative to the supervisor's own group in each (`bulkhead`);
+    /// `None`: `bulkhead`, relative. Read at start only (a reload keeps the tree).
     pub cgroup_root: Option<PathBuf>,
 }
 

@@ -29,6 +29,18 @@ fn values_and_server_defaults() {
         config.server.cgroup_root.as_deref(),
         Some(std::path::Path::new("/bulkhead/test"))
     );
+    let relative = cat(&[SERVER, "cgroup_root = \"tests/./x\"\n", ALICE, VHOST]);
+    assert_eq!(
+        parse(&relative).server.cgroup_root.as_deref(),
+        Some(std::path::Path::new("tests/x"))
+    );
+    let up = cat(&[SERVER, "cgroup_root = \"a/../b\"\n", ALICE, VHOST]);
+    assert_has(
+        &errors(&up),
+        line_of(&up, "cgroup_root"),
+        "server.cgroup_root",
+        "'..'",
+    );
     let a = &config.environments[0].cgroup;
     assert_eq!(a.memory_max, Some(Bound::At(512 << 20)));
     assert_eq!(a.memory_high, Some(Bound::At(384 << 20)));

@@ -182,10 +182,8 @@ fn detect(root: Option<&Path>) -> Result<Layout, CgroupError> {
     for (c, at) in chosen {
         let Some(i) = at else { continue };
         let h = &hs[i];
-        let root_group = match root {
-            Some(r) => r.to_path_buf(),
-            None => h.own.join("bulkhead"),
-        };
+        // Relative: below the supervisor's own group in this hierarchy.
+        let root_group = h.own.join(root.unwrap_or(Path::new("bulkhead")));
         let root_dir = h.dir_of(&root_group).ok_or_else(|| CgroupError::Outside {
             root: root_group.clone(),
             mount: h.mount.clone(),
