@@ -152,8 +152,38 @@ fn cgroups_memory_max_oom_kills_the_script_and_is_counted() {
     let group = v1_dir("memory", &format!("{root}/alice"));
     let limit = std::fs::read_to_string(group.join("memory.limit_in_bytes")).unwrap();
     assert_eq!(limit.trim(), (64u64 << 20).to_string());
-    let r = get(server.addr, "alice.test", "/eat.cgi");
-    assert!(!r.text().contains("survived"), "{} {}", r.status, r.text());
+    // bob unloaded, then while alice's script is killed again and again.
+    let bob_times = |n: usize| -> Vec<Duration> {
+        (0..n)
+            .map(|_| {
+                let t = Instant::now();
+                let r = get(server.addr, "bob.test", "/");
+                assert_eq!(r.status, 200);
+                t.elapsed()
+            })
+            .collect()
+    };
+    let unloaded = p99(&bob_times(50));
+    let addr = server.addr;
+    let eater = std::thread::spawn(move || {
+        (0..3)
+            .map(|_| get(addr, "alice.test", "/eat.cgi"))
+            .map(|r| (r.status, r.text()))
+            .collect::<Vec<_>>()
+    });
+    let mut loaded = Vec::new();
+    while !eater.is_finished() {
+        loaded.extend(bob_times(5));
+    }
+    for (status, text) in eater.join().unwrap() {
+        assert!(!text.contains("survived"), "{status} {text}");
+    }
+    let loaded = p99(&loaded);
+    let bound = (unloaded * 2).max(Duration::from_millis(150));
+    assert!(
+        loaded <= bound,
+        "bob's p99 {loaded:?} while alice is OOM-killed, {unloaded:?} unloaded"
+    );
     assert!(
         server.wait_until(Duration::from_secs(5), || metric(
             &server,

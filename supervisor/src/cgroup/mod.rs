@@ -288,6 +288,15 @@ impl Groups {
             }
             self.layout = Some(layout);
         }
+        // A group dropped by an earlier reload and wanted again (or a refused reload
+        // undone) is taken back before it is removed.
+        let (back, doomed): (Vec<Group>, Vec<Group>) = std::mem::take(&mut self.doomed)
+            .into_iter()
+            .partition(|g| with_limits.iter().any(|e| e.name == g.env) && !self.groups.contains_key(&g.env));
+        self.doomed = doomed;
+        for g in back {
+            self.groups.insert(g.env.clone(), g);
+        }
         let Some(layout) = &self.layout else { return Ok(()) };
         let mut decided = Vec::new();
         for e in &with_limits {
@@ -587,3 +596,6 @@ impl crate::state::Supervisor {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
