@@ -107,7 +107,11 @@ fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
                 for line in cgroups.into_iter().flatten() {
-                    println!("{line}");
+                    if line.starts_with("warning: ") {
+                        eprintln!("{line}");
+                    } else {
+                        println!("{line}");
+                    }
                 }
                 println!(
                     "{}: OK ({} environments, {} vhosts)",
