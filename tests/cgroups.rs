@@ -4,7 +4,8 @@
 //! loop under `cpu_max = 20` gets about a fifth of a CPU; the processors are in their
 //! group before serving and a script inherits it; a reload rewrites a kept group's
 //! limits and removes a dropped environment's group; without limits nothing is made;
-//! `bulkhead check` says which hierarchy each limit uses. Each test has its own
+//! `bulkhead check` says which hierarchy each limit uses; a limit the kernel refuses
+//! stops the start. Each test has its own
 //! `cgroup_root` (relative: below the test run's own group in each hierarchy).
 
 use std::path::{Path, PathBuf};
@@ -454,4 +455,35 @@ fn cgroups_check_reports_the_hierarchies() {
     assert!(!stdout.contains("environment bob"), "{stdout}");
     // check makes nothing.
     assert!(!v1_dir("pids", &root).exists());
+}
+
+#[test]
+fn cgroups_a_limit_the_kernel_refuses_stops_the_start() {
+    require_root!();
+    if !have_v1() {
+        return;
+    }
+    let dir = Dir::new("cgroups_a_limit_the_kernel_refuses_stops_the_start");
+    let w = dir.path();
+    sites(w, 0o644);
+    // v1 refuses a child's CFS quota above its parent's: the tree's root gets half a
+    // CPU, alice asks for a whole one.
+    let root = root_name("refused");
+    let root_dir = v1_dir("cpu", &root);
+    std::fs::create_dir(&root_dir).unwrap();
+    std::fs::write(root_dir.join("cpu.cfs_quota_us"), "50000").unwrap();
+    let result = TestServer::try_start(&config(w, &root, "cpu_max = 100", ""));
+    let _ = std::fs::remove_dir(&root_dir);
+    let log = match result {
+        Ok(server) => panic!(
+            "started although alice's cpu_max cannot be applied:\n{}",
+            server.log()
+        ),
+        Err(log) => log,
+    };
+    assert!(
+        log.contains("cpu.cfs_quota_us") && log.contains("100000") && log.contains("EINVAL"),
+        "{log}"
+    );
+    assert!(!root_dir.join("alice").exists());
 }
