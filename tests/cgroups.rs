@@ -287,7 +287,7 @@ fn cgroups_cpu_max_caps_a_busy_loop() {
     let cpu: f64 = dechunk(&r.text()).trim().parse().unwrap();
     let wall = start.elapsed().as_secs_f64();
     // 20% of 4 s is 0.8 s; a generous bound.
-    assert!(cpu > 0.2 && cpu < 4.0 * 0.30, "cpu {cpu} s over {wall} s");
+    assert!(cpu > 0.05 && cpu < 4.0 * 0.30, "cpu {cpu} s over {wall} s");
 }
 
 #[test]

@@ -111,6 +111,8 @@ pub(crate) struct Groups {
     groups: HashMap<String, Group>,
     /// Groups of environments a reload dropped, removed once empty.
     doomed: Vec<Group>,
+    /// `cgroup_root` as the tree was made with (a reload does not move it).
+    root: Option<PathBuf>,
 }
 
 /// What one environment's limits get: per limit key, the way it is applied.
@@ -289,6 +291,9 @@ impl Groups {
                 prepare_root(u)?;
             }
             self.layout = Some(layout);
+            self.root = cfg.server.cgroup_root.clone();
+        } else if self.layout.is_some() && self.root != cfg.server.cgroup_root {
+            warn!("cgroup_root changed: the groups stay where they are until the next start");
         }
         // A group dropped by an earlier reload and wanted again (or a refused reload
         // undone) is taken back before it is removed.
