@@ -103,6 +103,20 @@ fn main() -> ExitCode {
                 for w in &cfg.warnings {
                     eprintln!("warning: {w}");
                 }
+                // Which hierarchy and controllers the limits get (nothing without limits).
+                let cgroups = supervisor::describe_cgroups(&cfg);
+                if let Err(e) = &cgroups {
+                    eprintln!("{}: {e}", config.display());
+                    eprintln!("{}: 1 error(s)", config.display());
+                    return ExitCode::from(1);
+                }
+                for line in cgroups.into_iter().flatten() {
+                    if line.starts_with("warning: ") {
+                        eprintln!("{line}");
+                    } else {
+                        println!("{line}");
+                    }
+                }
                 println!(
                     "{}: OK ({} environments, {} vhosts)",
                     config.display(),

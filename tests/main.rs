@@ -9,6 +9,10 @@ mod util;
 mod bench_smoke;
 /// CGI/1.1 scripts: uid, meta-variables, fds, request bodies, answers, chroot, cgi_timeout.
 mod cgi;
+/// cgroup limits per environment: memory (OOM killed and counted), pids, cpu, the
+/// groups' placement, reload and removal, none without limits, `check`'s report, a
+/// refused limit stopping the start.
+mod cgroups;
 /// Chrooted environments: served inside the jail, nothing outside it reachable.
 mod chroot;
 /// A compromised processor (its fds taken with pidfd_getfd) harms nobody else.

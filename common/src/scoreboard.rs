@@ -335,7 +335,12 @@ pub mod table {
         pub const RETIRED_FCGI_TIMEOUTS: usize = 21;
         /// `max_backends` (0: the environment has no FastCGI backends).
         pub const MAX_BACKENDS: usize = 22;
-        pub const WORDS: usize = 23;
+        /// The environment's cgroup counters (written by the supervisor's tick from
+        /// `memory.events`/`memory.oom_control` and `pids.events`): OOM kills and
+        /// forks refused at `pids.max`.
+        pub const OOM_KILLS: usize = 23;
+        pub const PIDS_MAX_HITS: usize = 24;
+        pub const WORDS: usize = 25;
     }
 
     /// Per vhost: the retired per-site counters (same layout as a slot's site block).

@@ -13,6 +13,7 @@
 
 mod apart;
 mod cgi;
+mod cgroup;
 mod error;
 mod fastcgi;
 mod fsrules;
@@ -26,6 +27,7 @@ mod validate;
 
 use std::path::Path;
 
+pub use cgroup::parse_size;
 pub use error::{ConfigError, ConfigErrors, ConfigWarning};
 pub use model::*;
 

@@ -309,6 +309,8 @@ pub(crate) struct Limits {
     pub max_multiplexers: Option<Setting>,
     /// The environments' defaults.
     pub pool: Pool,
+    /// The environments' default cgroup limits; `None` when one is invalid.
+    pub cgroup: Option<crate::model::CgroupLimits>,
 }
 
 impl Limits {
@@ -325,6 +327,7 @@ impl Limits {
                 min_multiplexers,
                 max_multiplexers,
                 pool: builtin,
+                cgroup: Some(Default::default()),
             };
         };
         let level = Level::Server;
@@ -333,6 +336,7 @@ impl Limits {
             min_multiplexers: Setting::read(t, r, level, &MIN_MULTIPLEXERS, &min_multiplexers),
             max_multiplexers: Setting::read(t, r, level, &MAX_MULTIPLEXERS, &max_multiplexers),
             pool: Pool::read(t, r, level, &builtin),
+            cgroup: crate::cgroup::limits(t, r, &Default::default()),
         };
         at_most(
             r,

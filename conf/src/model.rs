@@ -74,6 +74,10 @@ pub struct Server {
     /// `runtime_dir` (absolute; default `/run/bulkhead`): where the FastCGI sockets of
     /// environments without a chroot live (`fastcgi/` below it, made by the supervisor).
     pub runtime_dir: PathBuf,
+    /// `cgroup_root`: bulkhead's tree inside every cgroup hierarchy, as a cgroup path
+    /// (`/bulkhead`) or relative to the supervisor's own group in each (`bulkhead`);
+    /// `None`: `bulkhead`, relative. Read at start only (a reload keeps the tree).
+    pub cgroup_root: Option<PathBuf>,
 }
 
 /// `[environments.NAME]`: Peruser's `<Processor NAME>`.
@@ -103,6 +107,39 @@ pub struct Environment {
     pub max_requests_per_child: u64,
     /// `[environments.NAME.fastcgi]`: the FastCGI backends run for it, if any.
     pub fastcgi: Option<Fastcgi>,
+    /// Its cgroup limits (its own, else `[server]`'s); all unset: no cgroup.
+    pub cgroup: CgroupLimits,
+}
+
+/// A limit that may be written as `"max"`: no limit, but a group is still made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bound {
+    Max,
+    At(u64),
+}
+
+/// An environment's cgroup limits (`memory_max` …). `None`: not set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CgroupLimits {
+    /// Bytes: `memory.max` (v2), `memory.limit_in_bytes` and `memory.memsw.limit_in_bytes` (v1).
+    pub memory_max: Option<Bound>,
+    /// Bytes: `memory.high`, v2 only; at most `memory_max`.
+    pub memory_high: Option<Bound>,
+    /// Processes and threads: `pids.max`.
+    pub pids_max: Option<Bound>,
+    /// Percent of one CPU: `cpu.max` (v2), `cpu.cfs_quota_us` (v1).
+    pub cpu_max: Option<Bound>,
+    /// `1..=10000`, 100 the default share: `cpu.weight` (v2), `cpu.shares` (v1).
+    pub cpu_weight: Option<u32>,
+    /// `1..=10000`: `io.weight` (v2), `blkio.weight` (v1), where the controller exists.
+    pub io_weight: Option<u32>,
+}
+
+impl CgroupLimits {
+    /// Whether no limit is set: the environment then gets no cgroup.
+    pub fn is_empty(&self) -> bool {
+        *self == CgroupLimits::default()
+    }
 }
 
 /// `[environments.NAME.fastcgi]`: FastCGI backends the supervisor runs as the

@@ -189,11 +189,16 @@ impl<'a> Entry<'a> {
 
     /// Either an integer or a string; anything else is reported.
     pub(crate) fn int_or_str(&self, r: &mut Report) -> Option<IntOrStr<'a>> {
+        self.int_or_str_as(r, "a name or a numeric id")
+    }
+
+    /// Either an integer or a string; anything else is reported as not `expected`.
+    pub(crate) fn int_or_str_as(&self, r: &mut Report, expected: &str) -> Option<IntOrStr<'a>> {
         match self.node.value() {
             Some(Value::Integer(i)) => Some(IntOrStr::Int(*i.value())),
             Some(Value::String(s)) => Some(IntOrStr::Str(s.value())),
             _ => {
-                self.wrong_type(r, "a name or a numeric id");
+                self.wrong_type(r, expected);
                 None
             }
         }

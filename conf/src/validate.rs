@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::apart;
 use crate::cgi;
+use crate::cgroup;
 use crate::error::{Report, Span};
 use crate::fastcgi;
 use crate::fsrules;
@@ -20,7 +21,7 @@ use crate::status;
 use crate::tree::{is_bare_key, Entry, Table};
 
 const TOP_KEYS: &[&str] = &["server", "environments", "vhosts", "status"];
-/// With [`POOL_KEYS`], the environments' defaults.
+/// With [`POOL_KEYS`] and [`cgroup::KEYS`], the environments' defaults.
 const SERVER_KEYS: &[&str] = &[
     "user",
     "group",
@@ -40,8 +41,9 @@ const SERVER_KEYS: &[&str] = &[
     "cgi_timeout",
     "limit_request_body",
     "runtime_dir",
+    "cgroup_root",
 ];
-/// With [`POOL_KEYS`].
+/// With [`POOL_KEYS`] and [`cgroup::KEYS`].
 const ENVIRONMENT_KEYS: &[&str] = &["user", "group", "chroot", "fastcgi"];
 const VHOST_KEYS: &[&str] = &[
     "server_name",
@@ -108,7 +110,7 @@ pub(crate) fn config(root: &Table, r: &mut Report, path: &Path) -> Option<Config
 }
 
 fn server(t: &Table, r: &mut Report, limits: &Limits) -> Option<Server> {
-    t.check_keys(r, &[SERVER_KEYS, POOL_KEYS].concat());
+    t.check_keys(r, &[SERVER_KEYS, POOL_KEYS, cgroup::KEYS].concat());
     let user = t.require(r, "user").and_then(|e| ids::resolve(&e, r, Kind::User));
     let group = t
         .require(r, "group")
@@ -129,6 +131,7 @@ fn server(t: &Table, r: &mut Report, limits: &Limits) -> Option<Server> {
     let cgi_timeout = cgi::timeout(t, r);
     let limit_request_body = cgi::body_limit(t, r);
     let runtime_dir = fastcgi::runtime_dir(t, r);
+    let cgroup_root = cgroup::root(t, r);
     let ((uid, user_name), (gid, group_name)) = (user?, group?);
     if uid == 0 {
         tracing::warn!("multiplexers will run as root (server.user = {user_name:?})");
@@ -155,6 +158,7 @@ fn server(t: &Table, r: &mut Report, limits: &Limits) -> Option<Server> {
         cgi_timeout: cgi_timeout?.unwrap_or(Duration::from_secs(cgi::DEFAULT_TIMEOUT_SECS as u64)),
         limit_request_body: limit_request_body?.unwrap_or(cgi::DEFAULT_BODY_LIMIT),
         runtime_dir: runtime_dir?,
+        cgroup_root: cgroup_root?,
     })
 }
 
@@ -295,7 +299,7 @@ fn environment(name: &str, entry: &Entry, r: &mut Report, limits: &Limits) -> En
     if !name_ok {
         r.error(&t.span, &t.path, "environment name must match [A-Za-z0-9_-]+");
     }
-    t.check_keys(r, &[ENVIRONMENT_KEYS, POOL_KEYS].concat());
+    t.check_keys(r, &[ENVIRONMENT_KEYS, POOL_KEYS, cgroup::KEYS].concat());
     let user = t.require(r, "user").and_then(|e| {
         let (uid, written) = ids::resolve(&e, r, Kind::User)?;
         if uid == 0 {
@@ -322,6 +326,7 @@ fn environment(name: &str, entry: &Entry, r: &mut Report, limits: &Limits) -> En
     };
     let (pool, pool_ok) = limits.environment(&t, r);
     let fastcgi = fastcgi::environment(&t, r, state.chroot.clone().flatten().as_deref());
+    let cgroup = cgroup::limits(&t, r, &limits.cgroup.unwrap_or_default());
     state.min_processors = pool.min_processors.as_ref().map(|s| s.value);
 
     state.valid = (|| {
@@ -346,6 +351,7 @@ fn environment(name: &str, entry: &Entry, r: &mut Report, limits: &Limits) -> En
             expire_timeout: limits::to_duration(&pool.expire_timeout)?,
             max_requests_per_child: limits::to_u64(&pool.max_requests_per_child)?,
             fastcgi: fastcgi?,
+            cgroup: cgroup?,
         })
     })();
     state

@@ -72,6 +72,8 @@ fn build(pools: &Pools, facts: &Facts, server_name: &str) -> Snapshot {
                 spawns: w(table::env::SPAWNS),
                 cold_starts: w(table::env::COLD_STARTS),
                 cold_start_us: w(table::env::COLD_START_US),
+                oom_kills: w(table::env::OOM_KILLS).min(1 << 48),
+                pids_max_hits: w(table::env::PIDS_MAX_HITS).min(1 << 48),
                 fastcgi: fastcgi(&w),
             }
         })

@@ -3,6 +3,7 @@
 //! them on SIGTERM/SIGINT. It never reads a byte from a client.
 
 mod bootstrap;
+mod cgroup;
 mod errlog;
 mod fastcgi;
 mod generation;
@@ -24,6 +25,7 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
+pub use cgroup::{describe as describe_cgroups, CgroupError};
 pub use state::Supervisor;
 
 /// Errors that stop the supervisor.
@@ -56,6 +58,8 @@ pub enum SupervisorError {
     TenantLog(#[from] tenant_log::TenantLogError),
     #[error(transparent)]
     Fastcgi(#[from] fastcgi::socket::SocketError),
+    #[error(transparent)]
+    Cgroup(#[from] cgroup::CgroupError),
 }
 
 /// Runs the server in the foreground until it is stopped. Returns the exit code.

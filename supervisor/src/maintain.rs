@@ -107,6 +107,7 @@ pub fn decide(procs: &[Seen], l: &Limits, rate: u32, now_ms: u64) -> Plan {
 impl Supervisor {
     /// One maintenance tick over the current generation.
     pub(crate) fn maintain(&mut self) {
+        self.count_cgroup_events();
         let gen = self.current();
         let Some(g) = self.gen(gen) else { return };
         if g.retiring {

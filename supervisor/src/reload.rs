@@ -92,6 +92,10 @@ impl Supervisor {
                 return;
             }
         };
+        if let Err(e) = self.cgroups.sync(&gen.cfg) {
+            error!("reload refused: {e}");
+            return;
+        }
         let metrics = match (
             gen.cfg.status.metrics_listen,
             self.listeners.metrics.as_ref().map(|(a, _)| *a),
@@ -132,6 +136,11 @@ impl Supervisor {
                 }
             }
             self.gens.retain(|g| g.id != id);
+            if let Some(cfg) = self.gens.last().map(|g| g.cfg.clone()) {
+                if let Err(e) = self.cgroups.sync(&cfg) {
+                    error!("restoring the cgroups: {e}");
+                }
+            }
             for (g, r) in self.gens.iter_mut().zip(was_retiring) {
                 g.retiring = r;
             }

@@ -40,6 +40,7 @@ impl Supervisor {
             );
         }
         let errlog = crate::errlog::install(&cfg)?;
+        let cgroups = crate::cgroup::Groups::setup(&cfg)?;
         let mut http = Vec::new();
         for addr in &cfg.server.listen {
             http.push(listen::bind_listener(*addr)?);
@@ -80,6 +81,7 @@ impl Supervisor {
             errlog,
             mux_seen: HashMap::new(),
             backends: HashMap::new(),
+            cgroups,
         };
         sup.start_generation(0)?;
         Ok(sup)
@@ -211,6 +213,11 @@ impl Supervisor {
             None => self.spawn_child("processor")?,
         };
         let Some(g) = self.gen(gen) else { return Ok(()) };
+        // Into its environment's cgroup before its bootstrap: it runs no tenant code yet.
+        if let Err(e) = self.cgroups.attach(&g.cfg.environments[env].name, pid) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            return Err(e.into());
+        }
         let sites = g.cfg.vhosts.iter().filter(|v| v.environment == env).count();
         let (rw, ro) = scoreboard::create("bulkhead-slot", slot::words(sites))?;
         let seg = Segment::map(&ro, false)?;

@@ -2,10 +2,12 @@
 //! each checked for file, line and key path (`errors`); children and processor pools
 //! (`limits`); `[status]`, vhost logs and address blocks (`status`); rules that keep
 //! tenants apart and who may own a chroot or a log directory (`apart`); the CGI keys
-//! (`cgi`); `index` and `fallback` (`index`).
+//! (`cgi`); `index` and `fallback` (`index`); the cgroup limits and `cgroup_root`
+//! (`cgroup`).
 
 mod apart;
 mod cgi;
+mod cgroup;
 mod errors;
 mod fastcgi;
 mod index;

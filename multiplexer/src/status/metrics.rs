@@ -40,6 +40,8 @@ pub(crate) const FASTCGI_REQUESTS: &str = "bulkhead_fastcgi_requests_total";
 pub(crate) const FASTCGI_ERRORS: &str = "bulkhead_fastcgi_errors_total";
 pub(crate) const FASTCGI_STARTS: &str = "bulkhead_fastcgi_backend_starts_total";
 pub(crate) const FASTCGI_DEATHS: &str = "bulkhead_fastcgi_backend_deaths_total";
+pub(crate) const OOM_KILLS: &str = "bulkhead_oom_kills_total";
+pub(crate) const PIDS_MAX_HITS: &str = "bulkhead_pids_max_hits_total";
 
 const CODE_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
@@ -170,8 +172,22 @@ fn register_all(r: &Registry, s: &Snapshot) -> prometheus::Result<()> {
         "Connections the environment's processors hold now.",
         env,
     )?;
+    let oom_kills = counters(
+        r,
+        OOM_KILLS,
+        "Processes of the environment killed by the kernel at its cgroup's memory limit.",
+        env,
+    )?;
+    let pids_max_hits = counters(
+        r,
+        PIDS_MAX_HITS,
+        "Forks refused at the environment's cgroup pids.max.",
+        env,
+    )?;
     for e in &s.environments {
         let name: &str = &e.name;
+        oom_kills.with_label_values(&[name]).inc_by(e.oom_kills);
+        pids_max_hits.with_label_values(&[name]).inc_by(e.pids_max_hits);
         for state in ["busy", "idle", "starting", "stopping"] {
             processors.with_label_values(&[name, state]).set(0);
         }
@@ -407,6 +423,8 @@ mod tests {
             SPAWNS,
             COLD_START_SECONDS,
             COLD_STARTS,
+            OOM_KILLS,
+            PIDS_MAX_HITS,
             CONNECTIONS,
             ACTIVE_CONNECTIONS,
             MULTIPLEXER_ACCEPTED,
@@ -494,6 +512,9 @@ mod tests {
         assert_eq!(v(r#"bulkhead_handbacks_total{environment="shop"}"#), 50.0);
         assert_eq!(v(r#"bulkhead_spawns_total{environment="shop"}"#), 6.0);
         assert_eq!(v(r#"bulkhead_cold_starts_total{environment="shop"}"#), 5.0);
+        assert_eq!(v(r#"bulkhead_oom_kills_total{environment="shop"}"#), 3.0);
+        assert_eq!(v(r#"bulkhead_pids_max_hits_total{environment="shop"}"#), 7.0);
+        assert_eq!(v(r#"bulkhead_oom_kills_total{environment="blog"}"#), 0.0);
         assert_eq!(
             v(r#"bulkhead_cold_start_seconds_total{environment="shop"}"#),
             1.25

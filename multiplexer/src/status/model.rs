@@ -72,6 +72,11 @@ pub struct EnvRow {
     pub spawns: u64,
     pub cold_starts: u64,
     pub cold_start_us: u64,
+    /// Processes of the environment the kernel killed at its cgroup's memory limit
+    /// (v1 kernels before 4.13: hits of the limit).
+    pub oom_kills: u64,
+    /// Forks and thread starts refused at its cgroup's `pids.max`.
+    pub pids_max_hits: u64,
     /// Its FastCGI backends; `None` when it has none configured.
     pub fastcgi: Option<FastcgiRow>,
 }

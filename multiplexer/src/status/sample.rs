@@ -48,6 +48,8 @@ fn env(id: usize, name: &str) -> EnvRow {
         spawns: 1,
         cold_starts: 1,
         cold_start_us: 2500,
+        oom_kills: 0,
+        pids_max_hits: 0,
         fastcgi: None,
     }
 }
@@ -91,6 +93,8 @@ pub(crate) fn snapshot() -> Snapshot {
         spawns: 6,
         cold_starts: 5,
         cold_start_us: 1_250_000,
+        oom_kills: 3,
+        pids_max_hits: 7,
         fastcgi: Some(FastcgiRow {
             max_backends: 8,
             running: 3,

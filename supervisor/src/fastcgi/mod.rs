@@ -156,6 +156,11 @@ impl Supervisor {
         .to_wire();
         let name = e.name.clone();
         let s = crate::spawn::spawn(&self.exe, "fastcgi-backend")?;
+        // Into its environment's cgroup before its bootstrap: it runs no tenant code yet.
+        if let Err(err) = self.cgroups.attach(&name, s.pid) {
+            let _ = kill(Pid::from_raw(s.pid), Signal::SIGKILL);
+            return Err(err.into());
+        }
         let reader = s.control.try_clone().map_err(SupervisorError::Runtime)?;
         crate::watch::spawn(s.pid, reader, "fastcgi-backend", self.events_tx.clone());
         if let Err(err) = control::send(s.control.as_fd(), &ToChild::Bootstrap(Box::new(boot)), &fds) {
