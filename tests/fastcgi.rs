@@ -624,19 +624,13 @@ fn fastcgi_backends_share_nothing_between_environments() {
     );
 }
 
-// ---------------------------------------------------------------------------------
-// NAMES TO ALIGN: the FastCGI metric names and status JSON keys below were chosen by
-// the test writer before the metrics existed (issue 11 item 2); rename them here to
-// whatever `multiplexer/src/status/metrics.rs` and `status/json.rs` settle on:
-//   bulkhead_fastcgi_backends{environment, state = running|busy|idle}
-//   bulkhead_fastcgi_requests_total{environment}
-//   bulkhead_fastcgi_errors_total{environment, status = 502|504}
-//   ?json: environments[].fastcgi.{backends_running, backends_busy, backends_idle,
-//          requests, bad_gateway, timeouts}
-// ---------------------------------------------------------------------------------
+// The FastCGI metrics (`multiplexer/src/status/metrics.rs`) and the status JSON's
+// `environments[].fastcgi` object (`running`, `busy`, `idle`, `waiting`, `requests`,
+// `bad_gateway`, `timeouts`, `starts`, `deaths`, `max_backends`).
 const M_BACKENDS: &str = "bulkhead_fastcgi_backends";
 const M_REQUESTS: &str = "bulkhead_fastcgi_requests_total";
 const M_ERRORS: &str = "bulkhead_fastcgi_errors_total";
+const M_MAX_BACKENDS: &str = "bulkhead_fastcgi_max_backends";
 
 /// The value of `name` with exactly `labels` (others may be present).
 fn sample(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
@@ -697,11 +691,11 @@ fn fastcgi_metrics_and_status_json() {
         v(M_ERRORS, &[("environment", "bob"), ("status", "502")]) >= 1.0,
         "{text}"
     );
-    let running = v(M_BACKENDS, &[("environment", "alice"), ("state", "running")]);
+    // The states partition the running backends (sum() over state is the count).
     let busy = v(M_BACKENDS, &[("environment", "alice"), ("state", "busy")]);
     let idle = v(M_BACKENDS, &[("environment", "alice"), ("state", "idle")]);
-    assert!(running >= 1.0, "{text}");
-    assert_eq!(busy + idle, running, "{text}");
+    assert!(busy + idle >= 1.0, "{text}");
+    assert_eq!(v(M_MAX_BACKENDS, &[("environment", "alice")]), 8.0, "{text}");
     assert_eq!(types(&text).get(M_REQUESTS).map(String::as_str), Some("counter"));
     assert_eq!(types(&text).get(M_BACKENDS).map(String::as_str), Some("gauge"));
 
@@ -716,10 +710,8 @@ fn fastcgi_metrics_and_status_json() {
     assert_eq!(n(a, "timeouts"), 1, "{a}");
     assert_eq!(n(a, "bad_gateway"), 0, "{a}");
     assert!(n(b, "bad_gateway") >= 1, "{b}");
-    assert!(n(a, "backends_running") >= 1, "{a}");
-    assert_eq!(
-        n(a, "backends_busy") + n(a, "backends_idle"),
-        n(a, "backends_running"),
-        "{a}"
-    );
+    assert!(n(a, "running") >= 1, "{a}");
+    assert_eq!(n(a, "busy") + n(a, "idle"), n(a, "running"), "{a}");
+    assert_eq!(n(a, "max_backends"), 8, "{a}");
+    assert!(n(a, "starts") >= 1, "{a}");
 }

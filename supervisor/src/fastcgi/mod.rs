@@ -40,6 +40,8 @@ pub struct EnvBackends {
     watch: Option<tokio::task::AbortHandle>,
     /// The max_backends warning of this episode was logged.
     pub at_max_warned: bool,
+    /// Backends that died (not a clean exit) soon after their start, in a row.
+    pub early_deaths: u32,
 }
 
 impl Drop for EnvBackends {
@@ -87,6 +89,7 @@ pub fn sockets(
                 socket,
                 watch: None,
                 at_max_warned: false,
+                early_deaths: 0,
             }))
         })
         .collect()
@@ -379,6 +382,13 @@ impl Supervisor {
         }
         let restart = Restart::Backend { gen, env };
         let lived = child.started.elapsed();
+        if let Some(b) = self.gen_mut(gen).and_then(|g| g.fastcgi.get_mut(env)?.as_mut()) {
+            b.early_deaths = if !clean && lived < EARLY_DEATH {
+                b.early_deaths.saturating_add(1)
+            } else {
+                0
+            };
+        }
         if clean && lived >= QUICK_EXIT {
             info!(environment = %name, pid, "fastcgi backend exited ({how}; max_requests served or its own choice)");
             self.backoff.remove(&restart);
@@ -420,12 +430,13 @@ impl Supervisor {
     }
 
     /// Whether (`gen`, `env`)'s backends keep dying soon after they start: at least
-    /// [`FAILING_AFTER`] in a row. One death (a kill -9, a crash) is not that: its
-    /// replacement is coming, and what waits is served by it.
+    /// [`FAILING_AFTER`] deaths within [`EARLY_DEATH`] of their start in a row (a
+    /// clean exit, `max_requests` served, resets it). One death (a kill -9, a crash)
+    /// is not that: its replacement is coming, and what waits is served by it.
     fn failing(&self, gen: u64, env: usize) -> bool {
-        self.backoff
-            .get(&Restart::Backend { gen, env })
-            .is_some_and(|n| *n >= FAILING_AFTER)
+        self.gen(gen)
+            .and_then(|g| g.fastcgi.get(env)?.as_ref())
+            .is_some_and(|b| b.early_deaths >= FAILING_AFTER)
     }
 
     /// No backend of (`gen`, `env`) runs and none may start before its backoff: the
@@ -454,6 +465,8 @@ impl Supervisor {
 
 /// Consecutive early deaths after which waiting requests are refused.
 const FAILING_AFTER: u32 = 3;
+/// A death this soon after the start counts towards [`FAILING_AFTER`].
+const EARLY_DEATH: Duration = Duration::from_secs(10);
 
 /// Most waiting connections refused at once (the backlog is 511).
 const REFUSE_BATCH: usize = 1024;
