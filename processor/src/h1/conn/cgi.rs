@@ -104,7 +104,12 @@ impl Conn<'_> {
                     return step;
                 }
                 Ok(Answer::LocalRedirect(path)) => path,
-                Err(response) => return self.finish(response, head_only).await,
+                Err(response) => {
+                    // Counted out before the error is written: whoever saw the 502 or
+                    // 504 finds it in the counters.
+                    drop(backend_request);
+                    return self.finish(response, head_only).await;
+                }
             };
             drop(backend_request);
             // RFC 3875 §6.2.2: answer as if the client had asked for `path`, as a GET
