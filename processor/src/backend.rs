@@ -51,14 +51,12 @@ fn limits() -> [(libc::__rlimit_resource_t, u64, u64, &'static str); 4] {
     ]
 }
 
-/// The environment a backend's command gets: `PATH`, `PHP_FCGI_MAX_REQUESTS` when
-/// `max_requests` is set, then the configuration's `env` (which `conf` keeps from
+/// The environment a backend's command gets: `PATH`, `PHP_FCGI_MAX_REQUESTS` (always:
+/// php-cgi's own default without it is 500, and its 0 means "never", as ours), then the configuration's `env` (which `conf` keeps from
 /// naming the reserved variables).
 pub fn environment(boot: &BackendBoot) -> Vec<(String, String)> {
     let mut env = vec![("PATH".to_owned(), PATH.to_owned())];
-    if boot.max_requests > 0 {
-        env.push(("PHP_FCGI_MAX_REQUESTS".into(), boot.max_requests.to_string()));
-    }
+    env.push(("PHP_FCGI_MAX_REQUESTS".into(), boot.max_requests.to_string()));
     env.extend(boot.env.iter().filter(|(k, _)| k != "PATH").cloned());
     env
 }
@@ -178,7 +176,8 @@ mod tests {
                 ("PHP_INI_SCAN_DIR".into(), "/srv/alice/php.d".into()),
             ]
         );
+        // 0 is said too: without it php-cgi stops at its own default of 500.
         boot.max_requests = 0;
-        assert_eq!(environment(&boot).len(), 2);
+        assert!(environment(&boot).contains(&("PHP_FCGI_MAX_REQUESTS".into(), "0".into())));
     }
 }

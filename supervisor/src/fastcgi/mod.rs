@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use common::control::{self, BackendBoot, Bootstrap, RoleBoot, ToChild};
 use common::privdrop::Credentials;
-use common::scoreboard::table;
+use common::scoreboard::{slot, table};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tracing::{error, info, warn};
@@ -60,6 +60,9 @@ pub struct Track {
     in_accept: bool,
     /// When it was sent SIGTERM.
     term_at: Option<Instant>,
+    /// The environment's FastCGI requests ([`Supervisor::fastcgi_requests`]) when it
+    /// started.
+    requests_at_start: u64,
 }
 
 /// Makes the sockets of a generation being built: `None` for an environment without
@@ -172,7 +175,14 @@ impl Supervisor {
         let pid = s.pid;
         self.children
             .insert(pid, Child::new(Kind::Backend { env }, gen, s.control, None, None));
-        self.backends.insert(pid, Track::default());
+        let requests_at_start = self.fastcgi_requests(gen, env);
+        self.backends.insert(
+            pid,
+            Track {
+                requests_at_start,
+                ..Track::default()
+            },
+        );
         if let Some(g) = self.gen(gen) {
             g.table.add(table::env_word(env, table::env::BACKEND_STARTS), 1);
         }
@@ -365,7 +375,7 @@ impl Supervisor {
     /// when `min_backends` or a waiting connection needs it, not a death. Anything
     /// else: a death, counted, and its replacement waits for the backoff.
     pub(crate) fn backend_exited(&mut self, pid: i32, child: &Child, env: usize, clean: bool, how: &str) {
-        self.backends.remove(&pid);
+        let track = self.backends.remove(&pid).unwrap_or_default();
         // What it forked and left behind in its group goes with it. The group id
         // cannot be a new process's pid while any member lives.
         let _ = kill(Pid::from_raw(-pid), Signal::SIGKILL);
@@ -389,7 +399,11 @@ impl Supervisor {
                 0
             };
         }
-        if clean && lived >= QUICK_EXIT {
+        // A quick clean exit is `max_requests` served by a fast backend when the
+        // environment's processors sent requests meanwhile; a program that exits at
+        // once (`/bin/true`) serves none.
+        let served = self.fastcgi_requests(gen, env) > track.requests_at_start;
+        if clean && (lived >= QUICK_EXIT || served) {
             info!(environment = %name, pid, "fastcgi backend exited ({how}; max_requests served or its own choice)");
             self.backoff.remove(&restart);
             self.scale_backends(gen, env, false);
@@ -427,6 +441,31 @@ impl Supervisor {
         if !running && !delay.is_zero() && self.failing(gen, env) {
             self.refuse_waiting(gen, env);
         }
+    }
+
+    /// The FastCGI requests the live processors of (`gen`, `env`) have sent (their
+    /// slots' `FCGI_REQUESTS`, tenant-written, so clamped and summed saturating, plus those
+    /// of processors gone; only
+    /// ever compared with itself, to tell a backend that served from one that did not).
+    fn fastcgi_requests(&self, gen: u64, env: usize) -> u64 {
+        // With the retired processors' counts, so a processor that exits meanwhile
+        // takes nothing away.
+        let retired = self
+            .gen(gen)
+            .map(|g| {
+                g.table
+                    .get(table::env_word(env, table::env::RETIRED_FCGI_REQUESTS))
+            })
+            .unwrap_or(0);
+        let live = self
+            .children
+            .values()
+            .filter(|c| c.gen == gen && c.kind == (Kind::Processor { env }))
+            .filter_map(|c| c.slot.as_ref())
+            .fold(0u64, |n, s| {
+                n.saturating_add(s.seg.get(slot::FCGI_REQUESTS).min(1 << 48))
+            });
+        live.saturating_add(retired)
     }
 
     /// Whether (`gen`, `env`)'s backends keep dying soon after they start: at least
