@@ -22,6 +22,7 @@ mod index;
 mod limits;
 pub mod model;
 mod status;
+mod tls;
 mod tree;
 mod validate;
 

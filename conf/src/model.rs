@@ -41,6 +41,15 @@ pub struct Server {
     pub user_name: String,
     pub group_name: String,
     pub listen: Vec<SocketAddr>,
+    /// `listen_tls`: where HTTPS is served (routed by the ClientHello's server name);
+    /// empty: none.
+    pub listen_tls: Vec<SocketAddr>,
+    /// The vhost a ClientHello without a server name, or with one that matches
+    /// nothing, goes to: `tls_default`, else the first vhost with a certificate;
+    /// `None` when no vhost has one.
+    pub tls_default: Option<VhostId>,
+    /// `tls_strict_sni`: such a hello gets an `unrecognized_name` alert instead.
+    pub tls_strict_sni: bool,
     pub min_multiplexers: u32,
     pub request_head_timeout: Duration,
     pub limit_request_head: usize,
@@ -191,6 +200,18 @@ pub struct Vhost {
     /// `fallback`: the URL path (starting with `/`) that answers a request whose path
     /// is neither a file nor a directory (a front controller); `None`: 404.
     pub fallback: Option<String>,
+    /// `tls_certificate` and `tls_key`, when HTTPS is served for it.
+    pub tls: Option<VhostTls>,
+}
+
+/// A vhost's certificate chain and key: host paths (inside the environment's chroot
+/// when it has one), opened by its processors as the environment, never by root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VhostTls {
+    /// A PEM chain, leaf first; checked to cover every name of the vhost.
+    pub certificate: PathBuf,
+    /// A PEM private key (PKCS#8, SEC1 or PKCS#1); only ever `stat`ed by root.
+    pub key: PathBuf,
 }
 
 /// A vhost's CGI/1.1 settings (RFC 3875).

@@ -18,6 +18,7 @@ use crate::index;
 use crate::limits::{self, Limits, MAX_COUNT, MAX_TIMEOUT_SECS, POOL_KEYS};
 use crate::model::{Config, Environment, LogFormat, Server, Vhost};
 use crate::status;
+use crate::tls;
 use crate::tree::{is_bare_key, Entry, Table};
 
 const TOP_KEYS: &[&str] = &["server", "environments", "vhosts", "status"];
@@ -73,7 +74,7 @@ pub(crate) fn config(root: &Table, r: &mut Report, path: &Path) -> Option<Config
         }
     };
     let limits = Limits::server(server_table.as_ref(), r);
-    let server = server_table.and_then(|t| server(&t, r, &limits));
+    let server = server_table.as_ref().and_then(|t| server(t, r, &limits));
     let environments = environments(root, r, &limits);
     let minimums: Vec<(&str, i64)> = environments
         .iter()
@@ -88,7 +89,15 @@ pub(crate) fn config(root: &Table, r: &mut Report, path: &Path) -> Option<Config
     let body_limit = server
         .as_ref()
         .map_or(cgi::DEFAULT_BODY_LIMIT, |s| s.limit_request_body);
-    let vhosts = vhosts(root, r, &environments, (cgi_timeout, body_limit));
+    let mux = server.as_ref().map(|s| (s.uid, s.gid));
+    let vhosts = vhosts(root, r, &environments, (cgi_timeout, body_limit), mux);
+    let mut server = server;
+    if let (Some(s), Some(v), Some(t)) = (server.as_mut(), vhosts.as_deref(), server_table.as_ref()) {
+        // `None`: reported.
+        if let Some(chosen) = tls::default_vhost(t, r, !s.listen_tls.is_empty(), v) {
+            s.tls_default = chosen;
+        }
+    }
     let env_uids: Vec<(&str, u32)> = environments
         .iter()
         .filter_map(|e| Some((e.name.as_str(), e.uid?)))
@@ -110,12 +119,31 @@ pub(crate) fn config(root: &Table, r: &mut Report, path: &Path) -> Option<Config
 }
 
 fn server(t: &Table, r: &mut Report, limits: &Limits) -> Option<Server> {
-    t.check_keys(r, &[SERVER_KEYS, POOL_KEYS, cgroup::KEYS].concat());
+    t.check_keys(
+        r,
+        &[SERVER_KEYS, POOL_KEYS, cgroup::KEYS, tls::SERVER_KEYS].concat(),
+    );
     let user = t.require(r, "user").and_then(|e| ids::resolve(&e, r, Kind::User));
     let group = t
         .require(r, "group")
         .and_then(|e| ids::resolve(&e, r, Kind::Group));
-    let listen = t.require(r, "listen").and_then(|e| listen(&e, r));
+    let listen = t.require(r, "listen").and_then(|e| addresses(&e, r));
+    let listen_tls = match t.get("listen_tls") {
+        None => Some(Vec::new()),
+        Some(e) => addresses(&e, r).and_then(|addrs| {
+            let plain = listen_ok_or_empty(&listen);
+            // Port 0 (a free port each) never collides.
+            if let Some(a) = addrs.iter().find(|a| a.port() != 0 && plain.contains(a)) {
+                e.error(
+                    r,
+                    format!("address '{a}' is also in listen: one port serves HTTP or HTTPS"),
+                );
+                return None;
+            }
+            Some(addrs)
+        }),
+    };
+    let tls_strict_sni = tls::strict_sni(t, r);
     let max_clients = t.int_or(r, "max_clients", 4096, 1, MAX_COUNT);
     let multiplexer_idle_timeout = seconds(t, r, "multiplexer_idle_timeout", 0, 0);
     let processor_wait = match t.get("processor_wait_timeout") {
@@ -142,6 +170,10 @@ fn server(t: &Table, r: &mut Report, limits: &Limits) -> Option<Server> {
         user_name,
         group_name,
         listen: listen?,
+        listen_tls: listen_tls?,
+        // Resolved once the vhosts are known.
+        tls_default: None,
+        tls_strict_sni: tls_strict_sni?,
         min_multiplexers: limits::to_u32(&limits.min_multiplexers)?,
         request_head_timeout: request_head_timeout?,
         limit_request_head: usize::try_from(limit_request_head?).ok()?,
@@ -160,6 +192,10 @@ fn server(t: &Table, r: &mut Report, limits: &Limits) -> Option<Server> {
         runtime_dir: runtime_dir?,
         cgroup_root: cgroup_root?,
     })
+}
+
+fn listen_ok_or_empty(listen: &Option<Vec<SocketAddr>>) -> &[SocketAddr] {
+    listen.as_deref().unwrap_or(&[])
 }
 
 /// Most steps `processor_wait_timeout` may be checked in. The wait is split into steps
@@ -211,7 +247,8 @@ fn seconds(t: &Table, r: &mut Report, key: &str, default: i64, min: i64) -> Opti
     Some(Duration::from_secs(u64::try_from(secs).ok()?))
 }
 
-fn listen(entry: &Entry, r: &mut Report) -> Option<Vec<SocketAddr>> {
+/// `listen` and `listen_tls`: at least one address, none twice.
+fn addresses(entry: &Entry, r: &mut Report) -> Option<Vec<SocketAddr>> {
     let elements = entry.array(r)?;
     if elements.is_empty() {
         entry.error(r, "must list at least one address");
@@ -390,7 +427,16 @@ struct Claim {
 /// `[server]`'s `cgi_timeout` and `limit_request_body`: every vhost's defaults.
 type CgiDefaults = (Duration, u64);
 
-fn vhosts(root: &Table, r: &mut Report, envs: &[EnvState], cgi_defaults: CgiDefaults) -> Option<Vec<Vhost>> {
+/// The multiplexers' uid and gid, when valid.
+type MuxIds = Option<(u32, u32)>;
+
+fn vhosts(
+    root: &Table,
+    r: &mut Report,
+    envs: &[EnvState],
+    cgi_defaults: CgiDefaults,
+    mux: MuxIds,
+) -> Option<Vec<Vhost>> {
     let Some(entry) = root.get("vhosts") else {
         r.error(&None, "vhosts", "at least one vhost is required ([[vhosts]])");
         return None;
@@ -403,7 +449,7 @@ fn vhosts(root: &Table, r: &mut Report, envs: &[EnvState], cgi_defaults: CgiDefa
     let mut out = Vec::new();
     let mut ok = true;
     for (index, t) in tables.iter().enumerate() {
-        match vhost(index, t, r, envs, &mut claims, cgi_defaults) {
+        match vhost(index, t, r, envs, &mut claims, cgi_defaults, mux) {
             Some(v) => out.push(v),
             None => ok = false,
         }
@@ -418,8 +464,9 @@ fn vhost(
     envs: &[EnvState],
     claims: &mut HashMap<String, Claim>,
     cgi_defaults: CgiDefaults,
+    mux: MuxIds,
 ) -> Option<Vhost> {
-    t.check_keys(r, VHOST_KEYS);
+    t.check_keys(r, &[VHOST_KEYS, tls::VHOST_KEYS].concat());
     let server_name = t
         .require(r, "server_name")
         .and_then(|e| host_name(index, &e, r, claims, false));
@@ -486,6 +533,20 @@ fn vhost(
             }
         }
     }
+    let tls = {
+        let mut names: Vec<&str> = server_name.iter().map(String::as_str).collect();
+        names.extend(server_alias.iter().flatten().map(String::as_str));
+        let env = environment.map(|i| &envs[i]);
+        let chroot = env.and_then(|e| e.chroot.clone().flatten());
+        let who = match (mux, env.and_then(|e| e.valid.as_ref())) {
+            (Some(mux), Some(e)) => Some(tls::Readers {
+                mux,
+                env: (e.uid, e.gid),
+            }),
+            _ => None,
+        };
+        tls::vhost(t, r, &names, chroot.as_deref(), who)
+    };
     let index_names = index::index(t, r);
     let fallback = index::fallback(t, r);
     Some(Vhost {
@@ -500,6 +561,7 @@ fn vhost(
         cgi: cgi?,
         index: index_names?,
         fallback: fallback?,
+        tls: tls?,
     })
 }
 

@@ -3,7 +3,7 @@
 //! (`limits`); `[status]`, vhost logs and address blocks (`status`); rules that keep
 //! tenants apart and who may own a chroot or a log directory (`apart`); the CGI keys
 //! (`cgi`); `index` and `fallback` (`index`); the cgroup limits and `cgroup_root`
-//! (`cgroup`).
+//! (`cgroup`); HTTPS listeners, certificates and key permissions (`tls`).
 
 mod apart;
 mod cgi;
@@ -13,6 +13,7 @@ mod fastcgi;
 mod index;
 mod limits;
 mod status;
+mod tls;
 mod valid;
 
 use std::path::Path;
