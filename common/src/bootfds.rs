@@ -168,6 +168,7 @@ fn expect(field: &'static str, got: usize, want: usize) -> Result<(), BootFdErro
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MultiplexerLayout {
     pub listeners: usize,
+    pub tls_listeners: usize,
     pub metrics_listener: bool,
     pub env_sockets: usize,
 }
@@ -178,6 +179,7 @@ impl MultiplexerLayout {
     /// environment.
     pub fn check(&self, boot: &MultiplexerBoot) -> Result<(), BootFdError> {
         expect("listeners", self.listeners, boot.listeners.len())?;
+        expect("tls_listeners", self.tls_listeners, boot.tls_listeners.len())?;
         expect(
             "metrics_listener",
             usize::from(self.metrics_listener),
@@ -192,6 +194,8 @@ impl MultiplexerLayout {
 pub struct MultiplexerFds<F> {
     /// One listener per [`MultiplexerBoot::listeners`] address, in order.
     pub listeners: Vec<F>,
+    /// One listener per [`MultiplexerBoot::tls_listeners`] address, in order.
+    pub tls_listeners: Vec<F>,
     /// The metrics listener, when [`MultiplexerBoot::metrics_listen`] is set.
     pub metrics_listener: Option<F>,
     /// The multiplexer's end of every environment's hand-off socket, in environment
@@ -208,12 +212,14 @@ impl<F: AsRawFd> MultiplexerFds<F> {
     pub fn to_wire(&self) -> (Vec<RawFd>, MultiplexerLayout) {
         let mut fds = Vec::with_capacity(self.listeners.len() + self.env_sockets.len() + 3);
         fds.extend(self.listeners.iter().map(AsRawFd::as_raw_fd));
+        fds.extend(self.tls_listeners.iter().map(AsRawFd::as_raw_fd));
         fds.extend(self.metrics_listener.iter().map(AsRawFd::as_raw_fd));
         fds.extend(self.env_sockets.iter().map(AsRawFd::as_raw_fd));
         fds.push(self.table.as_raw_fd());
         fds.push(self.slot.as_raw_fd());
         let layout = MultiplexerLayout {
             listeners: self.listeners.len(),
+            tls_listeners: self.tls_listeners.len(),
             metrics_listener: self.metrics_listener.is_some(),
             env_sockets: self.env_sockets.len(),
         };
@@ -226,6 +232,7 @@ impl MultiplexerFds<OwnedFd> {
     pub fn from_wire(layout: &MultiplexerLayout, fds: Vec<OwnedFd>) -> Result<Self, BootFdError> {
         let want = layout
             .listeners
+            .saturating_add(layout.tls_listeners)
             .saturating_add(usize::from(layout.metrics_listener))
             .saturating_add(layout.env_sockets)
             .saturating_add(2);
@@ -233,6 +240,7 @@ impl MultiplexerFds<OwnedFd> {
         // Fields are evaluated in the order written: this is the wire order.
         Ok(MultiplexerFds {
             listeners: w.many("listeners", layout.listeners, FdKind::Listener)?,
+            tls_listeners: w.many("tls_listeners", layout.tls_listeners, FdKind::Listener)?,
             metrics_listener: w.maybe("metrics_listener", layout.metrics_listener, FdKind::Listener)?,
             env_sockets: w.many("env_sockets", layout.env_sockets, FdKind::SeqPacket)?,
             table: w.one("table", FdKind::Memfd)?,
@@ -396,6 +404,7 @@ mod tests {
     fn multiplexer(f: &Fds) -> MultiplexerFds<BorrowedFd<'_>> {
         MultiplexerFds {
             listeners: vec![f.listener.as_fd(), f.listener.as_fd()],
+            tls_listeners: vec![f.listener.as_fd()],
             metrics_listener: Some(f.listener.as_fd()),
             env_sockets: vec![f.pair.0.as_fd(), f.pair.1.as_fd(), f.pair.0.as_fd()],
             table: f.memfd.0.as_fd(),
@@ -502,7 +511,7 @@ mod tests {
         let f = fds("count");
         let (raw, layout) = multiplexer(&f).to_wire();
         let e = MultiplexerFds::from_wire(&layout, own(&raw[..raw.len() - 1])).unwrap_err();
-        assert!(matches!(e, BootFdError::Count { got: 7, want: 8 }), "{e}");
+        assert!(matches!(e, BootFdError::Count { got: 8, want: 9 }), "{e}");
         let (mut raw, layout) = processor(&f).to_wire();
         raw.push(f.file.as_raw_fd());
         let e = ProcessorFds::from_wire(&layout, own(&raw)).unwrap_err();

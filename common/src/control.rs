@@ -136,6 +136,13 @@ pub struct MultiplexerBoot {
     /// How many fds each field of the bundle has.
     pub fds: MultiplexerLayout,
     pub listeners: Vec<std::net::SocketAddr>,
+    /// `listen_tls`: listeners whose connections are routed by the ClientHello.
+    pub tls_listeners: Vec<std::net::SocketAddr>,
+    /// The vhost a hello without a known server name goes to; `None`: no vhost has a
+    /// certificate.
+    pub tls_default: Option<u32>,
+    /// `tls_strict_sni`: such a hello gets an `unrecognized_name` alert instead.
+    pub tls_strict_sni: bool,
     pub metrics_listen: Option<std::net::SocketAddr>,
     pub environments: Vec<EnvBoot>,
     pub vhosts: Vec<VhostBoot>,
@@ -175,6 +182,9 @@ pub struct VhostBoot {
     pub env: u32,
     /// `max_clients_vhost`, 0 = unlimited.
     pub max_clients: u32,
+    /// Whether it has a certificate (a ClientHello may be routed to it).
+    #[serde(default)]
+    pub tls: bool,
 }
 
 /// A processor's slice. Its fds are a [`crate::bootfds::ProcessorFds`].
@@ -242,6 +252,18 @@ pub struct SiteBoot {
     /// The vhost's `fallback`: the URL path answering what resolves to nothing.
     #[serde(default)]
     pub fallback: Option<String>,
+    /// Its certificate chain and key, as the processor sees them (inside its chroot):
+    /// opened by the processor itself, as the environment.
+    #[serde(default)]
+    pub tls: Option<SiteTls>,
+}
+
+/// Where a site's certificate chain and key are (paths only: no key crosses a
+/// process boundary).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteTls {
+    pub certificate: std::path::PathBuf,
+    pub key: std::path::PathBuf,
 }
 
 /// [`SiteBoot::index`] when absent.

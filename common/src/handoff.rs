@@ -31,10 +31,14 @@ pub const NO_VHOST: u32 = u32::MAX;
 
 /// Flag bits.
 pub mod flags {
-    /// The connection came in on a TLS listener (reserved for TLS; unused yet).
+    /// The connection came in on a TLS listener: nothing was read from it (the
+    /// ClientHello was only peeked at), the processor runs the handshake.
     pub const TLS: u8 = 1;
     /// A processor hands the connection back to a multiplexer.
     pub const HAND_BACK: u8 = 2;
+    /// With [`TLS`]: the hello named no vhost with a certificate (no server name, or an
+    /// unknown one), so it went to the TLS default vhost.
+    pub const TLS_DEFAULT: u8 = 4;
 }
 
 /// Errors decoding or moving a hand-off.

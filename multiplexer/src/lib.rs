@@ -11,6 +11,7 @@ mod pool;
 mod respond;
 mod snapshot;
 pub mod status;
+mod tls;
 
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
@@ -65,6 +66,10 @@ pub(crate) struct Shared {
     /// Connections taken from a listener and still being read or handed off (the slow
     /// path); with the accept loops, what a reload waits for before the old pools close.
     pub from_listeners: Rc<()>,
+    /// Where a ClientHello without a known server name goes (`tls_default`).
+    pub tls_default: Option<u32>,
+    /// `tls_strict_sni`: such a hello gets an `unrecognized_name` alert.
+    pub tls_strict_sni: bool,
 }
 
 impl Shared {
@@ -94,6 +99,7 @@ async fn serve(
 ) -> Result<(), MultiplexerError> {
     let MultiplexerFds {
         listeners: listener_fds,
+        tls_listeners: tls_fds,
         metrics_listener: metrics_fd,
         env_sockets: env_fds,
         table: table_fd,
@@ -171,6 +177,8 @@ async fn serve(
         held,
         handbacks,
         from_listeners: Rc::new(()),
+        tls_default: boot.tls_default,
+        tls_strict_sni: boot.tls_strict_sni,
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     // Listeners stop first on a reload; hand-backs are routed until the final stop.
@@ -183,7 +191,15 @@ async fn serve(
     let mut essential: tokio::task::JoinSet<Result<(), String>> = tokio::task::JoinSet::new();
     // Accept loops still running (a token each), for the quiesce after a reload.
     let accepting = Rc::new(());
-    for (fd, bound) in listener_fds.into_iter().zip(boot.listeners.iter().copied()) {
+    let plain = listener_fds
+        .into_iter()
+        .zip(boot.listeners.iter().copied())
+        .map(|l| (l, false));
+    let tls = tls_fds
+        .into_iter()
+        .zip(boot.tls_listeners.iter().copied())
+        .map(|l| (l, true));
+    for ((fd, bound), tls) in plain.chain(tls) {
         // Already non-blocking: the supervisor binds listeners with SOCK_NONBLOCK.
         let std_listener = std::net::TcpListener::from(fd);
         // SAFETY: the listener owns its fd for as long as the AsyncFd holds it.
@@ -194,6 +210,7 @@ async fn serve(
         let accept = accept_loop(
             listener,
             fixed_local,
+            tls,
             shared.clone(),
             accept_stop_rx.clone(),
             inflight.clone(),
@@ -302,6 +319,7 @@ async fn serve(
 async fn accept_loop(
     listener: AsyncFd<std::net::TcpListener>,
     fixed_local: Option<SocketAddr>,
+    tls: bool,
     shared: Rc<Shared>,
     mut stop: watch::Receiver<bool>,
     inflight: Rc<()>,
@@ -322,7 +340,11 @@ async fn accept_loop(
                     // is logged by the hook, the connection is dropped (closed), and
                     // the next one is taken.
                     let one = std::panic::AssertUnwindSafe(|| {
-                        conn::accepted(stream, peer, local, &shared, &inflight)
+                        if tls {
+                            tls::accepted(stream, peer, local, &shared, &inflight)
+                        } else {
+                            conn::accepted(stream, peer, local, &shared, &inflight)
+                        }
                     });
                     let _ = std::panic::catch_unwind(one);
                 }

@@ -276,6 +276,7 @@ mod tests {
             server_name: "alice.test".into(),
             env: 0,
             max_clients: 0,
+            tls: false,
         }];
         let pools = Pools::new(envs, vhosts, t, Duration::from_secs(1), 1, 0);
         pools.update(add, fds, vec![]);

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use common::bootfds::{MultiplexerFds, ProcessorFds};
 use common::control::{
     AccessLogFormat, Bootstrap, CgiBoot, EnvBoot, FastcgiBoot, MultiplexerBoot, ProcessorBoot, RoleBoot,
-    SiteBoot, VhostBoot, FOREIGN_HOST,
+    SiteBoot, SiteTls, VhostBoot, FOREIGN_HOST,
 };
 use common::privdrop::Credentials;
 use common::vhost::names_overlap;
@@ -25,6 +25,8 @@ pub const HANDOFF_TIMEOUT_MS: u64 = 5000;
 /// Listeners shared by every generation.
 pub struct Listeners {
     pub http: Vec<(SocketAddr, OwnedFd)>,
+    /// `listen_tls`: routed by the ClientHello's server name.
+    pub tls: Vec<(SocketAddr, OwnedFd)>,
     pub metrics: Option<(SocketAddr, OwnedFd)>,
 }
 
@@ -51,6 +53,7 @@ pub fn multiplexer(
         .collect();
     let bundle = MultiplexerFds {
         listeners: listeners.http.iter().map(|(_, fd)| fd.as_fd()).collect(),
+        tls_listeners: listeners.tls.iter().map(|(_, fd)| fd.as_fd()).collect(),
         metrics_listener: listeners.metrics.as_ref().map(|(_, fd)| fd.as_fd()),
         env_sockets: g.env_sockets.iter().map(|(m, _)| m.as_fd()).collect(),
         table: g.table_fd.as_fd(),
@@ -60,6 +63,9 @@ pub fn multiplexer(
     let boot = MultiplexerBoot {
         fds: layout,
         listeners: listeners.http.iter().map(|(a, _)| *a).collect(),
+        tls_listeners: listeners.tls.iter().map(|(a, _)| *a).collect(),
+        tls_default: cfg.server.tls_default.map(|v| v as u32),
+        tls_strict_sni: cfg.server.tls_strict_sni,
         metrics_listen: listeners.metrics.as_ref().map(|(a, _)| *a),
         environments: cfg
             .environments
@@ -77,6 +83,7 @@ pub fn multiplexer(
                 server_name: v.server_name.clone(),
                 env: v.environment as u32,
                 max_clients: v.max_clients_vhost,
+                tls: v.tls.is_some(),
             })
             .collect(),
         hosts,
@@ -188,6 +195,19 @@ pub fn processor(
                 },
                 index: v.index.clone(),
                 fallback: v.fallback.clone(),
+                tls: v.tls.as_ref().map(|t| {
+                    let jailed = |p: &std::path::Path| {
+                        if privileged {
+                            e.path_in_jail(p)
+                        } else {
+                            p.to_path_buf()
+                        }
+                    };
+                    SiteTls {
+                        certificate: jailed(&t.certificate),
+                        key: jailed(&t.key),
+                    }
+                }),
             }
         })
         .collect();

@@ -45,25 +45,20 @@ impl Supervisor {
         // generation that cannot be created) changes nothing.
         // Listeners: keep every address that stays (port 0: the port bound at start;
         // a dup of our copy), bind the new ones.
-        let mut http = Vec::new();
-        for addr in &cfg.server.listen {
-            let kept = self
-                .listeners
-                .http
-                .iter()
-                .find(|(a, _)| a == addr || (addr.port() == 0 && a.ip() == addr.ip()));
-            let l = match kept {
-                Some((a, fd)) => fd.try_clone().map(|fd| (*a, fd)).map_err(|e| e.to_string()),
-                None => listen::bind_listener(*addr).map_err(|e| e.to_string()),
-            };
-            match l {
-                Ok(l) => http.push(l),
-                Err(e) => {
-                    error!("reload refused: {e}");
-                    return;
-                }
+        let http = match keep_or_bind(&self.listeners.http, &cfg.server.listen) {
+            Ok(l) => l,
+            Err(e) => {
+                error!("reload refused: {e}");
+                return;
             }
-        }
+        };
+        let tls = match keep_or_bind(&self.listeners.tls, &cfg.server.listen_tls) {
+            Ok(l) => l,
+            Err(e) => {
+                error!("reload refused: {e}");
+                return;
+            }
+        };
         for w in &cfg.warnings {
             warn!("config: {w}");
         }
@@ -114,6 +109,7 @@ impl Supervisor {
         // Commit. Addresses no longer configured: our copy closes now; the old
         // multiplexers' copies close when they exit.
         let old_http = std::mem::replace(&mut self.listeners.http, http);
+        let old_tls = std::mem::replace(&mut self.listeners.tls, tls);
         let old_metrics = metrics.map(|m| std::mem::replace(&mut self.listeners.metrics, m));
         self.carry_counters(&gen);
         let was_retiring: Vec<bool> = self.gens.iter().map(|g| g.retiring).collect();
@@ -146,6 +142,7 @@ impl Supervisor {
             }
             self.pending = pending;
             self.listeners.http = old_http;
+            self.listeners.tls = old_tls;
             if let Some(m) = old_metrics {
                 self.listeners.metrics = m;
             }
@@ -426,4 +423,24 @@ fn pending_bytes(sock: &OwnedFd) -> libc::c_int {
     } else {
         n
     }
+}
+
+/// The listeners for `addrs`: every address that stays is kept (port 0: the port bound
+/// at start; a dup of our copy), the new ones are bound.
+fn keep_or_bind(
+    current: &[(std::net::SocketAddr, std::os::fd::OwnedFd)],
+    addrs: &[std::net::SocketAddr],
+) -> Result<Vec<(std::net::SocketAddr, std::os::fd::OwnedFd)>, String> {
+    let mut out = Vec::new();
+    for addr in addrs {
+        let kept = current
+            .iter()
+            .find(|(a, _)| a == addr || (addr.port() == 0 && a.ip() == addr.ip()));
+        let l = match kept {
+            Some((a, fd)) => fd.try_clone().map(|fd| (*a, fd)).map_err(|e| e.to_string()),
+            None => listen::bind_listener(*addr).map_err(|e| e.to_string()),
+        };
+        out.push(l?);
+    }
+    Ok(out)
 }

@@ -146,10 +146,14 @@ impl Supervisor {
     fn server_ready(&mut self) {
         self.ready_logged = true;
         let addrs: Vec<String> = self.listeners.http.iter().map(|(a, _)| a.to_string()).collect();
-        let metrics = match &self.listeners.metrics {
+        let mut metrics = match &self.listeners.metrics {
             Some((a, _)) => format!("; metrics on {a}"),
             None => String::new(),
         };
+        if !self.listeners.tls.is_empty() {
+            let tls: Vec<String> = self.listeners.tls.iter().map(|(a, _)| a.to_string()).collect();
+            metrics = format!("; tls on {}{metrics}", tls.join(", "));
+        }
         info!(
             pid = std::process::id(),
             children = self.children.len(),

@@ -45,6 +45,10 @@ impl Supervisor {
         for addr in &cfg.server.listen {
             http.push(listen::bind_listener(*addr)?);
         }
+        let mut tls = Vec::new();
+        for addr in &cfg.server.listen_tls {
+            tls.push(listen::bind_listener(*addr)?);
+        }
         let metrics = match cfg.status.metrics_listen {
             Some(addr) => Some(listen::bind_listener(addr)?),
             None => None,
@@ -66,7 +70,7 @@ impl Supervisor {
             exe,
             config_path,
             privileged,
-            listeners: Listeners { http, metrics },
+            listeners: Listeners { http, tls, metrics },
             gens: vec![gen],
             children: HashMap::new(),
             pending: Vec::new(),

@@ -10,6 +10,7 @@ fn vhost(name: &str, env: u32) -> VhostBoot {
         server_name: name.into(),
         env,
         max_clients: 0,
+        tls: false,
     }
 }
 
