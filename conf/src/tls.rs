@@ -282,7 +282,7 @@ pub(crate) fn default_vhost(
             let name = e.str(r)?.to_ascii_lowercase();
             let found = vhosts
                 .iter()
-                .position(|v| v.server_name == name || v.server_alias.iter().any(|a| *a == name));
+                .position(|v| v.server_name == name || v.server_alias.contains(&name));
             match found {
                 None => {
                     e.error(

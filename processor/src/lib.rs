@@ -12,7 +12,8 @@
 //!   one-shot path). HTTP/2 goes beside it.
 //! - [`handler`]: what answers a protocol-neutral request; [`handler::static_files`]
 //!   today, CGI and FastCGI later.
-//! - [`transport`]: the bytes under a protocol; `Plain` today, `Tls` later.
+//! - [`transport`]: the bytes under a protocol; `Plain` and `Tls`.
+//! - [`tls`]: the sites' certificates and keys (loaded as the environment) and the handshake.
 
 pub mod backend;
 mod board;
@@ -21,6 +22,7 @@ pub mod handler;
 mod route;
 mod serve;
 pub mod session;
+pub(crate) mod tls;
 pub mod transport;
 
 pub use serve::{run, ProcessorError};

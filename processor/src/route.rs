@@ -59,6 +59,27 @@ impl Router for ConnRouter<'_> {
     }
 }
 
+/// Routes every request of a TLS connection, the first included (the multiplexer saw
+/// only the ClientHello): the connection's own vhost, or a missing or unknown host
+/// (served by it, as an unknown Host is by the default), else `None`: another vhost
+/// (of another environment, or ours under another certificate) gets 421, since a
+/// decrypted connection cannot be handed back.
+pub(crate) struct TlsRouter<'a> {
+    pub sites: &'a Sites,
+    /// The vhost whose certificate the handshake presented.
+    pub vhost: u32,
+}
+
+impl Router for TlsRouter<'_> {
+    fn route(&self, host: Option<&str>) -> Option<&Site> {
+        match host.and_then(|h| self.sites.hosts.lookup(h)) {
+            Some(FOREIGN) => None,
+            Some(i) => self.sites.sites.get(i).filter(|s| s.vhost_id == self.vhost),
+            None => self.sites.by_vhost(self.vhost),
+        }
+    }
+}
+
 /// The host of the first request in `buf` when it is not one of ours (routed by default).
 fn default_routed_host(sites: &Sites, buf: &[u8]) -> Option<Option<String>> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];

@@ -16,15 +16,16 @@ use thiserror::Error;
 use tokio::io::unix::AsyncFd;
 use tokio::net::TcpStream;
 use tokio::sync::{watch, Semaphore};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::board::{Board, ConnObserver};
 use crate::h1;
 use crate::handler::cgi::CgiConf;
 use crate::handler::fastcgi::FastcgiConf;
 use crate::handler::{Fallback, Site};
-use crate::route::{ConnRouter, Sites, FOREIGN};
+use crate::route::{ConnRouter, Sites, TlsRouter, FOREIGN};
 use crate::session::{ConnConfig, Outcome, Stop};
+use crate::tls::{self, TlsSites};
 use crate::transport::{Transport, WRITE_TIMEOUT};
 use common::scoreboard::{self, slot};
 
@@ -113,6 +114,17 @@ async fn serve(
         .fastcgi
         .as_ref()
         .map(|f| Arc::new(FastcgiConf::from_boot(f, &boot.environment)));
+    // Read as the environment, in its jail, before any connection: a site whose files
+    // cannot be loaded refuses its handshakes, the others serve.
+    let (tls, tls_errors) = TlsSites::load(
+        boot.sites
+            .iter()
+            .filter_map(|s| Some((s.vhost_id, s.server_name.as_str(), s.tls.as_ref()?))),
+    );
+    for e in tls_errors {
+        error!(environment = %boot.environment, "TLS: {e}; that site's handshakes are refused");
+    }
+    let tls = Rc::new(tls);
     let mut sites = Vec::new();
     let mut logs = Vec::new();
     for s in boot.sites {
@@ -230,7 +242,7 @@ async fn serve(
                 }
             },
             r = next_handoff(&slots, &sock, &mut buf, &env) => match r {
-                Some(r) => start_connection(r, &sites, &cfg, &sock, &env, &board, &stop_rx),
+                Some(r) => start_connection(r, &sites, &tls, &cfg, &sock, &env, &board, &stop_rx),
                 None => {
                     // The queue's writers are gone: the supervisor is stopping (SIGTERM)
                     // or replacing this generation (reload); its message says which.
@@ -260,7 +272,7 @@ async fn serve(
                         payload: payload.to_vec(),
                         fd,
                     };
-                    start_connection(r, &sites, &cfg, &sock, &env, &board, &stop_rx);
+                    start_connection(r, &sites, &tls, &cfg, &sock, &env, &board, &stop_rx);
                 }
                 Err(HandoffError::Packet(_)) => break,
                 Err(e) => warn!(environment = %env, "bad hand-off refused: {e}"),
@@ -273,9 +285,11 @@ async fn serve(
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn start_connection(
     r: Received,
     sites: &Rc<Sites>,
+    tls: &Rc<TlsSites>,
     cfg: &Rc<ConnConfig>,
     sock: &Rc<AsyncFd<OwnedFd>>,
     env: &Rc<String>,
@@ -285,8 +299,9 @@ fn start_connection(
     // Only multiplexers write to this end of the socketpair (processors' sends go the
     // other way), and they send accepted TCP sockets; the count of fds was checked on
     // receipt. A wrong kind of fd would only make this connection's I/O fail.
-    let (sites, cfg, sock, env, board) = (
+    let (sites, tls, cfg, sock, env, board) = (
         sites.clone(),
+        tls.clone(),
         cfg.clone(),
         sock.clone(),
         env.clone(),
@@ -300,7 +315,11 @@ fn start_connection(
             payload,
             fd,
         } = r;
-        connection(fd, meta, payload, &sites, &cfg, &sock, &env, &board, &mut stop).await;
+        if meta.flags & handoff::flags::TLS != 0 {
+            tls_connection(fd, meta, &sites, &tls, &cfg, &env, &board, &mut stop).await;
+        } else {
+            connection(fd, meta, payload, &sites, &cfg, &sock, &env, &board, &mut stop).await;
+        }
         drop(permit);
     });
 }
@@ -353,7 +372,16 @@ async fn connection(
         default_host: std::cell::OnceCell::new(),
     };
     let mut transport = Transport::Plain(stream);
-    let outcome = h1::serve(&mut transport, payload, first, &router, cfg, stop, &observer).await;
+    let outcome = h1::serve(
+        &mut transport,
+        payload,
+        Some(first),
+        &router,
+        cfg,
+        stop,
+        &observer,
+    )
+    .await;
     // Still counted while a hand-back waits for room in the multiplexers' queue: a
     // reload closes the old pools only once no processor holds a connection and no
     // hand-back is queued, and this one is neither until it is sent.
@@ -380,5 +408,62 @@ async fn connection(
                 warn!(environment = env, peer = %meta.peer, "hand-back failed: {e}");
             }
         }
+    }
+}
+
+/// A connection the multiplexer routed by its ClientHello (nothing read from it): the
+/// handshake with the vhost's own certificate, then HTTP/1.1 over it, every request
+/// checked against that vhost ([`TlsRouter`]: 421 for another).
+#[allow(clippy::too_many_arguments)]
+async fn tls_connection(
+    fd: OwnedFd,
+    meta: Meta,
+    sites: &Sites,
+    tls: &TlsSites,
+    cfg: &ConnConfig,
+    env: &str,
+    board: &Board,
+    stop: &mut watch::Receiver<Stop>,
+) {
+    if sites.by_vhost(meta.vhost).is_none() {
+        warn!(
+            environment = env,
+            vhost = meta.vhost,
+            "TLS hand-off for a vhost not in this environment; closing"
+        );
+        return;
+    }
+    let Ok(stream) = TcpStream::from_std(std::net::TcpStream::from(fd)) else {
+        return;
+    };
+    let observer = ConnObserver::open(board, meta.peer, meta.vhost);
+    let by_default = meta.flags & handoff::flags::TLS_DEFAULT != 0;
+    let session = match tls::accept(
+        stream,
+        tls,
+        sites,
+        meta.vhost,
+        by_default,
+        cfg.request_head_timeout,
+    )
+    .await
+    {
+        Ok(session) => session,
+        Err(e) => {
+            info!(environment = env, peer = %meta.peer, "TLS handshake refused: {e}");
+            return;
+        }
+    };
+    let router = TlsRouter {
+        sites,
+        vhost: meta.vhost,
+    };
+    let mut transport = Transport::Tls(Box::new(session));
+    let outcome = h1::serve(&mut transport, Vec::new(), None, &router, cfg, stop, &observer).await;
+    if outcome != Outcome::Closed {
+        debug!(
+            environment = env,
+            "a TLS connection cannot be handed back; closed"
+        );
     }
 }

@@ -3,11 +3,11 @@
 //! socket's readiness ([`send_now`]); file bodies with sendfile(2); and a `MSG_PEEK`
 //! that lets a clean close skip the lingering close.
 //!
-//! `Tls` goes here as a second variant (its session beside the socket): every method
-//! matches on the variant, so a protocol is written once against [`Transport`] with no
-//! dynamic dispatch per write; its `send_file` reads the file into records, its
-//! `nothing_pending` also asks whether decrypted bytes are buffered, and it cannot be
-//! handed back (the session cannot leave the process).
+//! [`Transport::Tls`] is a rustls session over the socket: every method matches on the
+//! variant, so a protocol is written once against [`Transport`] with no dynamic dispatch
+//! per write; its `send_file` reads the file into records (no sendfile: the bytes are
+//! encrypted here), its `nothing_pending` also asks whether decrypted bytes are
+//! buffered, and it cannot be handed back (the session cannot leave the process).
 
 use std::fs::File;
 use std::io;
@@ -20,10 +20,14 @@ use std::time::Duration;
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
 
 /// How long a write may make no progress before the client is given up on
 /// (Apache's `Timeout`).
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Bytes of a file read per TLS write (a few records).
+const TLS_FILE_CHUNK: usize = 64 * 1024;
 
 /// Largest count passed to one sendfile(2) call.
 const SENDFILE_MAX: u64 = 1 << 30;
@@ -47,6 +51,8 @@ pub enum WriteError {
 pub enum Transport {
     /// Plaintext TCP.
     Plain(TcpStream),
+    /// TLS, its handshake done.
+    Tls(Box<TlsStream<TcpStream>>),
 }
 
 impl Transport {
@@ -54,6 +60,7 @@ impl Transport {
     pub fn peer_addr(&self) -> Option<SocketAddr> {
         match self {
             Self::Plain(s) => s.peer_addr().ok(),
+            Self::Tls(s) => s.get_ref().0.peer_addr().ok(),
         }
     }
 
@@ -61,6 +68,7 @@ impl Transport {
     pub fn local_addr(&self) -> Option<SocketAddr> {
         match self {
             Self::Plain(s) => s.local_addr().ok(),
+            Self::Tls(s) => s.get_ref().0.local_addr().ok(),
         }
     }
 
@@ -70,6 +78,7 @@ impl Transport {
     pub async fn write_all(&mut self, bytes: &[u8], more: bool) -> Result<(), WriteError> {
         match self {
             Self::Plain(s) => plain_write_all(s, bytes, if more { libc::MSG_MORE } else { 0 }).await,
+            Self::Tls(s) => tls_write_all(s, bytes, !more).await,
         }
     }
 
@@ -77,6 +86,7 @@ impl Transport {
     pub async fn send_file(&mut self, file: &File, offset: u64, len: u64) -> Result<(), WriteError> {
         match self {
             Self::Plain(s) => plain_send_file(s, file, offset, len).await,
+            Self::Tls(s) => tls_send_file(s, file, offset, len).await,
         }
     }
 
@@ -84,20 +94,10 @@ impl Transport {
     /// turn into a reset that destroys the response, so no lingering is needed.
     pub fn nothing_pending(&self) -> bool {
         match self {
-            Self::Plain(s) => {
-                let mut byte = [0u8; 1];
-                // SAFETY: a one-byte stack buffer valid for the call; MSG_PEEK|MSG_DONTWAIT
-                // neither blocks nor consumes anything.
-                let n = unsafe {
-                    libc::recv(
-                        s.as_raw_fd(),
-                        byte.as_mut_ptr().cast(),
-                        1,
-                        libc::MSG_PEEK | libc::MSG_DONTWAIT,
-                    )
-                };
-                n == 0 || (n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock)
-            }
+            // Only bytes left in the kernel's queue turn a close into a reset; what
+            // rustls already took from the socket cannot.
+            Self::Tls(s) => socket_quiet(s.get_ref().0),
+            Self::Plain(s) => socket_quiet(s),
         }
     }
 
@@ -106,14 +106,38 @@ impl Transport {
     pub fn hand_back_fd(&self) -> Option<BorrowedFd<'_>> {
         match self {
             Self::Plain(s) => Some(s.as_fd()),
+            Self::Tls(_) => None,
         }
     }
+
+    /// Whether the connection is TLS (its requests are checked against its certificate's
+    /// vhost, and never handed back).
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Self::Tls(_))
+    }
+}
+
+/// True when the client has sent nothing more on `s` (or has closed).
+fn socket_quiet(s: &TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    // SAFETY: a one-byte stack buffer valid for the call; MSG_PEEK|MSG_DONTWAIT
+    // neither blocks nor consumes anything.
+    let n = unsafe {
+        libc::recv(
+            s.as_raw_fd(),
+            byte.as_mut_ptr().cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n == 0 || (n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock)
 }
 
 impl AsyncRead for Transport {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -122,18 +146,21 @@ impl AsyncWrite for Transport {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_flush(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }
@@ -175,6 +202,55 @@ async fn plain_write_all(
         Ok(r) => r.map_err(WriteError::Io),
         Err(_) => Err(WriteError::Timeout),
     }
+}
+
+/// Writes `bytes` into the session and, when `flush`, out to the socket, bounded by
+/// [`WRITE_TIMEOUT`].
+async fn tls_write_all(
+    stream: &mut TlsStream<TcpStream>,
+    bytes: &[u8],
+    flush: bool,
+) -> Result<(), WriteError> {
+    let write = async {
+        stream.write_all(bytes).await?;
+        if flush {
+            stream.flush().await?;
+        }
+        Ok::<(), io::Error>(())
+    };
+    match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+        Ok(r) => r.map_err(WriteError::Io),
+        Err(_) => Err(WriteError::Timeout),
+    }
+}
+
+/// `len` bytes of `file` from `offset`, read in pieces and written as records; each
+/// piece's write is bounded by [`WRITE_TIMEOUT`].
+async fn tls_send_file(
+    stream: &mut TlsStream<TcpStream>,
+    file: &File,
+    offset: u64,
+    len: u64,
+) -> Result<(), WriteError> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![
+        0u8;
+        TLS_FILE_CHUNK
+            .min(usize::try_from(len).unwrap_or(TLS_FILE_CHUNK))
+            .max(1)
+    ];
+    let (mut at, mut left) = (offset, len);
+    while left > 0 {
+        let want = buf.len().min(usize::try_from(left).unwrap_or(buf.len()));
+        let n = file.read_at(&mut buf[..want], at)?;
+        if n == 0 {
+            return Err(WriteError::Truncated { missing: left });
+        }
+        tls_write_all(stream, &buf[..n], false).await?;
+        at += n as u64;
+        left -= n as u64;
+    }
+    tls_write_all(stream, &[], true).await
 }
 
 /// sendfile(2) `len` bytes from `offset`, waiting for write readiness between calls.

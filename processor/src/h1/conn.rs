@@ -74,7 +74,7 @@ struct Conn<'a> {
 pub async fn run(
     stream: &mut Transport,
     buffered: Vec<u8>,
-    first: &Site,
+    first: Option<&Site>,
     router: &dyn Router,
     cfg: &ConnConfig,
     shutdown: &mut watch::Receiver<Stop>,
@@ -89,13 +89,14 @@ pub async fn run(
         observer,
         last: None,
     };
-    let mut first = Some(first);
+    let mut first = first;
+    let mut first_read = true;
     loop {
-        if first.is_none() && *conn.shutdown.borrow() == Stop::Now {
+        if !first_read && *conn.shutdown.borrow() == Stop::Now {
             let _ = conn.stream.shutdown().await;
             return Outcome::Closed;
         }
-        let head = match conn.read_head(first.is_some()).await {
+        let head = match conn.read_head(std::mem::take(&mut first_read)).await {
             Ok(Some(head)) => head,
             Ok(None) => return Outcome::Closed,
             Err(response) => {
@@ -108,6 +109,13 @@ pub async fn run(
             Some(site) => site,
             None => match router.route(host) {
                 Some(site) => site,
+                None if conn.stream.hand_back_fd().is_none() => {
+                    // A decrypted connection stays here: the client retries elsewhere.
+                    let why = format!("host {:?} is not served on this connection", host.unwrap_or(""));
+                    let head_only = head.request.method == Method::Head;
+                    conn.finish(Response::error(421, why), head_only).await;
+                    return Outcome::Closed;
+                }
                 None => return Outcome::HandBack(std::mem::take(&mut conn.buf)),
             },
         };

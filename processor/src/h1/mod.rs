@@ -77,13 +77,14 @@ pub fn serve_one_shot(
 /// Serve one client connection.
 ///
 /// `buffered` holds what the multiplexer already read, starting with the first request
-/// head. The first request is served by `first` without routing; later ones go through
-/// `router`. When `shutdown` turns true, the request in progress is finished (with
+/// head. The first request is served by `first` without routing (`None`: it is routed
+/// too, as on a TLS connection); later ones go through `router`, and one it does not
+/// route is handed back, or answered 421 on a transport that cannot be. When `shutdown` turns true, the request in progress is finished (with
 /// `Connection: close` if its head is not yet written) and no other request is read.
 pub async fn serve(
     transport: &mut Transport,
     buffered: Vec<u8>,
-    first: &Site,
+    first: Option<&Site>,
     router: &dyn Router,
     cfg: &ConnConfig,
     shutdown: &mut watch::Receiver<Stop>,

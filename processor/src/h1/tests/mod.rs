@@ -189,7 +189,16 @@ where
             buffered.extend_from_slice(&chunk[..n]);
         }
         let mut transport = Transport::Plain(stream);
-        serve(&mut transport, buffered, &site, &router, &cfg, &mut rx, observer).await
+        serve(
+            &mut transport,
+            buffered,
+            Some(&site),
+            &router,
+            &cfg,
+            &mut rx,
+            observer,
+        )
+        .await
     };
     let client = async {
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
