@@ -7,7 +7,9 @@
 //! Bounds: the hello must be complete within [`MAX_HELLO`] bytes and
 //! `request_head_timeout`. Waiting for more bytes never spins: after a peek, the socket
 //! stays readable, so a peek that finds no new byte answers the reactor `WouldBlock`,
-//! which clears its readiness; the next wake-up needs new data. `SO_RCVLOWAT` set to the
+//! which clears its readiness; the next wake-up needs new data. A client that shut its
+//! side stays "read closed" for good (the reactor never clears that), so then what is
+//! queued is all there is: an incomplete hello ends the connection at once. `SO_RCVLOWAT` set to the
 //! length the records announce makes that wake-up come once they are all there (one per
 //! record, not one per segment); it is set back to 1 before the hand-off.
 
@@ -159,6 +161,9 @@ fn parse(records: &[u8]) -> Peeked {
             "ClientHello incomplete after its declared length".into(),
             Some(ALERT_DECODE_ERROR),
         ),
+        Err((e @ rustls::Error::PeerIncompatible(_), _)) => {
+            Peeked::Bad(format!("ClientHello: {e}"), Some(ALERT_PROTOCOL_VERSION))
+        }
         Err((e, _)) => Peeked::Bad(format!("ClientHello: {e}"), Some(ALERT_DECODE_ERROR)),
     }
 }
@@ -285,7 +290,10 @@ async fn peek_hello(stream: &TcpStream) -> Result<Option<String>, Ending> {
     let mut buf = vec![0u8; MAX_HELLO];
     let mut seen = 0usize;
     loop {
-        stream.readable().await.map_err(|_| Ending::Gone)?;
+        let ready = stream.ready(Interest::READABLE).await.map_err(|_| Ending::Gone)?;
+        // The client shut its side: what is queued is all there will be (and the
+        // reactor keeps saying "readable" for good, so waiting would spin).
+        let closed = ready.is_read_closed();
         let peeked = stream.try_io(Interest::READABLE, || {
             // SAFETY: `buf` is a valid writable buffer of its length for the call;
             // MSG_PEEK consumes nothing, MSG_DONTWAIT never blocks.
@@ -301,7 +309,7 @@ async fn peek_hello(stream: &TcpStream) -> Result<Option<String>, Ending> {
                 return Err(std::io::Error::last_os_error());
             }
             let n = n as usize;
-            if n > 0 && n <= seen {
+            if n > 0 && n <= seen && !closed {
                 // Nothing new: clear the reactor's readiness and wait for more.
                 return Err(std::io::ErrorKind::WouldBlock.into());
             }
@@ -309,6 +317,7 @@ async fn peek_hello(stream: &TcpStream) -> Result<Option<String>, Ending> {
         });
         let n = match peeked {
             Ok(0) => return Err(Ending::Gone),
+            Ok(n) if n <= seen => return Err(Ending::Gone),
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -316,6 +325,7 @@ async fn peek_hello(stream: &TcpStream) -> Result<Option<String>, Ending> {
         };
         seen = n;
         match examine(&buf[..n]) {
+            Peeked::Need(_) if closed => return Err(Ending::Gone),
             Peeked::Need(want) => set_rcvlowat(stream, want),
             Peeked::Hello(sni) => return Ok(sni),
             Peeked::PlainHttp => return Err(Ending::PlainHttp),

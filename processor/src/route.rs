@@ -60,22 +60,38 @@ impl Router for ConnRouter<'_> {
 }
 
 /// Routes every request of a TLS connection, the first included (the multiplexer saw
-/// only the ClientHello): the connection's own vhost, or a missing or unknown host
-/// (served by it, as an unknown Host is by the default), else `None`: another vhost
-/// (of another environment, or ours under another certificate) gets 421, since a
-/// decrypted connection cannot be handed back.
+/// only the ClientHello). Served: a host of the connection's own vhost, a missing host,
+/// and on a connection routed to the TLS default (no server name, or an unknown one) a
+/// host that is not ours and is the server name (or any such host when none was sent).
+/// Anything else (another environment's host, our other vhosts under another
+/// certificate, a name the certificate was not chosen for) gets 421, since a decrypted
+/// connection cannot be handed back.
 pub(crate) struct TlsRouter<'a> {
     pub sites: &'a Sites,
     /// The vhost whose certificate the handshake presented.
     pub vhost: u32,
+    /// Routed to the TLS default.
+    pub by_default: bool,
+    /// The ClientHello's server name (lower-cased).
+    pub sni: Option<String>,
 }
 
 impl Router for TlsRouter<'_> {
     fn route(&self, host: Option<&str>) -> Option<&Site> {
-        match host.and_then(|h| self.sites.hosts.lookup(h)) {
+        let Some(host) = host else {
+            return self.sites.by_vhost(self.vhost);
+        };
+        match self.sites.hosts.lookup(host) {
             Some(FOREIGN) => None,
             Some(i) => self.sites.sites.get(i).filter(|s| s.vhost_id == self.vhost),
-            None => self.sites.by_vhost(self.vhost),
+            None if self.by_default => {
+                let host = host.strip_suffix('.').unwrap_or(host);
+                match &self.sni {
+                    Some(sni) if !sni.eq_ignore_ascii_case(host) => None,
+                    _ => self.sites.by_vhost(self.vhost),
+                }
+            }
+            None => None,
         }
     }
 }
@@ -151,5 +167,40 @@ mod tests {
         // A first request that named one of our hosts was not routed by default.
         let r = router(&sites, Some("GET / HTTP/1.1\r\nHost: a.test\r\n\r\n"));
         assert_eq!(vhost(&r, Some("other.test")), None);
+    }
+
+    #[test]
+    fn a_tls_connection_serves_its_own_vhost_only() {
+        let sites = sites();
+        let by_name = TlsRouter {
+            sites: &sites,
+            vhost: 3,
+            by_default: false,
+            sni: Some("b.test".into()),
+        };
+        let v = |r: &TlsRouter<'_>, host| r.route(host).map(|s| s.vhost_id);
+        assert_eq!(v(&by_name, Some("b.test")), Some(3));
+        assert_eq!(v(&by_name, Some("Y.b.test")), Some(3));
+        assert_eq!(v(&by_name, None), Some(3));
+        // Our other vhost, another environment's host, a host we do not know: 421.
+        assert_eq!(v(&by_name, Some("a.test")), None);
+        assert_eq!(v(&by_name, Some("x.b.test")), None);
+        assert_eq!(v(&by_name, Some("elsewhere.test")), None);
+        let by_default = TlsRouter {
+            sites: &sites,
+            vhost: 0,
+            by_default: true,
+            sni: Some("unknown.test".into()),
+        };
+        assert_eq!(v(&by_default, Some("unknown.test")), Some(0));
+        assert_eq!(v(&by_default, Some("Unknown.Test.")), Some(0));
+        assert_eq!(v(&by_default, Some("elsewhere.test")), None);
+        assert_eq!(v(&by_default, Some("b.test")), None);
+        let no_name = TlsRouter {
+            sni: None,
+            ..by_default
+        };
+        assert_eq!(v(&no_name, Some("203.0.113.7")), Some(0));
+        assert_eq!(v(&no_name, Some("x.b.test")), None);
     }
 }

@@ -454,9 +454,12 @@ async fn tls_connection(
             return;
         }
     };
+    let sni = session.get_ref().1.server_name().map(str::to_ascii_lowercase);
     let router = TlsRouter {
         sites,
         vhost: meta.vhost,
+        by_default,
+        sni,
     };
     let mut transport = Transport::Tls(Box::new(session));
     let outcome = h1::serve(&mut transport, Vec::new(), None, &router, cfg, stop, &observer).await;

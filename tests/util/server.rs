@@ -185,6 +185,8 @@ pub struct TestServer {
     pub addr: SocketAddr,
     /// The Prometheus listener, when one is configured.
     pub metrics_addr: Option<SocketAddr>,
+    /// The first `listen_tls` listener, when one is configured.
+    pub tls_addr: Option<SocketAddr>,
     pub config_path: PathBuf,
     log: Log,
     _dir: tempfile::TempDir,
@@ -276,13 +278,22 @@ impl TestServer {
             child: Some(child),
             addr: "0.0.0.0:0".parse().unwrap(),
             metrics_addr: None,
+            tls_addr: None,
             config_path,
             log,
             _dir: dir,
         };
         let ready = server
             .wait_for_log_line(Duration::from_secs(30), |l| l.contains("ready: listening on "))
-            .and_then(|line| parse_ready(&line));
+            .and_then(|line| {
+                let tls = line
+                    .split("tls on ")
+                    .nth(1)
+                    .and_then(|t| t.split([',', ' ', ';']).next())
+                    .and_then(|t| t.parse().ok());
+                server.tls_addr = tls;
+                parse_ready(&line)
+            });
         match ready {
             Some((addr, metrics)) => {
                 server.addr = addr;
