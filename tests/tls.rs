@@ -175,6 +175,7 @@ struct Seen {
     cert: Vec<u8>,
     version: Option<rustls::ProtocolVersion>,
     alpn: Option<Vec<u8>>,
+    resumed: bool,
     response: String,
 }
 
@@ -199,8 +200,19 @@ fn https_with(
     versions: &[&'static rustls::SupportedProtocolVersion],
     split: Option<usize>,
 ) -> Result<Seen, String> {
+    https_on(addr, client_config(versions, sni.is_some()), sni, host, split)
+}
+
+/// [`https_with`] with a given client configuration (its session store included).
+fn https_on(
+    addr: SocketAddr,
+    config: Arc<ClientConfig>,
+    sni: Option<&str>,
+    host: &str,
+    split: Option<usize>,
+) -> Result<Seen, String> {
     let name = ServerName::try_from(sni.unwrap_or("unnamed.test").to_owned()).unwrap();
-    let mut conn = ClientConnection::new(client_config(versions, sni.is_some()), name).unwrap();
+    let mut conn = ClientConnection::new(config, name).unwrap();
     let mut sock = TcpStream::connect(addr).map_err(|e| e.to_string())?;
     sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     sock.set_nodelay(true).unwrap();
@@ -233,6 +245,7 @@ fn https_with(
             .unwrap_or_default(),
         version: conn.protocol_version(),
         alpn: conn.alpn_protocol().map(<[u8]>::to_vec),
+        resumed: conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
         response: String::from_utf8_lossy(&response).into_owned(),
     })
 }
@@ -281,7 +294,7 @@ keep_alive_timeout = 5
 [environments.alice]
 user = {ALICE}
 group = {ALICE}
-min_processors = 1
+min_processors = 2
 max_processors = 2
 
 [environments.bob]
@@ -446,6 +459,29 @@ fn only_tls_1_2_and_1_3() {
             !text.contains("BEGIN CERTIFICATE") && text.contains("Cipher is (NONE)"),
             "{old}:\n{text}"
         );
+    }
+}
+
+#[test]
+fn sessions_resume_across_the_environments_processors() {
+    require_root!();
+    if require_tool("openssl", "openssl").is_none() {
+        return;
+    }
+    let s = setup("tls_resume");
+    let server = TestServer::start(&config(&s, ""));
+    let addr = tls_addr(&server);
+    assert!(server.wait_until(Duration::from_secs(10), || server.processors_of(ALICE).len() == 2));
+    for versions in [&[&rustls::version::TLS13][..], &[&rustls::version::TLS12][..]] {
+        let config = client_config(versions, true);
+        let first = https_on(addr, config.clone(), Some("alice.test"), "alice.test", None).unwrap();
+        assert!(!first.resumed);
+        // Alice has two processors: whichever takes each connection, the session resumes.
+        for i in 0..6 {
+            let again = https_on(addr, config.clone(), Some("alice.test"), "alice.test", None).unwrap();
+            assert_served(&again, &s.alice.0, "alice home");
+            assert!(again.resumed, "{versions:?}: connection {i} was not resumed");
+        }
     }
 }
 

@@ -211,6 +211,22 @@ pub struct ProcessorBoot {
     /// The environment's FastCGI backends, when it has them.
     #[serde(default)]
     pub fastcgi: Option<FastcgiBoot>,
+    /// The secret this generation's processors of this environment derive their TLS
+    /// session-ticket keys from (so a session resumes on any of them); `None` when it
+    /// has no certificate. No other environment's processors get it.
+    #[serde(default)]
+    pub tls_ticket_seed: Option<TicketSeed>,
+}
+
+/// 32 random bytes made by the supervisor per environment and generation; never shown
+/// by `Debug`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TicketSeed(pub [u8; 32]);
+
+impl std::fmt::Debug for TicketSeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TicketSeed(..)")
+    }
 }
 
 /// What a processor knows of its environment's FastCGI backends.

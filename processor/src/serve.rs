@@ -120,6 +120,7 @@ async fn serve(
         boot.sites
             .iter()
             .filter_map(|s| Some((s.vhost_id, s.server_name.as_str(), s.tls.as_ref()?))),
+        boot.tls_ticket_seed.as_ref(),
     );
     for e in tls_errors {
         error!(environment = %boot.environment, "TLS: {e}; that site's handshakes are refused");

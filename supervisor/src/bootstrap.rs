@@ -236,6 +236,7 @@ pub fn processor(
             timeout_secs: f.timeout.as_secs(),
             program: f.command[0].clone(),
         }),
+        tls_ticket_seed: g.ticket_seeds.get(env).cloned().flatten(),
     };
     let credentials = privileged.then_some(Credentials {
         uid: e.uid,

@@ -50,6 +50,9 @@ pub struct Generation {
     /// Per environment with `fastcgi`: its listening socket (unlinked when this
     /// generation is dropped) and its watch.
     pub fastcgi: Vec<Option<crate::fastcgi::EnvBackends>>,
+    /// Per environment with a certificate: its processors' TLS ticket seed (random, of
+    /// this generation only).
+    pub ticket_seeds: Vec<Option<common::control::TicketSeed>>,
 }
 
 impl Generation {
@@ -94,6 +97,13 @@ impl Generation {
             seg.set(table::env_word(e, table::env::MAX_BACKENDS), u64::from(max));
         }
         seg.set(table::MAGIC, slot::MAGIC_VALUE);
+        let ticket_seeds = (0..envs)
+            .map(|e| {
+                let tls = cfg.vhosts.iter().any(|v| v.environment == e && v.tls.is_some());
+                tls.then(random_seed).transpose()
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(SupervisorError::Random)?;
         Ok(Generation {
             id,
             cfg: cfg.clone(),
@@ -108,6 +118,7 @@ impl Generation {
             retire_started: None,
             logs,
             fastcgi,
+            ticket_seeds,
         })
     }
 
@@ -170,6 +181,26 @@ impl Generation {
         }
         t.seq_write_end(table::SEQ);
     }
+}
+
+/// 32 bytes from the kernel's random source (`getrandom(2)`, blocking only before the
+/// pool is first initialised at boot).
+fn random_seed() -> std::io::Result<common::control::TicketSeed> {
+    let mut seed = [0u8; 32];
+    let mut filled = 0;
+    while filled < seed.len() {
+        // SAFETY: the pointer and length describe the unfilled rest of `seed`.
+        let n = unsafe { libc::getrandom(seed[filled..].as_mut_ptr().cast(), seed.len() - filled, 0) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        filled += n as usize;
+    }
+    Ok(common::control::TicketSeed(seed))
 }
 
 #[cfg(test)]

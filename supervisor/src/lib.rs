@@ -60,6 +60,8 @@ pub enum SupervisorError {
     Fastcgi(#[from] fastcgi::socket::SocketError),
     #[error(transparent)]
     Cgroup(#[from] cgroup::CgroupError),
+    #[error("random TLS ticket seed: {0}")]
+    Random(std::io::Error),
 }
 
 /// Runs the server in the foreground until it is stopped. Returns the exit code.

@@ -5,8 +5,9 @@
 //!
 //! rustls with the `ring` provider, TLS 1.2 and 1.3 only, ALPN `http/1.1`. One
 //! `ServerConfig` per site, all of this processor's sharing one ticketer and one session
-//! cache: a session resumes only within this environment (another environment's
-//! processors have their own keys, never these). The hello is read again here and its
+//! cache: tickets are sealed with keys derived from the environment's seed
+//! ([`tickets`]), so a session resumes on any processor of this environment and
+//! generation and on no other environment's (whose seed is not here). The hello is read again here and its
 //! server name checked against the multiplexer's answer: a disagreement is a refused
 //! handshake, never another vhost's certificate.
 
@@ -14,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::control::SiteTls;
+use common::control::{SiteTls, TicketSeed};
 use rustls::server::{Acceptor, ServerConfig, ServerSessionMemoryCache};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -24,6 +25,8 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::LazyConfigAcceptor;
 
 use crate::route::{Sites, FOREIGN};
+
+mod tickets;
 
 /// Largest certificate chain or key file read.
 const MAX_PEM: u64 = 1 << 20;
@@ -67,10 +70,13 @@ impl TlsSites {
     /// Loads every site's certificate and key (`(vhost id, server name, paths)`). A site
     /// whose files cannot be loaded is left out (its handshakes are refused) with the
     /// error returned, so one broken site does not stop the others.
-    pub fn load<'a>(sites: impl Iterator<Item = (u32, &'a str, &'a SiteTls)>) -> (TlsSites, Vec<TlsError>) {
+    pub fn load<'a>(
+        sites: impl Iterator<Item = (u32, &'a str, &'a SiteTls)>,
+        seed: Option<&TicketSeed>,
+    ) -> (TlsSites, Vec<TlsError>) {
         let mut out = TlsSites::default();
         let mut errors = Vec::new();
-        let shared = match Shared::new() {
+        let shared = match Shared::new(seed) {
             Ok(shared) => shared,
             Err(e) => return (out, vec![e]),
         };
@@ -97,9 +103,15 @@ struct Shared {
 }
 
 impl Shared {
-    fn new() -> Result<Shared, TlsError> {
+    /// With the environment's seed, its shared tickets; without (never sent for an
+    /// environment with a certificate), this processor's own.
+    fn new(seed: Option<&TicketSeed>) -> Result<Shared, TlsError> {
+        let ticketer: Arc<dyn rustls::server::ProducesTickets> = match seed {
+            Some(seed) => Arc::new(tickets::Tickets::new(&seed.0)),
+            None => rustls::crypto::ring::Ticketer::new().map_err(TlsError::Ticketer)?,
+        };
         Ok(Shared {
-            ticketer: rustls::crypto::ring::Ticketer::new().map_err(TlsError::Ticketer)?,
+            ticketer,
             cache: ServerSessionMemoryCache::new(SESSION_CACHE),
         })
     }
