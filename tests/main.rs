@@ -68,7 +68,8 @@ mod tenant_stdio;
 /// HTTPS with each tenant's own key: SNI routing in the multiplexer (names, default,
 /// strict, split hellos, hostile hellos without spinning), the handshake in the
 /// processor (TLS 1.2/1.3 only, 421 for another environment's host), no key outside its
-/// environment (fds and memory), `check` refusing a key the multiplexers can read.
+/// environment (fds and memory), sessions resumed across an environment's processors,
+/// a renewed certificate after SIGHUP, `check` refusing a key the multiplexers can read.
 mod tls;
 /// Unprivileged mode: everything as one normal user, isolation off, both vhosts served.
 mod unprivileged;

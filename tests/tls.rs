@@ -745,3 +745,66 @@ fn hostile_hellos_cost_no_panic_and_no_spinning() {
     );
     assert!(server.wait_for_log("TLS: ", Duration::from_secs(5)).is_some());
 }
+
+#[test]
+fn a_renewed_certificate_is_served_after_sighup_and_a_download_completes() {
+    require_root!();
+    if require_tool("openssl", "openssl").is_none() {
+        return;
+    }
+    let s = setup("tls_renew");
+    let size: u64 = 8 << 20;
+    sparse_file(&s.root, "alice/big.bin", size, ALICE, 0o644);
+    let server = TestServer::start(&config(&s, ""));
+    let addr = tls_addr(&server);
+    let old = leaf(&s.alice.0);
+    assert_served(
+        &https(addr, Some("alice.test"), "alice.test").unwrap(),
+        &s.alice.0,
+        "alice home",
+    );
+    // A download started before the reload, read slowly.
+    let name = ServerName::try_from("alice.test").unwrap();
+    let mut conn = ClientConnection::new(client_config(&[&rustls::version::TLS13], true), name).unwrap();
+    let mut sock = TcpStream::connect(addr).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut got = 0u64;
+    let mut chunk = vec![0u8; 64 << 10];
+    {
+        let mut tls = rustls::Stream::new(&mut conn, &mut sock);
+        tls.write_all(b"GET /big.bin HTTP/1.1\r\nHost: alice.test\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        got += tls.read(&mut chunk).unwrap() as u64;
+    }
+    // Renewed in place (a new key too), then SIGHUP.
+    let pki = Pki {
+        dir: s.pki_dir.clone(),
+    };
+    let renewed = pki.issue("alice", &["alice.test", "*.alice.test"], ALICE);
+    assert_eq!(renewed.0, s.alice.0);
+    let new = leaf(&s.alice.0);
+    assert_ne!(old, new);
+    server.signal(nix::sys::signal::Signal::SIGHUP);
+    assert!(server
+        .wait_for_log("reload: new generation starting", Duration::from_secs(10))
+        .is_some());
+    let presented = poll(Duration::from_secs(10), || {
+        let seen = https(addr, Some("alice.test"), "alice.test").ok()?;
+        (seen.cert == new).then_some(seen)
+    });
+    assert!(presented.is_some(), "the renewed certificate was never presented");
+    // The download goes on to its end.
+    let mut tls = rustls::Stream::new(&mut conn, &mut sock);
+    loop {
+        match tls.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => got += n as u64,
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+            Err(e) => panic!("download cut after {got} bytes: {e}"),
+        }
+    }
+    assert!(
+        got > size && got < size + 1024,
+        "got {got} bytes of a {size}-byte file and its head"
+    );
+}
