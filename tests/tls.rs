@@ -808,3 +808,72 @@ fn a_renewed_certificate_is_served_after_sighup_and_a_download_completes() {
         "got {got} bytes of a {size}-byte file and its head"
     );
 }
+
+#[test]
+fn handshakes_failures_resumptions_and_421s_are_counted_per_environment() {
+    require_root!();
+    if require_tool("openssl", "openssl").is_none() {
+        return;
+    }
+    let s = setup("tls_metrics");
+    let server = TestServer::start(&config(&s, ""));
+    let addr = tls_addr(&server);
+    let config = client_config(&[&rustls::version::TLS13], true);
+    for _ in 0..3 {
+        https_on(addr, config.clone(), Some("alice.test"), "alice.test", None).unwrap();
+    }
+    let misdirected = https(addr, Some("alice.test"), "bob.test").unwrap();
+    assert!(misdirected.response.starts_with("HTTP/1.1 421"));
+    https(addr, Some("bob.test"), "bob.test").unwrap();
+    // A client that sends its hello, reads the server's flight and goes: a failed
+    // handshake in bob's processor.
+    let mut hello = Vec::new();
+    let name = ServerName::try_from("bob.test").unwrap();
+    ClientConnection::new(client_config(&[&rustls::version::TLS13], true), name)
+        .unwrap()
+        .write_tls(&mut hello)
+        .unwrap();
+    let mut sock = TcpStream::connect(addr).unwrap();
+    sock.write_all(&hello).unwrap();
+    let mut answer = [0u8; 4096];
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = sock.read(&mut answer);
+    drop(sock);
+    let metrics = server.metrics_addr.expect("the metrics listener");
+    let value = |name: &str, env: &str, label: Option<(&str, &str)>| -> f64 {
+        let (status, text) = get_http10(metrics, "/metrics").expect("GET /metrics");
+        assert_eq!(status, 200, "{text}");
+        let samples = parse_samples(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        samples
+            .iter()
+            .filter(|x| x.name == name && x.label("environment") == Some(env))
+            .filter(|x| label.is_none_or(|(k, v)| x.label(k) == Some(v)))
+            .map(|x| x.value)
+            .sum()
+    };
+    let settled = poll(Duration::from_secs(5), || {
+        (value(
+            "bulkhead_tls_handshake_failures_total",
+            "bob",
+            Some(("reason", "error")),
+        ) >= 1.0)
+            .then_some(())
+    });
+    assert!(settled.is_some(), "bob's failed handshake was not counted");
+    assert_eq!(
+        value(
+            "bulkhead_tls_handshakes_total",
+            "alice",
+            Some(("alpn", "http/1.1"))
+        ),
+        4.0
+    );
+    assert_eq!(
+        value("bulkhead_tls_handshakes_total", "alice", Some(("alpn", "none"))),
+        0.0
+    );
+    assert_eq!(value("bulkhead_tls_resumed_handshakes_total", "alice", None), 2.0);
+    assert_eq!(value("bulkhead_misdirected_requests_total", "alice", None), 1.0);
+    assert_eq!(value("bulkhead_misdirected_requests_total", "bob", None), 0.0);
+    assert_eq!(value("bulkhead_tls_handshakes_total", "bob", None), 1.0);
+}

@@ -247,7 +247,20 @@ pub mod slot {
     pub const FCGI_BAD_GATEWAY: usize = 20;
     /// FastCGI requests answered 504 (`fastcgi_timeout`).
     pub const FCGI_TIMEOUTS: usize = 21;
-    pub const HEADER: usize = 24;
+    /// A processor's TLS handshakes completed, and of those resumed and with ALPN
+    /// `http/1.1` (the rest chose none).
+    pub const TLS_HANDSHAKES: usize = 22;
+    pub const TLS_RESUMED: usize = 23;
+    pub const TLS_ALPN_HTTP11: usize = 24;
+    /// Handshakes that failed: no hello or no handshake in time, a server name that
+    /// disagrees with the routing, anything else (a protocol error, a client gone, no
+    /// certificate loaded).
+    pub const TLS_FAIL_TIMEOUT: usize = 25;
+    pub const TLS_FAIL_SERVER_NAME: usize = 26;
+    pub const TLS_FAIL_ERROR: usize = 27;
+    /// Requests answered 421 on a TLS connection (another vhost's host).
+    pub const TLS_MISDIRECTED: usize = 28;
+    pub const HEADER: usize = 32;
 
     pub const MAGIC_VALUE: u64 = 0x6268_736c_6f74_0001;
 
@@ -340,7 +353,15 @@ pub mod table {
         /// forks refused at `pids.max`.
         pub const OOM_KILLS: usize = 23;
         pub const PIDS_MAX_HITS: usize = 24;
-        pub const WORDS: usize = 25;
+        /// The TLS counters of processors that are gone ([`super::TLS_RETIRED`]).
+        pub const RETIRED_TLS_HANDSHAKES: usize = 25;
+        pub const RETIRED_TLS_RESUMED: usize = 26;
+        pub const RETIRED_TLS_ALPN_HTTP11: usize = 27;
+        pub const RETIRED_TLS_FAIL_TIMEOUT: usize = 28;
+        pub const RETIRED_TLS_FAIL_SERVER_NAME: usize = 29;
+        pub const RETIRED_TLS_FAIL_ERROR: usize = 30;
+        pub const RETIRED_TLS_MISDIRECTED: usize = 31;
+        pub const WORDS: usize = 32;
     }
 
     /// Per vhost: the retired per-site counters (same layout as a slot's site block).
@@ -355,6 +376,20 @@ pub mod table {
         pub const LIVE: usize = 1;
         pub const WORDS: usize = 2;
     }
+
+    /// (retired total per environment, processor slot word) of the TLS counters.
+    pub const TLS_RETIRED: [(usize, usize); 7] = [
+        (env::RETIRED_TLS_HANDSHAKES, super::slot::TLS_HANDSHAKES),
+        (env::RETIRED_TLS_RESUMED, super::slot::TLS_RESUMED),
+        (env::RETIRED_TLS_ALPN_HTTP11, super::slot::TLS_ALPN_HTTP11),
+        (env::RETIRED_TLS_FAIL_TIMEOUT, super::slot::TLS_FAIL_TIMEOUT),
+        (
+            env::RETIRED_TLS_FAIL_SERVER_NAME,
+            super::slot::TLS_FAIL_SERVER_NAME,
+        ),
+        (env::RETIRED_TLS_FAIL_ERROR, super::slot::TLS_FAIL_ERROR),
+        (env::RETIRED_TLS_MISDIRECTED, super::slot::TLS_MISDIRECTED),
+    ];
 
     pub fn words(envs: usize, vhosts: usize, registry_len: usize) -> usize {
         HEADER + envs * env::WORDS + vhosts * vhost::WORDS + registry_len * registry::WORDS

@@ -2,7 +2,7 @@
 //! read under the shared table's seqlock so a child that dies meanwhile is counted
 //! exactly once.
 
-use crate::status::model::{ChildRow, ChildState, EnvRow, FastcgiRow, Role, Snapshot, VhostRow};
+use crate::status::model::{ChildRow, ChildState, EnvRow, FastcgiRow, Role, Snapshot, TlsRow, VhostRow};
 use common::scoreboard::{now_ms, slot, table};
 
 use crate::pool::Pools;
@@ -75,6 +75,16 @@ fn build(pools: &Pools, facts: &Facts, server_name: &str) -> Snapshot {
                 oom_kills: w(table::env::OOM_KILLS).min(1 << 48),
                 pids_max_hits: w(table::env::PIDS_MAX_HITS).min(1 << 48),
                 fastcgi: fastcgi(&w),
+                tls: pools
+                    .vhosts
+                    .iter()
+                    .any(|v| v.tls && v.env as usize == i)
+                    .then(|| {
+                        tls_row(|slot_word| {
+                            let total = table::TLS_RETIRED.iter().find(|(_, sw)| *sw == slot_word);
+                            total.map_or(0, |(tw, _)| w(*tw).min(1 << 48))
+                        })
+                    }),
             }
         })
         .collect();
@@ -152,6 +162,9 @@ fn build(pools: &Pools, facts: &Facts, server_name: &str) -> Snapshot {
                 env.bytes = env.bytes.saturating_add(row.bytes);
                 env.active_conns = env.active_conns.saturating_add(row.active_conns);
                 env.duration_us = env.duration_us.saturating_add(g(slot::DURATION_US));
+                if let Some(tls) = &mut env.tls {
+                    tls.add(&tls_row(g));
+                }
                 if let Some(f) = &mut env.fastcgi {
                     f.requests = f.requests.saturating_add(g(slot::FCGI_REQUESTS));
                     f.bad_gateway = f.bad_gateway.saturating_add(g(slot::FCGI_BAD_GATEWAY));
@@ -202,6 +215,19 @@ fn build(pools: &Pools, facts: &Facts, server_name: &str) -> Snapshot {
         children,
         environments: envs,
         vhosts,
+    }
+}
+
+/// A TLS row from a reader of the processors' slot words (bounded by the caller).
+fn tls_row(g: impl Fn(usize) -> u64) -> TlsRow {
+    TlsRow {
+        handshakes: g(slot::TLS_HANDSHAKES),
+        resumed: g(slot::TLS_RESUMED),
+        alpn_http11: g(slot::TLS_ALPN_HTTP11),
+        failed_timeout: g(slot::TLS_FAIL_TIMEOUT),
+        failed_server_name: g(slot::TLS_FAIL_SERVER_NAME),
+        failed_error: g(slot::TLS_FAIL_ERROR),
+        misdirected: g(slot::TLS_MISDIRECTED),
     }
 }
 

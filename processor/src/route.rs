@@ -74,10 +74,22 @@ pub(crate) struct TlsRouter<'a> {
     pub by_default: bool,
     /// The ClientHello's server name (lower-cased).
     pub sni: Option<String>,
+    /// Requests refused (each gets 421), for the slot's `TLS_MISDIRECTED`.
+    pub misdirected: &'a std::cell::Cell<u64>,
 }
 
 impl Router for TlsRouter<'_> {
     fn route(&self, host: Option<&str>) -> Option<&Site> {
+        let site = self.decide(host);
+        if site.is_none() {
+            self.misdirected.set(self.misdirected.get().saturating_add(1));
+        }
+        site
+    }
+}
+
+impl TlsRouter<'_> {
+    fn decide(&self, host: Option<&str>) -> Option<&Site> {
         let Some(host) = host else {
             return self.sites.by_vhost(self.vhost);
         };
@@ -172,11 +184,13 @@ mod tests {
     #[test]
     fn a_tls_connection_serves_its_own_vhost_only() {
         let sites = sites();
+        let count = std::cell::Cell::new(0);
         let by_name = TlsRouter {
             sites: &sites,
             vhost: 3,
             by_default: false,
             sni: Some("b.test".into()),
+            misdirected: &count,
         };
         let v = |r: &TlsRouter<'_>, host| r.route(host).map(|s| s.vhost_id);
         assert_eq!(v(&by_name, Some("b.test")), Some(3));
@@ -186,11 +200,13 @@ mod tests {
         assert_eq!(v(&by_name, Some("a.test")), None);
         assert_eq!(v(&by_name, Some("x.b.test")), None);
         assert_eq!(v(&by_name, Some("elsewhere.test")), None);
+        assert_eq!(count.get(), 3);
         let by_default = TlsRouter {
             sites: &sites,
             vhost: 0,
             by_default: true,
             sni: Some("unknown.test".into()),
+            misdirected: &count,
         };
         assert_eq!(v(&by_default, Some("unknown.test")), Some(0));
         assert_eq!(v(&by_default, Some("Unknown.Test.")), Some(0));

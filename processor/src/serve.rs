@@ -451,19 +451,31 @@ async fn tls_connection(
     {
         Ok(session) => session,
         Err(e) => {
+            board.slot.add(tls::failure_word(&e), 1);
             info!(environment = env, peer = %meta.peer, "TLS handshake refused: {e}");
             return;
         }
     };
+    let state = session.get_ref().1;
+    board.slot.add(slot::TLS_HANDSHAKES, 1);
+    if state.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+        board.slot.add(slot::TLS_RESUMED, 1);
+    }
+    if state.alpn_protocol() == Some(b"http/1.1") {
+        board.slot.add(slot::TLS_ALPN_HTTP11, 1);
+    }
     let sni = session.get_ref().1.server_name().map(str::to_ascii_lowercase);
+    let misdirected = std::cell::Cell::new(0);
     let router = TlsRouter {
         sites,
         vhost: meta.vhost,
         by_default,
         sni,
+        misdirected: &misdirected,
     };
     let mut transport = Transport::Tls(Box::new(session));
     let outcome = h1::serve(&mut transport, Vec::new(), None, &router, cfg, stop, &observer).await;
+    board.slot.add(slot::TLS_MISDIRECTED, misdirected.get());
     if outcome != Outcome::Closed {
         debug!(
             environment = env,

@@ -158,6 +158,9 @@ impl Generation {
                 get(slot::FCGI_BAD_GATEWAY),
             );
             t.add_saturating(w(table::env::RETIRED_FCGI_TIMEOUTS), get(slot::FCGI_TIMEOUTS));
+            for (total, word) in table::TLS_RETIRED {
+                t.add_saturating(w(total), get(word));
+            }
             let sites = (s.get(slot::SITES) as usize).min(vhosts);
             for i in 0..sites {
                 let vhost = s.get(slot::site_word(i, slot::site::VHOST)) as usize;
@@ -256,6 +259,8 @@ document_root = "/tmp"
             table::env::RETIRED_FCGI_REQUESTS,
             table::env::RETIRED_FCGI_BAD_GATEWAY,
             table::env::RETIRED_FCGI_TIMEOUTS,
+            table::env::RETIRED_TLS_HANDSHAKES,
+            table::env::RETIRED_TLS_MISDIRECTED,
         ] {
             assert_eq!(
                 t.get(table::env_word(0, w)),

@@ -173,7 +173,7 @@ impl Supervisor {
                 live.iter()
                     .fold(0u64, |acc, s| acc.saturating_add(s.get(w).min(cap)))
             };
-            let pairs = [
+            let pairs = table::TLS_RETIRED.into_iter().chain([
                 (table::env::RETIRED_FCGI_REQUESTS, slot::FCGI_REQUESTS),
                 (table::env::RETIRED_FCGI_BAD_GATEWAY, slot::FCGI_BAD_GATEWAY),
                 (table::env::RETIRED_FCGI_TIMEOUTS, slot::FCGI_TIMEOUTS),
@@ -182,7 +182,7 @@ impl Supervisor {
                 (table::env::RETIRED_BYTES, slot::BYTES),
                 (table::env::RETIRED_HANDBACKS, slot::HANDBACKS),
                 (table::env::RETIRED_DURATION_US, slot::DURATION_US),
-            ];
+            ]);
             for (tw, sw) in pairs {
                 new.table.set(
                     table::env_word(ni, tw),

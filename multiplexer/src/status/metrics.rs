@@ -40,6 +40,10 @@ pub(crate) const FASTCGI_REQUESTS: &str = "bulkhead_fastcgi_requests_total";
 pub(crate) const FASTCGI_ERRORS: &str = "bulkhead_fastcgi_errors_total";
 pub(crate) const FASTCGI_STARTS: &str = "bulkhead_fastcgi_backend_starts_total";
 pub(crate) const FASTCGI_DEATHS: &str = "bulkhead_fastcgi_backend_deaths_total";
+pub(crate) const TLS_HANDSHAKES: &str = "bulkhead_tls_handshakes_total";
+pub(crate) const TLS_RESUMED: &str = "bulkhead_tls_resumed_handshakes_total";
+pub(crate) const TLS_FAILURES: &str = "bulkhead_tls_handshake_failures_total";
+pub(crate) const MISDIRECTED: &str = "bulkhead_misdirected_requests_total";
 pub(crate) const OOM_KILLS: &str = "bulkhead_oom_kills_total";
 pub(crate) const PIDS_MAX_HITS: &str = "bulkhead_pids_max_hits_total";
 
@@ -224,6 +228,7 @@ fn register_all(r: &Registry, s: &Snapshot) -> prometheus::Result<()> {
     }
 
     fastcgi(r, s)?;
+    tls(r, s)?;
 
     // Server-wide.
     let accepted = reg(
@@ -249,6 +254,51 @@ fn register_all(r: &Registry, s: &Snapshot) -> prometheus::Result<()> {
         .split_once('/')
         .map_or(&*s.server_version, |(_, v)| v);
     build.with_label_values(&[version]).set(1);
+    Ok(())
+}
+
+/// The TLS handshakes of every environment with a certificate.
+fn tls(r: &Registry, s: &Snapshot) -> prometheus::Result<()> {
+    let env = &["environment"];
+    let handshakes = counters(
+        r,
+        TLS_HANDSHAKES,
+        "TLS handshakes completed by the environment's processors, by ALPN protocol chosen.",
+        &["environment", "alpn"],
+    )?;
+    let resumed = counters(r, TLS_RESUMED, "TLS handshakes that resumed a session.", env)?;
+    let failures = counters(
+        r,
+        TLS_FAILURES,
+        "TLS handshakes that failed, by reason (timeout, server_name: disagreed with the routing, error).",
+        &["environment", "reason"],
+    )?;
+    let misdirected = counters(
+        r,
+        MISDIRECTED,
+        "Requests answered 421 on a TLS connection (a host of another vhost).",
+        env,
+    )?;
+    for e in &s.environments {
+        let Some(t) = &e.tls else { continue };
+        let name: &str = &e.name;
+        let http11 = t.alpn_http11.min(t.handshakes);
+        handshakes.with_label_values(&[name, "http/1.1"]).inc_by(http11);
+        handshakes
+            .with_label_values(&[name, "none"])
+            .inc_by(t.handshakes - http11);
+        resumed.with_label_values(&[name]).inc_by(t.resumed);
+        failures
+            .with_label_values(&[name, "timeout"])
+            .inc_by(t.failed_timeout);
+        failures
+            .with_label_values(&[name, "server_name"])
+            .inc_by(t.failed_server_name);
+        failures
+            .with_label_values(&[name, "error"])
+            .inc_by(t.failed_error);
+        misdirected.with_label_values(&[name]).inc_by(t.misdirected);
+    }
     Ok(())
 }
 
@@ -561,6 +611,37 @@ mod tests {
         );
         // An environment without backends has no FastCGI series.
         assert!(!text.contains(r#"bulkhead_fastcgi_requests_total{environment="blog"}"#));
+        let tls = [
+            (
+                r#"bulkhead_tls_handshakes_total{alpn="http/1.1",environment="shop"}"#,
+                38.0,
+            ),
+            (
+                r#"bulkhead_tls_handshakes_total{alpn="none",environment="shop"}"#,
+                2.0,
+            ),
+            (
+                r#"bulkhead_tls_resumed_handshakes_total{environment="shop"}"#,
+                12.0,
+            ),
+            (
+                r#"bulkhead_tls_handshake_failures_total{environment="shop",reason="timeout"}"#,
+                2.0,
+            ),
+            (
+                r#"bulkhead_tls_handshake_failures_total{environment="shop",reason="server_name"}"#,
+                1.0,
+            ),
+            (
+                r#"bulkhead_tls_handshake_failures_total{environment="shop",reason="error"}"#,
+                5.0,
+            ),
+            (r#"bulkhead_misdirected_requests_total{environment="shop"}"#, 3.0),
+        ];
+        for (series, want) in tls {
+            assert_eq!(v(series), want, "{series}");
+        }
+        assert!(!text.contains(r#"bulkhead_tls_handshakes_total{alpn="none",environment="blog"}"#));
     }
 
     #[test]

@@ -79,6 +79,26 @@ pub struct EnvRow {
     pub pids_max_hits: u64,
     /// Its FastCGI backends; `None` when it has none configured.
     pub fastcgi: Option<FastcgiRow>,
+    /// Its TLS handshakes; `None` when none of its vhosts has a certificate.
+    pub tls: Option<TlsRow>,
+}
+
+/// An environment's TLS handshakes and the requests refused on its TLS connections.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TlsRow {
+    /// Handshakes completed (ever).
+    pub handshakes: u64,
+    /// Of those, sessions resumed.
+    pub resumed: u64,
+    /// Of those, with ALPN `http/1.1` (the others chose no protocol).
+    pub alpn_http11: u64,
+    /// Handshakes that failed: not done within `request_head_timeout`, a server name
+    /// that disagreed with the routing, anything else.
+    pub failed_timeout: u64,
+    pub failed_server_name: u64,
+    pub failed_error: u64,
+    /// Requests answered 421 (a host of another vhost on a TLS connection).
+    pub misdirected: u64,
 }
 
 /// An environment's FastCGI backends and the requests its processors sent them.
@@ -114,6 +134,24 @@ impl FastcgiRow {
         self.busy = active.min(self.running);
         self.idle = self.running - self.busy;
         self.waiting = active - self.busy;
+    }
+}
+
+impl TlsRow {
+    /// Adds `other`'s counters, saturating.
+    pub fn add(&mut self, other: &TlsRow) {
+        let pairs = [
+            (&mut self.handshakes, other.handshakes),
+            (&mut self.resumed, other.resumed),
+            (&mut self.alpn_http11, other.alpn_http11),
+            (&mut self.failed_timeout, other.failed_timeout),
+            (&mut self.failed_server_name, other.failed_server_name),
+            (&mut self.failed_error, other.failed_error),
+            (&mut self.misdirected, other.misdirected),
+        ];
+        for (mine, theirs) in pairs {
+            *mine = mine.saturating_add(theirs);
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 //! "shop" busy and dropping), three vhosts, five children (one multiplexer, three
 //! processors, one spare), one child in each state.
 
-use crate::status::model::{ChildRow, ChildState, EnvRow, FastcgiRow, Role, Snapshot, VhostRow};
+use crate::status::model::{ChildRow, ChildState, EnvRow, FastcgiRow, Role, Snapshot, TlsRow, VhostRow};
 
 /// 2026-11-23 01:13:34 UTC, the time of the reference `?auto` capture.
 pub(crate) const NOW_MS: u64 = 1_795_396_414_000;
@@ -51,6 +51,7 @@ fn env(id: usize, name: &str) -> EnvRow {
         oom_kills: 0,
         pids_max_hits: 0,
         fastcgi: None,
+        tls: None,
     }
 }
 
@@ -106,6 +107,15 @@ pub(crate) fn snapshot() -> Snapshot {
             timeouts: 1,
             starts: 5,
             deaths: 1,
+        }),
+        tls: Some(TlsRow {
+            handshakes: 40,
+            resumed: 12,
+            alpn_http11: 38,
+            failed_timeout: 2,
+            failed_server_name: 1,
+            failed_error: 5,
+            misdirected: 3,
         }),
         ..env(1, "shop")
     };

@@ -201,6 +201,16 @@ pub(crate) fn agrees(
     }
 }
 
+/// The slot word counting a failed handshake.
+pub(crate) fn failure_word(e: &TlsError) -> usize {
+    use common::scoreboard::slot;
+    match e {
+        TlsError::Timeout(_) => slot::TLS_FAIL_TIMEOUT,
+        TlsError::Disagrees { .. } => slot::TLS_FAIL_SERVER_NAME,
+        _ => slot::TLS_FAIL_ERROR,
+    }
+}
+
 /// Reads the ClientHello, checks its server name, and completes the handshake with the
 /// certificate of `vhost`, all within `within`.
 pub(crate) async fn accept(
