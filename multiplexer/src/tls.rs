@@ -4,6 +4,10 @@
 //! is handed to the environment untouched, flagged TLS; the processor runs the
 //! handshake with the environment's own key.
 //!
+//! A hello that arrived whole with the connection takes the fast path: one peek in the
+//! accept loop, the route, the hand-off, without registering the socket with the
+//! reactor (as plain HTTP's fast path in `conn.rs`).
+//!
 //! Bounds: the hello must be complete within [`MAX_HELLO`] bytes and
 //! `request_head_timeout`. Waiting for more bytes never spins: after a peek, the socket
 //! stays readable, so a peek that finds no new byte answers the reactor `WouldBlock`,
@@ -18,7 +22,7 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::rc::Rc;
 
 use common::control::VhostBoot;
-use common::handoff::{flags, Meta};
+use common::handoff::{self, flags, HandoffError, Meta};
 use common::scoreboard::table;
 use common::vhost::HostTable;
 use tokio::io::Interest;
@@ -188,7 +192,10 @@ pub(crate) fn route(
     }
 }
 
-/// A fresh connection from a TLS listener: peek, route and hand off on a task.
+/// A fresh connection from a TLS listener. First one peek outside the reactor: a
+/// ClientHello that came whole with the connection, for a pool with room, is handed off
+/// at once, without registering the socket or spawning a task (as the plain fast path
+/// does). Anything else is peeked, routed and handed off on a task.
 pub fn accepted(
     stream: std::net::TcpStream,
     peer: SocketAddr,
@@ -196,6 +203,33 @@ pub fn accepted(
     shared: &Rc<Shared>,
     inflight: &Rc<()>,
 ) {
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let done = SCRATCH.with(|scratch| {
+        let mut buf = scratch.borrow_mut();
+        buf.resize(MAX_HELLO, 0);
+        // SAFETY: `buf` is a valid, writable buffer of its length for the call;
+        // MSG_PEEK consumes nothing, MSG_DONTWAIT never blocks.
+        let n = unsafe {
+            libc::recv(
+                stream.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        if n <= 0 {
+            return false;
+        }
+        match examine(&buf[..n as usize]) {
+            Peeked::Hello(sni) => try_hand_off(sni.as_deref(), &stream, peer, local, shared),
+            _ => false,
+        }
+    });
+    if done {
+        return;
+    }
     let Some(held) = shared.held.take() else { return };
     let shared = shared.clone();
     let token = (
@@ -210,6 +244,57 @@ pub fn accepted(
         }
         drop((token, held));
     });
+}
+
+/// The fast path's hand-off: routed to a pool with room, sent at once.
+fn try_hand_off(
+    sni: Option<&str>,
+    stream: &std::net::TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    shared: &Shared,
+) -> bool {
+    let Some((vhost, default)) = route(
+        &shared.hosts,
+        &shared.pools.vhosts,
+        shared.tls_default,
+        shared.tls_strict_sni,
+        sni,
+    ) else {
+        return false;
+    };
+    let Some(env) = shared.pools.vhosts.get(vhost as usize).map(|v| v.env as usize) else {
+        return false;
+    };
+    if !shared.pools.has_room(env, vhost as usize) {
+        return false;
+    }
+    let meta = Meta {
+        flags: flags::TLS | if default { flags::TLS_DEFAULT } else { 0 },
+        vhost,
+        peer,
+        local,
+    };
+    match handoff::send(
+        shared.env_socks[env].get_ref().as_fd(),
+        &meta,
+        &[],
+        stream.as_fd(),
+    ) {
+        Ok(()) => {
+            shared
+                .pools
+                .table
+                .add(shared.pools.env_word(env, table::env::HANDOFFS), 1);
+            shared.pools.raise(env);
+            true
+        }
+        Err(HandoffError::Packet(e)) if e.is_would_block() => false,
+        Err(e) => {
+            warn!(environment = shared.env_name(env), "TLS hand-off failed: {e}");
+            false
+        }
+    }
 }
 
 async fn handle(stream: TcpStream, peer: SocketAddr, local: SocketAddr, shared: &Shared) {
