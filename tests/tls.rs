@@ -877,3 +877,61 @@ fn handshakes_failures_resumptions_and_421s_are_counted_per_environment() {
     assert_eq!(value("bulkhead_misdirected_requests_total", "bob", None), 0.0);
     assert_eq!(value("bulkhead_tls_handshakes_total", "bob", None), 1.0);
 }
+
+#[test]
+fn a_chrooted_environment_reads_its_key_inside_the_jail() {
+    require_root!();
+    if require_tool("openssl", "openssl").is_none() {
+        return;
+    }
+    let s = setup("tls_chroot");
+    let jail = s.root.join("jail");
+    put(&jail, "www/index.html", b"bob jailed", BOB, 0o644);
+    chown(&jail, 0);
+    chmod(&jail, 0o755);
+    std::fs::create_dir(jail.join("tls")).unwrap();
+    chmod(&jail.join("tls"), 0o755);
+    let (crt, key) = (jail.join("tls/bob.crt"), jail.join("tls/bob.key"));
+    std::fs::copy(&s.bob.0, &crt).unwrap();
+    std::fs::copy(&s.bob.1, &key).unwrap();
+    std::os::unix::fs::chown(&key, Some(BOB), Some(BOB)).unwrap();
+    chmod(&key, 0o600);
+    let jailed = |crt: &Path, key: &Path| {
+        config(&s, "")
+            .replace(
+                "[environments.bob]\n",
+                &format!("[environments.bob]\nchroot = \"{}\"\n", jail.display()),
+            )
+            .replace(
+                &s.root.join("bob").display().to_string(),
+                &jail.join("www").display().to_string(),
+            )
+            .replace(&s.bob.0.display().to_string(), &crt.display().to_string())
+            .replace(&s.bob.1.display().to_string(), &key.display().to_string())
+    };
+    // A key outside the jail is refused: the processors could not open it.
+    let outside = s.pki_dir.join("outside.toml");
+    std::fs::write(&outside, jailed(&crt, &s.bob.1)).unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&outside)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("outside the environment's chroot"),
+        "{stderr}"
+    );
+    let server = TestServer::start(&jailed(&crt, &key));
+    let addr = tls_addr(&server);
+    assert_served(
+        &https(addr, Some("bob.test"), "bob.test").unwrap(),
+        &s.bob.0,
+        "bob jailed",
+    );
+    assert_served(
+        &https(addr, Some("alice.test"), "alice.test").unwrap(),
+        &s.alice.0,
+        "alice home",
+    );
+}
