@@ -298,7 +298,9 @@ fn try_hand_off(
 }
 
 async fn handle(stream: TcpStream, peer: SocketAddr, local: SocketAddr, shared: &Shared) {
-    let sni = match tokio::time::timeout(shared.request_head_timeout, peek_hello(&stream)).await {
+    let mut lowered = false;
+    let peek = peek_hello(&stream, &mut lowered);
+    let sni = match tokio::time::timeout(shared.request_head_timeout, peek).await {
         Err(_) => {
             info!(%peer, "TLS: no complete ClientHello within request_head_timeout; closing");
             return;
@@ -333,7 +335,9 @@ async fn handle(stream: TcpStream, peer: SocketAddr, local: SocketAddr, shared: 
     let Some(env) = shared.pools.vhosts.get(vhost as usize).map(|v| v.env as usize) else {
         return;
     };
-    set_rcvlowat(&stream, 1);
+    if lowered {
+        set_rcvlowat(&stream, 1);
+    }
     match shared.pools.admit(env, vhost as usize).await {
         Ok(()) => {}
         Err(Refusal::Saturated | Refusal::VhostLimit) => {
@@ -370,8 +374,9 @@ enum Ending {
     Refused(String, Option<u8>),
 }
 
-/// Peeks until the ClientHello is complete; never consumes a byte.
-async fn peek_hello(stream: &TcpStream) -> Result<Option<String>, Ending> {
+/// Peeks until the ClientHello is complete; never consumes a byte. `lowered`: set once
+/// `SO_RCVLOWAT` was changed (it must be set back before the hand-off).
+async fn peek_hello(stream: &TcpStream, lowered: &mut bool) -> Result<Option<String>, Ending> {
     let mut buf = vec![0u8; MAX_HELLO];
     let mut seen = 0usize;
     loop {
@@ -411,7 +416,10 @@ async fn peek_hello(stream: &TcpStream) -> Result<Option<String>, Ending> {
         seen = n;
         match examine(&buf[..n]) {
             Peeked::Need(_) if closed => return Err(Ending::Gone),
-            Peeked::Need(want) => set_rcvlowat(stream, want),
+            Peeked::Need(want) => {
+                set_rcvlowat(stream, want);
+                *lowered = true;
+            }
             Peeked::Hello(sni) => return Ok(sni),
             Peeked::PlainHttp => return Err(Ending::PlainHttp),
             Peeked::Bad(why, alert) => return Err(Ending::Refused(why, alert)),
