@@ -935,3 +935,38 @@ fn a_chrooted_environment_reads_its_key_inside_the_jail() {
         "alice home",
     );
 }
+
+#[test]
+fn a_script_over_tls_is_told_https() {
+    require_root!();
+    if require_tool("openssl", "openssl").is_none() {
+        return;
+    }
+    let s = setup("tls_cgi");
+    let script = b"#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\nprintf 'HTTPS=%s SCHEME=%s PORT=%s' \"$HTTPS\" \"$REQUEST_SCHEME\" \"$SERVER_PORT\"\n";
+    put(&s.root, "alice/env.cgi", script, ALICE, 0o755);
+    let text = config(&s, "").replace(
+        "server_alias = [\"*.alice.test\"]\n",
+        "server_alias = [\"*.alice.test\"]\ncgi = [\".cgi\"]\n",
+    );
+    let server = TestServer::start(&text);
+    let addr = tls_addr(&server);
+    let name = ServerName::try_from("alice.test").unwrap();
+    let mut conn = ClientConnection::new(client_config(&[&rustls::version::TLS13], true), name).unwrap();
+    let mut sock = TcpStream::connect(addr).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut tls = rustls::Stream::new(&mut conn, &mut sock);
+    tls.write_all(b"GET /env.cgi HTTP/1.1\r\nHost: alice.test\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut response = Vec::new();
+    let _ = tls.read_to_end(&mut response);
+    let response = String::from_utf8_lossy(&response);
+    let want = format!("HTTPS=on SCHEME=https PORT={}", addr.port());
+    assert!(
+        response.starts_with("HTTP/1.1 200") && response.contains(&want),
+        "{response}"
+    );
+    // Over plain HTTP: no HTTPS.
+    let plain = get(server.addr, "alice.test", "/env.cgi");
+    assert!(plain.text().contains("HTTPS= SCHEME=http "), "{}", plain.text());
+}

@@ -66,6 +66,7 @@ impl Conn<'_> {
                 local: self.stream.local_addr(),
                 minor: head.minor,
                 content_length,
+                secure: self.stream.is_tls(),
             };
             let vars = env::build(site, request, &script, &fields, conn);
             // Counted while its answer is read and written (FastCGI only).

@@ -22,6 +22,9 @@ pub struct Conn {
     pub minor: u8,
     /// Body bytes the script reads on stdin, when there is a body.
     pub content_length: Option<u64>,
+    /// The connection is TLS: `HTTPS=on`, `REQUEST_SCHEME=https` (what PHP
+    /// applications read to build their own URLs).
+    pub secure: bool,
 }
 
 /// The request's header fields (name, value) from its raw head, for `HTTP_*`; parsed
@@ -67,7 +70,12 @@ pub fn build(
         set("REMOTE_ADDR", s(&plain_ip(peer)));
         set("REMOTE_PORT", s(&peer.port().to_string()));
     }
-    set("REQUEST_SCHEME", s("http"));
+    if conn.secure {
+        set("HTTPS", s("on"));
+        set("REQUEST_SCHEME", s("https"));
+    } else {
+        set("REQUEST_SCHEME", s("http"));
+    }
     set("REQUEST_METHOD", s(req.method.as_str()));
     set("REQUEST_URI", s(&req.target));
     set("QUERY_STRING", s(script.target.query.as_deref().unwrap_or("")));
