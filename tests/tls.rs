@@ -970,3 +970,36 @@ fn a_script_over_tls_is_told_https() {
     let plain = get(server.addr, "alice.test", "/env.cgi");
     assert!(plain.text().contains("HTTPS= SCHEME=http "), "{}", plain.text());
 }
+
+#[test]
+fn plain_http_is_redirected_except_acme_challenges_and_tls_answers_carry_hsts() {
+    require_root!();
+    if require_tool("openssl", "openssl").is_none() {
+        return;
+    }
+    let s = setup("tls_redirect");
+    put(&s.root, "alice/.well-known/acme-challenge/tok", b"token body", ALICE, 0o644);
+    let text = config(&s, "").replace(
+        "server_alias = [\"*.alice.test\"]\n",
+        "server_alias = [\"*.alice.test\"]\nredirect_to_https = true\nhsts_max_age = 600\n",
+    );
+    let server = TestServer::start(&text);
+    let r = get(server.addr, "www.alice.test", "/page?x=1");
+    assert_eq!(r.status, 301, "{}", r.text());
+    assert_eq!(r.header("location"), Some("https://www.alice.test/page?x=1"));
+    let r = get(server.addr, "alice.test", "/.well-known/acme-challenge/tok");
+    assert_eq!((r.status, r.text().as_str()), (200, "token body"));
+    // A POST keeps its method: 308.
+    let mut sock = TcpStream::connect(server.addr).unwrap();
+    sock.write_all(b"POST /form HTTP/1.1\r\nHost: alice.test\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc")
+        .unwrap();
+    let r = read_response(&mut sock, false).unwrap();
+    assert_eq!((r.status, r.header("location")), (308, Some("https://alice.test/form")));
+    // Bob's vhost does not redirect.
+    ok(&server, "bob.test", "bob home", "no redirect for bob");
+    let seen = https(tls_addr(&server), Some("alice.test"), "alice.test").unwrap();
+    assert_served(&seen, &s.alice.0, "alice home");
+    assert!(seen.response.contains("\r\nStrict-Transport-Security: max-age=600\r\n"), "{}", seen.response);
+    let seen = https(tls_addr(&server), Some("bob.test"), "bob.test").unwrap();
+    assert!(!seen.response.contains("Strict-Transport-Security"), "{}", seen.response);
+}

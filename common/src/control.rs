@@ -272,6 +272,13 @@ pub struct SiteBoot {
     /// opened by the processor itself, as the environment.
     #[serde(default)]
     pub tls: Option<SiteTls>,
+    /// `redirect_to_https`: the port plain-HTTP requests are sent to (the first
+    /// `listen_tls` address's; 443 and 0 are left out of the URL).
+    #[serde(default)]
+    pub redirect_to_https: Option<u16>,
+    /// `hsts_max_age`, sent on answers over TLS.
+    #[serde(default)]
+    pub hsts_max_age: Option<u64>,
 }
 
 /// Where a site's certificate chain and key are (paths only: no key crosses a

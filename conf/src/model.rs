@@ -202,6 +202,11 @@ pub struct Vhost {
     pub fallback: Option<String>,
     /// `tls_certificate` and `tls_key`, when HTTPS is served for it.
     pub tls: Option<VhostTls>,
+    /// `redirect_to_https`: plain-HTTP requests get 301 (GET, HEAD) or 308 to HTTPS,
+    /// except those under `/.well-known/acme-challenge/`.
+    pub redirect_to_https: bool,
+    /// `hsts_max_age`: `Strict-Transport-Security: max-age=N` on answers over TLS.
+    pub hsts_max_age: Option<u64>,
 }
 
 /// A vhost's certificate chain and key: host paths (inside the environment's chroot

@@ -23,7 +23,10 @@ use crate::tree::{Entry, Table};
 /// The `[server]` keys of this module.
 pub(crate) const SERVER_KEYS: &[&str] = &["listen_tls", "tls_default", "tls_strict_sni"];
 /// The vhost keys of this module.
-pub(crate) const VHOST_KEYS: &[&str] = &["tls_certificate", "tls_key"];
+pub(crate) const VHOST_KEYS: &[&str] = &["tls_certificate", "tls_key", "redirect_to_https", "hsts_max_age"];
+
+/// Longest `hsts_max_age` (two years, what browsers' preload lists ask for).
+const MAX_HSTS_SECS: i64 = 2 * 365 * 24 * 3600;
 
 /// Largest certificate chain file read (a chain is a few KiB).
 const MAX_CHAIN_BYTES: u64 = 1 << 20;
@@ -238,6 +241,40 @@ pub(crate) fn vhost(
         certificate: cert_path?,
         key: key_path?,
     }))
+}
+
+/// A vhost's `redirect_to_https` and `hsts_max_age`; both need its certificate
+/// (`has_tls`), and a redirect needs `listen_tls`.
+pub(crate) fn policy(
+    t: &Table,
+    r: &mut Report,
+    has_tls: bool,
+    listen_tls: bool,
+) -> Option<(bool, Option<u64>)> {
+    let redirect = match t.get("redirect_to_https") {
+        None => Some(false),
+        Some(e) => e.bool(r).and_then(|on| {
+            if on && !(has_tls && listen_tls) {
+                e.error(
+                    r,
+                    "redirect_to_https needs this vhost's tls_certificate and [server] listen_tls",
+                );
+                return None;
+            }
+            Some(on)
+        }),
+    };
+    let hsts = match t.get("hsts_max_age") {
+        None => Some(None),
+        Some(e) => e.int_in(r, 0, MAX_HSTS_SECS).and_then(|secs| {
+            if !has_tls {
+                e.error(r, "hsts_max_age needs this vhost's tls_certificate");
+                return None;
+            }
+            Some(Some(secs as u64))
+        }),
+    };
+    Some((redirect?, hsts?))
 }
 
 /// An absolute path, inside `chroot` when there is one.

@@ -90,7 +90,14 @@ pub(crate) fn config(root: &Table, r: &mut Report, path: &Path) -> Option<Config
         .as_ref()
         .map_or(cgi::DEFAULT_BODY_LIMIT, |s| s.limit_request_body);
     let mux = server.as_ref().map(|s| (s.uid, s.gid));
-    let vhosts = vhosts(root, r, &environments, (cgi_timeout, body_limit), mux);
+    let listen_tls = server.as_ref().is_some_and(|s| !s.listen_tls.is_empty());
+    let vhosts = vhosts(
+        root,
+        r,
+        &environments,
+        (cgi_timeout, body_limit),
+        (mux, listen_tls),
+    );
     let mut server = server;
     if let (Some(s), Some(v), Some(t)) = (server.as_mut(), vhosts.as_deref(), server_table.as_ref()) {
         // `None`: reported.
@@ -427,8 +434,8 @@ struct Claim {
 /// `[server]`'s `cgi_timeout` and `limit_request_body`: every vhost's defaults.
 type CgiDefaults = (Duration, u64);
 
-/// The multiplexers' uid and gid, when valid.
-type MuxIds = Option<(u32, u32)>;
+/// The multiplexers' uid and gid, when valid, and whether `listen_tls` is set.
+type MuxIds = (Option<(u32, u32)>, bool);
 
 fn vhosts(
     root: &Table,
@@ -538,7 +545,7 @@ fn vhost(
         names.extend(server_alias.iter().flatten().map(String::as_str));
         let env = environment.map(|i| &envs[i]);
         let chroot = env.and_then(|e| e.chroot.clone().flatten());
-        let who = match (mux, env.and_then(|e| e.valid.as_ref())) {
+        let who = match (mux.0, env.and_then(|e| e.valid.as_ref())) {
             (Some(mux), Some(e)) => Some(tls::Readers {
                 mux,
                 env: (e.uid, e.gid),
@@ -547,6 +554,8 @@ fn vhost(
         };
         tls::vhost(t, r, &names, chroot.as_deref(), who)
     };
+    let has_tls = matches!(tls, Some(Some(_))) || t.get("tls_certificate").is_some();
+    let policy = tls::policy(t, r, has_tls, mux.1);
     let index_names = index::index(t, r);
     let fallback = index::fallback(t, r);
     Some(Vhost {
@@ -562,6 +571,8 @@ fn vhost(
         index: index_names?,
         fallback: fallback?,
         tls: tls?,
+        redirect_to_https: policy?.0,
+        hsts_max_age: policy?.1,
     })
 }
 

@@ -22,6 +22,7 @@ use crate::board::{Board, ConnObserver};
 use crate::h1;
 use crate::handler::cgi::CgiConf;
 use crate::handler::fastcgi::FastcgiConf;
+use crate::handler::https::Https;
 use crate::handler::{Fallback, Site};
 use crate::route::{ConnRouter, Sites, TlsRouter, FOREIGN};
 use crate::session::{ConnConfig, Outcome, Stop};
@@ -147,6 +148,7 @@ async fn serve(
             .with_fastcgi(fastcgi.clone()),
             index: s.index,
             fallback: s.fallback.as_deref().map(Fallback::new),
+            https: Https::new(s.redirect_to_https, s.hsts_max_age),
         });
     }
     let vhost_ids: Vec<u32> = sites.iter().map(|s| s.vhost_id).collect();

@@ -195,6 +195,10 @@ pub fn processor(
                 },
                 index: v.index.clone(),
                 fallback: v.fallback.clone(),
+                redirect_to_https: v
+                    .redirect_to_https
+                    .then(|| cfg.server.listen_tls.first().map_or(443, |a| a.port())),
+                hsts_max_age: v.hsts_max_age,
                 tls: v.tls.as_ref().map(|t| {
                     let jailed = |p: &std::path::Path| {
                         if privileged {

@@ -383,3 +383,69 @@ fn a_key_the_multiplexers_can_read_is_refused() {
     own(&k, 2001, 2001, 0o400);
     assert!(parse(&text).warnings.is_empty());
 }
+
+#[test]
+fn redirect_to_https_and_hsts_need_a_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (c, k) = cert(dir.path(), "a", &["alice.example"]);
+    let policy = "redirect_to_https = true\nhsts_max_age = 31536000\n";
+    let text = cat(&[
+        SERVER,
+        TLS_LISTEN,
+        ALICE,
+        &tls_vhost("alice.example", &[], &c, &k),
+        policy,
+    ]);
+    let config = parse(&text);
+    assert!(config.vhosts[0].redirect_to_https);
+    assert_eq!(config.vhosts[0].hsts_max_age, Some(31_536_000));
+    let config = parse(&cat(&[
+        SERVER,
+        TLS_LISTEN,
+        ALICE,
+        &tls_vhost("alice.example", &[], &c, &k),
+    ]));
+    assert!(!config.vhosts[0].redirect_to_https);
+    assert_eq!(config.vhosts[0].hsts_max_age, None);
+    // Without a certificate on the vhost.
+    let text = cat(&[SERVER, ALICE, VHOST, policy]);
+    let errors = errors(&text);
+    assert_has(
+        &errors,
+        line_of(&text, "redirect_to_https"),
+        "vhosts[0].redirect_to_https",
+        "needs this vhost's tls_certificate",
+    );
+    assert_has(
+        &errors,
+        line_of(&text, "hsts_max_age"),
+        "vhosts[0].hsts_max_age",
+        "needs this vhost's tls_certificate",
+    );
+    // A redirect with nowhere to go.
+    let text = cat(&[
+        SERVER,
+        ALICE,
+        &tls_vhost("alice.example", &[], &c, &k),
+        "redirect_to_https = true\n",
+    ]);
+    assert_has(
+        &errors_of(&text),
+        line_of(&text, "redirect_to_https"),
+        "vhosts[0].redirect_to_https",
+        "listen_tls",
+    );
+    let text = cat(&[
+        SERVER,
+        TLS_LISTEN,
+        ALICE,
+        &tls_vhost("alice.example", &[], &c, &k),
+        "hsts_max_age = -1\n",
+    ]);
+    assert_has(
+        &errors_of(&text),
+        line_of(&text, "hsts_max_age"),
+        "vhosts[0].hsts_max_age",
+        "between 0 and",
+    );
+}

@@ -210,7 +210,13 @@ impl Conn<'_> {
     async fn handle_inner(&mut self, site: &Site, head: &Head) -> Step {
         // A script is chosen before the body is read; it gets the header list, parsed
         // again from the head (a vhost without CGI never looks).
-        let script = if site.cgi.is_off() {
+        // Plain HTTP for a vhost that redirects to HTTPS: the redirect, never a script.
+        let redirect = if site.https.redirects() && !self.stream.is_tls() {
+            handler::https::redirect(site, &head.request)
+        } else {
+            None
+        };
+        let script = if site.cgi.is_off() || redirect.is_some() {
             None
         } else {
             handler::cgi::select(site, &head.request)
@@ -225,11 +231,15 @@ impl Conn<'_> {
             Ok(f) => *f,
             Err(e) => return self.finish(Response::error(400, e), head_only).await,
         };
-        let mut response = match script {
-            Some(Ok(script)) => return self.cgi(site, head, framing, script, fields).await,
-            Some(Err(response)) => response,
-            None => handler::respond(site, &head.request),
+        let mut response = match (redirect, script) {
+            (Some(redirect), _) => redirect,
+            (None, Some(Ok(script))) => return self.cgi(site, head, framing, script, fields).await,
+            (None, Some(Err(response))) => response,
+            (None, None) => handler::respond(site, &head.request),
         };
+        if self.stream.is_tls() {
+            handler::https::add_hsts(site, &mut response);
+        }
         let mut close = drops_connection(response.status);
         let mut keep = head.wants_keep_alive() && !self.cfg.keep_alive_timeout.is_zero() && !close;
         if framing.has_body() && !close {

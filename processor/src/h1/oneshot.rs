@@ -33,10 +33,18 @@ pub(super) fn prepare(buf: &[u8], site: &Site, limit: usize) -> Option<(OneShot,
         Ok(f) if !f.has_body() => {}
         _ => return None,
     }
-    if handler::cgi::may_match(site, &head.request) {
+    let redirect = if site.https.redirects() {
+        handler::https::redirect(site, &head.request)
+    } else {
+        None
+    };
+    if redirect.is_none() && handler::cgi::may_match(site, &head.request) {
         return None;
     }
-    let response = handler::respond(site, &head.request);
+    let response = match redirect {
+        Some(redirect) => redirect,
+        None => handler::respond(site, &head.request),
+    };
     let head_only = head.request.method == Method::Head;
     let mut out = response::head_block(&response, Persist::Close);
     let body_bytes = match response.body {

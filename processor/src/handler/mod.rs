@@ -17,6 +17,7 @@
 pub mod access;
 pub mod cgi;
 pub mod fastcgi;
+pub mod https;
 pub mod static_files;
 
 use std::fs::File;
@@ -39,6 +40,8 @@ pub struct Site {
     pub index: Vec<String>,
     /// What answers a path that resolves to nothing (`fallback`).
     pub fallback: Option<Fallback>,
+    /// `redirect_to_https` and `hsts_max_age`.
+    pub https: https::Https,
 }
 
 /// A vhost's `fallback`: the URL path of a file (a script or a static file) that
@@ -77,6 +80,7 @@ impl Site {
             cgi: Default::default(),
             index: vec!["index.html".into()],
             fallback: None,
+            https: https::Https::default(),
         }
     }
 }
