@@ -978,7 +978,13 @@ fn plain_http_is_redirected_except_acme_challenges_and_tls_answers_carry_hsts() 
         return;
     }
     let s = setup("tls_redirect");
-    put(&s.root, "alice/.well-known/acme-challenge/tok", b"token body", ALICE, 0o644);
+    put(
+        &s.root,
+        "alice/.well-known/acme-challenge/tok",
+        b"token body",
+        ALICE,
+        0o644,
+    );
     let text = config(&s, "").replace(
         "server_alias = [\"*.alice.test\"]\n",
         "server_alias = [\"*.alice.test\"]\nredirect_to_https = true\nhsts_max_age = 600\n",
@@ -991,15 +997,29 @@ fn plain_http_is_redirected_except_acme_challenges_and_tls_answers_carry_hsts() 
     assert_eq!((r.status, r.text().as_str()), (200, "token body"));
     // A POST keeps its method: 308.
     let mut sock = TcpStream::connect(server.addr).unwrap();
-    sock.write_all(b"POST /form HTTP/1.1\r\nHost: alice.test\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc")
-        .unwrap();
+    sock.write_all(
+        b"POST /form HTTP/1.1\r\nHost: alice.test\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc",
+    )
+    .unwrap();
     let r = read_response(&mut sock, false).unwrap();
-    assert_eq!((r.status, r.header("location")), (308, Some("https://alice.test/form")));
+    assert_eq!(
+        (r.status, r.header("location")),
+        (308, Some("https://alice.test/form"))
+    );
     // Bob's vhost does not redirect.
     ok(&server, "bob.test", "bob home", "no redirect for bob");
     let seen = https(tls_addr(&server), Some("alice.test"), "alice.test").unwrap();
     assert_served(&seen, &s.alice.0, "alice home");
-    assert!(seen.response.contains("\r\nStrict-Transport-Security: max-age=600\r\n"), "{}", seen.response);
+    assert!(
+        seen.response
+            .contains("\r\nStrict-Transport-Security: max-age=600\r\n"),
+        "{}",
+        seen.response
+    );
     let seen = https(tls_addr(&server), Some("bob.test"), "bob.test").unwrap();
-    assert!(!seen.response.contains("Strict-Transport-Security"), "{}", seen.response);
+    assert!(
+        !seen.response.contains("Strict-Transport-Security"),
+        "{}",
+        seen.response
+    );
 }
