@@ -947,7 +947,7 @@ fn a_script_over_tls_is_told_https() {
     put(&s.root, "alice/env.cgi", script, ALICE, 0o755);
     let text = config(&s, "").replace(
         "server_alias = [\"*.alice.test\"]\n",
-        "server_alias = [\"*.alice.test\"]\ncgi = [\".cgi\"]\n",
+        "server_alias = [\"*.alice.test\"]\ncgi = [\".cgi\"]\nhsts_max_age = 60\n",
     );
     let server = TestServer::start(&text);
     let addr = tls_addr(&server);
@@ -966,9 +966,14 @@ fn a_script_over_tls_is_told_https() {
         response.starts_with("HTTP/1.1 200") && response.contains(&want),
         "{response}"
     );
+    assert!(
+        response.contains("\r\nStrict-Transport-Security: max-age=60\r\n"),
+        "{response}"
+    );
     // Over plain HTTP: no HTTPS.
     let plain = get(server.addr, "alice.test", "/env.cgi");
     assert!(plain.text().contains("HTTPS= SCHEME=http "), "{}", plain.text());
+    assert!(plain.header("strict-transport-security").is_none());
 }
 
 #[test]

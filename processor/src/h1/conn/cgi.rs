@@ -99,7 +99,15 @@ impl Conn<'_> {
                         (true, _, Some(_)) => Persist::KeepAlive10,
                         _ => Persist::Close,
                     };
-                    let response = Response::new(status, Body::Stream(output));
+                    let mut response = Response::new(status, Body::Stream(output));
+                    // Unless the script sets it itself.
+                    let own_hsts =
+                        |f: &(String, String)| f.0.eq_ignore_ascii_case("strict-transport-security");
+                    if self.stream.is_tls()
+                        && !matches!(&response.body, Body::Stream(o) if o.fields.iter().any(own_hsts))
+                    {
+                        handler::https::add_hsts(site, &mut response);
+                    }
                     let step = self.answer(response, persist, head_only).await;
                     drop(backend_request);
                     return step;
