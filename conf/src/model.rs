@@ -156,7 +156,7 @@ pub struct Fastcgi {
     /// At least 1, at least `min_backends`.
     pub max_backends: u32,
     /// Requests per backend process before it exits and is replaced
-    /// (`PHP_FCGI_MAX_REQUESTS`); 0: never.
+    /// (`PHP_FCGI_MAX_REQUESTS`; default 10,000); 0: never.
     pub max_requests: u64,
     /// A backend idle this long is stopped (down to `min_backends`).
     pub idle_timeout: Duration,
