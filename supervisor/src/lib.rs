@@ -10,6 +10,7 @@ mod generation;
 mod listen;
 mod logs;
 mod maintain;
+mod namespace;
 mod reap;
 mod reload;
 mod run;
@@ -60,6 +61,8 @@ pub enum SupervisorError {
     Fastcgi(#[from] fastcgi::socket::SocketError),
     #[error(transparent)]
     Cgroup(#[from] cgroup::CgroupError),
+    #[error(transparent)]
+    Namespace(#[from] namespace::NamespaceError),
 }
 
 /// Runs the server in the foreground until it is stopped. Returns the exit code.

@@ -1,0 +1,183 @@
+//! The private view of an environment (`private_view = true`): a CGI script of alice
+//! sees only alice's processes in `/proc`, cannot read bob's 0644 file by its host
+//! path nor find bob's directory, has a `/tmp` of its own, sees none of bob's SysV
+//! shared memory; Landlock refuses a 0644 file outside the allowed set; seccomp
+//! refuses `unshare` and `ptrace`; a chrooted environment runs the system's `php-cgi`
+//! with nothing copied into the jail (time zone, `date()`, `random_bytes()`).
+
+use std::path::Path;
+
+use crate::util::php::{have_php_cgi, php_table, PHP_CGI};
+use crate::util::*;
+
+/// alice and bob, both with a private view and CGI (`.cgi`) on their sites.
+fn config(root: &Path) -> String {
+    let text = two_env_config(root, "private_view = true\ncgi_timeout = 10");
+    text.replace(
+        &format!("document_root = \"{}\"\n", root.join("alice").display()),
+        &format!(
+            "document_root = \"{}\"\ncgi = [\".cgi\"]\n",
+            root.join("alice").display()
+        ),
+    )
+    .replace(
+        &format!("document_root = \"{}\"\n", root.join("bob").display()),
+        &format!(
+            "document_root = \"{}\"\ncgi = [\".cgi\"]\n",
+            root.join("bob").display()
+        ),
+    )
+}
+
+/// A `/bin/sh` script at `rel`, owned by `uid`, printing a plain-text answer.
+fn script(root: &Path, rel: &str, uid: u32, body: &str) {
+    let text = format!("#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\nexec 2>&1\n{body}\n");
+    put(root, rel, text.as_bytes(), uid, 0o755);
+}
+
+fn run(server: &TestServer, host: &str, path: &str) -> String {
+    let r = get(server.addr, host, path);
+    assert_eq!(r.status, 200, "{host}{path}: {}", r.text());
+    r.text()
+}
+
+#[test]
+fn a_script_sees_only_its_own_environment() {
+    require_root!();
+    let dir = Dir::new("ns_view");
+    let w = dir.path();
+    sites(w, 0o644);
+    put(w, "bob/secret.txt", b"bob's wp-config", BOB, 0o644);
+    let bob_secret = w.join("bob/secret.txt");
+    // A 0644 file in a directory no view covers (/var/tmp): Landlock's to refuse.
+    let outside = tempfile::Builder::new()
+        .prefix("bulkhead-ns-ll-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    chmod(outside.path(), 0o755);
+    put(outside.path(), "f.txt", b"outside", 0, 0o644);
+    let outside_file = outside.path().join("f.txt");
+    let tmp_name = format!("bulkhead-ns-{}", std::process::id());
+    script(
+        w,
+        "alice/ps.cgi",
+        ALICE,
+        "for p in /proc/[0-9]*; do echo \"proc $(stat -c %u $p)\"; done",
+    );
+    script(
+        w,
+        "alice/peek.cgi",
+        ALICE,
+        &format!(
+            "cat {} && echo READ-BOB\nls -d {} && echo SEES-BOB\ncat {} && echo READ-OUTSIDE\ncat {}/alice/index.html && echo READ-OWN\necho mine > /tmp/{tmp_name} && echo WROTE-TMP",
+            bob_secret.display(),
+            w.join("bob").display(),
+            outside_file.display(),
+            w.display(),
+        ),
+    );
+    script(
+        w,
+        "bob/tmp.cgi",
+        BOB,
+        &format!("ls /tmp/{tmp_name} && echo SEES-ALICE-TMP; echo done"),
+    );
+    script(w, "bob/ipc.cgi", BOB, "/usr/bin/ipcmk -M 4096; /usr/bin/ipcs -m");
+    script(w, "alice/ipc.cgi", ALICE, "/usr/bin/ipcs -m");
+    script(
+        w,
+        "alice/walls.cgi",
+        ALICE,
+        "/usr/bin/unshare -r /bin/true; echo unshare=$?\n/usr/bin/python3 -c 'import ctypes,os; l=ctypes.CDLL(None,use_errno=True); r=l.ptrace(0,0,0,0); print(\"ptrace\", r, os.strerror(ctypes.get_errno()))'",
+    );
+    let server = TestServer::start(&config(w));
+
+    let ps = run(&server, "alice.test", "/ps.cgi");
+    let uids: Vec<&str> = ps.lines().filter_map(|l| l.strip_prefix("proc ")).collect();
+    assert!(!uids.is_empty(), "{ps}");
+    assert!(
+        uids.iter().all(|u| *u == ALICE.to_string()),
+        "another uid's process is visible: {ps}"
+    );
+
+    let peek = run(&server, "alice.test", "/peek.cgi");
+    assert!(!peek.contains("READ-BOB"), "{peek}");
+    assert!(!peek.contains("SEES-BOB"), "{peek}");
+    assert!(
+        !peek.contains("READ-OUTSIDE"),
+        "Landlock let a file outside through: {peek}"
+    );
+    assert!(peek.contains("Permission denied"), "{peek}");
+    assert!(peek.contains("READ-OWN") && peek.contains("alice home"), "{peek}");
+    assert!(peek.contains("WROTE-TMP"), "{peek}");
+    assert!(
+        !Path::new("/tmp").join(&tmp_name).exists(),
+        "alice's /tmp is the host's"
+    );
+    let tmp = run(&server, "bob.test", "/tmp.cgi");
+    assert!(!tmp.contains("SEES-ALICE-TMP"), "{tmp}");
+
+    let bob_ipc = run(&server, "bob.test", "/ipc.cgi");
+    assert!(bob_ipc.contains("Shared memory id"), "{bob_ipc}");
+    let alice_ipc = run(&server, "alice.test", "/ipc.cgi");
+    let segments = alice_ipc.lines().filter(|l| l.starts_with("0x")).count();
+    assert_eq!(segments, 0, "alice sees SysV segments: {alice_ipc}");
+
+    let walls = run(&server, "alice.test", "/walls.cgi");
+    assert!(!walls.contains("unshare=0"), "{walls}");
+    assert!(walls.contains("ptrace -1 Operation not permitted"), "{walls}");
+}
+
+#[test]
+fn a_chrooted_environment_runs_the_system_php() {
+    require_root!();
+    if !have_php_cgi() {
+        return;
+    }
+    let dir = Dir::new("ns_php_jail");
+    let w = dir.path();
+    let jail = w.join("alice");
+    put(
+        &jail,
+        "www/t.php",
+        b"<?php $s = implode('|', [date_default_timezone_get(), date('Y'), strlen(bin2hex(random_bytes(8))), getmyuid(), is_dir('/srv') ? 'srv' : 'nosrv', file_get_contents('/etc/passwd')]); header('Content-Length: ' . strlen($s)); echo $s;",
+        ALICE,
+        0o644,
+    );
+    chown(&jail, 0);
+    chmod(&jail, 0o755);
+    let text = crate::util::php::php_config(w, "private_view = true", &php_table("alice", ""))
+        .replace(
+            &format!("group = {ALICE}\n"),
+            &format!("group = {ALICE}\nchroot = \"{}\"\n", jail.display()),
+        )
+        .replace(
+            &format!("document_root = \"{}\"", jail.display()),
+            &format!("document_root = \"{}\"", jail.join("www").display()),
+        );
+    assert!(Path::new(PHP_CGI).exists());
+    let server = TestServer::start(&text);
+    let r = get(server.addr, "alice.test", "/t.php");
+    let body = r.text();
+    assert_eq!(r.status, 200, "{body}\n{}", server.log());
+    let year = body.split('|').nth(1).unwrap_or("");
+    assert!(year.len() == 4 && year.starts_with("20"), "{body}");
+    let parts: Vec<&str> = body.split('|').collect();
+    assert_eq!(parts[0], "UTC", "{body}");
+    assert_eq!(parts[2], "16", "{body}");
+    assert_eq!(parts[3], ALICE.to_string(), "{body}");
+    assert_eq!(parts[4], "nosrv", "{body}");
+    assert!(
+        parts[5].contains(&format!(":{ALICE}:{ALICE}:")) && !parts[5].contains(&format!(":{BOB}:")),
+        "{body}"
+    );
+    // Nothing was copied into the jail: only the site and the socket directory.
+    let mut names: Vec<String> = std::fs::read_dir(&jail)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, [".bulkhead", "www"]);
+    // And bob, without a chroot but with a private view (its document root missing).
+    assert_eq!(get(server.addr, "bob.test", "/index.html").status, 404);
+}
