@@ -6,6 +6,7 @@
 //! with nothing copied into the jail (time zone, `date()`, `random_bytes()`).
 
 use std::path::Path;
+use std::time::Duration;
 
 use crate::util::php::{have_php_cgi, php_table, PHP_CGI};
 use crate::util::*;
@@ -180,4 +181,48 @@ fn a_chrooted_environment_runs_the_system_php() {
     assert_eq!(names, [".bulkhead", "www"]);
     // And bob, without a chroot but with a private view (its document root missing).
     assert_eq!(get(server.addr, "bob.test", "/index.html").status, 404);
+}
+
+#[test]
+fn a_killed_holder_is_replaced_and_the_environment_serves_again() {
+    require_root!();
+    let dir = Dir::new("ns_holder_kill");
+    let w = dir.path();
+    sites(w, 0o644);
+    script(w, "alice/ps.cgi", ALICE, "ls -d /proc/[0-9]* | wc -l");
+    let server = TestServer::start(&config(w));
+    run(&server, "alice.test", "/ps.cgi");
+    let holders = server.children("ns-holder");
+    assert_eq!(holders.len(), 2, "one holder per environment: {holders:?}");
+    let alice_before = server.processors_of(ALICE);
+    // Which holder is alice's: the one whose PID namespace holds alice's processor.
+    let ns = |p: i32| std::fs::read_link(format!("/proc/{p}/ns/pid")).ok();
+    let alice_holder = *holders
+        .iter()
+        .find(|h| ns(**h) == ns(alice_before[0]))
+        .expect("alice's processor is in a holder's PID namespace");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(alice_holder),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    assert!(
+        server
+            .wait_for_log("building the view again", Duration::from_secs(5))
+            .is_some(),
+        "{}",
+        server.log()
+    );
+    assert!(
+        server.wait_until(Duration::from_secs(10), || {
+            let now = server.processors_of(ALICE);
+            now.len() == 1
+                && now[0] != alice_before[0]
+                && get(server.addr, "alice.test", "/ps.cgi").status == 200
+        }),
+        "alice was not served again:\n{}",
+        server.log()
+    );
+    assert_eq!(server.children("ns-holder").len(), 2);
+    assert_eq!(get(server.addr, "bob.test", "/index.html").status, 200);
 }

@@ -48,6 +48,8 @@ pub enum NamespaceError {
 
 /// One environment's namespaces, held for a generation.
 pub struct View {
+    /// The holder's pid (the supervisor's child).
+    pub holder: i32,
     /// The holder's channel: closing it ends the holder.
     _control: OwnedFd,
     mnt: OwnedFd,
@@ -170,12 +172,38 @@ fn start(cfg: &Config, env: usize, gen: u64) -> Result<View, NamespaceError> {
     };
     info!(environment = %name, generation = gen, holder, "private view ready (mount, pid, ipc namespaces)");
     Ok(View {
+        holder,
         _control: s.control,
         mnt,
         ipc,
         pid,
         sandbox,
     })
+}
+
+/// A holder is gone (the kernel killed what was left in its PID namespace): the
+/// generation's view of that environment is built again, so the environment's next
+/// children have a namespace to be forked into. Returns whether `pid` was a holder.
+pub(crate) fn holder_died(gens: &mut [crate::generation::Generation], pid: i32) -> bool {
+    for g in gens.iter_mut() {
+        let Some(env) = g
+            .views
+            .iter()
+            .position(|v| v.as_ref().is_some_and(|v| v.holder == pid))
+        else {
+            continue;
+        };
+        let name = g.cfg.environments[env].name.clone();
+        tracing::error!(environment = %name, pid, "the private view's holder died; its processes are gone, building the view again");
+        // On failure the dead view stays: forking into its namespace fails, so the
+        // environment's children fail to start rather than start without a view.
+        match start(&g.cfg, env, g.id) {
+            Ok(v) => g.views[env] = Some(v),
+            Err(e) => tracing::error!("{e}; its children cannot start until the next reload"),
+        }
+        return true;
+    }
+    false
 }
 
 impl View {

@@ -48,6 +48,8 @@ const ETC: &[&str] = &[
     "mime.types",
     "magic",
 ];
+/// Where Debian's PHP keeps sessions (`session.save_path`'s compiled default).
+const PHP_SESSIONS: &str = "/var/lib/php/sessions";
 /// Device files every view has.
 pub const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom"];
 
@@ -256,6 +258,11 @@ fn host(cfg: &Config, env: usize) -> (Vec<Step>, Sandbox) {
             .filter(|o| !within(o, &cfg.server.runtime_dir))
             .cloned(),
     );
+    // Debian's PHP session directory (mode 1733: nobody lists it, each session file is
+    // its writer's, 0600), as php-fpm pools of several users share it.
+    if Path::new(PHP_SESSIONS).is_dir() {
+        rw.push(PHP_SESSIONS.into());
+    }
     let sandbox = Sandbox {
         namespaces: true,
         read_only: system_ro(&e.bind_ro),
