@@ -120,6 +120,14 @@ fn main() -> ExitCode {
                         println!("{line}");
                     }
                 }
+                // What each private view will be (and what it cannot do as written).
+                for line in supervisor::describe_views(&cfg) {
+                    if line.starts_with("warning: ") {
+                        eprintln!("{line}");
+                    } else {
+                        println!("{line}");
+                    }
+                }
                 println!(
                     "{}: OK ({} environments, {} vhosts)",
                     config.display(),

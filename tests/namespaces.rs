@@ -226,3 +226,40 @@ fn a_killed_holder_is_replaced_and_the_environment_serves_again() {
     assert_eq!(server.children("ns-holder").len(), 2);
     assert_eq!(get(server.addr, "bob.test", "/index.html").status, 200);
 }
+
+#[test]
+fn check_validates_bind_ro_and_describes_each_view() {
+    let dir = Dir::new("ns_check");
+    let w = dir.path();
+    sites(w, 0o644);
+    let good = two_env_config(w, "private_view = true").replace(
+        &format!("[environments.bob]\nuser = {BOB}\n"),
+        &format!(
+            "[environments.bob]\nuser = {BOB}\nbind_ro = [\"/usr/share/zoneinfo\", \"/etc/hostname\"]\n"
+        ),
+    );
+    let bad = good.replace("/etc/hostname", &format!("{}/missing", w.display()));
+    let run = |text: &str| {
+        let path = w.join("b.toml");
+        std::fs::write(&path, text).unwrap();
+        let out = std::process::Command::new(BIN)
+            .args(["check", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, text) = run(&good);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("environment alice: private view: mount, PID and IPC namespaces"),
+        "{text}"
+    );
+    assert!(text.contains("environment bob: private view"), "{text}");
+    let (ok, text) = run(&bad);
+    assert!(!ok, "{text}");
+    assert!(text.contains("bind_ro") && text.contains("missing"), "{text}");
+}

@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 pub use cgroup::{describe as describe_cgroups, CgroupError};
+pub use namespace::plan::describe as describe_views;
 pub use state::Supervisor;
 
 /// Errors that stop the supervisor.

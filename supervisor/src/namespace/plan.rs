@@ -61,6 +61,72 @@ pub fn plan(cfg: &Config, env: usize) -> (Vec<Step>, Sandbox) {
     }
 }
 
+/// What `bulkhead check` says of the private views: one line per environment with one,
+/// and `warning: ` lines for what the view cannot do as written.
+pub fn describe(cfg: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    let root = nix::unistd::geteuid().is_root();
+    for (i, e) in cfg.environments.iter().enumerate() {
+        if !e.private_view {
+            continue;
+        }
+        if !root {
+            out.push(format!(
+                "warning: environment {}: private_view needs root; off when not run as root",
+                e.name
+            ));
+        }
+        let (steps, _) = plan(cfg, i);
+        let hidden = steps.iter().filter(|s| matches!(s, Step::Hide { .. })).count();
+        let what = match &e.chroot {
+            Some(jail) => {
+                if let Ok(dir) = std::fs::read_dir(jail) {
+                    for d in dir.flatten() {
+                        if PROVIDED.iter().any(|p| d.file_name() == *p) {
+                            out.push(format!(
+                                "warning: environment {}: the jail's own '{}' is not shown (the private view provides the system's)",
+                                e.name,
+                                d.path().display()
+                            ));
+                        }
+                    }
+                }
+                format!("its jail {} rebuilt with the system read-only", jail.display())
+            }
+            None => format!("the host's tree with {hidden} other environments' paths hidden"),
+        };
+        out.push(format!(
+            "environment {}: private view: mount, PID and IPC namespaces ({what}), Landlock, seccomp",
+            e.name
+        ));
+        if e.chroot.is_none() {
+            for (j, other) in cfg.environments.iter().enumerate() {
+                let theirs = cfg
+                    .vhosts
+                    .iter()
+                    .filter(|v| v.environment == j && j != i)
+                    .map(|v| v.document_root.clone())
+                    .chain(other.chroot.iter().filter(|_| j != i).cloned());
+                for p in theirs {
+                    let covers_ours = cfg
+                        .vhosts
+                        .iter()
+                        .any(|v| v.environment == i && within(&v.document_root, &p));
+                    if covers_ours {
+                        out.push(format!(
+                            "warning: environment {}: {} (environment {}) holds one of its document roots and cannot be hidden from it",
+                            e.name,
+                            p.display(),
+                            other.name
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
 fn devices() -> Vec<PathBuf> {
     DEVICES.iter().map(|d| Path::new("/dev").join(d)).collect()
 }
