@@ -141,7 +141,7 @@ fn a_chrooted_environment_runs_the_system_php() {
     put(
         &jail,
         "www/t.php",
-        b"<?php $s = implode('|', [date_default_timezone_get(), date('Y'), strlen(bin2hex(random_bytes(8))), getmyuid(), is_dir('/srv') ? 'srv' : 'nosrv', file_get_contents('/etc/passwd')]); header('Content-Length: ' . strlen($s)); echo $s;",
+        b"<?php $s = implode('|', [date_default_timezone_get(), date('Y'), strlen(bin2hex(random_bytes(8))), getmyuid(), is_dir('/srv') ? 'srv' : 'nosrv', trim(shell_exec('/usr/bin/unshare -r /bin/true 2>/dev/null; echo $?')), file_get_contents('/etc/passwd')]); header('Content-Length: ' . strlen($s)); echo $s;",
         ALICE,
         0o644,
     );
@@ -168,8 +168,10 @@ fn a_chrooted_environment_runs_the_system_php() {
     assert_eq!(parts[2], "16", "{body}");
     assert_eq!(parts[3], ALICE.to_string(), "{body}");
     assert_eq!(parts[4], "nosrv", "{body}");
+    // The backend runs under the seccomp deny list too (a shell it starts inherits it).
+    assert_ne!(parts[5], "0", "unshare succeeded in a backend: {body}");
     assert!(
-        parts[5].contains(&format!(":{ALICE}:{ALICE}:")) && !parts[5].contains(&format!(":{BOB}:")),
+        parts[6].contains(&format!(":{ALICE}:{ALICE}:")) && !parts[6].contains(&format!(":{BOB}:")),
         "{body}"
     );
     // Nothing was copied into the jail: only the site and the socket directory.
@@ -262,4 +264,43 @@ fn check_validates_bind_ro_and_describes_each_view() {
     let (ok, text) = run(&bad);
     assert!(!ok, "{text}");
     assert!(text.contains("bind_ro") && text.contains("missing"), "{text}");
+}
+
+#[test]
+fn a_reload_gives_each_view_a_new_holder_and_ends_the_old_one() {
+    require_root!();
+    let dir = Dir::new("ns_reload");
+    let w = dir.path();
+    sites(w, 0o644);
+    script(w, "alice/ps.cgi", ALICE, "echo ok");
+    let server = TestServer::start(&config(w));
+    assert!(run(&server, "alice.test", "/ps.cgi").contains("ok"));
+    let before = server.children("ns-holder");
+    assert_eq!(before.len(), 2, "{before:?}");
+    server.signal(nix::sys::signal::Signal::SIGHUP);
+    assert!(
+        server
+            .wait_for_log_count("private view ready", 4, Duration::from_secs(10))
+            .is_some(),
+        "{}",
+        server.log()
+    );
+    assert!(
+        server
+            .wait_for_log("reload: old generation finished", Duration::from_secs(20))
+            .is_some(),
+        "{}",
+        server.log()
+    );
+    // The old generation's holders are gone once it is; the new ones serve.
+    assert!(
+        server.wait_until(Duration::from_secs(5), || {
+            let now = server.children("ns-holder");
+            now.len() == 2 && now.iter().all(|p| !before.contains(p))
+        }),
+        "holders: {:?} before, {:?} now",
+        before,
+        server.children("ns-holder")
+    );
+    assert!(run(&server, "alice.test", "/ps.cgi").contains("ok"));
 }
