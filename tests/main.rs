@@ -52,7 +52,8 @@ mod log_links;
 /// Access logs per vhost, rotation with SIGUSR1, the error log file.
 mod logs;
 /// The private view per environment (mount, PID and IPC namespaces, Landlock,
-/// seccomp): /proc, other trees, /tmp, SysV IPC, denied syscalls, system PHP in a jail.
+/// seccomp): /proc, other trees, /tmp, SysV IPC, denied syscalls, system PHP and
+/// DokuWiki in a jail, a killed holder, a reload, `check`.
 mod namespaces;
 /// Pool sizing: scale to zero, saturation and availability, expiry, recycling, spares.
 mod pools;

@@ -3,7 +3,9 @@
 //! path nor find bob's directory, has a `/tmp` of its own, sees none of bob's SysV
 //! shared memory; Landlock refuses a 0644 file outside the allowed set; seccomp
 //! refuses `unshare` and `ptrace`; a chrooted environment runs the system's `php-cgi`
-//! with nothing copied into the jail (time zone, `date()`, `random_bytes()`).
+//! with nothing copied into the jail (time zone, `date()`, `random_bytes()`, seccomp
+//! in the backend) and DokuWiki chrooted; a killed holder is replaced; a reload gives
+//! new holders and ends the old; `check` validates `bind_ro` and describes each view.
 
 use std::path::Path;
 use std::time::Duration;
@@ -303,4 +305,56 @@ fn a_reload_gives_each_view_a_new_holder_and_ends_the_old_one() {
         server.children("ns-holder")
     );
     assert!(run(&server, "alice.test", "/ps.cgi").contains("ok"));
+}
+
+/// DokuWiki (Debian's, copied as real files) in a jail with a private view: nothing
+/// of the system copied in, only the wiki and a session directory (PHP's
+/// `session.save_path`, `/var/lib/php/sessions`, is the jail's own); the same walk as
+/// `dokuwiki.rs` (start page, login, edit and save, a forged sectok refused).
+#[test]
+fn dokuwiki_works_chrooted_in_a_private_view() {
+    require_root!();
+    if !crate::dokuwiki::have_dokuwiki() {
+        return;
+    }
+    let dir = Dir::new("ns_dokuwiki_jail");
+    let w = dir.path();
+    let jail = w.join("jail");
+    let wiki = jail.join("wiki");
+    crate::util::php::dokuwiki(&wiki, ALICE);
+    let sessions = jail.join("var/lib/php/sessions");
+    std::fs::create_dir_all(&sessions).unwrap();
+    chmod(&sessions, 0o1733);
+    for p in [
+        jail.clone(),
+        jail.join("var"),
+        jail.join("var/lib"),
+        jail.join("var/lib/php"),
+    ] {
+        chown(&p, 0);
+        chmod(&p, 0o755);
+    }
+    let vhost = format!(
+        "\n[[vhosts]]\nserver_name = \"wiki.test\"\nenvironment = \"alice\"\ndocument_root = \"{}\"\nindex = [\"doku.php\"]\n",
+        wiki.display()
+    );
+    let text = crate::util::php::php_config(w, "", &format!("{}{vhost}", php_table("alice", "")))
+        .replace(
+            &format!("group = {ALICE}\n"),
+            &format!(
+                "group = {ALICE}\nchroot = \"{}\"\nprivate_view = true\n",
+                jail.display()
+            ),
+        )
+        .replace(
+            &format!("document_root = \"{}\"", w.join("alice").display()),
+            &format!("document_root = \"{}\"", jail.join("wiki").display()),
+        );
+    let server = TestServer::start(&text);
+    let log = || server.log();
+    crate::dokuwiki::login_edit_save(server.addr, "wiki.test", &wiki, &log);
+    assert!(
+        std::fs::read_dir(&sessions).unwrap().count() > 0,
+        "no session file in the jail's session directory"
+    );
 }
