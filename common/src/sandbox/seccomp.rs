@@ -1,7 +1,7 @@
 //! The seccomp deny list of a tenant's processes: what no web application needs and
 //! what widens the kernel's surface or reaches other processes (ptrace and
-//! process_vm_*, keys, bpf, perf, userfaultfd, mounts, new namespaces, kexec, modules)
-//! fails with EPERM. `clone` and `clone3` with a namespace flag fail too; `clone3`'s
+//! process_vm_*, keys, bpf, perf, userfaultfd, io_uring, mounts, new namespaces, kexec,
+//! modules) fails with EPERM, and so does `clone` with a namespace flag. `clone3`'s
 //! flags are behind a pointer a filter cannot read, so `clone3` fails with ENOSYS and
 //! the C library falls back to `clone`, whose flags are checked.
 
@@ -44,6 +44,10 @@ const DENIED: &[libc::c_long] = &[
     libc::SYS_swapon,
     libc::SYS_swapoff,
     libc::SYS_reboot,
+    // io_uring runs operations outside the syscall path the filter sees.
+    libc::SYS_io_uring_setup,
+    libc::SYS_io_uring_enter,
+    libc::SYS_io_uring_register,
 ];
 
 /// `clone` flags that make a namespace.
