@@ -51,6 +51,10 @@ mod log_format;
 mod log_links;
 /// Access logs per vhost, rotation with SIGUSR1, the error log file.
 mod logs;
+/// The private view per environment (mount, PID and IPC namespaces, Landlock,
+/// seccomp): /proc, other trees, /tmp, SysV IPC, denied syscalls, system PHP and
+/// DokuWiki in a jail, a killed holder, a reload, `check`.
+mod namespaces;
 /// Pool sizing: scale to zero, saturation and availability, expiry, recycling, spares.
 mod pools;
 /// SIGHUP generations: no failed request, refused configs, listeners kept.

@@ -24,6 +24,7 @@ pub mod model;
 mod status;
 mod tree;
 mod validate;
+mod view;
 
 use std::path::Path;
 

@@ -179,6 +179,14 @@ impl<'a> Entry<'a> {
         s
     }
 
+    pub(crate) fn bool(&self, r: &mut Report) -> Option<bool> {
+        let b = self.node.value().and_then(Value::as_bool);
+        if b.is_none() {
+            self.wrong_type(r, "true or false");
+        }
+        b
+    }
+
     pub(crate) fn int(&self, r: &mut Report) -> Option<i64> {
         let i = self.node.value().and_then(Value::as_integer);
         if i.is_none() {

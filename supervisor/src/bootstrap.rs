@@ -102,6 +102,7 @@ pub fn multiplexer(
         Bootstrap {
             credentials,
             role: RoleBoot::Multiplexer(boot),
+            sandbox: None,
         },
         fds,
     )
@@ -226,6 +227,7 @@ pub fn processor(
         Bootstrap {
             credentials,
             role: RoleBoot::Processor(boot),
+            sandbox: g.view(env).map(|v| v.sandbox.clone()),
         },
         fds,
     )

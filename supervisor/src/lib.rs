@@ -10,6 +10,7 @@ mod generation;
 mod listen;
 mod logs;
 mod maintain;
+mod namespace;
 mod reap;
 mod reload;
 mod run;
@@ -26,6 +27,7 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 pub use cgroup::{describe as describe_cgroups, CgroupError};
+pub use namespace::plan::describe as describe_views;
 pub use state::Supervisor;
 
 /// Errors that stop the supervisor.
@@ -60,6 +62,8 @@ pub enum SupervisorError {
     Fastcgi(#[from] fastcgi::socket::SocketError),
     #[error(transparent)]
     Cgroup(#[from] cgroup::CgroupError),
+    #[error(transparent)]
+    Namespace(#[from] namespace::NamespaceError),
 }
 
 /// Runs the server in the foreground until it is stopped. Returns the exit code.

@@ -14,6 +14,7 @@ mod index;
 mod limits;
 mod status;
 mod valid;
+mod view;
 
 use std::path::Path;
 
