@@ -67,6 +67,9 @@ mod screenshot;
 mod status_access;
 /// What the status page and `/metrics` say, checked with Apache's and Prometheus' tools.
 mod status_page;
+/// systemd: the notification protocol (READY, WATCHDOG, RELOADING, STOPPING, STATUS)
+/// played by the test, and the unit file checked by `systemd-analyze verify`.
+mod systemd;
 /// Sessions, terminals and stdio of the children; tenant output in the log.
 mod tenant_stdio;
 /// Unprivileged mode: everything as one normal user, isolation off, both vhosts served.

@@ -11,6 +11,7 @@ mod listen;
 mod logs;
 mod maintain;
 mod namespace;
+mod notify;
 mod reap;
 mod reload;
 mod run;

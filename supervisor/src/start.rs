@@ -81,6 +81,7 @@ impl Supervisor {
             errlog,
             mux_seen: HashMap::new(),
             backends: HashMap::new(),
+            notifier: crate::notify::Notifier::new(),
             cgroups,
         };
         sup.start_generation(0)?;

@@ -45,6 +45,11 @@ pub fn run(boot: &HolderBoot, control: OwnedFd) -> Result<(), HolderError> {
     if unsafe { libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWIPC) } < 0 {
         return Err(HolderError::Unshare(std::io::Error::last_os_error()));
     }
+    // The view's directories must be passable by the environment whatever umask the
+    // supervisor runs under (systemd's unit sets UMask=0077): 0755 directories, the
+    // modes the plan gives explicitly are unaffected.
+    // SAFETY: integer-only syscall.
+    unsafe { libc::umask(0o022) };
     for step in &boot.steps {
         mounts::run(step)?;
     }
