@@ -54,6 +54,9 @@ enum Command {
     /// command as the environment).
     #[command(hide = true, name = "fastcgi-backend")]
     FastcgiBackend,
+    /// Internal: an environment's namespace holder (the init of its PID namespace).
+    #[command(hide = true, name = "ns-holder")]
+    NsHolder,
 }
 
 /// Logs to stderr, with colours only when stderr is a terminal (never into a file, a
@@ -117,6 +120,14 @@ fn main() -> ExitCode {
                         println!("{line}");
                     }
                 }
+                // What each private view will be (and what it cannot do as written).
+                for line in supervisor::describe_views(&cfg) {
+                    if line.starts_with("warning: ") {
+                        eprintln!("{line}");
+                    } else {
+                        println!("{line}");
+                    }
+                }
                 println!(
                     "{}: OK ({} environments, {} vhosts)",
                     config.display(),
@@ -152,6 +163,30 @@ fn main() -> ExitCode {
                 }
                 _ => anyhow::bail!("bootstrap is not for a processor"),
             })
+        }
+        Command::NsHolder => {
+            // No log subscriber: one line on the supervisor's stderr on failure.
+            let code = match common::child::start() {
+                Ok(common::child::Started {
+                    role: common::child::Role::Holder(b),
+                    control,
+                }) => match common::sandbox::holder::run(&b, control) {
+                    Ok(()) => 0,
+                    Err(e) => {
+                        eprintln!("bulkhead ns-holder: environment {}: {e}", b.environment);
+                        1
+                    }
+                },
+                Ok(_) => {
+                    eprintln!("bulkhead ns-holder: bootstrap is not for a holder");
+                    1
+                }
+                Err(e) => {
+                    eprintln!("bulkhead ns-holder: starting: {e}");
+                    1
+                }
+            };
+            return ExitCode::from(code);
         }
         Command::FastcgiBackend => {
             // No log subscriber: the program exec'd here owns fds 1 and 2 (the log

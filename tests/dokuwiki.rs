@@ -20,7 +20,7 @@ const PAGE: &str = "bulkhead_test";
 const TEXT: &str = "Saved through bulkhead by the integration test.";
 
 /// Skips (or fails under CI) without php-cgi, the php CLI or the dokuwiki package.
-fn have_dokuwiki() -> bool {
+pub(crate) fn have_dokuwiki() -> bool {
     if !have_php_cgi() || require_tool("php", "php-cli").is_none() {
         return false;
     }
@@ -43,7 +43,7 @@ fn is_dokuwiki(a: &Answer) -> bool {
 
 /// The walk through the wiki a user makes, asserted step by step, against whatever
 /// serves `host` at `addr`; `wiki` is the copy on disk. Returns the saved file.
-fn login_edit_save(
+pub(crate) fn login_edit_save(
     addr: SocketAddr,
     host: &str,
     wiki: &Path,

@@ -51,6 +51,10 @@ mod log_format;
 mod log_links;
 /// Access logs per vhost, rotation with SIGUSR1, the error log file.
 mod logs;
+/// The private view per environment (mount, PID and IPC namespaces, Landlock,
+/// seccomp): /proc, other trees, /tmp, SysV IPC, denied syscalls, system PHP and
+/// DokuWiki in a jail, a killed holder, a reload, `check`.
+mod namespaces;
 /// Pool sizing: scale to zero, saturation and availability, expiry, recycling, spares.
 mod pools;
 /// SIGHUP generations: no failed request, refused configs, listeners kept.
@@ -63,6 +67,9 @@ mod screenshot;
 mod status_access;
 /// What the status page and `/metrics` say, checked with Apache's and Prometheus' tools.
 mod status_page;
+/// systemd: the notification protocol (READY, WATCHDOG, RELOADING, STOPPING, STATUS)
+/// played by the test, and the unit file checked by `systemd-analyze verify`.
+mod systemd;
 /// Sessions, terminals and stdio of the children; tenant output in the log.
 mod tenant_stdio;
 /// HTTPS with each tenant's own key: SNI routing in the multiplexer (names, default,

@@ -3,9 +3,9 @@
 # `--only php`: tenant a (uid 2001) with a PHP `whoami` page (`<?php echo
 # posix_geteuid();`) and Debian's DokuWiki (start page), served by
 #   bh-php      bulkhead, php-cgi backends with the shipped defaults (min_backends 0,
-#               max_backends 8, max_requests 500, idle_timeout 60);
+#               max_backends 8, max_requests 10000, idle_timeout 60);
 #   nginx-php   nginx (1 worker) + php-fpm, one pool for uid 2001: pm = ondemand,
-#               pm.max_children = 8, pm.max_requests = 500, process_idle_timeout 60s
+#               pm.max_children = 8, pm.max_requests = 10000, process_idle_timeout 60s
 #               (the same shape as bulkhead's defaults);
 #   apache-php  Apache prefork + mpm-itk (AssignUserID #2001) + mod_php;
 # the same php8.2, the same extra ini (PHP_INI_DIR: opcache.enable=1 set explicitly,
@@ -99,7 +99,7 @@ min_processors = 1
 max_processors = 4
 max_requests_per_child = 0
 
-# The shipped defaults (min_backends 0, max_backends 8, max_requests 500,
+# The shipped defaults (min_backends 0, max_backends 8, max_requests 10000,
 # idle_timeout 60); only the bench's ini added to Debian's.
 [environments.a.fastcgi]
 command = ["/usr/bin/php-cgi"]
@@ -133,7 +133,7 @@ listen = $d/a.sock
 listen.mode = 0666
 pm = ondemand
 pm.max_children = 8
-pm.max_requests = 500
+pm.max_requests = 10000
 pm.process_idle_timeout = 60s
 EOF
     cat >"$d/nginx.conf" <<EOF
@@ -324,8 +324,8 @@ run_php() {
         done
     done
     bulkhead_log_check bh-php php
-    printf 'php_bulkhead\t%s\n' "${BULKHEAD_PROFILE:-n/a}; 1 multiplexer, processors min 1 / max 4 with max_requests_per_child = 0; php-cgi backends with the shipped defaults: min_backends 0, max_backends 8, max_requests 500, idle_timeout 60" >>"$WORK/meta-php.tsv"
-    printf 'php_fpm\t%s behind %s (1 worker); one pool for uid 2001: pm = ondemand, pm.max_children = 8, pm.max_requests = 500, pm.process_idle_timeout = 60s\n' \
+    printf 'php_bulkhead\t%s\n' "${BULKHEAD_PROFILE:-n/a}; 1 multiplexer, processors min 1 / max 4 with max_requests_per_child = 0; php-cgi backends with the shipped defaults: min_backends 0, max_backends 8, max_requests 10000, idle_timeout 60" >>"$WORK/meta-php.tsv"
+    printf 'php_fpm\t%s behind %s (1 worker); one pool for uid 2001: pm = ondemand, pm.max_children = 8, pm.max_requests = 10000, pm.process_idle_timeout = 60s\n' \
         "$("$FPM_BIN" -v 2>/dev/null | head -1 | awk '{print $1, $2}')" "$(nginx -v 2>&1 | sed 's/^nginx version: //')" >>"$WORK/meta-php.tsv"
     printf 'php_apache\t%s; prefork + mpm-itk (AssignUserID #2001 #2001) + mod_php 8.2; StartServers = connections + 10, MaxConnectionsPerChild 0\n' \
         "$(apache2 -v 2>/dev/null | sed -n 's/^Server version: //p')" >>"$WORK/meta-php.tsv"

@@ -24,6 +24,8 @@ same index.php as php-fpm: every environment gets php-cgi backends
 `index = ["index.php"]`, so `GET /` runs index.php; --php-ini-dir DIR is added to
 php-cgi's ini scan path (`env = { PHP_INI_SCAN_DIR = ":DIR" }`, as bench/run gives
 php-fpm), so both run PHP with the same settings.
+
+BULKHEAD_PRIVATE_VIEW=1 in the environment adds `private_view = true` to [server].
 """
 import argparse
 import os
@@ -81,6 +83,10 @@ def main():
     w("# gets one (a pre-exec'd spare when one is waiting), idle ones stop after idle_timeout.")
     w("min_processors = 0")
     w("idle_timeout = %d" % a.idle_timeout)
+    # BULKHEAD_PRIVATE_VIEW=1: every environment gets its private view (namespaces,
+    # Landlock, seccomp), to measure what it costs a cold start.
+    if os.environ.get("BULKHEAD_PRIVATE_VIEW") == "1":
+        w("private_view = true")
     if a.max_requests != "":
         w("max_requests_per_child = %s" % a.max_requests)
     w("")

@@ -33,6 +33,8 @@ pub enum ChildError {
     Drop(#[from] PrivDropError),
     #[error(transparent)]
     Fds(#[from] BootFdError),
+    #[error(transparent)]
+    Sandbox(#[from] crate::sandbox::SandboxError),
     #[error("log pipe onto fds 1 and 2: {0}")]
     LogPipe(crate::fds::FdError),
 }
@@ -50,6 +52,8 @@ pub enum Role {
     Processor(Box<ProcessorBoot>, ProcessorFds<OwnedFd>),
     /// A FastCGI backend, about to exec its command. The log pipe is on fds 1 and 2.
     Backend(Box<BackendBoot>, BackendFds<OwnedFd>),
+    /// An environment's namespace holder: still root, nothing dropped.
+    Holder(Box<crate::sandbox::holder::HolderBoot>),
 }
 
 /// Receives the bootstrap on [`CONTROL_FD`] and drops to its credentials.
@@ -72,13 +76,35 @@ pub fn start() -> Result<Started, ChildError> {
     drop(fixed);
     crate::fds::set_nonblocking(std::os::fd::AsFd::as_fd(&control)).map_err(|_| ChildError::NoControl)?;
     let mut rx = Receiver::new();
-    let (msg, fds): (ToChild, Vec<OwnedFd>) =
+    let (mut msg, mut fds): (ToChild, Vec<OwnedFd>) =
         rx.recv_blocking(std::os::fd::AsFd::as_fd(&control), MAX_BOOT_FDS, BOOT_TIMEOUT)?;
+    // An environment with a private view: its namespaces first, joined while this is
+    // still the supervisor's fresh, single-threaded, root exec.
+    let mut entered = false;
+    if let ToChild::Enter = msg {
+        crate::sandbox::enter(&fds)?;
+        entered = true;
+        (msg, fds) = rx.recv_blocking(std::os::fd::AsFd::as_fd(&control), MAX_BOOT_FDS, BOOT_TIMEOUT)?;
+    }
     let ToChild::Bootstrap(boot) = msg else {
         return Err(ChildError::NotBootstrap);
     };
-    let Bootstrap { credentials, role } = *boot;
+    let Bootstrap {
+        credentials,
+        role,
+        sandbox,
+    } = *boot;
+    if sandbox.as_ref().is_some_and(|s| s.namespaces) && !entered {
+        return Err(crate::sandbox::SandboxError::NotEntered.into());
+    }
     let role = match role {
+        RoleBoot::Holder(b) => {
+            // Stays root: it builds the view and reaps; it never runs tenant code.
+            return Ok(Started {
+                role: Role::Holder(Box::new(b)),
+                control,
+            });
+        }
         RoleBoot::Multiplexer(b) => {
             b.fds.check(&b)?;
             let fds = MultiplexerFds::from_wire(&b.fds, fds)?;
@@ -104,6 +130,10 @@ pub fn start() -> Result<Started, ChildError> {
     match &credentials {
         Some(creds) => privdrop::drop_to(creds)?,
         None => privdrop::lock_down()?,
+    }
+    // The last walls, before the runtime or the exec: Landlock, then seccomp.
+    if let Some(s) = &sandbox {
+        crate::sandbox::apply(s)?;
     }
     Ok(Started { role, control })
 }

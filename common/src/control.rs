@@ -48,6 +48,9 @@ pub enum ToChild {
     /// The first message: everything the child needs, with its fds attached as its
     /// role's bundle lays them out ([`crate::bootfds`]; the layout is in the boot).
     Bootstrap(Box<Bootstrap>),
+    /// Before the bootstrap of a child of an environment with a private view: its
+    /// mount and IPC namespaces (two fds attached: mnt, ipc), joined at once.
+    Enter,
     /// To multiplexers: processor slots that appeared (one read-only scoreboard fd
     /// attached per entry, in order) and pids whose slots are gone.
     Slots { add: Vec<SlotAdd>, remove: Vec<u32> },
@@ -102,6 +105,10 @@ pub struct Bootstrap {
     /// `None` when the server runs unprivileged (isolation off).
     pub credentials: Option<Credentials>,
     pub role: RoleBoot,
+    /// Landlock and seccomp after the drop (an environment's private view); when its
+    /// `namespaces` is set, a [`ToChild::Enter`] came first.
+    #[serde(default)]
+    pub sandbox: Option<crate::sandbox::Sandbox>,
 }
 
 /// The role-specific part of a bootstrap.
@@ -112,6 +119,8 @@ pub enum RoleBoot {
     /// A FastCGI backend: exec's its environment's `command` once its privileges are
     /// dropped.
     Backend(BackendBoot),
+    /// An environment's namespace holder (stays root, no fds).
+    Holder(crate::sandbox::holder::HolderBoot),
 }
 
 /// A FastCGI backend's slice. Its fds are a [`crate::bootfds::BackendFds`] (always

@@ -13,6 +13,7 @@ pub mod head;
 pub mod http;
 pub mod panics;
 pub mod privdrop;
+pub mod sandbox;
 pub mod scoreboard;
 pub mod seqpacket;
 pub mod vhost;

@@ -25,6 +25,7 @@ mod status;
 mod tls;
 mod tree;
 mod validate;
+mod view;
 
 use std::path::Path;
 

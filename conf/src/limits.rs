@@ -311,6 +311,8 @@ pub(crate) struct Limits {
     pub pool: Pool,
     /// The environments' default cgroup limits; `None` when one is invalid.
     pub cgroup: Option<crate::model::CgroupLimits>,
+    /// `[server] private_view`, the environments' default; `None` when invalid.
+    pub private_view: Option<bool>,
 }
 
 impl Limits {
@@ -328,6 +330,7 @@ impl Limits {
                 max_multiplexers,
                 pool: builtin,
                 cgroup: Some(Default::default()),
+                private_view: Some(false),
             };
         };
         let level = Level::Server;
@@ -337,6 +340,7 @@ impl Limits {
             max_multiplexers: Setting::read(t, r, level, &MAX_MULTIPLEXERS, &max_multiplexers),
             pool: Pool::read(t, r, level, &builtin),
             cgroup: crate::cgroup::limits(t, r, &Default::default()),
+            private_view: crate::view::flag(t, r, false),
         };
         at_most(
             r,

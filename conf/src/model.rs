@@ -118,6 +118,11 @@ pub struct Environment {
     pub fastcgi: Option<Fastcgi>,
     /// Its cgroup limits (its own, else `[server]`'s); all unset: no cgroup.
     pub cgroup: CgroupLimits,
+    /// `private_view` (its own, else `[server]`'s; default off): its own mount, PID and
+    /// IPC namespaces, Landlock and the seccomp deny list.
+    pub private_view: bool,
+    /// `bind_ro`: more host paths its private view shows read-only (absolute, existing).
+    pub bind_ro: Vec<PathBuf>,
 }
 
 /// A limit that may be written as `"max"`: no limit, but a group is still made.
@@ -165,7 +170,7 @@ pub struct Fastcgi {
     /// At least 1, at least `min_backends`.
     pub max_backends: u32,
     /// Requests per backend process before it exits and is replaced
-    /// (`PHP_FCGI_MAX_REQUESTS`); 0: never.
+    /// (`PHP_FCGI_MAX_REQUESTS`; default 10,000); 0: never.
     pub max_requests: u64,
     /// A backend idle this long is stopped (down to `min_backends`).
     pub idle_timeout: Duration,

@@ -182,7 +182,7 @@ impl<'a> Entry<'a> {
     pub(crate) fn bool(&self, r: &mut Report) -> Option<bool> {
         let b = self.node.value().and_then(Value::as_bool);
         if b.is_none() {
-            self.wrong_type(r, "a boolean (true or false)");
+            self.wrong_type(r, "true or false");
         }
         b
     }

@@ -43,9 +43,10 @@ const SERVER_KEYS: &[&str] = &[
     "limit_request_body",
     "runtime_dir",
     "cgroup_root",
+    "private_view",
 ];
 /// With [`POOL_KEYS`] and [`cgroup::KEYS`].
-const ENVIRONMENT_KEYS: &[&str] = &["user", "group", "chroot", "fastcgi"];
+const ENVIRONMENT_KEYS: &[&str] = &["user", "group", "chroot", "fastcgi", "private_view", "bind_ro"];
 const VHOST_KEYS: &[&str] = &[
     "server_name",
     "server_alias",
@@ -371,6 +372,8 @@ fn environment(name: &str, entry: &Entry, r: &mut Report, limits: &Limits) -> En
     let (pool, pool_ok) = limits.environment(&t, r);
     let fastcgi = fastcgi::environment(&t, r, state.chroot.clone().flatten().as_deref());
     let cgroup = cgroup::limits(&t, r, &limits.cgroup.unwrap_or_default());
+    let private_view = crate::view::flag(&t, r, limits.private_view.unwrap_or(false));
+    let bind_ro = crate::view::bind_ro(&t, r);
     state.min_processors = pool.min_processors.as_ref().map(|s| s.value);
 
     state.valid = (|| {
@@ -396,6 +399,8 @@ fn environment(name: &str, entry: &Entry, r: &mut Report, limits: &Limits) -> En
             max_requests_per_child: limits::to_u64(&pool.max_requests_per_child)?,
             fastcgi: fastcgi?,
             cgroup: cgroup?,
+            private_view: private_view?,
+            bind_ro: bind_ro?,
         })
     })();
     state

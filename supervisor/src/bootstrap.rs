@@ -109,6 +109,7 @@ pub fn multiplexer(
         Bootstrap {
             credentials,
             role: RoleBoot::Multiplexer(boot),
+            sandbox: None,
         },
         fds,
     )
@@ -251,6 +252,7 @@ pub fn processor(
         Bootstrap {
             credentials,
             role: RoleBoot::Processor(boot),
+            sandbox: g.view(env).map(|v| v.sandbox.clone()),
         },
         fds,
     )

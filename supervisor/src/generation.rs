@@ -53,6 +53,9 @@ pub struct Generation {
     /// Per environment with a certificate: its processors' TLS ticket seed (random, of
     /// this generation only).
     pub ticket_seeds: Vec<Option<common::control::TicketSeed>>,
+    /// Per environment with `private_view`: its namespaces and their holder (which
+    /// exits when this generation is dropped).
+    pub views: Vec<Option<crate::namespace::View>>,
 }
 
 impl Generation {
@@ -66,6 +69,8 @@ impl Generation {
         // First: a socket that cannot be made refuses the generation before anything
         // else is built.
         let fastcgi = crate::fastcgi::sockets(&cfg, id, privileged)?;
+        // After the sockets: a jail's `.bulkhead` exists when its view is built.
+        let views = crate::namespace::views(&cfg, id, privileged)?;
         let mut env_sockets = Vec::new();
         for e in &cfg.environments {
             let pair = common::seqpacket::seqpacket_pair().map_err(|source| SupervisorError::Pair {
@@ -119,10 +124,16 @@ impl Generation {
             logs,
             fastcgi,
             ticket_seeds,
+            views,
         })
     }
 
     /// Takes a registry entry for `pid`; `None` when the registry is full.
+    /// Environment `env`'s private view, if it has one.
+    pub fn view(&self, env: usize) -> Option<&crate::namespace::View> {
+        self.views.get(env)?.as_ref()
+    }
+
     pub fn register(&mut self, pid: u32) -> Option<usize> {
         let i = self.registry.iter().position(Option::is_none)?;
         self.registry[i] = Some(pid);

@@ -10,6 +10,8 @@ mod generation;
 mod listen;
 mod logs;
 mod maintain;
+mod namespace;
+mod notify;
 mod reap;
 mod reload;
 mod run;
@@ -26,6 +28,7 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 pub use cgroup::{describe as describe_cgroups, CgroupError};
+pub use namespace::plan::describe as describe_views;
 pub use state::Supervisor;
 
 /// Errors that stop the supervisor.
@@ -62,6 +65,8 @@ pub enum SupervisorError {
     Cgroup(#[from] cgroup::CgroupError),
     #[error("random TLS ticket seed: {0}")]
     Random(std::io::Error),
+    #[error(transparent)]
+    Namespace(#[from] namespace::NamespaceError),
 }
 
 /// Runs the server in the foreground until it is stopped. Returns the exit code.

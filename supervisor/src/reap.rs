@@ -75,6 +75,7 @@ impl Supervisor {
                 _ => continue,
             };
             let Some(child) = self.children.remove(&pid) else {
+                crate::namespace::holder_died(&mut self.gens, pid);
                 continue;
             };
             self.retire_slot(pid, &child);

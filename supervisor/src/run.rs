@@ -47,6 +47,13 @@ impl Supervisor {
         let mut sigusr1 = signal(SignalKind::user_defined1()).map_err(SupervisorError::Signal)?;
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // systemd's watchdog, pinged from this loop (an hour apart when there is none).
+        let mut watchdog = tokio::time::interval(
+            self.notifier
+                .watchdog_interval()
+                .unwrap_or(Duration::from_secs(3600)),
+        );
+        watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // A child may have died before the handler was installed.
         self.reap()?;
         loop {
@@ -57,7 +64,12 @@ impl Supervisor {
                 _ = sigterm.recv() => self.begin_stop(true),
                 _ = sigint.recv() => self.begin_stop(false),
                 _ = sigchld.recv() => self.reap()?,
-                _ = sighup.recv() => self.reload(),
+                _ = sighup.recv() => {
+                    self.notifier.reloading();
+                    self.reload();
+                    let status = self.status_line();
+                    self.notifier.ready(status);
+                }
                 _ = sigusr1.recv() => self.reopen_logs(),
                 Some(ev) = self.events_rx.recv() => self.on_event(ev),
                 _ = tokio::time::sleep_until(respawn_at.into()) => self.respawn_due(),
@@ -65,7 +77,12 @@ impl Supervisor {
                 _ = tick.tick() => if matches!(self.stopping, Stopping::No) {
                     self.maintain();
                     self.maintain_backends();
+                    if self.ready_logged {
+                        let status = self.status_line();
+                        self.notifier.status(status);
+                    }
                 },
+                _ = watchdog.tick() => self.notifier.tick(),
             }
             self.advance_generations();
             if let Some(code) = self.advance_stop() {
@@ -160,11 +177,32 @@ impl Supervisor {
             "ready: listening on {}{metrics}",
             addrs.join(", ")
         );
+        let status = self.status_line();
+        self.notifier.ready(status);
         for _ in 0..SPARES {
             if let Err(e) = self.start_spare() {
                 warn!("starting a spare processor: {e}");
             }
         }
+    }
+
+    /// The `STATUS=` line for systemd: the newest generation's environments, the
+    /// processors and FastCGI backends running.
+    fn status_line(&self) -> String {
+        let count = |f: fn(&Kind) -> bool| {
+            self.children
+                .values()
+                .filter(|c| f(&c.kind) && !c.stopping)
+                .count()
+        };
+        let processors = count(|k| matches!(k, Kind::Processor { .. }));
+        let backends = count(|k| matches!(k, Kind::Backend { .. }));
+        let (envs, gen) = self
+            .gens
+            .last()
+            .map(|g| (g.cfg.environments.len(), g.id))
+            .unwrap_or((0, 0));
+        crate::notify::status_line(envs, processors, backends, gen)
     }
 
     /// A generation's first children (multiplexers and start_processors) are all up.

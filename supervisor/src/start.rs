@@ -85,6 +85,7 @@ impl Supervisor {
             errlog,
             mux_seen: HashMap::new(),
             backends: HashMap::new(),
+            notifier: crate::notify::Notifier::new(),
             cgroups,
         };
         sup.start_generation(0)?;
@@ -207,13 +208,27 @@ impl Supervisor {
     /// Gives environment `env` of generation `gen` one more processor: a spare when one
     /// is waiting, else a fresh one.
     pub(crate) fn start_processor(&mut self, gen: u64, env: usize) -> Result<(), SupervisorError> {
+        // A private view: a fresh exec forked into its PID namespace (a spare was
+        // forked into ours and cannot move).
+        let viewed = self.gen(gen).and_then(|g| g.view(env)).is_some();
         let spare = self
             .children
             .iter()
-            .find(|(_, c)| matches!(c.kind, Kind::Spare))
+            .find(|(_, c)| matches!(c.kind, Kind::Spare) && !viewed)
             .map(|(p, _)| *p);
         let (pid, control) = match spare.and_then(|p| self.children.remove(&p).map(|c| (p, c.control))) {
             Some(pc) => pc,
+            None if viewed => {
+                let g = self
+                    .gen(gen)
+                    .ok_or(SupervisorError::Runtime(std::io::ErrorKind::NotFound.into()))?;
+                let s = match g.view(env) {
+                    Some(v) => v.spawn(&self.exe, "processor")?,
+                    None => spawn::spawn(&self.exe, "processor")?,
+                };
+                self.watch(s.pid, &s.control, "processor")?;
+                (s.pid, s.control)
+            }
             None => self.spawn_child("processor")?,
         };
         let Some(g) = self.gen(gen) else { return Ok(()) };

@@ -110,6 +110,8 @@ pub struct Supervisor {
     pub(crate) errlog: Option<OwnedFd>,
     /// Per FastCGI backend pid: what the tick saw of it.
     pub(crate) backends: HashMap<i32, crate::fastcgi::Track>,
+    /// systemd's notification socket (a no-op without one).
+    pub(crate) notifier: crate::notify::Notifier,
     /// The environments' cgroups (`cgroup/`); empty when no environment has limits.
     pub(crate) cgroups: crate::cgroup::Groups,
 }

@@ -47,6 +47,7 @@ impl Supervisor {
         self.pending.clear();
         if !graceful {
             info!("SIGINT: stopping now");
+            self.notifier.stopping("stopping now (SIGINT)");
             self.kill_all(Signal::SIGKILL);
             self.stopping = Stopping::Killed {
                 deadline: Instant::now() + Duration::from_secs(5),
@@ -62,6 +63,8 @@ impl Supervisor {
             .map(|g| g.cfg.server.shutdown_timeout)
             .unwrap_or(Duration::from_secs(30));
         info!(?timeout, "SIGTERM: finishing in-flight requests, then stopping");
+        self.notifier
+            .stopping("stopping: finishing in-flight requests (SIGTERM)");
         // Stop accepting: the multiplexers close their listeners and finish their hand-offs.
         self.listeners.http.clear();
         self.listeners.metrics = None;

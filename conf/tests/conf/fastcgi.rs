@@ -22,7 +22,7 @@ fn fastcgi_defaults_and_values() {
     let f = config.environments[0].fastcgi.as_ref().expect("fastcgi");
     assert_eq!(f.command, ["/usr/bin/php-cgi", "-d", "x=1"]);
     assert_eq!(f.extensions, [".php"]);
-    assert_eq!((f.min_backends, f.max_backends, f.max_requests), (0, 8, 500));
+    assert_eq!((f.min_backends, f.max_backends, f.max_requests), (0, 8, 10_000));
     assert_eq!(f.idle_timeout, Duration::from_secs(60));
     assert_eq!(f.timeout, Duration::from_secs(60));
     assert!(f.env.is_empty());

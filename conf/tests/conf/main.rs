@@ -15,6 +15,7 @@ mod limits;
 mod status;
 mod tls;
 mod valid;
+mod view;
 
 use std::path::Path;
 

@@ -153,7 +153,7 @@ fn tls_default_and_strict_sni() {
         &errors_of(&text),
         line_of(&text, "tls_strict_sni"),
         "server.tls_strict_sni",
-        "a boolean",
+        "true or false",
     );
     let text = cat(&[
         SERVER,

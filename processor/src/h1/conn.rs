@@ -69,6 +69,9 @@ struct Conn<'a> {
     observer: &'a dyn Observer,
     /// Status and body bytes of the last response written, for the observer.
     last: Option<(u16, u64)>,
+    /// The peer and local addresses, asked once per connection (two syscalls) by the
+    /// first request that needs them (CGI's and FastCGI's REMOTE_ADDR, SERVER_ADDR).
+    addrs: std::cell::OnceCell<(Option<SocketAddr>, Option<SocketAddr>)>,
 }
 
 pub async fn run(
@@ -88,6 +91,7 @@ pub async fn run(
         shutdown,
         observer,
         last: None,
+        addrs: std::cell::OnceCell::new(),
     };
     let mut first = first;
     let mut first_read = true;
@@ -300,6 +304,14 @@ impl Conn<'_> {
     /// The peer address, for log lines only (a syscall, so not on the request path).
     fn peer(&self) -> Option<SocketAddr> {
         self.stream.peer_addr()
+    }
+
+    /// The peer and local addresses, once per connection (a gateway request's
+    /// meta-variables).
+    fn addresses(&self) -> (Option<SocketAddr>, Option<SocketAddr>) {
+        *self
+            .addrs
+            .get_or_init(|| (self.stream.peer_addr(), self.stream.local_addr()))
     }
 
     /// Write `response`, closing instead of keeping alive if shutdown has begun.

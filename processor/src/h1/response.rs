@@ -162,6 +162,13 @@ async fn write_stream(
         } else {
             out.extend_from_slice(&buf[..n]);
         }
+        // The source's end already arrived: the last chunk goes in the same write.
+        if output.finished() {
+            if output.chunked {
+                out.extend_from_slice(b"0\r\n\r\n");
+            }
+            return transport.write_all(&out, false).await.map(|()| sent);
+        }
         transport.write_all(&out, false).await?;
         out.clear();
     }

@@ -154,6 +154,7 @@ impl Supervisor {
                 max_requests: f.max_requests,
                 generation: gen,
             }),
+            sandbox: g.view(env).map(|v| v.sandbox.clone()),
         };
         let fds = common::bootfds::BackendFds {
             log_pipe: g.log_pipes[env].as_fd(),
@@ -161,7 +162,10 @@ impl Supervisor {
         }
         .to_wire();
         let name = e.name.clone();
-        let s = crate::spawn::spawn(&self.exe, "fastcgi-backend")?;
+        let s = match g.view(env) {
+            Some(v) => v.spawn(&self.exe, "fastcgi-backend")?,
+            None => crate::spawn::spawn(&self.exe, "fastcgi-backend")?,
+        };
         // Into its environment's cgroup before its bootstrap: it runs no tenant code yet.
         if let Err(err) = self.cgroups.attach(&name, s.pid) {
             let _ = kill(Pid::from_raw(s.pid), Signal::SIGKILL);

@@ -61,9 +61,10 @@ impl Conn<'_> {
         let mut script = script;
         for _ in 0..=MAX_REDIRECTS {
             let request = req.as_ref().unwrap_or(&head.request);
+            let (peer, local) = self.addresses();
             let conn = env::Conn {
-                peer: self.stream.peer_addr(),
-                local: self.stream.local_addr(),
+                peer,
+                local,
                 minor: head.minor,
                 content_length,
                 secure: self.stream.is_tls(),

@@ -339,6 +339,22 @@ impl Output {
         }
     }
 
+    /// Whether the body is known to be over without waiting (a FastCGI answer whose
+    /// end is already buffered, or a length fully given); `false` when unsure. The
+    /// next [`Self::read`] still says so (and reports any error).
+    pub fn finished(&mut self) -> bool {
+        if !self.pending.is_empty() {
+            return false;
+        }
+        if self.length.is_some_and(|l| self.given >= l) {
+            return true;
+        }
+        match &mut self.source {
+            Source::Fastcgi(backend) => self.length.is_none() && backend.drained(),
+            Source::Script(_) => false,
+        }
+    }
+
     async fn read_any(&mut self, buf: &mut [u8]) -> Result<usize, OutputError> {
         if !self.pending.is_empty() {
             let n = self.pending.len().min(buf.len());

@@ -72,7 +72,8 @@ impl FcgiError {
 /// The request's bytes still to be written.
 #[derive(Debug)]
 struct Sender {
-    wr: OwnedWriteHalf,
+    /// `None` only while dropping (see the `Drop` of [`Sender`]).
+    wr: Option<OwnedWriteHalf>,
     out: Vec<u8>,
     pos: usize,
     /// The rest of the spooled body (`None` once its empty record is queued).
@@ -114,11 +115,42 @@ impl Sender {
                 }
             }
         }
-        match self.wr.write(&self.out[self.pos..]).await {
+        let Some(wr) = self.wr.as_mut() else {
+            self.done = true;
+            return;
+        };
+        match wr.write(&self.out[self.pos..]).await {
             Ok(n) if n > 0 => self.pos += n,
             // The backend stopped reading (it answered, or it died): what it says, or
             // its close, decides the response.
             _ => self.done = true,
+        }
+    }
+}
+
+/// Connects to a Unix socket without waiting: a Unix stream connect completes at once
+/// (or fails: no socket, refused, `EAGAIN` when the backlog is full), so there is no
+/// connect to wait for and no `SO_ERROR` to ask afterwards.
+fn connect_now(path: &std::path::Path) -> io::Result<UnixStream> {
+    use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    let addr = UnixAddr::new(path)?;
+    connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr)?;
+    UnixStream::from_std(std::os::unix::net::UnixStream::from(fd))
+}
+
+impl Drop for Sender {
+    /// The connection is closed whole when the read half goes; no `shutdown(SHUT_WR)`
+    /// first (what tokio's write half does when dropped): a syscall per request that
+    /// tells the backend nothing it will not learn from the close.
+    fn drop(&mut self) {
+        if let Some(wr) = self.wr.take() {
+            wr.forget();
         }
     }
 }
@@ -155,11 +187,7 @@ impl Backend {
             socket: conf.socket.display().to_string(),
             error,
         };
-        let stream = match tokio::time::timeout(conf.timeout, UnixStream::connect(&conf.socket)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(connect_error(e)),
-            Err(_) => return Err(connect_error(io::Error::from(io::ErrorKind::TimedOut))),
-        };
+        let stream = connect_now(&conf.socket).map_err(connect_error)?;
         let (rd, wr) = stream.into_split();
         let mut out = Vec::with_capacity(16 + params.len() + 8);
         out.extend_from_slice(&record::begin_request());
@@ -171,7 +199,7 @@ impl Backend {
             conf,
             rd,
             sender: Sender {
-                wr,
+                wr: Some(wr),
                 out,
                 pos: 0,
                 stdin,
@@ -202,6 +230,43 @@ impl Backend {
             }
         }
         r
+    }
+
+    /// Whether the answer is over without another read: what is buffered decodes to
+    /// `FCGI_END_REQUEST` (complete) with no `FCGI_STDOUT` content left. No I/O; a
+    /// record that does not decode, or a refusal, says no and is left for
+    /// [`Self::read`] to report. Lets the last chunk go out with the last bytes.
+    pub fn drained(&mut self) -> bool {
+        loop {
+            if !self.pending.is_empty() {
+                return false;
+            }
+            if self.decoder.is_done() {
+                return true;
+            }
+            if self.unread.is_empty() {
+                return false;
+            }
+            let Ok((used, event)) = self.decoder.next(&self.rbuf[self.unread.clone()]) else {
+                return false;
+            };
+            match event {
+                Some(Event::End { protocol_status, .. }) if protocol_status != record::REQUEST_COMPLETE => {
+                    return false;
+                }
+                None if used == 0 => return false,
+                _ => {}
+            }
+            let end = self.unread.start + used;
+            self.unread.start = end;
+            match event {
+                Some(Event::Stdout(data)) => self.pending = end - data.len()..end,
+                Some(Event::Stderr { data, end }) => {
+                    stderr(&self.conf, &mut self.stderr, &mut self.stderr_cut, data, end)
+                }
+                _ => {}
+            }
+        }
     }
 
     async fn read_inner(&mut self, buf: &mut [u8]) -> Result<usize, FcgiError> {

@@ -1,0 +1,117 @@
+//! systemd: the notification protocol played by the test (a datagram socket as
+//! `NOTIFY_SOCKET`): `READY=1` with a `STATUS=` line once the server is ready,
+//! `WATCHDOG=1` at half `WATCHDOG_USEC`, `RELOADING=1` with `MONOTONIC_USEC` then
+//! `READY=1` around a reload, `STOPPING=1`; no child ever sees `NOTIFY_SOCKET` or
+//! `WATCHDOG_USEC`; and `deploy/bulkhead.service` passes `systemd-analyze verify`.
+
+use std::os::unix::net::UnixDatagram;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use crate::util::*;
+
+/// Collects datagrams until `want` is among their lines or `timeout` passes; returns
+/// every line seen.
+fn until(sock: &UnixDatagram, want: &str, timeout: Duration) -> Vec<String> {
+    let deadline = Instant::now() + timeout;
+    let mut lines = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    while Instant::now() < deadline {
+        sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        if let Ok(n) = sock.recv(&mut buf) {
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            lines.extend(text.lines().map(str::to_owned));
+            if lines.iter().any(|l| l == want) {
+                break;
+            }
+        }
+    }
+    lines
+}
+
+#[test]
+fn systemd_notify_ready_watchdog_reload_stopping() {
+    require_root!();
+    let dir = Dir::new("systemd_notify_ready_watchdog_reload_stopping");
+    let w = dir.path();
+    sites(w, 0o644);
+    let path = w.join("notify.sock");
+    let sock = UnixDatagram::bind(&path).unwrap();
+    let config = two_env_config(w, "");
+    let mut server = TestServer::try_start_with(&config, |cmd| {
+        cmd.env("NOTIFY_SOCKET", &path).env("WATCHDOG_USEC", "1000000");
+    })
+    .unwrap_or_else(|log| panic!("server did not become ready:\n{log}"));
+
+    let lines = until(&sock, "READY=1", Duration::from_secs(10));
+    assert!(lines.iter().any(|l| l == "READY=1"), "{lines:?}");
+    let status = lines
+        .iter()
+        .find(|l| l.starts_with("STATUS="))
+        .unwrap_or_else(|| panic!("no STATUS= with READY=1: {lines:?}"));
+    assert!(
+        status.starts_with("STATUS=serving 2 environments, ") && status.contains("processor"),
+        "{status}"
+    );
+    // Half of WATCHDOG_USEC: at least one ping within two seconds.
+    let lines = until(&sock, "WATCHDOG=1", Duration::from_secs(3));
+    assert!(lines.iter().any(|l| l == "WATCHDOG=1"), "{lines:?}");
+
+    // No child inherits the notification socket or the watchdog.
+    for pid in server.all_children() {
+        let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        let env = String::from_utf8_lossy(&env);
+        assert!(
+            !env.contains("NOTIFY_SOCKET") && !env.contains("WATCHDOG_"),
+            "child {pid} ({:?}) has {env:?}",
+            cmdline(pid)
+        );
+    }
+
+    server.signal(Signal::SIGHUP);
+    let lines = until(&sock, "READY=1", Duration::from_secs(10));
+    let at = |want: &str| lines.iter().position(|l| l == want);
+    let reloading = at("RELOADING=1").unwrap_or_else(|| panic!("no RELOADING=1: {lines:?}"));
+    let ready = at("READY=1").unwrap_or_else(|| panic!("no READY=1 after the reload: {lines:?}"));
+    assert!(reloading < ready, "{lines:?}");
+    let usec = lines[reloading..ready]
+        .iter()
+        .find_map(|l| l.strip_prefix("MONOTONIC_USEC="))
+        .unwrap_or_else(|| panic!("no MONOTONIC_USEC with RELOADING=1: {lines:?}"));
+    assert!(usec.parse::<u64>().is_ok_and(|u| u > 0), "{usec}");
+    ok(&server, "alice.test", "alice home", "after the reload");
+
+    server.signal(Signal::SIGTERM);
+    let lines = until(&sock, "STOPPING=1", Duration::from_secs(10));
+    assert!(lines.iter().any(|l| l == "STOPPING=1"), "{lines:?}");
+    assert!(server.wait_exit(Duration::from_secs(40)).is_some());
+}
+
+#[test]
+fn systemd_unit_verifies() {
+    let Some(analyze) = require_tool("systemd-analyze", "systemd") else {
+        return;
+    };
+    let dir = Dir::new("systemd_unit_verifies");
+    let unit =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/bulkhead.service")).unwrap();
+    // The unit names the installed binary; verify needs one that exists.
+    let unit = unit.replace("/usr/local/bin/bulkhead", BIN);
+    let path = dir.path().join("bulkhead.service");
+    std::fs::write(&path, unit).unwrap();
+    let out = std::process::Command::new(analyze)
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && text.trim().is_empty(),
+        "systemd-analyze verify:\n{text}"
+    );
+}
