@@ -261,10 +261,15 @@ struct Setup {
 }
 
 fn setup(test: &str) -> Setup {
+    setup_in(test, None)
+}
+
+/// [`setup`] with the certificates and keys in `pki_dir` when given.
+fn setup_in(test: &str, pki_dir: Option<&Path>) -> Setup {
     let dir = Dir::new(test);
     sites(dir.path(), 0o644);
-    let pki_dir = dir.path().join("pki");
-    std::fs::create_dir(&pki_dir).unwrap();
+    let pki_dir = pki_dir.map_or_else(|| dir.path().join("pki"), Path::to_path_buf);
+    std::fs::create_dir_all(&pki_dir).unwrap();
     chmod(&pki_dir, 0o755);
     let pki = Pki::new(&pki_dir);
     let alice = pki.issue("alice", &["alice.test", "*.alice.test"], ALICE);
@@ -1026,5 +1031,31 @@ fn plain_http_is_redirected_except_acme_challenges_and_tls_answers_carry_hsts() 
         !seen.response.contains("Strict-Transport-Security"),
         "{}",
         seen.response
+    );
+}
+
+#[test]
+fn a_private_view_lets_its_processors_read_their_own_key_only() {
+    require_root!();
+    if require_tool("openssl", "openssl").is_none() {
+        return;
+    }
+    // Not under /tmp, which a private view covers with its own.
+    let keys = tempfile::Builder::new()
+        .prefix("bulkhead-tls-view-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let s = setup_in("tls_view", Some(keys.path()));
+    let server = TestServer::start(&config(&s, "private_view = true"));
+    let addr = tls_addr(&server);
+    assert_served(
+        &https(addr, Some("alice.test"), "alice.test").unwrap(),
+        &s.alice.0,
+        "alice home",
+    );
+    assert_served(
+        &https(addr, Some("bob.test"), "bob.test").unwrap(),
+        &s.bob.0,
+        "bob home",
     );
 }

@@ -329,9 +329,19 @@ fn host(cfg: &Config, env: usize) -> (Vec<Step>, Sandbox) {
     if Path::new(PHP_SESSIONS).is_dir() {
         rw.push(PHP_SESSIONS.into());
     }
+    // Its certificates and keys, which its processors read when they start (file rules:
+    // nothing else in their directories). Under /tmp or /dev/shm they are covered.
+    let mut read_only = system_ro(&e.bind_ro);
+    read_only.extend(
+        cfg.vhosts
+            .iter()
+            .filter(|v| v.environment == env)
+            .filter_map(|v| v.tls.as_ref())
+            .flat_map(|t| [t.certificate.clone(), t.key.clone()]),
+    );
     let sandbox = Sandbox {
         namespaces: true,
-        read_only: system_ro(&e.bind_ro),
+        read_only,
         read_write: rw,
         devices: devices(),
         list_root: false,
