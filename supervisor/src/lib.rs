@@ -61,6 +61,8 @@ pub enum SupervisorError {
     #[error(transparent)]
     Fastcgi(#[from] fastcgi::socket::SocketError),
     #[error(transparent)]
+    Fpm(#[from] fastcgi::fpm::FpmError),
+    #[error(transparent)]
     Cgroup(#[from] cgroup::CgroupError),
     #[error(transparent)]
     Namespace(#[from] namespace::NamespaceError),
