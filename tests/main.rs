@@ -56,7 +56,7 @@ mod logs;
 /// DokuWiki in a jail, a killed holder, a reload, `check`.
 mod namespaces;
 /// `manager = "php-fpm"`: one php-fpm master per environment (uids, fds, a killed
-/// master, a reload), its children counted as the environment's backends.
+/// master, a reload, a jail), its children counted as the environment's backends.
 mod php_fpm;
 /// Pool sizing: scale to zero, saturation and availability, expiry, recycling, spares.
 mod pools;

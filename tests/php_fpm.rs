@@ -4,7 +4,8 @@
 //! environment; a master killed with SIGKILL is replaced (its children go with it)
 //! and the next request succeeds; a reload that drops the environment's `fastcgi`
 //! stops the master and its children and removes the socket and the pool file; the
-//! children are the environment's `BACKENDS` in `?json`.
+//! children are the environment's `BACKENDS` in `?json`; a chrooted environment in a
+//! private view runs the system's php-fpm with nothing copied into its jail.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -260,4 +261,54 @@ fn php_fpm_reload_dropping_the_environment_stops_its_master() {
     );
     // bob's new master serves, and alice's PHP is now a plain file.
     assert_eq!(get_ok(&server, "bob.test", "/whoami.php").text(), "2002");
+}
+
+/// A chrooted environment with a private view (the system's trees shown read-only in
+/// an empty jail) runs the system's php-fpm: its pool file and socket in the jail's
+/// `/.bulkhead/`, nothing else added to the jail.
+#[test]
+fn php_fpm_runs_chrooted_in_a_private_view() {
+    require_root!();
+    let Some(fpm) = php_fpm() else { return };
+    let dir = Dir::new("php_fpm_jail");
+    let w = dir.path();
+    let jail = w.join("alice");
+    crate::util::fs::put(
+        &jail,
+        "www/t.php",
+        b"<?php echo getmyuid(), '|', is_dir('/srv') ? 'srv' : 'nosrv';",
+        ALICE,
+        0o644,
+    );
+    crate::util::fs::chown(&jail, 0);
+    crate::util::fs::chmod(&jail, 0o755);
+    let text = php_config(w, "private_view = true", &fpm_table("alice", &fpm, ""))
+        .replace(
+            &format!("group = {ALICE}\n"),
+            &format!("group = {ALICE}\nchroot = \"{}\"\n", jail.display()),
+        )
+        .replace(
+            &format!("document_root = \"{}\"", jail.display()),
+            &format!("document_root = \"{}\"", jail.join("www").display()),
+        );
+    let server = TestServer::start(&text);
+    let a = get_ok(&server, "alice.test", "/t.php");
+    assert_eq!(
+        (a.status, a.text()),
+        (200, format!("{ALICE}|nosrv")),
+        "{}\n{}",
+        a.head,
+        server.log()
+    );
+    let mut names: Vec<String> = std::fs::read_dir(&jail)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, [".bulkhead", "www"]);
+    let inside: Vec<String> = std::fs::read_dir(jail.join(".bulkhead"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(inside.iter().any(|n| n.ends_with(".conf")), "{inside:?}");
 }
