@@ -18,6 +18,7 @@ SCENARIOS = [
 ]
 NAMES = {
     "bh-php": "bulkhead + php-cgi",
+    "bh-fpm": "bulkhead + php-fpm",
     "nginx-php": "nginx + php-fpm",
     "apache-php": "apache itk + mod_php",
 }
@@ -37,7 +38,8 @@ def php_sections(w, work, md):
 def throughput(w, md, runs):
     w("## PHP: a tiny script and DokuWiki")
     w("")
-    for key, title in (("php_bulkhead", "bulkhead"), ("php_fpm", "nginx + php-fpm"),
+    for key, title in (("php_bulkhead", "bulkhead"), ("php_bhfpm", "bulkhead + php-fpm"),
+                       ("php_fpm", "nginx + php-fpm"),
                        ("php_apache", "apache"), ("php_ini", "PHP settings"),
                        ("php_opcache", "OPcache")):
         if key in md:
