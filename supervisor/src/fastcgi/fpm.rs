@@ -102,7 +102,8 @@ pub fn pool_text(p: &Pool<'_>) -> String {
         p.generation,
         quoted(&p.socket.to_string_lossy()),
         f.max_backends,
-        f.max_requests,
+        // php-fpm reads an int: past it, as good as never.
+        f.max_requests.min(i32::MAX as u64),
         f.idle_timeout.as_secs().max(1),
         quoted(common_path()),
     );
@@ -236,6 +237,17 @@ env[X] = 'a \"b\" ; $c \\d'
             fastcgi: &f,
         });
         assert!(text.contains("\n[env-Global]\n"), "{text}");
+        let huge = conf::Fastcgi {
+            max_requests: u64::MAX,
+            ..fastcgi()
+        };
+        let text = pool_text(&Pool {
+            env: "alice",
+            generation: 0,
+            socket: Path::new("/x.sock"),
+            fastcgi: &huge,
+        });
+        assert!(text.contains("\npm.max_requests = 2147483647\n"), "{text}");
     }
 
     #[test]
