@@ -107,6 +107,22 @@ pub fn pool_text(p: &Pool<'_>) -> String {
         f.idle_timeout.as_secs().max(1),
         quoted(common_path()),
     );
+    // php-fpm's own default is `.php .phar`: the environment's extensions instead (one
+    // with a character an ini value could trip over is left out, so php-fpm refuses
+    // it rather than the file saying something else).
+    let exts: Vec<&str> = f
+        .extensions
+        .iter()
+        .map(String::as_str)
+        .filter(|e| {
+            e[1..]
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        })
+        .collect();
+    if !exts.is_empty() {
+        s.push_str(&format!("security.limit_extensions = {}\n", exts.join(" ")));
+    }
     for (k, v) in &f.env {
         if k != "PATH" {
             s.push_str(&format!("env[{k}] = {}\n", quoted(v)));
@@ -187,7 +203,7 @@ mod tests {
         conf::Fastcgi {
             manager: conf::Manager::PhpFpm,
             command: vec!["/usr/sbin/php-fpm8.2".into()],
-            extensions: vec![".php".into()],
+            extensions: vec![".php".into(), ".phtml".into(), ".p hp".into()],
             min_backends: 0,
             max_backends: 8,
             max_requests: 500,
@@ -225,6 +241,7 @@ clear_env = yes
 catch_workers_output = yes
 decorate_workers_output = no
 env[PATH] = '/usr/local/bin:/usr/bin:/bin'
+security.limit_extensions = .php .phtml
 env[PHP_INI_SCAN_DIR] = ':/srv/alice/php.d'
 env[X] = 'a \"b\" ; $c \\d'
 ";
