@@ -55,6 +55,9 @@ mod logs;
 /// seccomp): /proc, other trees, /tmp, SysV IPC, denied syscalls, system PHP and
 /// DokuWiki in a jail, a killed holder, a reload, `check`.
 mod namespaces;
+/// `manager = "php-fpm"`: one php-fpm master per environment (uids, fds, a killed
+/// master, a reload, a jail), its children counted as the environment's backends.
+mod php_fpm;
 /// Pool sizing: scale to zero, saturation and availability, expiry, recycling, spares.
 mod pools;
 /// SIGHUP generations: no failed request, refused configs, listeners kept.

@@ -4,7 +4,8 @@
     coldstart.py --target KIND:PORT:ROOT-PID:LABEL[:wait-spare] [--target ...]
                  --uid-base U --count N --gap SECONDS [--prefix e]
 
-KIND is bulkhead (PORT: bulkhead's, ROOT-PID: its supervisor) or fpm (PORT:
+KIND is bulkhead (PORT: bulkhead's, ROOT-PID: its supervisor), bhfpm (the same,
+bulkhead running php-fpm masters as its environments' backends) or fpm (PORT:
 nginx's, ROOT-PID: the php-fpm master). For each tenant PREFIX1 .. PREFIXN in turn,
 and for each target (interleaved: the targets' order alternates per tenant):
 
@@ -12,6 +13,8 @@ and for each target (interleaved: the targets' order alternates per tenant):
    - bulkhead: `GET /server-status?json` (Host: the tenant's vhost, served by the
      multiplexer itself) says environments[i].processors_alive == 0, and no child of
      the supervisor (ROOT-PID) runs as the tenant's uid (U + i);
+   - bhfpm: the same, except the tenant's php-fpm master, which always runs: it must
+     have no child (no pool process);
    - fpm: no child of the php-fpm master (ROOT-PID) is titled "php-fpm: pool PREFIXi";
 2. with :wait-spare (bulkhead only): wait (at most 5 s) until a spare processor
    (a child of the supervisor exec'd as `bulkhead processor` still running as root)
@@ -136,16 +139,20 @@ class Target:
 
     def __init__(self, spec):
         f = spec.split(":")
-        if len(f) not in (4, 5) or f[0] not in ("bulkhead", "fpm") or (len(f) == 5 and f[4] != "wait-spare"):
+        if len(f) not in (4, 5) or f[0] not in ("bulkhead", "bhfpm", "fpm") or (len(f) == 5 and f[4] != "wait-spare"):
             raise SystemExit("coldstart.py: bad --target %r" % spec)
         self.kind, self.port, self.root_pid, self.label = f[0], int(f[1]), int(f[2]), f[3]
         self.wait_spare = len(f) == 5
 
 
 def is_cold(t, name, uid):
-    if t.kind == "bulkhead":
-        if any(u == uid for _, u, _ in children(t.root_pid)):
-            return False
+    if t.kind in ("bulkhead", "bhfpm"):
+        for p, u, argv in children(t.root_pid):
+            if u != uid:
+                continue
+            master = t.kind == "bhfpm" and argv and argv[0].startswith("php-fpm: master")
+            if not master or children(p):
+                return False
         d = status_json(t.port, name + ".test")
         env = next((e for e in d["environments"] if e["name"] == name), None)
         if env is None:
@@ -169,14 +176,14 @@ def start(t, name, uid, gap):
             if time.monotonic() > deadline:
                 raise RuntimeError("still had a process 15 s after its last request")
             time.sleep(0.05)
-        if t.kind == "bulkhead" and t.wait_spare:
+        if t.kind in ("bulkhead", "bhfpm") and t.wait_spare:
             deadline = time.monotonic() + 5
             while not any(age_s(p) >= 0.1 for p in spares(t.root_pid)):
                 if time.monotonic() > deadline:
                     raise RuntimeError("no spare processor within 5 s")
                 time.sleep(0.02)
         time.sleep(gap)
-        if t.kind == "bulkhead":
+        if t.kind in ("bulkhead", "bhfpm"):
             nspare = str(len(spares(t.root_pid)))
         code, body, dt = http(t.port, host, "/")
         if code != 200 or body != (name + "\n").encode():
@@ -206,7 +213,7 @@ def main():
     targets = [Target(x) for x in a.target]
 
     host1 = "%s%d.test" % (a.prefix, a.first)
-    before = {t.label: counters(t.port, host1) for t in targets if t.kind == "bulkhead"}
+    before = {t.label: counters(t.port, host1) for t in targets if t.kind in ("bulkhead", "bhfpm")}
     for i in range(a.first, a.first + a.count):
         # Interleaved, the order alternating per tenant, so that drift in the
         # machine's load hits every target alike.
@@ -214,7 +221,7 @@ def main():
         for t in order:
             print(start(t, "%s%d" % (a.prefix, i), a.uid_base + i, a.gap), flush=True)
     for t in targets:
-        if t.kind == "bulkhead":
+        if t.kind in ("bulkhead", "bhfpm"):
             print("counters %s %s %s %s %s" % ((t.label,) + before[t.label] + counters(t.port, host1)),
                   file=sys.stderr)
 

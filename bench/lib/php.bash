@@ -4,6 +4,8 @@
 # posix_geteuid();`) and Debian's DokuWiki (start page), served by
 #   bh-php      bulkhead, php-cgi backends with the shipped defaults (min_backends 0,
 #               max_backends 8, max_requests 10000, idle_timeout 60);
+#   bh-fpm      bulkhead, manager = "php-fpm" with the same keys (one php-fpm master,
+#               pm = ondemand, pm.max_children 8, pm.max_requests 10000, idle 60 s);
 #   nginx-php   nginx (1 worker) + php-fpm, one pool for uid 2001: pm = ondemand,
 #               pm.max_children = 8, pm.max_requests = 10000, process_idle_timeout 60s
 #               (the same shape as bulkhead's defaults);
@@ -16,7 +18,7 @@
 
 PHP_INI_DIR=""     # the extra ini directory every PHP server scans (php_setup)
 PHP_SCENARIOS=(php-ka php-close wiki-ka wiki-close)
-PHP_SERVERS=(bh-php nginx-php apache-php)
+PHP_SERVERS=(bh-php bh-fpm nginx-php apache-php)
 
 # php_setup: the ini every PHP server adds to Debian's (PHP_INI_SCAN_DIR=:DIR).
 php_setup() {
@@ -80,8 +82,8 @@ make_php_world() {
     chown 2001:2001 "$d" "$d/whoami.php"; chmod 0644 "$d/whoami.php"
 }
 
-conf_bulkhead_php() {
-    local port=$1 mport=$2 d=$WORK/bh-php
+conf_bulkhead_php() {  # conf_bulkhead_php PORT METRICS-PORT [NAME MANAGER-LINES]
+    local port=$1 mport=$2 d=$WORK/${3:-bh-php} manager=${4:-'command = ["/usr/bin/php-cgi"]'}
     mkdir -p "$d/run"
     cat >"$d/bulkhead.toml" <<EOF
 [server]
@@ -102,7 +104,7 @@ max_requests_per_child = 0
 # The shipped defaults (min_backends 0, max_backends 8, max_requests 10000,
 # idle_timeout 60); only the bench's ini added to Debian's.
 [environments.a.fastcgi]
-command = ["/usr/bin/php-cgi"]
+$manager
 extensions = [".php"]
 env = { PHP_INI_SCAN_DIR = ":$PHP_INI_DIR" }
 
@@ -262,7 +264,7 @@ php_preflight() {  # php_preflight SERVER: whoami answers 2001, the wiki its sta
 }
 
 run_php() {
-    local s scen r n k port mport order=()
+    local s scen r n k port mport mport2 order=()
     log "php: whoami.php and DokuWiki's start page, keep-alive and a new connection per request"
     php_setup
     if [[ ! -e /usr/share/dokuwiki/doku.php || ! -x /usr/bin/php-cgi ]]; then
@@ -271,7 +273,8 @@ run_php() {
     make_php_world || { part_fail php "copying DokuWiki failed"; return 0; }
     : >"$WORK/php-runs.tsv"
     for s in "${PHP_SERVERS[@]}"; do STATUS[$s]=ok; REASON[$s]=""; done
-    PORT[bh-php]=$(free_port) && PORT[nginx-php]=$(free_port) && PORT[apache-php]=$(free_port) && mport=$(free_port) ||
+    PORT[bh-php]=$(free_port) && PORT[bh-fpm]=$(free_port) && PORT[nginx-php]=$(free_port) &&
+        PORT[apache-php]=$(free_port) && mport=$(free_port) && mport2=$(free_port) ||
         { part_fail php "no free port found"; return 0; }
     if [[ -n $BH_BUILD_ERR ]]; then
         fail bh-php "$BH_BUILD_ERR"
@@ -279,6 +282,16 @@ run_php() {
         conf_bulkhead_php "${PORT[bh-php]}" "$mport"
         RUST_LOG=${RUST_LOG:-info} start_server bh-php "$BULKHEAD_BIN" serve --config "$WORK/bh-php/bulkhead.toml"
         wait_ready bh-php && php_preflight bh-php
+    fi
+    if [[ -n $BH_BUILD_ERR ]]; then
+        fail bh-fpm "$BH_BUILD_ERR"
+    elif [[ -n $FPM_BIN ]]; then
+        conf_bulkhead_php "${PORT[bh-fpm]}" "$mport2" bh-fpm "manager = \"php-fpm\"
+command = [\"$FPM_BIN\"]"
+        RUST_LOG=${RUST_LOG:-info} start_server bh-fpm "$BULKHEAD_BIN" serve --config "$WORK/bh-fpm/bulkhead.toml"
+        wait_ready bh-fpm && php_preflight bh-fpm
+    else
+        fail bh-fpm "php-fpm is not installed"
     fi
     if [[ -n $FPM_BIN ]] && have nginx; then
         conf_nginx_php "${PORT[nginx-php]}"
@@ -324,6 +337,7 @@ run_php() {
         done
     done
     bulkhead_log_check bh-php php
+    printf 'php_bhfpm\t%s\n' "the same bulkhead with manager = \"php-fpm\" ($FPM_BIN): one master, pm = ondemand, pm.max_children 8, pm.max_requests 10000, pm.process_idle_timeout 60s" >>"$WORK/meta-php.tsv"
     printf 'php_bulkhead\t%s\n' "${BULKHEAD_PROFILE:-n/a}; 1 multiplexer, processors min 1 / max 4 with max_requests_per_child = 0; php-cgi backends with the shipped defaults: min_backends 0, max_backends 8, max_requests 10000, idle_timeout 60" >>"$WORK/meta-php.tsv"
     printf 'php_fpm\t%s behind %s (1 worker); one pool for uid 2001: pm = ondemand, pm.max_children = 8, pm.max_requests = 10000, pm.process_idle_timeout = 60s\n' \
         "$("$FPM_BIN" -v 2>/dev/null | head -1 | awk '{print $1, $2}')" "$(nginx -v 2>&1 | sed 's/^nginx version: //')" >>"$WORK/meta-php.tsv"
@@ -335,6 +349,6 @@ run_php() {
         "$(/usr/bin/php-cgi -m 2>/dev/null | grep -q 'Zend OPcache' && echo 'Zend OPcache listed' || echo 'no Zend OPcache')" \
         "$(printf '<?php echo ini_get("opcache.enable");' >"$WORK/php-ini.check.php"; PHP_INI_SCAN_DIR=:$PHP_INI_DIR /usr/bin/php-cgi -q "$WORK/php-ini.check.php" 2>/dev/null)" \
         "$(PHP_INI_SCAN_DIR=:$PHP_INI_DIR "$FPM_BIN" -i 2>/dev/null | sed -n 's/^opcache.enable => \([^ ]*\).*/\1/p' | head -1)" >>"$WORK/meta-php.tsv"
-    for s in bh-php nginx-php fpm-php apache-php; do [[ ${STATUS[$s]:-} == ok ]] && stop_server "$s"; done
+    for s in bh-php bh-fpm nginx-php fpm-php apache-php; do [[ ${STATUS[$s]:-} == ok ]] && stop_server "$s"; done
     return 0
 }

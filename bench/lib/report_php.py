@@ -18,6 +18,7 @@ SCENARIOS = [
 ]
 NAMES = {
     "bh-php": "bulkhead + php-cgi",
+    "bh-fpm": "bulkhead + php-fpm",
     "nginx-php": "nginx + php-fpm",
     "apache-php": "apache itk + mod_php",
 }
@@ -37,7 +38,8 @@ def php_sections(w, work, md):
 def throughput(w, md, runs):
     w("## PHP: a tiny script and DokuWiki")
     w("")
-    for key, title in (("php_bulkhead", "bulkhead"), ("php_fpm", "nginx + php-fpm"),
+    for key, title in (("php_bulkhead", "bulkhead"), ("php_bhfpm", "bulkhead + php-fpm"),
+                       ("php_fpm", "nginx + php-fpm"),
                        ("php_apache", "apache"), ("php_ini", "PHP settings"),
                        ("php_opcache", "OPcache")):
         if key in md:
@@ -94,7 +96,11 @@ def cold_section(w, work, md, cold):
       "[\"index.php\"]`), so a start is a processor *and* a backend started for the "
       "request; php-fpm (pm = ondemand) forks a pool child for it. The same client, checks "
       "and passes as the cold-start part; the tenant has no process at all before each start "
-      "(no child of the supervisor runs as its uid: no processor, no backend)." % md.get("cold_envs", "?"))
+      "(no child of the supervisor runs as its uid: no processor, no backend). bulkhead + "
+      "php-fpm: a second bulkhead whose environments' manager is php-fpm (`manager = "
+      "\"php-fpm\"`: one master per environment, always running, pm = ondemand, "
+      "pm.process_idle_timeout = 1s); before each start the tenant has no processor and "
+      "its master no child, so a start is a processor started and a pool child forked." % md.get("cold_envs", "?"))
     w("")
     by = {}
     for r in cold:
@@ -119,8 +125,10 @@ def cold_section(w, work, md, cold):
     w("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     line("bulkhead + php-cgi, pass 1 (back to back)", "bh-gap", "fpm-gap")
     line("**php-fpm** ondemand via nginx, pass 1", "fpm-gap", "fpm-gap")
+    line("bulkhead + php-fpm, pass 1 (back to back)", "bhfpm-gap", "fpm-gap")
     line("bulkhead + php-cgi, pass 2 (a spare processor ready)", "bh-spare", "fpm-spare")
     line("**php-fpm** ondemand via nginx, pass 2", "fpm-spare", "fpm-spare")
+    line("bulkhead + php-fpm, pass 2 (a spare processor ready)", "bhfpm-spare", "fpm-spare")
     w("")
     errs = [r for r in cold if len(r) > 5 and r[5]]
     for r in errs[:5]:

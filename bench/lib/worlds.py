@@ -23,7 +23,9 @@ same index.php as php-fpm: every environment gets php-cgi backends
 --idle-timeout, so a backend is gone as soon as the processor is) and every vhost
 `index = ["index.php"]`, so `GET /` runs index.php; --php-ini-dir DIR is added to
 php-cgi's ini scan path (`env = { PHP_INI_SCAN_DIR = ":DIR" }`, as bench/run gives
-php-fpm), so both run PHP with the same settings.
+php-fpm), so both run PHP with the same settings. With --php-fpm BIN too, bulkhead's
+backends are php-fpm (`manager = "php-fpm"`, `command = [BIN]`: one master per
+environment, pm = ondemand, pm.process_idle_timeout = the bulkhead --idle-timeout).
 
 BULKHEAD_PRIVATE_VIEW=1 in the environment adds `private_view = true` to [server].
 """
@@ -48,6 +50,8 @@ def main():
                     help="bulkhead runs index.php through php-cgi backends too")
     ap.add_argument("--php-ini-dir", default="",
                     help="with --php: a directory added to php-cgi's PHP_INI_SCAN_DIR")
+    ap.add_argument("--php-fpm", default="",
+                    help="with --php: bulkhead's backends are this php-fpm (manager = \"php-fpm\")")
     a = ap.parse_args()
 
     d = os.path.abspath(a.dir)
@@ -100,7 +104,11 @@ def main():
         w("")
         if a.php:
             w("[environments.%s.fastcgi]" % name)
-            w('command = ["/usr/bin/php-cgi"]')
+            if a.php_fpm:
+                w('manager = "php-fpm"')
+                w('command = ["%s"]' % a.php_fpm)
+            else:
+                w('command = ["/usr/bin/php-cgi"]')
             w('extensions = [".php"]')
             w("idle_timeout = %d" % a.idle_timeout)
             if a.php_ini_dir:

@@ -137,6 +137,19 @@ pub struct BackendBoot {
     /// `PHP_FCGI_MAX_REQUESTS`; 0: not set.
     pub max_requests: u64,
     pub generation: u64,
+    /// `manager = "php-fpm"`: the command is php-fpm's master, run in the foreground
+    /// on the supervisor's pool file, adopting the socket (fd 3, `FPM_SOCKETS`).
+    pub php_fpm: Option<FpmBoot>,
+}
+
+/// What a php-fpm master is told (paths as the environment sees them, inside its
+/// chroot when it has one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FpmBoot {
+    /// The pool file the supervisor wrote beside the socket (`-y`).
+    pub config: String,
+    /// The socket's path: the pool's `listen`, and the key of `FPM_SOCKETS`.
+    pub socket: String,
 }
 
 /// A multiplexer's slice. Its fds are a [`crate::bootfds::MultiplexerFds`].

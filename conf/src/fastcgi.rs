@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::cgi::strings;
 use crate::error::Report;
 use crate::limits::MAX_TIMEOUT_SECS;
-use crate::model::Fastcgi;
+use crate::model::{Fastcgi, Manager};
 use crate::tree::{Entry, Table};
 
 /// `[server] runtime_dir` when absent.
@@ -26,6 +26,7 @@ pub(crate) const MAX_BACKENDS: i64 = 1024;
 
 /// The keys of `[environments.NAME.fastcgi]`.
 const KEYS: &[&str] = &[
+    "manager",
     "command",
     "extensions",
     "min_backends",
@@ -41,7 +42,57 @@ const RESERVED_ENV: &[&str] = &[
     "PHP_FCGI_CHILDREN",
     "PHP_FCGI_MAX_REQUESTS",
     "FCGI_WEB_SERVER_ADDRS",
+    "FPM_SOCKETS",
 ];
+
+/// `manager`: `"bulkhead"` (default) or `"php-fpm"`.
+fn manager(t: &Table, r: &mut Report) -> Option<Manager> {
+    let Some(e) = t.get("manager") else {
+        return Some(Manager::Bulkhead);
+    };
+    match e.str(r)? {
+        "bulkhead" => Some(Manager::Bulkhead),
+        "php-fpm" => Some(Manager::PhpFpm),
+        other => {
+            e.error(
+                r,
+                format!(
+                    "manager is \"bulkhead\" or \"php-fpm\", got '{}'",
+                    other.escape_debug()
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// With php-fpm, what its pool file cannot say: `min_backends` (the pool is
+/// `pm = ondemand`: a warning) and an `env` value holding a quote or a line break (it
+/// is written as a single-quoted ini value on one line: an error).
+fn check_php_fpm(t: &Table, r: &mut Report, min_backends: Option<i64>, env_parsed: bool) -> bool {
+    if let (Some(e), Some(1..)) = (t.get("min_backends"), min_backends) {
+        r.warn(
+            &e.span,
+            &e.path,
+            "min_backends is ignored with manager = \"php-fpm\": its pool is pm = ondemand (children forked on demand by its master)",
+        );
+    }
+    let Some(env) = t.get("env").filter(|_| env_parsed) else {
+        return true;
+    };
+    let Some(env) = env.table(r) else { return false };
+    let mut ok = true;
+    for (_, value) in env.entries() {
+        if value.str(r).is_some_and(|v| v.contains(['\'', '\n', '\r'])) {
+            value.error(
+                r,
+                "with manager = \"php-fpm\", an env value cannot hold ', a newline or a carriage return (php-fpm's pool file)",
+            );
+            ok = false;
+        }
+    }
+    ok
+}
 
 /// `[server] runtime_dir`: absolute; default [`DEFAULT_RUNTIME_DIR`].
 pub(crate) fn runtime_dir(t: &Table, r: &mut Report) -> Option<PathBuf> {
@@ -58,6 +109,7 @@ pub(crate) fn environment(t: &Table, r: &mut Report, chroot: Option<&Path>) -> O
     };
     let t = entry.table(r)?;
     t.check_keys(r, KEYS);
+    let manager = manager(&t, r);
     let command = t.require(r, "command").and_then(|e| {
         let c = command(&e, r)?;
         warn_missing(&e, r, &c[0], chroot);
@@ -87,6 +139,8 @@ pub(crate) fn environment(t: &Table, r: &mut Report, chroot: Option<&Path>) -> O
         None => Some(Vec::new()),
         Some(e) => env(&e, r),
     };
+    // After `env` parsed: its table and strings are known good, so nothing is said twice.
+    let fpm_ok = manager != Some(Manager::PhpFpm) || check_php_fpm(&t, r, min_backends, env.is_some());
     if let (Some(min), Some(max)) = (min_backends, max_backends) {
         if min > max {
             let e = t.get("min_backends");
@@ -98,7 +152,11 @@ pub(crate) fn environment(t: &Table, r: &mut Report, chroot: Option<&Path>) -> O
             return None;
         }
     }
+    if !fpm_ok {
+        return None;
+    }
     Some(Some(Fastcgi {
+        manager: manager?,
         command: command?,
         extensions: extensions?,
         min_backends: u32::try_from(min_backends?).ok()?,

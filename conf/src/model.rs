@@ -161,7 +161,10 @@ impl CgroupLimits {
 /// environment's one listening socket).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fastcgi {
-    /// The program (absolute, as the environment sees it) and its arguments.
+    /// Who runs the backend processes: bulkhead itself (default) or php-fpm's master.
+    pub manager: Manager,
+    /// The program (absolute, as the environment sees it) and its arguments; with
+    /// [`Manager::PhpFpm`], the php-fpm binary.
     pub command: Vec<String>,
     /// File extensions served through the backends (`.php`), each starting with `.`.
     pub extensions: Vec<String>,
@@ -178,6 +181,19 @@ pub struct Fastcgi {
     pub timeout: Duration,
     /// Extra environment variables of every backend, in file order.
     pub env: Vec<(String, String)>,
+}
+
+/// `manager` of `[environments.NAME.fastcgi]`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Manager {
+    /// `"bulkhead"`: the supervisor starts each backend (one request at a time) on
+    /// demand, up to `max_backends`, and stops idle ones.
+    #[default]
+    Bulkhead,
+    /// `"php-fpm"`: the supervisor runs one php-fpm master per environment and
+    /// generation (`-F`, a generated `pm = ondemand` pool adopting the socket), which
+    /// forks its own children up to `max_backends`.
+    PhpFpm,
 }
 
 /// `[[vhosts]]`: Peruser's `<VirtualHost>` with its `ServerEnvironment`.

@@ -7,6 +7,12 @@
 //! configured command in place (same pid, so the supervisor's child is the program)
 //! with a scrubbed environment. On any failure: one line on stderr (the log pipe) and
 //! exit status 127.
+//!
+//! With `manager = "php-fpm"` the command is php-fpm's master: the socket goes on fd 3
+//! instead (php-fpm points fds 0 and 1 at `/dev/null` before it looks at its sockets),
+//! named in `FPM_SOCKETS=<listen>=3` so that it adopts it rather than binding, and the
+//! master runs with `-F -O -y <pool file>` (foreground, its log on stderr: the log
+//! pipe, which the tenant cannot reopen by path, being root's).
 
 use std::ffi::CString;
 use std::os::fd::AsRawFd;
@@ -31,12 +37,17 @@ pub enum BackendError {
     },
     #[error("listener onto fd 0: {0}")]
     Dup(std::io::Error),
+    #[error("the FastCGI socket path '{0}' holds ',' or '=' (php-fpm's FPM_SOCKETS cannot name it)")]
+    FpmSocket(String),
     #[error("exec {program}: {source}")]
     Exec { program: String, source: nix::Error },
 }
 
 /// `PATH` of every backend.
 pub const PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// Where a php-fpm master finds its inherited socket (`FPM_SOCKETS=<listen>=3`).
+pub const FPM_LISTEN_FD: i32 = 3;
 
 /// The limits a backend runs under (soft, hard), lowered to at most our own hard
 /// limits. Unlike a CGI script's, no `RLIMIT_CPU`: a backend lives for many requests,
@@ -54,9 +65,15 @@ fn limits() -> [(libc::__rlimit_resource_t, u64, u64, &'static str); 4] {
 /// The environment a backend's command gets: `PATH`, `PHP_FCGI_MAX_REQUESTS` (always:
 /// php-cgi's own default without it is 500, and its 0 means "never", as ours), then the configuration's `env` (which `conf` keeps from
 /// naming the reserved variables).
+/// A php-fpm master gets `PATH`, `FPM_SOCKETS` and the configured `env` (for its
+/// own startup: `PHP_INI_SCAN_DIR` is read there); its children get only the pool's
+/// `env[...]` entries (`clear_env = yes`).
 pub fn environment(boot: &BackendBoot) -> Vec<(String, String)> {
     let mut env = vec![("PATH".to_owned(), PATH.to_owned())];
-    env.push(("PHP_FCGI_MAX_REQUESTS".into(), boot.max_requests.to_string()));
+    match &boot.php_fpm {
+        Some(fpm) => env.push(("FPM_SOCKETS".into(), format!("{}={FPM_LISTEN_FD}", fpm.socket))),
+        None => env.push(("PHP_FCGI_MAX_REQUESTS".into(), boot.max_requests.to_string())),
+    }
     env.extend(boot.env.iter().filter(|(k, _)| k != "PATH").cloned());
     env
 }
@@ -84,7 +101,14 @@ fn prepare_and_exec(boot: &BackendBoot, fds: BackendFds<std::os::fd::OwnedFd>) -
         Ok(p) => p,
         Err(e) => return e,
     };
-    let argv: Result<Vec<CString>, _> = boot.command.iter().map(|a| cstr(a, "an argument")).collect();
+    let mut args = boot.command.clone();
+    if let Some(fpm) = &boot.php_fpm {
+        if fpm.socket.contains([',', '=']) {
+            return BackendError::FpmSocket(fpm.socket.clone());
+        }
+        args.extend(["-F".into(), "-O".into(), "-y".into(), fpm.config.clone()]);
+    }
+    let argv: Result<Vec<CString>, _> = args.iter().map(|a| cstr(a, "an argument")).collect();
     let envp: Result<Vec<CString>, _> = environment(boot)
         .iter()
         .map(|(k, v)| cstr(&format!("{k}={v}"), "an environment variable"))
@@ -109,28 +133,41 @@ fn prepare_and_exec(boot: &BackendBoot, fds: BackendFds<std::os::fd::OwnedFd>) -
             };
         }
     }
-    // The listener on fd 0; dup2 gives the new fd no close-on-exec flag.
-    // SAFETY: both fds are valid; fd 0 is /dev/null, owned by nothing in this process.
-    if unsafe { libc::dup2(fds.listener.as_raw_fd(), 0) } < 0 {
+    // The listener on fd 0 (php-fpm: fd 3); dup2 gives the new fd no close-on-exec
+    // flag. The bundle's copy may already be fd 3: dup2 onto itself does nothing, so
+    // it is moved off first.
+    let target = if boot.php_fpm.is_some() { FPM_LISTEN_FD } else { 0 };
+    let mut listener = fds.listener.as_raw_fd();
+    if listener == target {
+        // SAFETY: fcntl F_DUPFD_CLOEXEC on a valid fd we own; integers only.
+        listener = unsafe { libc::fcntl(listener, libc::F_DUPFD_CLOEXEC, 10) };
+        if listener < 0 {
+            return BackendError::Dup(std::io::Error::last_os_error());
+        }
+    }
+    // SAFETY: both fds are valid; the target is /dev/null (fd 0) or nothing we use
+    // (fd 3: the control channel was moved off it at the start).
+    if unsafe { libc::dup2(listener, target) } < 0 {
         return BackendError::Dup(std::io::Error::last_os_error());
     }
     // Blocking accept: the program expects a plain listening socket.
-    // SAFETY: fcntl on fd 0, just installed; integers only.
+    // SAFETY: fcntl on the fd just installed; integers only.
     unsafe {
-        let fl = libc::fcntl(0, libc::F_GETFL);
+        let fl = libc::fcntl(target, libc::F_GETFL);
         if fl >= 0 {
-            libc::fcntl(0, libc::F_SETFL, fl & !libc::O_NONBLOCK);
+            libc::fcntl(target, libc::F_SETFL, fl & !libc::O_NONBLOCK);
         }
     }
-    // Everything above 2 (the control channel, the bundle's own copies, the runtime's
-    // fds) is gone at the exec. The control channel is close-on-exec already; this is
-    // the proof for the rest.
+    // Everything above 2 (3 for php-fpm: its socket) — the control channel, the
+    // bundle's own copies, the runtime's fds — is gone at the exec. The control
+    // channel is close-on-exec already; this is the proof for the rest.
+    let first = (target.max(2) + 1) as libc::c_uint;
     // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags; no handle is
     // invalidated.
     let r = unsafe {
         libc::syscall(
             libc::SYS_close_range,
-            3 as libc::c_uint,
+            first,
             libc::c_uint::MAX,
             libc::CLOSE_RANGE_CLOEXEC as libc::c_uint,
         )
@@ -138,9 +175,11 @@ fn prepare_and_exec(boot: &BackendBoot, fds: BackendFds<std::os::fd::OwnedFd>) -
     if r != 0 {
         // Kernels before 5.11: flag each one we know of. Every fd opened since the
         // start was close-on-exec (std and nix open with O_CLOEXEC).
-        for fd in [fds.listener.as_raw_fd(), fds.log_pipe.as_raw_fd()] {
-            // SAFETY: integer-only fcntl on an fd we own.
-            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        for fd in [fds.listener.as_raw_fd(), fds.log_pipe.as_raw_fd(), listener] {
+            if fd != target {
+                // SAFETY: integer-only fcntl on an fd we own.
+                unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+            }
         }
     }
     let err = match nix::unistd::execve(&path, &argv, &envp) {
@@ -166,6 +205,7 @@ mod tests {
             env: vec![("PHP_INI_SCAN_DIR".into(), "/srv/alice/php.d".into())],
             max_requests: 500,
             generation: 0,
+            php_fpm: None,
         };
         let env = environment(&boot);
         assert_eq!(
@@ -179,5 +219,29 @@ mod tests {
         // 0 is said too: without it php-cgi stops at its own default of 500.
         boot.max_requests = 0;
         assert!(environment(&boot).contains(&("PHP_FCGI_MAX_REQUESTS".into(), "0".into())));
+    }
+
+    #[test]
+    fn a_php_fpm_master_gets_fpm_sockets_and_no_php_fcgi_variable() {
+        let boot = BackendBoot {
+            environment: "alice".into(),
+            env_id: 0,
+            command: vec!["/usr/sbin/php-fpm8.2".into()],
+            env: vec![("PHP_INI_SCAN_DIR".into(), ":/srv/alice/php.d".into())],
+            max_requests: 500,
+            generation: 0,
+            php_fpm: Some(common::control::FpmBoot {
+                config: "/.bulkhead/1-0-0.conf".into(),
+                socket: "/.bulkhead/1-0-0.sock".into(),
+            }),
+        };
+        assert_eq!(
+            environment(&boot),
+            [
+                ("PATH".to_owned(), PATH.to_owned()),
+                ("FPM_SOCKETS".into(), "/.bulkhead/1-0-0.sock=3".into()),
+                ("PHP_INI_SCAN_DIR".into(), ":/srv/alice/php.d".into()),
+            ]
+        );
     }
 }

@@ -62,6 +62,8 @@ pub enum SupervisorError {
     #[error(transparent)]
     Fastcgi(#[from] fastcgi::socket::SocketError),
     #[error(transparent)]
+    Fpm(#[from] fastcgi::fpm::FpmError),
+    #[error(transparent)]
     Cgroup(#[from] cgroup::CgroupError),
     #[error("random TLS ticket seed: {0}")]
     Random(std::io::Error),

@@ -151,3 +151,74 @@ fn fastcgi_min_above_max_and_cgi_overlap() {
         "also a FastCGI extension",
     );
 }
+
+#[test]
+fn fastcgi_manager_defaults_to_bulkhead_and_takes_php_fpm() {
+    let plain = cat(&[
+        SERVER,
+        ALICE,
+        "[environments.alice.fastcgi]\ncommand = [\"/usr/bin/php-cgi\"]\nextensions = [\".php\"]\n",
+        VHOST,
+    ]);
+    let f = parse(&plain).environments[0].fastcgi.clone().expect("fastcgi");
+    assert_eq!(f.manager, conf::Manager::Bulkhead);
+    let text = cat(&[
+        SERVER,
+        ALICE,
+        "[environments.alice.fastcgi]\nmanager = \"php-fpm\"\ncommand = [\"/usr/sbin/php-fpm8.2\"]\nextensions = [\".php\"]\nmin_backends = 2\nenv = { PHP_INI_SCAN_DIR = \":/srv/a\" }\n",
+        VHOST,
+    ]);
+    let config = parse(&text);
+    let f = config.environments[0].fastcgi.as_ref().expect("fastcgi");
+    assert_eq!(f.manager, conf::Manager::PhpFpm);
+    assert_eq!(f.command, ["/usr/sbin/php-fpm8.2"]);
+    // min_backends means nothing to an ondemand pool: said, not refused.
+    let w: Vec<_> = config
+        .warnings
+        .iter()
+        .filter(|w| w.key == "environments.alice.fastcgi.min_backends")
+        .collect();
+    assert_eq!(w.len(), 1, "{:?}", config.warnings);
+    assert_eq!(w[0].line, line_of(&text, "min_backends = 2"));
+    assert!(w[0].message.contains("ignored"), "{}", w[0].message);
+}
+
+#[test]
+fn fastcgi_manager_errors() {
+    let text = cat(&[
+        SERVER,
+        ALICE,
+        "[environments.alice.fastcgi]\nmanager = \"apache\"\ncommand = [\"/usr/sbin/php-fpm8.2\"]\nextensions = [\".php\"]\n",
+        VHOST,
+    ]);
+    assert_has(
+        &errors(&text),
+        line_of(&text, "manager"),
+        "environments.alice.fastcgi.manager",
+        "\"bulkhead\" or \"php-fpm\"",
+    );
+    // A value php-fpm's pool file cannot hold on one single-quoted line, and
+    // FPM_SOCKETS, which bulkhead sets.
+    let text = cat(&[
+        SERVER,
+        ALICE,
+        "[environments.alice.fastcgi]\nmanager = \"php-fpm\"\ncommand = [\"/usr/sbin/php-fpm8.2\"]\nextensions = [\".php\"]\nenv = { A = \"it's\", FPM_SOCKETS = \"/x=3\" }\n",
+        VHOST,
+    ]);
+    let env = line_of(&text, "env = {");
+    assert_has(
+        &errors(&text),
+        env,
+        "environments.alice.fastcgi.env.FPM_SOCKETS",
+        "set by bulkhead",
+    );
+    let quote = text.replace(", FPM_SOCKETS = \"/x=3\"", "");
+    assert_has(
+        &errors(&quote),
+        env,
+        "environments.alice.fastcgi.env.A",
+        "cannot hold '",
+    );
+    // The same quote is fine for php-cgi, which gets it as a variable.
+    parse(&quote.replace("manager = \"php-fpm\"\n", ""));
+}

@@ -5,7 +5,14 @@
 //! socket on fd 0) started and stopped by [`scale::decide`] from what `/proc` says
 //! ([`procfs`]). The supervisor never accepts on the socket: a connection queued
 //! while no backend runs waits in its backlog until one does.
+//!
+//! With `manager = "php-fpm"` there is exactly one backend per environment and
+//! generation, always: php-fpm's master on a pool file written beside the socket
+//! ([`fpm`]), adopting the socket and forking its own children (`pm = ondemand`); it
+//! is not scaled nor idle-stopped, replaced with backoff when it dies, and its
+//! children are counted from `/proc` at each tick as the environment's `BACKENDS`.
 
+pub mod fpm;
 pub mod procfs;
 pub mod scale;
 pub mod socket;
@@ -42,6 +49,8 @@ pub struct EnvBackends {
     pub at_max_warned: bool,
     /// Backends that died (not a clean exit) soon after their start, in a row.
     pub early_deaths: u32,
+    /// `manager = "php-fpm"`: the master's pool file.
+    pub pool: Option<fpm::PoolFile>,
 }
 
 impl Drop for EnvBackends {
@@ -88,11 +97,32 @@ pub fn sockets(
                 owner: privileged.then_some((e.uid, e.gid)),
             };
             let socket = socket::create(&spec)?;
+            let pool = match e.fastcgi.as_ref() {
+                Some(f) if f.manager == conf::Manager::PhpFpm => {
+                    let text = fpm::pool_text(&fpm::Pool {
+                        env: &e.name,
+                        generation: gen,
+                        socket: &inner,
+                        fastcgi: f,
+                    });
+                    Some(fpm::write(
+                        &e.name,
+                        socket.dir(),
+                        &host.with_extension("conf"),
+                        inner.with_extension("conf"),
+                        inner.clone(),
+                        &text,
+                        spec.owner,
+                    )?)
+                }
+                _ => None,
+            };
             Ok(Some(EnvBackends {
                 socket,
                 watch: None,
                 at_max_warned: false,
                 early_deaths: 0,
+                pool,
             }))
         })
         .collect()
@@ -113,10 +143,16 @@ impl Supervisor {
         let mut mins = Vec::new();
         for (env, slot) in g.fastcgi.iter_mut().enumerate() {
             let Some(b) = slot else { continue };
+            let e = &g.cfg.environments[env];
+            if b.pool.is_some() {
+                // php-fpm's master watches the socket itself.
+                info!(environment = %e.name, generation = gen, socket = %b.socket.path.display(), "fastcgi socket listening (php-fpm)");
+                mins.push((env, 1));
+                continue;
+            }
             let handle =
                 watch::spawn(&b.socket.listener, gen, env, tx.clone()).map_err(SupervisorError::Runtime)?;
             b.watch = Some(handle);
-            let e = &g.cfg.environments[env];
             info!(environment = %e.name, generation = gen, socket = %b.socket.path.display(), "fastcgi socket listening");
             let min = e.fastcgi.as_ref().map_or(0, |f| f.min_backends);
             mins.push((env, min));
@@ -153,6 +189,10 @@ impl Supervisor {
                 env: f.env.clone(),
                 max_requests: f.max_requests,
                 generation: gen,
+                php_fpm: b.pool.as_ref().map(|p| control::FpmBoot {
+                    config: p.inner.to_string_lossy().into_owned(),
+                    socket: p.socket.to_string_lossy().into_owned(),
+                }),
             }),
             sandbox: g.view(env).map(|v| v.sandbox.clone()),
         };
@@ -195,16 +235,72 @@ impl Supervisor {
         Ok(())
     }
 
-    /// Writes `BACKENDS` (running now) of `env` in generation `gen`.
+    /// Writes `BACKENDS` (running now) of `env` in generation `gen`: the backends, or
+    /// with php-fpm its master's children (the processes that serve; the master never
+    /// does, and `?json`'s idle is running minus busy).
     pub(crate) fn count_backends(&self, gen: u64, env: usize) {
+        let fpm = self.is_fpm(gen, env);
         let n = self
             .children
-            .values()
-            .filter(|c| c.gen == gen && c.kind == (Kind::Backend { env }))
-            .count();
+            .iter()
+            .filter(|(_, c)| c.gen == gen && c.kind == (Kind::Backend { env }))
+            .map(|(pid, c)| match fpm {
+                false => 1,
+                true if c.stopping => 0,
+                true => procfs::children(*pid).unwrap_or(0),
+            })
+            .fold(0usize, usize::saturating_add);
         if let Some(g) = self.gen(gen) {
             g.table.set(table::env_word(env, table::env::BACKENDS), n as u64);
         }
+    }
+
+    /// Whether (`gen`, `env`)'s backend is a php-fpm master.
+    fn is_fpm(&self, gen: u64, env: usize) -> bool {
+        self.gen(gen)
+            .and_then(|g| g.fastcgi.get(env)?.as_ref())
+            .is_some_and(|b| b.pool.is_some())
+    }
+
+    /// php-fpm: one master, always (while the generation has processors to serve,
+    /// when it is retiring); a dead one is replaced once its backoff is over, and
+    /// while none can run, what waits is refused as for php-cgi. Its children are
+    /// counted at each `tick`.
+    fn keep_fpm_master(&mut self, gen: u64, env: usize, retiring: bool, tick: bool) {
+        if retiring && !self.gen_has_processors(gen) {
+            self.stop_backends(|c| c.gen == gen && c.kind == (Kind::Backend { env }));
+            return;
+        }
+        if tick {
+            self.count_backends(gen, env);
+        }
+        let running = self
+            .children
+            .values()
+            .any(|c| c.gen == gen && c.kind == (Kind::Backend { env }) && !c.stopping);
+        if running {
+            return;
+        }
+        let scheduled = self
+            .pending
+            .iter()
+            .any(|(_, r)| *r == (Restart::Backend { gen, env }));
+        if scheduled {
+            if self.fastcgi_pending(gen, env) && self.failing(gen, env) {
+                self.refuse_waiting(gen, env);
+            }
+            return;
+        }
+        if let Err(err) = self.start_backend(gen, env) {
+            error!(environment = %self.env_name(gen, env), "starting php-fpm: {err}");
+        }
+    }
+
+    fn env_name(&self, gen: u64, env: usize) -> String {
+        self.gen(gen)
+            .and_then(|g| g.cfg.environments.get(env))
+            .map(|e| e.name.clone())
+            .unwrap_or_default()
     }
 
     /// Whether a connection waits, unaccepted, on `env`'s socket in `gen`.
@@ -254,6 +350,10 @@ impl Supervisor {
         let Some(f) = &e.fastcgi else { return };
         let name = e.name.clone();
         let retiring = g.retiring;
+        if f.manager == conf::Manager::PhpFpm {
+            self.keep_fpm_master(gen, env, retiring, tick);
+            return;
+        }
         let limits = scale::Limits {
             min: f.min_backends,
             max: f.max_backends,
@@ -407,7 +507,8 @@ impl Supervisor {
         // environment's processors sent requests meanwhile; a program that exits at
         // once (`/bin/true`) serves none.
         let served = self.fastcgi_requests(gen, env) > track.requests_at_start;
-        if clean && (lived >= QUICK_EXIT || served) {
+        // A php-fpm master has no max_requests of its own: any exit is backed off.
+        if clean && !self.is_fpm(gen, env) && (lived >= QUICK_EXIT || served) {
             info!(environment = %name, pid, "fastcgi backend exited ({how}; max_requests served or its own choice)");
             self.backoff.remove(&restart);
             self.scale_backends(gen, env, false);

@@ -1,6 +1,7 @@
 //! What the supervisor reads of a backend in `/proc` to tell whether it is idle: the
 //! system call it is blocked in (`/proc/<pid>/syscall`) and its CPU time
-//! (`/proc/<pid>/stat`). The process is a tenant's, so the contents are parsed
+//! (`/proc/<pid>/stat`); and how many children a php-fpm master has
+//! (`/proc/<pid>/task/<pid>/children`). The process is a tenant's, so the contents are parsed
 //! defensively: read at most [`READ_MAX`] bytes, anything unexpected is "unknown"
 //! (`None`), never a panic. The paths are procfs's own, not a tenant's.
 
@@ -12,11 +13,36 @@ const READ_MAX: u64 = 4096;
 /// The accept system calls of this build's architecture.
 const ACCEPT_CALLS: [libc::c_long; 2] = [libc::SYS_accept, libc::SYS_accept4];
 
+/// Most bytes read from a `children` file: 1,024 children (`max_backends`' bound) of
+/// up to 7 digits and a space, twice over.
+const CHILDREN_MAX: u64 = 16 * 1024;
+
 fn read(pid: i32, file: &str) -> Option<Vec<u8>> {
+    read_at_most(pid, file, READ_MAX)
+}
+
+fn read_at_most(pid: i32, file: &str, max: u64) -> Option<Vec<u8>> {
     let f = std::fs::File::open(format!("/proc/{pid}/{file}")).ok()?;
     let mut buf = Vec::new();
-    f.take(READ_MAX).read_to_end(&mut buf).ok()?;
+    f.take(max).read_to_end(&mut buf).ok()?;
     Some(buf)
+}
+
+/// How many pids a `children` file lists (what is not a pid is not counted).
+pub fn parse_children(text: &[u8]) -> usize {
+    text.split(|b| b.is_ascii_whitespace())
+        .filter(|w| !w.is_empty() && w.len() <= 10 && w.iter().all(u8::is_ascii_digit))
+        .count()
+}
+
+/// The children of `pid`'s main thread now (a php-fpm master is single-threaded);
+/// `None` when it cannot be told.
+pub fn children(pid: i32) -> Option<usize> {
+    Some(parse_children(&read_at_most(
+        pid,
+        &format!("task/{pid}/children"),
+        CHILDREN_MAX,
+    )?))
 }
 
 /// Whether a `/proc/<pid>/syscall` text says the process is blocked in accept.
@@ -85,9 +111,18 @@ mod tests {
     }
 
     #[test]
+    fn children_lines() {
+        assert_eq!(parse_children(b""), 0);
+        assert_eq!(parse_children(b"12 345 6789 "), 3);
+        assert_eq!(parse_children(b"12 x 3\xff 4"), 2);
+        assert_eq!(parse_children(b"99999999999 1"), 1);
+    }
+
+    #[test]
     fn our_own_process_reads() {
         let me = std::process::id() as i32;
         assert!(cpu(me).is_some());
         assert_eq!(in_accept(me), Some(false));
+        assert!(children(me).is_some());
     }
 }

@@ -70,6 +70,13 @@ impl Drop for Socket {
     }
 }
 
+impl Socket {
+    /// The directory holding it (root's, 0711): where a php-fpm pool file goes too.
+    pub fn dir(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.dir)
+    }
+}
+
 /// Who may own the directories on the way: root, or the user running an
 /// unprivileged server.
 fn trusted_owner(uid: u32) -> bool {
