@@ -74,6 +74,12 @@ impl Discard {
         self.state == State::Done
     }
 
+    /// Data bytes of a chunked body so far (chunk sizes as declared); 0 for a
+    /// Content-Length body, whose length is known before it is read.
+    pub fn received(&self) -> u64 {
+        self.total
+    }
+
     /// Consume what can be consumed from the start of `buf`; returns how many bytes.
     /// Once [`Self::is_done`], the rest of `buf` belongs to the next request.
     pub fn feed(&mut self, buf: &[u8]) -> Result<usize, BodyError> {

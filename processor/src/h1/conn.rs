@@ -46,6 +46,8 @@ enum DiscardError {
     Framing(BodyError),
     #[error("request body over the discard limit")]
     TooLarge,
+    #[error("request body over limit_request_body ({0} bytes)")]
+    OverLimit(u64),
     #[error("request body not received in time")]
     Timeout,
     #[error("client closed or failed while sending the body")]
@@ -246,6 +248,15 @@ impl Conn<'_> {
         }
         let mut close = drops_connection(response.status);
         let mut keep = head.wants_keep_alive() && !self.cfg.keep_alive_timeout.is_zero() && !close;
+        // Apache's LimitRequestBody for every request, not only a script's: a declared
+        // length over it is refused before a byte of the body is read.
+        let limit = site.cgi.body_limit;
+        if let (true, false, crate::h1::request::Framing::Length(n)) = (limit > 0, close, framing) {
+            if n > limit {
+                let e = DiscardError::OverLimit(limit);
+                return self.finish(Response::error(413, e), head_only).await;
+            }
+        }
         if framing.has_body() && !close {
             if head.expect_continue && response.status >= 400 {
                 // The client waits for our word before sending the body: answer now and
@@ -258,9 +269,13 @@ impl Conn<'_> {
                         return Step::Close;
                     }
                 }
-                match self.discard(framing).await {
+                match self.discard(framing, limit).await {
                     Ok(()) => {}
                     Err(DiscardError::TooLarge) => keep = false,
+                    Err(e @ DiscardError::OverLimit(_)) => {
+                        // A chunked body that passed the limit: the rest is not read.
+                        return self.finish(Response::error(413, e), head_only).await;
+                    }
                     Err(DiscardError::Framing(e)) => response = Response::error(400, e),
                     Err(DiscardError::Timeout) => response = Response::error(408, DiscardError::Timeout),
                     Err(DiscardError::Closed) => return Step::Close,
@@ -348,8 +363,9 @@ impl Conn<'_> {
         Step::Close
     }
 
-    /// Read and drop one request body, leaving the buffer at the next request.
-    async fn discard(&mut self, framing: Framing) -> Result<(), DiscardError> {
+    /// Read and drop one request body, leaving the buffer at the next request; more
+    /// than `limit` bytes of it (0: no limit of its own) is [`DiscardError::OverLimit`].
+    async fn discard(&mut self, framing: Framing, limit: u64) -> Result<(), DiscardError> {
         let to_error = |e| match e {
             BodyError::TooLarge => DiscardError::TooLarge,
             e => DiscardError::Framing(e),
@@ -358,6 +374,9 @@ impl Conn<'_> {
         loop {
             let used = body.feed(&self.buf).map_err(to_error)?;
             self.buf.drain(..used);
+            if limit > 0 && body.received() > limit {
+                return Err(DiscardError::OverLimit(limit));
+            }
             if body.is_done() {
                 return Ok(());
             }

@@ -185,6 +185,36 @@ async fn stalled_head_gets_408() {
     assert!(text.starts_with("HTTP/1.1 408 "), "{text}");
 }
 
+/// `limit_request_body` (Apache's LimitRequestBody) for static files too: a declared
+/// length over it is 413 before its body is read, a chunked body 413 once it passes
+/// it; the connection is closed either way; a body within it is read and discarded.
+#[tokio::test]
+async fn static_bodies_over_limit_request_body_are_413() {
+    let root = docroot();
+    let site = || {
+        let mut s = Site::plain(1, "a.test", root.path().to_path_buf());
+        s.cgi.body_limit = 10;
+        s
+    };
+    run_site(site(), cfg(), true, |mut c, _tx| async move {
+        c.send(b"GET /a.txt HTTP/1.1\r\nHost: a.test\r\nContent-Length: 10\r\n\r\n0123456789")
+            .await;
+        assert_eq!(c.response(false).await.body, b"alpha");
+        c.send(b"POST /a.txt HTTP/1.1\r\nHost: a.test\r\nContent-Length: 11\r\n\r\n")
+            .await;
+        let r = c.response(false).await;
+        assert_eq!((r.status, r.header("Connection")), (413, Some("close")));
+    })
+    .await;
+    run_site(site(), cfg(), true, |mut c, _tx| async move {
+        c.send(b"POST /a.txt HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nabcdef\r\n6\r\nghijkl\r\n")
+            .await;
+        let r = c.response(false).await;
+        assert_eq!((r.status, r.header("Connection")), (413, Some("close")));
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn bodies_are_discarded() {
     let root = docroot();
