@@ -180,32 +180,23 @@ pub fn accepted(
     shared: &Rc<Shared>,
     inflight: &Rc<()>,
 ) {
-    thread_local! {
-        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
     // One read into a reused buffer: the common case hands off without allocating.
-    let fallback = SCRATCH.with(|scratch| {
-        let mut buf = scratch.borrow_mut();
-        buf.resize(shared.limit_request_head, 0);
-        // SAFETY: `buf` is a valid, writable buffer of the given length for the call.
-        let n = unsafe {
-            libc::recv(
-                stream.as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                libc::MSG_DONTWAIT,
-            )
-        };
-        let got: &[u8] = match n {
-            0 => return None,
-            n if n < 0 => &[],
-            n => &buf[..n as usize],
-        };
-        if try_hand_off(got, &stream, peer, local, shared) {
-            return None;
-        }
-        Some(got.to_vec())
-    });
+    let fallback = first_bytes(
+        &stream,
+        shared.limit_request_head,
+        libc::MSG_DONTWAIT,
+        |n, buf| {
+            let got: &[u8] = match n {
+                0 => return None,
+                n if n < 0 => &[],
+                n => &buf[..n as usize],
+            };
+            if try_hand_off(got, &stream, peer, local, shared) {
+                return None;
+            }
+            Some(got.to_vec())
+        },
+    );
     let Some(buf) = fallback else { return };
     // Bounded: over `max_clients` connections in the works, this one is closed.
     let Some(held) = shared.held.take() else { return };
@@ -219,6 +210,29 @@ pub fn accepted(
         }
         drop((token, held));
     });
+}
+
+/// One non-blocking `recv` of at most `len` bytes with `flags` (the plain fast path
+/// reads, the TLS one peeks) into a buffer reused per thread, handed to `f` with the
+/// call's result (`n < 0`: an error, `0`: end of file). The fast paths of both
+/// listener kinds allocate nothing per connection this way.
+pub(crate) fn first_bytes<R>(
+    stream: &std::net::TcpStream,
+    len: usize,
+    flags: libc::c_int,
+    f: impl FnOnce(isize, &[u8]) -> R,
+) -> R {
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    SCRATCH.with(|scratch| {
+        let mut buf = scratch.borrow_mut();
+        buf.resize(len, 0);
+        // SAFETY: `buf` is a valid, writable buffer of its length for the call; with
+        // MSG_DONTWAIT it never blocks (and MSG_PEEK, when given, consumes nothing).
+        let n = unsafe { libc::recv(stream.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), flags) };
+        f(n, &buf)
+    })
 }
 
 /// The fast path's hand-off: a whole head, routed to a pool with room, sent at once.

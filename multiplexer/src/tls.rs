@@ -203,30 +203,20 @@ pub fn accepted(
     shared: &Rc<Shared>,
     inflight: &Rc<()>,
 ) {
-    thread_local! {
-        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
-    let done = SCRATCH.with(|scratch| {
-        let mut buf = scratch.borrow_mut();
-        buf.resize(MAX_HELLO, 0);
-        // SAFETY: `buf` is a valid, writable buffer of its length for the call;
-        // MSG_PEEK consumes nothing, MSG_DONTWAIT never blocks.
-        let n = unsafe {
-            libc::recv(
-                stream.as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                libc::MSG_PEEK | libc::MSG_DONTWAIT,
-            )
-        };
-        if n <= 0 {
-            return false;
-        }
-        match examine(&buf[..n as usize]) {
-            Peeked::Hello(sni) => try_hand_off(sni.as_deref(), &stream, peer, local, shared),
-            _ => false,
-        }
-    });
+    let done = conn::first_bytes(
+        &stream,
+        MAX_HELLO,
+        libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        |n, buf| {
+            if n <= 0 {
+                return false;
+            }
+            match examine(&buf[..n as usize]) {
+                Peeked::Hello(sni) => try_hand_off(sni.as_deref(), &stream, peer, local, shared),
+                _ => false,
+            }
+        },
+    );
     if done {
         return;
     }
