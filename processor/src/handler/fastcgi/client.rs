@@ -206,7 +206,8 @@ impl Backend {
                 done: false,
                 content: Vec::new(),
             },
-            rbuf: vec![0u8; READ],
+            // Read into its spare capacity (`read_buf`): never zeroed first.
+            rbuf: Vec::with_capacity(READ),
             unread: 0..0,
             pending: 0..0,
             decoder: Decoder::new(),
@@ -309,10 +310,13 @@ impl Backend {
     async fn fill(&mut self) -> Result<(), FcgiError> {
         let timeout = self.conf.timeout;
         let mut deadline = Instant::now() + timeout;
+        // Empty: everything decoded and handed out (the callers' condition).
+        self.rbuf.clear();
         loop {
             let writing = !self.sender.done;
             tokio::select! {
-                r = self.rd.read(&mut self.rbuf) => return match r {
+                // Cancel-safe: a read that did not complete appended nothing.
+                r = self.rd.read_buf(&mut self.rbuf) => return match r {
                     Ok(0) => Err(FcgiError::Closed),
                     Ok(n) => {
                         self.unread = 0..n;
