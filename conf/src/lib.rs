@@ -11,6 +11,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod apache;
 mod apart;
 mod cgi;
 mod cgroup;

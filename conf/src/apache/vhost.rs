@@ -1,0 +1,488 @@
+//! `<VirtualHost>` sections (and the main server's defaults) into `[[vhosts]]`.
+//! Judgement calls, also comments in the output:
+//! - A vhost without `ServerEnvironment` (Peruser) or `AssignUserID` (mpm-itk,
+//!   perchild), its own or the main server's, is served by httpd as the main
+//!   `User`, which bulkhead keeps for its multiplexers: not translated.
+//! - The blocks of one `ServerName` (typically `*:80` and `*:443`) become one vhost:
+//!   bulkhead serves a name from one environment on every listener, the certificate
+//!   of the `SSLEngine on` block on `listen_tls`.
+//! - `Redirect [permanent] / https://NAME/` in it is `redirect_to_https` (bulkhead
+//!   answers 301 for GET and HEAD, 308 for others, where httpd's plain `Redirect` is
+//!   302); any other `Redirect` is reported.
+//! - With a chroot, Peruser's `DocumentRoot` is the path inside it; bulkhead's is the
+//!   host path, so the chroot is put in front (unless it is already there).
+//! - `AddHandler cgi-script .ext` (server or vhost) is `cgi`, `ScriptAlias /url/ DIR`
+//!   with DIR the document root's `url` is `cgi_dirs`; httpd's `Options ExecCGI` is
+//!   not checked.
+
+use super::emit::{Table, Value};
+use super::expand::Directive;
+use super::translate::{from, Id, State};
+use super::At;
+
+/// Which environment a vhost names.
+#[derive(Debug, Clone)]
+pub enum EnvRef {
+    /// Peruser's `ServerEnvironment NAME`.
+    Named(String),
+    /// An index into `State::envs`.
+    Index(usize),
+}
+
+/// A `<VirtualHost>` (or the main server) as read.
+#[derive(Debug, Clone, Default)]
+pub struct Vhost {
+    pub at: Option<At>,
+    pub addrs: Vec<String>,
+    pub name: Option<(String, String)>,
+    /// Where `ServerName` and `DocumentRoot` were set (the main server's are reported).
+    pub name_at: Option<At>,
+    pub docroot_at: Option<At>,
+    pub aliases: Vec<String>,
+    pub docroot: Option<(String, String)>,
+    pub env: Option<(EnvRef, At)>,
+    pub max_clients: Option<(i64, String)>,
+    pub ssl_engine: Option<(bool, At)>,
+    pub cert: Option<(String, String)>,
+    pub key: Option<(String, String)>,
+    pub log: Option<(String, String)>,
+    pub redirects: Vec<Directive>,
+    pub index: Option<(Vec<String>, String)>,
+    pub cgi: Option<(Vec<String>, String)>,
+    pub script_aliases: Vec<Directive>,
+    pub body_limit: Option<(i64, String)>,
+}
+
+/// The combined formats (Apache's `%b` and Debian's `%O`).
+const COMBINED: &[&str] = &[
+    "%h %l %u %t \"%r\" %>s %b \"%{Referer}i\" \"%{User-Agent}i\"",
+    "%h %l %u %t \"%r\" %>s %O \"%{Referer}i\" \"%{User-Agent}i\"",
+];
+
+/// Reads one `<VirtualHost>`.
+pub fn read(st: &mut State, d: &Directive) -> Vhost {
+    let mut v = Vhost {
+        at: Some(d.at.clone()),
+        addrs: d.args.clone(),
+        ..Vhost::default()
+    };
+    for c in d.children.as_deref().unwrap_or(&[]) {
+        if c.children.is_some() {
+            st.section(c);
+        } else if !directive(st, &mut v, c) {
+            let why = match c.name.to_ascii_lowercase().as_str() {
+                "errorlog" => Some("bulkhead has one error log ([server] error_log): not translated"),
+                "sslcertificatechainfile" => {
+                    Some("put the chain after the certificate in one file (tls_certificate): not translated")
+                }
+                "user" | "group" => Some("User/Group in a vhost need suEXEC; use AssignUserID: not translated"),
+                _ => None,
+            };
+            st.untranslated(c, why);
+        }
+    }
+    v
+}
+
+/// A directive of a vhost or of the main server; false when it is none of these.
+pub fn directive(st: &mut State, v: &mut Vhost, d: &Directive) -> bool {
+    let one = d.args.first().cloned();
+    match d.name.to_ascii_lowercase().as_str() {
+        "servername" => match one {
+            Some(n) => {
+                v.name = Some((host_of(&n), from(d)));
+                v.name_at = Some(d.at.clone());
+            }
+            None => st.untranslated(d, Some("takes a name")),
+        },
+        "serveralias" => v.aliases.extend(d.args.iter().cloned()),
+        "documentroot" => match one {
+            Some(p) => {
+                let p = st.path(&p);
+                let p = if p.len() > 1 { p.trim_end_matches('/').to_string() } else { p };
+                v.docroot = Some((p, from(d)));
+                v.docroot_at = Some(d.at.clone());
+            }
+            None => st.untranslated(d, Some("takes a directory")),
+        },
+        "serverenvironment" => match d.args.as_slice() {
+            [name] => v.env = Some((EnvRef::Named(name.clone()), d.at.clone())),
+            // Peruser before 0.3: `ServerEnvironment user group [chroot]`.
+            [u, g, rest @ ..] if rest.len() <= 1 => match (Id::parse(u), Id::parse(g)) {
+                (Some(u), Some(g)) => {
+                    let chroot = rest.first().map(|c| st.path(c));
+                    let i = st.derived_env(u, g, chroot, d);
+                    v.env = Some((EnvRef::Index(i), d.at.clone()));
+                }
+                _ => st.untranslated(d, Some("not a user and group")),
+            },
+            _ => st.untranslated(d, Some("takes a <Processor> name")),
+        },
+        "assignuserid" => match d.args.as_slice() {
+            [u, g] => match (Id::parse(u), Id::parse(g)) {
+                (Some(u), Some(g)) => {
+                    let i = st.derived_env(u, g, None, d);
+                    v.env = Some((EnvRef::Index(i), d.at.clone()));
+                }
+                _ => st.untranslated(d, Some("not a user and group")),
+            },
+            _ => st.untranslated(d, Some("takes a user and a group")),
+        },
+        "maxclientsvhost" => {
+            if let Some(i) = st.int(d) {
+                v.max_clients = Some((i, from(d)));
+            }
+        }
+        "sslengine" => match one.map(|a| a.to_ascii_lowercase()).as_deref() {
+            Some("on") => v.ssl_engine = Some((true, d.at.clone())),
+            Some("off") => v.ssl_engine = Some((false, d.at.clone())),
+            _ => st.untranslated(d, Some("only On and Off are translated")),
+        },
+        "sslcertificatefile" | "sslcertificatekeyfile" => match one {
+            Some(p) => {
+                let p = (st.path(&p), from(d));
+                if d.is("sslcertificatefile") {
+                    v.cert = Some(p);
+                } else {
+                    v.key = Some(p);
+                }
+            }
+            None => st.untranslated(d, Some("takes a file")),
+        },
+        "customlog" | "transferlog" => log(st, v, d),
+        "redirect" | "redirectpermanent" | "redirecttemp" => v.redirects.push(d.clone()),
+        "directoryindex" => {
+            if d.args.iter().any(|a| a.eq_ignore_ascii_case("disabled")) {
+                st.untranslated(d, Some("bulkhead always answers a directory with its index or 403"));
+            } else {
+                v.index = Some((d.args.clone(), from(d)));
+            }
+        }
+        "addhandler" if d.args.first().is_some_and(|h| h == "cgi-script") => {
+            let exts: Vec<String> = d.args[1..]
+                .iter()
+                .map(|e| if e.starts_with('.') { e.clone() } else { format!(".{e}") })
+                .collect();
+            let mut all = v.cgi.take().map(|(l, _)| l).unwrap_or_default();
+            all.extend(exts);
+            v.cgi = Some((all, from(d)));
+        }
+        "scriptalias" => v.script_aliases.push(d.clone()),
+        "limitrequestbody" => {
+            if let Some(i) = st.int(d) {
+                v.body_limit = Some((i, from(d)));
+            }
+        }
+        _ => return false,
+    }
+    true
+}
+
+/// `https://www.a.test:443` → `www.a.test`.
+fn host_of(name: &str) -> String {
+    let n = name.split_once("://").map_or(name, |(_, rest)| rest);
+    let n = n.split('/').next().unwrap_or(n);
+    match n.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(':') => h.to_string(),
+        _ => n.to_string(),
+    }
+}
+
+fn log(st: &mut State, v: &mut Vhost, d: &Directive) {
+    let Some(path) = d.args.first() else {
+        return st.untranslated(d, Some("takes a file"));
+    };
+    if path.starts_with('|') {
+        return st.untranslated(d, Some("a piped log: bulkhead writes files (rotate them with SIGUSR1)"));
+    }
+    let format = if d.is("transferlog") {
+        st.log_formats
+            .iter()
+            .rev()
+            .find(|(nick, _)| nick.is_empty())
+            .map(|(_, f)| f.clone())
+            .unwrap_or_else(|| "common".to_string())
+    } else {
+        d.args.get(1).cloned().unwrap_or_else(|| "common".to_string())
+    };
+    let string = st
+        .log_formats
+        .iter()
+        .rev()
+        .find(|(nick, _)| *nick == format)
+        .map(|(_, f)| f.clone())
+        .unwrap_or_else(|| format.clone());
+    if format != "combined" && !COMBINED.contains(&string.as_str()) {
+        st.untranslated(d, Some("this format is not Combined: bulkhead writes the Combined Log Format (or json) to this file"));
+    }
+    if d.args.len() > 2 {
+        st.untranslated(d, Some("a conditional log: bulkhead logs every request"));
+    }
+    v.log = Some((st.path(path), from(d)));
+}
+
+/// A vhost ready to emit.
+struct Built {
+    comments: Vec<String>,
+    at: At,
+    name: (String, String),
+    aliases: Vec<String>,
+    env: usize,
+    env_from: At,
+    docroot: (String, String),
+    max_clients: Option<(i64, String)>,
+    cert: Option<(String, String)>,
+    key: Option<(String, String)>,
+    log: Option<(String, String)>,
+    redirects: Vec<Directive>,
+    index: Option<(Vec<String>, String)>,
+    cgi: Option<(Vec<String>, String)>,
+    script_aliases: Vec<Directive>,
+    body_limit: Option<(i64, String)>,
+}
+
+/// Every vhost, with the main server's defaults, merged by name, as tables.
+pub fn finish(st: &mut State) -> Vec<Table> {
+    let main = std::mem::take(&mut st.main);
+    let list = if st.vhosts.is_empty() && main.name.is_some() {
+        // No <VirtualHost>: the main server is the one site.
+        vec![main.clone()]
+    } else {
+        if let Some(at) = &main.name_at {
+            st.note(at, "the main server's ServerName: bulkhead has no main server (its first vhost answers unknown hosts): not translated");
+        }
+        std::mem::take(&mut st.vhosts)
+    };
+    let mut built: Vec<Built> = Vec::new();
+    for mut v in list {
+        let at = v.at.clone().or_else(|| main.name_at.clone()).unwrap_or_else(|| {
+            At::new(std::rc::Rc::new(st.root.to_path_buf()), 0)
+        });
+        inherit(&mut v, &main);
+        let Some(b) = build(st, v, at) else { continue };
+        merge(st, &mut built, b);
+    }
+    built.into_iter().map(|b| table(st, b)).collect()
+}
+
+/// What a vhost takes from the main server when it has none of its own (httpd's
+/// merge): the document root, the log, the index, CGI, and mpm-itk's user.
+fn inherit(v: &mut Vhost, main: &Vhost) {
+    if v.docroot.is_none() {
+        v.docroot.clone_from(&main.docroot);
+    }
+    if v.log.is_none() {
+        v.log.clone_from(&main.log);
+    }
+    if v.index.is_none() {
+        v.index.clone_from(&main.index);
+    }
+    if v.cgi.is_none() {
+        v.cgi.clone_from(&main.cgi);
+    }
+    if v.body_limit.is_none() {
+        v.body_limit.clone_from(&main.body_limit);
+    }
+    if v.env.is_none() {
+        if let Some((EnvRef::Index(i), at)) = &main.env {
+            v.env = Some((EnvRef::Index(*i), at.clone()));
+        }
+    }
+}
+
+fn build(st: &mut State, v: Vhost, at: At) -> Option<Built> {
+    let label = format!("<VirtualHost {}>", v.addrs.join(" "));
+    let name = match (&v.name, v.aliases.first()) {
+        (Some(n), _) => n.clone(),
+        (None, Some(a)) => {
+            st.note(&at, format!("{label} has no ServerName: its first ServerAlias {a} is the name"));
+            (a.clone(), "ServerAlias".into())
+        }
+        (None, None) => {
+            st.note(&at, format!("{label} has no ServerName: not translated"));
+            return None;
+        }
+    };
+    let (env, env_from) = match &v.env {
+        Some((EnvRef::Index(i), at)) => (*i, at.clone()),
+        Some((EnvRef::Named(n), eat)) => match st.envs.iter().position(|e| e.processor.as_deref() == Some(n)) {
+            Some(i) => (i, eat.clone()),
+            None => {
+                st.note(eat, format!("ServerEnvironment {n}: no <Processor {n}>: vhost {} not translated", name.0));
+                return None;
+            }
+        },
+        None => {
+            st.note(&at, format!("{label} ({}) has no ServerEnvironment or AssignUserID: httpd serves it as the main User, which bulkhead keeps for its multiplexers: not translated (give it an environment)", name.0));
+            return None;
+        }
+    };
+    let Some(mut docroot) = v.docroot.clone() else {
+        st.note(&at, format!("{label} ({}) has no DocumentRoot: not translated", name.0));
+        return None;
+    };
+    if let Some(chroot) = &st.envs[env].chroot {
+        let c = chroot.trim_end_matches('/');
+        if !(docroot.0 == c || docroot.0.starts_with(&format!("{c}/"))) {
+            docroot.0 = format!("{c}{}", docroot.0);
+            docroot.1 = format!("{} inside the chroot {c}", docroot.1);
+        }
+    }
+    let tls = matches!(v.ssl_engine, Some((true, _)));
+    let (cert, key) = if tls {
+        if v.cert.is_none() {
+            st.note(&at, format!("{label} ({}): SSLEngine on without SSLCertificateFile", name.0));
+        }
+        // httpd reads the key from the certificate file when there is no key file.
+        let key = v.key.clone().or_else(|| v.cert.clone());
+        (v.cert.clone(), key)
+    } else {
+        if let Some((_, f)) = &v.cert {
+            st.note(&at, format!("{f}: SSLEngine is not on in this vhost: ignored"));
+        }
+        (None, None)
+    };
+    Some(Built {
+        comments: vec![format!("{label} ({at})")],
+        at,
+        name,
+        aliases: v.aliases.clone(),
+        env,
+        env_from,
+        docroot,
+        max_clients: v.max_clients,
+        cert,
+        key,
+        log: v.log,
+        redirects: v.redirects,
+        index: v.index,
+        cgi: v.cgi,
+        script_aliases: v.script_aliases,
+        body_limit: v.body_limit,
+    })
+}
+
+/// One vhost per name: a second block of the same name adds what the first lacks.
+fn merge(st: &mut State, built: &mut Vec<Built>, b: Built) {
+    let Some(first) = built.iter_mut().find(|x| x.name.0.eq_ignore_ascii_case(&b.name.0)) else {
+        built.push(b);
+        return;
+    };
+    if first.env != b.env {
+        st.note(&b.env_from, format!("vhost {} is also at {} in another environment: bulkhead serves a name from one environment; this one not translated", b.name.0, first.at));
+        return;
+    }
+    if first.docroot.0 != b.docroot.0 {
+        st.note(&b.at, format!("vhost {}: DocumentRoot {} differs from the one at {} ({}): bulkhead has one per name; the first kept", b.name.0, b.docroot.0, first.at, first.docroot.0));
+    }
+    first.comments.extend(b.comments);
+    for a in b.aliases {
+        if !first.aliases.contains(&a) {
+            first.aliases.push(a);
+        }
+    }
+    macro_rules! fill {
+        ($($f:ident),*) => { $( if first.$f.is_none() { first.$f = b.$f; } )* };
+    }
+    fill!(max_clients, cert, key, log, index, cgi, body_limit);
+    first.redirects.extend(b.redirects);
+    first.script_aliases.extend(b.script_aliases);
+}
+
+fn table(st: &mut State, b: Built) -> Table {
+    let mut t = Table {
+        comments: b.comments.clone(),
+        keys: Vec::new(),
+    };
+    t.set("server_name", Value::Str(b.name.0.clone()), b.name.1.clone(), None);
+    if !b.aliases.is_empty() {
+        t.set("server_alias", Value::List(b.aliases.clone()), "ServerAlias".into(), None);
+    }
+    t.set(
+        "environment",
+        Value::Str(st.envs[b.env].name.clone()),
+        format!("ServerEnvironment/AssignUserID ({})", b.env_from),
+        None,
+    );
+    t.set("document_root", Value::Str(b.docroot.0.clone()), b.docroot.1.clone(), None);
+    if let Some((n, f)) = &b.max_clients {
+        t.set("max_clients_vhost", Value::Int(*n), f.clone(), None);
+    }
+    if let Some((p, f)) = &b.log {
+        t.set("access_log", Value::Str(p.clone()), f.clone(), None);
+    }
+    if let (Some((c, cf)), Some((k, kf))) = (&b.cert, &b.key) {
+        t.set("tls_certificate", Value::Str(c.clone()), cf.clone(), None);
+        let why = (c == k).then_some("no SSLCertificateKeyFile: httpd reads the key from the certificate file");
+        t.set("tls_key", Value::Str(k.clone()), kf.clone(), why);
+    }
+    for r in &b.redirects {
+        redirect(st, &mut t, &b, r);
+    }
+    if let Some((l, f)) = &b.index {
+        t.set("index", Value::List(l.clone()), f.clone(), None);
+    }
+    if let Some((l, f)) = &b.cgi {
+        t.set("cgi", Value::List(l.clone()), f.clone(), Some("AddHandler cgi-script: httpd also needs Options ExecCGI, not checked here"));
+    }
+    let mut dirs = Vec::new();
+    for s in &b.script_aliases {
+        match s.args.as_slice() {
+            [url, dir] => {
+                let url_slash = format!("{}/", url.trim_end_matches('/'));
+                let dir_slash = format!("{}/", st.path(dir).trim_end_matches('/'));
+                if url.starts_with('/') && dir_slash == format!("{}{url_slash}", b.docroot.0.trim_end_matches('/')) {
+                    dirs.push(url_slash);
+                } else {
+                    st.untranslated(s, Some("bulkhead runs scripts from under the document root only (cgi_dirs): not translated"));
+                }
+            }
+            _ => st.untranslated(s, Some("takes a URL path and a directory")),
+        }
+    }
+    if !dirs.is_empty() {
+        t.set("cgi_dirs", Value::List(dirs), "ScriptAlias".into(), None);
+    }
+    if let Some((n, f)) = &b.body_limit {
+        t.set("limit_request_body", Value::Int(*n), f.clone(), None);
+    }
+    t
+}
+
+/// `Redirect [status] / https://NAME[/]` → `redirect_to_https`; anything else a note.
+fn redirect(st: &mut State, t: &mut Table, b: &Built, r: &Directive) {
+    let mut args: &[String] = &r.args;
+    let mut temporary = r.is("redirecttemp");
+    if r.is("redirect") {
+        if let Some(s) = args.first() {
+            match s.to_ascii_lowercase().as_str() {
+                "permanent" | "301" | "308" => args = &args[1..],
+                "temp" | "302" | "303" | "307" | "seeother" => {
+                    temporary = true;
+                    args = &args[1..];
+                }
+                _ if !s.starts_with('/') => {
+                    return st.untranslated(r, Some("only redirects to the vhost's HTTPS address (redirect_to_https) are translated"));
+                }
+                _ => temporary = true,
+            }
+        }
+    }
+    let to_https = match args {
+        [path, url] if path == "/" => url.strip_prefix("https://").is_some_and(|rest| {
+            let host = host_of(rest);
+            let tail = rest.split_once('/').map_or("", |(_, t)| t);
+            tail.is_empty()
+                && (host.eq_ignore_ascii_case(&b.name.0) || b.aliases.iter().any(|a| a.eq_ignore_ascii_case(&host)))
+        }),
+        _ => false,
+    };
+    if !to_https {
+        return st.untranslated(r, Some("only a whole vhost's redirect to its own HTTPS address (redirect_to_https) is translated"));
+    }
+    if b.cert.is_none() {
+        return st.untranslated(r, Some("redirect_to_https needs the vhost's certificate (an SSLEngine on block of the same ServerName): not translated"));
+    }
+    let why = temporary.then_some("httpd's Redirect is 302 without `permanent`; bulkhead answers 301 (GET, HEAD) or 308");
+    t.set("redirect_to_https", Value::Bool(true), from(r), why);
+}
