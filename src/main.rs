@@ -44,6 +44,24 @@ enum Command {
         #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// Translate an Apache 2.2/2.4 configuration (Peruser, perchild, mpm-itk) into
+    /// bulkhead's TOML on stdout; every directive not translated goes to stderr with
+    /// its file:line. Fails only for an unreadable file or a syntax error.
+    #[command(name = "import-apache")]
+    ImportApache {
+        /// The main configuration file (e.g. /etc/apache2/apache2.conf).
+        file: PathBuf,
+        /// Define a parameter for <IfDefine> (NAME) or a variable (NAME=VALUE), like httpd -D.
+        #[arg(short = 'D', long = "define", value_name = "NAME[=VALUE]")]
+        defines: Vec<String>,
+        /// ServerRoot for relative paths until the file sets one (default: FILE's directory), like httpd -d.
+        #[arg(short = 'd', long = "server-root", value_name = "DIR")]
+        server_root: Option<PathBuf>,
+        /// A module compiled into the httpd (true in <IfModule>), e.g. mpm_itk_module;
+        /// the built-in ones and those loaded by LoadModule need none.
+        #[arg(long = "module", value_name = "NAME")]
+        modules: Vec<String>,
+    },
     /// Internal: a multiplexer started by the supervisor.
     #[command(hide = true)]
     Multiplexer,
@@ -142,6 +160,32 @@ fn main() -> ExitCode {
                 Ok(1)
             }
         },
+        Command::ImportApache {
+            file,
+            defines,
+            server_root,
+            modules,
+        } => {
+            let opts = conf::apache::Options {
+                defines,
+                server_root,
+                modules,
+            };
+            match conf::apache::import(&file, &opts) {
+                Ok(imported) => {
+                    for note in &imported.notes {
+                        eprintln!("{note}");
+                    }
+                    print!("{}", imported.toml);
+                    Ok(0)
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    eprintln!("{}: {} error(s)", file.display(), e.errors.len());
+                    Ok(2)
+                }
+            }
+        }
         Command::Reload { config } => signal_server(&config, nix::sys::signal::Signal::SIGHUP),
         Command::Stop { config } => signal_server(&config, nix::sys::signal::Signal::SIGTERM),
         Command::Multiplexer => {

@@ -100,10 +100,13 @@ pub fn table(out: &mut String, header: &str, array: bool, t: &Table) {
     } else {
         let _ = writeln!(out, "[{header}]");
     }
+    let mut last_why = None;
     for k in &t.keys {
-        if let Some(why) = &k.why {
-            let _ = writeln!(out, "# {}", comment(why));
+        // A reason shared by consecutive keys is said once.
+        if k.why.is_some() && k.why != last_why {
+            let _ = writeln!(out, "# {}", comment(k.why.as_deref().unwrap_or("")));
         }
+        last_why.clone_from(&k.why);
         let _ = writeln!(out, "{} = {}  # {}", k.key, value(&k.value), comment(&k.from));
     }
 }

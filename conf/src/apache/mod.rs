@@ -16,6 +16,8 @@ mod glob;
 mod lexer;
 mod parse;
 mod source;
+#[cfg(test)]
+mod tests;
 mod translate;
 mod vhost;
 
@@ -42,7 +44,11 @@ impl At {
 
 impl fmt::Display for At {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.file.display(), self.line)
+        // Line 0: the file as a whole (the main file, a default).
+        match self.line {
+            0 => write!(f, "{}", self.file.display()),
+            n => write!(f, "{}:{n}", self.file.display()),
+        }
     }
 }
 

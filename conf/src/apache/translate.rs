@@ -283,6 +283,9 @@ impl State<'_> {
             "childperuserid" => self.child_per_user(d),
             // Name-based virtual hosts are all bulkhead has.
             "namevirtualhost" => {}
+            "timeout" => self.untranslated(d, Some("httpd's one I/O timeout; bulkhead has request_head_timeout (20 s), keep_alive_timeout, cgi_timeout and fastcgi_timeout: not translated")),
+            "maxkeepaliverequests" => self.untranslated(d, Some("bulkhead does not limit the requests of a connection: not translated")),
+            "loglevel" => self.untranslated(d, Some("bulkhead's level is RUST_LOG's: not translated")),
             _ => {
                 let mut main = std::mem::take(&mut self.main);
                 if !vhost::directive(self, &mut main, d) {
@@ -487,7 +490,13 @@ impl State<'_> {
         };
         let (v, f) = list(&self.listen);
         server.set("listen", v, f, None);
-        if !self.listen_tls.is_empty() {
+        let with_cert = vhosts.iter().any(|v| v.keys.iter().any(|k| k.key == "tls_certificate"));
+        if !self.listen_tls.is_empty() && !with_cert {
+            let (v, f) = list(&self.listen_tls);
+            if let Value::List(addrs) = v {
+                self.note(&top, format!("{f}: HTTPS on {} but no vhost with SSLEngine on and a certificate: not translated", addrs.join(", ")));
+            }
+        } else if !self.listen_tls.is_empty() {
             let (v, f) = list(&self.listen_tls);
             server.set("listen_tls", v, f, None);
         }

@@ -39,6 +39,7 @@ pub struct Vhost {
     pub name_at: Option<At>,
     pub docroot_at: Option<At>,
     pub aliases: Vec<String>,
+    pub aliases_from: Vec<String>,
     pub docroot: Option<(String, String)>,
     pub env: Option<(EnvRef, At)>,
     pub max_clients: Option<(i64, String)>,
@@ -95,7 +96,10 @@ pub fn directive(st: &mut State, v: &mut Vhost, d: &Directive) -> bool {
             }
             None => st.untranslated(d, Some("takes a name")),
         },
-        "serveralias" => v.aliases.extend(d.args.iter().cloned()),
+        "serveralias" => {
+            v.aliases.extend(d.args.iter().cloned());
+            v.aliases_from.push(from(d));
+        }
         "documentroot" => match one {
             Some(p) => {
                 let p = st.path(&p);
@@ -227,6 +231,7 @@ struct Built {
     at: At,
     name: (String, String),
     aliases: Vec<String>,
+    aliases_from: Vec<String>,
     env: usize,
     env_from: At,
     docroot: (String, String),
@@ -347,6 +352,7 @@ fn build(st: &mut State, v: Vhost, at: At) -> Option<Built> {
         at,
         name,
         aliases: v.aliases.clone(),
+        aliases_from: v.aliases_from.clone(),
         env,
         env_from,
         docroot,
@@ -376,6 +382,7 @@ fn merge(st: &mut State, built: &mut Vec<Built>, b: Built) {
         st.note(&b.at, format!("vhost {}: DocumentRoot {} differs from the one at {} ({}): bulkhead has one per name; the first kept", b.name.0, b.docroot.0, first.at, first.docroot.0));
     }
     first.comments.extend(b.comments);
+    first.aliases_from.extend(b.aliases_from);
     for a in b.aliases {
         if !first.aliases.contains(&a) {
             first.aliases.push(a);
@@ -396,7 +403,7 @@ fn table(st: &mut State, b: Built) -> Table {
     };
     t.set("server_name", Value::Str(b.name.0.clone()), b.name.1.clone(), None);
     if !b.aliases.is_empty() {
-        t.set("server_alias", Value::List(b.aliases.clone()), "ServerAlias".into(), None);
+        t.set("server_alias", Value::List(b.aliases.clone()), b.aliases_from.join(", "), None);
     }
     t.set(
         "environment",
@@ -426,6 +433,7 @@ fn table(st: &mut State, b: Built) -> Table {
         t.set("cgi", Value::List(l.clone()), f.clone(), Some("AddHandler cgi-script: httpd also needs Options ExecCGI, not checked here"));
     }
     let mut dirs = Vec::new();
+    let mut dirs_from = Vec::new();
     for s in &b.script_aliases {
         match s.args.as_slice() {
             [url, dir] => {
@@ -433,6 +441,7 @@ fn table(st: &mut State, b: Built) -> Table {
                 let dir_slash = format!("{}/", st.path(dir).trim_end_matches('/'));
                 if url.starts_with('/') && dir_slash == format!("{}{url_slash}", b.docroot.0.trim_end_matches('/')) {
                     dirs.push(url_slash);
+                    dirs_from.push(from(s));
                 } else {
                     st.untranslated(s, Some("bulkhead runs scripts from under the document root only (cgi_dirs): not translated"));
                 }
@@ -441,7 +450,7 @@ fn table(st: &mut State, b: Built) -> Table {
         }
     }
     if !dirs.is_empty() {
-        t.set("cgi_dirs", Value::List(dirs), "ScriptAlias".into(), None);
+        t.set("cgi_dirs", Value::List(dirs), dirs_from.join(", "), None);
     }
     if let Some((n, f)) = &b.body_limit {
         t.set("limit_request_body", Value::Int(*n), f.clone(), None);
