@@ -36,6 +36,9 @@ mod hardening;
 mod htaccess;
 /// Error answers, timeouts, body framing, static files and path safety.
 mod http_errors;
+/// `bulkhead import-apache`: Peruser's example and an mpm-itk configuration with
+/// includes translated, checked and served as the same uids; syntax errors.
+mod import_apache;
 /// A vhost's `index` (in order, a CGI script among them) and `fallback` (a CGI front
 /// controller or a static file), never for a denied path.
 mod index_fallback;

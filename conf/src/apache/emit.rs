@@ -71,9 +71,7 @@ pub fn string(s: &str) -> String {
 
 /// Text safe inside a `#` comment: control characters become `?`.
 pub fn comment(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
+    s.chars().map(|c| if c.is_control() { '?' } else { c }).collect()
 }
 
 fn value(v: &Value) -> String {
@@ -125,6 +123,9 @@ mod tests {
         t.set("user", Value::Int(5), "User (f:2)".into(), Some("why\nnot"));
         let mut out = String::new();
         table(&mut out, "server", false, &t);
-        assert_eq!(out, "\n# from?[server]\n[server]\n# why?not\nuser = 5  # User (f:2)\n");
+        assert_eq!(
+            out,
+            "\n# from?[server]\n[server]\n# why?not\nuser = 5  # User (f:2)\n"
+        );
     }
 }

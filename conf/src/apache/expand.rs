@@ -29,7 +29,14 @@ pub const MAX_TOTAL_BYTES: usize = 64 << 20;
 
 /// Modules compiled into Debian's httpd 2.4 (`apache2 -l`), true in `<IfModule>`.
 const BUILT_IN: &[&str] = &[
-    "core", "http_core", "so", "unixd", "log_config", "logio", "version", "watchdog",
+    "core",
+    "http_core",
+    "so",
+    "unixd",
+    "log_config",
+    "logio",
+    "version",
+    "watchdog",
 ];
 /// The MPMs: with none loaded by `LoadModule` (httpd 2.2, where the MPM is compiled
 /// in), Peruser is assumed; `--module` names another.
@@ -281,7 +288,10 @@ impl Expander<'_> {
     /// `<IfX [!]ARG>`: the test with its negation.
     fn test(&mut self, args: &[String], at: &At, f: impl Fn(&Self, &str) -> bool) -> bool {
         let [arg] = args else {
-            self.note(at, "a conditional section takes one argument: its contents ignored");
+            self.note(
+                at,
+                "a conditional section takes one argument: its contents ignored",
+            );
             return false;
         };
         match arg.strip_prefix('!') {
@@ -292,9 +302,7 @@ impl Expander<'_> {
 
     fn module_loaded(&self, name: &str) -> bool {
         let m = canonical_module(name);
-        self.modules.contains(&m)
-            || BUILT_IN.contains(&m.as_str())
-            || (m == "peruser" && !self.mpm_loaded)
+        self.modules.contains(&m) || BUILT_IN.contains(&m.as_str()) || (m == "peruser" && !self.mpm_loaded)
     }
 
     fn resolve(&self, p: &str) -> PathBuf {
@@ -397,7 +405,10 @@ impl Expander<'_> {
             match self.vars.get(name).cloned().or_else(|| (self.env)(name)) {
                 Some(v) => out.push_str(&v),
                 None => {
-                    self.note(at, &format!("variable ${{{name}}} is not defined: kept as written"));
+                    self.note(
+                        at,
+                        &format!("variable ${{{name}}} is not defined: kept as written"),
+                    );
                     out.push_str(&rest[start..start + 2 + end + 1]);
                 }
             }
@@ -431,9 +442,12 @@ mod tests {
     use super::*;
 
     fn run(files: &[(&str, &str)], opts: &Options) -> Expanded {
-        expand(&Memory::with(files), Path::new("/etc/apache2/apache2.conf"), opts, &|v| {
-            (v == "FROM_ENV").then(|| "env-value".to_string())
-        })
+        expand(
+            &Memory::with(files),
+            Path::new("/etc/apache2/apache2.conf"),
+            opts,
+            &|v| (v == "FROM_ENV").then(|| "env-value".to_string()),
+        )
     }
 
     fn flat(ds: &[Directive]) -> Vec<String> {
@@ -460,7 +474,10 @@ mod tests {
             &Options::default(),
         );
         assert!(x.errors.is_empty(), "{:?}", x.errors);
-        assert_eq!(flat(&x.directives), ["A 1", "VirtualHost *", "B 2", "X ", "One ", "Two "]);
+        assert_eq!(
+            flat(&x.directives),
+            ["A 1", "VirtualHost *", "B 2", "X ", "One ", "Two "]
+        );
         let inner = &x.directives[1].children.as_ref().unwrap()[0];
         assert_eq!(inner.at.to_string(), "/etc/apache2/inner:1");
     }
@@ -468,14 +485,23 @@ mod tests {
     #[test]
     fn include_errors() {
         let x = run(
-            &[("/etc/apache2/apache2.conf", "Include none/*.conf\nInclude missing.conf\nInclude apache2.conf\n")],
+            &[(
+                "/etc/apache2/apache2.conf",
+                "Include none/*.conf\nInclude missing.conf\nInclude apache2.conf\n",
+            )],
             &Options::default(),
         );
         let msgs: Vec<String> = x.errors.iter().map(|e| e.to_string()).collect();
-        assert!(msgs[0].starts_with("/etc/apache2/apache2.conf:1: no file matches"), "{msgs:?}");
+        assert!(
+            msgs[0].starts_with("/etc/apache2/apache2.conf:1: no file matches"),
+            "{msgs:?}"
+        );
         assert!(msgs[1].starts_with("/etc/apache2/apache2.conf:2: cannot read /etc/apache2/missing.conf"));
         // The loop stops at the depth limit, once.
-        assert!(msgs.iter().any(|m| m.contains("nested more than 128")), "{msgs:?}");
+        assert!(
+            msgs.iter().any(|m| m.contains("nested more than 128")),
+            "{msgs:?}"
+        );
     }
 
     #[test]
@@ -490,7 +516,10 @@ mod tests {
                 ..Options::default()
             },
         );
-        assert_eq!(flat(&x.directives), ["A a.test", "C ", "D a.test x|env-value|${NOPE}"]);
+        assert_eq!(
+            flat(&x.directives),
+            ["A a.test", "C ", "D a.test x|env-value|${NOPE}"]
+        );
         assert_eq!(x.notes.len(), 1);
         assert!(x.notes[0].to_string().contains(":14: variable ${NOPE}"));
     }
@@ -501,7 +530,10 @@ mod tests {
         let x = run(&[("/etc/apache2/apache2.conf", text)], &Options::default());
         assert_eq!(flat(&x.directives), ["P ", "B ", "I ", "L "]);
         let x = run(
-            &[("/etc/apache2/apache2.conf", "<IfModule itk.c>\nI\n</IfModule>\n<IfModule peruser.c>\nP\n</IfModule>\n")],
+            &[(
+                "/etc/apache2/apache2.conf",
+                "<IfModule itk.c>\nI\n</IfModule>\n<IfModule peruser.c>\nP\n</IfModule>\n",
+            )],
             &Options {
                 modules: vec!["mpm_itk_module".into()],
                 ..Options::default()
@@ -513,9 +545,15 @@ mod tests {
     #[test]
     fn syntax_errors_name_the_file() {
         let x = run(
-            &[("/etc/apache2/apache2.conf", "Include a.conf\n"), ("/etc/apache2/a.conf", "\n<VirtualHost *>\n")],
+            &[
+                ("/etc/apache2/apache2.conf", "Include a.conf\n"),
+                ("/etc/apache2/a.conf", "\n<VirtualHost *>\n"),
+            ],
             &Options::default(),
         );
-        assert_eq!(x.errors[0].to_string(), "/etc/apache2/a.conf:2: <VirtualHost> was not closed");
+        assert_eq!(
+            x.errors[0].to_string(),
+            "/etc/apache2/a.conf:2: <VirtualHost> was not closed"
+        );
     }
 }

@@ -69,7 +69,10 @@ fn assemble(bytes: &[u8]) -> Vec<u8> {
 
 fn run(main: &[u8]) {
     let mut m = Memory::with(&[
-        ("/etc/a/inc/1.conf", "<VirtualHost *>\nServerName b.test\nAssignUserID bob bob\nDocumentRoot /srv/b\n</VirtualHost>\n"),
+        (
+            "/etc/a/inc/1.conf",
+            "<VirtualHost *>\nServerName b.test\nAssignUserID bob bob\nDocumentRoot /srv/b\n</VirtualHost>\n",
+        ),
         ("/etc/a/inc/2.conf", "Include inc/*.conf\n"),
     ]);
     m.0.insert("/etc/a/main.conf".into(), main.to_vec());

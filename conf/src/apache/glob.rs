@@ -177,9 +177,18 @@ mod tests {
             ("/etc/a/vh/file.conf", ""),
         ]);
         let got = expand(&m, Path::new("/etc/a/sites/*.conf"), 100);
-        assert_eq!(got, [PathBuf::from("/etc/a/sites/a.conf"), "/etc/a/sites/b.conf".into()]);
+        assert_eq!(
+            got,
+            [PathBuf::from("/etc/a/sites/a.conf"), "/etc/a/sites/b.conf".into()]
+        );
         let got = expand(&m, Path::new("/etc/a/vh/*/x.conf"), 100);
-        assert_eq!(got, [PathBuf::from("/etc/a/vh/one/x.conf"), "/etc/a/vh/two/x.conf".into()]);
+        assert_eq!(
+            got,
+            [
+                PathBuf::from("/etc/a/vh/one/x.conf"),
+                "/etc/a/vh/two/x.conf".into()
+            ]
+        );
         assert_eq!(expand(&m, Path::new("/etc/a/sites/*.conf"), 1).len(), 1);
         assert!(expand(&m, Path::new("/etc/none/*.conf"), 100).is_empty());
     }

@@ -32,11 +32,7 @@ pub enum SyntaxError {
     #[error("</{name}> without matching <{name}> section")]
     Unopened { line: usize, name: String },
     #[error("expected </{open}> but saw </{name}>")]
-    Mismatched {
-        line: usize,
-        open: String,
-        name: String,
-    },
+    Mismatched { line: usize, open: String, name: String },
     #[error("<{name}> was not closed")]
     Unclosed { line: usize, name: String },
     #[error("sections nested more than {MAX_DEPTH} deep")]

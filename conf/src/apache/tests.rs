@@ -9,8 +9,13 @@ use super::{import_from, Imported, Options};
 
 fn import(files: &[(&str, &str)]) -> Imported {
     let m = Memory::with(files);
-    import_from(&m, Path::new("/etc/apache2/apache2.conf"), &Options::default(), &|_| None)
-        .unwrap_or_else(|e| panic!("{e}"))
+    import_from(
+        &m,
+        Path::new("/etc/apache2/apache2.conf"),
+        &Options::default(),
+        &|_| None,
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn config(i: &Imported) -> crate::Config {
@@ -67,14 +72,25 @@ fn peruser_example() {
     let e = &c.environments[0];
     assert_eq!((e.name.as_str(), e.uid, e.gid), ("myserver", 2001, 2001));
     // The environment's own MaxProcessors wins over the global one.
-    assert_eq!((e.min_processors, e.max_processors, e.min_spare_processors), (0, 4, 2));
+    assert_eq!(
+        (e.min_processors, e.max_processors, e.min_spare_processors),
+        (0, 4, 2)
+    );
     assert_eq!(e.max_requests_per_child, 1000);
-    assert_eq!((e.expire_timeout.as_secs(), e.idle_timeout.as_secs()), (1800, 900));
+    assert_eq!(
+        (e.expire_timeout.as_secs(), e.idle_timeout.as_secs()),
+        (1800, 900)
+    );
     let v = &c.vhosts[0];
     assert_eq!(v.server_name, "myserver.test");
     assert_eq!(v.document_root, Path::new("/srv/myserver"));
     assert_eq!(notes(&i), ["/etc/apache2/apache2.conf:22: Cgroup /sys/fs/cgroup/cpu/myserver: Peruser joins an existing cgroup v1 group; bulkhead makes its own from limits: set memory_max, memory_high, pids_max, cpu_max, cpu_weight or io_weight in this environment"]);
-    assert!(i.toml.contains("max_clients = 256  # MaxClients (/etc/apache2/apache2.conf:5)"), "{}", i.toml);
+    assert!(
+        i.toml
+            .contains("max_clients = 256  # MaxClients (/etc/apache2/apache2.conf:5)"),
+        "{}",
+        i.toml
+    );
 }
 
 #[test]
@@ -101,7 +117,10 @@ fn itk_with_includes_defines_and_modules() {
     assert_eq!(c.server.max_clients, 150);
     let names: Vec<&str> = c.environments.iter().map(|e| e.name.as_str()).collect();
     assert_eq!(names, ["uid2001", "uid2002"]);
-    assert_eq!(c.environments[0].max_connections_per_processor, 64, "worker's block is not taken");
+    assert_eq!(
+        c.environments[0].max_connections_per_processor, 64,
+        "worker's block is not taken"
+    );
     assert_eq!(c.environments[1].max_requests_per_child, 500);
     assert_eq!(c.vhosts.len(), 2);
     let (a, b) = (&c.vhosts[0], &c.vhosts[1]);
@@ -114,8 +133,18 @@ fn itk_with_includes_defines_and_modules() {
     assert_eq!(b.index, ["index.php", "index.html"]);
     assert_eq!(b.cgi.dirs, ["/cgi-bin/"]);
     let n = notes(&i);
-    assert!(n.iter().any(|l| l.starts_with("/etc/apache2/apache2.conf:9: StartServers 5: a server-wide process count")), "{n:?}");
-    assert!(n.iter().any(|l| l.starts_with("/etc/apache2/sites-enabled/bob.conf:7: <Directory /srv/www/bob> section and the 1 directive(s)")), "{n:?}");
+    assert!(
+        n.iter().any(
+            |l| l.starts_with("/etc/apache2/apache2.conf:9: StartServers 5: a server-wide process count")
+        ),
+        "{n:?}"
+    );
+    assert!(
+        n.iter().any(|l| l.starts_with(
+            "/etc/apache2/sites-enabled/bob.conf:7: <Directory /srv/www/bob> section and the 1 directive(s)"
+        )),
+        "{n:?}"
+    );
     assert!(n.iter().any(|l| l == "/etc/apache2/apache2.conf: Listen (/etc/apache2/ports.conf:3): HTTPS on 127.0.0.1:443 but no vhost with SSLEngine on and a certificate: not translated"), "{n:?}");
     assert_eq!(n.len(), 3, "{n:?}");
 }
@@ -130,11 +159,17 @@ fn perchild_and_shared_users() {
     assert_eq!(c.server.listen.len(), 2, "Listen 8080 is v4 and v6");
     assert_eq!(c.environments.len(), 1);
     let e = &c.environments[0];
-    assert_eq!((e.min_processors, e.start_processors, e.max_processors), (2, 2, 2));
+    assert_eq!(
+        (e.min_processors, e.start_processors, e.max_processors),
+        (2, 2, 2)
+    );
     assert_eq!(e.max_connections_per_processor, 32);
     assert_eq!((c.vhosts[0].environment, c.vhosts[1].environment), (0, 0));
     let n = notes(&i);
-    assert!(n[0].starts_with("/etc/apache2/apache2.conf:4: NumServers 7"), "{n:?}");
+    assert!(
+        n[0].starts_with("/etc/apache2/apache2.conf:4: NumServers 7"),
+        "{n:?}"
+    );
     assert!(n[1].starts_with("/etc/apache2/apache2.conf:7: <VirtualHost *> (fallbackhost) has no ServerEnvironment or AssignUserID"), "{n:?}");
 }
 
@@ -155,17 +190,30 @@ fn one_name_on_80_and_443_with_redirect_and_chroot() {
     assert!(t.contains("redirect_to_https = true"), "{t}");
     assert!(t.contains("listen_tls = [\"0.0.0.0:443\", \"[::]:443\"]"), "{t}");
     let n = notes(&i);
-    assert!(n.iter().any(|l| l.starts_with("/etc/apache2/apache2.conf:15: Redirect /old /new: only")), "{n:?}");
+    assert!(
+        n.iter()
+            .any(|l| l.starts_with("/etc/apache2/apache2.conf:15: Redirect /old /new: only")),
+        "{n:?}"
+    );
     assert!(n.iter().any(|l| l.starts_with("/etc/apache2/apache2.conf:27: vhost shop.test is also at /etc/apache2/apache2.conf:10 in another environment")), "{n:?}");
 }
 
 #[test]
 fn errors_fail_the_import() {
     let m = Memory::with(&[
-        ("/etc/apache2/apache2.conf", "Include a.conf\nInclude none/*.conf\n"),
+        (
+            "/etc/apache2/apache2.conf",
+            "Include a.conf\nInclude none/*.conf\n",
+        ),
         ("/etc/apache2/a.conf", "<VirtualHost *>\n</Directory>\n"),
     ]);
-    let e = import_from(&m, Path::new("/etc/apache2/apache2.conf"), &Options::default(), &|_| None).unwrap_err();
+    let e = import_from(
+        &m,
+        Path::new("/etc/apache2/apache2.conf"),
+        &Options::default(),
+        &|_| None,
+    )
+    .unwrap_err();
     assert_eq!(
         e.errors,
         [
@@ -173,6 +221,15 @@ fn errors_fail_the_import() {
             "/etc/apache2/apache2.conf:2: no file matches /etc/apache2/none/*.conf (IncludeOptional allows none)",
         ]
     );
-    let e = import_from(&m, Path::new("/etc/apache2/missing.conf"), &Options::default(), &|_| None).unwrap_err();
-    assert!(e.errors[0].starts_with("/etc/apache2/missing.conf: cannot read /etc/apache2/missing.conf"), "{e}");
+    let e = import_from(
+        &m,
+        Path::new("/etc/apache2/missing.conf"),
+        &Options::default(),
+        &|_| None,
+    )
+    .unwrap_err();
+    assert!(
+        e.errors[0].starts_with("/etc/apache2/missing.conf: cannot read /etc/apache2/missing.conf"),
+        "{e}"
+    );
 }

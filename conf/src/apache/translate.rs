@@ -102,10 +102,26 @@ const INTS: &[(&str, &str, Option<&str>)] = &[
     ("multiplexeridletimeout", "multiplexer_idle_timeout", None),
     ("expiretimeout", "expire_timeout", Some(WHY_POOL)),
     ("idletimeout", "idle_timeout", Some(WHY_POOL)),
-    ("maxrequestsperchild", "max_requests_per_child", Some(WHY_PER_CHILD)),
-    ("maxconnectionsperchild", "max_requests_per_child", Some(WHY_PER_CHILD)),
-    ("threadsperchild", "max_connections_per_processor", Some(WHY_THREADS)),
-    ("maxthreadsperchild", "max_connections_per_processor", Some(WHY_THREADS)),
+    (
+        "maxrequestsperchild",
+        "max_requests_per_child",
+        Some(WHY_PER_CHILD),
+    ),
+    (
+        "maxconnectionsperchild",
+        "max_requests_per_child",
+        Some(WHY_PER_CHILD),
+    ),
+    (
+        "threadsperchild",
+        "max_connections_per_processor",
+        Some(WHY_THREADS),
+    ),
+    (
+        "maxthreadsperchild",
+        "max_connections_per_processor",
+        Some(WHY_THREADS),
+    ),
     ("keepalivetimeout", "keep_alive_timeout", None),
     ("limitrequestbody", "limit_request_body", None),
 ];
@@ -183,7 +199,10 @@ impl State<'_> {
         let args = emit::comment(&d.args.join(" "));
         self.note(
             &d.at,
-            format!("<{} {args}> section and the {n} directive(s) in it: not translated", d.name),
+            format!(
+                "<{} {args}> section and the {n} directive(s) in it: not translated",
+                d.name
+            ),
         );
     }
 
@@ -338,7 +357,11 @@ impl State<'_> {
             }
             Some(h) => vec![format!("{h}:{port}")],
         };
-        let list = if tls { &mut self.listen_tls } else { &mut self.listen };
+        let list = if tls {
+            &mut self.listen_tls
+        } else {
+            &mut self.listen
+        };
         for a in addrs {
             if !list.iter().any(|(x, _)| *x == a) {
                 list.push((a, from(d)));
@@ -375,7 +398,10 @@ impl State<'_> {
             }
         }
         let (Some((user, uf)), Some((group, gf))) = (user, group) else {
-            return self.note(&d.at, format!("<Processor {name}> without a User and a Group: not translated"));
+            return self.note(
+                &d.at,
+                format!("<Processor {name}> without a User and a Group: not translated"),
+            );
         };
         let mut t = Table {
             comments: table.comments,
@@ -442,7 +468,13 @@ impl State<'_> {
     fn unique_name(&self, base: &str) -> String {
         let mut clean: String = base
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .take(64)
             .collect();
         if clean.is_empty() {
@@ -464,7 +496,10 @@ impl State<'_> {
         match self.user.take() {
             Some((id, f)) => server.set("user", id.value(), f, None),
             None => {
-                self.note(&top, "no User: the multiplexers run as www-data (httpd's Debian default)");
+                self.note(
+                    &top,
+                    "no User: the multiplexers run as www-data (httpd's Debian default)",
+                );
                 server.set("user", Value::Str("www-data".into()), "default".into(), None);
             }
         }
@@ -490,11 +525,19 @@ impl State<'_> {
         };
         let (v, f) = list(&self.listen);
         server.set("listen", v, f, None);
-        let with_cert = vhosts.iter().any(|v| v.keys.iter().any(|k| k.key == "tls_certificate"));
+        let with_cert = vhosts
+            .iter()
+            .any(|v| v.keys.iter().any(|k| k.key == "tls_certificate"));
         if !self.listen_tls.is_empty() && !with_cert {
             let (v, f) = list(&self.listen_tls);
             if let Value::List(addrs) = v {
-                self.note(&top, format!("{f}: HTTPS on {} but no vhost with SSLEngine on and a certificate: not translated", addrs.join(", ")));
+                self.note(
+                    &top,
+                    format!(
+                        "{f}: HTTPS on {} but no vhost with SSLEngine on and a certificate: not translated",
+                        addrs.join(", ")
+                    ),
+                );
             }
         } else if !self.listen_tls.is_empty() {
             let (v, f) = list(&self.listen_tls);
@@ -502,7 +545,10 @@ impl State<'_> {
         }
         server.keys.extend(std::mem::take(&mut self.server.keys));
         if vhosts.is_empty() {
-            self.note(&top, "no virtual host could be translated: bulkhead needs at least one [[vhosts]]");
+            self.note(
+                &top,
+                "no virtual host could be translated: bulkhead needs at least one [[vhosts]]",
+            );
         }
         let mut out = format!(
             "# bulkhead configuration imported from {} by `bulkhead import-apache`.\n\

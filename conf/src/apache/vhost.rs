@@ -76,7 +76,9 @@ pub fn read(st: &mut State, d: &Directive) -> Vhost {
                 "sslcertificatechainfile" => {
                     Some("put the chain after the certificate in one file (tls_certificate): not translated")
                 }
-                "user" | "group" => Some("User/Group in a vhost need suEXEC; use AssignUserID: not translated"),
+                "user" | "group" => {
+                    Some("User/Group in a vhost need suEXEC; use AssignUserID: not translated")
+                }
                 _ => None,
             };
             st.untranslated(c, why);
@@ -103,7 +105,11 @@ pub fn directive(st: &mut State, v: &mut Vhost, d: &Directive) -> bool {
         "documentroot" => match one {
             Some(p) => {
                 let p = st.path(&p);
-                let p = if p.len() > 1 { p.trim_end_matches('/').to_string() } else { p };
+                let p = if p.len() > 1 {
+                    p.trim_end_matches('/').to_string()
+                } else {
+                    p
+                };
                 v.docroot = Some((p, from(d)));
                 v.docroot_at = Some(d.at.clone());
             }
@@ -157,7 +163,10 @@ pub fn directive(st: &mut State, v: &mut Vhost, d: &Directive) -> bool {
         "redirect" | "redirectpermanent" | "redirecttemp" => v.redirects.push(d.clone()),
         "directoryindex" => {
             if d.args.iter().any(|a| a.eq_ignore_ascii_case("disabled")) {
-                st.untranslated(d, Some("bulkhead always answers a directory with its index or 403"));
+                st.untranslated(
+                    d,
+                    Some("bulkhead always answers a directory with its index or 403"),
+                );
             } else {
                 v.index = Some((d.args.clone(), from(d)));
             }
@@ -165,7 +174,13 @@ pub fn directive(st: &mut State, v: &mut Vhost, d: &Directive) -> bool {
         "addhandler" if d.args.first().is_some_and(|h| h == "cgi-script") => {
             let exts: Vec<String> = d.args[1..]
                 .iter()
-                .map(|e| if e.starts_with('.') { e.clone() } else { format!(".{e}") })
+                .map(|e| {
+                    if e.starts_with('.') {
+                        e.clone()
+                    } else {
+                        format!(".{e}")
+                    }
+                })
                 .collect();
             let mut all = v.cgi.take().map(|(l, _)| l).unwrap_or_default();
             all.extend(exts);
@@ -197,7 +212,10 @@ fn log(st: &mut State, v: &mut Vhost, d: &Directive) {
         return st.untranslated(d, Some("takes a file"));
     };
     if path.starts_with('|') {
-        return st.untranslated(d, Some("a piped log: bulkhead writes files (rotate them with SIGUSR1)"));
+        return st.untranslated(
+            d,
+            Some("a piped log: bulkhead writes files (rotate them with SIGUSR1)"),
+        );
     }
     let format = if d.is("transferlog") {
         st.log_formats
@@ -217,7 +235,12 @@ fn log(st: &mut State, v: &mut Vhost, d: &Directive) {
         .map(|(_, f)| f.clone())
         .unwrap_or_else(|| format.clone());
     if format != "combined" && !COMBINED.contains(&string.as_str()) {
-        st.untranslated(d, Some("this format is not Combined: bulkhead writes the Combined Log Format (or json) to this file"));
+        st.untranslated(
+            d,
+            Some(
+                "this format is not Combined: bulkhead writes the Combined Log Format (or json) to this file",
+            ),
+        );
     }
     if d.args.len() > 2 {
         st.untranslated(d, Some("a conditional log: bulkhead logs every request"));
@@ -260,9 +283,10 @@ pub fn finish(st: &mut State) -> Vec<Table> {
     };
     let mut built: Vec<Built> = Vec::new();
     for mut v in list {
-        let at = v.at.clone().or_else(|| main.name_at.clone()).unwrap_or_else(|| {
-            At::new(std::rc::Rc::new(st.root.to_path_buf()), 0)
-        });
+        let at =
+            v.at.clone()
+                .or_else(|| main.name_at.clone())
+                .unwrap_or_else(|| At::new(std::rc::Rc::new(st.root.to_path_buf()), 0));
         inherit(&mut v, &main);
         let Some(b) = build(st, v, at) else { continue };
         merge(st, &mut built, b);
@@ -300,7 +324,10 @@ fn build(st: &mut State, v: Vhost, at: At) -> Option<Built> {
     let name = match (&v.name, v.aliases.first()) {
         (Some(n), _) => n.clone(),
         (None, Some(a)) => {
-            st.note(&at, format!("{label} has no ServerName: its first ServerAlias {a} is the name"));
+            st.note(
+                &at,
+                format!("{label} has no ServerName: its first ServerAlias {a} is the name"),
+            );
             (a.clone(), "ServerAlias".into())
         }
         (None, None) => {
@@ -310,10 +337,17 @@ fn build(st: &mut State, v: Vhost, at: At) -> Option<Built> {
     };
     let (env, env_from) = match &v.env {
         Some((EnvRef::Index(i), at)) => (*i, at.clone()),
-        Some((EnvRef::Named(n), eat)) => match st.envs.iter().position(|e| e.processor.as_deref() == Some(n)) {
+        Some((EnvRef::Named(n), eat)) => match st.envs.iter().position(|e| e.processor.as_deref() == Some(n))
+        {
             Some(i) => (i, eat.clone()),
             None => {
-                st.note(eat, format!("ServerEnvironment {n}: no <Processor {n}>: vhost {} not translated", name.0));
+                st.note(
+                    eat,
+                    format!(
+                        "ServerEnvironment {n}: no <Processor {n}>: vhost {} not translated",
+                        name.0
+                    ),
+                );
                 return None;
             }
         },
@@ -323,7 +357,10 @@ fn build(st: &mut State, v: Vhost, at: At) -> Option<Built> {
         }
     };
     let Some(mut docroot) = v.docroot.clone() else {
-        st.note(&at, format!("{label} ({}) has no DocumentRoot: not translated", name.0));
+        st.note(
+            &at,
+            format!("{label} ({}) has no DocumentRoot: not translated", name.0),
+        );
         return None;
     };
     if let Some(chroot) = &st.envs[env].chroot {
@@ -336,7 +373,10 @@ fn build(st: &mut State, v: Vhost, at: At) -> Option<Built> {
     let tls = matches!(v.ssl_engine, Some((true, _)));
     let (cert, key) = if tls {
         if v.cert.is_none() {
-            st.note(&at, format!("{label} ({}): SSLEngine on without SSLCertificateFile", name.0));
+            st.note(
+                &at,
+                format!("{label} ({}): SSLEngine on without SSLCertificateFile", name.0),
+            );
         }
         // httpd reads the key from the certificate file when there is no key file.
         let key = v.key.clone().or_else(|| v.cert.clone());
@@ -370,7 +410,10 @@ fn build(st: &mut State, v: Vhost, at: At) -> Option<Built> {
 
 /// One vhost per name: a second block of the same name adds what the first lacks.
 fn merge(st: &mut State, built: &mut Vec<Built>, b: Built) {
-    let Some(first) = built.iter_mut().find(|x| x.name.0.eq_ignore_ascii_case(&b.name.0)) else {
+    let Some(first) = built
+        .iter_mut()
+        .find(|x| x.name.0.eq_ignore_ascii_case(&b.name.0))
+    else {
         built.push(b);
         return;
     };
@@ -401,9 +444,19 @@ fn table(st: &mut State, b: Built) -> Table {
         comments: b.comments.clone(),
         keys: Vec::new(),
     };
-    t.set("server_name", Value::Str(b.name.0.clone()), b.name.1.clone(), None);
+    t.set(
+        "server_name",
+        Value::Str(b.name.0.clone()),
+        b.name.1.clone(),
+        None,
+    );
     if !b.aliases.is_empty() {
-        t.set("server_alias", Value::List(b.aliases.clone()), b.aliases_from.join(", "), None);
+        t.set(
+            "server_alias",
+            Value::List(b.aliases.clone()),
+            b.aliases_from.join(", "),
+            None,
+        );
     }
     t.set(
         "environment",
@@ -411,7 +464,12 @@ fn table(st: &mut State, b: Built) -> Table {
         format!("ServerEnvironment/AssignUserID ({})", b.env_from),
         None,
     );
-    t.set("document_root", Value::Str(b.docroot.0.clone()), b.docroot.1.clone(), None);
+    t.set(
+        "document_root",
+        Value::Str(b.docroot.0.clone()),
+        b.docroot.1.clone(),
+        None,
+    );
     if let Some((n, f)) = &b.max_clients {
         t.set("max_clients_vhost", Value::Int(*n), f.clone(), None);
     }
@@ -420,7 +478,8 @@ fn table(st: &mut State, b: Built) -> Table {
     }
     if let (Some((c, cf)), Some((k, kf))) = (&b.cert, &b.key) {
         t.set("tls_certificate", Value::Str(c.clone()), cf.clone(), None);
-        let why = (c == k).then_some("no SSLCertificateKeyFile: httpd reads the key from the certificate file");
+        let why =
+            (c == k).then_some("no SSLCertificateKeyFile: httpd reads the key from the certificate file");
         t.set("tls_key", Value::Str(k.clone()), kf.clone(), why);
     }
     for r in &b.redirects {
@@ -430,7 +489,12 @@ fn table(st: &mut State, b: Built) -> Table {
         t.set("index", Value::List(l.clone()), f.clone(), None);
     }
     if let Some((l, f)) = &b.cgi {
-        t.set("cgi", Value::List(l.clone()), f.clone(), Some("AddHandler cgi-script: httpd also needs Options ExecCGI, not checked here"));
+        t.set(
+            "cgi",
+            Value::List(l.clone()),
+            f.clone(),
+            Some("AddHandler cgi-script: httpd also needs Options ExecCGI, not checked here"),
+        );
     }
     let mut dirs = Vec::new();
     let mut dirs_from = Vec::new();
@@ -439,7 +503,9 @@ fn table(st: &mut State, b: Built) -> Table {
             [url, dir] => {
                 let url_slash = format!("{}/", url.trim_end_matches('/'));
                 let dir_slash = format!("{}/", st.path(dir).trim_end_matches('/'));
-                if url.starts_with('/') && dir_slash == format!("{}{url_slash}", b.docroot.0.trim_end_matches('/')) {
+                if url.starts_with('/')
+                    && dir_slash == format!("{}{url_slash}", b.docroot.0.trim_end_matches('/'))
+                {
                     dirs.push(url_slash);
                     dirs_from.push(from(s));
                 } else {
@@ -471,7 +537,12 @@ fn redirect(st: &mut State, t: &mut Table, b: &Built, r: &Directive) {
                     args = &args[1..];
                 }
                 _ if !s.starts_with('/') => {
-                    return st.untranslated(r, Some("only redirects to the vhost's HTTPS address (redirect_to_https) are translated"));
+                    return st.untranslated(
+                        r,
+                        Some(
+                            "only redirects to the vhost's HTTPS address (redirect_to_https) are translated",
+                        ),
+                    );
                 }
                 _ => temporary = true,
             }
@@ -482,16 +553,21 @@ fn redirect(st: &mut State, t: &mut Table, b: &Built, r: &Directive) {
             let host = host_of(rest);
             let tail = rest.split_once('/').map_or("", |(_, t)| t);
             tail.is_empty()
-                && (host.eq_ignore_ascii_case(&b.name.0) || b.aliases.iter().any(|a| a.eq_ignore_ascii_case(&host)))
+                && (host.eq_ignore_ascii_case(&b.name.0)
+                    || b.aliases.iter().any(|a| a.eq_ignore_ascii_case(&host)))
         }),
         _ => false,
     };
     if !to_https {
-        return st.untranslated(r, Some("only a whole vhost's redirect to its own HTTPS address (redirect_to_https) is translated"));
+        return st.untranslated(
+            r,
+            Some("only a whole vhost's redirect to its own HTTPS address (redirect_to_https) is translated"),
+        );
     }
     if b.cert.is_none() {
         return st.untranslated(r, Some("redirect_to_https needs the vhost's certificate (an SSLEngine on block of the same ServerName): not translated"));
     }
-    let why = temporary.then_some("httpd's Redirect is 302 without `permanent`; bulkhead answers 301 (GET, HEAD) or 308");
+    let why = temporary
+        .then_some("httpd's Redirect is 302 without `permanent`; bulkhead answers 301 (GET, HEAD) or 308");
     t.set("redirect_to_https", Value::Bool(true), from(r), why);
 }
