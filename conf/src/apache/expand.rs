@@ -95,6 +95,8 @@ pub struct Expanded {
 
 struct Expander<'a> {
     src: &'a dyn Source,
+    /// Sections open around the directives being read, across includes.
+    nest: usize,
     server_root: PathBuf,
     defines: HashSet<String>,
     vars: HashMap<String, String>,
@@ -123,6 +125,7 @@ pub fn expand(
     });
     let mut e = Expander {
         src,
+        nest: 0,
         server_root,
         defines: HashSet::new(),
         vars: HashMap::new(),
@@ -215,6 +218,17 @@ impl Expander<'_> {
             let args = lexer::words(&raw);
             let name = node.name.to_ascii_lowercase();
             if let Some(children) = &node.children {
+                if self.nest >= parse::MAX_DEPTH {
+                    self.errors.push(ExpandError::Limit {
+                        at: at.to_string(),
+                        message: format!(
+                            "sections nested more than {} deep (with the files they include)",
+                            parse::MAX_DEPTH
+                        ),
+                    });
+                    continue;
+                }
+                self.nest += 1;
                 let test = match name.as_str() {
                     "ifdefine" => Some(self.test(&args, &at, |e, a| e.defines.contains(a))),
                     "ifmodule" => Some(self.test(&args, &at, |e, a| e.module_loaded(a))),
@@ -237,6 +251,7 @@ impl Expander<'_> {
                         });
                     }
                 }
+                self.nest -= 1;
                 continue;
             }
             match name.as_str() {
@@ -540,6 +555,20 @@ mod tests {
             },
         );
         assert_eq!(flat(&x.directives), ["I "]);
+    }
+
+    #[test]
+    fn sections_nest_boundedly_across_includes() {
+        let x = run(
+            &[("/etc/apache2/apache2.conf", "<A>\nInclude apache2.conf\n</A>\n")],
+            &Options::default(),
+        );
+        let msgs: Vec<String> = x.errors.iter().map(|e| e.to_string()).collect();
+        assert_eq!(msgs.len(), 1, "{msgs:?}");
+        assert!(
+            msgs[0].ends_with("sections nested more than 64 deep (with the files they include)"),
+            "{msgs:?}"
+        );
     }
 
     #[test]

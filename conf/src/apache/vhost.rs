@@ -42,6 +42,8 @@ pub struct Vhost {
     pub aliases_from: Vec<String>,
     pub docroot: Option<(String, String)>,
     pub env: Option<(EnvRef, At)>,
+    /// The directive that named it (`ServerEnvironment`, `AssignUserID`).
+    pub env_directive: String,
     pub max_clients: Option<(i64, String)>,
     pub ssl_engine: Option<(bool, At)>,
     pub cert: Option<(String, String)>,
@@ -116,13 +118,17 @@ pub fn directive(st: &mut State, v: &mut Vhost, d: &Directive) -> bool {
             None => st.untranslated(d, Some("takes a directory")),
         },
         "serverenvironment" => match d.args.as_slice() {
-            [name] => v.env = Some((EnvRef::Named(name.clone()), d.at.clone())),
+            [name] => {
+                v.env = Some((EnvRef::Named(name.clone()), d.at.clone()));
+                v.env_directive.clone_from(&d.name);
+            }
             // Peruser before 0.3: `ServerEnvironment user group [chroot]`.
             [u, g, rest @ ..] if rest.len() <= 1 => match (Id::parse(u), Id::parse(g)) {
                 (Some(u), Some(g)) => {
                     let chroot = rest.first().map(|c| st.path(c));
                     let i = st.derived_env(u, g, chroot, d);
                     v.env = Some((EnvRef::Index(i), d.at.clone()));
+                    v.env_directive.clone_from(&d.name);
                 }
                 _ => st.untranslated(d, Some("not a user and group")),
             },
@@ -133,6 +139,7 @@ pub fn directive(st: &mut State, v: &mut Vhost, d: &Directive) -> bool {
                 (Some(u), Some(g)) => {
                     let i = st.derived_env(u, g, None, d);
                     v.env = Some((EnvRef::Index(i), d.at.clone()));
+                    v.env_directive.clone_from(&d.name);
                 }
                 _ => st.untranslated(d, Some("not a user and group")),
             },
@@ -257,6 +264,7 @@ struct Built {
     aliases_from: Vec<String>,
     env: usize,
     env_from: At,
+    env_directive: String,
     docroot: (String, String),
     max_clients: Option<(i64, String)>,
     cert: Option<(String, String)>,
@@ -315,6 +323,7 @@ fn inherit(v: &mut Vhost, main: &Vhost) {
     if v.env.is_none() {
         if let Some((EnvRef::Index(i), at)) = &main.env {
             v.env = Some((EnvRef::Index(*i), at.clone()));
+            v.env_directive.clone_from(&main.env_directive);
         }
     }
 }
@@ -395,6 +404,7 @@ fn build(st: &mut State, v: Vhost, at: At) -> Option<Built> {
         aliases_from: v.aliases_from.clone(),
         env,
         env_from,
+        env_directive: v.env_directive.clone(),
         docroot,
         max_clients: v.max_clients,
         cert,
@@ -461,7 +471,7 @@ fn table(st: &mut State, b: Built) -> Table {
     t.set(
         "environment",
         Value::Str(st.envs[b.env].name.clone()),
-        format!("ServerEnvironment/AssignUserID ({})", b.env_from),
+        format!("{} ({})", b.env_directive, b.env_from),
         None,
     );
     t.set(
