@@ -61,7 +61,9 @@ pub struct Note {
 
 impl fmt::Display for Note {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.at, self.message)
+        // A configuration's bytes never reach a terminal as control characters.
+        let text = format!("{}: {}", self.at, self.message);
+        f.write_str(&emit::comment(&text))
     }
 }
 

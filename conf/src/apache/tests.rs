@@ -233,3 +233,26 @@ fn errors_fail_the_import() {
         "{e}"
     );
 }
+
+#[test]
+fn the_main_server_alone_and_names() {
+    let i = import(&[(
+        "/etc/apache2/apache2.conf",
+        "User www-data\nGroup www-data\nListen 80\nServerName main.test:80\nDocumentRoot htdocs/\nAssignUserID john \"john smith\"\nDirectoryIndex index.php\nLimitRequestBody 1024\nFoo \"\u{1b}[31mred\"\n",
+    )]);
+    let t = &i.toml;
+    assert!(t.contains("[environments.john]\n"), "{t}");
+    assert!(
+        t.contains("user = \"john\"  # AssignUserID (/etc/apache2/apache2.conf:6)"),
+        "{t}"
+    );
+    assert!(t.contains("group = \"john smith\""), "{t}");
+    assert!(t.contains("server_name = \"main.test\""), "{t}");
+    assert!(t.contains("document_root = \"/etc/apache2/htdocs\""), "{t}");
+    assert!(t.contains("index = [\"index.php\"]"), "{t}");
+    assert!(t.contains("limit_request_body = 1024  # LimitRequestBody"), "{t}");
+    assert_eq!(
+        notes(&i),
+        ["/etc/apache2/apache2.conf:9: Foo ?[31mred: not translated"]
+    );
+}
