@@ -44,9 +44,11 @@ enum Command {
         #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
-    /// Translate an Apache 2.2/2.4 configuration (Peruser, perchild, mpm-itk) into
-    /// bulkhead's TOML on stdout; every directive not translated goes to stderr with
-    /// its file:line. Fails only for an unreadable file or a syntax error.
+    /// Translate an Apache configuration into bulkhead's TOML (on stdout).
+    ///
+    /// Apache 2.2/2.4 with Peruser, perchild or mpm-itk: the TOML on stdout, every
+    /// directive not translated on stderr with its file:line. Exits 2 (nothing on
+    /// stdout) only for an unreadable file or a syntax error httpd would refuse.
     #[command(name = "import-apache")]
     ImportApache {
         /// The main configuration file (e.g. /etc/apache2/apache2.conf).

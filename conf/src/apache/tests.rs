@@ -256,3 +256,28 @@ fn the_main_server_alone_and_names() {
         ["/etc/apache2/apache2.conf:9: Foo ?[31mred: not translated"]
     );
 }
+
+#[test]
+fn first_alias_as_the_name_and_certificates_outside_a_jail() {
+    let i = import(&[(
+        "/etc/apache2/apache2.conf",
+        "User #2000\nGroup #2000\nListen 127.0.0.1:80\n<Processor p>\nUser #2001\nGroup #2001\nChroot /jail\n</Processor>\n<VirtualHost *:443>\nServerAlias a.test b.test\nServerEnvironment p\nDocumentRoot /jail/www\nSSLEngine on\nSSLCertificateFile /etc/ssl/a.pem\nSSLCertificateKeyFile /jail/a.key\n</VirtualHost>\n",
+    )]);
+    let t = &i.toml;
+    assert!(t.contains("server_name = \"a.test\""), "{t}");
+    assert!(t.contains("server_alias = [\"b.test\"]"), "{t}");
+    assert!(
+        t.contains("document_root = \"/jail/www\"  # DocumentRoot (/etc/apache2/apache2.conf:12)\n"),
+        "{t}"
+    );
+    let n = notes(&i);
+    assert_eq!(n.len(), 2, "{n:?}");
+    assert!(
+        n[0].ends_with("has no ServerName: its first ServerAlias a.test is the name"),
+        "{n:?}"
+    );
+    assert!(
+        n[1].contains(": /etc/ssl/a.pem is outside the chroot /jail"),
+        "{n:?}"
+    );
+}

@@ -328,16 +328,20 @@ fn inherit(v: &mut Vhost, main: &Vhost) {
     }
 }
 
-fn build(st: &mut State, v: Vhost, at: At) -> Option<Built> {
-    let label = format!("<VirtualHost {}>", v.addrs.join(" "));
-    let name = match (&v.name, v.aliases.first()) {
+fn build(st: &mut State, mut v: Vhost, at: At) -> Option<Built> {
+    let label = match v.at {
+        Some(_) => format!("<VirtualHost {}>", v.addrs.join(" ")),
+        None => "the main server".to_string(),
+    };
+    let name = match (&v.name, v.aliases.first().cloned()) {
         (Some(n), _) => n.clone(),
         (None, Some(a)) => {
             st.note(
                 &at,
                 format!("{label} has no ServerName: its first ServerAlias {a} is the name"),
             );
-            (a.clone(), "ServerAlias".into())
+            v.aliases.remove(0);
+            (a, v.aliases_from.first().cloned().unwrap_or_default())
         }
         (None, None) => {
             st.note(&at, format!("{label} has no ServerName: not translated"));
@@ -389,6 +393,14 @@ fn build(st: &mut State, v: Vhost, at: At) -> Option<Built> {
         }
         // httpd reads the key from the certificate file when there is no key file.
         let key = v.key.clone().or_else(|| v.cert.clone());
+        if let Some(chroot) = st.envs[env].chroot.clone() {
+            let inside = |p: &str| p.starts_with(&format!("{}/", chroot.trim_end_matches('/')));
+            for (p, f) in v.cert.iter().chain(key.iter()) {
+                if !inside(p) {
+                    st.note(&at, format!("{f}: {p} is outside the chroot {chroot}: bulkhead's processors read it inside the jail, so copy it there and change the path"));
+                }
+            }
+        }
         (v.cert.clone(), key)
     } else {
         if let Some((_, f)) = &v.cert {
