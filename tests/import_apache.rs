@@ -49,17 +49,22 @@ fn sites_with_scripts(w: &Path) {
     put(w, "bob/whoami.cgi", script, BOB, 0o755);
 }
 
-/// Both vhosts served, each by its own uid: the page, the script's uid, the
-/// processors' credentials.
-fn serves_as_apache_did(server: &TestServer, hosts: &[(&str, &str, u32)]) {
-    for &(host, body, uid) in hosts {
+/// Each vhost served by its own uid: the page, the script's uid (none in a jail
+/// without a shell: `cgi` false), the processors' credentials.
+fn serves_as_apache_did(server: &TestServer, hosts: &[(&str, &str, u32, bool)]) {
+    for &(host, body, uid, cgi) in hosts {
         let r = get(server.addr, host, "/");
         assert_eq!(r.status, 200, "{host}: {}\n{}", r.text(), server.log());
         assert_eq!(r.text(), body, "{host}");
+        if !cgi {
+            continue;
+        }
         let r = get(server.addr, host, "/whoami.cgi");
         assert_eq!(r.status, 200, "{host}: {}\n{}", r.text(), server.log());
         // (Chunked: the text holds the chunk sizes too.)
         assert!(r.text().contains(&format!("uid={uid}\n")), "{host}: {}", r.text());
+    }
+    for &(host, _, uid, _) in hosts {
         let pids = server.processors_of(uid);
         assert!(!pids.is_empty(), "{host}: no processor of uid {uid}");
         for pid in pids {
@@ -75,6 +80,9 @@ fn peruser_example_serves_the_same_vhosts_as_the_same_uids() {
     let dir = Dir::new("import_peruser_example");
     let w = dir.path();
     sites_with_scripts(w);
+    // bob's jail (root's, as `check` wants a chroot), its site at `/www` inside.
+    put(w, "bobjail/www/index.html", b"bob jailed", BOB, 0o644);
+    chown(&w.join("bobjail"), 0);
     // Peruser's documentation: its default limits, then `<Processor>` server
     // environments attached to virtual hosts with `ServerEnvironment` (the users by
     // id, as Apache writes `#uid`).
@@ -108,6 +116,11 @@ AddHandler cgi-script .cgi
     MaxProcessors 4
     Cgroup /sys/fs/cgroup/cpu/bob
 </Processor>
+<Processor bobjail>
+    User #{BOB}
+    Group #{BOB}
+    Chroot {w}/bobjail
+</Processor>
 
 <Virtualhost *:80>
     ServerName alice.test
@@ -119,6 +132,12 @@ AddHandler cgi-script .cgi
     ServerName bob.test
     ServerEnvironment bob
     DocumentRoot {w}/bob
+</Virtualhost>
+<Virtualhost *:80>
+    ServerName jail.bob.test
+    ServerEnvironment bobjail
+    # As the chrooted processor sees it.
+    DocumentRoot /www
 </Virtualhost>
 "#,
         w = w.display()
@@ -132,16 +151,31 @@ AddHandler cgi-script .cgi
     );
     assert!(toml.contains("[environments.alice]"), "{toml}");
     assert!(toml.contains("processor_wait_timeout = [5, 10]"), "{toml}");
+    assert!(
+        toml.contains(&format!("document_root = \"{}/bobjail/www\"", w.display())),
+        "{toml}"
+    );
     check(w, &toml);
     let server = TestServer::start(&toml);
     serves_as_apache_did(
         &server,
         &[
-            ("alice.test", "alice home", ALICE),
-            ("www.alice.test", "alice home", ALICE),
-            ("bob.test", "bob home", BOB),
+            ("alice.test", "alice home", ALICE, true),
+            ("www.alice.test", "alice home", ALICE, true),
+            ("bob.test", "bob home", BOB, true),
+            ("jail.bob.test", "bob jailed", BOB, false),
         ],
     );
+    // The jailed environment's processors run inside the jail.
+    let jail = w.join("bobjail").canonicalize().unwrap();
+    let jailed = server
+        .processors_of(BOB)
+        .into_iter()
+        .filter(|&pid| {
+            std::fs::read_link(format!("/proc/{pid}/root")).ok().as_deref() == Some(jail.as_path())
+        })
+        .count();
+    assert!(jailed > 0, "no processor of bob in {}", jail.display());
 }
 
 #[test]
@@ -236,9 +270,9 @@ IncludeOptional conf-enabled/*.conf
     serves_as_apache_did(
         &server,
         &[
-            ("alice.test", "alice home", ALICE),
-            ("shop.alice.test", "alice home", ALICE),
-            ("bob.test", "bob home", BOB),
+            ("alice.test", "alice home", ALICE, true),
+            ("shop.alice.test", "alice home", ALICE, true),
+            ("bob.test", "bob home", BOB, true),
         ],
     );
     let log = logs.join("alice.log");

@@ -272,7 +272,8 @@ impl Expander<'_> {
                     }
                 }
                 "serverroot" => match args.as_slice() {
-                    [root] => self.server_root = PathBuf::from(root),
+                    // httpd wants it absolute; a relative one is taken below the last.
+                    [root] => self.server_root = self.resolve(root),
                     _ => self.note(&at, "ServerRoot takes one argument: ignored"),
                 },
                 "loadmodule" => match args.first() {

@@ -85,7 +85,13 @@ pub struct Imported {
 /// `${VAR}`s not `Define`d come from this process's environment, as in httpd.
 pub fn import(main: &Path, opts: &Options) -> Result<Imported, ImportError> {
     let env = |name: &str| std::env::var(name).ok();
-    import_from(&source::Files, main, opts, &env)
+    // Absolute, so `Include` patterns and notes do not depend on the current directory.
+    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let opts = Options {
+        server_root: opts.server_root.as_deref().map(absolute),
+        ..opts.clone()
+    };
+    import_from(&source::Files, &absolute(main), &opts, &env)
 }
 
 fn import_from(
