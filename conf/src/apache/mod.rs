@@ -3,8 +3,9 @@
 //!
 //! `lexer` (httpd's lines and words) → `parse` (one file's sections) → `expand`
 //! (includes, globs, `Define`, `${VAR}`, `<IfDefine>`, `<IfModule>`) → `translate`
-//! (server, environments) and `vhost` (virtual hosts) → `emit` (the TOML text). No
-//! crate parses httpd's syntax well, so this is our own, fuzzed (`fuzz.rs`).
+//! (server, environments), `vhost` (virtual hosts as read) and `sites`
+//! (`[[vhosts]]`) → `emit` (the TOML text). No crate parses httpd's syntax well, so
+//! this is our own, fuzzed (`fuzz.rs`).
 //! Every directive not translated becomes a [`Note`] with its `file:line`; only an
 //! unreadable file or a syntax error httpd would refuse fails the import.
 
@@ -15,6 +16,7 @@ mod fuzz;
 mod glob;
 mod lexer;
 mod parse;
+mod sites;
 mod source;
 #[cfg(test)]
 mod tests;

@@ -281,3 +281,17 @@ fn first_alias_as_the_name_and_certificates_outside_a_jail() {
         "{n:?}"
     );
 }
+
+#[test]
+fn names_claimed_once_and_wildcards_bulkhead_has() {
+    let i = import(&[(
+        "/etc/apache2/apache2.conf",
+        "User #2000\nGroup #2000\nListen 127.0.0.1:80\n<VirtualHost *>\nServerName a.test\nServerAlias b.test *.a.test www.a.* a?.test A.TEST\nAssignUserID #2001 #2001\nDocumentRoot /a\n</VirtualHost>\n<VirtualHost *>\nServerName B.test\nAssignUserID #2002 #2002\nDocumentRoot /b\n</VirtualHost>\n<VirtualHost *>\nServerName c.test\nServerAlias b.test\nAssignUserID #2002 #2002\nDocumentRoot /c\n</VirtualHost>\n",
+    )]);
+    let c = config(&i);
+    assert_eq!(c.vhosts.len(), 2);
+    assert_eq!(c.vhosts[0].server_alias, ["b.test", "*.a.test"]);
+    assert_eq!(c.vhosts[1].server_name, "c.test");
+    assert!(c.vhosts[1].server_alias.is_empty());
+    assert_eq!(notes(&i).len(), 5, "{:?}", notes(&i));
+}

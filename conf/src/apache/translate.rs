@@ -491,7 +491,7 @@ impl State<'_> {
 
     fn finish(mut self, main: &Path) -> String {
         let top = At::new(std::rc::Rc::new(main.to_path_buf()), 0);
-        let vhosts = vhost::finish(&mut self);
+        let vhosts = super::sites::finish(&mut self);
         let mut server = Table::default();
         match self.user.take() {
             Some((id, f)) => server.set("user", id.value(), f, None),
