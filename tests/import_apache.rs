@@ -200,6 +200,7 @@ Timeout 300
 Include ports.conf
 LoadModule mpm_itk_module /usr/lib/apache2/modules/mpm_itk.so
 LoadModule cgid_module /usr/lib/apache2/modules/mod_cgid.so
+LoadModule php_module /usr/lib/apache2/modules/libphp8.2.so
 <IfModule mpm_itk_module>
     MaxRequestWorkers 150
     MaxConnectionsPerChild 0
@@ -250,6 +251,10 @@ IncludeOptional conf-enabled/*.conf
         0o644,
     );
     let main = root.join("apache2.conf");
+    // mod_php ran PHP as each vhost's user: FastCGI backends of each environment.
+    let php = b"<?php echo 'uid=', posix_geteuid(), \"\\n\";";
+    put(w, "alice/whoami.php", php, ALICE, 0o644);
+    put(w, "bob/whoami.php", php, BOB, 0o644);
     let (toml, notes) = import(&main, &[]);
     assert_eq!(
         notes.lines().collect::<Vec<_>>(),
@@ -275,6 +280,14 @@ IncludeOptional conf-enabled/*.conf
             ("bob.test", "bob home", BOB, true),
         ],
     );
+    assert!(toml.contains("command = [\"/usr/bin/php-cgi\"]"), "{toml}");
+    if require_tool("php-cgi", "php-cgi").is_some() {
+        for (host, uid) in [("alice.test", ALICE), ("bob.test", BOB)] {
+            let r = get(server.addr, host, "/whoami.php");
+            assert_eq!(r.status, 200, "{host}: {}\n{}", r.text(), server.log());
+            assert!(r.text().contains(&format!("uid={uid}\n")), "{host}: {}", r.text());
+        }
+    }
     let log = logs.join("alice.log");
     let logged = poll(Duration::from_secs(10), || {
         let text = std::fs::read_to_string(&log).ok()?;

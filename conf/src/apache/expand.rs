@@ -160,7 +160,7 @@ pub fn expand(
 }
 
 /// `mod_ssl.c`, `ssl_module`, `mpm_itk_module`, `itk.c` → `ssl`, `itk`.
-fn canonical_module(name: &str) -> String {
+pub fn canonical_module(name: &str) -> String {
     let n = name.to_ascii_lowercase();
     let n = n
         .strip_suffix(".c")
@@ -276,11 +276,18 @@ impl Expander<'_> {
                     [root] => self.server_root = self.resolve(root),
                     _ => self.note(&at, "ServerRoot takes one argument: ignored"),
                 },
+                // Kept in the tree too: translation looks for mod_php.
                 "loadmodule" => match args.first() {
                     Some(m) => {
                         let m = canonical_module(m);
                         self.mpm_loaded |= MPMS.contains(&m.as_str());
                         self.modules.insert(m);
+                        out.push(Directive {
+                            name: node.name.clone(),
+                            args,
+                            at,
+                            children: None,
+                        });
                     }
                     None => self.note(&at, "LoadModule without a module: ignored"),
                 },
@@ -544,7 +551,11 @@ mod tests {
     fn modules() {
         let text = "<IfModule mod_ssl.c>\nA\n</IfModule>\n<IfModule peruser.c>\nP\n</IfModule>\nLoadModule ssl_module m/mod_ssl.so\nLoadModule mpm_itk_module m/itk.so\n<IfModule mod_ssl.c>\nB\n</IfModule>\n<IfModule !ssl_module>\nC\n</IfModule>\n<IfModule mpm_itk_module>\nI\n</IfModule>\n<IfModule peruser.c>\nQ\n</IfModule>\n<IfModule log_config_module>\nL\n</IfModule>\n";
         let x = run(&[("/etc/apache2/apache2.conf", text)], &Options::default());
-        assert_eq!(flat(&x.directives), ["P ", "B ", "I ", "L "]);
+        let loads = [
+            "LoadModule ssl_module|m/mod_ssl.so",
+            "LoadModule mpm_itk_module|m/itk.so",
+        ];
+        assert_eq!(flat(&x.directives), ["P ", loads[0], loads[1], "B ", "I ", "L "]);
         let x = run(
             &[(
                 "/etc/apache2/apache2.conf",

@@ -98,7 +98,7 @@ fn itk_with_includes_defines_and_modules() {
     let i = import(&[
         (
             "/etc/apache2/apache2.conf",
-            "Define ROOT /srv/www\nUser #2000\nGroup #2000\nInclude ports.conf\nLoadModule mpm_itk_module modules/mpm_itk.so\n<IfModule mpm_itk_module>\nMaxRequestWorkers 150\nMaxConnectionsPerChild 500\nStartServers 5\n</IfModule>\n<IfModule mpm_worker_module>\nThreadsPerChild 25\n</IfModule>\nAddHandler cgi-script .cgi\nIncludeOptional sites-enabled/*.conf\nIncludeOptional conf-enabled/*.conf\n",
+            "Define ROOT /srv/www\nUser #2000\nGroup #2000\nInclude ports.conf\nLoadModule mpm_itk_module modules/mpm_itk.so\nLoadModule php_module modules/libphp8.2.so\n<IfModule mpm_itk_module>\nMaxRequestWorkers 150\nMaxConnectionsPerChild 500\nStartServers 5\n</IfModule>\n<IfModule mpm_worker_module>\nThreadsPerChild 25\n</IfModule>\nAddHandler cgi-script .cgi\nIncludeOptional sites-enabled/*.conf\nIncludeOptional conf-enabled/*.conf\n",
         ),
         ("/etc/apache2/ports.conf", "Listen 127.0.0.1:80\n<IfDefine !NOTLS>\nListen 127.0.0.1:443\n</IfDefine>\n"),
         (
@@ -122,6 +122,12 @@ fn itk_with_includes_defines_and_modules() {
         "worker's block is not taken"
     );
     assert_eq!(c.environments[1].max_requests_per_child, 500);
+    // mod_php: PHP through each environment's FastCGI backends.
+    for e in &c.environments {
+        let f = e.fastcgi.as_ref().expect("a FastCGI backend where mod_php was");
+        assert_eq!(f.command, ["/usr/bin/php-cgi"]);
+        assert_eq!(f.extensions, [".php"]);
+    }
     assert_eq!(c.vhosts.len(), 2);
     let (a, b) = (&c.vhosts[0], &c.vhosts[1]);
     assert_eq!(a.server_alias, ["www.alice.test", "*.alice.test"]);
@@ -134,9 +140,9 @@ fn itk_with_includes_defines_and_modules() {
     assert_eq!(b.cgi.dirs, ["/cgi-bin/"]);
     let n = notes(&i);
     assert!(
-        n.iter().any(
-            |l| l.starts_with("/etc/apache2/apache2.conf:9: StartServers 5: a server-wide process count")
-        ),
+        n.iter()
+            .any(|l| l
+                .starts_with("/etc/apache2/apache2.conf:10: StartServers 5: a server-wide process count")),
         "{n:?}"
     );
     assert!(

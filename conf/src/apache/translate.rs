@@ -16,6 +16,9 @@
 //! - `StartServers`, `Min/MaxSpareServers`, `Min/MaxSpareThreads`, `ThreadLimit`,
 //!   `NumServers`: server-wide process counts with no bulkhead equivalent (pools are
 //!   per environment): reported, not translated.
+//! - `LoadModule php_module` (mod_php, PHP inside httpd as the vhost's user under
+//!   mpm-itk or Peruser) → every environment's `fastcgi` with Debian's php-cgi for
+//!   `.php`.
 //! - `Cgroup` (a v1 group Peruser joins): not translated; bulkhead makes its own
 //!   groups from limits (`memory_max`, `cpu_max`, `pids_max` …), reported with those.
 
@@ -68,6 +71,10 @@ pub struct Env {
     pub table: Table,
 }
 
+/// Debian's php-cgi: the FastCGI backend an environment gets where httpd had mod_php.
+const PHP_CGI: &str = "/usr/bin/php-cgi";
+const WHY_PHP: &str = "mod_php ran PHP inside httpd as each vhost's user (mpm-itk, Peruser); bulkhead runs it as this environment's FastCGI backends (Debian's php-cgi; or manager = \"php-fpm\")";
+
 /// The translation so far.
 pub struct State<'a> {
     pub server: Table,
@@ -82,6 +89,8 @@ pub struct State<'a> {
     pub log_formats: Vec<(String, String)>,
     user: Option<(Id, String)>,
     group: Option<(Id, String)>,
+    /// `LoadModule php…_module` (file:line).
+    php: Option<String>,
 }
 
 const WHY_CLIENTS: &str = "MaxClients: httpd's limit of simultaneous requests (Peruser's of children); bulkhead's max_clients counts connections in processors, what a prefork child held one of";
@@ -165,6 +174,7 @@ pub fn translate(directives: &[Directive], root: &Path, main: &Path, notes: &mut
         log_formats: Vec::new(),
         user: None,
         group: None,
+        php: None,
     };
     for d in directives {
         st.global(d);
@@ -300,6 +310,12 @@ impl State<'_> {
                 _ => self.untranslated(d, Some("takes a format and a nickname")),
             },
             "childperuserid" => self.child_per_user(d),
+            "loadmodule" => {
+                let m = d.args.first().map(|m| super::expand::canonical_module(m));
+                if m.is_some_and(|m| m.starts_with("php")) {
+                    self.php = Some(from(d));
+                }
+            }
             // Name-based virtual hosts are all bulkhead has.
             "namevirtualhost" => {}
             "timeout" => self.untranslated(d, Some("httpd's one I/O timeout; bulkhead has request_head_timeout (20 s), keep_alive_timeout, cgi_timeout and fastcgi_timeout: not translated")),
@@ -559,6 +575,22 @@ impl State<'_> {
         emit::table(&mut out, "server", false, &server);
         for e in &self.envs {
             emit::table(&mut out, &format!("environments.{}", e.name), false, &e.table);
+            if let Some(php) = &self.php {
+                let mut t = Table::default();
+                t.set(
+                    "command",
+                    Value::List(vec![PHP_CGI.into()]),
+                    php.clone(),
+                    Some(WHY_PHP),
+                );
+                t.set(
+                    "extensions",
+                    Value::List(vec![".php".into()]),
+                    php.clone(),
+                    Some(WHY_PHP),
+                );
+                emit::table(&mut out, &format!("environments.{}.fastcgi", e.name), false, &t);
+            }
         }
         for v in &vhosts {
             emit::table(&mut out, "vhosts", true, v);
