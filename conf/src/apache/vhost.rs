@@ -69,6 +69,9 @@ pub fn read(st: &mut State, d: &Directive) -> Vhost {
                 "user" | "group" => {
                     Some("User/Group in a vhost need suEXEC; use AssignUserID: not translated")
                 }
+                "assignuseridexpr" | "assigngroupidexpr" => Some(
+                    "a user chosen per request: bulkhead's environment is per vhost (AssignUserID): not translated",
+                ),
                 _ => None,
             };
             st.untranslated(c, why);
