@@ -471,4 +471,46 @@ mod tests {
         assert!(!steps.contains(&Step::Hide { path: "/tmp".into() }));
         assert!(sb.read_write.contains(&PathBuf::from("/tmp")));
     }
+
+    const TWO: &str = "[server]\nuser = 2000\ngroup = 2000\nlisten = [\"127.0.0.1:0\"]\n\
+         [environments.alice]\nuser = 2001\ngroup = 2001\n\
+         [environments.bob]\nuser = 2002\ngroup = 2002\n\
+         [[vhosts]]\nserver_name = \"a\"\nenvironment = \"alice\"\ndocument_root = \"/srv\"\n\
+         [[vhosts]]\nserver_name = \"b\"\nenvironment = \"bob\"\ndocument_root = \"/var\"\n";
+
+    fn key_and_hidden(c: &Config, env: usize) -> (Key, BTreeSet<PathBuf>) {
+        let (steps, sb) = plan(c, env);
+        (key(c, env, &steps, &sb), hidden(&steps))
+    }
+
+    #[test]
+    fn an_added_environment_keeps_the_key_and_adds_a_hide() {
+        let before = cfg(TWO);
+        let after = cfg(&format!(
+            "{TWO}[environments.carol]\nuser = 2003\ngroup = 2003\n\
+             [[vhosts]]\nserver_name = \"c\"\nenvironment = \"carol\"\ndocument_root = \"/opt\"\n"
+        ));
+        let (k0, h0) = key_and_hidden(&before, 0);
+        let (k1, h1) = key_and_hidden(&after, 0);
+        assert_eq!(k0, k1);
+        assert_eq!(
+            h1.difference(&h0).cloned().collect::<Vec<_>>(),
+            [PathBuf::from("/opt")]
+        );
+    }
+
+    #[test]
+    fn a_changed_bind_ro_or_document_root_changes_the_key() {
+        let base = cfg(TWO);
+        let bind = cfg(&TWO.replace(
+            "user = 2001\ngroup = 2001\n",
+            "user = 2001\ngroup = 2001\nbind_ro = [\"/usr/share\"]\n",
+        ));
+        let root = cfg(&TWO.replace("document_root = \"/srv\"", "document_root = \"/mnt\""));
+        let k = key_and_hidden(&base, 0).0;
+        assert_ne!(k, key_and_hidden(&bind, 0).0);
+        assert_ne!(k, key_and_hidden(&root, 0).0);
+        // bob's view only sees alice's moved root as another Hide.
+        assert_eq!(key_and_hidden(&base, 1).0, key_and_hidden(&root, 1).0);
+    }
 }
