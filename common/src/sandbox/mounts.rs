@@ -263,10 +263,14 @@ fn cover(path: &Path, mode: u32, keep: &[PathBuf]) -> Result<(), MountError> {
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
             Err(e) => return Err(io("cloning", k)(e)),
         };
-        let is_dir = nix::sys::stat::fstat(tree.as_raw_fd())
-            .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+        let kind = nix::sys::stat::fstat(tree.as_raw_fd())
+            .map(|st| st.st_mode & libc::S_IFMT)
             .map_err(|e| io("examining", k)(e.into()))?;
-        trees.push((k, tree, is_dir));
+        // A link is refused as opening it without following would (ELOOP).
+        if kind != libc::S_IFDIR && kind != libc::S_IFREG {
+            return Err(io("cloning", k)(std::io::Error::from_raw_os_error(libc::ELOOP)));
+        }
+        trees.push((k, tree, kind == libc::S_IFDIR));
     }
     std::fs::create_dir_all(path).map_err(io("mkdir", path))?;
     let data = format!("mode={mode:o}");

@@ -312,6 +312,12 @@ fn mirror(p: PathBuf, root: &Path) -> Option<Step> {
     })
 }
 
+/// Whether no component of `p` (absolute) is a symbolic link (a missing one is not).
+fn no_link(p: &Path) -> bool {
+    p.ancestors()
+        .all(|a| std::fs::symlink_metadata(a).map_or(true, |m| !m.file_type().is_symlink()))
+}
+
 /// Whether `a` is `b` or below it (component-wise).
 fn within(a: &Path, b: &Path) -> bool {
     a.starts_with(b)
@@ -365,9 +371,14 @@ fn host(cfg: &Config, env: usize) -> (Vec<Step>, Sandbox) {
     for (p, _) in [("/tmp", ()), ("/dev/shm", ())] {
         // What of its own is below: its directories, and its certificate and key files
         // (one by one: nothing else of their directories), bound back.
+        // A file reached through a link is not kept (it is bound by its own path, not
+        // followed): its processor then cannot load it and says so.
         let mut keep: Vec<PathBuf> = own
             .iter()
-            .chain(tls.iter().filter(|f| !own.iter().any(|o| within(f, o))))
+            .chain(
+                tls.iter()
+                    .filter(|f| !own.iter().any(|o| within(f, o)) && no_link(f)),
+            )
             .filter(|o| within(o, Path::new(p)))
             .cloned()
             .collect();
