@@ -408,10 +408,15 @@ fn cgi_timeout_kills_the_process_group() {
         .map(|l| l.trim().parse().unwrap())
         .collect();
     assert_eq!(recorded.len(), 3, "{recorded:?}");
+    // Pids as the scripts' PID namespace (alice's private view) numbers them.
     let gone = poll(Duration::from_secs(5), || {
-        recorded.iter().all(|&pid| !alive(pid)).then_some(())
+        recorded.iter().all(|&pid| !alive_as(ALICE, pid)).then_some(())
     });
-    let left: Vec<i32> = recorded.iter().copied().filter(|&pid| alive(pid)).collect();
+    let left: Vec<i32> = recorded
+        .iter()
+        .copied()
+        .filter(|&pid| alive_as(ALICE, pid))
+        .collect();
     assert!(gone.is_some(), "still running: {left:?}");
 }
 
@@ -475,8 +480,10 @@ fn cgi_runs_inside_the_chroot() {
 fn cgi_scripts_obey_the_access_rules() {
     require_root!();
     let w = Dir::new("cgi_scripts_obey_the_access_rules");
-    let ran = w.path().join("ran");
-    std::fs::create_dir(&ran).unwrap();
+    // In alice's own tree: her private view shows her nothing else of the host's /tmp.
+    let ran = w.path().join("alice/ran");
+    std::fs::create_dir_all(&ran).unwrap();
+    chown(&w.path().join("alice"), ALICE);
     chown(&ran, ALICE);
     let mark = |name: &str| {
         format!(
@@ -597,10 +604,13 @@ fn cgi_script_dies_with_its_processor() {
         std::fs::read_to_string(&pids).ok()?.trim().parse::<i32>().ok()
     })
     .expect("the script never started");
-    assert!(alive(script_pid));
+    // `$$` as the script's PID namespace (alice's private view) numbers it.
+    assert!(alive_as(ALICE, script_pid));
     for p in server.processors_of(ALICE) {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), nix::sys::signal::Signal::SIGKILL);
     }
-    let gone = poll(Duration::from_secs(5), || (!alive(script_pid)).then_some(()));
+    let gone = poll(Duration::from_secs(5), || {
+        (!alive_as(ALICE, script_pid)).then_some(())
+    });
     assert!(gone.is_some(), "script {script_pid} outlived its processor");
 }

@@ -18,9 +18,13 @@ min_multiplexers = 2
 request_head_timeout = 2
 keep_alive_timeout = 5
 
+# alice is the comparison: without a chroot a host file outside its tree is served,
+# so that nothing but bob's chroot refuses it. Its private view would refuse it too
+# (the files are in the host's /tmp, which the view replaces): off for alice only.
 [environments.alice]
 user = {ALICE}
 group = {ALICE}
+private_view = false
 
 [environments.bob]
 user = {BOB}

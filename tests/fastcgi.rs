@@ -337,12 +337,14 @@ fn fastcgi_malformed_header_block_is_502() {
     sites(w, 0o644);
     php(w, "alice/x.php", "not php: the responder answers", ALICE);
     php(w, "bob/x.php", "not php: the responder answers", BOB);
-    let script = responder(w);
-    let cmd = |mode: &str| format!("[\"{PYTHON}\", \"{}\", \"{mode}\"]", script.display());
+    let cmd = |env: &str, mode: &str| {
+        let script = responder(w, env);
+        format!("[\"{PYTHON}\", \"{}\", \"{mode}\"]", script.display())
+    };
     let tables = format!(
         "{}{}",
-        command_table("alice", &cmd("bad-headers"), ""),
-        command_table("bob", &cmd("ok"), "")
+        command_table("alice", &cmd("alice", "bad-headers"), ""),
+        command_table("bob", &cmd("bob", "ok"), "")
     );
     let server = TestServer::start(&php_config(w, "", &tables));
     // The responder itself works (bob's answers well-formed)…
@@ -541,7 +543,8 @@ fn fastcgi_htaccess_denied_php_never_runs() {
     let dir = Dir::new("fastcgi_htaccess_denied_php_never_runs");
     let w = dir.path();
     sites(w, 0o644);
-    let ran = w.join("ran");
+    // In alice's own tree: her private view shows her nothing else of the host's /tmp.
+    let ran = w.join("alice/ran");
     std::fs::create_dir(&ran).unwrap();
     chown(&ran, ALICE);
     let mark = |name: &str| format!("<?php touch('{}/{name}'); echo 'ran';", ran.display());
@@ -715,7 +718,7 @@ fn fastcgi_metrics_and_status_json() {
     php(w, "alice/sleep.php", "<?php sleep(3); echo 'late';", ALICE);
     php(w, "bob/x.php", "the responder answers", BOB);
     // Bob's 502: a header block that is not one (the Python responder).
-    let script = responder(w);
+    let script = responder(w, "bob");
     let tables = format!(
         "{}{}",
         php_table("alice", "min_backends = 1\nfastcgi_timeout = 1"),

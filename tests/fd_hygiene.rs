@@ -265,6 +265,16 @@ fn every_child_fd_above_2_is_close_on_exec() {
                     "{when}: spare {p} holds more than fds 0-2 and its control channel: {fds:?}"
                 );
                 assert_eq!(n, 1, "{when}: spare {p}");
+            } else if role == "ns-holder" {
+                // A private view's holder (root, pid 1 of its environment's PID
+                // namespace): fds 0-2 as a spare has them and its control channel.
+                let fds = fd_links(p);
+                let above: Vec<_> = fds.iter().filter(|(fd, _)| *fd > 2).collect();
+                assert!(
+                    above.len() == 1 && above[0].1.starts_with("socket:["),
+                    "{when}: holder {p} holds more than fds 0-2 and its control channel: {fds:?}"
+                );
+                assert_eq!(n, 1, "{when}: holder {p}");
             } else {
                 assert!(n >= 3, "{when}: {role} {p} has too few fds");
             }

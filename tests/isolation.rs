@@ -5,19 +5,21 @@ use std::time::Duration;
 
 use crate::util::*;
 
-fn setup(test: &str) -> (Dir, TestServer) {
+fn setup(test: &str, extra_server: &str) -> (Dir, TestServer) {
     let w = Dir::new(test);
     put(w.path(), "alice/index.html", b"alice home", ALICE, 0o600);
     put(w.path(), "alice/secret.txt", b"alice secret", ALICE, 0o600);
     put(w.path(), "bob/index.html", b"bob home", BOB, 0o600);
-    let server = TestServer::start(&two_env_config(w.path(), ""));
+    let server = TestServer::start(&two_env_config(w.path(), extra_server));
     (w, server)
 }
 
 #[test]
 fn each_vhost_served_by_its_own_uid() {
     require_root!();
-    let (w, server) = setup("each_vhost_served_by_its_own_uid");
+    // No private views: this shows that bob's uid alone refuses alice's file, which
+    // bob's view would hide before his uid is asked (alice's tree is not in it).
+    let (w, server) = setup("each_vhost_served_by_its_own_uid", "private_view = false");
     let r = get(server.addr, "alice.test", "/secret.txt");
     assert_eq!(r.status, 200, "{}", server.log());
     assert_eq!(r.text(), "alice secret");

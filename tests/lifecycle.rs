@@ -58,8 +58,10 @@ fn kill_and_wait_replaced(server: &TestServer, what: &str, victim: i32, kind: im
         server.log()
     );
     let new = fresh[0];
+    // A processor in a private view logs its pid as its PID namespace numbers it.
+    let (logged, uid) = (ns_pid(new).unwrap_or(new), uid_of(new).unwrap_or(0));
     let serving = server.wait_for_log_line(Duration::from_secs(5), |l| {
-        l.contains(" serving") && l.contains(&format!("pid={new} "))
+        l.contains(" serving") && l.contains(&format!("pid={logged} ")) && l.contains(&format!("uid={uid}"))
     });
     assert!(
         serving.is_some(),
@@ -438,9 +440,11 @@ fn five_start_failures_before_ready_stop_the_server() {
     let config = w.path().join("bulkhead.toml");
     std::fs::write(
         &config,
+        // No private views: their holders start before any child, and a holder that
+        // cannot start stops the server at once; this is about the children's backoff.
         format!(
             "{}\n[status]\nmetrics_listen = \"off\"\n",
-            two_env_config(w.path(), "")
+            two_env_config(w.path(), "private_view = false")
         ),
     )
     .unwrap();

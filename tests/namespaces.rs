@@ -4,8 +4,10 @@
 //! shared memory; Landlock refuses a 0644 file outside the allowed set; seccomp
 //! refuses `unshare` and `ptrace`; a chrooted environment runs the system's `php-cgi`
 //! with nothing copied into the jail (time zone, `date()`, `random_bytes()`, seccomp
-//! in the backend) and DokuWiki chrooted; a killed holder is replaced; a reload gives
-//! new holders and ends the old; `check` validates `bind_ro` and describes each view.
+//! in the backend) and DokuWiki chrooted; a killed holder is replaced; a reload keeps
+//! a view whose settings stay (its `/tmp` too) and has it hide an added environment,
+//! and rebuilds one whose settings changed; `check` validates `bind_ro` and describes
+//! each view.
 
 use std::path::Path;
 use std::time::Duration;
@@ -268,25 +270,78 @@ fn check_validates_bind_ro_and_describes_each_view() {
     assert!(text.contains("bind_ro") && text.contains("missing"), "{text}");
 }
 
+/// carol, added by a reload: uid 2003 (no passwd entry needed).
+const CAROL: u32 = 2003;
+
+/// A reload that keeps alice's view settings keeps her view: the same holder, the
+/// same `/tmp` (a file a script wrote survives), and her view now hides carol, whom
+/// the reload added (carol's tree is outside `/tmp`, where only the view's hiding,
+/// not Landlock, makes a path not exist). bob's `bind_ro` changed: his view is new,
+/// and his old holder ends with the old generation.
 #[test]
-fn a_reload_gives_each_view_a_new_holder_and_ends_the_old_one() {
+fn a_reload_keeps_a_view_and_its_tmp_and_hides_an_added_environment() {
     require_root!();
     let dir = Dir::new("ns_reload");
     let w = dir.path();
     sites(w, 0o644);
-    script(w, "alice/ps.cgi", ALICE, "echo ok");
-    let server = TestServer::start(&config(w));
-    assert!(run(&server, "alice.test", "/ps.cgi").contains("ok"));
-    let before = server.children("ns-holder");
-    assert_eq!(before.len(), 2, "{before:?}");
-    server.signal(nix::sys::signal::Signal::SIGHUP);
-    assert!(
-        server
-            .wait_for_log_count("private view ready", 4, Duration::from_secs(10))
-            .is_some(),
-        "{}",
-        server.log()
+    let outside = tempfile::Builder::new()
+        .prefix("bulkhead-ns-carol-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    chmod(outside.path(), 0o755);
+    put(outside.path(), "carol/index.html", b"carol home", CAROL, 0o644);
+    let carol_file = put(
+        outside.path(),
+        "carol/secret.txt",
+        b"carol's wp-config",
+        CAROL,
+        0o644,
     );
+    let mark = format!("bulkhead-ns-reload-{}", std::process::id());
+    script(
+        w,
+        "alice/write.cgi",
+        ALICE,
+        &format!("echo kept > /tmp/{mark} && echo WROTE"),
+    );
+    script(
+        w,
+        "alice/read.cgi",
+        ALICE,
+        &format!(
+            "cat /tmp/{mark}\ntest -e {} && echo SEES-CAROL\necho done",
+            carol_file.display()
+        ),
+    );
+    let server = TestServer::start(&config(w));
+    assert!(run(&server, "alice.test", "/write.cgi").contains("WROTE"));
+    let before = run(&server, "alice.test", "/read.cgi");
+    // Before carol is an environment, her directory is just a host path alice sees.
+    assert!(
+        before.contains("kept") && before.contains("SEES-CAROL"),
+        "{before}"
+    );
+    let ns = |p: i32| std::fs::read_link(format!("/proc/{p}/ns/pid")).ok();
+    let holder_of = |uid: u32| {
+        let p = server.processors_of(uid)[0];
+        *server
+            .children("ns-holder")
+            .iter()
+            .find(|h| ns(**h) == ns(p))
+            .expect("a processor in a holder's PID namespace")
+    };
+    let (alice_holder, bob_holder) = (holder_of(ALICE), holder_of(BOB));
+
+    let text = std::fs::read_to_string(&server.config_path).unwrap().replace(
+        "[environments.bob]\n",
+        "[environments.bob]\nbind_ro = [\"/usr/share/zoneinfo\"]\n",
+    );
+    let carol = format!(
+        "\n[environments.carol]\nuser = {CAROL}\ngroup = {CAROL}\n\n[[vhosts]]\nserver_name = \"carol.test\"\nenvironment = \"carol\"\ndocument_root = \"{}\"\n",
+        outside.path().join("carol").display()
+    );
+    std::fs::write(&server.config_path, text + &carol).unwrap();
+    server.signal(nix::sys::signal::Signal::SIGHUP);
     assert!(
         server
             .wait_for_log("reload: old generation finished", Duration::from_secs(20))
@@ -294,17 +349,36 @@ fn a_reload_gives_each_view_a_new_holder_and_ends_the_old_one() {
         "{}",
         server.log()
     );
-    // The old generation's holders are gone once it is; the new ones serve.
+    let log = server.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("private view kept") && l.contains("environment=alice")),
+        "{log}"
+    );
+    assert_eq!(holder_of(ALICE), alice_holder, "alice's view was rebuilt");
+    let after = run(&server, "alice.test", "/read.cgi");
+    assert!(
+        after.contains("kept"),
+        "alice's /tmp did not survive the reload: {after}"
+    );
+    assert!(!after.contains("SEES-CAROL"), "alice sees carol's tree: {after}");
+    assert!(after.contains("done"), "{after}");
+    assert_eq!(get(server.addr, "carol.test", "/index.html").text(), "carol home");
+    // bob's view is new; his old holder ended with the old generation.
+    assert_ne!(
+        holder_of(BOB),
+        bob_holder,
+        "bob's view was kept though its bind_ro changed"
+    );
     assert!(
         server.wait_until(Duration::from_secs(5), || {
             let now = server.children("ns-holder");
-            now.len() == 2 && now.iter().all(|p| !before.contains(p))
+            now.len() == 3 && !now.contains(&bob_holder)
         }),
-        "holders: {:?} before, {:?} now",
-        before,
-        server.children("ns-holder")
+        "holders: {:?}\n{}",
+        server.children("ns-holder"),
+        server.log()
     );
-    assert!(run(&server, "alice.test", "/ps.cgi").contains("ok"));
 }
 
 /// DokuWiki (Debian's, copied as real files) in a jail with a private view: nothing

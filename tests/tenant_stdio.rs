@@ -81,7 +81,13 @@ fn children_lead_their_own_sessions_and_hold_no_stdio_of_the_supervisor() {
     require_root!();
     let w = Dir::new("children_lead_their_own_sessions_and_hold_no_stdio_of_the_supervisor");
     sites(w.path(), 0o644);
-    let (server, _master) = start_on_pty(&two_env_config(w.path(), ""));
+    // alice without a private view: her replacement below is a spare, which lives in
+    // the host's PID namespace and is never given to an environment with a view.
+    let config = two_env_config(w.path(), "").replace(
+        "[environments.alice]\n",
+        "[environments.alice]\nprivate_view = false\n",
+    );
+    let (server, _master) = start_on_pty(&config);
     let sup = server.pid();
     assert!(server.wait_until(Duration::from_secs(10), || server.spares().len() == 2));
     let (sup_sid, sup_tty) = session(sup);

@@ -27,7 +27,8 @@ php-fpm), so both run PHP with the same settings. With --php-fpm BIN too, bulkhe
 backends are php-fpm (`manager = "php-fpm"`, `command = [BIN]`: one master per
 environment, pm = ondemand, pm.process_idle_timeout = the bulkhead --idle-timeout).
 
-BULKHEAD_PRIVATE_VIEW=1 in the environment adds `private_view = true` to [server].
+Private views are bulkhead's default (as root); BULKHEAD_PRIVATE_VIEW=0 in the
+environment adds `private_view = false` to [server] (=1 adds `private_view = true`).
 """
 import argparse
 import os
@@ -87,10 +88,12 @@ def main():
     w("# gets one (a pre-exec'd spare when one is waiting), idle ones stop after idle_timeout.")
     w("min_processors = 0")
     w("idle_timeout = %d" % a.idle_timeout)
-    # BULKHEAD_PRIVATE_VIEW=1: every environment gets its private view (namespaces,
-    # Landlock, seccomp), to measure what it costs a cold start.
+    # Private views (namespaces, Landlock, seccomp) are on by default;
+    # BULKHEAD_PRIVATE_VIEW=0 turns them off, to measure what they cost a cold start.
     if os.environ.get("BULKHEAD_PRIVATE_VIEW") == "1":
         w("private_view = true")
+    elif os.environ.get("BULKHEAD_PRIVATE_VIEW") == "0":
+        w("private_view = false")
     if a.max_requests != "":
         w("max_requests_per_child = %s" % a.max_requests)
     w("")

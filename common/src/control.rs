@@ -51,6 +51,10 @@ pub enum ToChild {
     /// Before the bootstrap of a child of an environment with a private view: its
     /// mount and IPC namespaces (two fds attached: mnt, ipc), joined at once.
     Enter,
+    /// To an environment's holder, after a reload that keeps its view and adds an
+    /// environment: cover these paths (the new environments' trees) as its view's
+    /// `Hide` steps do; it answers `Ready`, or exits (its error on stderr).
+    Hide { paths: Vec<std::path::PathBuf> },
     /// To multiplexers: processor slots that appeared (one read-only scoreboard fd
     /// attached per entry, in order) and pids whose slots are gone.
     Slots { add: Vec<SlotAdd>, remove: Vec<u32> },

@@ -330,7 +330,7 @@ impl Limits {
                 max_multiplexers,
                 pool: builtin,
                 cgroup: Some(Default::default()),
-                private_view: Some(false),
+                private_view: Some(crate::view::DEFAULT),
             };
         };
         let level = Level::Server;
@@ -340,7 +340,7 @@ impl Limits {
             max_multiplexers: Setting::read(t, r, level, &MAX_MULTIPLEXERS, &max_multiplexers),
             pool: Pool::read(t, r, level, &builtin),
             cgroup: crate::cgroup::limits(t, r, &Default::default()),
-            private_view: crate::view::flag(t, r, false),
+            private_view: crate::view::flag(t, r, crate::view::DEFAULT),
         };
         at_most(
             r,

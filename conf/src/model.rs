@@ -118,7 +118,8 @@ pub struct Environment {
     pub fastcgi: Option<Fastcgi>,
     /// Its cgroup limits (its own, else `[server]`'s); all unset: no cgroup.
     pub cgroup: CgroupLimits,
-    /// `private_view` (its own, else `[server]`'s; default off): its own mount, PID and
+    /// `private_view` (its own, else `[server]`'s; default on; off when the
+    /// server does not run as root): its own mount, PID and
     /// IPC namespaces, Landlock and the seccomp deny list.
     pub private_view: bool,
     /// `bind_ro`: more host paths its private view shows read-only (absolute, existing).

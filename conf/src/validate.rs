@@ -372,7 +372,7 @@ fn environment(name: &str, entry: &Entry, r: &mut Report, limits: &Limits) -> En
     let (pool, pool_ok) = limits.environment(&t, r);
     let fastcgi = fastcgi::environment(&t, r, state.chroot.clone().flatten().as_deref());
     let cgroup = cgroup::limits(&t, r, &limits.cgroup.unwrap_or_default());
-    let private_view = crate::view::flag(&t, r, limits.private_view.unwrap_or(false));
+    let private_view = crate::view::flag(&t, r, limits.private_view.unwrap_or(crate::view::DEFAULT));
     let bind_ro = crate::view::bind_ro(&t, r);
     state.min_processors = pool.min_processors.as_ref().map(|s| s.value);
 

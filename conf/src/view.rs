@@ -13,6 +13,10 @@ use crate::error::Report;
 use crate::fsrules;
 use crate::tree::Table;
 
+/// `private_view`'s built-in default: on (the supervisor turns it off, with one
+/// warning, when it does not run as root).
+pub(crate) const DEFAULT: bool = true;
+
 /// `private_view` in `t`, else `default`; `None` when it is not a boolean (reported).
 pub(crate) fn flag(t: &Table, r: &mut Report, default: bool) -> Option<bool> {
     match t.get("private_view") {

@@ -53,9 +53,10 @@ pub struct Generation {
     /// Per environment with a certificate: its processors' TLS ticket seed (random, of
     /// this generation only).
     pub ticket_seeds: Vec<Option<common::control::TicketSeed>>,
-    /// Per environment with `private_view`: its namespaces and their holder (which
-    /// exits when this generation is dropped).
-    pub views: Vec<Option<crate::namespace::View>>,
+    /// Per environment with `private_view`: its namespaces and their holder, shared
+    /// with the generations before and after it that keep the view's settings (the
+    /// holder exits when the last of them is dropped).
+    pub views: Vec<Option<Arc<crate::namespace::View>>>,
 }
 
 impl Generation {
@@ -65,12 +66,14 @@ impl Generation {
         started_ms: u64,
         logs: AccessLogs,
         privileged: bool,
+        previous: Option<&Generation>,
     ) -> Result<Generation, SupervisorError> {
         // First: a socket that cannot be made refuses the generation before anything
         // else is built.
         let fastcgi = crate::fastcgi::sockets(&cfg, id, privileged)?;
-        // After the sockets: a jail's `.bulkhead` exists when its view is built.
-        let views = crate::namespace::views(&cfg, id, privileged)?;
+        // After the sockets: a jail's `.bulkhead` exists when its view is built. The
+        // views `previous` has with the same settings are kept.
+        let views = crate::namespace::views(&cfg, id, privileged, previous)?;
         let mut env_sockets = Vec::new();
         for e in &cfg.environments {
             let pair = common::seqpacket::seqpacket_pair().map_err(|source| SupervisorError::Pair {
@@ -128,12 +131,12 @@ impl Generation {
         })
     }
 
-    /// Takes a registry entry for `pid`; `None` when the registry is full.
     /// Environment `env`'s private view, if it has one.
     pub fn view(&self, env: usize) -> Option<&crate::namespace::View> {
-        self.views.get(env)?.as_ref()
+        self.views.get(env)?.as_deref()
     }
 
+    /// Takes a registry entry for `pid`; `None` when the registry is full.
     pub fn register(&mut self, pid: u32) -> Option<usize> {
         let i = self.registry.iter().position(Option::is_none)?;
         self.registry[i] = Some(pid);
@@ -238,7 +241,7 @@ environment = "alice"
 document_root = "/tmp"
 "#;
         let cfg = conf::parse_str(text, std::path::Path::new("t.toml")).unwrap();
-        Generation::new(0, Arc::new(cfg), 0, AccessLogs::default(), false).unwrap()
+        Generation::new(0, Arc::new(cfg), 0, AccessLogs::default(), false, None).unwrap()
     }
 
     /// A slot whose every word is `u64::MAX`, retired twice: each counter is bounded,

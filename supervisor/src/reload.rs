@@ -80,7 +80,14 @@ impl Supervisor {
             .max()
             .unwrap_or(0)
             + 1;
-        let gen = match Generation::new(id, Arc::new(cfg), self.started_ms, logs, self.privileged) {
+        let gen = match Generation::new(
+            id,
+            Arc::new(cfg),
+            self.started_ms,
+            logs,
+            self.privileged,
+            self.gens.last(),
+        ) {
             Ok(g) => g,
             Err(e) => {
                 error!("reload refused: {e}");

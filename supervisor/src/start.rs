@@ -64,7 +64,7 @@ impl Supervisor {
         }
         let started_ms = scoreboard::now_ms();
         let config_path = cfg.path.clone();
-        let gen = Generation::new(0, Arc::new(cfg), started_ms, logs, privileged)?;
+        let gen = Generation::new(0, Arc::new(cfg), started_ms, logs, privileged, None)?;
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
         let mut sup = Supervisor {
             exe,

@@ -586,9 +586,16 @@ while True:
     c.close()
 "#;
 
-/// Writes [`RESPONDER`] at `dir/responder.py` (root's, 0644: every uid may read it).
-pub fn responder(dir: &Path) -> PathBuf {
-    put(dir, "responder.py", RESPONDER.as_bytes(), 0, 0o644)
+/// Writes [`RESPONDER`] at `dir/env/responder.py` (root's, 0644), in environment
+/// `env`'s own tree: its private view shows it nothing else of the host's `/tmp`.
+pub fn responder(dir: &Path, env: &str) -> PathBuf {
+    put(
+        dir,
+        &format!("{env}/responder.py"),
+        RESPONDER.as_bytes(),
+        0,
+        0o644,
+    )
 }
 
 /// The path of the listening Unix socket whose inode is `inode` (from

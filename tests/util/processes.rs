@@ -73,6 +73,28 @@ pub fn alive(pid: i32) -> bool {
     }
 }
 
+/// `pid` as its own PID namespace numbers it (the last `NSpid:` field; the same pid
+/// outside a private view), if it exists.
+pub fn ns_pid(pid: i32) -> Option<i32> {
+    status_field(pid, "NSpid")?
+        .split_whitespace()
+        .last()?
+        .parse()
+        .ok()
+}
+
+/// True while a process of `uid` whose pid is `pid` as its own PID namespace numbers it
+/// (what a script of an environment with a private view sees as `$$`) exists and is
+/// not a zombie. Outside a view that is the host's pid.
+pub fn alive_as(uid: u32, pid: i32) -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+        .any(|p| ns_pid(p) == Some(pid) && uid_of(p) == Some(uid) && alive(p))
+}
+
 /// `(fd, readlink target)` of every open fd of `pid` (fds that close meanwhile are skipped).
 pub fn fd_links(pid: i32) -> Vec<(i32, String)> {
     let mut out = Vec::new();

@@ -21,8 +21,8 @@ pub enum Step {
     /// the names in `skip` (the ones the view provides itself).
     NewRoot { path: PathBuf, skip: Vec<String> },
     /// A fresh tmpfs (mode `mode`) on the directory `path` (a private `/tmp`), with
-    /// the directories `keep` below it (the environment's own, e.g. document roots
-    /// under `/tmp`) bound back at the same places.
+    /// the directories and files `keep` below it (the environment's own, e.g. document
+    /// roots, certificates and keys under `/tmp`) bound back at the same places.
     Cover {
         path: PathBuf,
         mode: u32,
@@ -247,15 +247,30 @@ fn attach(tree: &OwnedFd, target: &Path) -> std::io::Result<()> {
 fn cover(path: &Path, mode: u32, keep: &[PathBuf]) -> Result<(), MountError> {
     let mut trees = Vec::new();
     for k in keep {
-        // Opened without following a link, then cloned through the fd.
-        let fd = match open_nofollow(k) {
+        // Its directory opened without following a link, then the entry itself cloned
+        // through that fd without following one either (a directory or a file).
+        let (Some(parent), Some(name)) = (k.parent(), k.file_name()) else {
+            continue;
+        };
+        let fd = match open_nofollow(parent) {
             Ok(fd) => fd,
             // Not there (yet): nothing to keep.
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
             Err(e) => return Err(io("opening (to keep)", k)(e)),
         };
-        let tree = clone_tree(fd.as_raw_fd(), Path::new("")).map_err(io("cloning", k))?;
-        trees.push((k, tree));
+        let tree = match clone_tree(fd.as_raw_fd(), Path::new(name)) {
+            Ok(t) => t,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
+            Err(e) => return Err(io("cloning", k)(e)),
+        };
+        let kind = nix::sys::stat::fstat(tree.as_raw_fd())
+            .map(|st| st.st_mode & libc::S_IFMT)
+            .map_err(|e| io("examining", k)(e.into()))?;
+        // A link is refused as opening it without following would (ELOOP).
+        if kind != libc::S_IFDIR && kind != libc::S_IFREG {
+            return Err(io("cloning", k)(std::io::Error::from_raw_os_error(libc::ELOOP)));
+        }
+        trees.push((k, tree, kind == libc::S_IFDIR));
     }
     std::fs::create_dir_all(path).map_err(io("mkdir", path))?;
     let data = format!("mode={mode:o}");
@@ -267,8 +282,17 @@ fn cover(path: &Path, mode: u32, keep: &[PathBuf]) -> Result<(), MountError> {
         Some(&data),
     )
     .map_err(io("mounting a tmpfs on", path))?;
-    for (k, tree) in trees {
-        std::fs::create_dir_all(k).map_err(io("mkdir", k))?;
+    for (k, tree, is_dir) in trees {
+        if is_dir {
+            std::fs::create_dir_all(k).map_err(io("mkdir", k))?;
+        } else {
+            if let Some(parent) = k.parent() {
+                std::fs::create_dir_all(parent).map_err(io("mkdir", parent))?;
+            }
+            if std::fs::symlink_metadata(k).is_err() {
+                std::fs::File::create(k).map_err(io("creating", k))?;
+            }
+        }
         attach(&tree, k).map_err(io("attaching", k))?;
     }
     Ok(())

@@ -8,7 +8,7 @@ use crate::*;
 #[test]
 fn private_view_defaults_and_inheritance() {
     let config = parse(&cat(&[SERVER, ALICE, VHOST]));
-    assert!(!config.environments[0].private_view);
+    assert!(config.environments[0].private_view);
     assert!(config.environments[0].bind_ro.is_empty());
     let bob = ALICE.replace("alice", "bob").replace("2001", "2002");
     let text = cat(&[

@@ -1,23 +1,32 @@
 //! Environments' private views, the supervisor's side. For each environment with
-//! `private_view` (when running as root), once per generation: a holder
-//! (`bulkhead ns-holder`, [`common::sandbox::holder`]) started as the first process
-//! of a new PID namespace; it makes the mount and IPC namespaces and builds the view
-//! ([`plan`]). The supervisor keeps fds of its three namespaces. Each child of the
-//! environment (processors, FastCGI backends) is forked with the supervisor's
-//! `pid_for_children` set to that PID namespace ([`View::spawn`]) and is sent the mount
-//! and IPC namespaces before its bootstrap (`ToChild::Enter`), which it joins before
-//! its privilege drop; CGI scripts inherit their processor's. Dropping the view (with
-//! its generation) closes the holder's channel: the holder exits, and with it anything
-//! left in the namespace.
+//! `private_view` (when running as root): a holder (`bulkhead ns-holder`,
+//! [`common::sandbox::holder`]) started as the first process of a new PID namespace;
+//! it makes the mount and IPC namespaces and builds the view ([`plan`]). The
+//! supervisor keeps fds of its three namespaces. Each child of the environment
+//! (processors, FastCGI backends) is forked with the supervisor's `pid_for_children`
+//! set to that PID namespace ([`View::spawn`]) and is sent the mount and IPC
+//! namespaces before its bootstrap (`ToChild::Enter`), which it joins before its
+//! privilege drop; CGI scripts inherit their processor's.
+//!
+//! A view is shared (`Arc`) by the generations whose configurations give it the same
+//! [`plan::Key`]: a reload that keeps the environment's view settings keeps its holder,
+//! namespaces, `/tmp` and `/dev/shm`, and the holder is told to cover the trees of the
+//! environments the reload added (`ToChild::Hide`). Dropping the last generation using
+//! a view closes the holder's channel: the holder exits, and with it anything left in
+//! the namespace.
 
 pub mod plan;
 
+use std::collections::BTreeSet;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::control::{self, Bootstrap, FromChild, Receiver, RoleBoot, ToChild};
 use common::sandbox::holder::HolderBoot;
+use common::sandbox::mounts::Step;
 use common::sandbox::Sandbox;
 use conf::Config;
 use thiserror::Error;
@@ -46,17 +55,24 @@ pub enum NamespaceError {
     },
 }
 
-/// One environment's namespaces, held for a generation.
+/// One environment's namespaces, held for every generation that shares them.
 pub struct View {
     /// The holder's pid (the supervisor's child).
     pub holder: i32,
     /// The holder's channel: closing it ends the holder.
-    _control: OwnedFd,
+    control: OwnedFd,
     mnt: OwnedFd,
     ipc: OwnedFd,
     pid: OwnedFd,
     /// What its children apply after their drop.
     pub sandbox: Sandbox,
+    /// What a later generation must plan for to share it.
+    key: plan::Key,
+    /// The other environments' paths it covers (grows when a reload adds some).
+    hidden: Mutex<BTreeSet<PathBuf>>,
+    /// A `Hide` request failed: no later generation shares it (its holder may have
+    /// exited, or may still answer).
+    broken: AtomicBool,
 }
 
 fn os<'a>(env: &'a str, what: &'static str) -> impl FnOnce(std::io::Error) -> NamespaceError + 'a {
@@ -67,18 +83,56 @@ fn os<'a>(env: &'a str, what: &'static str) -> impl FnOnce(std::io::Error) -> Na
     }
 }
 
-/// The views of every environment with `private_view` (none when unprivileged: a
-/// warning per environment).
-pub fn views(cfg: &Config, gen: u64, privileged: bool) -> Result<Vec<Option<View>>, NamespaceError> {
+/// The views of every environment with `private_view` (none when unprivileged: one
+/// warning). An environment whose view `previous` (the newest generation so far)
+/// already has with the same [`plan::Key`] shares it, once its holder has covered the
+/// paths this configuration hides and that view does not yet; any other gets a new one.
+pub fn views(
+    cfg: &Config,
+    gen: u64,
+    privileged: bool,
+    previous: Option<&crate::generation::Generation>,
+) -> Result<Vec<Option<Arc<View>>>, NamespaceError> {
+    if !privileged {
+        let n = cfg.environments.iter().filter(|e| e.private_view).count();
+        if n > 0 {
+            warn!(
+                environments = n,
+                "private_view needs root: off (the server runs unprivileged)"
+            );
+        }
+        return Ok(cfg.environments.iter().map(|_| None).collect());
+    }
     let mut out = Vec::new();
     for (i, e) in cfg.environments.iter().enumerate() {
         if !e.private_view {
             out.push(None);
-        } else if !privileged {
-            warn!(environment = %e.name, "private_view needs root: off (the server runs unprivileged)");
-            out.push(None);
-        } else {
-            out.push(Some(start(cfg, i, gen)?));
+            continue;
+        }
+        let (steps, sandbox) = plan::plan(cfg, i);
+        let key = plan::key(cfg, i, &steps, &sandbox);
+        let old = previous.and_then(|g| {
+            let j = g.cfg.environments.iter().position(|o| o.name == e.name)?;
+            g.views.get(j)?.clone()
+        });
+        let kept = match old {
+            Some(v) if v.key == key && !v.broken.load(Ordering::Relaxed) => {
+                match v.hide(&plan::hidden(&steps)) {
+                    Ok(()) => Some(v),
+                    Err(err) => {
+                        warn!(environment = %e.name, "private view: {err}; building a new one");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        match kept {
+            Some(v) => {
+                info!(environment = %e.name, generation = gen, holder = v.holder, "private view kept");
+                out.push(Some(v));
+            }
+            None => out.push(Some(Arc::new(start(cfg, i, gen, steps, sandbox, key)?))),
         }
     }
     Ok(out)
@@ -111,11 +165,18 @@ fn with_pid_ns<T>(target: Option<&OwnedFd>, f: impl FnOnce() -> T) -> std::io::R
     Ok(out)
 }
 
-fn start(cfg: &Config, env: usize, gen: u64) -> Result<View, NamespaceError> {
+fn start(
+    cfg: &Config,
+    env: usize,
+    gen: u64,
+    steps: Vec<Step>,
+    sandbox: Sandbox,
+    key: plan::Key,
+) -> Result<View, NamespaceError> {
     let e = &cfg.environments[env];
     let name = e.name.as_str();
     let exe = std::env::current_exe().map_err(os(name, "finding our own binary"))?;
-    let (steps, sandbox) = plan::plan(cfg, env);
+    let hidden = Mutex::new(plan::hidden(&steps));
     let s = with_pid_ns(None, || spawn::spawn(&exe, "ns-holder"))
         .map_err(os(name, "unshare(CLONE_NEWPID)"))?
         .map_err(|source| NamespaceError::Spawn {
@@ -173,40 +234,84 @@ fn start(cfg: &Config, env: usize, gen: u64) -> Result<View, NamespaceError> {
     info!(environment = %name, generation = gen, holder, "private view ready (mount, pid, ipc namespaces)");
     Ok(View {
         holder,
-        _control: s.control,
+        control: s.control,
         mnt,
         ipc,
         pid,
         sandbox,
+        key,
+        hidden,
+        broken: AtomicBool::new(false),
     })
 }
 
-/// A holder is gone (the kernel killed what was left in its PID namespace): the
-/// generation's view of that environment is built again, so the environment's next
-/// children have a namespace to be forked into. Returns whether `pid` was a holder.
+/// A holder is gone (the kernel killed what was left in its PID namespace): the view
+/// is built again, from the newest configuration of the generations that shared it, and
+/// given to all of them, so the environment's next children have a namespace to be
+/// forked into. Returns whether `pid` was a holder.
 pub(crate) fn holder_died(gens: &mut [crate::generation::Generation], pid: i32) -> bool {
-    for g in gens.iter_mut() {
-        let Some(env) = g
-            .views
-            .iter()
-            .position(|v| v.as_ref().is_some_and(|v| v.holder == pid))
-        else {
-            continue;
-        };
-        let name = g.cfg.environments[env].name.clone();
-        tracing::error!(environment = %name, pid, "the private view's holder died; its processes are gone, building the view again");
-        // On failure the dead view stays: forking into its namespace fails, so the
-        // environment's children fail to start rather than start without a view.
-        match start(&g.cfg, env, g.id) {
-            Ok(v) => g.views[env] = Some(v),
-            Err(e) => tracing::error!("{e}; its children cannot start until the next reload"),
+    let users: Vec<(usize, usize)> = gens
+        .iter()
+        .enumerate()
+        .flat_map(|(g, gen)| {
+            gen.views
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| v.as_ref().is_some_and(|v| v.holder == pid))
+                .map(move |(e, _)| (g, e))
+        })
+        .collect();
+    let Some(&(g, env)) = users.last() else {
+        return false;
+    };
+    let cfg = gens[g].cfg.clone();
+    let name = &cfg.environments[env].name;
+    tracing::error!(environment = %name, pid, "the private view's holder died; its processes are gone, building the view again");
+    let (steps, sandbox) = plan::plan(&cfg, env);
+    let key = plan::key(&cfg, env, &steps, &sandbox);
+    // On failure the dead view stays: forking into its namespace fails, so the
+    // environment's children fail to start rather than start without a view.
+    match start(&cfg, env, gens[g].id, steps, sandbox, key) {
+        Ok(v) => {
+            let v = Arc::new(v);
+            for (g, e) in users {
+                gens[g].views[e] = Some(v.clone());
+            }
         }
-        return true;
+        Err(e) => tracing::error!("{e}; its children cannot start until the next reload"),
     }
-    false
+    true
 }
 
 impl View {
+    /// Has the holder cover every path of `want` this view does not cover yet.
+    fn hide(&self, want: &BTreeSet<PathBuf>) -> Result<(), common::control::ControlError> {
+        let mut hidden = self.hidden.lock().unwrap_or_else(|p| p.into_inner());
+        let paths: Vec<PathBuf> = want.difference(&hidden).cloned().collect();
+        if paths.is_empty() {
+            return Ok(());
+        }
+        let asked = control::send(self.control.as_fd(), &ToChild::Hide { paths: paths.clone() }, &[]);
+        let answer = asked.and_then(|()| {
+            let mut rx = Receiver::with_max(1024);
+            rx.recv_blocking::<FromChild>(self.control.as_fd(), 0, READY_TIMEOUT)
+        });
+        match answer {
+            Ok((FromChild::Ready, _)) => {
+                hidden.extend(paths);
+                Ok(())
+            }
+            Ok(_) => {
+                self.broken.store(true, Ordering::Relaxed);
+                Err(common::control::ControlError::Empty)
+            }
+            Err(e) => {
+                self.broken.store(true, Ordering::Relaxed);
+                Err(e)
+            }
+        }
+    }
+
     /// fork+exec `exe role` inside this view's PID namespace, and send it the mount and
     /// IPC namespaces (to be joined before its bootstrap, which the caller sends).
     pub fn spawn(&self, exe: &Path, role: &'static str) -> Result<Spawned, SpawnError> {

@@ -15,6 +15,7 @@
 //! `/proc`, and every other environment's chroot and document roots covered by an
 //! empty read-only tmpfs.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use common::sandbox::mounts::Step;
@@ -61,20 +62,71 @@ pub fn plan(cfg: &Config, env: usize) -> (Vec<Step>, Sandbox) {
     }
 }
 
+/// What decides whether a reload keeps an environment's view (its holder, namespaces,
+/// `/tmp` and `/dev/shm`): its uid and gid, chroot and document roots, and the plan's
+/// steps and sandbox but for the other environments' `Hide`s (which `bind_ro`, the
+/// jail's entries, FastCGI's socket directory and the system's `/etc/php*` are in).
+/// Equal keys: the view is kept, and the `Hide`s it lacks are added to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Key {
+    uid: u32,
+    gid: u32,
+    chroot: Option<PathBuf>,
+    roots: Vec<PathBuf>,
+    steps: Vec<Step>,
+    sandbox: Sandbox,
+}
+
+/// The key of environment `env`'s view planned as `steps` and `sandbox`.
+pub fn key(cfg: &Config, env: usize, steps: &[Step], sandbox: &Sandbox) -> Key {
+    let e = &cfg.environments[env];
+    let mut roots: Vec<PathBuf> = cfg
+        .vhosts
+        .iter()
+        .filter(|v| v.environment == env)
+        .map(|v| v.document_root.clone())
+        .collect();
+    roots.sort();
+    roots.dedup();
+    Key {
+        uid: e.uid,
+        gid: e.gid,
+        chroot: e.chroot.clone(),
+        roots,
+        steps: steps
+            .iter()
+            .filter(|s| !matches!(s, Step::Hide { .. }))
+            .cloned()
+            .collect(),
+        sandbox: sandbox.clone(),
+    }
+}
+
+/// The paths `steps` hide (other environments' trees).
+pub fn hidden(steps: &[Step]) -> BTreeSet<PathBuf> {
+    steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::Hide { path } => Some(path.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
 /// What `bulkhead check` says of the private views: one line per environment with one,
 /// and `warning: ` lines for what the view cannot do as written.
 pub fn describe(cfg: &Config) -> Vec<String> {
     let mut out = Vec::new();
     let root = nix::unistd::geteuid().is_root();
+    let viewed = cfg.environments.iter().filter(|e| e.private_view).count();
+    if !root && viewed > 0 {
+        out.push(format!(
+            "warning: private_view needs root: off for the {viewed} environments that have it when not run as root"
+        ));
+    }
     for (i, e) in cfg.environments.iter().enumerate() {
         if !e.private_view {
             continue;
-        }
-        if !root {
-            out.push(format!(
-                "warning: environment {}: private_view needs root; off when not run as root",
-                e.name
-            ));
         }
         let (steps, _) = plan(cfg, i);
         let hidden = steps.iter().filter(|s| matches!(s, Step::Hide { .. })).count();
@@ -260,6 +312,12 @@ fn mirror(p: PathBuf, root: &Path) -> Option<Step> {
     })
 }
 
+/// Whether no component of `p` (absolute) is a symbolic link (a missing one is not).
+fn no_link(p: &Path) -> bool {
+    p.ancestors()
+        .all(|a| std::fs::symlink_metadata(a).map_or(true, |m| !m.file_type().is_symlink()))
+}
+
 /// Whether `a` is `b` or below it (component-wise).
 fn within(a: &Path, b: &Path) -> bool {
     a.starts_with(b)
@@ -302,8 +360,30 @@ fn host(cfg: &Config, env: usize) -> (Vec<Step>, Sandbox) {
         }
         steps.push(Step::Hide { path: p });
     }
+    // Its certificates and keys, which its processors read when they start.
+    let tls: Vec<PathBuf> = cfg
+        .vhosts
+        .iter()
+        .filter(|v| v.environment == env)
+        .filter_map(|v| v.tls.as_ref())
+        .flat_map(|t| [t.certificate.clone(), t.key.clone()])
+        .collect();
     for (p, _) in [("/tmp", ()), ("/dev/shm", ())] {
-        let keep = own.iter().filter(|o| within(o, Path::new(p))).cloned().collect();
+        // What of its own is below: its directories, and its certificate and key files
+        // (one by one: nothing else of their directories), bound back.
+        // A file reached through a link is not kept (it is bound by its own path, not
+        // followed): its processor then cannot load it and says so.
+        let mut keep: Vec<PathBuf> = own
+            .iter()
+            .chain(
+                tls.iter()
+                    .filter(|f| !own.iter().any(|o| within(f, o)) && no_link(f)),
+            )
+            .filter(|o| within(o, Path::new(p)))
+            .cloned()
+            .collect();
+        keep.sort();
+        keep.dedup();
         steps.push(Step::Cover {
             path: p.into(),
             mode: 0o1777,
@@ -329,16 +409,9 @@ fn host(cfg: &Config, env: usize) -> (Vec<Step>, Sandbox) {
     if Path::new(PHP_SESSIONS).is_dir() {
         rw.push(PHP_SESSIONS.into());
     }
-    // Its certificates and keys, which its processors read when they start (file rules:
-    // nothing else in their directories). Under /tmp or /dev/shm they are covered.
+    // Its certificates and keys (file rules: nothing else in their directories).
     let mut read_only = system_ro(&e.bind_ro);
-    read_only.extend(
-        cfg.vhosts
-            .iter()
-            .filter(|v| v.environment == env)
-            .filter_map(|v| v.tls.as_ref())
-            .flat_map(|t| [t.certificate.clone(), t.key.clone()]),
-    );
+    read_only.extend(tls);
     let sandbox = Sandbox {
         namespaces: true,
         read_only,
@@ -408,5 +481,47 @@ mod tests {
         // bob's view cannot cover alice's /tmp; it gets its own /tmp anyway.
         assert!(!steps.contains(&Step::Hide { path: "/tmp".into() }));
         assert!(sb.read_write.contains(&PathBuf::from("/tmp")));
+    }
+
+    const TWO: &str = "[server]\nuser = 2000\ngroup = 2000\nlisten = [\"127.0.0.1:0\"]\n\
+         [environments.alice]\nuser = 2001\ngroup = 2001\n\
+         [environments.bob]\nuser = 2002\ngroup = 2002\n\
+         [[vhosts]]\nserver_name = \"a\"\nenvironment = \"alice\"\ndocument_root = \"/srv\"\n\
+         [[vhosts]]\nserver_name = \"b\"\nenvironment = \"bob\"\ndocument_root = \"/var\"\n";
+
+    fn key_and_hidden(c: &Config, env: usize) -> (Key, BTreeSet<PathBuf>) {
+        let (steps, sb) = plan(c, env);
+        (key(c, env, &steps, &sb), hidden(&steps))
+    }
+
+    #[test]
+    fn an_added_environment_keeps_the_key_and_adds_a_hide() {
+        let before = cfg(TWO);
+        let after = cfg(&format!(
+            "{TWO}[environments.carol]\nuser = 2003\ngroup = 2003\n\
+             [[vhosts]]\nserver_name = \"c\"\nenvironment = \"carol\"\ndocument_root = \"/opt\"\n"
+        ));
+        let (k0, h0) = key_and_hidden(&before, 0);
+        let (k1, h1) = key_and_hidden(&after, 0);
+        assert_eq!(k0, k1);
+        assert_eq!(
+            h1.difference(&h0).cloned().collect::<Vec<_>>(),
+            [PathBuf::from("/opt")]
+        );
+    }
+
+    #[test]
+    fn a_changed_bind_ro_or_document_root_changes_the_key() {
+        let base = cfg(TWO);
+        let bind = cfg(&TWO.replace(
+            "user = 2001\ngroup = 2001\n",
+            "user = 2001\ngroup = 2001\nbind_ro = [\"/usr/share\"]\n",
+        ));
+        let root = cfg(&TWO.replace("document_root = \"/srv\"", "document_root = \"/mnt\""));
+        let k = key_and_hidden(&base, 0).0;
+        assert_ne!(k, key_and_hidden(&bind, 0).0);
+        assert_ne!(k, key_and_hidden(&root, 0).0);
+        // bob's view only sees alice's moved root as another Hide.
+        assert_eq!(key_and_hidden(&base, 1).0, key_and_hidden(&root, 1).0);
     }
 }
