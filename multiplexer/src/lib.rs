@@ -14,7 +14,7 @@ pub mod status;
 mod tls;
 
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -413,7 +413,6 @@ async fn hand_back_loop(
     mut stop: watch::Receiver<bool>,
     inflight: Rc<()>,
 ) -> Result<(), String> {
-    let mut buf = vec![0u8; handoff::MAX_MESSAGE];
     loop {
         let sock = &shared.env_socks[env];
         let mut guard = tokio::select! {
@@ -421,8 +420,8 @@ async fn hand_back_loop(
             _ = stop.changed() => return Ok(()),
         };
         loop {
-            match handoff::recv(guard.get_inner().as_fd(), &mut buf) {
-                Ok((_meta, payload, fd)) => {
+            match recv_hand_back(guard.get_inner().as_fd()) {
+                Ok((payload, fd)) => {
                     shared.pools.table.add(
                         shared
                             .pools
@@ -436,7 +435,6 @@ async fn hand_back_loop(
                     };
                     let Some(held) = shared.held.take() else { continue };
                     if let Some((stream, peer, local)) = adopt(fd) {
-                        let payload = payload.to_vec();
                         let token = inflight.clone();
                         let shared2 = shared.clone();
                         let active = conn::active(&shared);
@@ -457,6 +455,23 @@ async fn hand_back_loop(
             }
         }
     }
+}
+
+/// Receives one hand-back into the thread's scratch buffer and copies out its payload.
+/// One buffer of [`handoff::MAX_MESSAGE`] per thread rather than one per environment's
+/// loop: 128 KiB each was most of a multiplexer's memory with a thousand environments.
+fn recv_hand_back(fd: BorrowedFd<'_>) -> Result<(Vec<u8>, OwnedFd), handoff::HandoffError> {
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    SCRATCH.with(|scratch| {
+        let mut buf = scratch.borrow_mut();
+        if buf.len() < handoff::MAX_MESSAGE {
+            buf.resize(handoff::MAX_MESSAGE, 0);
+        }
+        let (_meta, payload, fd) = handoff::recv(fd, &mut buf)?;
+        Ok((payload.to_vec(), fd))
+    })
 }
 
 /// Turns a received fd into a stream after checking it is a TCP socket. The addresses
