@@ -4,7 +4,7 @@
 //! environment's log pipe and socket, its own slot and its own vhosts' access logs.
 
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 
 use common::bootfds::{MultiplexerFds, ProcessorFds};
@@ -158,6 +158,7 @@ pub fn processor_hosts(cfg: &Config, env: EnvId) -> Vec<(String, u32)> {
 pub fn processor(
     g: &Generation,
     env: EnvId,
+    log_pipe: BorrowedFd<'_>,
     slot_fd: &OwnedFd,
     logs: &AccessLogs,
     privileged: bool,
@@ -217,7 +218,7 @@ pub fn processor(
         })
         .collect();
     let bundle = ProcessorFds {
-        log_pipe: g.log_pipes[env].as_fd(),
+        log_pipe,
         env_socket: g.env_sockets[env].1.as_fd(),
         slot: slot_fd.as_fd(),
         access_logs,
