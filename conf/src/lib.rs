@@ -21,6 +21,7 @@ mod fsrules;
 mod ids;
 mod index;
 mod limits;
+mod request;
 pub mod model;
 mod status;
 mod tls;
