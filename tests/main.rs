@@ -36,6 +36,10 @@ mod hardening;
 mod htaccess;
 /// Error answers, timeouts, body framing, static files and path safety.
 mod http_errors;
+/// RFC 9112/9110, table-driven, each case naming its clause: Apache's limits just under
+/// and over, read timeouts with a minimum rate, Expect, TRACE, OPTIONS *, CONNECT,
+/// framing and field syntax (helpers in `util/wire.rs`).
+mod rfc9112;
 /// `bulkhead import-apache`: Peruser's example and an mpm-itk configuration with
 /// includes translated, checked and served as the same uids; syntax errors.
 mod import_apache;
@@ -69,6 +73,9 @@ mod reload;
 mod scoreboard;
 /// The HTML status page rendered by headless Chromium.
 mod screenshot;
+/// Request smuggling: every CL/TE variant with a request hidden in its body, first and
+/// later on a keep-alive connection; the hidden request is never answered.
+mod smuggling;
 /// Who may read the status page and the metrics.
 mod status_access;
 /// What the status page and `/metrics` say, checked with Apache's and Prometheus' tools.
