@@ -36,10 +36,6 @@ mod hardening;
 mod htaccess;
 /// Error answers, timeouts, body framing, static files and path safety.
 mod http_errors;
-/// RFC 9112/9110, table-driven, each case naming its clause: Apache's limits just under
-/// and over, read timeouts with a minimum rate, Expect, TRACE, OPTIONS *, CONNECT,
-/// framing and field syntax (helpers in `util/wire.rs`).
-mod rfc9112;
 /// `bulkhead import-apache`: Peruser's example and an mpm-itk configuration with
 /// includes translated, checked and served as the same uids; syntax errors.
 mod import_apache;
@@ -69,6 +65,10 @@ mod php_fpm;
 mod pools;
 /// SIGHUP generations: no failed request, refused configs, listeners kept.
 mod reload;
+/// RFC 9112/9110, table-driven, each case naming its clause: Apache's limits just under
+/// and over, read timeouts with a minimum rate, Expect, TRACE, OPTIONS *, CONNECT,
+/// framing and field syntax (helpers in `util/wire.rs`).
+mod rfc9112;
 /// Shared-memory scoreboard: who maps what, and garbage in a tenant's own slot.
 mod scoreboard;
 /// The HTML status page rendered by headless Chromium.

@@ -49,7 +49,10 @@ fn run(s: &Strict, cases: &[Case]) {
             let (responses, closed) = exchange(s.addr(), before, &c.request, Duration::from_secs(2));
             let statuses: Vec<u16> = responses.iter().map(|r| r.status).collect();
             if statuses != [c.status] {
-                failures.push(format!("{} ({at:?}): answered {statuses:?}, expected [{}]", c.clause, c.status));
+                failures.push(format!(
+                    "{} ({at:?}): answered {statuses:?}, expected [{}]",
+                    c.clause, c.status
+                ));
             } else if c.closes && !closed {
                 failures.push(format!("{} ({at:?}): the connection stayed open", c.clause));
             } else if !c.closes && closed {
@@ -69,7 +72,10 @@ fn run(s: &Strict, cases: &[Case]) {
 
 fn line_of(len: usize) -> String {
     // "GET /?" + query + " HTTP/1.1"
-    format!("GET /?{} HTTP/1.1\r\nHost: alice.test\r\nConnection: close\r\n\r\n", "q".repeat(len - 15))
+    format!(
+        "GET /?{} HTTP/1.1\r\nHost: alice.test\r\nConnection: close\r\n\r\n",
+        "q".repeat(len - 15)
+    )
 }
 
 fn fields(n: usize) -> String {
@@ -91,13 +97,43 @@ fn limits_just_under_and_just_over() {
     run(
         &s,
         &[
-            case("RFC 9112 §3 (limit_request_line): a line at the limit is served", line_of(LINE), 200, true),
-            case("RFC 9112 §3, RFC 9110 §15.5.15: a line over limit_request_line is 414", line_of(LINE + 1), 414, true),
+            case(
+                "RFC 9112 §3 (limit_request_line): a line at the limit is served",
+                line_of(LINE),
+                200,
+                true,
+            ),
+            case(
+                "RFC 9112 §3, RFC 9110 §15.5.15: a line over limit_request_line is 414",
+                line_of(LINE + 1),
+                414,
+                true,
+            ),
             // The Connection field is one more: FIELDS - 1 others and Host.
-            case("RFC 9110 §5.4 (limit_request_fields): fields at the limit are served", fields(FIELDS - 1), 200, true),
-            case("RFC 6585 §5: one field over limit_request_fields is 431", fields(FIELDS), 431, true),
-            case("RFC 9110 §5.4 (limit_request_field_size): a field at the limit is served", field_of(FIELD_SIZE), 200, true),
-            case("RFC 6585 §5: a field over limit_request_field_size is 431", field_of(FIELD_SIZE + 1), 431, true),
+            case(
+                "RFC 9110 §5.4 (limit_request_fields): fields at the limit are served",
+                fields(FIELDS - 1),
+                200,
+                true,
+            ),
+            case(
+                "RFC 6585 §5: one field over limit_request_fields is 431",
+                fields(FIELDS),
+                431,
+                true,
+            ),
+            case(
+                "RFC 9110 §5.4 (limit_request_field_size): a field at the limit is served",
+                field_of(FIELD_SIZE),
+                200,
+                true,
+            ),
+            case(
+                "RFC 6585 §5: a field over limit_request_field_size is 431",
+                field_of(FIELD_SIZE + 1),
+                431,
+                true,
+            ),
         ],
     );
 }
@@ -110,8 +146,18 @@ fn protocol_details() {
     run(
         &s,
         &[
-            case("RFC 9110 §9.3.8: TRACE is 405 (with Allow)", format!("TRACE / HTTP/1.1\r\n{h}\r\n"), 405, false),
-            case("RFC 9110 §9.3.7: OPTIONS * is answered", format!("OPTIONS * HTTP/1.1\r\n{h}\r\n"), 200, false),
+            case(
+                "RFC 9110 §9.3.8: TRACE is 405 (with Allow)",
+                format!("TRACE / HTTP/1.1\r\n{h}\r\n"),
+                405,
+                false,
+            ),
+            case(
+                "RFC 9110 §9.3.7: OPTIONS * is answered",
+                format!("OPTIONS * HTTP/1.1\r\n{h}\r\n"),
+                200,
+                false,
+            ),
             case(
                 "RFC 9110 §9.3.6: CONNECT is 405, not 400",
                 format!("CONNECT alice.test:443 HTTP/1.1\r\n{h}\r\n"),
@@ -138,7 +184,9 @@ fn protocol_details() {
             ),
             case(
                 "RFC 9112 §6.1: Content-Length with Transfer-Encoding is 400 and close",
-                format!("POST / HTTP/1.1\r\n{h}Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+                format!(
+                    "POST / HTTP/1.1\r\n{h}Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+                ),
                 400,
                 true,
             ),
@@ -193,10 +241,16 @@ fn protocol_details() {
         ],
     );
     // The Allow header of 405 and OPTIONS.
-    for req in ["TRACE / HTTP/1.1\r\nHost: alice.test\r\nConnection: close\r\n\r\n", "OPTIONS * HTTP/1.1\r\nHost: alice.test\r\nConnection: close\r\n\r\n"] {
+    for req in [
+        "TRACE / HTTP/1.1\r\nHost: alice.test\r\nConnection: close\r\n\r\n",
+        "OPTIONS * HTTP/1.1\r\nHost: alice.test\r\nConnection: close\r\n\r\n",
+    ] {
         let (r, _) = exchange(s.addr(), &[], req.as_bytes(), Duration::from_secs(2));
         let allow = r.first().and_then(|r| r.header("allow")).unwrap_or("");
-        assert!(allow.contains("GET") && allow.contains("OPTIONS"), "{req:?}: Allow {allow:?}");
+        assert!(
+            allow.contains("GET") && allow.contains("OPTIONS"),
+            "{req:?}: Allow {allow:?}"
+        );
     }
 }
 
@@ -211,8 +265,10 @@ fn expect_100_continue_only_when_the_body_is_read() {
             c.write_all(GOOD.as_bytes()).unwrap();
             assert_eq!(read_response(&mut c, false).unwrap().status, 200);
         }
-        c.write_all(b"GET / HTTP/1.1\r\nHost: alice.test\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
-            .unwrap();
+        c.write_all(
+            b"GET / HTTP/1.1\r\nHost: alice.test\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+        )
+        .unwrap();
         let interim = read_response(&mut c, false).expect("an interim answer");
         assert_eq!(interim.status, 100, "{at:?}: 100 before the body is read");
         c.write_all(b"hello").unwrap();
@@ -240,8 +296,14 @@ fn keep_alive_max_requests_closes_after_the_last() {
     for i in 1..=MAX_REQUESTS {
         let r = get_on(&mut c, "max.test", "/").expect("answered");
         assert_eq!(r.status, 200);
-        let close = r.header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
-        assert_eq!(close, i == MAX_REQUESTS, "request {i}: Connection: close only on the last");
+        let close = r
+            .header("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        assert_eq!(
+            close,
+            i == MAX_REQUESTS,
+            "request {i}: Connection: close only on the last"
+        );
     }
     let (rest, closed) = responses_until_close(&mut c, Duration::from_secs(3));
     assert!(rest.is_empty() && closed, "closed after {MAX_REQUESTS} requests");
@@ -272,11 +334,23 @@ fn run_trickles(s: &Strict, cases: Vec<Trickle>) {
         .map(|t| {
             std::thread::spawn(move || {
                 let before: &[&str] = if t.at == At::Later { &[GOOD] } else { &[] };
-                let (status, took) = trickle(addr, before, t.prefix.as_bytes(), &t.filler, t.rate, Duration::from_secs(8));
+                let (status, took) = trickle(
+                    addr,
+                    before,
+                    t.prefix.as_bytes(),
+                    &t.filler,
+                    t.rate,
+                    Duration::from_secs(8),
+                );
                 let took = took.as_secs_f64();
                 let status_ok = status == Some(t.status) || (t.status == 408 && status.is_none());
                 let ok = status_ok && took >= t.window.0 && took <= t.window.1;
-                (!ok).then(|| format!("{} ({:?}): got {status:?} after {took:.2} s, expected {} within {:?} s", t.clause, t.at, t.status, t.window))
+                (!ok).then(|| {
+                    format!(
+                        "{} ({:?}): got {status:?} after {took:.2} s, expected {} within {:?} s",
+                        t.clause, t.at, t.status, t.window
+                    )
+                })
             })
         })
         .collect();

@@ -18,30 +18,140 @@ fn variants() -> Vec<(&'static str, String, String, Vec<u16>)> {
     };
     vec![
         // The front reads CL, a back end TE (or the other way round).
-        v("CL.TE", "Content-Length: 6\r\nTransfer-Encoding: chunked\r\n", "0\r\n\r\n{hidden}", &[400]),
-        v("TE.CL", "Transfer-Encoding: chunked\r\nContent-Length: 4\r\n", "5c\r\n{hidden}0\r\n\r\n", &[400]),
-        v("TE: xchunked", "Transfer-Encoding: xchunked\r\n", "0\r\n\r\n{hidden}", &[400]),
-        v("TE: chunked, identity", "Transfer-Encoding: chunked, identity\r\n", "0\r\n\r\n{hidden}", &[400]),
-        v("TE: identity", "Transfer-Encoding: identity\r\n", "{hidden}", &[400]),
-        v("TE twice, last not chunked", "Transfer-Encoding: chunked\r\nTransfer-Encoding: x\r\n", "0\r\n\r\n{hidden}", &[400]),
-        v("TE with a space before the colon", "Transfer-Encoding : chunked\r\n", "0\r\n\r\n{hidden}", &[400]),
-        v("TE folded onto a second line", "Transfer-Encoding:\r\n chunked\r\n", "0\r\n\r\n{hidden}", &[400]),
-        v("TE: chunked with a vertical tab", "Transfer-Encoding: \x0bchunked\r\n", "0\r\n\r\n{hidden}", &[400]),
-        v("TE in quotes", "Transfer-Encoding: \"chunked\"\r\n", "0\r\n\r\n{hidden}", &[400]),
-        v("duplicate Content-Length, differing", "Content-Length: 0\r\nContent-Length: 44\r\n", "{hidden}", &[400]),
-        v("duplicate Content-Length, same", "Content-Length: 44\r\nContent-Length: 44\r\n", "{hidden}", &[400]),
-        v("Content-Length: +44", "Content-Length: +44\r\n", "{hidden}", &[400]),
+        v(
+            "CL.TE",
+            "Content-Length: 6\r\nTransfer-Encoding: chunked\r\n",
+            "0\r\n\r\n{hidden}",
+            &[400],
+        ),
+        v(
+            "TE.CL",
+            "Transfer-Encoding: chunked\r\nContent-Length: 4\r\n",
+            "5c\r\n{hidden}0\r\n\r\n",
+            &[400],
+        ),
+        v(
+            "TE: xchunked",
+            "Transfer-Encoding: xchunked\r\n",
+            "0\r\n\r\n{hidden}",
+            &[400],
+        ),
+        v(
+            "TE: chunked, identity",
+            "Transfer-Encoding: chunked, identity\r\n",
+            "0\r\n\r\n{hidden}",
+            &[400],
+        ),
+        v(
+            "TE: identity",
+            "Transfer-Encoding: identity\r\n",
+            "{hidden}",
+            &[400],
+        ),
+        v(
+            "TE twice, last not chunked",
+            "Transfer-Encoding: chunked\r\nTransfer-Encoding: x\r\n",
+            "0\r\n\r\n{hidden}",
+            &[400],
+        ),
+        v(
+            "TE with a space before the colon",
+            "Transfer-Encoding : chunked\r\n",
+            "0\r\n\r\n{hidden}",
+            &[400],
+        ),
+        v(
+            "TE folded onto a second line",
+            "Transfer-Encoding:\r\n chunked\r\n",
+            "0\r\n\r\n{hidden}",
+            &[400],
+        ),
+        v(
+            "TE: chunked with a vertical tab",
+            "Transfer-Encoding: \x0bchunked\r\n",
+            "0\r\n\r\n{hidden}",
+            &[400],
+        ),
+        v(
+            "TE in quotes",
+            "Transfer-Encoding: \"chunked\"\r\n",
+            "0\r\n\r\n{hidden}",
+            &[400],
+        ),
+        v(
+            "duplicate Content-Length, differing",
+            "Content-Length: 0\r\nContent-Length: 44\r\n",
+            "{hidden}",
+            &[400],
+        ),
+        v(
+            "duplicate Content-Length, same",
+            "Content-Length: 44\r\nContent-Length: 44\r\n",
+            "{hidden}",
+            &[400],
+        ),
+        v(
+            "Content-Length: +44",
+            "Content-Length: +44\r\n",
+            "{hidden}",
+            &[400],
+        ),
         v("Content-Length: -0", "Content-Length: -0\r\n", "{hidden}", &[400]),
-        v("Content-Length: 4 4", "Content-Length: 4 4\r\n", "{hidden}", &[400]),
-        v("Content-Length: 44, 44", "Content-Length: 44, 44\r\n", "{hidden}", &[400]),
-        v("Content-Length: 0x2c", "Content-Length: 0x2c\r\n", "{hidden}", &[400]),
-        v("chunk size overflow", "Transfer-Encoding: chunked\r\n", "10000000000000000000002\r\nab\r\n0\r\n\r\n{hidden}", &[400]),
-        v("chunk size with a sign", "Transfer-Encoding: chunked\r\n", "+2\r\nab\r\n0\r\n\r\n{hidden}", &[400]),
-        v("LF-only chunk lines", "Transfer-Encoding: chunked\r\n", "2\nab\n0\n\n{hidden}", &[400]),
-        v("chunk data longer than its size", "Transfer-Encoding: chunked\r\n", "1\r\nab\r\n0\r\n\r\n{hidden}", &[400]),
+        v(
+            "Content-Length: 4 4",
+            "Content-Length: 4 4\r\n",
+            "{hidden}",
+            &[400],
+        ),
+        v(
+            "Content-Length: 44, 44",
+            "Content-Length: 44, 44\r\n",
+            "{hidden}",
+            &[400],
+        ),
+        v(
+            "Content-Length: 0x2c",
+            "Content-Length: 0x2c\r\n",
+            "{hidden}",
+            &[400],
+        ),
+        v(
+            "chunk size overflow",
+            "Transfer-Encoding: chunked\r\n",
+            "10000000000000000000002\r\nab\r\n0\r\n\r\n{hidden}",
+            &[400],
+        ),
+        v(
+            "chunk size with a sign",
+            "Transfer-Encoding: chunked\r\n",
+            "+2\r\nab\r\n0\r\n\r\n{hidden}",
+            &[400],
+        ),
+        v(
+            "LF-only chunk lines",
+            "Transfer-Encoding: chunked\r\n",
+            "2\nab\n0\n\n{hidden}",
+            &[400],
+        ),
+        v(
+            "chunk data longer than its size",
+            "Transfer-Encoding: chunked\r\n",
+            "1\r\nab\r\n0\r\n\r\n{hidden}",
+            &[400],
+        ),
         // Well framed: the hidden request is a body, read and dropped.
-        v("a body of exactly the hidden request", "Content-Length: {len}\r\nConnection: close\r\n", "{hidden}", &[200]),
-        v("a chunked body holding it", "Transfer-Encoding: chunked\r\nConnection: close\r\n", "{chunk}\r\n{hidden}\r\n0\r\n\r\n", &[200]),
+        v(
+            "a body of exactly the hidden request",
+            "Content-Length: {len}\r\nConnection: close\r\n",
+            "{hidden}",
+            &[200],
+        ),
+        v(
+            "a chunked body holding it",
+            "Transfer-Encoding: chunked\r\nConnection: close\r\n",
+            "{chunk}\r\n{hidden}\r\n0\r\n\r\n",
+            &[200],
+        ),
     ]
 }
 
@@ -72,5 +182,9 @@ fn hidden_requests_are_never_answered() {
         }
     }
     let hits = s.hidden_hits();
-    assert!(failures.is_empty() && hits.is_empty(), "{}\nhidden paths in the access log: {hits:?}", failures.join("\n"));
+    assert!(
+        failures.is_empty() && hits.is_empty(),
+        "{}\nhidden paths in the access log: {hits:?}",
+        failures.join("\n")
+    );
 }

@@ -100,9 +100,7 @@ pub fn parse_with<'h, 'b>(
                 Ok(None)
             };
         }
-        Err(httparse::Error::TooManyHeaders) => {
-            return Err(HeadError::TooManyHeaders { limit: slots })
-        }
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyHeaders { limit: slots }),
         Err(_) => return line_error(buf, limit),
     };
     if len > limit {

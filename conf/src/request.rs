@@ -62,7 +62,12 @@ pub(crate) fn max_requests(t: &Table, r: &mut Report) -> Option<Option<u64>> {
 
 /// A read timeout key in `t`: `Some(None)` when absent, `None` when invalid.
 /// `N` (seconds, at least `min_secs`) or `[initial, maximum, min_rate]`.
-pub(crate) fn read_timeout(t: &Table, r: &mut Report, key: &str, min_secs: i64) -> Option<Option<ReadTimeout>> {
+pub(crate) fn read_timeout(
+    t: &Table,
+    r: &mut Report,
+    key: &str,
+    min_secs: i64,
+) -> Option<Option<ReadTimeout>> {
     match t.get(key) {
         None => Some(None),
         Some(e) => Some(Some(parse(&e, r, min_secs)?)),
@@ -103,7 +108,10 @@ fn parse_array(e: &Entry, r: &mut Report, min_secs: i64) -> Option<ReadTimeout> 
     let rate = rate.int_in(r, 0, i64::from(u32::MAX));
     let (i, m, rate) = (i?, m?, rate?);
     if m != 0 && m < i {
-        max.error(r, format!("the maximum ({m} s) is below the initial timeout ({i} s); 0 means none"));
+        max.error(
+            r,
+            format!("the maximum ({m} s) is below the initial timeout ({i} s); 0 means none"),
+        );
         return None;
     }
     let secs = |v: i64| Duration::from_secs(u64::try_from(v).unwrap_or(0));

@@ -15,9 +15,9 @@ use crate::fastcgi;
 use crate::fsrules;
 use crate::ids::{self, Kind};
 use crate::index;
-use crate::request;
 use crate::limits::{self, Limits, MAX_COUNT, MAX_TIMEOUT_SECS, POOL_KEYS};
 use crate::model::{Config, Environment, LogFormat, Server, Vhost};
+use crate::request;
 use crate::status;
 use crate::tls;
 use crate::tree::{is_bare_key, Entry, Table};
@@ -130,7 +130,14 @@ pub(crate) fn config(root: &Table, r: &mut Report, path: &Path) -> Option<Config
 fn server(t: &Table, r: &mut Report, limits: &Limits) -> Option<Server> {
     t.check_keys(
         r,
-        &[SERVER_KEYS, POOL_KEYS, cgroup::KEYS, tls::SERVER_KEYS, request::SERVER_KEYS].concat(),
+        &[
+            SERVER_KEYS,
+            POOL_KEYS,
+            cgroup::KEYS,
+            tls::SERVER_KEYS,
+            request::SERVER_KEYS,
+        ]
+        .concat(),
     );
     let user = t.require(r, "user").and_then(|e| ids::resolve(&e, r, Kind::User));
     let group = t

@@ -136,7 +136,13 @@ fn decide(hosts: &HostTable, vhosts: &[VhostBoot], status_path: &str, limit: usi
 }
 
 /// [`decide`] within all the head limits (`limit_request_line` …).
-fn decide_with(hosts: &HostTable, vhosts: &[VhostBoot], status_path: &str, limits: &Limits, head: &[u8]) -> Decision {
+fn decide_with(
+    hosts: &HostTable,
+    vhosts: &[VhostBoot],
+    status_path: &str,
+    limits: &Limits,
+    head: &[u8],
+) -> Decision {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let req = match head::parse_with(head, &mut headers, limits) {
         Ok(Some(req)) => req,

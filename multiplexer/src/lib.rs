@@ -169,9 +169,11 @@ async fn serve(
         head_limits: boot
             .head_limits
             .unwrap_or(common::head::Limits::head_only(boot.limit_request_head)),
-        head_timeout: boot.head_timeout.unwrap_or(common::http::rate::RateTimeout::fixed(
-            Duration::from_millis(boot.request_head_timeout_ms),
-        )),
+        head_timeout: boot
+            .head_timeout
+            .unwrap_or(common::http::rate::RateTimeout::fixed(Duration::from_millis(
+                boot.request_head_timeout_ms,
+            ))),
         handoff_timeout: Duration::from_millis(boot.handoff_timeout_ms),
         pools,
         facts: snapshot::Facts {

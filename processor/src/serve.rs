@@ -173,7 +173,9 @@ async fn serve(
             .unwrap_or(common::head::Limits::head_only(boot.limit_request_head)),
         head_timeout: boot
             .head_timeout
-            .unwrap_or(RateTimeout::fixed(Duration::from_millis(boot.request_head_timeout_ms))),
+            .unwrap_or(RateTimeout::fixed(Duration::from_millis(
+                boot.request_head_timeout_ms,
+            ))),
     });
     let sock = Rc::new(common::fds::async_fd(sock)?);
     let max = boot.max_connections.max(1) as usize;

@@ -203,10 +203,13 @@ pub fn processor(
                     .then(|| cfg.server.listen_tls.first().map_or(443, |a| a.port())),
                 hsts_max_age: v.hsts_max_age,
                 body_timeout: Some(rate(
-                    v.request_body_timeout.as_ref().unwrap_or(&cfg.server.request_body_timeout),
+                    v.request_body_timeout
+                        .as_ref()
+                        .unwrap_or(&cfg.server.request_body_timeout),
                 )),
                 keep_alive_max_requests: Some(
-                    v.keep_alive_max_requests.unwrap_or(cfg.server.keep_alive_max_requests),
+                    v.keep_alive_max_requests
+                        .unwrap_or(cfg.server.keep_alive_max_requests),
                 ),
                 tls: v.tls.as_ref().map(|t| {
                     let jailed = |p: &std::path::Path| {

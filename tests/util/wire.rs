@@ -38,7 +38,13 @@ pub fn strict(test: &str) -> Strict {
     let w = Dir::new(test);
     put(w.path(), "alice/index.html", HOME.as_bytes(), ALICE, 0o644);
     for i in 0..40 {
-        put(w.path(), &format!("alice/hidden-{i}"), HIDDEN.as_bytes(), ALICE, 0o644);
+        put(
+            w.path(),
+            &format!("alice/hidden-{i}"),
+            HIDDEN.as_bytes(),
+            ALICE,
+            0o644,
+        );
     }
     let access_log = log_dir(w.path()).join("alice.log");
     let server = TestServer::start(&config(w.path(), &access_log));

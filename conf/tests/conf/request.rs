@@ -19,7 +19,10 @@ fn rt(initial: u64, max: u64, min_rate: u64) -> ReadTimeout {
 fn apache_defaults() {
     let c = parse(&cat(&[SERVER, ALICE, VHOST]));
     let s = &c.server;
-    assert_eq!((s.head_limits.line, s.head_limits.fields, s.head_limits.field_size), (8190, 100, 8190));
+    assert_eq!(
+        (s.head_limits.line, s.head_limits.fields, s.head_limits.field_size),
+        (8190, 100, 8190)
+    );
     assert_eq!(s.keep_alive_max_requests, 100);
     assert_eq!(s.request_head_rate, rt(20, 40, 500));
     assert_eq!(s.request_body_timeout, rt(20, 40, 500));
@@ -39,7 +42,10 @@ fn values_and_vhost_overrides() {
         "keep_alive_max_requests = 3\nrequest_body_timeout = [2, 0, 100]\n",
     ]));
     let s = &c.server;
-    assert_eq!((s.head_limits.line, s.head_limits.fields, s.head_limits.field_size), (1000, 20, 500));
+    assert_eq!(
+        (s.head_limits.line, s.head_limits.fields, s.head_limits.field_size),
+        (1000, 20, 500)
+    );
     assert_eq!(s.keep_alive_max_requests, 0);
     assert_eq!(s.request_head_rate, rt(1, 3, 500));
     assert_eq!(s.request_head_timeout, Duration::from_secs(3));
@@ -61,11 +67,46 @@ fn every_error_with_its_line_and_key() {
     let errs = errors(&text);
     assert_eq!(errs.len(), 7, "{errs:?}");
     let l = |n| line_of(&text, n);
-    assert_has(&errs, l("limit_request_line"), "server.limit_request_line", "between 64 and 65536");
-    assert_has(&errs, l("limit_request_fields"), "server.limit_request_fields", "between 1 and 500");
-    assert_has(&errs, l("limit_request_field_size"), "server.limit_request_field_size", "got 1000000");
-    assert_has(&errs, l("keep_alive_max_requests"), "server.keep_alive_max_requests", "got -1");
-    assert_has(&errs, l("request_head_timeout"), "server.request_head_timeout[1]", "below the initial");
-    assert_has(&errs, l("request_body_timeout = [1"), "server.request_body_timeout", "got 2 values");
-    assert_has(&errs, l("\"fast\""), "vhosts[0].request_body_timeout", "seconds or an array");
+    assert_has(
+        &errs,
+        l("limit_request_line"),
+        "server.limit_request_line",
+        "between 64 and 65536",
+    );
+    assert_has(
+        &errs,
+        l("limit_request_fields"),
+        "server.limit_request_fields",
+        "between 1 and 500",
+    );
+    assert_has(
+        &errs,
+        l("limit_request_field_size"),
+        "server.limit_request_field_size",
+        "got 1000000",
+    );
+    assert_has(
+        &errs,
+        l("keep_alive_max_requests"),
+        "server.keep_alive_max_requests",
+        "got -1",
+    );
+    assert_has(
+        &errs,
+        l("request_head_timeout"),
+        "server.request_head_timeout[1]",
+        "below the initial",
+    );
+    assert_has(
+        &errs,
+        l("request_body_timeout = [1"),
+        "server.request_body_timeout",
+        "got 2 values",
+    );
+    assert_has(
+        &errs,
+        l("\"fast\""),
+        "vhosts[0].request_body_timeout",
+        "seconds or an array",
+    );
 }

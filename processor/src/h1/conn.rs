@@ -13,10 +13,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::http::linger::{self, Linger};
+use common::http::rate::{Deadline, RateTimeout};
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
-use common::http::rate::{Deadline, RateTimeout};
 use tokio::time::{timeout, timeout_at};
 
 use super::body::{BodyError, Discard};
