@@ -300,6 +300,26 @@ pub(crate) fn fastcgi_socket(cfg: &Config, env: usize, gen: u64) -> (PathBuf, Pa
     }
 }
 
+/// The request-head limits the children enforce (both roles: one head, one answer).
+fn head_limits(cfg: &Config) -> common::head::Limits {
+    let l = &cfg.server.head_limits;
+    common::head::Limits {
+        head: cfg.server.limit_request_head,
+        line: l.line,
+        fields: l.fields,
+        field_size: l.field_size,
+    }
+}
+
+/// A read timeout as it travels.
+fn rate(t: &conf::model::ReadTimeout) -> common::http::rate::RateTimeout {
+    common::http::rate::RateTimeout {
+        initial_ms: t.initial.as_millis() as u64,
+        max_ms: t.max.as_millis() as u64,
+        min_rate: t.min_rate,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -385,25 +405,5 @@ document_root = "/tmp"
         let names: Vec<String> = processor_hosts(&cfg, alice).into_iter().map(|(n, _)| n).collect();
         assert!(names.contains(&"shop.alice.test".to_owned()));
         assert!(!names.contains(&"carol.test".to_owned()));
-    }
-}
-
-/// The request-head limits the children enforce (both roles: one head, one answer).
-fn head_limits(cfg: &Config) -> common::head::Limits {
-    let l = &cfg.server.head_limits;
-    common::head::Limits {
-        head: cfg.server.limit_request_head,
-        line: l.line,
-        fields: l.fields,
-        field_size: l.field_size,
-    }
-}
-
-/// A read timeout as it travels.
-fn rate(t: &conf::model::ReadTimeout) -> common::http::rate::RateTimeout {
-    common::http::rate::RateTimeout {
-        initial_ms: t.initial.as_millis() as u64,
-        max_ms: t.max.as_millis() as u64,
-        min_rate: t.min_rate,
     }
 }

@@ -72,8 +72,7 @@ impl Deadline {
     pub fn at(&self) -> Instant {
         let r = &self.rule;
         let mut ms = r.initial_ms;
-        if r.min_rate > 0 {
-            let extra = self.received.saturating_mul(1000) / r.min_rate;
+        if let Some(extra) = self.received.saturating_mul(1000).checked_div(r.min_rate) {
             ms = ms.saturating_add(extra);
             if r.max_ms > 0 {
                 ms = ms.min(r.max_ms.max(r.initial_ms));
