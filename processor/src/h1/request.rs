@@ -288,6 +288,10 @@ mod tests {
         assert!(!head("GET / HTTP/1.0\r\n\r\n").wants_keep_alive());
         assert!(head("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").wants_keep_alive());
         assert!(head("POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-Continue\r\n\r\n").expect_continue);
+        let other = head("POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue, x\r\n\r\n");
+        assert!(!other.expect_continue && other.expect_other);
+        assert!(!head("GET / HTTP/1.0\r\nExpect: x\r\n\r\n").expect_other);
+        assert!(!head("GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n").expect_other);
         assert_eq!(
             head("get / HTTP/1.1\r\nHost: a\r\n\r\n").request.method,
             Method::Other("get".into())
