@@ -343,6 +343,7 @@ fn run_trickles(s: &Strict, cases: Vec<Trickle>) {
                     Duration::from_secs(8),
                 );
                 let took = took.as_secs_f64();
+                eprintln!("{} ({:?}): {status:?} after {took:.2} s", t.clause, t.at);
                 let status_ok = status == Some(t.status) || (t.status == 408 && status.is_none());
                 let ok = status_ok && took >= t.window.0 && took <= t.window.1;
                 (!ok).then(|| {
