@@ -3,7 +3,7 @@
 //! before any vhost is known, as Apache allows them only server-wide for the same
 //! reason), `keep_alive_max_requests` (MaxKeepAliveRequests) and the read timeouts with
 //! a minimum rate, `request_head_timeout` and `request_body_timeout` (mod_reqtimeout's
-//! `header=20-40,MinRate=500 body=20-40,MinRate=500`), the last two `[server]`'s
+//! `header=20-40,MinRate=500 body=20,MinRate=500`), the last two `[server]`'s
 //! defaults and a vhost's own.
 
 use std::time::Duration;
@@ -30,10 +30,18 @@ const MAX_FIELDS: i64 = common::head::MAX_HEADERS as i64;
 /// What a read timeout is written as.
 const SHAPE: &str = "seconds or an array [initial, maximum, min_rate]";
 
-/// mod_reqtimeout's default for both: 20 s, up to 40 s at 500 bytes/s.
+/// mod_reqtimeout's default for a head: 20 s, up to 40 s at 500 bytes/s.
 pub(crate) const DEFAULT_TIMEOUT: ReadTimeout = ReadTimeout {
     initial: Duration::from_secs(20),
     max: Duration::from_secs(40),
+    min_rate: 500,
+};
+
+/// mod_reqtimeout's default for a body: 20 s, extended at 500 bytes/s with no maximum
+/// (`body=20,MinRate=500`), so an upload of any size at a sane rate completes.
+pub(crate) const DEFAULT_BODY_TIMEOUT: ReadTimeout = ReadTimeout {
+    initial: Duration::from_secs(20),
+    max: Duration::ZERO,
     min_rate: 500,
 };
 

@@ -201,7 +201,7 @@ fn server(t: &Table, r: &mut Report, limits: &Limits) -> Option<Server> {
             .unwrap_or(Duration::from_secs(MAX_TIMEOUT_SECS as u64)),
         request_head_rate: head_rate?.unwrap_or(request::DEFAULT_TIMEOUT),
         head_limits: head_limits?,
-        request_body_timeout: body_timeout?.unwrap_or(request::DEFAULT_TIMEOUT),
+        request_body_timeout: body_timeout?.unwrap_or(request::DEFAULT_BODY_TIMEOUT),
         keep_alive_max_requests: max_requests?.unwrap_or(request::DEFAULT_MAX_REQUESTS),
         limit_request_head: usize::try_from(limit_request_head?).ok()?,
         keep_alive_timeout: keep_alive_timeout?,

@@ -25,7 +25,7 @@ fn apache_defaults() {
     );
     assert_eq!(s.keep_alive_max_requests, 100);
     assert_eq!(s.request_head_rate, rt(20, 40, 500));
-    assert_eq!(s.request_body_timeout, rt(20, 40, 500));
+    assert_eq!(s.request_body_timeout, rt(20, 0, 500));
     assert_eq!(s.request_head_timeout, Duration::from_secs(40));
     assert_eq!(c.vhosts[0].request_body_timeout, None);
     assert_eq!(c.vhosts[0].keep_alive_max_requests, None);
