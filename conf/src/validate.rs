@@ -13,6 +13,7 @@ use crate::cgroup;
 use crate::error::{Report, Span};
 use crate::fastcgi;
 use crate::fsrules;
+use crate::http2;
 use crate::ids::{self, Kind};
 use crate::index;
 use crate::limits::{self, Limits, MAX_COUNT, MAX_TIMEOUT_SECS, POOL_KEYS};
@@ -129,7 +130,7 @@ pub(crate) fn config(root: &Table, r: &mut Report, path: &Path) -> Option<Config
 fn server(t: &Table, r: &mut Report, limits: &Limits) -> Option<Server> {
     t.check_keys(
         r,
-        &[SERVER_KEYS, POOL_KEYS, cgroup::KEYS, tls::SERVER_KEYS].concat(),
+        &[SERVER_KEYS, POOL_KEYS, cgroup::KEYS, tls::SERVER_KEYS, http2::SERVER_KEYS].concat(),
     );
     let user = t.require(r, "user").and_then(|e| ids::resolve(&e, r, Kind::User));
     let group = t
@@ -161,6 +162,7 @@ fn server(t: &Table, r: &mut Report, limits: &Limits) -> Option<Server> {
     let request_head_timeout = seconds(t, r, "request_head_timeout", 20, 1);
     let limit_request_head = t.int_or(r, "limit_request_head", 8192, 256, 65536);
     let keep_alive_timeout = seconds(t, r, "keep_alive_timeout", 5, 0);
+    let http2 = http2::server(t, r, limit_request_head.and_then(|n| usize::try_from(n).ok()));
     let shutdown_timeout = seconds(t, r, "shutdown_timeout", 30, 0);
     let pid_file = optional_path(t, r, "pid_file");
     let error_log = optional_path(t, r, "error_log");
@@ -186,6 +188,7 @@ fn server(t: &Table, r: &mut Report, limits: &Limits) -> Option<Server> {
         request_head_timeout: request_head_timeout?,
         limit_request_head: usize::try_from(limit_request_head?).ok()?,
         keep_alive_timeout: keep_alive_timeout?,
+        http2: http2?,
         shutdown_timeout: shutdown_timeout?,
         pid_file: pid_file?,
         server_limit: limits::to_u32(&limits.server_limit)?,

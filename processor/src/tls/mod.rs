@@ -3,7 +3,8 @@
 //! handshake on a connection the multiplexer routed by its ClientHello without reading
 //! it.
 //!
-//! rustls with the `ring` provider, TLS 1.2 and 1.3 only, ALPN `http/1.1`. One
+//! rustls with the `ring` provider, TLS 1.2 and 1.3 only, ALPN `h2` (unless `[server]
+//! http2 = false`) then `http/1.1`. One
 //! `ServerConfig` per site, all of this processor's sharing one ticketer and one session
 //! cache: tickets are sealed with keys derived from the environment's seed
 //! ([`tickets`]), so a session resumes on any processor of this environment and
@@ -73,6 +74,7 @@ impl TlsSites {
     pub fn load<'a>(
         sites: impl Iterator<Item = (u32, &'a str, &'a SiteTls)>,
         seed: Option<&TicketSeed>,
+        h2: bool,
     ) -> (TlsSites, Vec<TlsError>) {
         let mut out = TlsSites::default();
         let mut errors = Vec::new();
@@ -81,7 +83,7 @@ impl TlsSites {
             Err(e) => return (out, vec![e]),
         };
         for (vhost, name, files) in sites {
-            match config(name, files, &shared) {
+            match config(name, files, &shared, h2) {
                 Ok(config) => {
                     out.configs.insert(vhost, config);
                 }
@@ -147,7 +149,7 @@ fn wipe(bytes: &mut [u8]) {
     }
 }
 
-fn config(name: &str, files: &SiteTls, shared: &Shared) -> Result<Arc<ServerConfig>, TlsError> {
+fn config(name: &str, files: &SiteTls, shared: &Shared, h2: bool) -> Result<Arc<ServerConfig>, TlsError> {
     let chain_pem = read_pem(&files.certificate)?;
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&chain_pem)
         .filter_map(Result::ok)
@@ -172,6 +174,9 @@ fn config(name: &str, files: &SiteTls, shared: &Shared) -> Result<Arc<ServerConf
         .with_single_cert(chain, key)
         .map_err(|source| TlsError::Config { site: site(), source })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    if h2 {
+        config.alpn_protocols.insert(0, crate::h2::ALPN.to_vec());
+    }
     config.ticketer = shared.ticketer.clone();
     config.session_storage = shared.cache.clone();
     Ok(Arc::new(config))

@@ -59,7 +59,7 @@ pub fn build(
     );
     set(
         "SERVER_PROTOCOL",
-        s(if conn.minor == 0 { "HTTP/1.0" } else { "HTTP/1.1" }),
+        s(crate::session::protocol(conn.minor)),
     );
     set("SERVER_NAME", s(&site.server_name));
     if let Some(local) = conn.local {

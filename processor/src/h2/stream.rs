@@ -1,0 +1,534 @@
+//! One HTTP/2 stream: the request as a handler sees it ([`Request`]), routed by its
+//! `:authority` (or Host) with [`TlsRouter`] (421 for a host not served on this
+//! connection), answered by the same handlers as HTTP/1.1 (static files, CGI and
+//! FastCGI, local redirects included), and its [`Response`] turned into hyper's, with
+//! a body pumped by the stream's own task.
+//!
+//! Each stream runs in its own local task: it owns the script or the FastCGI request
+//! until its body is sent, and ends (killing a script) when the client resets the
+//! stream, since its body then has no reader.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use hyper::body::{Body as _, Bytes, Incoming};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot};
+
+use super::body::H2Body;
+use super::{Open, Shared};
+use crate::board::ConnObserver;
+use crate::handler::cgi::output::{self, Source};
+use crate::handler::cgi::spool::{Spool, SpoolError};
+use crate::handler::cgi::{self, env, spawn, Answer, Output, Script};
+use crate::handler::fastcgi::{params, Backend, FastcgiConf};
+use crate::handler::{self, Body, Headers, Method, Request, Response, Site};
+use crate::route::TlsRouter;
+use crate::session::{Completed, FastcgiFailure, FastcgiRequest, Observer, Router, HTTP2};
+use crate::transport::WRITE_TIMEOUT;
+
+/// Most local redirects (`Location: /path`) followed for one request (as HTTP/1.1).
+const MAX_REDIRECTS: usize = 4;
+/// Bytes read from a file or a script per piece of a pumped body.
+const PIECE: usize = 16 * 1024;
+/// Files up to this size go to hyper in one piece, without the pump.
+const SMALL_FILE: u64 = 64 * 1024;
+/// Header fields a response over HTTP/2 must not carry (RFC 9113 §8.2.2); a script's
+/// are dropped.
+const CONNECTION_FIELDS: &[&str] = &["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"];
+
+/// Why a request body did not reach its spool file.
+#[derive(Debug, Error)]
+enum BodyError {
+    #[error("{0}")]
+    Spool(#[from] SpoolError),
+    #[error("request body not received in time")]
+    Timeout,
+    #[error("client reset the stream while sending the body: {0}")]
+    Reset(hyper::Error),
+}
+
+/// Answers one stream: its own task does the work; this waits for the response head.
+pub(super) async fn serve(open: Open, req: hyper::Request<Incoming>) -> hyper::Response<H2Body> {
+    let (tx, rx) = oneshot::channel();
+    tokio::task::spawn_local(async move {
+        let shared = open.0.clone();
+        run(&shared, req, tx).await;
+        drop(open);
+    });
+    rx.await
+        .unwrap_or_else(|_| head(Response::error(500, "stream task failed"), false).0)
+}
+
+async fn run(shared: &Shared, req: hyper::Request<Incoming>, tx: oneshot::Sender<hyper::Response<H2Body>>) {
+    let observer = ConnObserver::stream(&shared.board, shared.peer, shared.vhost);
+    let started = std::time::SystemTime::now();
+    let t0 = std::time::Instant::now();
+    let (parts, body) = req.into_parts();
+    let request = request(&parts);
+    let head_only = request.method == Method::Head;
+    let router = TlsRouter {
+        sites: &shared.sites,
+        vhost: shared.vhost,
+        by_default: shared.by_default,
+        sni: shared.sni.clone(),
+        misdirected: &shared.misdirected,
+    };
+    let Some(site) = router.route(request.host.as_deref()) else {
+        let why = format!(
+            "host {:?} is not served on this connection",
+            request.host.as_deref().unwrap_or("")
+        );
+        let response = Response::error(421, why);
+        log(&response, shared);
+        observer.answering(421, response.body_len(head_only));
+        let _ = tx.send(head(response, head_only).0);
+        return;
+    };
+    observer.started(site);
+    let mut backend: Option<FastcgiRequest<'_>> = None;
+    let response = answer(shared, site, &request, &parts.headers, body, &observer, &mut backend).await;
+    log(&response, shared);
+    let status = response.status;
+    observer.answering(status, response.body_len(head_only));
+    let (response, pump) = head(response, head_only);
+    let mut bytes = match response.body() {
+        H2Body::Full(Some(b)) => b.len() as u64,
+        _ => 0,
+    };
+    if tx.send(response).is_ok() {
+        if let Some(pump) = pump {
+            bytes = pump.run().await;
+        }
+    }
+    drop(backend);
+    observer.completed(&Completed {
+        site,
+        method: request.method.as_str(),
+        target: &request.target,
+        minor: HTTP2,
+        status,
+        bytes,
+        started,
+        duration: t0.elapsed(),
+        referer: request.headers.referer.as_deref(),
+        user_agent: request.headers.user_agent.as_deref(),
+    });
+}
+
+/// A 4xx or 5xx's log line, as HTTP/1.1 writes it.
+fn log(response: &Response, shared: &Shared) {
+    if response.status >= 500 {
+        tracing::warn!(status = response.status, reason = %response.reason, peer = %shared.peer, "request failed");
+    } else if response.status >= 400 {
+        tracing::info!(status = response.status, reason = %response.reason, peer = %shared.peer, "request refused");
+    }
+}
+
+/// The request as a handler sees it: `:path` as the target, `:authority` (else Host)
+/// as the host, without its port.
+fn request(parts: &hyper::http::request::Parts) -> Request {
+    let method = match parts.method.as_str() {
+        "GET" => Method::Get,
+        "HEAD" => Method::Head,
+        "OPTIONS" => Method::Options,
+        m => Method::Other(m.to_string()),
+    };
+    let target = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| "/".to_string(), |p| p.as_str().to_string());
+    let host = match parts.uri.authority() {
+        Some(a) => Some(a.host().to_string()),
+        None => field(&parts.headers, "host").map(|h| strip_port(&h).to_string()),
+    };
+    let h = &parts.headers;
+    Request {
+        method,
+        target,
+        host,
+        headers: Headers {
+            if_match: field(h, "if-match"),
+            if_none_match: field(h, "if-none-match"),
+            if_modified_since: field(h, "if-modified-since"),
+            if_unmodified_since: field(h, "if-unmodified-since"),
+            range: field(h, "range"),
+            if_range: field(h, "if-range"),
+            referer: field(h, "referer"),
+            user_agent: field(h, "user-agent"),
+        },
+    }
+}
+
+fn field(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers.get(name)?.to_str().ok().map(str::to_string)
+}
+
+/// `host` of `host:port` (an IPv6 literal keeps its brackets).
+fn strip_port(h: &str) -> &str {
+    match h.rfind(':') {
+        Some(i) if !h[i..].contains(']') && h[i + 1..].bytes().all(|b| b.is_ascii_digit()) => &h[..i],
+        _ => h,
+    }
+}
+
+/// The response to a routed request, with the FastCGI request (if any) left in
+/// `backend` for as long as its body is being sent.
+async fn answer<'o>(
+    shared: &Shared,
+    site: &Site,
+    request: &Request,
+    fields: &HeaderMap,
+    body: Incoming,
+    observer: &'o dyn Observer,
+    backend: &mut Option<FastcgiRequest<'o>>,
+) -> Response {
+    let limit = site.cgi.body_limit;
+    let declared = field(fields, "content-length").and_then(|v| v.parse::<u64>().ok());
+    if limit > 0 && declared.is_some_and(|n| n > limit) {
+        return Response::error(413, SpoolError::TooLarge(limit));
+    }
+    let script = if site.cgi.is_off() {
+        None
+    } else {
+        cgi::select(site, request)
+    };
+    let mut response = match script {
+        Some(Ok(script)) => return cgi(shared, site, request, fields, body, script, observer, backend).await,
+        Some(Err(response)) => response,
+        // A body nobody reads: hyper resets the stream's sending side once answered.
+        None => handler::respond(site, request),
+    };
+    handler::https::add_hsts(site, &mut response);
+    response
+}
+
+/// A request that runs a CGI script or goes to a FastCGI backend: the body spooled
+/// first, then as HTTP/1.1's `h1/conn/cgi.rs` (local redirects, the streamed answer).
+#[allow(clippy::too_many_arguments)]
+async fn cgi<'o>(
+    shared: &Shared,
+    site: &Site,
+    request: &Request,
+    fields: &HeaderMap,
+    body: Incoming,
+    script: Script,
+    observer: &'o dyn Observer,
+    backend: &mut Option<FastcgiRequest<'o>>,
+) -> Response {
+    let mut stdin = None;
+    let mut content_length = None;
+    if !body.is_end_stream() {
+        match spool(body, site.cgi.body_limit, shared.cfg.body_read_timeout).await {
+            Ok((file, len)) => {
+                stdin = Some(file);
+                content_length = Some(len);
+            }
+            Err(e @ BodyError::Spool(SpoolError::TooLarge(_))) => return Response::error(413, e),
+            Err(e @ BodyError::Timeout) => return Response::error(408, e),
+            Err(e) => return Response::error(400, e),
+        }
+    }
+    let fields = cgi_fields(fields, request.host.as_deref());
+    let mut next: Option<Request> = None;
+    let mut script = script;
+    for _ in 0..=MAX_REDIRECTS {
+        let req = next.as_ref().unwrap_or(request);
+        let conn = env::Conn {
+            peer: Some(shared.peer),
+            local: shared.local,
+            minor: HTTP2,
+            content_length,
+            secure: true,
+        };
+        let vars = env::build(site, req, &script, &fields, conn);
+        *backend = None;
+        let answer = match &script.fastcgi {
+            None => match spawn::spawn(&script, vars, stdin.take(), site.cgi.timeout) {
+                Ok(running) => output::read_head(Source::Script(running))
+                    .await
+                    .map_err(|e| Response::error(e.status(), e)),
+                Err(e) => Err(Response::error(500, e)),
+            },
+            Some(conf) => {
+                let r = backend.insert(FastcgiRequest::start(observer));
+                ask(conf, &vars, stdin.take(), r).await
+            }
+        };
+        let path = match answer {
+            Ok(Answer::Response { status, mut output }) => {
+                if status == 204 || status == 304 {
+                    output.length = None;
+                }
+                let own_hsts = output
+                    .fields
+                    .iter()
+                    .any(|f| f.0.eq_ignore_ascii_case("strict-transport-security"));
+                let mut response = Response::new(status, Body::Stream(output));
+                if !own_hsts {
+                    handler::https::add_hsts(site, &mut response);
+                }
+                return response;
+            }
+            Ok(Answer::LocalRedirect(path)) => path,
+            Err(response) => return response,
+        };
+        *backend = None;
+        // RFC 3875 §6.2.2: as if the client had asked for `path`, a GET without a body.
+        let redirected = Request {
+            method: Method::Get,
+            target: path,
+            host: request.host.clone(),
+            headers: request.headers.clone(),
+        };
+        content_length = None;
+        match cgi::select(site, &redirected) {
+            Some(Ok(s)) => {
+                script = s;
+                next = Some(redirected);
+            }
+            Some(Err(response)) => return response,
+            None => {
+                let mut response = handler::respond(site, &redirected);
+                handler::https::add_hsts(site, &mut response);
+                return response;
+            }
+        }
+    }
+    Response::error(500, format!("more than {MAX_REDIRECTS} CGI local redirects"))
+}
+
+/// Asks the backends of `conf` (as HTTP/1.1's `h1/conn/fastcgi.rs`): the answer's
+/// header block, or 502/504 with the environment and program in its log line.
+async fn ask(
+    conf: &Arc<FastcgiConf>,
+    vars: &[(OsString, OsString)],
+    stdin: Option<File>,
+    request: &FastcgiRequest<'_>,
+) -> Result<Answer, Response> {
+    let failed = |status: u16, e: &dyn std::fmt::Display| {
+        request.fail(if status == 504 {
+            FastcgiFailure::Timeout
+        } else {
+            FastcgiFailure::BadGateway
+        });
+        let reason = format!(
+            "environment {}: FastCGI backend {}: {e}",
+            conf.environment, conf.program
+        );
+        Response::error(status, reason)
+    };
+    let params = params::encode(vars);
+    let backend = Backend::connect(conf.clone(), params, stdin, request.failure.clone())
+        .await
+        .map_err(|e| failed(e.status(), &e))?;
+    output::read_head(Source::Fastcgi(backend))
+        .await
+        .map_err(|e| failed(e.status(), &e))
+}
+
+/// The header fields a script sees (`HTTP_*`): `:authority` as Host, and the cookie
+/// crumbs of HTTP/2 joined with `; ` (RFC 9113 §8.2.3).
+fn cgi_fields(headers: &HeaderMap, host: Option<&str>) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::with_capacity(headers.len() + 1);
+    if headers.get("host").is_none() {
+        if let Some(h) = host {
+            out.push(("host".to_string(), h.as_bytes().to_vec()));
+        }
+    }
+    let mut cookie: Option<Vec<u8>> = None;
+    for (name, value) in headers {
+        if name == "cookie" {
+            let c = cookie.get_or_insert_with(Vec::new);
+            if !c.is_empty() {
+                c.extend_from_slice(b"; ");
+            }
+            c.extend_from_slice(value.as_bytes());
+        } else {
+            out.push((name.as_str().to_string(), value.as_bytes().to_vec()));
+        }
+    }
+    if let Some(c) = cookie {
+        out.push(("cookie".to_string(), c));
+    }
+    out
+}
+
+/// The request body into a new spool file of at most `limit` bytes (0: none of its
+/// own), each frame within `per_frame`; the file rewound, with its length.
+async fn spool(mut body: Incoming, limit: u64, per_frame: std::time::Duration) -> Result<(File, u64), BodyError> {
+    let mut spool = Spool::new(limit)?;
+    loop {
+        let frame = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx));
+        match tokio::time::timeout(per_frame, frame).await {
+            Err(_) => return Err(BodyError::Timeout),
+            Ok(None) => return Ok(spool.finish()?),
+            Ok(Some(Err(e))) => return Err(BodyError::Reset(e)),
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    spool.write(&data)?;
+                }
+            }
+        }
+    }
+}
+
+/// What is still to be read and sent after the header block.
+enum Source2 {
+    File { file: File, offset: u64, len: u64 },
+    Output(Box<Output>),
+}
+
+/// A body being pumped into hyper's channel.
+struct Pump {
+    source: Source2,
+    tx: mpsc::Sender<Bytes>,
+    aborted: std::rc::Rc<std::cell::Cell<bool>>,
+}
+
+impl Pump {
+    /// Sends the body; the bytes sent. A read error, or a client that does not take a
+    /// piece within [`WRITE_TIMEOUT`], resets the stream.
+    async fn run(mut self) -> u64 {
+        let mut sent = 0u64;
+        loop {
+            let mut buf = vec![0u8; PIECE];
+            let n = match &mut self.source {
+                Source2::File { file, offset, len } => {
+                    let want = (*len - sent).min(PIECE as u64) as usize;
+                    if want == 0 {
+                        break;
+                    }
+                    match file.read_at(&mut buf[..want], *offset + sent) {
+                        Ok(0) | Err(_) => {
+                            self.aborted.set(true);
+                            break;
+                        }
+                        Ok(n) => n,
+                    }
+                }
+                Source2::Output(output) => match output.read(&mut buf).await {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) => {
+                        tracing::info!("script output cut short: {e}");
+                        self.aborted.set(true);
+                        break;
+                    }
+                },
+            };
+            buf.truncate(n);
+            match tokio::time::timeout(WRITE_TIMEOUT, self.tx.send(Bytes::from(buf))).await {
+                Ok(Ok(())) => sent += n as u64,
+                // The stream was reset or the connection is gone.
+                Ok(Err(_)) => break,
+                Err(_) => {
+                    self.aborted.set(true);
+                    break;
+                }
+            }
+        }
+        sent
+    }
+}
+
+/// hyper's response head and body, and the pump its body needs.
+fn head(response: Response, head_only: bool) -> (hyper::Response<H2Body>, Option<Pump>) {
+    let status = match response.status {
+        100..=199 => hyper::StatusCode::BAD_GATEWAY,
+        s => hyper::StatusCode::from_u16(s).unwrap_or(hyper::StatusCode::BAD_GATEWAY),
+    };
+    let mut headers = HeaderMap::with_capacity(response.headers.len() + 4);
+    headers.insert("server", HeaderValue::from_static("bulkhead"));
+    for (name, value) in &response.headers {
+        add(&mut headers, name, value);
+    }
+    let mut length = None;
+    let (body, pump) = match response.body {
+        Body::None => (H2Body::Empty, None),
+        Body::Bytes(b) => {
+            length = Some(b.len() as u64);
+            (H2Body::Full(Some(Bytes::from(b))), None)
+        }
+        Body::File { file, offset, len } => {
+            length = Some(len);
+            if head_only {
+                (H2Body::Empty, None)
+            } else if len <= SMALL_FILE {
+                let mut buf = vec![0u8; len as usize];
+                match file.read_exact_at(&mut buf, offset) {
+                    Ok(()) => (H2Body::Full(Some(Bytes::from(buf))), None),
+                    Err(e) => return head(Response::error(500, format!("reading the file: {e}")), head_only),
+                }
+            } else {
+                pumped(Source2::File { file, offset, len })
+            }
+        }
+        Body::Stream(output) => {
+            for (name, value) in &output.fields {
+                if !CONNECTION_FIELDS.iter().any(|c| name.eq_ignore_ascii_case(c)) {
+                    add(&mut headers, name, value);
+                }
+            }
+            length = output.length;
+            let no_body = status == hyper::StatusCode::NO_CONTENT || status == hyper::StatusCode::NOT_MODIFIED;
+            if head_only || no_body {
+                (H2Body::Empty, None)
+            } else {
+                pumped(Source2::Output(output))
+            }
+        }
+    };
+    if let Some(len) = length {
+        headers.insert(hyper::header::CONTENT_LENGTH, HeaderValue::from(len));
+    }
+    let body = if head_only { H2Body::Empty } else { body };
+    let mut out = hyper::Response::new(body);
+    *out.status_mut() = status;
+    *out.headers_mut() = headers;
+    (out, pump)
+}
+
+fn pumped(source: Source2) -> (H2Body, Option<Pump>) {
+    let (body, tx, aborted) = H2Body::pumped();
+    (body, Some(Pump { source, tx, aborted }))
+}
+
+/// Appends a field; one HTTP/2 cannot carry (a bad name or value from a script) is
+/// left out with a log line.
+fn add(headers: &mut HeaderMap, name: &str, value: &str) {
+    match (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
+        (Ok(n), Ok(v)) => {
+            headers.append(n, v);
+        }
+        _ => tracing::info!(field = name, "a response header field HTTP/2 cannot carry; left out"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_come_off_hosts() {
+        assert_eq!(strip_port("a.test:8443"), "a.test");
+        assert_eq!(strip_port("a.test"), "a.test");
+        assert_eq!(strip_port("[::1]:443"), "[::1]");
+        assert_eq!(strip_port("[::1]"), "[::1]");
+    }
+
+    #[test]
+    fn cookies_are_joined_for_scripts() {
+        let mut h = HeaderMap::new();
+        h.append("cookie", HeaderValue::from_static("a=1"));
+        h.append("cookie", HeaderValue::from_static("b=2"));
+        h.append("x-y", HeaderValue::from_static("z"));
+        let f = cgi_fields(&h, Some("a.test"));
+        assert!(f.contains(&("host".into(), b"a.test".to_vec())));
+        assert!(f.contains(&("cookie".into(), b"a=1; b=2".to_vec())));
+        assert!(f.contains(&("x-y".into(), b"z".to_vec())));
+    }
+}
