@@ -37,6 +37,10 @@ use crate::session::{ConnConfig, Stop};
 /// The ALPN protocol id of HTTP/2.
 pub(crate) const ALPN: &[u8] = b"h2";
 
+/// After GOAWAY with no stream open, how long the client has to close (or to answer
+/// hyper's PING) before the connection is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
 /// Longest a stopped connection waits for its streams' tasks (each bounded by its own
 /// timeouts) before it is counted out.
 const STREAMS_GONE: Duration = Duration::from_secs(120);
@@ -178,8 +182,11 @@ pub(crate) async fn serve(
         if !closing && *stop.borrow() != Stop::Run {
             conn.as_mut().graceful_shutdown();
             closing = true;
+            shared.idle_since.set(Instant::now().max(shared.idle_since.get()));
         }
         let idle = shared.active.get() == 0;
+        // Closing: from the later of GOAWAY and the last stream's end.
+        let grace = shared.idle_since.get() + CLOSE_GRACE;
         let idle_for = if shared.begun.get() == 0 {
             shared.cfg.request_head_timeout
         } else {
@@ -197,7 +204,12 @@ pub(crate) async fn serve(
                 if shared.active.get() == 0 {
                     conn.as_mut().graceful_shutdown();
                     closing = true;
+                    shared.idle_since.set(Instant::now());
                 }
+            }
+            () = tokio::time::sleep_until(grace), if idle && closing => {
+                tracing::debug!(peer = %shared.peer, "HTTP/2 client did not close after GOAWAY; dropped");
+                break;
             }
             () = shared.went_idle.notified(), if !idle => {}
             r = stop.changed(), if stop_open && !closing => {

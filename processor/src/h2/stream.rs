@@ -90,7 +90,9 @@ async fn run(shared: &Shared, req: hyper::Request<Incoming>, tx: oneshot::Sender
     };
     observer.started(site);
     let mut backend: Option<FastcgiRequest<'_>> = None;
-    let response = answer(shared, site, &request, &parts.headers, body, &observer, &mut backend).await;
+    let authority = parts.uri.authority().map(|a| a.as_str());
+    let answer = answer(shared, site, &request, &parts.headers, body, authority, &observer, &mut backend);
+    let response = answer.await;
     log(&response, shared);
     let status = response.status;
     observer.answering(status, response.body_len(head_only));
@@ -175,6 +177,7 @@ fn strip_port(h: &str) -> &str {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 /// The response to a routed request, with the FastCGI request (if any) left in
 /// `backend` for as long as its body is being sent.
 async fn answer<'o>(
@@ -183,6 +186,7 @@ async fn answer<'o>(
     request: &Request,
     fields: &HeaderMap,
     body: Incoming,
+    authority: Option<&str>,
     observer: &'o dyn Observer,
     backend: &mut Option<FastcgiRequest<'o>>,
 ) -> Response {
@@ -197,7 +201,10 @@ async fn answer<'o>(
         cgi::select(site, request)
     };
     let mut response = match script {
-        Some(Ok(script)) => return cgi(shared, site, request, fields, body, script, observer, backend).await,
+        Some(Ok(script)) => {
+            let cgi = cgi(shared, site, request, fields, body, authority, script, observer, backend);
+            return cgi.await;
+        }
         Some(Err(response)) => response,
         // A body nobody reads: hyper resets the stream's sending side once answered.
         None => handler::respond(site, request),
@@ -215,6 +222,7 @@ async fn cgi<'o>(
     request: &Request,
     fields: &HeaderMap,
     body: Incoming,
+    authority: Option<&str>,
     script: Script,
     observer: &'o dyn Observer,
     backend: &mut Option<FastcgiRequest<'o>>,
@@ -232,7 +240,7 @@ async fn cgi<'o>(
             Err(e) => return Response::error(400, e),
         }
     }
-    let fields = cgi_fields(fields, request.host.as_deref());
+    let fields = cgi_fields(fields, authority);
     let mut next: Option<Request> = None;
     let mut script = script;
     for _ in 0..=MAX_REDIRECTS {
@@ -330,7 +338,7 @@ async fn ask(
         .map_err(|e| failed(e.status(), &e))
 }
 
-/// The header fields a script sees (`HTTP_*`): `:authority` as Host, and the cookie
+/// The header fields a script sees (`HTTP_*`): `:authority` (with its port) as Host, and the cookie
 /// crumbs of HTTP/2 joined with `; ` (RFC 9113 §8.2.3).
 fn cgi_fields(headers: &HeaderMap, host: Option<&str>) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::with_capacity(headers.len() + 1);
