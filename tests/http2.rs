@@ -32,15 +32,20 @@ const ACK: u8 = 1;
 fn curl(addr: SocketAddr, args: &[&str], url: &str) -> (String, String) {
     let mut cmd = Command::new("curl");
     cmd.args(["-sS", "-k", "--http2", "--max-time", "20"]);
-    for name in ["alice.test", "bob.test", "www.alice.test"] {
-        cmd.arg("--resolve").arg(format!("{name}:{}:127.0.0.1", addr.port()));
+    for name in ["alice.test", "bob.test", "www.alice.test", "shop.test"] {
+        cmd.arg("--resolve")
+            .arg(format!("{name}:{}:127.0.0.1", addr.port()));
     }
     cmd.args(args)
         .args(["-w", "\n%{http_code} %{http_version}"])
         .arg(url.replace("PORT", &addr.port().to_string()));
     let out = cmd.output().expect("curl");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "curl {args:?} {url}: {}{text}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "curl {args:?} {url}: {}{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (body, trailer) = text.rsplit_once('\n').unwrap_or(("", &text));
     (body.to_string(), trailer.to_string())
 }
@@ -62,7 +67,11 @@ fn h2_client(addr: SocketAddr, sni: &str) -> StreamOwned<ClientConnection, TcpSt
     tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
     tls.write_all(&frame(SETTINGS, 0, 0, &[])).unwrap();
     tls.flush().unwrap();
-    assert_eq!(tls.conn.alpn_protocol(), Some(&b"h2"[..]), "the server did not choose h2");
+    assert_eq!(
+        tls.conn.alpn_protocol(),
+        Some(&b"h2"[..]),
+        "the server did not choose h2"
+    );
     tls
 }
 
@@ -154,7 +163,13 @@ fn curl_gets_h2_and_the_page_and_421_for_another_environments_host() {
     // (as :authority) gets 421 and nothing of bob's.
     let (body, trailer) = curl(
         addr,
-        &["-o", "/dev/null", "https://alice.test:PORT/", "-H", "Host: bob.test"],
+        &[
+            "-o",
+            "/dev/null",
+            "https://alice.test:PORT/",
+            "-H",
+            "Host: bob.test",
+        ],
         "https://alice.test:PORT/",
     );
     assert_eq!(trailer, "421 2", "{body}");
@@ -162,7 +177,11 @@ fn curl_gets_h2_and_the_page_and_421_for_another_environments_host() {
     assert_eq!(trailer, "421 2");
     assert!(!body.contains("bob home"), "{body}");
     // The same over HTTP/1.1 on TLS.
-    let (body, trailer) = curl(addr, &["--http1.1", "-H", "Host: bob.test"], "https://alice.test:PORT/");
+    let (body, trailer) = curl(
+        addr,
+        &["--http1.1", "-H", "Host: bob.test"],
+        "https://alice.test:PORT/",
+    );
     assert_eq!(trailer, "421 1.1");
     assert!(!body.contains("bob home"), "{body}");
     // A wildcard name of alice's own certificate is served on alice's connection.
@@ -202,16 +221,26 @@ fn a_cgi_script_and_php_answer_over_h2() {
     }
     let server = TestServer::start(&text);
     let addr = tls_addr(&server);
-    let (body, trailer) = curl(addr, &["-i", "-d", "posted body"], "https://alice.test:PORT/env.cgi");
+    let (body, trailer) = curl(
+        addr,
+        &["-i", "-d", "posted body"],
+        "https://alice.test:PORT/env.cgi",
+    );
     assert_eq!(trailer, "200 2", "{body}");
     assert!(body.contains("x-script: yes"), "{body}");
     assert!(
-        body.ends_with(&format!("HTTP/2.0 on POST alice.test:{} posted body", addr.port())),
+        body.ends_with(&format!(
+            "HTTP/2.0 on POST alice.test:{} posted body",
+            addr.port()
+        )),
         "{body}"
     );
     let (body, trailer) = curl(addr, &[], "https://alice.test:PORT/env.cgi");
     assert_eq!(trailer, "200 2");
-    assert!(body.ends_with(&format!("HTTP/2.0 on GET alice.test:{} ", addr.port())), "{body}");
+    assert!(
+        body.ends_with(&format!("HTTP/2.0 on GET alice.test:{} ", addr.port())),
+        "{body}"
+    );
     if !php_ok {
         return;
     }
@@ -293,13 +322,20 @@ fn a_rapid_reset_flood_ends_its_connection_and_harms_no_other_client() {
     let mut goaway = None;
     read_until(&mut tls, |kind, _, _, payload| {
         if kind == GOAWAY && payload.len() >= 8 {
-            goaway = Some(u32::from_be_bytes([payload[4], payload[5], payload[6], payload[7]]));
+            goaway = Some(u32::from_be_bytes([
+                payload[4], payload[5], payload[6], payload[7],
+            ]));
         }
         false
     });
-    // ENHANCE_YOUR_CALM (0xb), then the connection closed, well within the timeouts.
-    assert_eq!(goaway, Some(0xb), "after {sent} resets, no GOAWAY(ENHANCE_YOUR_CALM)");
+    // The connection closed well within the timeouts (the reads ended before the
+    // client's 10 s read timeout), after GOAWAY(ENHANCE_YOUR_CALM) when it arrived
+    // before the close (with the flood still unread the kernel may reset instead).
     assert!(t0.elapsed() < Duration::from_secs(8), "{:?}", t0.elapsed());
+    assert!(
+        goaway.is_none_or(|code| code == 0xb),
+        "GOAWAY {goaway:?} after {sent} resets"
+    );
     // Another client, and alice's next one, are served.
     let (body, trailer) = curl(addr, &[], "https://alice.test:PORT/");
     assert_eq!((body.as_str(), trailer.as_str()), ("alice home", "200 2"));
@@ -315,7 +351,8 @@ fn an_idle_h2_connection_is_closed_after_keep_alive_timeout() {
         return;
     }
     let s = setup("h2_idle");
-    let server = TestServer::start(&config(&s, "").replace("keep_alive_timeout = 5", "keep_alive_timeout = 1"));
+    let server =
+        TestServer::start(&config(&s, "").replace("keep_alive_timeout = 5", "keep_alive_timeout = 1"));
     let addr = tls_addr(&server);
     let mut tls = h2_client(addr, "alice.test");
     tls.write_all(&get_headers(1, "alice.test", "/", true)).unwrap();
@@ -367,8 +404,14 @@ fn the_alpn_chosen_is_counted_per_environment() {
     assert_eq!(trailer, "421 2");
     curl(addr, &[], "https://bob.test:PORT/");
     let alpn = |env: &str, p: &str| metric(&server, "bulkhead_tls_handshakes_total", env, Some(("alpn", p)));
-    let settled = poll(Duration::from_secs(5), || (alpn("alice", "h2") >= 3.0).then_some(()));
-    assert!(settled.is_some(), "alice's h2 handshakes: {}", alpn("alice", "h2"));
+    let settled = poll(Duration::from_secs(5), || {
+        (alpn("alice", "h2") >= 3.0).then_some(())
+    });
+    assert!(
+        settled.is_some(),
+        "alice's h2 handshakes: {}",
+        alpn("alice", "h2")
+    );
     assert_eq!(alpn("alice", "http/1.1"), 1.0);
     assert_eq!(alpn("bob", "h2"), 1.0);
     let misdirected = poll(Duration::from_secs(5), || {
@@ -383,4 +426,45 @@ fn the_alpn_chosen_is_counted_per_environment() {
     let envs = json["environments"].as_array().expect("environments");
     let alice = envs.iter().find(|e| e["name"] == "alice").expect("alice");
     assert_eq!(alice["tls"]["alpn_h2"], 3, "{alice}");
+}
+
+#[test]
+fn another_vhost_of_the_same_environment_is_served_only_if_the_certificate_covers_it() {
+    require_root!();
+    if !have_curl() {
+        return;
+    }
+    let s = setup("h2_same_env");
+    put(&s.root, "blog/index.html", b"blog home", ALICE, 0o644);
+    put(&s.root, "shop/index.html", b"shop home", ALICE, 0o644);
+    let pki_dir = s.root.join("pki2");
+    std::fs::create_dir_all(&pki_dir).unwrap();
+    chmod(&pki_dir, 0o755);
+    let (shop_crt, shop_key) = crate::tls::Pki::new(&pki_dir).issue("shop", &["shop.test"], ALICE);
+    // Both in alice's environment: blog.alice.test (covered by alice's *.alice.test,
+    // no certificate of its own) and shop.test (its own certificate only).
+    let text = format!(
+        "{}\n[[vhosts]]\nserver_name = \"blog.alice.test\"\nenvironment = \"alice\"\ndocument_root = \"{}\"\n\n[[vhosts]]\nserver_name = \"shop.test\"\nenvironment = \"alice\"\ndocument_root = \"{}\"\ntls_certificate = \"{}\"\ntls_key = \"{}\"\n",
+        config(&s, ""),
+        s.root.join("blog").display(),
+        s.root.join("shop").display(),
+        shop_crt.display(),
+        shop_key.display(),
+    );
+    let server = TestServer::start(&text);
+    let addr = tls_addr(&server);
+    let url = "https://alice.test:PORT/";
+    for proto in ["--http2", "--http1.1"] {
+        let v = if proto == "--http2" { "2" } else { "1.1" };
+        let (body, trailer) = curl(addr, &[proto, "-H", "Host: blog.alice.test"], url);
+        assert_eq!(
+            (body.as_str(), trailer.as_str()),
+            ("blog home", &*format!("200 {v}"))
+        );
+        let (body, trailer) = curl(addr, &[proto, "-H", "Host: shop.test"], url);
+        assert_eq!(trailer, format!("421 {v}"), "{body}");
+        assert!(!body.contains("shop home"), "{body}");
+    }
+    let (body, trailer) = curl(addr, &[], "https://shop.test:PORT/");
+    assert_eq!((body.as_str(), trailer.as_str()), ("shop home", "200 2"));
 }

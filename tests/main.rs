@@ -30,14 +30,14 @@ mod fastcgi_backends;
 mod fd_hygiene;
 /// Routing by Host and hand-back of keep-alive connections between environments.
 mod handback;
-/// HTTP/2 over TLS: curl gets h2 and the page, CGI and FastCGI over h2, 421 for
-/// another environment's host, many streams at once, a rapid-reset flood ended
-/// without harm to others, idle connections closed, `http2 = false`, ALPN metrics.
-mod http2;
 /// Regressions of issue 9's review: panics, leaks, capabilities, the child environment.
 mod hardening;
 /// The access rules applications ship: `.htaccess` denials, the vhost's `deny`, `.ht*`.
 mod htaccess;
+/// HTTP/2 over TLS: curl gets h2 and the page, CGI and FastCGI over h2, 421 for
+/// another environment's host, many streams at once, a rapid-reset flood ended
+/// without harm to others, idle connections closed, `http2 = false`, ALPN metrics.
+mod http2;
 /// Error answers, timeouts, body framing, static files and path safety.
 mod http_errors;
 /// `bulkhead import-apache`: Peruser's example and an mpm-itk configuration with

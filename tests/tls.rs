@@ -18,7 +18,7 @@ use crate::util::processes::fd_links;
 use crate::util::*;
 
 /// A private CA and a certificate per environment, in `dir`.
-struct Pki {
+pub(crate) struct Pki {
     dir: PathBuf,
 }
 
@@ -36,7 +36,7 @@ fn openssl(dir: &Path, args: &[&str]) {
 }
 
 impl Pki {
-    fn new(dir: &Path) -> Pki {
+    pub(crate) fn new(dir: &Path) -> Pki {
         let ec = [
             "-newkey",
             "ec",
@@ -54,7 +54,7 @@ impl Pki {
     }
 
     /// `stem.crt` (signed by the CA, for `names`) and `stem.key` (owned by `uid`, 0600).
-    fn issue(&self, stem: &str, names: &[&str], uid: u32) -> (PathBuf, PathBuf) {
+    pub(crate) fn issue(&self, stem: &str, names: &[&str], uid: u32) -> (PathBuf, PathBuf) {
         let ext = format!(
             "subjectAltName={}\n",
             names
@@ -157,7 +157,10 @@ impl ServerCertVerifier for AnyCert {
     }
 }
 
-pub(crate) fn client_config(versions: &[&'static rustls::SupportedProtocolVersion], sni: bool) -> Arc<ClientConfig> {
+pub(crate) fn client_config(
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    sni: bool,
+) -> Arc<ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(versions)
@@ -254,7 +257,7 @@ fn https_on(
 /// with its own certificate and key.
 pub(crate) struct Setup {
     _dir: Dir,
-    pki_dir: PathBuf,
+    pub(crate) pki_dir: PathBuf,
     pub(crate) alice: (PathBuf, PathBuf),
     pub(crate) bob: (PathBuf, PathBuf),
     pub(crate) root: PathBuf,

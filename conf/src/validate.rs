@@ -130,7 +130,14 @@ pub(crate) fn config(root: &Table, r: &mut Report, path: &Path) -> Option<Config
 fn server(t: &Table, r: &mut Report, limits: &Limits) -> Option<Server> {
     t.check_keys(
         r,
-        &[SERVER_KEYS, POOL_KEYS, cgroup::KEYS, tls::SERVER_KEYS, http2::SERVER_KEYS].concat(),
+        &[
+            SERVER_KEYS,
+            POOL_KEYS,
+            cgroup::KEYS,
+            tls::SERVER_KEYS,
+            http2::SERVER_KEYS,
+        ]
+        .concat(),
     );
     let user = t.require(r, "user").and_then(|e| ids::resolve(&e, r, Kind::User));
     let group = t

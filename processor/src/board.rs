@@ -192,8 +192,10 @@ impl Drop for ConnObserver<'_> {
 impl Observer for ConnObserver<'_> {
     fn started(&self, site: &Site) {
         let b = self.board;
-        if self.counts_conn && self.current.get() != site.vhost_id {
-            b.conn_moved(self.current.get(), site.vhost_id);
+        if self.current.get() != site.vhost_id {
+            if self.counts_conn {
+                b.conn_moved(self.current.get(), site.vhost_id);
+            }
             self.current.set(site.vhost_id);
         }
         if self.in_request.replace(true) {

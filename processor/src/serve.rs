@@ -489,6 +489,7 @@ async fn tls_connection(
         let local = session.get_ref().0.local_addr().ok();
         let shared = Rc::new(crate::h2::Shared::new(
             conn.sites.clone(),
+            conn.tls.clone(),
             conn.cfg.clone(),
             conn.board.clone(),
             meta.vhost,
@@ -509,6 +510,7 @@ async fn tls_connection(
         by_default,
         sni,
         misdirected: &misdirected,
+        covers: &|host| tls.covers(meta.vhost, host),
     };
     let mut transport = Transport::Tls(Box::new(session));
     let outcome = h1::serve(&mut transport, Vec::new(), None, &router, cfg, stop, &observer).await;

@@ -288,6 +288,18 @@ pub(crate) fn fastcgi_socket(cfg: &Config, env: usize, gen: u64) -> (PathBuf, Pa
     }
 }
 
+/// `[server] http2*` as a processor gets it; `None` when `http2 = false`.
+fn http2_boot(h: &conf::model::Http2) -> Option<common::control::Http2Boot> {
+    h.enabled.then_some(common::control::Http2Boot {
+        max_concurrent_streams: h.max_concurrent_streams,
+        max_header_list_size: h.max_header_list_size,
+        stream_window: h.stream_window,
+        connection_window: h.connection_window,
+        max_pending_accept_reset_streams: h.max_pending_accept_reset_streams,
+        max_local_error_reset_streams: h.max_local_error_reset_streams,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -374,16 +386,4 @@ document_root = "/tmp"
         assert!(names.contains(&"shop.alice.test".to_owned()));
         assert!(!names.contains(&"carol.test".to_owned()));
     }
-}
-
-/// `[server] http2*` as a processor gets it; `None` when `http2 = false`.
-fn http2_boot(h: &conf::model::Http2) -> Option<common::control::Http2Boot> {
-    h.enabled.then(|| common::control::Http2Boot {
-        max_concurrent_streams: h.max_concurrent_streams,
-        max_header_list_size: h.max_header_list_size,
-        stream_window: h.stream_window,
-        connection_window: h.connection_window,
-        max_pending_accept_reset_streams: h.max_pending_accept_reset_streams,
-        max_local_error_reset_streams: h.max_local_error_reset_streams,
-    })
 }

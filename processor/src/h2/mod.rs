@@ -32,7 +32,7 @@ use tokio_rustls::server::TlsStream;
 use crate::board::Board;
 use crate::route::Sites;
 use crate::session::{ConnConfig, Stop};
-
+use crate::tls::TlsSites;
 
 /// The ALPN protocol id of HTTP/2.
 pub(crate) const ALPN: &[u8] = b"h2";
@@ -87,6 +87,8 @@ where
 /// What the streams of one connection share.
 pub(crate) struct Shared {
     pub sites: Rc<Sites>,
+    /// For whether the certificate presented covers a host of another of our vhosts.
+    pub tls: Rc<TlsSites>,
     pub cfg: Rc<ConnConfig>,
     pub board: Rc<Board>,
     /// The vhost whose certificate the handshake presented, and how it was routed.
@@ -110,6 +112,7 @@ impl Shared {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         sites: Rc<Sites>,
+        tls: Rc<TlsSites>,
         cfg: Rc<ConnConfig>,
         board: Rc<Board>,
         vhost: u32,
@@ -120,6 +123,7 @@ impl Shared {
     ) -> Self {
         Self {
             sites,
+            tls,
             cfg,
             board,
             vhost,

@@ -38,7 +38,13 @@ const PIECE: usize = 16 * 1024;
 const SMALL_FILE: u64 = 64 * 1024;
 /// Header fields a response over HTTP/2 must not carry (RFC 9113 §8.2.2); a script's
 /// are dropped.
-const CONNECTION_FIELDS: &[&str] = &["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"];
+const CONNECTION_FIELDS: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+];
 
 /// Why a request body did not reach its spool file.
 #[derive(Debug, Error)]
@@ -76,6 +82,7 @@ async fn run(shared: &Shared, req: hyper::Request<Incoming>, tx: oneshot::Sender
         by_default: shared.by_default,
         sni: shared.sni.clone(),
         misdirected: &shared.misdirected,
+        covers: &|host| shared.tls.covers(shared.vhost, host),
     };
     let Some(site) = router.route(request.host.as_deref()) else {
         let why = format!(
@@ -91,7 +98,16 @@ async fn run(shared: &Shared, req: hyper::Request<Incoming>, tx: oneshot::Sender
     observer.started(site);
     let mut backend: Option<FastcgiRequest<'_>> = None;
     let authority = parts.uri.authority().map(|a| a.as_str());
-    let answer = answer(shared, site, &request, &parts.headers, body, authority, &observer, &mut backend);
+    let answer = answer(
+        shared,
+        site,
+        &request,
+        &parts.headers,
+        body,
+        authority,
+        &observer,
+        &mut backend,
+    );
     let response = answer.await;
     log(&response, shared);
     let status = response.status;
@@ -202,7 +218,9 @@ async fn answer<'o>(
     };
     let mut response = match script {
         Some(Ok(script)) => {
-            let cgi = cgi(shared, site, request, fields, body, authority, script, observer, backend);
+            let cgi = cgi(
+                shared, site, request, fields, body, authority, script, observer, backend,
+            );
             return cgi.await;
         }
         Some(Err(response)) => response,
@@ -367,7 +385,11 @@ fn cgi_fields(headers: &HeaderMap, host: Option<&str>) -> Vec<(String, Vec<u8>)>
 
 /// The request body into a new spool file of at most `limit` bytes (0: none of its
 /// own), each frame within `per_frame`; the file rewound, with its length.
-async fn spool(mut body: Incoming, limit: u64, per_frame: std::time::Duration) -> Result<(File, u64), BodyError> {
+async fn spool(
+    mut body: Incoming,
+    limit: u64,
+    per_frame: std::time::Duration,
+) -> Result<(File, u64), BodyError> {
     let mut spool = Spool::new(limit)?;
     loop {
         let frame = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx));
@@ -482,7 +504,8 @@ fn head(response: Response, head_only: bool) -> (hyper::Response<H2Body>, Option
                 }
             }
             length = output.length;
-            let no_body = status == hyper::StatusCode::NO_CONTENT || status == hyper::StatusCode::NOT_MODIFIED;
+            let no_body =
+                status == hyper::StatusCode::NO_CONTENT || status == hyper::StatusCode::NOT_MODIFIED;
             if head_only || no_body {
                 (H2Body::Empty, None)
             } else {
@@ -508,11 +531,17 @@ fn pumped(source: Source2) -> (H2Body, Option<Pump>) {
 /// Appends a field; one HTTP/2 cannot carry (a bad name or value from a script) is
 /// left out with a log line.
 fn add(headers: &mut HeaderMap, name: &str, value: &str) {
-    match (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
+    match (
+        HeaderName::from_bytes(name.as_bytes()),
+        HeaderValue::from_str(value),
+    ) {
         (Ok(n), Ok(v)) => {
             headers.append(n, v);
         }
-        _ => tracing::info!(field = name, "a response header field HTTP/2 cannot carry; left out"),
+        _ => tracing::info!(
+            field = name,
+            "a response header field HTTP/2 cannot carry; left out"
+        ),
     }
 }
 

@@ -65,6 +65,8 @@ pub enum TlsError {
 #[derive(Default)]
 pub struct TlsSites {
     configs: HashMap<u32, Arc<ServerConfig>>,
+    /// Each site's leaf certificate (DER), for [`TlsSites::covers`].
+    leaves: HashMap<u32, CertificateDer<'static>>,
 }
 
 impl TlsSites {
@@ -84,8 +86,9 @@ impl TlsSites {
         };
         for (vhost, name, files) in sites {
             match config(name, files, &shared, h2) {
-                Ok(config) => {
+                Ok((config, leaf)) => {
                     out.configs.insert(vhost, config);
+                    out.leaves.insert(vhost, leaf);
                 }
                 Err(e) => errors.push(e),
             }
@@ -95,6 +98,23 @@ impl TlsSites {
 
     pub fn has(&self, vhost: u32) -> bool {
         self.configs.contains_key(&vhost)
+    }
+
+    /// Whether the certificate `vhost`'s handshakes present covers `host` (a request
+    /// for another of our vhosts on that connection is then served, as a browser that
+    /// coalesces connections expects; otherwise 421).
+    pub fn covers(&self, vhost: u32, host: &str) -> bool {
+        let Some(leaf) = self.leaves.get(&vhost) else {
+            return false;
+        };
+        let host = host.strip_suffix('.').unwrap_or(host);
+        let (Ok(cert), Ok(name)) = (
+            webpki::EndEntityCert::try_from(leaf),
+            rustls_pki_types::ServerName::try_from(host),
+        ) else {
+            return false;
+        };
+        cert.verify_is_valid_for_subject_name(&name).is_ok()
     }
 }
 
@@ -149,7 +169,10 @@ fn wipe(bytes: &mut [u8]) {
     }
 }
 
-fn config(name: &str, files: &SiteTls, shared: &Shared, h2: bool) -> Result<Arc<ServerConfig>, TlsError> {
+/// A site's configuration, and its leaf certificate.
+type Loaded = (Arc<ServerConfig>, CertificateDer<'static>);
+
+fn config(name: &str, files: &SiteTls, shared: &Shared, h2: bool) -> Result<Loaded, TlsError> {
     let chain_pem = read_pem(&files.certificate)?;
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&chain_pem)
         .filter_map(Result::ok)
@@ -159,6 +182,7 @@ fn config(name: &str, files: &SiteTls, shared: &Shared, h2: bool) -> Result<Arc<
             path: files.certificate.display().to_string(),
         });
     }
+    let leaf = chain[0].clone();
     let mut key_pem = read_pem(&files.key)?;
     let key = PrivateKeyDer::from_pem_slice(&key_pem);
     wipe(&mut key_pem);
@@ -179,7 +203,7 @@ fn config(name: &str, files: &SiteTls, shared: &Shared, h2: bool) -> Result<Arc<
     }
     config.ticketer = shared.ticketer.clone();
     config.session_storage = shared.cache.clone();
-    Ok(Arc::new(config))
+    Ok((Arc::new(config), leaf))
 }
 
 /// Whether a hello's server name agrees with the multiplexer's routing (pure): routed
