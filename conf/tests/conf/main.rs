@@ -10,6 +10,7 @@ mod cgi;
 mod cgroup;
 mod errors;
 mod fastcgi;
+mod http2;
 mod index;
 mod limits;
 mod status;
