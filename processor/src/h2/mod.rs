@@ -15,6 +15,7 @@
 //! before its first stream), and on a processor's stop after its streams finish.
 
 mod body;
+mod io;
 mod stream;
 
 use std::cell::Cell;
@@ -176,9 +177,10 @@ pub(crate) async fn serve(
         let open = Open::new(for_streams.clone());
         async move { Ok::<_, Infallible>(stream::serve(open, req).await) }
     });
+    let io = io::Coalesce::new(session);
     let conn = conf
         .builder()
-        .serve_connection(hyper_util::rt::TokioIo::new(session), service);
+        .serve_connection(hyper_util::rt::TokioIo::new(io), service);
     tokio::pin!(conn);
     let mut closing = false;
     let mut stop_open = true;

@@ -11,6 +11,7 @@
 use std::ffi::OsString;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use hyper::body::{Body as _, Bytes, Incoming};
@@ -57,25 +58,30 @@ enum BodyError {
     Reset(hyper::Error),
 }
 
-/// Answers one stream: its own task does the work; this waits for the response head.
+/// Answers one stream. A request that may run a script gets its own task (it owns the
+/// script or the FastCGI request until its body is sent) and this waits for its
+/// response head; any other is answered here, and a large file's body pumped by a task.
 pub(super) async fn serve(open: Open, req: hyper::Request<Incoming>) -> hyper::Response<H2Body> {
+    let shared = open.0.clone();
+    let (parts, body) = req.into_parts();
+    let request = request(&parts);
+    let site = route(&shared, &request);
+    let Some(site) = site.filter(|s| cgi::may_match(s, &request)) else {
+        let declared = field(&parts.headers, "content-length").and_then(|v| v.parse().ok());
+        return inline(open, &shared, site, request, declared);
+    };
+    let vhost = site.vhost_id;
     let (tx, rx) = oneshot::channel();
     tokio::task::spawn_local(async move {
-        let shared = open.0.clone();
-        run(&shared, req, tx).await;
+        run(&shared, vhost, parts, body, request, tx).await;
         drop(open);
     });
     rx.await
         .unwrap_or_else(|_| head(Response::error(500, "stream task failed"), false).0)
 }
 
-async fn run(shared: &Shared, req: hyper::Request<Incoming>, tx: oneshot::Sender<hyper::Response<H2Body>>) {
-    let observer = ConnObserver::stream(&shared.board, shared.peer, shared.vhost);
-    let started = std::time::SystemTime::now();
-    let t0 = std::time::Instant::now();
-    let (parts, body) = req.into_parts();
-    let request = request(&parts);
-    let head_only = request.method == Method::Head;
+/// The vhost that answers `request` on this connection; `None`: 421.
+fn route<'s>(shared: &'s Shared, request: &Request) -> Option<&'s Site> {
     let router = TlsRouter {
         sites: &shared.sites,
         vhost: shared.vhost,
@@ -84,7 +90,24 @@ async fn run(shared: &Shared, req: hyper::Request<Incoming>, tx: oneshot::Sender
         misdirected: &shared.misdirected,
         covers: &|host| shared.tls.covers(shared.vhost, host),
     };
-    let Some(site) = router.route(request.host.as_deref()) else {
+    let vhost = router.route(request.host.as_deref())?.vhost_id;
+    shared.sites.by_vhost(vhost)
+}
+
+/// A request no script answers (or refused with 421), answered without a task of its
+/// own unless its body is a large file.
+fn inline(
+    open: Open,
+    shared: &Rc<Shared>,
+    site: Option<&Site>,
+    request: Request,
+    declared: Option<u64>,
+) -> hyper::Response<H2Body> {
+    let observer = ConnObserver::stream(&shared.board, shared.peer, shared.vhost);
+    let started = std::time::SystemTime::now();
+    let t0 = std::time::Instant::now();
+    let head_only = request.method == Method::Head;
+    let Some(site) = site else {
         let why = format!(
             "host {:?} is not served on this connection",
             request.host.as_deref().unwrap_or("")
@@ -92,7 +115,74 @@ async fn run(shared: &Shared, req: hyper::Request<Incoming>, tx: oneshot::Sender
         let response = Response::error(421, why);
         log(&response, shared);
         observer.answering(421, response.body_len(head_only));
-        let _ = tx.send(head(response, head_only).0);
+        return head(response, head_only).0;
+    };
+    observer.started(site);
+    let limit = site.cgi.body_limit;
+    let mut response = if limit > 0 && declared.is_some_and(|n| n > limit) {
+        Response::error(413, SpoolError::TooLarge(limit))
+    } else {
+        handler::respond(site, &request)
+    };
+    handler::https::add_hsts(site, &mut response);
+    log(&response, shared);
+    let status = response.status;
+    let bytes = response.body_len(head_only);
+    observer.answering(status, bytes);
+    let (response, pump) = head(response, head_only);
+    let vhost = site.vhost_id;
+    let shared = shared.clone();
+    let done = move |bytes: u64| {
+        let Some(site) = shared.sites.by_vhost(vhost) else {
+            return;
+        };
+        let observer = ConnObserver::stream(&shared.board, shared.peer, shared.vhost);
+        observer.started(site);
+        observer.completed(&Completed {
+            site,
+            method: request.method.as_str(),
+            target: &request.target,
+            minor: HTTP2,
+            status,
+            bytes,
+            started,
+            duration: t0.elapsed(),
+            referer: request.headers.referer.as_deref(),
+            user_agent: request.headers.user_agent.as_deref(),
+        });
+    };
+    // This stream's request is counted out here; a pumped body's completion is counted
+    // (and logged) by its own observer when it ends.
+    drop(observer);
+    match pump {
+        None => {
+            done(bytes);
+            drop(open);
+        }
+        Some(pump) => {
+            tokio::task::spawn_local(async move {
+                done(pump.run().await);
+                drop(open);
+            });
+        }
+    }
+    response
+}
+
+async fn run(
+    shared: &Shared,
+    vhost: u32,
+    parts: hyper::http::request::Parts,
+    body: Incoming,
+    request: Request,
+    tx: oneshot::Sender<hyper::Response<H2Body>>,
+) {
+    let observer = ConnObserver::stream(&shared.board, shared.peer, shared.vhost);
+    let started = std::time::SystemTime::now();
+    let t0 = std::time::Instant::now();
+    let head_only = request.method == Method::Head;
+    let Some(site) = shared.sites.by_vhost(vhost) else {
+        let _ = tx.send(head(Response::error(500, "vhost gone"), head_only).0);
         return;
     };
     observer.started(site);
