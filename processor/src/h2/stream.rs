@@ -31,6 +31,8 @@ use crate::route::TlsRouter;
 use crate::session::{Completed, FastcgiFailure, FastcgiRequest, Observer, Router, HTTP2};
 use crate::transport::WRITE_TIMEOUT;
 
+/// A script's body when its vhost sets no `limit_request_body` (as HTTP/1.1's decoder).
+const MAX_BODY: u64 = 1 << 30;
 /// Most local redirects (`Location: /path`) followed for one request (as HTTP/1.1).
 const MAX_REDIRECTS: usize = 4;
 /// Bytes read from a file or a script per piece of a pumped body.
@@ -473,13 +475,14 @@ fn cgi_fields(headers: &HeaderMap, host: Option<&str>) -> Vec<(String, Vec<u8>)>
     out
 }
 
-/// The request body into a new spool file of at most `limit` bytes (0: none of its
-/// own), each frame within `per_frame`; the file rewound, with its length.
+/// The request body into a new spool file of at most `limit` bytes (0: the 1 GiB of
+/// HTTP/1.1's decoder), each frame within `per_frame`; the file rewound, with its length.
 async fn spool(
     mut body: Incoming,
     limit: u64,
     per_frame: std::time::Duration,
 ) -> Result<(File, u64), BodyError> {
+    let limit = if limit == 0 { MAX_BODY } else { limit };
     let mut spool = Spool::new(limit)?;
     loop {
         let frame = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx));
