@@ -468,3 +468,48 @@ fn another_vhost_of_the_same_environment_is_served_only_if_the_certificate_cover
     let (body, trailer) = curl(addr, &[], "https://shop.test:PORT/");
     assert_eq!((body.as_str(), trailer.as_str()), ("shop home", "200 2"));
 }
+
+#[test]
+fn an_h2_download_running_across_a_reload_completes() {
+    require_root!();
+    if !have_curl() {
+        return;
+    }
+    let s = setup("h2_reload");
+    let size: u64 = 8 << 20;
+    sparse_file(&s.root, "alice/big.bin", size, ALICE, 0o644);
+    let server = start(&s, "");
+    let addr = tls_addr(&server);
+    let port = addr.port().to_string();
+    // About 4 s at 2 MB/s, over HTTP/2.
+    let download = Command::new("curl")
+        .args([
+            "-sS",
+            "-k",
+            "--http2",
+            "--limit-rate",
+            "2M",
+            "--max-time",
+            "30",
+            "-o",
+            "/dev/null",
+        ])
+        .arg("--resolve")
+        .arg(format!("alice.test:{port}:127.0.0.1"))
+        .args(["-w", "%{http_code} %{http_version} %{size_download}"])
+        .arg(format!("https://alice.test:{port}/big.bin"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("curl");
+    std::thread::sleep(Duration::from_millis(800));
+    server.signal(nix::sys::signal::Signal::SIGHUP);
+    assert!(server
+        .wait_for_log("reload: new generation starting", Duration::from_secs(10))
+        .is_some());
+    // New connections are served by the new generation meanwhile.
+    let (body, trailer) = curl(addr, &[], "https://alice.test:PORT/");
+    assert_eq!((body.as_str(), trailer.as_str()), ("alice home", "200 2"));
+    let out = download.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text, format!("200 2 {size}"), "the download across the reload");
+}
