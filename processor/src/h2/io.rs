@@ -59,3 +59,26 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Coalesce<T> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn a_flush_yields_once_then_writes_everything_gathered() {
+        let (near, mut far) = tokio::io::duplex(1 << 16);
+        let mut io = Coalesce::new(near);
+        io.write_all(b"one ").await.unwrap();
+        let first = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut io).poll_flush(cx))).await;
+        assert!(first.is_pending(), "the first flush yields");
+        io.write_all(b"two").await.unwrap();
+        io.flush().await.unwrap();
+        let mut got = [0u8; 7];
+        far.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"one two");
+        // Nothing buffered: a flush does not yield.
+        let idle = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut io).poll_flush(cx))).await;
+        assert!(idle.is_ready());
+    }
+}
