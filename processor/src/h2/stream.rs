@@ -15,7 +15,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use hyper::body::{Body as _, Bytes, Incoming};
-use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 
@@ -69,7 +69,7 @@ pub(super) async fn serve(open: Open, req: hyper::Request<Incoming>) -> hyper::R
     let request = request(&parts);
     let site = route(&shared, &request);
     let Some(site) = site.filter(|s| cgi::may_match(s, &request)) else {
-        let declared = field(&parts.headers, "content-length").and_then(|v| v.parse().ok());
+        let declared = field(&parts.headers, header::CONTENT_LENGTH).and_then(|v| v.parse().ok());
         return inline(open, &shared, site, request, declared);
     };
     let vhost = site.vhost_id;
@@ -253,7 +253,7 @@ fn request(parts: &hyper::http::request::Parts) -> Request {
         .map_or_else(|| "/".to_string(), |p| p.as_str().to_string());
     let host = match parts.uri.authority() {
         Some(a) => Some(a.host().to_string()),
-        None => field(&parts.headers, "host").map(|h| strip_port(&h).to_string()),
+        None => field(&parts.headers, header::HOST).map(|h| strip_port(&h).to_string()),
     };
     let h = &parts.headers;
     Request {
@@ -261,19 +261,19 @@ fn request(parts: &hyper::http::request::Parts) -> Request {
         target,
         host,
         headers: Headers {
-            if_match: field(h, "if-match"),
-            if_none_match: field(h, "if-none-match"),
-            if_modified_since: field(h, "if-modified-since"),
-            if_unmodified_since: field(h, "if-unmodified-since"),
-            range: field(h, "range"),
-            if_range: field(h, "if-range"),
-            referer: field(h, "referer"),
-            user_agent: field(h, "user-agent"),
+            if_match: field(h, header::IF_MATCH),
+            if_none_match: field(h, header::IF_NONE_MATCH),
+            if_modified_since: field(h, header::IF_MODIFIED_SINCE),
+            if_unmodified_since: field(h, header::IF_UNMODIFIED_SINCE),
+            range: field(h, header::RANGE),
+            if_range: field(h, header::IF_RANGE),
+            referer: field(h, header::REFERER),
+            user_agent: field(h, header::USER_AGENT),
         },
     }
 }
 
-fn field(headers: &HeaderMap, name: &str) -> Option<String> {
+fn field(headers: &HeaderMap, name: impl hyper::header::AsHeaderName) -> Option<String> {
     headers.get(name)?.to_str().ok().map(str::to_string)
 }
 
@@ -299,7 +299,7 @@ async fn answer<'o>(
     backend: &mut Option<FastcgiRequest<'o>>,
 ) -> Response {
     let limit = site.cgi.body_limit;
-    let declared = field(fields, "content-length").and_then(|v| v.parse::<u64>().ok());
+    let declared = field(fields, header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
     if limit > 0 && declared.is_some_and(|n| n > limit) {
         return Response::error(413, SpoolError::TooLarge(limit));
     }
@@ -621,13 +621,24 @@ fn pumped(source: Source2) -> (H2Body, Option<Pump>) {
     (body, Some(Pump { source, tx, aborted }))
 }
 
+/// The names handlers use, as written there, with hyper's (no parsing per response).
+const KNOWN: &[(&str, HeaderName)] = &[
+    ("Content-Type", header::CONTENT_TYPE),
+    ("Last-Modified", header::LAST_MODIFIED),
+    ("ETag", header::ETAG),
+    ("Accept-Ranges", header::ACCEPT_RANGES),
+    ("Content-Range", header::CONTENT_RANGE),
+    ("Location", header::LOCATION),
+    ("Allow", header::ALLOW),
+    ("Strict-Transport-Security", header::STRICT_TRANSPORT_SECURITY),
+];
+
 /// Appends a field; one HTTP/2 cannot carry (a bad name or value from a script) is
 /// left out with a log line.
 fn add(headers: &mut HeaderMap, name: &str, value: &str) {
-    match (
-        HeaderName::from_bytes(name.as_bytes()),
-        HeaderValue::from_str(value),
-    ) {
+    let known = KNOWN.iter().find(|(n, _)| *n == name).map(|(_, h)| h.clone());
+    let parsed = known.map_or_else(|| HeaderName::from_bytes(name.as_bytes()), Ok);
+    match (parsed, HeaderValue::from_str(value)) {
         (Ok(n), Ok(v)) => {
             headers.append(n, v);
         }
