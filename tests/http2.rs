@@ -513,3 +513,50 @@ fn an_h2_download_running_across_a_reload_completes() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(text, format!("200 2 {size}"), "the download across the reload");
 }
+
+#[test]
+fn a_continuation_flood_is_cut_off_at_the_header_list_limit() {
+    require_root!();
+    if !have_curl() {
+        return;
+    }
+    let s = setup("h2_continuation");
+    let server = start(&s, "");
+    let addr = tls_addr(&server);
+    let mut tls = h2_client(addr, "alice.test");
+    // HEADERS without END_HEADERS, then CONTINUATION frames of literal fields (16 KiB
+    // each) that never end: 4 MiB in all if the server lets them in.
+    let mut start = get_headers(1, "alice.test", "/", true);
+    start[4] = END_STREAM; // no END_HEADERS
+    tls.write_all(&start).unwrap();
+    let mut block = Vec::new();
+    while block.len() < 16 * 1024 - 130 {
+        block.extend([0x00, 3]);
+        block.extend_from_slice(b"x-a");
+        block.push(120);
+        block.extend(std::iter::repeat_n(b'v', 120));
+    }
+    let continuation = frame(9, 0, 1, &block);
+    let t0 = Instant::now();
+    let mut sent = 0usize;
+    for _ in 0..256 {
+        if tls.write_all(&continuation).and_then(|()| tls.flush()).is_err() {
+            break;
+        }
+        sent += continuation.len();
+    }
+    // The server ends the connection (GOAWAY, or a reset) instead of decoding on.
+    let mut seen = Vec::new();
+    read_until(&mut tls, |kind, _, _, _| {
+        seen.push(kind);
+        false
+    });
+    eprintln!("sent {sent} bytes of CONTINUATION; frames seen {seen:?}");
+    assert!(t0.elapsed() < Duration::from_secs(8), "{:?}", t0.elapsed());
+    assert!(
+        seen.contains(&GOAWAY) || sent < 4 << 20,
+        "4 MiB of CONTINUATION taken; frames seen {seen:?}"
+    );
+    let (body, trailer) = curl(addr, &[], "https://alice.test:PORT/");
+    assert_eq!((body.as_str(), trailer.as_str()), ("alice home", "200 2"));
+}
