@@ -261,7 +261,7 @@ fn many_streams_at_once_on_one_connection() {
     let s = setup("h2_streams");
     let big: Vec<u8> = (0..200_000u32).map(|i| b'a' + (i % 26) as u8).collect();
     put(&s.root, "alice/big.txt", &big, ALICE, 0o644);
-    let server = start(&s, "");
+    let server = start(&s, "keep_alive_max_requests = 1000");
     let addr = tls_addr(&server);
     let mut tls = h2_client(addr, "alice.test");
     // 100 streams in one write, all answered on the one connection.
@@ -301,7 +301,8 @@ fn a_rapid_reset_flood_ends_its_connection_and_harms_no_other_client() {
         return;
     }
     let s = setup("h2_rapid_reset");
-    let server = start(&s, "");
+    // No request budget: the reset budget is what ends the flood.
+    let server = start(&s, "keep_alive_max_requests = 0");
     let addr = tls_addr(&server);
     let mut tls = h2_client(addr, "alice.test");
     let t0 = Instant::now();
@@ -559,4 +560,35 @@ fn a_continuation_flood_is_cut_off_at_the_header_list_limit() {
     );
     let (body, trailer) = curl(addr, &[], "https://alice.test:PORT/");
     assert_eq!((body.as_str(), trailer.as_str()), ("alice home", "200 2"));
+}
+
+#[test]
+fn keep_alive_max_requests_ends_an_h2_connection_with_goaway() {
+    require_root!();
+    if require_tool("openssl", "openssl").is_none() {
+        return;
+    }
+    let s = setup("h2_max_requests");
+    let server = start(&s, "keep_alive_max_requests = 3");
+    let addr = tls_addr(&server);
+    let mut tls = h2_client(addr, "alice.test");
+    let mut answered = 0;
+    let mut goaway = false;
+    for i in 0..3u32 {
+        tls.write_all(&get_headers(1 + 2 * i, "alice.test", "/", true))
+            .unwrap();
+        tls.flush().unwrap();
+        read_until(&mut tls, |kind, flags, stream, _| {
+            goaway |= kind == GOAWAY;
+            let done = stream == 1 + 2 * i && kind == DATA && flags & END_STREAM != 0;
+            answered += usize::from(done);
+            done
+        });
+    }
+    assert_eq!(answered, 3, "the three requests allowed are answered");
+    read_until(&mut tls, |kind, _, _, _| {
+        goaway |= kind == GOAWAY;
+        false
+    });
+    assert!(goaway, "no GOAWAY after keep_alive_max_requests");
 }

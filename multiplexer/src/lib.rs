@@ -14,7 +14,7 @@ pub mod status;
 mod tls;
 
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -48,7 +48,12 @@ pub(crate) struct Shared {
     pub hosts: HostTable,
     pub env_socks: Vec<AsyncFd<OwnedFd>>,
     pub limit_request_head: usize,
+    /// The longest a head may take (and the TLS hello's bound).
     pub request_head_timeout: Duration,
+    /// `limit_request_line` and the others, with `limit_request_head`.
+    pub head_limits: common::head::Limits,
+    /// `request_head_timeout` with its rate.
+    pub head_timeout: common::http::rate::RateTimeout,
     pub handoff_timeout: Duration,
     pub pools: Pools,
     pub facts: snapshot::Facts,
@@ -161,6 +166,14 @@ async fn serve(
         env_socks,
         limit_request_head: boot.limit_request_head,
         request_head_timeout: Duration::from_millis(boot.request_head_timeout_ms),
+        head_limits: boot
+            .head_limits
+            .unwrap_or(common::head::Limits::head_only(boot.limit_request_head)),
+        head_timeout: boot
+            .head_timeout
+            .unwrap_or(common::http::rate::RateTimeout::fixed(Duration::from_millis(
+                boot.request_head_timeout_ms,
+            ))),
         handoff_timeout: Duration::from_millis(boot.handoff_timeout_ms),
         pools,
         facts: snapshot::Facts {
@@ -413,7 +426,6 @@ async fn hand_back_loop(
     mut stop: watch::Receiver<bool>,
     inflight: Rc<()>,
 ) -> Result<(), String> {
-    let mut buf = vec![0u8; handoff::MAX_MESSAGE];
     loop {
         let sock = &shared.env_socks[env];
         let mut guard = tokio::select! {
@@ -421,8 +433,8 @@ async fn hand_back_loop(
             _ = stop.changed() => return Ok(()),
         };
         loop {
-            match handoff::recv(guard.get_inner().as_fd(), &mut buf) {
-                Ok((_meta, payload, fd)) => {
+            match recv_hand_back(guard.get_inner().as_fd()) {
+                Ok((payload, fd)) => {
                     shared.pools.table.add(
                         shared
                             .pools
@@ -436,7 +448,6 @@ async fn hand_back_loop(
                     };
                     let Some(held) = shared.held.take() else { continue };
                     if let Some((stream, peer, local)) = adopt(fd) {
-                        let payload = payload.to_vec();
                         let token = inflight.clone();
                         let shared2 = shared.clone();
                         let active = conn::active(&shared);
@@ -457,6 +468,23 @@ async fn hand_back_loop(
             }
         }
     }
+}
+
+/// Receives one hand-back into the thread's scratch buffer and copies out its payload.
+/// One buffer of [`handoff::MAX_MESSAGE`] per thread rather than one per environment's
+/// loop: 128 KiB each was most of a multiplexer's memory with a thousand environments.
+fn recv_hand_back(fd: BorrowedFd<'_>) -> Result<(Vec<u8>, OwnedFd), handoff::HandoffError> {
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    SCRATCH.with(|scratch| {
+        let mut buf = scratch.borrow_mut();
+        if buf.len() < handoff::MAX_MESSAGE {
+            buf.resize(handoff::MAX_MESSAGE, 0);
+        }
+        let (_meta, payload, fd) = handoff::recv(fd, &mut buf)?;
+        Ok((payload.to_vec(), fd))
+    })
 }
 
 /// Turns a received fd into a stream after checking it is a TCP socket. The addresses

@@ -456,4 +456,6 @@ fn send_alert(stream: &TcpStream, description: u8) {
 }
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod tests;

@@ -2,7 +2,7 @@
 //! shared table, and the registry of child slots in that table. A reload starts a new
 //! generation beside the old one; listeners are not part of it (they outlive reloads).
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
 use common::scoreboard::{self, slot, table, Segment};
@@ -30,7 +30,9 @@ pub struct Generation {
     pub env_sockets: Vec<(OwnedFd, OwnedFd)>,
     /// Per environment: the write end of its log pipe (its processors' fds 1 and 2;
     /// `tenant_log` reads the other end).
-    pub log_pipes: Vec<OwnedFd>,
+    /// Each environment's log pipe, made when its first child is bootstrapped: an
+    /// environment that never runs costs no fd and no reader task here.
+    log_pipes: Vec<std::cell::OnceCell<OwnedFd>>,
     /// Read-write fd of the shared table, for this generation's multiplexers.
     pub table_fd: OwnedFd,
     /// The supervisor's own mapping of it.
@@ -82,11 +84,9 @@ impl Generation {
             })?;
             env_sockets.push(pair);
         }
-        let log_pipes = cfg
-            .environments
-            .iter()
-            .map(|e| crate::tenant_log::open(&e.name))
-            .collect::<Result<Vec<_>, _>>()?;
+        let log_pipes = (0..cfg.environments.len())
+            .map(|_| std::cell::OnceCell::new())
+            .collect();
         let envs = cfg.environments.len();
         let vhosts = cfg.vhosts.len();
         // Room for every child server_limit allows, plus spares and the multiplexers
@@ -129,6 +129,21 @@ impl Generation {
             ticket_seeds,
             views,
         })
+    }
+
+    /// Environment `env`'s log pipe (the write end its children get on fds 1 and 2),
+    /// opened on first use.
+    pub fn log_pipe(&self, env: usize) -> Result<BorrowedFd<'_>, crate::tenant_log::TenantLogError> {
+        let cell = &self.log_pipes[env];
+        if cell.get().is_none() {
+            let _ = cell.set(crate::tenant_log::open(&self.cfg.environments[env].name)?);
+        }
+        cell.get()
+            .map(|fd| fd.as_fd())
+            .ok_or_else(|| crate::tenant_log::TenantLogError {
+                env: self.cfg.environments[env].name.clone(),
+                source: std::io::Error::other("log pipe not kept"),
+            })
     }
 
     /// Environment `env`'s private view, if it has one.

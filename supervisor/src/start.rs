@@ -211,6 +211,9 @@ impl Supervisor {
         // A private view: a fresh exec forked into its PID namespace (a spare was
         // forked into ours and cannot move).
         let viewed = self.gen(gen).and_then(|g| g.view(env)).is_some();
+        // Its log pipe before any child exists (the first processor of an
+        // environment makes it).
+        self.gen(gen).map(|g| g.log_pipe(env).map(drop)).transpose()?;
         let spare = self
             .children
             .iter()
@@ -252,7 +255,7 @@ impl Supervisor {
         let g = self
             .gen(gen)
             .ok_or(SupervisorError::Runtime(std::io::ErrorKind::NotFound.into()))?;
-        let (boot, fds) = bootstrap::processor(g, env, &rw, &g.logs, self.privileged);
+        let (boot, fds) = bootstrap::processor(g, env, g.log_pipe(env)?, &rw, &g.logs, self.privileged);
         if let Err(e) = control::send(control.as_fd(), &ToChild::Bootstrap(Box::new(boot)), &fds) {
             error!(pid, "sending processor bootstrap: {e}");
         }

@@ -105,8 +105,11 @@ pub(crate) struct Shared {
     active: Cell<usize>,
     begun: Cell<u64>,
     idle_since: Cell<Instant>,
-    /// Told when the last open stream ends.
+    /// Told when the last open stream ends (or the last stream allowed begins).
     went_idle: Notify,
+    /// The connection's vhost's `keep_alive_max_requests` (0: unlimited): streams
+    /// before GOAWAY, as nginx's `keepalive_requests` for HTTP/2.
+    max_requests: u64,
 }
 
 impl Shared {
@@ -122,6 +125,7 @@ impl Shared {
         peer: SocketAddr,
         local: Option<SocketAddr>,
     ) -> Self {
+        let max_requests = sites.by_vhost(vhost).map_or(0, |s| s.max_requests);
         Self {
             sites,
             tls,
@@ -137,6 +141,7 @@ impl Shared {
             begun: Cell::new(0),
             idle_since: Cell::new(Instant::now()),
             went_idle: Notify::new(),
+            max_requests,
         }
     }
 }
@@ -148,6 +153,10 @@ impl Open {
     fn new(shared: Rc<Shared>) -> Self {
         shared.active.set(shared.active.get() + 1);
         shared.begun.set(shared.begun.get() + 1);
+        if shared.max_requests != 0 && shared.begun.get() >= shared.max_requests {
+            // The connection loop sends GOAWAY once woken.
+            shared.went_idle.notify_one();
+        }
         Open(shared)
     }
 }
@@ -185,7 +194,8 @@ pub(crate) async fn serve(
     let mut closing = false;
     let mut stop_open = true;
     loop {
-        if !closing && *stop.borrow() != Stop::Run {
+        let spent = shared.max_requests != 0 && shared.begun.get() >= shared.max_requests;
+        if !closing && (spent || *stop.borrow() != Stop::Run) {
             conn.as_mut().graceful_shutdown();
             closing = true;
             shared.idle_since.set(Instant::now().max(shared.idle_since.get()));

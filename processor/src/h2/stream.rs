@@ -340,7 +340,7 @@ async fn cgi<'o>(
     let mut stdin = None;
     let mut content_length = None;
     if !body.is_end_stream() {
-        match spool(body, site.cgi.body_limit, shared.cfg.body_read_timeout).await {
+        match spool(body, site.cgi.body_limit, site.body_timeout).await {
             Ok((file, len)) => {
                 stdin = Some(file);
                 content_length = Some(len);
@@ -476,22 +476,25 @@ fn cgi_fields(headers: &HeaderMap, host: Option<&str>) -> Vec<(String, Vec<u8>)>
 }
 
 /// The request body into a new spool file of at most `limit` bytes (0: the 1 GiB of
-/// HTTP/1.1's decoder), each frame within `per_frame`; the file rewound, with its length.
+/// HTTP/1.1's decoder), within the site's `request_body_timeout` (with its rate); the
+/// file rewound, with its length.
 async fn spool(
     mut body: Incoming,
     limit: u64,
-    per_frame: std::time::Duration,
+    timeout: common::http::rate::RateTimeout,
 ) -> Result<(File, u64), BodyError> {
     let limit = if limit == 0 { MAX_BODY } else { limit };
     let mut spool = Spool::new(limit)?;
+    let mut deadline = timeout.start();
     loop {
         let frame = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx));
-        match tokio::time::timeout(per_frame, frame).await {
+        match tokio::time::timeout_at(deadline.tokio_at(), frame).await {
             Err(_) => return Err(BodyError::Timeout),
             Ok(None) => return Ok(spool.finish()?),
             Ok(Some(Err(e))) => return Err(BodyError::Reset(e)),
             Ok(Some(Ok(frame))) => {
                 if let Ok(data) = frame.into_data() {
+                    deadline.received(data.len());
                     spool.write(&data)?;
                 }
             }

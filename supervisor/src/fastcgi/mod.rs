@@ -197,7 +197,7 @@ impl Supervisor {
             sandbox: g.view(env).map(|v| v.sandbox.clone()),
         };
         let fds = common::bootfds::BackendFds {
-            log_pipe: g.log_pipes[env].as_fd(),
+            log_pipe: g.log_pipe(env)?,
             listener: b.socket.listener.as_fd(),
         }
         .to_wire();
