@@ -16,6 +16,7 @@
 
 mod body;
 mod io;
+mod script;
 mod stream;
 
 use std::cell::Cell;
