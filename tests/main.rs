@@ -34,6 +34,11 @@ mod handback;
 mod hardening;
 /// The access rules applications ship: `.htaccess` denials, the vhost's `deny`, `.ht*`.
 mod htaccess;
+/// HTTP/2 over TLS: curl gets h2 and the page, CGI and FastCGI over h2, 421 for
+/// another environment's host, many streams at once, rapid-reset and CONTINUATION
+/// floods ended without harm to others, idle connections closed, a download across a
+/// reload, `http2 = false`, ALPN metrics.
+mod http2;
 /// Error answers, timeouts, body framing, static files and path safety.
 mod http_errors;
 /// `bulkhead import-apache`: Peruser's example and an mpm-itk configuration with

@@ -18,7 +18,7 @@ use crate::util::processes::fd_links;
 use crate::util::*;
 
 /// A private CA and a certificate per environment, in `dir`.
-struct Pki {
+pub(crate) struct Pki {
     dir: PathBuf,
 }
 
@@ -36,7 +36,7 @@ fn openssl(dir: &Path, args: &[&str]) {
 }
 
 impl Pki {
-    fn new(dir: &Path) -> Pki {
+    pub(crate) fn new(dir: &Path) -> Pki {
         let ec = [
             "-newkey",
             "ec",
@@ -54,7 +54,7 @@ impl Pki {
     }
 
     /// `stem.crt` (signed by the CA, for `names`) and `stem.key` (owned by `uid`, 0600).
-    fn issue(&self, stem: &str, names: &[&str], uid: u32) -> (PathBuf, PathBuf) {
+    pub(crate) fn issue(&self, stem: &str, names: &[&str], uid: u32) -> (PathBuf, PathBuf) {
         let ext = format!(
             "subjectAltName={}\n",
             names
@@ -115,7 +115,7 @@ impl Pki {
 }
 
 /// The DER of the leaf in a PEM chain file.
-fn leaf(path: &Path) -> Vec<u8> {
+pub(crate) fn leaf(path: &Path) -> Vec<u8> {
     CertificateDer::from_pem_file(path).unwrap().as_ref().to_vec()
 }
 
@@ -157,7 +157,10 @@ impl ServerCertVerifier for AnyCert {
     }
 }
 
-fn client_config(versions: &[&'static rustls::SupportedProtocolVersion], sni: bool) -> Arc<ClientConfig> {
+pub(crate) fn client_config(
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    sni: bool,
+) -> Arc<ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(versions)
@@ -252,15 +255,15 @@ fn https_on(
 
 /// Files and a config: alice (`alice.test`, `*.alice.test`) and bob (`bob.test`), each
 /// with its own certificate and key.
-struct Setup {
+pub(crate) struct Setup {
     _dir: Dir,
-    pki_dir: PathBuf,
-    alice: (PathBuf, PathBuf),
-    bob: (PathBuf, PathBuf),
-    root: PathBuf,
+    pub(crate) pki_dir: PathBuf,
+    pub(crate) alice: (PathBuf, PathBuf),
+    pub(crate) bob: (PathBuf, PathBuf),
+    pub(crate) root: PathBuf,
 }
 
-fn setup(test: &str) -> Setup {
+pub(crate) fn setup(test: &str) -> Setup {
     setup_in(test, None)
 }
 
@@ -283,7 +286,7 @@ fn setup_in(test: &str, pki_dir: Option<&Path>) -> Setup {
     }
 }
 
-fn config(s: &Setup, extra_server: &str) -> String {
+pub(crate) fn config(s: &Setup, extra_server: &str) -> String {
     format!(
         r#"
 [server]
@@ -332,7 +335,7 @@ tls_key = "{bk}"
     )
 }
 
-fn tls_addr(server: &TestServer) -> SocketAddr {
+pub(crate) fn tls_addr(server: &TestServer) -> SocketAddr {
     server.tls_addr.expect("a tls listener in the ready line")
 }
 

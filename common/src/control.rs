@@ -255,6 +255,20 @@ pub struct ProcessorBoot {
     /// has no certificate. No other environment's processors get it.
     #[serde(default)]
     pub tls_ticket_seed: Option<TicketSeed>,
+    /// HTTP/2 over TLS and its limits; `None`: TLS offers only `http/1.1`.
+    #[serde(default)]
+    pub http2: Option<Http2Boot>,
+}
+
+/// `[server] http2*` for a processor: hyper's limits on each HTTP/2 connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Http2Boot {
+    pub max_concurrent_streams: u32,
+    pub max_header_list_size: u32,
+    pub stream_window: u32,
+    pub connection_window: u32,
+    pub max_pending_accept_reset_streams: usize,
+    pub max_local_error_reset_streams: usize,
 }
 
 /// 32 random bytes made by the supervisor per environment and generation; never shown

@@ -260,6 +260,8 @@ pub mod slot {
     pub const TLS_FAIL_ERROR: usize = 27;
     /// Requests answered 421 on a TLS connection (another vhost's host).
     pub const TLS_MISDIRECTED: usize = 28;
+    /// Handshakes that chose ALPN `h2` (served with HTTP/2).
+    pub const TLS_ALPN_H2: usize = 29;
     pub const HEADER: usize = 32;
 
     pub const MAGIC_VALUE: u64 = 0x6268_736c_6f74_0001;
@@ -361,7 +363,8 @@ pub mod table {
         pub const RETIRED_TLS_FAIL_SERVER_NAME: usize = 29;
         pub const RETIRED_TLS_FAIL_ERROR: usize = 30;
         pub const RETIRED_TLS_MISDIRECTED: usize = 31;
-        pub const WORDS: usize = 32;
+        pub const RETIRED_TLS_ALPN_H2: usize = 32;
+        pub const WORDS: usize = 33;
     }
 
     /// Per vhost: the retired per-site counters (same layout as a slot's site block).
@@ -378,7 +381,7 @@ pub mod table {
     }
 
     /// (retired total per environment, processor slot word) of the TLS counters.
-    pub const TLS_RETIRED: [(usize, usize); 7] = [
+    pub const TLS_RETIRED: [(usize, usize); 8] = [
         (env::RETIRED_TLS_HANDSHAKES, super::slot::TLS_HANDSHAKES),
         (env::RETIRED_TLS_RESUMED, super::slot::TLS_RESUMED),
         (env::RETIRED_TLS_ALPN_HTTP11, super::slot::TLS_ALPN_HTTP11),
@@ -389,6 +392,7 @@ pub mod table {
         ),
         (env::RETIRED_TLS_FAIL_ERROR, super::slot::TLS_FAIL_ERROR),
         (env::RETIRED_TLS_MISDIRECTED, super::slot::TLS_MISDIRECTED),
+        (env::RETIRED_TLS_ALPN_H2, super::slot::TLS_ALPN_H2),
     ];
 
     pub fn words(envs: usize, vhosts: usize, registry_len: usize) -> usize {

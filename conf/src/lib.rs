@@ -18,6 +18,7 @@ mod cgroup;
 mod error;
 mod fastcgi;
 mod fsrules;
+mod http2;
 mod ids;
 mod index;
 mod limits;

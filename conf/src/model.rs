@@ -31,6 +31,24 @@ pub struct Config {
     pub warnings: Vec<crate::ConfigWarning>,
 }
 
+/// `[server] http2*`: whether TLS offers `h2` (ALPN) and hyper's limits per connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Http2 {
+    /// `http2` (true): offer `h2` before `http/1.1`.
+    pub enabled: bool,
+    /// Streams open at once per connection (128).
+    pub max_concurrent_streams: u32,
+    /// Bytes of one request's header list, decoded (default `limit_request_head`).
+    pub max_header_list_size: u32,
+    /// Initial flow-control window per stream and per connection (1 MiB, 4 MiB).
+    pub stream_window: u32,
+    pub connection_window: u32,
+    /// Streams the client reset before we accepted them, at once (20): rapid reset.
+    pub max_pending_accept_reset_streams: usize,
+    /// Streams we reset for a protocol error, per connection (1024).
+    pub max_local_error_reset_streams: usize,
+}
+
 /// `[server]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Server {
@@ -65,6 +83,8 @@ pub struct Server {
     /// default.
     pub keep_alive_max_requests: u64,
     pub keep_alive_timeout: Duration,
+    /// `http2*`: HTTP/2 over TLS and its limits.
+    pub http2: Http2,
     /// How long SIGTERM waits for in-flight requests before killing what is left.
     pub shutdown_timeout: Duration,
     /// Written by `serve`, read by `reload`/`stop`.

@@ -13,6 +13,7 @@ use crate::cgroup;
 use crate::error::{Report, Span};
 use crate::fastcgi;
 use crate::fsrules;
+use crate::http2;
 use crate::ids::{self, Kind};
 use crate::index;
 use crate::limits::{self, Limits, MAX_COUNT, MAX_TIMEOUT_SECS, POOL_KEYS};
@@ -135,6 +136,7 @@ fn server(t: &Table, r: &mut Report, limits: &Limits) -> Option<Server> {
             POOL_KEYS,
             cgroup::KEYS,
             tls::SERVER_KEYS,
+            http2::SERVER_KEYS,
             request::SERVER_KEYS,
         ]
         .concat(),
@@ -172,6 +174,7 @@ fn server(t: &Table, r: &mut Report, limits: &Limits) -> Option<Server> {
     let max_requests = request::max_requests(t, r);
     let limit_request_head = t.int_or(r, "limit_request_head", 8192, 256, 65536);
     let keep_alive_timeout = seconds(t, r, "keep_alive_timeout", 5, 0);
+    let http2 = http2::server(t, r, limit_request_head.and_then(|n| usize::try_from(n).ok()));
     let shutdown_timeout = seconds(t, r, "shutdown_timeout", 30, 0);
     let pid_file = optional_path(t, r, "pid_file");
     let error_log = optional_path(t, r, "error_log");
@@ -205,6 +208,7 @@ fn server(t: &Table, r: &mut Report, limits: &Limits) -> Option<Server> {
         keep_alive_max_requests: max_requests?.unwrap_or(request::DEFAULT_MAX_REQUESTS),
         limit_request_head: usize::try_from(limit_request_head?).ok()?,
         keep_alive_timeout: keep_alive_timeout?,
+        http2: http2?,
         shutdown_timeout: shutdown_timeout?,
         pid_file: pid_file?,
         server_limit: limits::to_u32(&limits.server_limit)?,

@@ -224,6 +224,7 @@ fn tls_row(g: impl Fn(usize) -> u64) -> TlsRow {
         handshakes: g(slot::TLS_HANDSHAKES),
         resumed: g(slot::TLS_RESUMED),
         alpn_http11: g(slot::TLS_ALPN_HTTP11),
+        alpn_h2: g(slot::TLS_ALPN_H2),
         failed_timeout: g(slot::TLS_FAIL_TIMEOUT),
         failed_server_name: g(slot::TLS_FAIL_SERVER_NAME),
         failed_error: g(slot::TLS_FAIL_ERROR),

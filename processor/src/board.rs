@@ -137,6 +137,8 @@ pub struct ConnObserver<'a> {
     current: Cell<u32>,
     /// A request was started and has not completed.
     in_request: Cell<bool>,
+    /// Counts a connection in and out (false: one HTTP/2 stream of a connection).
+    counts_conn: bool,
 }
 
 impl<'a> ConnObserver<'a> {
@@ -148,6 +150,19 @@ impl<'a> ConnObserver<'a> {
             peer,
             current: Cell::new(vhost),
             in_request: Cell::new(false),
+            counts_conn: true,
+        }
+    }
+
+    /// The observer of one HTTP/2 stream of a connection for `vhost` (counted by the
+    /// connection's own observer): its request, never the connection.
+    pub fn stream(board: &'a Board, peer: SocketAddr, vhost: u32) -> Self {
+        ConnObserver {
+            board,
+            peer,
+            current: Cell::new(vhost),
+            in_request: Cell::new(false),
+            counts_conn: false,
         }
     }
 
@@ -168,7 +183,9 @@ impl<'a> ConnObserver<'a> {
 impl Drop for ConnObserver<'_> {
     fn drop(&mut self) {
         self.request_done();
-        self.board.conn_closed(self.current.get());
+        if self.counts_conn {
+            self.board.conn_closed(self.current.get());
+        }
     }
 }
 
@@ -176,7 +193,9 @@ impl Observer for ConnObserver<'_> {
     fn started(&self, site: &Site) {
         let b = self.board;
         if self.current.get() != site.vhost_id {
-            b.conn_moved(self.current.get(), site.vhost_id);
+            if self.counts_conn {
+                b.conn_moved(self.current.get(), site.vhost_id);
+            }
             self.current.set(site.vhost_id);
         }
         if self.in_request.replace(true) {
@@ -258,12 +277,12 @@ fn combined_line(peer: SocketAddr, d: &Completed<'_>) -> String {
         d.bytes.to_string()
     };
     format!(
-        "{} - - [{}] \"{} {} HTTP/1.{}\" {} {} \"{}\" \"{}\"\n",
+        "{} - - [{}] \"{} {} {}\" {} {} \"{}\" \"{}\"\n",
         peer.ip(),
         when,
         escape(d.method),
         escape(d.target),
-        d.minor,
+        crate::session::protocol(d.minor),
         d.status,
         bytes,
         d.referer.map(escape).unwrap_or_else(|| "-".into()),
@@ -283,7 +302,7 @@ fn json_line(peer: SocketAddr, d: &Completed<'_>) -> String {
         "vhost": d.site.server_name,
         "method": d.method,
         "uri": d.target,
-        "protocol": format!("HTTP/1.{}", d.minor),
+        "protocol": crate::session::protocol(d.minor),
         "status": d.status,
         "bytes": d.bytes,
         "referer": d.referer,

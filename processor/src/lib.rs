@@ -9,7 +9,7 @@
 //! - [`session`]: what every protocol's connection shares with the serve loop (stop
 //!   signal, limits, routing, observer, outcome).
 //! - [`h1`]: the HTTP/1.1 protocol (head parsing, body framing, response framing, the
-//!   one-shot path). HTTP/2 goes beside it.
+//!   one-shot path); `h2`: HTTP/2 over TLS (hyper's server, the same handlers).
 //! - [`handler`]: what answers a protocol-neutral request; [`handler::static_files`]
 //!   today, CGI and FastCGI later.
 //! - [`transport`]: the bytes under a protocol; `Plain` and `Tls`.
@@ -18,6 +18,7 @@
 pub mod backend;
 mod board;
 pub mod h1;
+mod h2;
 pub mod handler;
 mod route;
 mod serve;

@@ -63,9 +63,11 @@ impl Router for ConnRouter<'_> {
 /// only the ClientHello). Served: a host of the connection's own vhost, a missing host,
 /// and on a connection routed to the TLS default (no server name, or an unknown one) a
 /// host that is not ours and is the server name (or any such host when none was sent).
-/// Anything else (another environment's host, our other vhosts under another
-/// certificate, a name the certificate was not chosen for) gets 421, since a decrypted
-/// connection cannot be handed back.
+/// A host of another of our vhosts is served by it when the certificate presented
+/// covers that host (a browser coalescing connections). Anything else (another
+/// environment's host, our other vhosts the certificate does not cover, a name the
+/// certificate was not chosen for) gets 421, since a decrypted connection cannot be
+/// handed back.
 pub(crate) struct TlsRouter<'a> {
     pub sites: &'a Sites,
     /// The vhost whose certificate the handshake presented.
@@ -76,6 +78,9 @@ pub(crate) struct TlsRouter<'a> {
     pub sni: Option<String>,
     /// Requests refused (each gets 421), for the slot's `TLS_MISDIRECTED`.
     pub misdirected: &'a std::cell::Cell<u64>,
+    /// Whether the certificate presented covers a host (`TlsSites::covers`): a host of
+    /// another of our vhosts that it covers is served by that vhost.
+    pub covers: &'a dyn Fn(&str) -> bool,
 }
 
 impl Router for TlsRouter<'_> {
@@ -95,7 +100,11 @@ impl TlsRouter<'_> {
         };
         match self.sites.hosts.lookup(host) {
             Some(FOREIGN) => None,
-            Some(i) => self.sites.sites.get(i).filter(|s| s.vhost_id == self.vhost),
+            Some(i) => self
+                .sites
+                .sites
+                .get(i)
+                .filter(|s| s.vhost_id == self.vhost || (self.covers)(host)),
             None if self.by_default => {
                 let host = host.strip_suffix('.').unwrap_or(host);
                 match &self.sni {
@@ -191,6 +200,7 @@ mod tests {
             by_default: false,
             sni: Some("b.test".into()),
             misdirected: &count,
+            covers: &|_: &str| false,
         };
         let v = |r: &TlsRouter<'_>, host| r.route(host).map(|s| s.vhost_id);
         assert_eq!(v(&by_name, Some("b.test")), Some(3));
@@ -201,12 +211,22 @@ mod tests {
         assert_eq!(v(&by_name, Some("x.b.test")), None);
         assert_eq!(v(&by_name, Some("elsewhere.test")), None);
         assert_eq!(count.get(), 3);
+        // The certificate presented covers our other vhost's name: served there; never
+        // another environment's host, covered or not.
+        let coalesced = TlsRouter {
+            covers: &|h: &str| h == "a.test" || h == "x.b.test",
+            sni: Some("b.test".into()),
+            ..by_name
+        };
+        assert_eq!(v(&coalesced, Some("a.test")), Some(0));
+        assert_eq!(v(&coalesced, Some("x.b.test")), None);
         let by_default = TlsRouter {
             sites: &sites,
             vhost: 0,
             by_default: true,
             sni: Some("unknown.test".into()),
             misdirected: &count,
+            covers: &|_: &str| false,
         };
         assert_eq!(v(&by_default, Some("unknown.test")), Some(0));
         assert_eq!(v(&by_default, Some("Unknown.Test.")), Some(0));

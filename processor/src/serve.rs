@@ -128,7 +128,9 @@ async fn serve(
             .iter()
             .filter_map(|s| Some((s.vhost_id, s.server_name.as_str(), s.tls.as_ref()?))),
         boot.tls_ticket_seed.as_ref(),
+        boot.http2.is_some(),
     );
+    let http2 = Rc::new(boot.http2.clone().map(crate::h2::Http2Conf::new));
     for e in tls_errors {
         error!(environment = %boot.environment, "TLS: {e}; that site's handshakes are refused");
     }
@@ -260,7 +262,7 @@ async fn serve(
                 }
             },
             r = next_handoff(&slots, &sock, &mut buf, &env) => match r {
-                Some(r) => start_connection(r, &sites, &tls, &cfg, &sock, &env, &board, &stop_rx),
+                Some(r) => start_connection(r, &sites, &tls, &http2, &cfg, &sock, &env, &board, &stop_rx),
                 None => {
                     // The queue's writers are gone: the supervisor is stopping (SIGTERM)
                     // or replacing this generation (reload); its message says which.
@@ -290,7 +292,7 @@ async fn serve(
                         payload: payload.to_vec(),
                         fd,
                     };
-                    start_connection(r, &sites, &tls, &cfg, &sock, &env, &board, &stop_rx);
+                    start_connection(r, &sites, &tls, &http2, &cfg, &sock, &env, &board, &stop_rx);
                 }
                 Err(HandoffError::Packet(_)) => break,
                 Err(e) => warn!(environment = %env, "bad hand-off refused: {e}"),
@@ -308,6 +310,7 @@ fn start_connection(
     r: Received,
     sites: &Rc<Sites>,
     tls: &Rc<TlsSites>,
+    http2: &Rc<Option<crate::h2::Http2Conf>>,
     cfg: &Rc<ConnConfig>,
     sock: &Rc<AsyncFd<OwnedFd>>,
     env: &Rc<String>,
@@ -317,9 +320,10 @@ fn start_connection(
     // Only multiplexers write to this end of the socketpair (processors' sends go the
     // other way), and they send accepted TCP sockets; the count of fds was checked on
     // receipt. A wrong kind of fd would only make this connection's I/O fail.
-    let (sites, tls, cfg, sock, env, board) = (
+    let (sites, tls, http2, cfg, sock, env, board) = (
         sites.clone(),
         tls.clone(),
+        http2.clone(),
         cfg.clone(),
         sock.clone(),
         env.clone(),
@@ -334,7 +338,14 @@ fn start_connection(
             fd,
         } = r;
         if meta.flags & handoff::flags::TLS != 0 {
-            tls_connection(fd, meta, &sites, &tls, &cfg, &env, &board, &mut stop).await;
+            let conn = TlsConn {
+                sites,
+                tls,
+                http2,
+                cfg,
+                board,
+            };
+            tls_connection(fd, meta, &conn, &env, &mut stop).await;
         } else {
             connection(fd, meta, payload, &sites, &cfg, &sock, &env, &board, &mut stop).await;
         }
@@ -432,17 +443,23 @@ async fn connection(
 /// A connection the multiplexer routed by its ClientHello (nothing read from it): the
 /// handshake with the vhost's own certificate, then HTTP/1.1 over it, every request
 /// checked against that vhost ([`TlsRouter`]: 421 for another).
-#[allow(clippy::too_many_arguments)]
+/// What a TLS connection needs of its processor.
+struct TlsConn {
+    sites: Rc<Sites>,
+    tls: Rc<TlsSites>,
+    http2: Rc<Option<crate::h2::Http2Conf>>,
+    cfg: Rc<ConnConfig>,
+    board: Rc<Board>,
+}
+
 async fn tls_connection(
     fd: OwnedFd,
     meta: Meta,
-    sites: &Sites,
-    tls: &TlsSites,
-    cfg: &ConnConfig,
+    conn: &TlsConn,
     env: &str,
-    board: &Board,
     stop: &mut watch::Receiver<Stop>,
 ) {
+    let (sites, tls, cfg, board) = (&*conn.sites, &*conn.tls, &*conn.cfg, &*conn.board);
     if sites.by_vhost(meta.vhost).is_none() {
         warn!(
             environment = env,
@@ -482,6 +499,25 @@ async fn tls_connection(
         board.slot.add(slot::TLS_ALPN_HTTP11, 1);
     }
     let sni = session.get_ref().1.server_name().map(str::to_ascii_lowercase);
+    if let (Some(h2), Some(crate::h2::ALPN)) = (&*conn.http2, state.alpn_protocol()) {
+        board.slot.add(slot::TLS_ALPN_H2, 1);
+        let local = session.get_ref().0.local_addr().ok();
+        let shared = Rc::new(crate::h2::Shared::new(
+            conn.sites.clone(),
+            conn.tls.clone(),
+            conn.cfg.clone(),
+            conn.board.clone(),
+            meta.vhost,
+            by_default,
+            sni,
+            meta.peer,
+            local,
+        ));
+        crate::h2::serve(session, shared.clone(), h2, stop).await;
+        board.slot.add(slot::TLS_MISDIRECTED, shared.misdirected.get());
+        drop(observer);
+        return;
+    }
     let misdirected = std::cell::Cell::new(0);
     let router = TlsRouter {
         sites,
@@ -489,6 +525,7 @@ async fn tls_connection(
         by_default,
         sni,
         misdirected: &misdirected,
+        covers: &|host| tls.covers(meta.vhost, host),
     };
     let mut transport = Transport::Tls(Box::new(session));
     let outcome = h1::serve(&mut transport, Vec::new(), None, &router, cfg, stop, &observer).await;

@@ -19,12 +19,24 @@ pub enum Stop {
     Now,
 }
 
+/// The `minor` of a request that came over HTTP/2.
+pub const HTTP2: u8 = 20;
+
+/// `HTTP/1.0`, `HTTP/1.1` or `HTTP/2.0`, for a request's `minor`.
+pub fn protocol(minor: u8) -> &'static str {
+    match minor {
+        0 => "HTTP/1.0",
+        HTTP2 => "HTTP/2.0",
+        _ => "HTTP/1.1",
+    }
+}
+
 /// One finished request, for the scoreboard and the access log.
 pub struct Completed<'a> {
     pub site: &'a Site,
     pub method: &'a str,
     pub target: &'a str,
-    /// HTTP/1.x minor version.
+    /// HTTP/1.x minor version ([`HTTP2`] for HTTP/2).
     pub minor: u8,
     pub status: u16,
     /// Body bytes sent (Apache's `%b`).

@@ -256,6 +256,7 @@ pub fn processor(
             program: f.command[0].clone(),
         }),
         tls_ticket_seed: g.ticket_seeds.get(env).cloned().flatten(),
+        http2: http2_boot(&cfg.server.http2),
     };
     let credentials = privileged.then_some(Credentials {
         uid: e.uid,
@@ -299,6 +300,18 @@ pub(crate) fn fastcgi_socket(cfg: &Config, env: usize, gen: u64) -> (PathBuf, Pa
             (p.clone(), p)
         }
     }
+}
+
+/// `[server] http2*` as a processor gets it; `None` when `http2 = false`.
+fn http2_boot(h: &conf::model::Http2) -> Option<common::control::Http2Boot> {
+    h.enabled.then_some(common::control::Http2Boot {
+        max_concurrent_streams: h.max_concurrent_streams,
+        max_header_list_size: h.max_header_list_size,
+        stream_window: h.stream_window,
+        connection_window: h.connection_window,
+        max_pending_accept_reset_streams: h.max_pending_accept_reset_streams,
+        max_local_error_reset_streams: h.max_local_error_reset_streams,
+    })
 }
 
 /// The request-head limits the children enforce (both roles: one head, one answer).

@@ -11,6 +11,7 @@ mod cgi;
 mod cgroup;
 mod errors;
 mod fastcgi;
+mod http2;
 mod index;
 mod limits;
 mod request;

@@ -283,10 +283,12 @@ fn tls(r: &Registry, s: &Snapshot) -> prometheus::Result<()> {
         let Some(t) = &e.tls else { continue };
         let name: &str = &e.name;
         let http11 = t.alpn_http11.min(t.handshakes);
+        let h2 = t.alpn_h2.min(t.handshakes - http11);
         handshakes.with_label_values(&[name, "http/1.1"]).inc_by(http11);
+        handshakes.with_label_values(&[name, "h2"]).inc_by(h2);
         handshakes
             .with_label_values(&[name, "none"])
-            .inc_by(t.handshakes - http11);
+            .inc_by(t.handshakes - http11 - h2);
         resumed.with_label_values(&[name]).inc_by(t.resumed);
         failures
             .with_label_values(&[name, "timeout"])
@@ -614,7 +616,11 @@ mod tests {
         let tls = [
             (
                 r#"bulkhead_tls_handshakes_total{alpn="http/1.1",environment="shop"}"#,
-                38.0,
+                30.0,
+            ),
+            (
+                r#"bulkhead_tls_handshakes_total{alpn="h2",environment="shop"}"#,
+                8.0,
             ),
             (
                 r#"bulkhead_tls_handshakes_total{alpn="none",environment="shop"}"#,

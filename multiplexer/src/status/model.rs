@@ -92,6 +92,8 @@ pub struct TlsRow {
     pub resumed: u64,
     /// Of those, with ALPN `http/1.1` (the others chose no protocol).
     pub alpn_http11: u64,
+    /// Of those, with ALPN `h2` (HTTP/2).
+    pub alpn_h2: u64,
     /// Handshakes that failed: not done within `request_head_timeout`, a server name
     /// that disagreed with the routing, anything else.
     pub failed_timeout: u64,
@@ -144,6 +146,7 @@ impl TlsRow {
             (&mut self.handshakes, other.handshakes),
             (&mut self.resumed, other.resumed),
             (&mut self.alpn_http11, other.alpn_http11),
+            (&mut self.alpn_h2, other.alpn_h2),
             (&mut self.failed_timeout, other.failed_timeout),
             (&mut self.failed_server_name, other.failed_server_name),
             (&mut self.failed_error, other.failed_error),

@@ -111,7 +111,8 @@ pub(crate) fn snapshot() -> Snapshot {
         tls: Some(TlsRow {
             handshakes: 40,
             resumed: 12,
-            alpn_http11: 38,
+            alpn_http11: 30,
+            alpn_h2: 8,
             failed_timeout: 2,
             failed_server_name: 1,
             failed_error: 5,

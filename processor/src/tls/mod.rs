@@ -3,7 +3,8 @@
 //! handshake on a connection the multiplexer routed by its ClientHello without reading
 //! it.
 //!
-//! rustls with the `ring` provider, TLS 1.2 and 1.3 only, ALPN `http/1.1`. One
+//! rustls with the `ring` provider, TLS 1.2 and 1.3 only, ALPN `h2` (unless `[server]
+//! http2 = false`) then `http/1.1`. One
 //! `ServerConfig` per site, all of this processor's sharing one ticketer and one session
 //! cache: tickets are sealed with keys derived from the environment's seed
 //! ([`tickets`]), so a session resumes on any processor of this environment and
@@ -64,6 +65,8 @@ pub enum TlsError {
 #[derive(Default)]
 pub struct TlsSites {
     configs: HashMap<u32, Arc<ServerConfig>>,
+    /// Each site's leaf certificate (DER), for [`TlsSites::covers`].
+    leaves: HashMap<u32, CertificateDer<'static>>,
 }
 
 impl TlsSites {
@@ -73,6 +76,7 @@ impl TlsSites {
     pub fn load<'a>(
         sites: impl Iterator<Item = (u32, &'a str, &'a SiteTls)>,
         seed: Option<&TicketSeed>,
+        h2: bool,
     ) -> (TlsSites, Vec<TlsError>) {
         let mut out = TlsSites::default();
         let mut errors = Vec::new();
@@ -81,9 +85,10 @@ impl TlsSites {
             Err(e) => return (out, vec![e]),
         };
         for (vhost, name, files) in sites {
-            match config(name, files, &shared) {
-                Ok(config) => {
+            match config(name, files, &shared, h2) {
+                Ok((config, leaf)) => {
                     out.configs.insert(vhost, config);
+                    out.leaves.insert(vhost, leaf);
                 }
                 Err(e) => errors.push(e),
             }
@@ -93,6 +98,23 @@ impl TlsSites {
 
     pub fn has(&self, vhost: u32) -> bool {
         self.configs.contains_key(&vhost)
+    }
+
+    /// Whether the certificate `vhost`'s handshakes present covers `host` (a request
+    /// for another of our vhosts on that connection is then served, as a browser that
+    /// coalesces connections expects; otherwise 421).
+    pub fn covers(&self, vhost: u32, host: &str) -> bool {
+        let Some(leaf) = self.leaves.get(&vhost) else {
+            return false;
+        };
+        let host = host.strip_suffix('.').unwrap_or(host);
+        let (Ok(cert), Ok(name)) = (
+            webpki::EndEntityCert::try_from(leaf),
+            rustls_pki_types::ServerName::try_from(host),
+        ) else {
+            return false;
+        };
+        cert.verify_is_valid_for_subject_name(&name).is_ok()
     }
 }
 
@@ -147,7 +169,10 @@ fn wipe(bytes: &mut [u8]) {
     }
 }
 
-fn config(name: &str, files: &SiteTls, shared: &Shared) -> Result<Arc<ServerConfig>, TlsError> {
+/// A site's configuration, and its leaf certificate.
+type Loaded = (Arc<ServerConfig>, CertificateDer<'static>);
+
+fn config(name: &str, files: &SiteTls, shared: &Shared, h2: bool) -> Result<Loaded, TlsError> {
     let chain_pem = read_pem(&files.certificate)?;
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&chain_pem)
         .filter_map(Result::ok)
@@ -157,6 +182,7 @@ fn config(name: &str, files: &SiteTls, shared: &Shared) -> Result<Arc<ServerConf
             path: files.certificate.display().to_string(),
         });
     }
+    let leaf = chain[0].clone();
     let mut key_pem = read_pem(&files.key)?;
     let key = PrivateKeyDer::from_pem_slice(&key_pem);
     wipe(&mut key_pem);
@@ -172,9 +198,12 @@ fn config(name: &str, files: &SiteTls, shared: &Shared) -> Result<Arc<ServerConf
         .with_single_cert(chain, key)
         .map_err(|source| TlsError::Config { site: site(), source })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    if h2 {
+        config.alpn_protocols.insert(0, crate::h2::ALPN.to_vec());
+    }
     config.ticketer = shared.ticketer.clone();
     config.session_storage = shared.cache.clone();
-    Ok(Arc::new(config))
+    Ok((Arc::new(config), leaf))
 }
 
 /// Whether a hello's server name agrees with the multiplexer's routing (pure): routed

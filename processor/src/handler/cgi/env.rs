@@ -65,10 +65,7 @@ pub fn build(
         "SERVER_SOFTWARE",
         s(concat!("bulkhead/", env!("CARGO_PKG_VERSION"))),
     );
-    set(
-        "SERVER_PROTOCOL",
-        s(if conn.minor == 0 { "HTTP/1.0" } else { "HTTP/1.1" }),
-    );
+    set("SERVER_PROTOCOL", s(crate::session::protocol(conn.minor)));
     set("SERVER_NAME", s(&site.server_name));
     if let Some(local) = conn.local {
         set("SERVER_ADDR", s(&plain_ip(local)));
