@@ -17,6 +17,7 @@ use crate::ids::{self, Kind};
 use crate::index;
 use crate::limits::{self, Limits, MAX_COUNT, MAX_TIMEOUT_SECS, POOL_KEYS};
 use crate::model::{Config, Environment, LogFormat, Server, Vhost};
+use crate::proxy;
 use crate::status;
 use crate::tls;
 use crate::tree::{is_bare_key, Entry, Table};
@@ -129,7 +130,14 @@ pub(crate) fn config(root: &Table, r: &mut Report, path: &Path) -> Option<Config
 fn server(t: &Table, r: &mut Report, limits: &Limits) -> Option<Server> {
     t.check_keys(
         r,
-        &[SERVER_KEYS, POOL_KEYS, cgroup::KEYS, tls::SERVER_KEYS].concat(),
+        &[
+            SERVER_KEYS,
+            POOL_KEYS,
+            cgroup::KEYS,
+            tls::SERVER_KEYS,
+            proxy::KEYS,
+        ]
+        .concat(),
     );
     let user = t.require(r, "user").and_then(|e| ids::resolve(&e, r, Kind::User));
     let group = t
@@ -152,6 +160,7 @@ fn server(t: &Table, r: &mut Report, limits: &Limits) -> Option<Server> {
         }),
     };
     let tls_strict_sni = tls::strict_sni(t, r);
+    let proxy = proxy::proxy(t, r, listen.as_deref(), listen_tls.as_deref());
     let max_clients = t.int_or(r, "max_clients", 4096, 1, MAX_COUNT);
     let multiplexer_idle_timeout = seconds(t, r, "multiplexer_idle_timeout", 0, 0);
     let processor_wait = match t.get("processor_wait_timeout") {
@@ -182,6 +191,8 @@ fn server(t: &Table, r: &mut Report, limits: &Limits) -> Option<Server> {
         // Resolved once the vhosts are known.
         tls_default: None,
         tls_strict_sni: tls_strict_sni?,
+        proxy_protocol: proxy.clone()?.0,
+        proxy_protocol_from: proxy?.1,
         min_multiplexers: limits::to_u32(&limits.min_multiplexers)?,
         request_head_timeout: request_head_timeout?,
         limit_request_head: usize::try_from(limit_request_head?).ok()?,

@@ -12,6 +12,7 @@ mod errors;
 mod fastcgi;
 mod index;
 mod limits;
+mod proxy;
 mod status;
 mod tls;
 mod valid;
