@@ -138,6 +138,7 @@ fn handback_header() -> [u8; handoff::HEADER_LEN] {
         vhost: NO_VHOST,
         peer: "127.0.0.1:1".parse().unwrap(),
         local: "127.0.0.1:2".parse().unwrap(),
+        tag: [0; handoff::TAG_LEN],
     };
     handoff::encode_header(&meta, 0)
 }
