@@ -594,10 +594,10 @@ frontend www
     use_backend %[req.hdr(host),lower,word(1,:),map({map},be_host_a)]
 
 backend be_host_a
-    server a {a} send-proxy-v2
+    server a {a} send-proxy-v2 check inter 100ms
 
 backend be_host_b
-    server b {b} send-proxy-v2
+    server b {b} send-proxy-v2 check inter 100ms
 "#,
             map = map.display(),
             a = a.addr,
@@ -630,6 +630,8 @@ backend be_host_b
     let front = SocketAddr::from(([127, 0, 0, 1], port));
     let up = poll(Duration::from_secs(10), || TcpStream::connect(front).ok());
     assert!(up.is_some(), "haproxy did not listen on {front}");
+    // A few health checks (v2's LOCAL command, then a close) have come and gone.
+    std::thread::sleep(Duration::from_millis(500));
     let client = Ipv4Addr::new(127, 0, 0, 5);
     for (host, body) in [
         ("alice.test", "alice home"),
@@ -646,5 +648,9 @@ backend be_host_b
     assert_eq!(alice.len(), 1, "{alice:?}");
     for line in alice.iter().chain(&bob) {
         assert!(line.starts_with("127.0.0.5 "), "{line}");
+    }
+    // The health checks were taken as the proxy's own connections, never refused.
+    for server in [&a, &b] {
+        assert!(!server.log().contains("PROXY protocol:"), "{}", server.log());
     }
 }
