@@ -191,9 +191,11 @@ impl Proxy {
     /// Whether a socket whose local address is `local` was accepted on a listener
     /// that reads a header.
     pub fn is_proxy_listener(&self, local: SocketAddr) -> bool {
+        let ip = local.ip().to_canonical();
         self.listeners.iter().any(|l| {
-            l.port() == local.port()
-                && (l.ip().is_unspecified() || l.ip().to_canonical() == local.ip().to_canonical())
+            // A wildcard listener takes its own family only (IPv6 ones are v6-only).
+            let wildcard = l.ip().is_unspecified() && l.is_ipv4() == ip.is_ipv4();
+            l.port() == local.port() && (wildcard || l.ip().to_canonical() == ip)
         })
     }
 

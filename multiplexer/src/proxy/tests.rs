@@ -171,7 +171,8 @@ fn from_and_listeners() {
     assert!(p.is_proxy_listener(sa("127.0.0.2:8080")));
     assert!(!p.is_proxy_listener(sa("127.0.0.3:8080")));
     assert!(!p.is_proxy_listener(sa("127.0.0.2:80")));
-    assert!(p.is_proxy_listener(sa("192.0.2.1:443")));
+    assert!(!p.is_proxy_listener(sa("192.0.2.1:443")), "[::]:443 is v6-only");
+    assert!(p.is_proxy_listener(sa("[2001:db8::1]:443")));
 }
 
 #[test]
