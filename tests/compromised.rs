@@ -138,6 +138,7 @@ fn handback_header() -> [u8; handoff::HEADER_LEN] {
         vhost: NO_VHOST,
         peer: "127.0.0.1:1".parse().unwrap(),
         local: "127.0.0.1:2".parse().unwrap(),
+        tag: [0; handoff::TAG_LEN],
     };
     handoff::encode_header(&meta, 0)
 }
@@ -297,4 +298,35 @@ fn self_hand_backs_are_bounded() {
     }
     drop(taken);
     both_serve(&server, "after the self hand-backs");
+}
+
+/// A hand-back claiming a PROXY header's client address it was never handed off with
+/// (a tag it had to invent) is refused: the processor cannot pick the client address
+/// the next environment sees.
+#[test]
+fn a_forged_proxy_address_in_a_hand_back_is_refused() {
+    require_root!();
+    let (_w, server) = start(
+        "a_forged_proxy_address_in_a_hand_back_is_refused",
+        "proxy_protocol = true\nproxy_protocol_from = [\"127.0.0.1/32\"]",
+    );
+    let alice = one_alice(&server);
+    let taken = take_channels(&server, alice);
+    let meta = Meta {
+        flags: flags::HAND_BACK | flags::PROXIED,
+        vhost: NO_VHOST,
+        peer: "127.0.0.1:1".parse().unwrap(),
+        local: "127.0.0.1:80".parse().unwrap(),
+        tag: [0x5a; handoff::TAG_LEN],
+    };
+    let header = handoff::encode_header(&meta, 0);
+    let own = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = std::net::TcpStream::connect(own.local_addr().unwrap()).unwrap();
+    let fd: OwnedFd = client.into();
+    assert!(send_retrying(&taken.env, &[&header], &[fd.as_raw_fd()]));
+    let line = server.wait_for_log(
+        "not the one this socket was handed off with",
+        Duration::from_secs(5),
+    );
+    assert!(line.is_some(), "{}", server.log());
 }

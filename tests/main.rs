@@ -68,6 +68,10 @@ mod namespaces;
 mod php_fpm;
 /// Pool sizing: scale to zero, saturation and availability, expiry, recycling, spares.
 mod pools;
+/// PROXY protocol v1/v2 listeners: the carried client in the access log and CGI, bad
+/// headers and foreign sources refused, status, TLS with SNI, a hand-back, HAProxy in
+/// front of two instances.
+mod proxy_protocol;
 /// SIGHUP generations: no failed request, refused configs, listeners kept.
 mod reload;
 /// RFC 9112/9110, table-driven, each case naming its clause: Apache's limits just under

@@ -197,6 +197,23 @@ pub struct MultiplexerBoot {
     /// Uids whose local connections may see the status page and the metrics.
     pub status_allow_users: Vec<u32>,
     pub generation: u64,
+    /// `proxy_protocol`: `None` when no listener expects a PROXY header.
+    #[serde(default)]
+    pub proxy: Option<ProxyBoot>,
+}
+
+/// The PROXY protocol listeners of a multiplexer (`[server] proxy_protocol`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProxyBoot {
+    /// Per listener of `listeners`, in order: whether its connections start with a header.
+    pub plain: Vec<bool>,
+    /// The same for `tls_listeners`.
+    pub tls: Vec<bool>,
+    /// `proxy_protocol_from`: (address, prefix length).
+    pub from: Vec<(std::net::IpAddr, u8)>,
+    /// The generation's key of the hand-off tags (32 random bytes, the same for every
+    /// multiplexer of the generation, never sent to any other process).
+    pub key: TicketSeed,
 }
 
 /// What a multiplexer knows of an environment.
@@ -271,8 +288,8 @@ pub struct Http2Boot {
     pub max_local_error_reset_streams: usize,
 }
 
-/// 32 random bytes made by the supervisor per environment and generation; never shown
-/// by `Debug`.
+/// 32 random bytes made by the supervisor per environment and generation (a ticket
+/// seed) or per generation (the multiplexers' hand-off tag key); never shown by `Debug`.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TicketSeed(pub [u8; 32]);
 

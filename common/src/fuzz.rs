@@ -187,6 +187,7 @@ fn handoff_round_trip() {
                 vhost: *vhost,
                 peer,
                 local: peer,
+                tag: [ip[0]; handoff::TAG_LEN],
             };
             let payload = &payload[..payload.len().min(handoff::MAX_PAYLOAD)];
             let mut msg = handoff::encode_header(&meta, payload.len()).to_vec();

@@ -2,8 +2,11 @@
 //! sent as one SOCK_SEQPACKET message (never split) with the fd in SCM_RIGHTS.
 //!
 //! Layout (little-endian), [`HEADER_LEN`] bytes then the payload:
-//! `magic "BH" | version u8 | flags u8 | vhost u32 | peer addr (19) | local addr (19) | len u32`.
-//! An address is `family u8 (4 or 6) | 16 bytes ip | port u16`.
+//! `magic "BH" | version u8 | flags u8 | vhost u32 | peer addr (19) | local addr (19) |
+//! tag (32) | len u32`. An address is `family u8 (4 or 6) | 16 bytes ip | port u16`.
+//! The tag is all zeros unless [`flags::PROXIED`] is set: then it is the multiplexers'
+//! authentication of the two addresses (carried by a PROXY protocol header) for this
+//! very socket, which a processor returns unchanged with a hand-back and cannot make.
 //! The same message goes multiplexer → processor (a routed connection) and
 //! processor → multiplexer (a keep-alive hand-back); the receiver of a hand-back
 //! treats it as untrusted as a fresh connection.
@@ -18,14 +21,17 @@ use tokio::io::unix::AsyncFd;
 use crate::seqpacket::{self, PacketError};
 
 /// Size of the fixed header.
-pub const HEADER_LEN: usize = 2 + 1 + 1 + 4 + 19 + 19 + 4;
+pub const HEADER_LEN: usize = 2 + 1 + 1 + 4 + 19 + 19 + TAG_LEN + 4;
+/// Size of the tag of a [`flags::PROXIED`] connection's addresses.
+pub const TAG_LEN: usize = 32;
 /// Largest payload a hand-off may carry; receivers size their buffer from this.
 pub const MAX_PAYLOAD: usize = 128 * 1024;
 /// Buffer size that holds any valid message.
 pub const MAX_MESSAGE: usize = HEADER_LEN + MAX_PAYLOAD;
 
 const MAGIC: &[u8; 2] = b"BH";
-const VERSION: u8 = 1;
+/// 2: the tag (PROXY protocol addresses).
+const VERSION: u8 = 2;
 /// `vhost` value meaning "not routed yet" (hand-backs).
 pub const NO_VHOST: u32 = u32::MAX;
 
@@ -39,6 +45,9 @@ pub mod flags {
     /// With [`TLS`]: the hello named no vhost with a certificate (no server name, or an
     /// unknown one), so it went to the TLS default vhost.
     pub const TLS_DEFAULT: u8 = 4;
+    /// The addresses are the client's and the destination's from a PROXY protocol
+    /// header (the socket's are the proxy's), authenticated by the meta's `tag`.
+    pub const PROXIED: u8 = 8;
 }
 
 /// Errors decoding or moving a hand-off.
@@ -69,6 +78,9 @@ pub struct Meta {
     pub vhost: u32,
     pub peer: SocketAddr,
     pub local: SocketAddr,
+    /// With [`flags::PROXIED`]: the multiplexers' tag of `peer` and `local` for this
+    /// socket; zeros otherwise.
+    pub tag: [u8; TAG_LEN],
 }
 
 fn put_addr(out: &mut [u8], a: &SocketAddr) {
@@ -103,7 +115,8 @@ pub fn encode_header(meta: &Meta, payload_len: usize) -> [u8; HEADER_LEN] {
     h[4..8].copy_from_slice(&meta.vhost.to_le_bytes());
     put_addr(&mut h[8..27], &meta.peer);
     put_addr(&mut h[27..46], &meta.local);
-    h[46..50].copy_from_slice(&(payload_len as u32).to_le_bytes());
+    h[46..78].copy_from_slice(&meta.tag);
+    h[78..82].copy_from_slice(&(payload_len as u32).to_le_bytes());
     h
 }
 
@@ -115,7 +128,7 @@ pub fn decode(msg: &[u8]) -> Result<(Meta, &[u8]), HandoffError> {
     if &msg[0..2] != MAGIC || msg[2] != VERSION {
         return Err(HandoffError::BadMagic);
     }
-    let declared = u32::from_le_bytes([msg[46], msg[47], msg[48], msg[49]]) as usize;
+    let declared = u32::from_le_bytes([msg[78], msg[79], msg[80], msg[81]]) as usize;
     if declared > MAX_PAYLOAD {
         return Err(HandoffError::TooLarge(declared));
     }
@@ -131,6 +144,9 @@ pub fn decode(msg: &[u8]) -> Result<(Meta, &[u8]), HandoffError> {
         vhost: u32::from_le_bytes([msg[4], msg[5], msg[6], msg[7]]),
         peer: get_addr(&msg[8..27])?,
         local: get_addr(&msg[27..46])?,
+        tag: msg[46..78]
+            .try_into()
+            .map_err(|_| HandoffError::Short(msg.len()))?,
     };
     Ok((meta, payload))
 }
@@ -202,6 +218,7 @@ mod tests {
             vhost: 7,
             peer: "[::1]:4000".parse().unwrap(),
             local: "127.0.0.1:80".parse().unwrap(),
+            tag: [7; TAG_LEN],
         };
         send(a.as_fd(), &meta, b"GET / HTTP/1.1\r\n\r\n", c.as_fd()).unwrap();
         let mut buf = vec![0u8; MAX_MESSAGE];
@@ -226,6 +243,7 @@ mod tests {
                 vhost: 1,
                 peer: "127.0.0.1:1".parse().unwrap(),
                 local: "127.0.0.1:2".parse().unwrap(),
+                tag: [0; TAG_LEN],
             };
             let wait = Duration::from_millis(50);
             let payload = vec![b'x'; 64 * 1024];
@@ -265,6 +283,7 @@ mod tests {
                 vhost: 0,
                 peer: "1.2.3.4:5".parse().unwrap(),
                 local: "1.2.3.4:5".parse().unwrap(),
+                tag: [0; TAG_LEN],
             },
             10,
         );

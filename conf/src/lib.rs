@@ -23,6 +23,7 @@ mod ids;
 mod index;
 mod limits;
 pub mod model;
+mod proxy;
 mod request;
 mod status;
 mod tls;

@@ -68,6 +68,12 @@ pub struct Server {
     pub tls_default: Option<VhostId>,
     /// `tls_strict_sni`: such a hello gets an `unrecognized_name` alert instead.
     pub tls_strict_sni: bool,
+    /// `proxy_protocol`: the listeners (addresses as in `listen` / `listen_tls`) whose
+    /// connections start with a PROXY protocol header; empty: none.
+    pub proxy_protocol: Vec<SocketAddr>,
+    /// `proxy_protocol_from`: the only address blocks such a connection may come from
+    /// (required when `proxy_protocol` names any listener).
+    pub proxy_protocol_from: Vec<Cidr>,
     pub min_multiplexers: u32,
     /// The longest a request head may take: `request_head_rate`'s maximum (its
     /// initial timeout when it has no rate).

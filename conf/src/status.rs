@@ -103,7 +103,7 @@ fn allow_users(entry: &Entry, r: &mut Report, env_uids: &[(&str, u32)]) -> Optio
 }
 
 /// `ip/prefix`, or a bare address meaning `/32` or `/128`. Host bits must be clear.
-fn parse_cidr(s: &str) -> Result<Cidr, String> {
+pub(crate) fn parse_cidr(s: &str) -> Result<Cidr, String> {
     let (addr, prefix) = match s.split_once('/') {
         Some((addr, prefix)) => (addr, Some(prefix)),
         None => (s, None),

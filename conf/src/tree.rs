@@ -179,6 +179,11 @@ impl<'a> Entry<'a> {
         s
     }
 
+    /// Whether the value is a boolean (for keys that take a boolean or a list).
+    pub(crate) fn is_bool(&self) -> bool {
+        self.node.value().is_some_and(Value::is_bool)
+    }
+
     pub(crate) fn bool(&self, r: &mut Report) -> Option<bool> {
         let b = self.node.value().and_then(Value::as_bool);
         if b.is_none() {

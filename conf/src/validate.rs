@@ -18,6 +18,7 @@ use crate::ids::{self, Kind};
 use crate::index;
 use crate::limits::{self, Limits, MAX_COUNT, MAX_TIMEOUT_SECS, POOL_KEYS};
 use crate::model::{Config, Environment, LogFormat, Server, Vhost};
+use crate::proxy;
 use crate::request;
 use crate::status;
 use crate::tls;
@@ -138,6 +139,7 @@ fn server(t: &Table, r: &mut Report, limits: &Limits) -> Option<Server> {
             tls::SERVER_KEYS,
             http2::SERVER_KEYS,
             request::SERVER_KEYS,
+            proxy::KEYS,
         ]
         .concat(),
     );
@@ -162,6 +164,7 @@ fn server(t: &Table, r: &mut Report, limits: &Limits) -> Option<Server> {
         }),
     };
     let tls_strict_sni = tls::strict_sni(t, r);
+    let proxy = proxy::proxy(t, r, listen.as_deref(), listen_tls.as_deref());
     let max_clients = t.int_or(r, "max_clients", 4096, 1, MAX_COUNT);
     let multiplexer_idle_timeout = seconds(t, r, "multiplexer_idle_timeout", 0, 0);
     let processor_wait = match t.get("processor_wait_timeout") {
@@ -196,6 +199,8 @@ fn server(t: &Table, r: &mut Report, limits: &Limits) -> Option<Server> {
         // Resolved once the vhosts are known.
         tls_default: None,
         tls_strict_sni: tls_strict_sni?,
+        proxy_protocol: proxy.clone()?.0,
+        proxy_protocol_from: proxy?.1,
         min_multiplexers: limits::to_u32(&limits.min_multiplexers)?,
         // Without a maximum, the rate alone bounds a head: reloads wait a day at most.
         request_head_timeout: head_rate?

@@ -56,6 +56,33 @@ impl Access {
     }
 }
 
+impl Access {
+    /// [`Access::check`] for addresses a PROXY header carried: the socket is the
+    /// proxy's, so no uid says who the client is, and a client address that looks
+    /// local is local to the proxy's host, not this one: only `[status] allow`
+    /// grants it, and never to a loopback (or same-address) client.
+    pub fn check_carried(&self, peer: SocketAddr, local: SocketAddr) -> Result<(), String> {
+        if looks_local(peer, local) {
+            return Err(format!(
+                "status refused: client {peer} from a PROXY header looks local; local users are \
+                 judged by the uid of their socket, which a proxied connection does not have"
+            ));
+        }
+        if self
+            .allow
+            .iter()
+            .any(|(net, p)| cidr_contains(*net, *p, peer.ip()))
+        {
+            Ok(())
+        } else {
+            Err(format!(
+                "status refused: address {} (from a PROXY header) is not in [status] allow",
+                peer.ip()
+            ))
+        }
+    }
+}
+
 /// Whether the connection cannot have come from another host: either end is loopback
 /// (IPv4-mapped included), or both ends have the same address.
 fn looks_local(peer: SocketAddr, local: SocketAddr) -> bool {
@@ -63,7 +90,7 @@ fn looks_local(peer: SocketAddr, local: SocketAddr) -> bool {
     p.is_loopback() || l.is_loopback() || p == l
 }
 
-fn cidr_contains(net: IpAddr, prefix: u8, ip: IpAddr) -> bool {
+pub(crate) fn cidr_contains(net: IpAddr, prefix: u8, ip: IpAddr) -> bool {
     match (net.to_canonical(), ip.to_canonical()) {
         (IpAddr::V4(n), IpAddr::V4(a)) => {
             let p = u32::from(prefix.min(32));
@@ -151,6 +178,27 @@ mod tests {
             users: vec![0],
         };
         assert!(none.check_with(sa("192.0.2.9:5000"), local, gone).is_err());
+    }
+
+    /// A PROXY header's client is judged by `allow` only; a loopback or same-address
+    /// one never, even with `allow` open to everyone.
+    #[test]
+    fn carried_addresses() {
+        let allow_all = Access {
+            allow: vec![("0.0.0.0".parse().unwrap(), 0), ("::".parse().unwrap(), 0)],
+            users: vec![0],
+        };
+        let dest = sa("192.0.2.1:80");
+        for local in ["127.0.0.1:1", "[::1]:1", "[::ffff:127.0.0.1]:1", "192.0.2.1:1"] {
+            let e = allow_all.check_carried(sa(local), dest).unwrap_err();
+            assert!(e.contains("looks local"), "{e}");
+        }
+        assert!(allow_all
+            .check_carried(sa("198.51.100.1:5"), sa("127.0.0.1:80"))
+            .is_err());
+        let a = access();
+        assert!(a.check_carried(sa("192.0.2.9:5"), dest).is_ok());
+        assert!(a.check_carried(sa("198.51.100.1:5"), dest).is_err());
     }
 
     #[test]

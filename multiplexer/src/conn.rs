@@ -21,8 +21,13 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tracing::{debug, warn};
 
+use crate::proxy::{self, Tag};
 use crate::respond;
 use crate::Shared;
+
+/// Where a connection comes from and goes to, as routing sees it: the client, the
+/// local (destination) address, and the tag when both came from a PROXY header.
+pub type Origin = (SocketAddr, SocketAddr, Option<Tag>);
 
 /// What reading the head came to.
 enum Head {
@@ -195,6 +200,7 @@ pub fn accepted(
     stream: std::net::TcpStream,
     peer: SocketAddr,
     local: SocketAddr,
+    tag: Option<Tag>,
     shared: &Rc<Shared>,
     inflight: &Rc<()>,
 ) {
@@ -209,7 +215,7 @@ pub fn accepted(
                 n if n < 0 => &[],
                 n => &buf[..n as usize],
             };
-            if try_hand_off(got, &stream, peer, local, shared) {
+            if try_hand_off(got, &stream, (peer, local, tag), shared) {
                 return None;
             }
             Some(got.to_vec())
@@ -223,7 +229,7 @@ pub fn accepted(
     let token = (inflight.clone(), shared.from_listeners.clone(), active(&shared));
     tokio::task::spawn_local(async move {
         match TcpStream::from_std(stream) {
-            Ok(stream) => handle(stream, buf, peer, local, false, shared).await,
+            Ok(stream) => handle(stream, buf, (peer, local, tag), false, shared).await,
             Err(e) => warn!(%peer, "registering a connection: {e}"),
         }
         drop((token, held));
@@ -254,13 +260,7 @@ pub(crate) fn first_bytes<R>(
 }
 
 /// The fast path's hand-off: a whole head, routed to a pool with room, sent at once.
-fn try_hand_off(
-    buf: &[u8],
-    stream: &std::net::TcpStream,
-    peer: SocketAddr,
-    local: SocketAddr,
-    shared: &Shared,
-) -> bool {
+fn try_hand_off(buf: &[u8], stream: &std::net::TcpStream, from: Origin, shared: &Shared) -> bool {
     let Some(end) = head_end(buf) else { return false };
     let Decision::Route { vhost, env } = decide_in(shared, &buf[..end]) else {
         return false;
@@ -268,12 +268,8 @@ fn try_hand_off(
     if !shared.pools.has_room(env, vhost as usize) {
         return false;
     }
-    let meta = Meta {
-        flags: 0,
-        vhost,
-        peer,
-        local,
-    };
+    let (peer, local, tag) = from;
+    let meta = proxy::meta(0, vhost, peer, local, tag);
     let sock = &shared.env_socks[env];
     match handoff::send(sock.get_ref().as_fd(), &meta, buf, stream.as_fd()) {
         Ok(()) => {
@@ -305,25 +301,18 @@ pub fn active(shared: &Rc<Shared>) -> Release<impl FnOnce()> {
     Release::new(move || shared.own.sub(slot::ACTIVE_CONNS, 1))
 }
 
-pub async fn handle(
-    stream: TcpStream,
-    buf: Vec<u8>,
-    peer: SocketAddr,
-    local: SocketAddr,
-    handed_back: bool,
-    shared: Rc<Shared>,
-) {
-    handle_counted(stream, buf, peer, local, handed_back, &shared).await;
+pub async fn handle(stream: TcpStream, buf: Vec<u8>, from: Origin, handed_back: bool, shared: Rc<Shared>) {
+    handle_counted(stream, buf, from, handed_back, &shared).await;
 }
 
 async fn handle_counted(
     mut stream: TcpStream,
     mut buf: Vec<u8>,
-    peer: SocketAddr,
-    local: SocketAddr,
+    from: Origin,
     handed_back: bool,
     shared: &Rc<Shared>,
 ) {
+    let (peer, local, tag) = from;
     let limit = shared.limit_request_head;
     let end = match read_head(&mut stream, &mut buf, limit, shared.head_timeout).await {
         Head::Complete(end) => end,
@@ -343,6 +332,7 @@ async fn handle_counted(
                 peer,
                 local,
                 handed_back,
+                proxied: tag.is_some(),
             };
             return serve_status(stream, &buf[..end], format, &host, from, shared).await;
         }
@@ -359,12 +349,7 @@ async fn handle_counted(
             return respond::error(stream, 503, &why, peer, Some(retry)).await;
         }
     }
-    let meta = Meta {
-        flags: 0,
-        vhost,
-        peer,
-        local,
-    };
+    let meta = proxy::meta(0, vhost, peer, local, tag);
     match hand_off(shared, env, &meta, &buf, &stream).await {
         Ok(()) => shared
             .pools
@@ -396,6 +381,8 @@ struct Client {
     local: SocketAddr,
     /// Sent back by a processor: the socket was chosen by a tenant.
     handed_back: bool,
+    /// The addresses are a PROXY header's: the socket is the proxy's.
+    proxied: bool,
 }
 
 /// The one rule for the status page and the metrics ([`crate::access`]). A connection a
@@ -405,6 +392,9 @@ struct Client {
 fn status_allowed(shared: &Shared, from: &Client) -> Result<(), String> {
     if from.handed_back {
         return Err("status refused: the connection was handed back by a processor".into());
+    }
+    if from.proxied {
+        return shared.status_access.check_carried(from.peer, from.local);
     }
     shared.status_access.check(from.peer, from.local)
 }
@@ -470,6 +460,7 @@ pub async fn metrics_loop(
                 peer,
                 local,
                 handed_back: false,
+                proxied: false,
             };
             if let Err(why) = status_allowed(&shared, &from) {
                 return respond::error(stream, 403, &why, peer, None).await;

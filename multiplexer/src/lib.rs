@@ -8,6 +8,7 @@ mod bound;
 mod conn;
 mod peer_uid;
 mod pool;
+mod proxy;
 mod respond;
 mod snapshot;
 pub mod status;
@@ -75,6 +76,8 @@ pub(crate) struct Shared {
     pub tls_default: Option<u32>,
     /// `tls_strict_sni`: such a hello gets an `unrecognized_name` alert.
     pub tls_strict_sni: bool,
+    /// `proxy_protocol`: which listeners read a PROXY header, from whom, the tag key.
+    pub proxy: Option<proxy::Proxy>,
 }
 
 impl Shared {
@@ -192,6 +195,10 @@ async fn serve(
         from_listeners: Rc::new(()),
         tls_default: boot.tls_default,
         tls_strict_sni: boot.tls_strict_sni,
+        proxy: boot
+            .proxy
+            .as_ref()
+            .map(|p| proxy::Proxy::new(p, &boot.listeners, &boot.tls_listeners)),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     // Listeners stop first on a reload; hand-backs are routed until the final stop.
@@ -204,15 +211,19 @@ async fn serve(
     let mut essential: tokio::task::JoinSet<Result<(), String>> = tokio::task::JoinSet::new();
     // Accept loops still running (a token each), for the quiesce after a reload.
     let accepting = Rc::new(());
+    let proxied =
+        |flags: Option<&Vec<bool>>, i: usize| flags.and_then(|f| f.get(i)).copied().unwrap_or(false);
     let plain = listener_fds
         .into_iter()
         .zip(boot.listeners.iter().copied())
-        .map(|l| (l, false));
+        .enumerate()
+        .map(|(i, l)| (l, (false, proxied(boot.proxy.as_ref().map(|p| &p.plain), i))));
     let tls = tls_fds
         .into_iter()
         .zip(boot.tls_listeners.iter().copied())
-        .map(|l| (l, true));
-    for ((fd, bound), tls) in plain.chain(tls) {
+        .enumerate()
+        .map(|(i, l)| (l, (true, proxied(boot.proxy.as_ref().map(|p| &p.tls), i))));
+    for ((fd, bound), kind) in plain.chain(tls) {
         // Already non-blocking: the supervisor binds listeners with SOCK_NONBLOCK.
         let std_listener = std::net::TcpListener::from(fd);
         // SAFETY: the listener owns its fd for as long as the AsyncFd holds it.
@@ -223,7 +234,7 @@ async fn serve(
         let accept = accept_loop(
             listener,
             fixed_local,
-            tls,
+            kind,
             shared.clone(),
             accept_stop_rx.clone(),
             inflight.clone(),
@@ -332,7 +343,7 @@ async fn serve(
 async fn accept_loop(
     listener: AsyncFd<std::net::TcpListener>,
     fixed_local: Option<SocketAddr>,
-    tls: bool,
+    (tls, proxied): (bool, bool),
     shared: Rc<Shared>,
     mut stop: watch::Receiver<bool>,
     inflight: Rc<()>,
@@ -353,10 +364,12 @@ async fn accept_loop(
                     // is logged by the hook, the connection is dropped (closed), and
                     // the next one is taken.
                     let one = std::panic::AssertUnwindSafe(|| {
-                        if tls {
-                            tls::accepted(stream, peer, local, &shared, &inflight)
+                        if proxied {
+                            proxy::accepted(stream, peer, local, tls, &shared, &inflight)
+                        } else if tls {
+                            tls::accepted(stream, peer, local, None, &shared, &inflight)
                         } else {
-                            conn::accepted(stream, peer, local, &shared, &inflight)
+                            conn::accepted(stream, peer, local, None, &shared, &inflight)
                         }
                     });
                     let _ = std::panic::catch_unwind(one);
@@ -434,7 +447,7 @@ async fn hand_back_loop(
         };
         loop {
             match recv_hand_back(guard.get_inner().as_fd()) {
-                Ok((payload, fd)) => {
+                Ok((meta, payload, fd)) => {
                     shared.pools.table.add(
                         shared
                             .pools
@@ -448,11 +461,22 @@ async fn hand_back_loop(
                     };
                     let Some(held) = shared.held.take() else { continue };
                     if let Some((stream, peer, local)) = adopt(fd) {
+                        // A PROXY header's addresses only with the tag of this socket.
+                        let from = match &shared.proxy {
+                            None => (peer, local, None),
+                            Some(p) => match p.hand_back(stream.as_fd(), &meta, (peer, local)) {
+                                Ok(from) => from,
+                                Err(why) => {
+                                    warn!(environment = %shared.env_name(env), %peer, "hand-back refused: {why}");
+                                    continue;
+                                }
+                            },
+                        };
                         let token = inflight.clone();
                         let shared2 = shared.clone();
                         let active = conn::active(&shared);
                         tokio::task::spawn_local(async move {
-                            conn::handle(stream, payload, peer, local, true, shared2).await;
+                            conn::handle(stream, payload, from, true, shared2).await;
                             drop((token, env_token, held, active));
                         });
                     }
@@ -473,7 +497,7 @@ async fn hand_back_loop(
 /// Receives one hand-back into the thread's scratch buffer and copies out its payload.
 /// One buffer of [`handoff::MAX_MESSAGE`] per thread rather than one per environment's
 /// loop: 128 KiB each was most of a multiplexer's memory with a thousand environments.
-fn recv_hand_back(fd: BorrowedFd<'_>) -> Result<(Vec<u8>, OwnedFd), handoff::HandoffError> {
+fn recv_hand_back(fd: BorrowedFd<'_>) -> Result<(handoff::Meta, Vec<u8>, OwnedFd), handoff::HandoffError> {
     thread_local! {
         static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
@@ -482,13 +506,14 @@ fn recv_hand_back(fd: BorrowedFd<'_>) -> Result<(Vec<u8>, OwnedFd), handoff::Han
         if buf.len() < handoff::MAX_MESSAGE {
             buf.resize(handoff::MAX_MESSAGE, 0);
         }
-        let (_meta, payload, fd) = handoff::recv(fd, &mut buf)?;
-        Ok((payload.to_vec(), fd))
+        let (meta, payload, fd) = handoff::recv(fd, &mut buf)?;
+        Ok((meta, payload.to_vec(), fd))
     })
 }
 
 /// Turns a received fd into a stream after checking it is a TCP socket. The addresses
-/// come from the socket itself, not from the (untrusted) message.
+/// come from the socket itself, not from the (untrusted) message (a PROXY header's
+/// only with their tag, [`proxy::Proxy::hand_back`]).
 fn adopt(fd: OwnedFd) -> Option<(TcpStream, SocketAddr, SocketAddr)> {
     if let Err(e) = common::fds::check_stream_socket(&fd) {
         warn!("hand-back refused: {e}");

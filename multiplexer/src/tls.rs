@@ -22,7 +22,7 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::rc::Rc;
 
 use common::control::VhostBoot;
-use common::handoff::{self, flags, HandoffError, Meta};
+use common::handoff::{self, flags, HandoffError};
 use common::scoreboard::table;
 use common::vhost::HostTable;
 use tokio::io::Interest;
@@ -30,6 +30,7 @@ use tokio::net::TcpStream;
 use tracing::{debug, info, warn};
 
 use crate::pool::Refusal;
+use crate::proxy::{self, Tag};
 use crate::{conn, respond, Shared};
 
 /// Most bytes of ClientHello records examined (a post-quantum hello is 1.5–2 KiB).
@@ -200,6 +201,7 @@ pub fn accepted(
     stream: std::net::TcpStream,
     peer: SocketAddr,
     local: SocketAddr,
+    tag: Option<Tag>,
     shared: &Rc<Shared>,
     inflight: &Rc<()>,
 ) {
@@ -212,7 +214,7 @@ pub fn accepted(
                 return false;
             }
             match examine(&buf[..n as usize]) {
-                Peeked::Hello(sni) => try_hand_off(sni.as_deref(), &stream, peer, local, shared),
+                Peeked::Hello(sni) => try_hand_off(sni.as_deref(), &stream, (peer, local, tag), shared),
                 _ => false,
             }
         },
@@ -229,7 +231,7 @@ pub fn accepted(
     );
     tokio::task::spawn_local(async move {
         match TcpStream::from_std(stream) {
-            Ok(stream) => handle(stream, peer, local, &shared).await,
+            Ok(stream) => handle(stream, (peer, local, tag), &shared).await,
             Err(e) => warn!(%peer, "registering a connection: {e}"),
         }
         drop((token, held));
@@ -240,10 +242,10 @@ pub fn accepted(
 fn try_hand_off(
     sni: Option<&str>,
     stream: &std::net::TcpStream,
-    peer: SocketAddr,
-    local: SocketAddr,
+    from: conn::Origin,
     shared: &Shared,
 ) -> bool {
+    let (peer, local, tag) = from;
     let Some((vhost, default)) = route(
         &shared.hosts,
         &shared.pools.vhosts,
@@ -259,12 +261,8 @@ fn try_hand_off(
     if !shared.pools.has_room(env, vhost as usize) {
         return false;
     }
-    let meta = Meta {
-        flags: flags::TLS | if default { flags::TLS_DEFAULT } else { 0 },
-        vhost,
-        peer,
-        local,
-    };
+    let flags = flags::TLS | if default { flags::TLS_DEFAULT } else { 0 };
+    let meta = proxy::meta(flags, vhost, peer, local, tag);
     match handoff::send(
         shared.env_socks[env].get_ref().as_fd(),
         &meta,
@@ -287,7 +285,8 @@ fn try_hand_off(
     }
 }
 
-async fn handle(stream: TcpStream, peer: SocketAddr, local: SocketAddr, shared: &Shared) {
+async fn handle(stream: TcpStream, from: conn::Origin, shared: &Shared) {
+    let (peer, local, tag) = from;
     let mut lowered = false;
     let peek = peek_hello(&stream, &mut lowered);
     let sni = match tokio::time::timeout(shared.request_head_timeout, peek).await {
@@ -336,12 +335,8 @@ async fn handle(stream: TcpStream, peer: SocketAddr, local: SocketAddr, shared: 
             return;
         }
     }
-    let meta = Meta {
-        flags: flags::TLS | if default { flags::TLS_DEFAULT } else { 0 },
-        vhost,
-        peer,
-        local,
-    };
+    let flags = flags::TLS | if default { flags::TLS_DEFAULT } else { 0 };
+    let meta = proxy::meta(flags, vhost, peer, local, tag);
     match conn::hand_off(shared, env, &meta, &[], &stream).await {
         Ok(()) => shared
             .pools
@@ -424,7 +419,7 @@ async fn peek_hello(stream: &TcpStream, lowered: &mut bool) -> Result<Option<Str
 }
 
 /// `SO_RCVLOWAT`: the socket reads as readable once `bytes` are queued (or at EOF).
-fn set_rcvlowat(stream: &TcpStream, bytes: usize) {
+pub(crate) fn set_rcvlowat(stream: &TcpStream, bytes: usize) {
     let value = libc::c_int::try_from(bytes).unwrap_or(1).max(1);
     // SAFETY: a valid c_int for the option's length; the fd is open.
     let r = unsafe {

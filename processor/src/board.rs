@@ -133,6 +133,8 @@ impl Board {
 pub struct ConnObserver<'a> {
     board: &'a Board,
     peer: SocketAddr,
+    /// The destination address, as the multiplexer gave it (a PROXY header's).
+    local: SocketAddr,
     /// The vhost the connection is counted under.
     current: Cell<u32>,
     /// A request was started and has not completed.
@@ -143,11 +145,14 @@ pub struct ConnObserver<'a> {
 
 impl<'a> ConnObserver<'a> {
     /// Counts a connection for `vhost` in.
-    pub fn open(board: &'a Board, peer: SocketAddr, vhost: u32) -> Self {
+    /// `peer` and `local` are the hand-off's: the client's and the destination's, a
+    /// PROXY header's when the listener reads one (not the socket's).
+    pub fn open(board: &'a Board, (peer, local): (SocketAddr, SocketAddr), vhost: u32) -> Self {
         board.conn_opened(vhost);
         ConnObserver {
             board,
             peer,
+            local,
             current: Cell::new(vhost),
             in_request: Cell::new(false),
             counts_conn: true,
@@ -156,10 +161,11 @@ impl<'a> ConnObserver<'a> {
 
     /// The observer of one HTTP/2 stream of a connection for `vhost` (counted by the
     /// connection's own observer): its request, never the connection.
-    pub fn stream(board: &'a Board, peer: SocketAddr, vhost: u32) -> Self {
+    pub fn stream(board: &'a Board, (peer, local): (SocketAddr, SocketAddr), vhost: u32) -> Self {
         ConnObserver {
             board,
             peer,
+            local,
             current: Cell::new(vhost),
             in_request: Cell::new(false),
             counts_conn: false,
@@ -190,6 +196,10 @@ impl Drop for ConnObserver<'_> {
 }
 
 impl Observer for ConnObserver<'_> {
+    fn addresses(&self) -> Option<(SocketAddr, SocketAddr)> {
+        Some((self.peer, self.local))
+    }
+
     fn started(&self, site: &Site) {
         let b = self.board;
         if self.current.get() != site.vhost_id {
@@ -365,7 +375,11 @@ mod tests {
         let seg = Segment::map(&rw, true).unwrap();
         let (tx, _rx) = watch::channel(false);
         let board = Board::new(seg, &[1], vec![None], 0, tx);
-        let obs = ConnObserver::open(&board, "127.0.0.1:1".parse().unwrap(), 1);
+        let obs = ConnObserver::open(
+            &board,
+            ("127.0.0.1:1".parse().unwrap(), "127.0.0.1:2".parse().unwrap()),
+            1,
+        );
         let words = |b: &Board| {
             [
                 slot::FCGI_REQUESTS,

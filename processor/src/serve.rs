@@ -377,7 +377,7 @@ async fn connection(
     // every hand-back they adopt, and the flag belongs to the shared file description.
     let std_stream = std::net::TcpStream::from(fd);
     // Counted in until the observer is dropped, on every way out of here.
-    let observer = ConnObserver::open(board, meta.peer, meta.vhost);
+    let observer = ConnObserver::open(board, (meta.peer, meta.local), meta.vhost);
     // A lone `Connection: close` request with a small answer: one write, no reactor.
     let rest = match h1::serve_one_shot(&std_stream, &payload, first, cfg, &observer) {
         h1::OneShotResult::Done => return,
@@ -423,11 +423,14 @@ async fn connection(
                 "handing the connection back"
             );
             board.handed_back();
+            // A PROXY header's addresses go back with the multiplexers' tag, unchanged:
+            // without it they would not be believed.
             let back = Meta {
-                flags: handoff::flags::HAND_BACK,
+                flags: handoff::flags::HAND_BACK | (meta.flags & handoff::flags::PROXIED),
                 vhost: NO_VHOST,
                 peer: meta.peer,
                 local: meta.local,
+                tag: meta.tag,
             };
             let Some(fd) = transport.hand_back_fd() else {
                 warn!(environment = env, peer = %meta.peer, "this transport cannot be handed back; closing");
@@ -471,7 +474,7 @@ async fn tls_connection(
     let Ok(stream) = TcpStream::from_std(std::net::TcpStream::from(fd)) else {
         return;
     };
-    let observer = ConnObserver::open(board, meta.peer, meta.vhost);
+    let observer = ConnObserver::open(board, (meta.peer, meta.local), meta.vhost);
     let by_default = meta.flags & handoff::flags::TLS_DEFAULT != 0;
     let session = match tls::accept(
         stream,
@@ -501,7 +504,8 @@ async fn tls_connection(
     let sni = session.get_ref().1.server_name().map(str::to_ascii_lowercase);
     if let (Some(h2), Some(crate::h2::ALPN)) = (&*conn.http2, state.alpn_protocol()) {
         board.slot.add(slot::TLS_ALPN_H2, 1);
-        let local = session.get_ref().0.local_addr().ok();
+        // The hand-off's destination: a PROXY header's when one was carried.
+        let local = Some(meta.local);
         let shared = Rc::new(crate::h2::Shared::new(
             conn.sites.clone(),
             conn.tls.clone(),

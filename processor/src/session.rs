@@ -49,6 +49,11 @@ pub struct Completed<'a> {
 
 /// Told about every request a connection serves.
 pub trait Observer {
+    /// The connection's client and destination addresses as the multiplexer handed
+    /// them off (a PROXY header's when the listener reads one); `None`: ask the socket.
+    fn addresses(&self) -> Option<(std::net::SocketAddr, std::net::SocketAddr)> {
+        None
+    }
     /// A routed request begins (its head is complete).
     fn started(&self, site: &Site);
     /// A response is about to be written: count it now, so that a client that has its

@@ -9,8 +9,8 @@ use std::path::PathBuf;
 
 use common::bootfds::{MultiplexerFds, ProcessorFds};
 use common::control::{
-    AccessLogFormat, Bootstrap, CgiBoot, EnvBoot, FastcgiBoot, MultiplexerBoot, ProcessorBoot, RoleBoot,
-    SiteBoot, SiteTls, VhostBoot, FOREIGN_HOST,
+    AccessLogFormat, Bootstrap, CgiBoot, EnvBoot, FastcgiBoot, MultiplexerBoot, ProcessorBoot, ProxyBoot,
+    RoleBoot, SiteBoot, SiteTls, VhostBoot, FOREIGN_HOST,
 };
 use common::privdrop::Credentials;
 use common::vhost::names_overlap;
@@ -101,6 +101,7 @@ pub fn multiplexer(
         status_allow: cfg.status.allow.iter().map(|c| (c.addr, c.prefix)).collect(),
         status_allow_users: allow_users(cfg, privileged),
         generation: g.id,
+        proxy: proxy_boot(g),
     };
     let credentials = privileged.then_some(Credentials {
         uid: cfg.server.uid,
@@ -115,6 +116,20 @@ pub fn multiplexer(
         },
         fds,
     )
+}
+
+/// Which listeners read a PROXY header (by their place in `listen` / `listen_tls`, the
+/// order of [`Listeners`]), from whom, and the generation's tag key.
+fn proxy_boot(g: &Generation) -> Option<ProxyBoot> {
+    let s = &g.cfg.server;
+    let key = g.proxy_key.clone()?;
+    let flags = |addrs: &[SocketAddr]| addrs.iter().map(|a| s.proxy_protocol.contains(a)).collect();
+    Some(ProxyBoot {
+        plain: flags(&s.listen),
+        tls: flags(&s.listen_tls),
+        from: s.proxy_protocol_from.iter().map(|c| (c.addr, c.prefix)).collect(),
+        key,
+    })
 }
 
 /// The host table's entries, (name or `*.`wildcard, vhost index), in the order the

@@ -55,6 +55,8 @@ pub struct Generation {
     /// Per environment with a certificate: its processors' TLS ticket seed (random, of
     /// this generation only).
     pub ticket_seeds: Vec<Option<common::control::TicketSeed>>,
+    /// The multiplexers' hand-off tag key, when a listener reads PROXY headers.
+    pub proxy_key: Option<common::control::TicketSeed>,
     /// Per environment with `private_view`: its namespaces and their holder, shared
     /// with the generations before and after it that keep the view's settings (the
     /// holder exits when the last of them is dropped).
@@ -112,6 +114,10 @@ impl Generation {
             })
             .collect::<Result<Vec<_>, _>>()
             .map_err(SupervisorError::Random)?;
+        let proxy_key = (!cfg.server.proxy_protocol.is_empty())
+            .then(random_seed)
+            .transpose()
+            .map_err(SupervisorError::Random)?;
         Ok(Generation {
             id,
             cfg: cfg.clone(),
@@ -127,6 +133,7 @@ impl Generation {
             logs,
             fastcgi,
             ticket_seeds,
+            proxy_key,
             views,
         })
     }

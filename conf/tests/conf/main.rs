@@ -14,6 +14,7 @@ mod fastcgi;
 mod http2;
 mod index;
 mod limits;
+mod proxy;
 mod request;
 mod status;
 mod tls;

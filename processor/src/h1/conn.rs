@@ -346,15 +346,20 @@ impl Conn<'_> {
 
     /// The peer address, for log lines only (a syscall, so not on the request path).
     fn peer(&self) -> Option<SocketAddr> {
-        self.stream.peer_addr()
+        match self.observer.addresses() {
+            Some((peer, _)) => Some(peer),
+            None => self.stream.peer_addr(),
+        }
     }
 
     /// The peer and local addresses, once per connection (a gateway request's
-    /// meta-variables).
+    /// meta-variables): the hand-off's (a PROXY header's when there was one), else
+    /// the socket's.
     fn addresses(&self) -> (Option<SocketAddr>, Option<SocketAddr>) {
-        *self
-            .addrs
-            .get_or_init(|| (self.stream.peer_addr(), self.stream.local_addr()))
+        *self.addrs.get_or_init(|| match self.observer.addresses() {
+            Some((peer, local)) => (Some(peer), Some(local)),
+            None => (self.stream.peer_addr(), self.stream.local_addr()),
+        })
     }
 
     /// Write `response`, closing instead of keeping alive if shutdown has begun.

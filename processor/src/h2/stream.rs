@@ -85,7 +85,11 @@ fn inline(
     request: Request,
     declared: Option<u64>,
 ) -> hyper::Response<H2Body> {
-    let observer = ConnObserver::stream(&shared.board, shared.peer, shared.vhost);
+    let observer = ConnObserver::stream(
+        &shared.board,
+        (shared.peer, shared.local.unwrap_or(shared.peer)),
+        shared.vhost,
+    );
     let started = std::time::SystemTime::now();
     let t0 = std::time::Instant::now();
     let head_only = request.method == Method::Head;
@@ -118,7 +122,11 @@ fn inline(
         let Some(site) = shared.sites.by_vhost(vhost) else {
             return;
         };
-        let observer = ConnObserver::stream(&shared.board, shared.peer, shared.vhost);
+        let observer = ConnObserver::stream(
+            &shared.board,
+            (shared.peer, shared.local.unwrap_or(shared.peer)),
+            shared.vhost,
+        );
         observer.started(site);
         observer.completed(&Completed {
             site,
@@ -159,7 +167,11 @@ async fn run(
     request: Request,
     tx: oneshot::Sender<hyper::Response<H2Body>>,
 ) {
-    let observer = ConnObserver::stream(&shared.board, shared.peer, shared.vhost);
+    let observer = ConnObserver::stream(
+        &shared.board,
+        (shared.peer, shared.local.unwrap_or(shared.peer)),
+        shared.vhost,
+    );
     let started = std::time::SystemTime::now();
     let t0 = std::time::Instant::now();
     let head_only = request.method == Method::Head;
