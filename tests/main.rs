@@ -58,6 +58,8 @@ mod logs;
 /// seccomp): /proc, other trees, /tmp, SysV IPC, denied syscalls, system PHP and
 /// DokuWiki in a jail, a killed holder, a reload, `check`.
 mod namespaces;
+/// `max_connections_per_ip`: one address over the cap refused, another served.
+mod per_ip;
 /// `manager = "php-fpm"`: one php-fpm master per environment (uids, fds, a killed
 /// master, a reload, a jail), its children counted as the environment's backends.
 mod php_fpm;

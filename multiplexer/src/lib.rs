@@ -7,6 +7,7 @@ mod access;
 mod bound;
 mod conn;
 mod peer_uid;
+mod per_ip;
 mod pool;
 mod respond;
 mod snapshot;
@@ -60,6 +61,8 @@ pub(crate) struct Shared {
     /// Connections this multiplexer is working on (reading a head, waiting for room,
     /// handing off): at most `max_clients`; over it a new one is closed at once.
     pub held: Rc<bound::Gauge>,
+    /// `max_connections_per_ip`: connections per client address in this multiplexer.
+    pub per_ip: Rc<per_ip::PerIp>,
     /// Per environment: hand-backs being routed, at most what the environment's
     /// processors can hold (`max_processors * max_connections_per_processor`).
     pub handbacks: Vec<Rc<bound::Gauge>>,
@@ -148,6 +151,11 @@ async fn serve(
         held_max,
         "multiplexer: max_clients connections are being read or routed; new connections are closed".into(),
     );
+    let per_ip = per_ip::PerIp::new(
+        boot.max_connections_per_ip,
+        boot.max_connections_per_ip_ipv6_prefix,
+        held_max.saturating_add(1),
+    );
     let pools = Pools::new(
         boot.environments,
         boot.vhosts,
@@ -175,6 +183,7 @@ async fn serve(
         },
         own,
         held,
+        per_ip,
         handbacks,
         from_listeners: Rc::new(()),
         tls_default: boot.tls_default,
@@ -336,14 +345,18 @@ async fn accept_loop(
                     let local = fixed_local.or_else(|| stream.local_addr().ok()).unwrap_or(peer);
                     shared.own.add(slot::TAKEN, 1);
                     shared.pools.table.add(common::scoreboard::table::ACCEPTED, 1);
+                    // Over `max_connections_per_ip`: closed now, before a byte is read.
+                    let Some(per_ip) = shared.per_ip.take(peer.ip()) else {
+                        continue;
+                    };
                     // A bug on one connection's path must not end the loop: the panic
                     // is logged by the hook, the connection is dropped (closed), and
                     // the next one is taken.
                     let one = std::panic::AssertUnwindSafe(|| {
                         if tls {
-                            tls::accepted(stream, peer, local, &shared, &inflight)
+                            tls::accepted(stream, peer, local, &shared, &inflight, per_ip)
                         } else {
-                            conn::accepted(stream, peer, local, &shared, &inflight)
+                            conn::accepted(stream, peer, local, &shared, &inflight, per_ip)
                         }
                     });
                     let _ = std::panic::catch_unwind(one);

@@ -202,6 +202,7 @@ pub fn accepted(
     local: SocketAddr,
     shared: &Rc<Shared>,
     inflight: &Rc<()>,
+    per_ip: crate::per_ip::Slot,
 ) {
     let done = conn::first_bytes(
         &stream,
@@ -232,7 +233,7 @@ pub fn accepted(
             Ok(stream) => handle(stream, peer, local, &shared).await,
             Err(e) => warn!(%peer, "registering a connection: {e}"),
         }
-        drop((token, held));
+        drop((token, held, per_ip));
     });
 }
 
