@@ -318,10 +318,18 @@ fn start_connection(
             payload,
             fd,
         } = r;
+        // Each boxed: a plain connection's task does not carry the (larger) state of
+        // a TLS one.
         if meta.flags & handoff::flags::TLS != 0 {
-            tls_connection(fd, meta, &sites, &tls, &cfg, &env, &board, &mut stop).await;
+            Box::pin(tls_connection(
+                fd, meta, &sites, &tls, &cfg, &env, &board, &mut stop,
+            ))
+            .await;
         } else {
-            connection(fd, meta, payload, &sites, &cfg, &sock, &env, &board, &mut stop).await;
+            Box::pin(connection(
+                fd, meta, payload, &sites, &cfg, &sock, &env, &board, &mut stop,
+            ))
+            .await;
         }
         drop(permit);
     });
