@@ -71,6 +71,9 @@ mod reload;
 mod scoreboard;
 /// The HTML status page rendered by headless Chromium.
 mod screenshot;
+/// slowhttptest's slowloris, slow-body and slow-read modes for 30 s each: a normal
+/// client meanwhile is always served, its p99 within 2x of unloaded.
+mod slow_clients;
 /// Who may read the status page and the metrics.
 mod status_access;
 /// What the status page and `/metrics` say, checked with Apache's and Prometheus' tools.
