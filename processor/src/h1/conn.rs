@@ -106,7 +106,7 @@ pub async fn run(
             Ok(Some(head)) => head,
             Ok(None) => return Outcome::Closed,
             Err(response) => {
-                conn.finish(response, false).await;
+                Box::pin(conn.finish(response, false)).await;
                 return Outcome::Closed;
             }
         };
@@ -119,7 +119,7 @@ pub async fn run(
                     // A decrypted connection stays here: the client retries elsewhere.
                     let why = format!("host {:?} is not served on this connection", host.unwrap_or(""));
                     let head_only = head.request.method == Method::Head;
-                    conn.finish(Response::error(421, why), head_only).await;
+                    Box::pin(conn.finish(Response::error(421, why), head_only)).await;
                     return Outcome::Closed;
                 }
                 None => return Outcome::HandBack(std::mem::take(&mut conn.buf)),
