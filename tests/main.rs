@@ -67,6 +67,10 @@ mod php_fpm;
 mod pools;
 /// SIGHUP generations: no failed request, refused configs, listeners kept.
 mod reload;
+/// RFC 9112/9110, table-driven, each case naming its clause: Apache's limits just under
+/// and over, read timeouts with a minimum rate, Expect, TRACE, OPTIONS *, CONNECT,
+/// framing and field syntax (helpers in `util/wire.rs`).
+mod rfc9112;
 /// Shared-memory scoreboard: who maps what, and garbage in a tenant's own slot.
 mod scoreboard;
 /// The HTML status page rendered by headless Chromium.
@@ -74,6 +78,9 @@ mod screenshot;
 /// slowhttptest's slowloris, slow-body and slow-read modes for 30 s each: a normal
 /// client meanwhile is always served, its p99 within 2x of unloaded.
 mod slow_clients;
+/// Request smuggling: every CL/TE variant with a request hidden in its body, first and
+/// later on a keep-alive connection; the hidden request is never answered.
+mod smuggling;
 /// Who may read the status page and the metrics.
 mod status_access;
 /// What the status page and `/metrics` say, checked with Apache's and Prometheus' tools.

@@ -176,6 +176,13 @@ pub struct MultiplexerBoot {
     pub hosts: Vec<(String, u32)>,
     pub limit_request_head: usize,
     pub request_head_timeout_ms: u64,
+    /// `limit_request_line`, `limit_request_fields`, `limit_request_field_size` (with
+    /// `limit_request_head`); `None`: Apache's defaults.
+    #[serde(default)]
+    pub head_limits: Option<crate::head::Limits>,
+    /// `request_head_timeout` with its rate; `None`: `request_head_timeout_ms`, fixed.
+    #[serde(default)]
+    pub head_timeout: Option<crate::http::rate::RateTimeout>,
     /// How long to wait for room in a pool's queue before answering 503.
     pub handoff_timeout_ms: u64,
     /// `processor_wait_timeout = [seconds, steps]`.
@@ -232,6 +239,12 @@ pub struct ProcessorBoot {
     pub hosts: Vec<(String, u32)>,
     pub limit_request_head: usize,
     pub request_head_timeout_ms: u64,
+    /// As [`MultiplexerBoot::head_limits`], for the later heads of a connection.
+    #[serde(default)]
+    pub head_limits: Option<crate::head::Limits>,
+    /// As [`MultiplexerBoot::head_timeout`], for the later heads of a connection.
+    #[serde(default)]
+    pub head_timeout: Option<crate::http::rate::RateTimeout>,
     pub keep_alive_timeout_ms: u64,
     pub max_connections: u32,
     /// 0 = unlimited.
@@ -308,6 +321,13 @@ pub struct SiteBoot {
     /// `hsts_max_age`, sent on answers over TLS.
     #[serde(default)]
     pub hsts_max_age: Option<u64>,
+    /// `request_body_timeout` (its own, else `[server]`'s); `None`: the built-in one.
+    #[serde(default)]
+    pub body_timeout: Option<crate::http::rate::RateTimeout>,
+    /// `keep_alive_max_requests` (its own, else `[server]`'s; 0: unlimited); `None`:
+    /// Apache's 100.
+    #[serde(default)]
+    pub keep_alive_max_requests: Option<u64>,
 }
 
 /// Where a site's certificate chain and key are (paths only: no key crosses a

@@ -1,6 +1,6 @@
 //! Fuzz targets for the parsers a client or a tenant's process can reach in `common`:
-//! the request-head parser with its Host/authority rules, the hand-off codec and the
-//! control-channel codec. They
+//! the request-head parser with its Host/authority rules and with Apache's limits
+//! (`head_limits`), the hand-off codec and the control-channel codec. They
 //! run in `cargo test` (bolero's random engine, plus the seed corpus under
 //! `src/__fuzz__/<target>/corpus/`) and, unchanged, under a coverage-guided engine:
 //! `cargo bolero test -p common fuzz::head_parser --sanitizer none` (stable Rust;
@@ -67,6 +67,54 @@ fn assemble(bytes: &[u8]) -> Vec<u8> {
         }
     }
     out
+}
+
+/// [`head::parse_with`] under small random limits (the first three input bytes): what
+/// it accepts is within every limit and is accepted alike without them; what it
+/// refuses for a limit is over it.
+#[test]
+fn head_limits() {
+    check!().with_iterations(ITERATIONS).for_each(|input: &[u8]| {
+        let [a, b, c, rest @ ..] = input else { return };
+        let limits = head::Limits {
+            head: 8192,
+            line: usize::from(*a) + 1,
+            fields: usize::from(*b % 16) + 1,
+            field_size: usize::from(*c) + 1,
+        };
+        for bytes in [rest.to_vec(), assemble(rest)] {
+            check_limits(&bytes, &limits);
+        }
+    });
+}
+
+fn check_limits(bytes: &[u8], limits: &head::Limits) {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let start = head::leading_blank(bytes);
+    let lines = || {
+        bytes[start..]
+            .split(|&b| b == b'\n')
+            .map(|l| l.strip_suffix(b"\r").unwrap_or(l).len())
+    };
+    match head::parse_with(bytes, &mut headers, limits) {
+        Ok(Some(h)) => {
+            assert!(h.headers.len() <= limits.fields);
+            let mut n = lines();
+            assert!(n.next().unwrap_or(0) <= limits.line);
+            let len = h.len;
+            let mut loose = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let again = head::parse(bytes, &mut loose, 8192);
+            assert!(matches!(again, Ok(Some(ref g)) if g.len == len), "{again:?}");
+        }
+        Err(head::HeadError::UriTooLong { limit }) if limit == limits.line => {
+            assert!(lines().next().unwrap_or(0) > limits.line);
+        }
+        Err(head::HeadError::FieldTooLarge { limit }) => {
+            assert_eq!(limit, limits.field_size);
+            assert!(lines().skip(1).any(|l| l > limits.field_size));
+        }
+        _ => {}
+    }
 }
 
 #[test]

@@ -8,8 +8,12 @@ use std::net::Ipv6Addr;
 
 use thiserror::Error;
 
-/// Maximum number of header fields accepted in one request head.
-pub const MAX_HEADERS: usize = 100;
+pub mod limits;
+
+pub use limits::Limits;
+
+/// Header slots of a parse: the most `limit_request_fields` may be.
+pub const MAX_HEADERS: usize = 500;
 
 /// Why a head cannot be served; [`HeadError::status`] is the answer to it.
 #[derive(Debug, Error, PartialEq, Eq, Clone, Copy)]
@@ -20,8 +24,10 @@ pub enum HeadError {
     RequestLine,
     #[error("unsupported HTTP version")]
     Version,
-    #[error("more than {MAX_HEADERS} header fields")]
-    TooManyHeaders,
+    #[error("more than {limit} header fields")]
+    TooManyHeaders { limit: usize },
+    #[error("header field line longer than {limit} bytes")]
+    FieldTooLarge { limit: usize },
     #[error("request line longer than {limit} bytes")]
     UriTooLong { limit: usize },
     #[error("request head larger than {limit} bytes")]
@@ -39,7 +45,7 @@ impl HeadError {
     pub fn status(&self) -> u16 {
         match self {
             Self::Version => 505,
-            Self::TooManyHeaders | Self::HeadTooLarge { .. } => 431,
+            Self::TooManyHeaders { .. } | Self::FieldTooLarge { .. } | Self::HeadTooLarge { .. } => 431,
             Self::UriTooLong { .. } => 414,
             Self::Malformed | Self::RequestLine | Self::DuplicateHost | Self::BadHost | Self::MissingHost => {
                 400
@@ -65,14 +71,26 @@ pub struct RequestHead<'h, 'b> {
     pub headers: &'h [httparse::Header<'b>],
 }
 
-/// Parses the head at the start of `buf` (RFC 9112 §2.2: leading empty lines are
-/// skipped). `Ok(None)`: not complete yet and still within `limit`.
+/// [`parse_with`] with only a total bound (the other limits at Apache's defaults).
 pub fn parse<'h, 'b>(
     buf: &'b [u8],
     headers: &'h mut [httparse::Header<'b>],
     limit: usize,
 ) -> Result<Option<RequestHead<'h, 'b>>, HeadError> {
-    let mut req = httparse::Request::new(headers);
+    parse_with(buf, headers, &Limits::head_only(limit))
+}
+
+/// Parses the head at the start of `buf` (RFC 9112 §2.2: leading empty lines are
+/// skipped) within `limits`. `Ok(None)`: not complete yet and still within them.
+pub fn parse_with<'h, 'b>(
+    buf: &'b [u8],
+    headers: &'h mut [httparse::Header<'b>],
+    limits: &Limits,
+) -> Result<Option<RequestHead<'h, 'b>>, HeadError> {
+    let limit = limits.head;
+    let slots = limits.fields_slots().min(headers.len());
+    limits::check_lines(&buf[leading_blank(buf)..], limits)?;
+    let mut req = httparse::Request::new(&mut headers[..slots]);
     let len = match req.parse(buf) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => {
@@ -82,7 +100,7 @@ pub fn parse<'h, 'b>(
                 Ok(None)
             };
         }
-        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyHeaders),
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyHeaders { limit: slots }),
         Err(_) => return line_error(buf, limit),
     };
     if len > limit {

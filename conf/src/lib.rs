@@ -22,6 +22,7 @@ mod ids;
 mod index;
 mod limits;
 pub mod model;
+mod request;
 mod status;
 mod tls;
 mod tree;

@@ -51,8 +51,19 @@ pub struct Server {
     /// `tls_strict_sni`: such a hello gets an `unrecognized_name` alert instead.
     pub tls_strict_sni: bool,
     pub min_multiplexers: u32,
+    /// The longest a request head may take: `request_head_rate`'s maximum (its
+    /// initial timeout when it has no rate).
     pub request_head_timeout: Duration,
+    /// `request_head_timeout` as written: `[initial, maximum, min_rate]`.
+    pub request_head_rate: ReadTimeout,
     pub limit_request_head: usize,
+    /// `limit_request_line`, `limit_request_fields`, `limit_request_field_size`.
+    pub head_limits: HeadLimits,
+    /// `request_body_timeout`: every vhost's default.
+    pub request_body_timeout: ReadTimeout,
+    /// `keep_alive_max_requests` (MaxKeepAliveRequests; 0: unlimited): every vhost's
+    /// default.
+    pub keep_alive_max_requests: u64,
     pub keep_alive_timeout: Duration,
     /// How long SIGTERM waits for in-flight requests before killing what is left.
     pub shutdown_timeout: Duration,
@@ -235,6 +246,46 @@ pub struct Vhost {
     pub redirect_to_https: bool,
     /// `hsts_max_age`: `Strict-Transport-Security: max-age=N` on answers over TLS.
     pub hsts_max_age: Option<u64>,
+    /// Its own `request_body_timeout`; `None`: `[server]`'s.
+    pub request_body_timeout: Option<ReadTimeout>,
+    /// Its own `keep_alive_max_requests`; `None`: `[server]`'s.
+    pub keep_alive_max_requests: Option<u64>,
+}
+
+/// A read timeout with a minimum rate (mod_reqtimeout's `header=20-40,MinRate=500`):
+/// `initial` after the start, one second more per `min_rate` bytes received, never
+/// past `max` (0: no maximum). A plain `N` is `[N, N, 0]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadTimeout {
+    pub initial: Duration,
+    pub max: Duration,
+    pub min_rate: u64,
+}
+
+impl ReadTimeout {
+    /// The longest a read under it may take; `None`: only the rate bounds it.
+    pub fn longest(&self) -> Option<Duration> {
+        if self.min_rate == 0 {
+            Some(self.initial)
+        } else if self.max.is_zero() {
+            None
+        } else {
+            Some(self.max.max(self.initial))
+        }
+    }
+}
+
+/// Apache's request-head limits, server-wide (the multiplexers parse a head before
+/// any vhost is known).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadLimits {
+    /// `limit_request_line` (LimitRequestLine, 8190): longer is 414.
+    pub line: usize,
+    /// `limit_request_fields` (LimitRequestFields, 100): more is 431.
+    pub fields: usize,
+    /// `limit_request_field_size` (LimitRequestFieldSize, 8190): a longer field line
+    /// is 431.
+    pub field_size: usize,
 }
 
 /// A vhost's certificate chain and key: host paths (inside the environment's chroot

@@ -241,6 +241,11 @@ impl<'a> Entry<'a> {
         }
     }
 
+    /// Whether the value is an inline array (nothing reported either way).
+    pub(crate) fn is_array(&self) -> bool {
+        self.node.value().and_then(Value::as_array).is_some()
+    }
+
     /// The elements of an inline array, each with its own `path[i]`.
     pub(crate) fn array(&self, r: &mut Report) -> Option<Vec<Entry<'a>>> {
         self.array_shaped(r, "an array")

@@ -17,6 +17,7 @@ use crate::ids::{self, Kind};
 use crate::index;
 use crate::limits::{self, Limits, MAX_COUNT, MAX_TIMEOUT_SECS, POOL_KEYS};
 use crate::model::{Config, Environment, LogFormat, Server, Vhost};
+use crate::request;
 use crate::status;
 use crate::tls;
 use crate::tree::{is_bare_key, Entry, Table};
@@ -136,7 +137,14 @@ pub(crate) fn config(root: &Table, r: &mut Report, path: &Path) -> Option<Config
 fn server(t: &Table, r: &mut Report, limits: &Limits) -> Option<Server> {
     t.check_keys(
         r,
-        &[SERVER_KEYS, POOL_KEYS, cgroup::KEYS, tls::SERVER_KEYS].concat(),
+        &[
+            SERVER_KEYS,
+            POOL_KEYS,
+            cgroup::KEYS,
+            tls::SERVER_KEYS,
+            request::SERVER_KEYS,
+        ]
+        .concat(),
     );
     let user = t.require(r, "user").and_then(|e| ids::resolve(&e, r, Kind::User));
     let group = t
@@ -167,7 +175,10 @@ fn server(t: &Table, r: &mut Report, limits: &Limits) -> Option<Server> {
         Some(e) => processor_wait(&e, r),
         None => Some((Duration::from_secs(5), 10)),
     };
-    let request_head_timeout = seconds(t, r, "request_head_timeout", 20, 1);
+    let head_rate = request::read_timeout(t, r, "request_head_timeout", 1);
+    let head_limits = request::head_limits(t, r);
+    let body_timeout = request::read_timeout(t, r, "request_body_timeout", 1);
+    let max_requests = request::max_requests(t, r);
     let limit_request_head = t.int_or(r, "limit_request_head", 8192, 256, 65536);
     let keep_alive_timeout = seconds(t, r, "keep_alive_timeout", 5, 0);
     let shutdown_timeout = seconds(t, r, "shutdown_timeout", 30, 0);
@@ -192,7 +203,15 @@ fn server(t: &Table, r: &mut Report, limits: &Limits) -> Option<Server> {
         tls_default: None,
         tls_strict_sni: tls_strict_sni?,
         min_multiplexers: limits::to_u32(&limits.min_multiplexers)?,
-        request_head_timeout: request_head_timeout?,
+        // Without a maximum, the rate alone bounds a head: reloads wait a day at most.
+        request_head_timeout: head_rate?
+            .unwrap_or(request::DEFAULT_TIMEOUT)
+            .longest()
+            .unwrap_or(Duration::from_secs(MAX_TIMEOUT_SECS as u64)),
+        request_head_rate: head_rate?.unwrap_or(request::DEFAULT_TIMEOUT),
+        head_limits: head_limits?,
+        request_body_timeout: body_timeout?.unwrap_or(request::DEFAULT_BODY_TIMEOUT),
+        keep_alive_max_requests: max_requests?.unwrap_or(request::DEFAULT_MAX_REQUESTS),
         limit_request_head: usize::try_from(limit_request_head?).ok()?,
         keep_alive_timeout: keep_alive_timeout?,
         shutdown_timeout: shutdown_timeout?,
@@ -489,7 +508,7 @@ fn vhost(
     cgi_defaults: CgiDefaults,
     mux: MuxIds,
 ) -> Option<Vhost> {
-    t.check_keys(r, &[VHOST_KEYS, tls::VHOST_KEYS].concat());
+    t.check_keys(r, &[VHOST_KEYS, tls::VHOST_KEYS, request::VHOST_KEYS].concat());
     let server_name = t
         .require(r, "server_name")
         .and_then(|e| host_name(index, &e, r, claims, false));
@@ -574,6 +593,8 @@ fn vhost(
     let policy = tls::policy(t, r, has_tls, mux.1);
     let index_names = index::index(t, r);
     let fallback = index::fallback(t, r);
+    let body_timeout = request::read_timeout(t, r, "request_body_timeout", 1);
+    let max_requests = request::max_requests(t, r);
     Some(Vhost {
         server_name: server_name?,
         server_alias: server_alias?,
@@ -589,6 +610,8 @@ fn vhost(
         tls: tls?,
         redirect_to_https: policy?.0,
         hsts_max_age: policy?.1,
+        request_body_timeout: body_timeout?,
+        keep_alive_max_requests: max_requests?,
     })
 }
 

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use common::control::VhostBoot;
 use common::handoff::{self, HandoffError, Meta};
-use common::head::{self, head_end, HeadError, MAX_HEADERS};
+use common::head::{self, head_end, HeadError, Limits, MAX_HEADERS};
+use common::http::rate::RateTimeout;
 use common::panics::Release;
 use common::scoreboard::{slot, table};
 use common::vhost::HostTable;
@@ -99,8 +100,11 @@ async fn read_some(stream: &TcpStream, buf: &mut Vec<u8>, want: usize) -> std::i
     }
 }
 
-async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>, limit: usize, timeout: Duration) -> Head {
+async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>, limit: usize, timeout: RateTimeout) -> Head {
     let mut scan = HeadScan::default();
+    // mod_reqtimeout's rule: the deadline moves with the bytes that arrive.
+    let mut deadline = timeout.start();
+    deadline.received(buf.len());
     let read = async {
         loop {
             let window = &buf[..buf.len().min(limit)];
@@ -112,16 +116,19 @@ async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>, limit: usize, time
                 return Head::Fail(e.status(), e.to_string());
             }
             let want = limit - buf.len();
-            match read_some(stream, buf, want).await {
-                Ok(0) | Err(_) => return Head::Gone,
-                Ok(_) => {}
+            let r = tokio::time::timeout_at(deadline.tokio_at(), read_some(stream, buf, want)).await;
+            let n = match r {
+                Err(_) => return Head::Fail(408, "request head timeout".to_owned()),
+                Ok(Ok(n)) => n,
+                Ok(Err(_)) => return Head::Gone,
+            };
+            deadline.received(n);
+            if n == 0 {
+                return Head::Gone;
             }
         }
     };
-    match tokio::time::timeout(timeout, read).await {
-        Ok(h) => h,
-        Err(_) => Head::Fail(408, "request head timeout".to_owned()),
-    }
+    read.await
 }
 
 /// What to do with a complete head.
@@ -139,9 +146,21 @@ enum Decision {
 /// one answer): a pure function of the host table, the vhosts, the status path, the
 /// head limit and the head. The first vhost is the default for a missing or unknown
 /// host.
+#[cfg(test)]
 fn decide(hosts: &HostTable, vhosts: &[VhostBoot], status_path: &str, limit: usize, head: &[u8]) -> Decision {
+    decide_with(hosts, vhosts, status_path, &Limits::head_only(limit), head)
+}
+
+/// [`decide`] within all the head limits (`limit_request_line` …).
+fn decide_with(
+    hosts: &HostTable,
+    vhosts: &[VhostBoot],
+    status_path: &str,
+    limits: &Limits,
+    head: &[u8],
+) -> Decision {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let req = match head::parse(head, &mut headers, limit) {
+    let req = match head::parse_with(head, &mut headers, limits) {
         Ok(Some(req)) => req,
         // `head` ends with its blank line: a partial parse is a malformed head.
         Ok(None) => return Decision::Fail(400, HeadError::Malformed.to_string()),
@@ -173,11 +192,11 @@ fn decide(hosts: &HostTable, vhosts: &[VhostBoot], status_path: &str, limit: usi
 
 /// [`decide`] with this multiplexer's tables.
 fn decide_in(shared: &Shared, head: &[u8]) -> Decision {
-    decide(
+    decide_with(
         &shared.hosts,
         &shared.pools.vhosts,
         &shared.status_path,
-        shared.limit_request_head,
+        &shared.head_limits,
         head,
     )
 }
@@ -323,7 +342,7 @@ async fn handle_counted(
     shared: &Rc<Shared>,
 ) {
     let limit = shared.limit_request_head;
-    let end = match read_head(&mut stream, &mut buf, limit, shared.request_head_timeout).await {
+    let end = match read_head(&mut stream, &mut buf, limit, shared.head_timeout).await {
         Head::Complete(end) => end,
         Head::Fail(status, why) => return Box::pin(respond::error(stream, status, &why, peer, None)).await,
         Head::Gone => {
@@ -473,7 +492,7 @@ pub async fn metrics_loop(
             let _held = held;
             let mut buf = Vec::new();
             let limit = shared.limit_request_head;
-            let end = match read_head(&mut stream, &mut buf, limit, shared.request_head_timeout).await {
+            let end = match read_head(&mut stream, &mut buf, limit, shared.head_timeout).await {
                 Head::Complete(end) => end,
                 Head::Fail(status, why) => return respond::error(stream, status, &why, peer, None).await,
                 Head::Gone => return,

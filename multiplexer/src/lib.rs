@@ -49,7 +49,12 @@ pub(crate) struct Shared {
     pub hosts: HostTable,
     pub env_socks: Vec<AsyncFd<OwnedFd>>,
     pub limit_request_head: usize,
+    /// The longest a head may take (and the TLS hello's bound).
     pub request_head_timeout: Duration,
+    /// `limit_request_line` and the others, with `limit_request_head`.
+    pub head_limits: common::head::Limits,
+    /// `request_head_timeout` with its rate.
+    pub head_timeout: common::http::rate::RateTimeout,
     pub handoff_timeout: Duration,
     pub pools: Pools,
     pub facts: snapshot::Facts,
@@ -169,6 +174,14 @@ async fn serve(
         env_socks,
         limit_request_head: boot.limit_request_head,
         request_head_timeout: Duration::from_millis(boot.request_head_timeout_ms),
+        head_limits: boot
+            .head_limits
+            .unwrap_or(common::head::Limits::head_only(boot.limit_request_head)),
+        head_timeout: boot
+            .head_timeout
+            .unwrap_or(common::http::rate::RateTimeout::fixed(Duration::from_millis(
+                boot.request_head_timeout_ms,
+            ))),
         handoff_timeout: Duration::from_millis(boot.handoff_timeout_ms),
         pools,
         facts: snapshot::Facts {

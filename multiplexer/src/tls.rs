@@ -457,4 +457,6 @@ fn send_alert(stream: &TcpStream, description: u8) {
 }
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod tests;

@@ -3,6 +3,7 @@
 //! with [`crate::route`] deciding which later requests stay), pass hand-backs to the
 //! multiplexers, and drain and stop on shutdown.
 
+use common::http::rate::RateTimeout;
 use std::os::fd::{AsFd, OwnedFd};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -43,7 +44,12 @@ pub enum ProcessorError {
 
 /// How long a hand-back waits for room in the multiplexers' queue.
 const HAND_BACK_TIMEOUT: Duration = Duration::from_secs(5);
-const BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// A site's `request_body_timeout` when the supervisor sent none (mod_reqtimeout's).
+const BODY_TIMEOUT: RateTimeout = RateTimeout {
+    initial_ms: 20_000,
+    max_ms: 40_000,
+    min_rate: 500,
+};
 
 /// Runs a processor (privileges already dropped) until told to stop.
 /// Its fds were checked against its bootstrap by [`common::child::start`].
@@ -149,6 +155,8 @@ async fn serve(
             index: s.index,
             fallback: s.fallback.as_deref().map(Fallback::new),
             https: Https::new(s.redirect_to_https, s.hsts_max_age),
+            body_timeout: s.body_timeout.unwrap_or(BODY_TIMEOUT),
+            max_requests: s.keep_alive_max_requests.unwrap_or(100),
         });
     }
     let vhost_ids: Vec<u32> = sites.iter().map(|s| s.vhost_id).collect();
@@ -160,7 +168,14 @@ async fn serve(
         keep_alive_timeout: Duration::from_millis(boot.keep_alive_timeout_ms),
         request_head_timeout: Duration::from_millis(boot.request_head_timeout_ms),
         limit_request_head: boot.limit_request_head,
-        body_read_timeout: BODY_READ_TIMEOUT,
+        head_limits: boot
+            .head_limits
+            .unwrap_or(common::head::Limits::head_only(boot.limit_request_head)),
+        head_timeout: boot
+            .head_timeout
+            .unwrap_or(RateTimeout::fixed(Duration::from_millis(
+                boot.request_head_timeout_ms,
+            ))),
     });
     let sock = Rc::new(common::fds::async_fd(sock)?);
     let max = boot.max_connections.max(1) as usize;

@@ -113,8 +113,21 @@ pub struct ConnConfig {
     pub request_head_timeout: Duration,
     /// Bytes; 431 over it (414 if the request line alone is too long).
     pub limit_request_head: usize,
-    /// Per read while discarding a request body.
-    pub body_read_timeout: Duration,
+    /// `limit_request_line`, `limit_request_fields`, `limit_request_field_size`
+    /// (its `head` is replaced by `limit_request_head`: see [`ConnConfig::limits`]).
+    pub head_limits: common::head::Limits,
+    /// `request_head_timeout` with its rate, for every head read here.
+    pub head_timeout: common::http::rate::RateTimeout,
+}
+
+impl ConnConfig {
+    /// Every limit on a head.
+    pub fn limits(&self) -> common::head::Limits {
+        common::head::Limits {
+            head: self.limit_request_head,
+            ..self.head_limits
+        }
+    }
 }
 
 /// How a connection ended.

@@ -89,6 +89,8 @@ pub fn multiplexer(
         hosts,
         limit_request_head: cfg.server.limit_request_head,
         request_head_timeout_ms: cfg.server.request_head_timeout.as_millis() as u64,
+        head_limits: Some(head_limits(cfg)),
+        head_timeout: Some(rate(&cfg.server.request_head_rate)),
         handoff_timeout_ms: HANDOFF_TIMEOUT_MS,
         processor_wait_timeout_ms: cfg.server.processor_wait_timeout.as_millis() as u64,
         processor_wait_steps: cfg.server.processor_wait_steps,
@@ -203,6 +205,15 @@ pub fn processor(
                     .redirect_to_https
                     .then(|| cfg.server.listen_tls.first().map_or(443, |a| a.port())),
                 hsts_max_age: v.hsts_max_age,
+                body_timeout: Some(rate(
+                    v.request_body_timeout
+                        .as_ref()
+                        .unwrap_or(&cfg.server.request_body_timeout),
+                )),
+                keep_alive_max_requests: Some(
+                    v.keep_alive_max_requests
+                        .unwrap_or(cfg.server.keep_alive_max_requests),
+                ),
                 tls: v.tls.as_ref().map(|t| {
                     let jailed = |p: &std::path::Path| {
                         if privileged {
@@ -234,6 +245,8 @@ pub fn processor(
         hosts: processor_hosts(cfg, env),
         limit_request_head: cfg.server.limit_request_head,
         request_head_timeout_ms: cfg.server.request_head_timeout.as_millis() as u64,
+        head_limits: Some(head_limits(cfg)),
+        head_timeout: Some(rate(&cfg.server.request_head_rate)),
         keep_alive_timeout_ms: cfg.server.keep_alive_timeout.as_millis() as u64,
         max_connections: e.max_connections_per_processor,
         max_requests_per_child: e.max_requests_per_child,
@@ -287,6 +300,26 @@ pub(crate) fn fastcgi_socket(cfg: &Config, env: usize, gen: u64) -> (PathBuf, Pa
             let p = cfg.server.runtime_dir.join(RUNTIME_SOCKET_DIR).join(&name);
             (p.clone(), p)
         }
+    }
+}
+
+/// The request-head limits the children enforce (both roles: one head, one answer).
+fn head_limits(cfg: &Config) -> common::head::Limits {
+    let l = &cfg.server.head_limits;
+    common::head::Limits {
+        head: cfg.server.limit_request_head,
+        line: l.line,
+        fields: l.fields,
+        field_size: l.field_size,
+    }
+}
+
+/// A read timeout as it travels.
+fn rate(t: &conf::model::ReadTimeout) -> common::http::rate::RateTimeout {
+    common::http::rate::RateTimeout {
+        initial_ms: t.initial.as_millis() as u64,
+        max_ms: t.max.as_millis() as u64,
+        min_rate: t.min_rate,
     }
 }
 

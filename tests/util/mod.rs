@@ -12,6 +12,7 @@ pub mod php;
 pub mod processes;
 pub mod prometheus;
 pub mod server;
+pub mod wire;
 
 pub use fastcgi::*;
 pub use fs::*;

@@ -194,3 +194,62 @@ fn head_end_scans_only_new_bytes() {
         scanned = n;
     }
 }
+
+/// Apache's three limits, just under and just over each.
+#[test]
+fn apache_limits_just_under_and_over() {
+    let limits = Limits {
+        head: 65536,
+        line: 100,
+        fields: 5,
+        field_size: 50,
+    };
+    let status = |raw: &str| {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        match parse_with(raw.as_bytes(), &mut headers, &limits) {
+            Ok(Some(_)) => 200,
+            Ok(None) => 0,
+            Err(e) => e.status(),
+        }
+    };
+    // "GET /" + path + " HTTP/1.1" is 14 bytes besides the path.
+    let line = |n: usize| format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(n - 14));
+    assert_eq!(status(&line(100)), 200);
+    assert_eq!(status(&line(101)), 414);
+    // An unfinished line already too long is refused at once.
+    assert_eq!(status(&format!("GET /{}", "a".repeat(200))), 414);
+    let field = |n: usize| format!("GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n\r\n", "v".repeat(n - 3));
+    assert_eq!(status(&field(50)), 200);
+    assert_eq!(status(&field(51)), 431);
+    assert_eq!(status(&format!("GET / HTTP/1.1\r\nX: {}", "v".repeat(60))), 431);
+    let fields = |n: usize| {
+        let extra: String = (1..n).map(|i| format!("X-{i}: y\r\n")).collect();
+        format!("GET / HTTP/1.1\r\nHost: a\r\n{extra}\r\n")
+    };
+    assert_eq!(status(&fields(5)), 200);
+    assert_eq!(status(&fields(6)), 431);
+}
+
+/// RFC 9112 §5.1/§5.2 and RFC 9110 §5.5: what a field line may not hold.
+#[test]
+fn field_line_syntax() {
+    for bad in [
+        "GET / HTTP/1.1\r\nHost: a\r\nX-A: a\r\n b\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nX-A: a\r\n\tb\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost : a\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost\t: a\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nX-A: a\rb\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nX-A: a\x00b\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nX-A: a\x01b\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nX-A: a\x7fb\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nX\x00A: b\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nX\x01A: b\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\n: b\r\n\r\n",
+        "GET / HTTP/1.1\rHost: a\r\n\r\n",
+        "GET /\x00 HTTP/1.1\r\nHost: a\r\n\r\n",
+    ] {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let r = parse(bad.as_bytes(), &mut headers, 8192);
+        assert!(matches!(&r, Err(e) if e.status() == 400), "{bad:?}: {r:?}");
+    }
+}

@@ -5,4 +5,5 @@
 pub mod date;
 pub mod error_page;
 pub mod linger;
+pub mod rate;
 pub mod status;

@@ -133,6 +133,7 @@ const INTS: &[(&str, &str, Option<&str>)] = &[
     ),
     ("keepalivetimeout", "keep_alive_timeout", None),
     ("limitrequestbody", "limit_request_body", None),
+    ("maxkeepaliverequests", "keep_alive_max_requests", None),
 ];
 
 /// Peruser's pool directives, global (defaults) or in `<Processor>`.
@@ -318,8 +319,7 @@ impl State<'_> {
             }
             // Name-based virtual hosts are all bulkhead has.
             "namevirtualhost" => {}
-            "timeout" => self.untranslated(d, Some("httpd's one I/O timeout; bulkhead has request_head_timeout (20 s), keep_alive_timeout, cgi_timeout and fastcgi_timeout: not translated")),
-            "maxkeepaliverequests" => self.untranslated(d, Some("bulkhead does not limit the requests of a connection: not translated")),
+            "timeout" => self.untranslated(d, Some("httpd's one I/O timeout; bulkhead has request_head_timeout ([20, 40, 500]) and request_body_timeout ([20, 0, 500]), keep_alive_timeout, cgi_timeout and fastcgi_timeout: not translated")),
             "loglevel" => self.untranslated(d, Some("bulkhead's level is RUST_LOG's: not translated")),
             _ => {
                 let mut main = std::mem::take(&mut self.main);

@@ -3,7 +3,8 @@
 //! (`limits`); `[status]`, vhost logs and address blocks (`status`); rules that keep
 //! tenants apart and who may own a chroot or a log directory (`apart`); the CGI keys
 //! (`cgi`); `index` and `fallback` (`index`); the cgroup limits and `cgroup_root`
-//! (`cgroup`); HTTPS listeners, certificates and key permissions (`tls`).
+//! (`cgroup`); HTTPS listeners, certificates and key permissions (`tls`); the request
+//! limits and read timeouts with Apache's names (`request`).
 
 mod apart;
 mod cgi;
@@ -12,6 +13,7 @@ mod errors;
 mod fastcgi;
 mod index;
 mod limits;
+mod request;
 mod status;
 mod tls;
 mod valid;

@@ -106,7 +106,7 @@ fn server_defaults() {
     let config = parse(&cat(&[SERVER, ALICE, VHOST]));
     let s = &config.server;
     assert_eq!(s.min_multiplexers, 2);
-    assert_eq!(s.request_head_timeout, Duration::from_secs(20));
+    assert_eq!(s.request_head_timeout, Duration::from_secs(40));
     assert_eq!(s.limit_request_head, 8192);
     assert_eq!(s.keep_alive_timeout, Duration::from_secs(5));
     assert_eq!(s.shutdown_timeout, Duration::from_secs(30));

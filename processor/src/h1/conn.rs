@@ -13,10 +13,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::http::linger::{self, Linger};
+use common::http::rate::{Deadline, RateTimeout};
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
-use tokio::time::{timeout, timeout_at, Instant};
+use tokio::time::{timeout, timeout_at};
 
 use super::body::{BodyError, Discard};
 use super::request::{self, Framing, Head};
@@ -74,6 +75,10 @@ struct Conn<'a> {
     /// The peer and local addresses, asked once per connection (two syscalls) by the
     /// first request that needs them (CGI's and FastCGI's REMOTE_ADDR, SERVER_ADDR).
     addrs: std::cell::OnceCell<(Option<SocketAddr>, Option<SocketAddr>)>,
+    /// Requests begun on this connection here (`keep_alive_max_requests`).
+    requests: u64,
+    /// The current request's site's `request_body_timeout`.
+    body_timeout: RateTimeout,
 }
 
 pub async fn run(
@@ -94,6 +99,8 @@ pub async fn run(
         observer,
         last: None,
         addrs: std::cell::OnceCell::new(),
+        requests: 0,
+        body_timeout: RateTimeout::fixed(Duration::from_secs(20)),
     };
     let mut first = first;
     let mut first_read = true;
@@ -142,10 +149,15 @@ impl Conn<'_> {
     /// The next complete head. `Ok(None)`: close silently (client gone, keep-alive
     /// timeout, shutdown while idle). `Err`: answer and close.
     async fn read_head(&mut self, first: bool) -> Result<Option<Head>, Response> {
-        let mut deadline: Option<Instant> = None;
+        // mod_reqtimeout's rule, from the head's first byte: the deadline moves with
+        // the bytes that arrive, up to the maximum.
+        let mut deadline: Option<Deadline> = None;
+        let limits = self.cfg.limits();
         loop {
             if !self.buf.is_empty() && deadline.is_none() {
-                deadline = Some(Instant::now() + self.cfg.request_head_timeout);
+                let mut d = self.cfg.head_timeout.start();
+                d.received(self.buf.len());
+                deadline = Some(d);
             }
             // RFC 9112 §2.2: ignore empty lines before a request line.
             let blank = self.buf.iter().take_while(|&&b| b == b'\r' || b == b'\n').count();
@@ -156,15 +168,15 @@ impl Conn<'_> {
             };
             self.buf.drain(..blank);
             if !self.buf.is_empty() {
-                match request::parse(&self.buf, self.cfg.limit_request_head) {
+                match request::parse_with(&self.buf, &limits) {
                     Ok(Some(head)) => return Ok(Some(head)),
                     Ok(None) => {}
                     Err(e) => return Err(Response::error(e.status(), e)),
                 }
             }
-            let deadline = match deadline {
+            let deadline = match &mut deadline {
                 Some(d) => d,
-                None if first => *deadline.insert(Instant::now() + self.cfg.request_head_timeout),
+                None if first => deadline.insert(self.cfg.head_timeout.start()),
                 None => {
                     // Idle between requests: the keep-alive timeout, or shutdown. An
                     // idle connection keeps no buffer (the next bytes are read into the
@@ -185,8 +197,13 @@ impl Conn<'_> {
                     }
                 }
             };
-            match timeout_at(deadline, read_into(self.stream, &mut self.chunk, &mut self.buf)).await {
-                Ok(Ok(n)) if n > 0 => {}
+            match timeout_at(
+                deadline.tokio_at(),
+                read_into(self.stream, &mut self.chunk, &mut self.buf),
+            )
+            .await
+            {
+                Ok(Ok(n)) if n > 0 => deadline.received(n),
                 Ok(_) => return Ok(None),
                 Err(_) => return Err(Response::error(408, "request head not received in time")),
             }
@@ -196,6 +213,8 @@ impl Conn<'_> {
     /// Serve one routed request whose head starts the buffer.
     async fn handle(&mut self, site: &Site, head: &Head) -> Step {
         self.observer.started(site);
+        self.requests += 1;
+        self.body_timeout = site.body_timeout;
         let started = std::time::SystemTime::now();
         let t0 = std::time::Instant::now();
         self.last = None;
@@ -252,7 +271,17 @@ impl Conn<'_> {
             handler::https::add_hsts(site, &mut response);
         }
         let mut close = drops_connection(response.status);
-        let mut keep = head.wants_keep_alive() && !self.cfg.keep_alive_timeout.is_zero() && !close;
+        let mut keep = self.may_keep(site, head) && !close;
+        if head.expect_other {
+            // RFC 9110 §10.1.1: an expectation we cannot meet. Its body (if any) is
+            // never read, so the connection cannot continue past it.
+            let e = Response::error(417, "only Expect: 100-continue is supported");
+            return if framing.has_body() || !keep {
+                self.finish(e, head_only).await
+            } else {
+                self.answer(e, persist_of(head), head_only).await
+            };
+        }
         // Apache's LimitRequestBody for every request, not only a script's: a declared
         // length over it is refused before a byte of the body is read.
         let limit = site.cgi.body_limit;
@@ -291,12 +320,16 @@ impl Conn<'_> {
         if !keep || close {
             return self.finish(response, head_only).await;
         }
-        let persist = if head.minor == 0 {
-            Persist::KeepAlive10
-        } else {
-            Persist::KeepAlive
-        };
-        self.answer(response, persist, head_only).await
+        self.answer(response, persist_of(head), head_only).await
+    }
+
+    /// Whether the connection may stay open after this request: the client wants it,
+    /// keep-alive is on, and `keep_alive_max_requests` is not reached (the last one
+    /// gets `Connection: close`).
+    fn may_keep(&self, site: &Site, head: &Head) -> bool {
+        head.wants_keep_alive()
+            && !self.cfg.keep_alive_timeout.is_zero()
+            && (site.max_requests == 0 || self.requests < site.max_requests)
     }
 
     /// Write `response` and decide what follows: the next request, or a close.
@@ -376,6 +409,7 @@ impl Conn<'_> {
             e => DiscardError::Framing(e),
         };
         let mut body = Discard::new(framing, self.cfg.limit_request_head).map_err(to_error)?;
+        let mut deadline = self.body_timeout.start();
         loop {
             let used = body.feed(&self.buf).map_err(to_error)?;
             self.buf.drain(..used);
@@ -386,12 +420,21 @@ impl Conn<'_> {
                 return Ok(());
             }
             let read = read_into(self.stream, &mut self.chunk, &mut self.buf);
-            match timeout(self.cfg.body_read_timeout, read).await {
-                Ok(Ok(n)) if n > 0 => {}
+            match timeout_at(deadline.tokio_at(), read).await {
+                Ok(Ok(n)) if n > 0 => deadline.received(n),
                 Ok(_) => return Err(DiscardError::Closed),
                 Err(_) => return Err(DiscardError::Timeout),
             }
         }
+    }
+}
+
+/// How a response that keeps the connection says so.
+fn persist_of(head: &Head) -> Persist {
+    if head.minor == 0 {
+        Persist::KeepAlive10
+    } else {
+        Persist::KeepAlive
     }
 }
 

@@ -26,7 +26,8 @@ pub(super) fn prepare(buf: &[u8], site: &Site, limit: usize) -> Option<(OneShot,
     if head.len != buf.len() || head.wants_keep_alive() {
         return None;
     }
-    if !matches!(head.request.method, Method::Get | Method::Head) || head.expect_continue {
+    if !matches!(head.request.method, Method::Get | Method::Head) || head.expect_continue || head.expect_other
+    {
         return None;
     }
     match &head.framing {

@@ -64,6 +64,9 @@ pub struct Head {
     pub conn_close: bool,
     pub conn_keep_alive: bool,
     pub expect_continue: bool,
+    /// An HTTP/1.1 `Expect` other than `100-continue`: 417 (RFC 9110 §10.1.1; an
+    /// HTTP/1.0 request's `Expect` is ignored).
+    pub expect_other: bool,
     /// What the handler sees.
     pub request: Request,
 }
@@ -85,23 +88,33 @@ impl Head {
 /// complete yet (and still within `limit`). Leading blank lines must already have been
 /// removed.
 pub fn parse(buf: &[u8], limit: usize) -> Result<Option<Head>, RequestError> {
+    parse_with(buf, &head::Limits::head_only(limit))
+}
+
+/// [`parse`] within every head limit (`limit_request_line` …).
+pub fn parse_with(buf: &[u8], limits: &head::Limits) -> Result<Option<Head>, RequestError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let Some(req) = head::parse(buf, &mut headers, limit)? else {
+    let Some(req) = head::parse_with(buf, &mut headers, limits)? else {
         return Ok(None);
     };
     let headers = req.headers;
     let list = |name: &str| joined(headers, name);
     let single = |name: &str| single(headers, name);
     let connection = list("connection").unwrap_or_default();
-    let expect = single("expect").unwrap_or_default();
     let minor = req.minor;
+    let expect = joined(headers, "expect");
+    let expect_continue = minor == 1
+        && expect
+            .as_deref()
+            .is_some_and(|e| e.trim().eq_ignore_ascii_case("100-continue"));
     Ok(Some(Head {
         len: req.len,
         minor,
         framing: framing(headers, minor),
         conn_close: has_token(&connection, "close"),
         conn_keep_alive: has_token(&connection, "keep-alive"),
-        expect_continue: minor == 1 && expect.trim().eq_ignore_ascii_case("100-continue"),
+        expect_continue,
+        expect_other: minor == 1 && expect.is_some() && !expect_continue,
         request: Request {
             method: match req.method {
                 "GET" => Method::Get,
@@ -275,6 +288,10 @@ mod tests {
         assert!(!head("GET / HTTP/1.0\r\n\r\n").wants_keep_alive());
         assert!(head("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").wants_keep_alive());
         assert!(head("POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-Continue\r\n\r\n").expect_continue);
+        let other = head("POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue, x\r\n\r\n");
+        assert!(!other.expect_continue && other.expect_other);
+        assert!(!head("GET / HTTP/1.0\r\nExpect: x\r\n\r\n").expect_other);
+        assert!(!head("GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n").expect_other);
         assert_eq!(
             head("get / HTTP/1.1\r\nHost: a\r\n\r\n").request.method,
             Method::Other("get".into())

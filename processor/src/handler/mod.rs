@@ -42,6 +42,11 @@ pub struct Site {
     pub fallback: Option<Fallback>,
     /// `redirect_to_https` and `hsts_max_age`.
     pub https: https::Https,
+    /// `request_body_timeout`: the whole body of a request, with its rate.
+    pub body_timeout: common::http::rate::RateTimeout,
+    /// `keep_alive_max_requests`: requests on one connection (0: unlimited), the last
+    /// answered with `Connection: close`.
+    pub max_requests: u64,
 }
 
 /// A vhost's `fallback`: the URL path of a file (a script or a static file) that
@@ -81,6 +86,8 @@ impl Site {
             index: vec!["index.html".into()],
             fallback: None,
             https: https::Https::default(),
+            body_timeout: common::http::rate::RateTimeout::fixed(std::time::Duration::from_secs(5)),
+            max_requests: 0,
         }
     }
 }

@@ -41,7 +41,7 @@ impl Conn<'_> {
         fields: Vec<(String, Vec<u8>)>,
     ) -> Step {
         let head_only = head.request.method == Method::Head;
-        let keep = head.wants_keep_alive() && !self.cfg.keep_alive_timeout.is_zero();
+        let keep = self.may_keep(site, head);
         let mut stdin: Option<File> = None;
         let mut content_length = None;
         if framing.has_body() {
@@ -179,6 +179,7 @@ impl Conn<'_> {
                 return Err(Spooled::Close);
             }
         }
+        let mut deadline = self.body_timeout.start();
         loop {
             let mut failed: Option<SpoolError> = None;
             let used = body.feed_into(&self.buf, &mut |data| {
@@ -202,8 +203,8 @@ impl Conn<'_> {
                     .map_err(|e| Spooled::Answer(Response::error(500, e)));
             }
             let read = read_into(self.stream, &mut self.chunk, &mut self.buf);
-            match tokio::time::timeout(self.cfg.body_read_timeout, read).await {
-                Ok(Ok(n)) if n > 0 => {}
+            match tokio::time::timeout_at(deadline.tokio_at(), read).await {
+                Ok(Ok(n)) if n > 0 => deadline.received(n),
                 Ok(_) => return Err(Spooled::Close),
                 Err(_) => {
                     let response = Response::error(408, "request body not received in time");

@@ -172,7 +172,7 @@ async fn head_limits() {
 async fn stalled_head_gets_408() {
     let root = docroot();
     let quick = ConnConfig {
-        request_head_timeout: Duration::from_millis(300),
+        head_timeout: common::http::rate::RateTimeout::fixed(Duration::from_millis(300)),
         ..cfg()
     };
     let (_, text) = run(root.path(), quick, true, |mut c, _tx| async move {

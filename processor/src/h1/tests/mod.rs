@@ -36,7 +36,8 @@ fn cfg() -> ConnConfig {
         keep_alive_timeout: Duration::from_secs(5),
         request_head_timeout: Duration::from_secs(5),
         limit_request_head: 8192,
-        body_read_timeout: Duration::from_secs(5),
+        head_limits: common::head::Limits::head_only(8192),
+        head_timeout: common::http::rate::RateTimeout::fixed(Duration::from_secs(5)),
     }
 }
 

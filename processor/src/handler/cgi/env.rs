@@ -31,7 +31,15 @@ pub struct Conn {
 /// again here so that the static path never keeps a header list.
 pub fn fields(raw_head: &[u8], limit: usize) -> Vec<(String, Vec<u8>)> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    match head::parse(raw_head, &mut headers, limit) {
+    // Already accepted within every limit: only the total bound again, and room for
+    // as many fields as `limit_request_fields` may allow.
+    let limits = head::Limits {
+        head: limit,
+        line: usize::MAX,
+        fields: MAX_HEADERS,
+        field_size: usize::MAX,
+    };
+    match head::parse_with(raw_head, &mut headers, &limits) {
         Ok(Some(req)) => req
             .headers
             .iter()
