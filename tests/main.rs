@@ -63,6 +63,8 @@ mod logs;
 /// seccomp): /proc, other trees, /tmp, SysV IPC, denied syscalls, system PHP and
 /// DokuWiki in a jail, a killed holder, a reload, `check`.
 mod namespaces;
+/// `max_connections_per_ip`: one address over the cap refused, another served.
+mod per_ip;
 /// `manager = "php-fpm"`: one php-fpm master per environment (uids, fds, a killed
 /// master, a reload, a jail), its children counted as the environment's backends.
 mod php_fpm;
@@ -82,6 +84,9 @@ mod rfc9112;
 mod scoreboard;
 /// The HTML status page rendered by headless Chromium.
 mod screenshot;
+/// slowhttptest's slowloris, slow-body and slow-read modes for 30 s each: a normal
+/// client meanwhile is always served, its p99 within 2x of unloaded.
+mod slow_clients;
 /// Request smuggling: every CL/TE variant with a request hidden in its body, first and
 /// later on a keep-alive connection; the hidden request is never answered.
 mod smuggling;

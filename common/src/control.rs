@@ -189,6 +189,9 @@ pub struct MultiplexerBoot {
     pub processor_wait_timeout_ms: u64,
     pub processor_wait_steps: u32,
     pub max_clients: u32,
+    /// `max_connections_per_ip` (0 = off) and the IPv6 prefix length it counts by.
+    pub max_connections_per_ip: u32,
+    pub max_connections_per_ip_ipv6_prefix: u8,
     pub server_limit: u32,
     pub max_multiplexers: u32,
     pub status_path: String,

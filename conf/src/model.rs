@@ -101,6 +101,12 @@ pub struct Server {
     pub server_limit: u32,
     /// Connections held by processors at once, server-wide.
     pub max_clients: u32,
+    /// `max_connections_per_ip`: connections one client address may have in a
+    /// multiplexer at once (reading its head, waiting for room); 0 = no cap.
+    pub max_connections_per_ip: u32,
+    /// `max_connections_per_ip_ipv6_prefix`: IPv6 clients are counted per prefix of
+    /// this length (64: one /64 is one client).
+    pub max_connections_per_ip_ipv6_prefix: u8,
     /// At least `min_multiplexers`.
     pub max_multiplexers: u32,
     /// Peruser's `MultiplexerIdleTimeout`; zero: off.

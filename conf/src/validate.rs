@@ -24,6 +24,11 @@ use crate::status;
 use crate::tls;
 use crate::tree::{is_bare_key, Entry, Table};
 
+/// `max_connections_per_ip`'s default. Only connections inside a multiplexer count
+/// (a real client's stay there for milliseconds, a browser opens about six), so this
+/// hurts no office or carrier NAT while it caps a slowloris from one address.
+const DEFAULT_PER_IP: i64 = 256;
+
 const TOP_KEYS: &[&str] = &["server", "environments", "vhosts", "status"];
 /// With [`POOL_KEYS`] and [`cgroup::KEYS`], the environments' defaults.
 const SERVER_KEYS: &[&str] = &[
@@ -32,6 +37,8 @@ const SERVER_KEYS: &[&str] = &[
     "listen",
     "server_limit",
     "max_clients",
+    "max_connections_per_ip",
+    "max_connections_per_ip_ipv6_prefix",
     "min_multiplexers",
     "max_multiplexers",
     "multiplexer_idle_timeout",
@@ -166,6 +173,8 @@ fn server(t: &Table, r: &mut Report, limits: &Limits) -> Option<Server> {
     let tls_strict_sni = tls::strict_sni(t, r);
     let proxy = proxy::proxy(t, r, listen.as_deref(), listen_tls.as_deref());
     let max_clients = t.int_or(r, "max_clients", 4096, 1, MAX_COUNT);
+    let per_ip = t.int_or(r, "max_connections_per_ip", DEFAULT_PER_IP, 0, MAX_COUNT);
+    let per_ip_prefix = t.int_or(r, "max_connections_per_ip_ipv6_prefix", 64, 1, 128);
     let multiplexer_idle_timeout = seconds(t, r, "multiplexer_idle_timeout", 0, 0);
     let processor_wait = match t.get("processor_wait_timeout") {
         Some(e) => processor_wait(&e, r),
@@ -218,6 +227,8 @@ fn server(t: &Table, r: &mut Report, limits: &Limits) -> Option<Server> {
         pid_file: pid_file?,
         server_limit: limits::to_u32(&limits.server_limit)?,
         max_clients: u32::try_from(max_clients?).ok()?,
+        max_connections_per_ip: u32::try_from(per_ip?).ok()?,
+        max_connections_per_ip_ipv6_prefix: u8::try_from(per_ip_prefix?).ok()?,
         max_multiplexers: limits::to_u32(&limits.max_multiplexers)?,
         multiplexer_idle_timeout: multiplexer_idle_timeout?,
         processor_wait_timeout: processor_wait?.0,

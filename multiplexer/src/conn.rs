@@ -17,7 +17,6 @@ use tokio::sync::watch;
 
 use crate::pool::Refusal;
 use crate::{snapshot, status};
-use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tracing::{debug, warn};
 
@@ -80,6 +79,32 @@ impl HeadScan {
     }
 }
 
+/// Waits until `stream` is readable, then reads at most `want` bytes into the thread's
+/// scratch buffer and appends them to `buf`: a connection that waits for its next bytes
+/// holds no buffer beyond what it already sent (a slowloris that sent half a head costs
+/// that half, not `limit_request_head`).
+async fn read_some(stream: &TcpStream, buf: &mut Vec<u8>, want: usize) -> std::io::Result<usize> {
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    loop {
+        stream.readable().await?;
+        let r: std::io::Result<usize> = SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            if scratch.len() < want {
+                scratch.resize(want, 0);
+            }
+            let n = stream.try_read(&mut scratch[..want])?;
+            buf.extend_from_slice(&scratch[..n]);
+            Ok(n)
+        });
+        match r {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            r => return r,
+        }
+    }
+}
+
 async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>, limit: usize, timeout: RateTimeout) -> Head {
     let mut scan = HeadScan::default();
     // mod_reqtimeout's rule: the deadline moves with the bytes that arrive.
@@ -96,22 +121,13 @@ async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>, limit: usize, time
                 return Head::Fail(e.status(), e.to_string());
             }
             let want = limit - buf.len();
-            let start = buf.len();
-            buf.resize(start + want, 0);
-            let r = tokio::time::timeout_at(deadline.tokio_at(), stream.read(&mut buf[start..])).await;
+            let r = tokio::time::timeout_at(deadline.tokio_at(), read_some(stream, buf, want)).await;
             let n = match r {
-                Err(_) => {
-                    buf.truncate(start);
-                    return Head::Fail(408, "request head timeout".to_owned());
-                }
+                Err(_) => return Head::Fail(408, "request head timeout".to_owned()),
                 Ok(Ok(n)) => n,
-                Ok(Err(_)) => {
-                    buf.truncate(start);
-                    return Head::Gone;
-                }
+                Ok(Err(_)) => return Head::Gone,
             };
             deadline.received(n);
-            buf.truncate(start + n);
             if n == 0 {
                 return Head::Gone;
             }
@@ -203,6 +219,7 @@ pub fn accepted(
     tag: Option<Tag>,
     shared: &Rc<Shared>,
     inflight: &Rc<()>,
+    per_ip: crate::per_ip::Slot,
 ) {
     // One read into a reused buffer: the common case hands off without allocating.
     let fallback = first_bytes(
@@ -232,7 +249,7 @@ pub fn accepted(
             Ok(stream) => handle(stream, buf, (peer, local, tag), false, shared).await,
             Err(e) => warn!(%peer, "registering a connection: {e}"),
         }
-        drop((token, held));
+        drop((token, held, per_ip));
     });
 }
 
@@ -316,7 +333,7 @@ async fn handle_counted(
     let limit = shared.limit_request_head;
     let end = match read_head(&mut stream, &mut buf, limit, shared.head_timeout).await {
         Head::Complete(end) => end,
-        Head::Fail(status, why) => return respond::error(stream, status, &why, peer, None).await,
+        Head::Fail(status, why) => return Box::pin(respond::error(stream, status, &why, peer, None)).await,
         Head::Gone => {
             if !buf.is_empty() {
                 debug!(%peer, bytes = buf.len(), "client closed before its request head was complete");
@@ -324,16 +341,40 @@ async fn handle_counted(
             return;
         }
     };
-    let (vhost, env) = match decide_in(shared, &buf[..end]) {
-        Decision::Route { vhost, env } => (vhost, env),
-        Decision::Fail(status, why) => return respond::error(stream, status, &why, peer, None).await,
-        Decision::Status { format, host } => {
-            let from = Client {
+    // Boxed: the state of what follows (routing, waiting for room, the hand-off) is
+    // allocated only once a head is complete, not held by every connection still
+    // reading one.
+    Box::pin(route(
+        stream,
+        buf,
+        end,
+        (
+            Client {
                 peer,
                 local,
                 handed_back,
                 proxied: tag.is_some(),
-            };
+            },
+            tag,
+        ),
+        shared,
+    ))
+    .await
+}
+
+/// Routes a complete head (`buf[..end]`) and hands the connection off or answers it.
+async fn route(
+    stream: TcpStream,
+    buf: Vec<u8>,
+    end: usize,
+    (from, tag): (Client, Option<Tag>),
+    shared: &Rc<Shared>,
+) {
+    let Client { peer, local, .. } = from;
+    let (vhost, env) = match decide_in(shared, &buf[..end]) {
+        Decision::Route { vhost, env } => (vhost, env),
+        Decision::Fail(status, why) => return respond::error(stream, status, &why, peer, None).await,
+        Decision::Status { format, host } => {
             return serve_status(stream, &buf[..end], format, &host, from, shared).await;
         }
     };

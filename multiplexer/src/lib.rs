@@ -7,6 +7,7 @@ mod access;
 mod bound;
 mod conn;
 mod peer_uid;
+mod per_ip;
 mod pool;
 mod proxy;
 mod respond;
@@ -66,6 +67,8 @@ pub(crate) struct Shared {
     /// Connections this multiplexer is working on (reading a head, waiting for room,
     /// handing off): at most `max_clients`; over it a new one is closed at once.
     pub held: Rc<bound::Gauge>,
+    /// `max_connections_per_ip`: connections per client address in this multiplexer.
+    pub per_ip: Rc<per_ip::PerIp>,
     /// Per environment: hand-backs being routed, at most what the environment's
     /// processors can hold (`max_processors * max_connections_per_processor`).
     pub handbacks: Vec<Rc<bound::Gauge>>,
@@ -156,6 +159,11 @@ async fn serve(
         held_max,
         "multiplexer: max_clients connections are being read or routed; new connections are closed".into(),
     );
+    let per_ip = per_ip::PerIp::new(
+        boot.max_connections_per_ip,
+        boot.max_connections_per_ip_ipv6_prefix,
+        held_max.saturating_add(1),
+    );
     let pools = Pools::new(
         boot.environments,
         boot.vhosts,
@@ -191,6 +199,7 @@ async fn serve(
         },
         own,
         held,
+        per_ip,
         handbacks,
         from_listeners: Rc::new(()),
         tls_default: boot.tls_default,
@@ -365,11 +374,17 @@ async fn accept_loop(
                     // the next one is taken.
                     let one = std::panic::AssertUnwindSafe(|| {
                         if proxied {
-                            proxy::accepted(stream, peer, local, tls, &shared, &inflight)
-                        } else if tls {
-                            tls::accepted(stream, peer, local, None, &shared, &inflight)
+                            // Counted per IP once its header names the client.
+                            return proxy::accepted(stream, peer, local, tls, &shared, &inflight);
+                        }
+                        // Over `max_connections_per_ip`: closed now, before a byte is read.
+                        let Some(per_ip) = shared.per_ip.take(peer.ip()) else {
+                            return;
+                        };
+                        if tls {
+                            tls::accepted(stream, peer, local, None, &shared, &inflight, per_ip)
                         } else {
-                            conn::accepted(stream, peer, local, None, &shared, &inflight)
+                            conn::accepted(stream, peer, local, None, &shared, &inflight, per_ip)
                         }
                     });
                     let _ = std::panic::catch_unwind(one);

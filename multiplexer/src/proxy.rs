@@ -473,10 +473,14 @@ fn carry_on(
     };
     let (client, dest) = addrs.unwrap_or((peer, local));
     let tag = Some(proxy.tag(cookie, client, dest));
+    // `max_connections_per_ip` counts the carried client, not the proxy.
+    let Some(per_ip) = shared.per_ip.take(client.ip()) else {
+        return;
+    };
     if is_tls {
-        tls::accepted(stream, client, dest, tag, shared, inflight)
+        tls::accepted(stream, client, dest, tag, shared, inflight, per_ip)
     } else {
-        conn::accepted(stream, client, dest, tag, shared, inflight)
+        conn::accepted(stream, client, dest, tag, shared, inflight, per_ip)
     }
 }
 

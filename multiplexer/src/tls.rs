@@ -204,6 +204,7 @@ pub fn accepted(
     tag: Option<Tag>,
     shared: &Rc<Shared>,
     inflight: &Rc<()>,
+    per_ip: crate::per_ip::Slot,
 ) {
     let done = conn::first_bytes(
         &stream,
@@ -234,7 +235,7 @@ pub fn accepted(
             Ok(stream) => handle(stream, (peer, local, tag), &shared).await,
             Err(e) => warn!(%peer, "registering a connection: {e}"),
         }
-        drop((token, held));
+        drop((token, held, per_ip));
     });
 }
 

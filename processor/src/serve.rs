@@ -337,6 +337,8 @@ fn start_connection(
             payload,
             fd,
         } = r;
+        // Each boxed: a plain connection's task does not carry the (larger) state of
+        // a TLS one.
         if meta.flags & handoff::flags::TLS != 0 {
             let conn = TlsConn {
                 sites,
@@ -345,9 +347,12 @@ fn start_connection(
                 cfg,
                 board,
             };
-            tls_connection(fd, meta, &conn, &env, &mut stop).await;
+            Box::pin(tls_connection(fd, meta, &conn, &env, &mut stop)).await;
         } else {
-            connection(fd, meta, payload, &sites, &cfg, &sock, &env, &board, &mut stop).await;
+            Box::pin(connection(
+                fd, meta, payload, &sites, &cfg, &sock, &env, &board, &mut stop,
+            ))
+            .await;
         }
         drop(permit);
     });

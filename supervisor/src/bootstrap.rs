@@ -95,6 +95,8 @@ pub fn multiplexer(
         processor_wait_timeout_ms: cfg.server.processor_wait_timeout.as_millis() as u64,
         processor_wait_steps: cfg.server.processor_wait_steps,
         max_clients: cfg.server.max_clients,
+        max_connections_per_ip: cfg.server.max_connections_per_ip,
+        max_connections_per_ip_ipv6_prefix: cfg.server.max_connections_per_ip_ipv6_prefix,
         server_limit: cfg.server.server_limit,
         max_multiplexers: cfg.server.max_multiplexers,
         status_path: cfg.status.path.clone(),

@@ -113,7 +113,7 @@ pub async fn run(
             Ok(Some(head)) => head,
             Ok(None) => return Outcome::Closed,
             Err(response) => {
-                conn.finish(response, false).await;
+                Box::pin(conn.finish(response, false)).await;
                 return Outcome::Closed;
             }
         };
@@ -126,13 +126,15 @@ pub async fn run(
                     // A decrypted connection stays here: the client retries elsewhere.
                     let why = format!("host {:?} is not served on this connection", host.unwrap_or(""));
                     let head_only = head.request.method == Method::Head;
-                    conn.finish(Response::error(421, why), head_only).await;
+                    Box::pin(conn.finish(Response::error(421, why), head_only)).await;
                     return Outcome::Closed;
                 }
                 None => return Outcome::HandBack(std::mem::take(&mut conn.buf)),
             },
         };
-        match conn.handle(site, &head).await {
+        // Boxed: a request's state (files, CGI, FastCGI) exists only while it is
+        // served, not in every idle keep-alive connection's task.
+        match Box::pin(conn.handle(site, &head)).await {
             Step::Next => {}
             Step::Close => return Outcome::Closed,
         }
@@ -176,8 +178,16 @@ impl Conn<'_> {
                 Some(d) => d,
                 None if first => deadline.insert(self.cfg.head_timeout.start()),
                 None => {
-                    // Idle between requests: the keep-alive timeout, or shutdown.
-                    let read = read_into(self.stream, chunk_of(&mut self.chunk), &mut self.buf);
+                    // Idle between requests: the keep-alive timeout, or shutdown. An
+                    // idle connection keeps no buffer (the next bytes are read into the
+                    // thread's scratch buffer when they arrive).
+                    if self.buf.is_empty() {
+                        self.buf = Vec::new();
+                    }
+                    if !self.stream.is_tls() {
+                        self.chunk = Vec::new();
+                    }
+                    let read = read_into(self.stream, &mut self.chunk, &mut self.buf);
                     tokio::select! {
                         r = timeout(self.cfg.keep_alive_timeout, read) => match r {
                             Ok(Ok(n)) if n > 0 => continue,
@@ -189,7 +199,7 @@ impl Conn<'_> {
             };
             match timeout_at(
                 deadline.tokio_at(),
-                read_into(self.stream, chunk_of(&mut self.chunk), &mut self.buf),
+                read_into(self.stream, &mut self.chunk, &mut self.buf),
             )
             .await
             {
@@ -392,7 +402,7 @@ impl Conn<'_> {
 
     /// Half-close and linger: read and drop input until the client closes, briefly.
     async fn close(&mut self) -> Step {
-        linger::close(self.stream, chunk_of(&mut self.chunk), LINGER).await;
+        linger::close(self.stream, &mut self.chunk, LINGER).await;
         Step::Close
     }
 
@@ -414,7 +424,7 @@ impl Conn<'_> {
             if body.is_done() {
                 return Ok(());
             }
-            let read = read_into(self.stream, chunk_of(&mut self.chunk), &mut self.buf);
+            let read = read_into(self.stream, &mut self.chunk, &mut self.buf);
             match timeout_at(deadline.tokio_at(), read).await {
                 Ok(Ok(n)) if n > 0 => deadline.received(n),
                 Ok(_) => return Err(DiscardError::Closed),
@@ -441,11 +451,35 @@ fn chunk_of(c: &mut Vec<u8>) -> &mut [u8] {
     c
 }
 
-/// Read at most one chunk and append it to `buf`. Cancel-safe.
-async fn read_into(stream: &mut Transport, chunk: &mut [u8], buf: &mut Vec<u8>) -> io::Result<usize> {
-    let n = stream.read(chunk).await?;
-    buf.extend_from_slice(&chunk[..n]);
-    Ok(n)
+/// Read at most one chunk and append it to `buf`. Cancel-safe. Plain TCP reads into
+/// the thread's scratch buffer once the socket is readable, so a connection waiting
+/// for bytes holds no read buffer; TLS reads through `chunk`.
+async fn read_into(stream: &mut Transport, chunk: &mut Vec<u8>, buf: &mut Vec<u8>) -> io::Result<usize> {
+    let Transport::Plain(s) = stream else {
+        let chunk = chunk_of(chunk);
+        let n = stream.read(chunk).await?;
+        buf.extend_from_slice(&chunk[..n]);
+        return Ok(n);
+    };
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    loop {
+        s.readable().await?;
+        let r: io::Result<usize> = SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            if scratch.len() < READ_CHUNK {
+                scratch.resize(READ_CHUNK, 0);
+            }
+            let n = s.try_read(&mut scratch[..READ_CHUNK])?;
+            buf.extend_from_slice(&scratch[..n]);
+            Ok(n)
+        });
+        match r {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            r => return r,
+        }
+    }
 }
 
 /// Resolves once an immediate stop is requested; never, if the sender is gone without

@@ -202,7 +202,7 @@ impl Conn<'_> {
                     .finish()
                     .map_err(|e| Spooled::Answer(Response::error(500, e)));
             }
-            let read = read_into(self.stream, super::chunk_of(&mut self.chunk), &mut self.buf);
+            let read = read_into(self.stream, &mut self.chunk, &mut self.buf);
             match tokio::time::timeout_at(deadline.tokio_at(), read).await {
                 Ok(Ok(n)) if n > 0 => deadline.received(n),
                 Ok(_) => return Err(Spooled::Close),
