@@ -2,6 +2,7 @@
 //! every multiplexer and processor by fork+exec, replaces those that die, and stops
 //! them on SIGTERM/SIGINT. It never reads a byte from a client.
 
+mod activation;
 mod bootstrap;
 mod cgroup;
 mod errlog;
@@ -38,6 +39,8 @@ pub enum SupervisorError {
     Config(#[from] conf::ConfigErrors),
     #[error(transparent)]
     Listen(#[from] listen::ListenError),
+    #[error(transparent)]
+    Activation(#[from] activation::ActivationError),
     #[error("hand-off socketpair for environment {env}: {source}")]
     Pair {
         env: String,
@@ -78,6 +81,11 @@ pub fn run(config_path: &Path) -> Result<i32, SupervisorError> {
         tracing::warn!("config: {w}");
     }
     raise_fd_limit();
+    // Before anything is spawned: the passed sockets become close-on-exec here.
+    let mut addrs = cfg.server.listen.clone();
+    addrs.extend(&cfg.server.listen_tls);
+    addrs.extend(cfg.status.metrics_listen);
+    activation::take(&addrs)?;
     let exe = std::env::current_exe().map_err(SupervisorError::Runtime)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
