@@ -9,6 +9,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+mod status_cmd;
+
 const DEFAULT_CONFIG: &str = "/etc/bulkhead/bulkhead.toml";
 
 #[derive(Parser)]
@@ -41,6 +43,19 @@ enum Command {
     },
     /// Ask the running server to stop gracefully (SIGTERM via the pid file).
     Stop {
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Ask the running server to reopen its error log and access logs (SIGUSR1 via the
+    /// pid file), as logrotate's postrotate does.
+    #[command(name = "reopen-logs")]
+    ReopenLogs {
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Print the running server's per-environment table (the status page's
+    /// ?peruser_stats), read from the first listen address.
+    Status {
         #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
@@ -148,6 +163,12 @@ fn main() -> ExitCode {
                         println!("{line}");
                     }
                 }
+                // Whether the open-files limit is enough for this many environments.
+                if let Some((soft, hard)) = supervisor::fd_limit() {
+                    for line in supervisor::describe_fd_limit(&cfg, soft, hard) {
+                        eprintln!("{line}");
+                    }
+                }
                 println!(
                     "{}: OK ({} environments, {} vhosts)",
                     config.display(),
@@ -190,6 +211,14 @@ fn main() -> ExitCode {
         }
         Command::Reload { config } => signal_server(&config, nix::sys::signal::Signal::SIGHUP),
         Command::Stop { config } => signal_server(&config, nix::sys::signal::Signal::SIGTERM),
+        Command::ReopenLogs { config } => signal_server(&config, nix::sys::signal::Signal::SIGUSR1),
+        Command::Status { config } => (|| {
+            let cfg = conf::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let addr = status_cmd::target(&cfg)?;
+            let page = status_cmd::fetch(addr, &cfg.status.path)?;
+            print!("{}", status_cmd::render(&page));
+            Ok(0)
+        })(),
         Command::Multiplexer => {
             let _role = init_logging("multiplexer");
             child(|started| match started.role {

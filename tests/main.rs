@@ -5,6 +5,8 @@
 #[macro_use]
 mod util;
 
+/// The admin subcommands: `check`'s open-files warning, `reopen-logs`, `status`.
+mod admin;
 /// `bench/run --smoke`: the benchmark harness still runs, nothing about speed.
 mod bench_smoke;
 /// CGI/1.1 scripts: uid, meta-variables, fds, request bodies, answers, chroot, cgi_timeout.

@@ -7,6 +7,7 @@ mod bootstrap;
 mod cgroup;
 mod errlog;
 mod fastcgi;
+mod fdlimit;
 mod generation;
 mod listen;
 mod logs;
@@ -29,6 +30,7 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 pub use cgroup::{describe as describe_cgroups, CgroupError};
+pub use fdlimit::{current as fd_limit, describe as describe_fd_limit};
 pub use namespace::plan::describe as describe_views;
 pub use state::Supervisor;
 
