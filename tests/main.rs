@@ -54,6 +54,8 @@ mod limits;
 mod log_format;
 /// Access and error log paths a tenant controls are never followed.
 mod log_links;
+/// Debian's `logrotate -f` with the shipped file: nothing lost or duplicated.
+mod logrotate;
 /// Access logs per vhost, rotation with SIGUSR1, the error log file.
 mod logs;
 /// The private view per environment (mount, PID and IPC namespaces, Landlock,
