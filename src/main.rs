@@ -79,6 +79,11 @@ enum Command {
         #[arg(long = "module", value_name = "NAME")]
         modules: Vec<String>,
     },
+    /// Internal: the man pages (roff, from this command line's own description) into
+    /// DIR: bulkhead.1 and a bulkhead-SUBCOMMAND.1 for each one it lists, for the
+    /// package build (`deploy/deb/build`).
+    #[command(hide = true)]
+    Manpage { dir: PathBuf },
     /// Internal: a multiplexer started by the supervisor.
     #[command(hide = true)]
     Multiplexer,
@@ -211,6 +216,7 @@ fn main() -> ExitCode {
         }
         Command::Reload { config } => signal_server(&config, nix::sys::signal::Signal::SIGHUP),
         Command::Stop { config } => signal_server(&config, nix::sys::signal::Signal::SIGTERM),
+        Command::Manpage { dir } => man_pages(&dir).map(|()| 0),
         Command::ReopenLogs { config } => signal_server(&config, nix::sys::signal::Signal::SIGUSR1),
         Command::Status { config } => (|| {
             let cfg = conf::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -296,6 +302,24 @@ fn child(role: impl FnOnce(common::child::Started) -> anyhow::Result<()>) -> any
     let started = common::child::start().context("starting child")?;
     role(started)?;
     Ok(0)
+}
+
+/// `bulkhead manpage DIR`: the main page and one per listed subcommand.
+fn man_pages(dir: &std::path::Path) -> anyhow::Result<()> {
+    use clap::CommandFactory;
+    let cmd = Cli::command();
+    let write = |name: &str, page: clap::Command| -> anyhow::Result<()> {
+        let path = dir.join(format!("{name}.1"));
+        let mut out = Vec::new();
+        clap_mangen::Man::new(page).render(&mut out)?;
+        std::fs::write(&path, out).with_context(|| format!("writing {}", path.display()))
+    };
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        // clap names are &'static without its "string" feature; a one-shot command.
+        let name: &'static str = Box::leak(format!("bulkhead-{}", sub.get_name()).into_boxed_str());
+        write(name, sub.clone().name(name))?;
+    }
+    write("bulkhead", cmd)
 }
 
 /// Sends `sig` to the supervisor named by the config's `pid_file`.

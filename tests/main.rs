@@ -62,6 +62,9 @@ mod logs;
 /// seccomp): /proc, other trees, /tmp, SysV IPC, denied syscalls, system PHP and
 /// DokuWiki in a jail, a killed holder, a reload, `check`.
 mod namespaces;
+/// The Debian package: built, installed into a clean mmdebstrap root, started there as
+/// the unit would, the default site served, purged with nothing left.
+mod package;
 /// `manager = "php-fpm"`: one php-fpm master per environment (uids, fds, a killed
 /// master, a reload, a jail), its children counted as the environment's backends.
 mod php_fpm;

@@ -102,7 +102,7 @@ fn systemd_unit_verifies() {
     let unit =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/bulkhead.service")).unwrap();
     // The unit names the installed binary; verify needs one that exists.
-    let unit = unit.replace("/usr/local/bin/bulkhead", BIN);
+    let unit = unit.replace("/usr/bin/bulkhead", BIN);
     let path = dir.path().join("bulkhead.service");
     std::fs::write(&path, unit).unwrap();
     // The socket unit beside it (it names the service).
