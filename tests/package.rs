@@ -1,11 +1,11 @@
-//! The Debian package: `deploy/deb/build` makes the .deb (cargo-deb, dev profile to
-//! reuse the test build), a clean Debian 12 root from `mmdebstrap` (its tarball cached
-//! under /var/cache/bulkhead-test/), the package installed there with apt, its unit's
-//! commands run there (ExecStartPre's check through chroot, then ExecStart in a mount
-//! namespace pivoted to that root, where the private views work as on a booted
-//! system), the
-//! default site fetched over HTTP, the server stopped, the package purged, and nothing
-//! of it left but the `bulkhead` system user (kept, as Debian policy advises).
+//! The Debian package: `deploy/deb/build` makes the .deb (cargo-deb, from the very
+//! binary the tests run: dev profile, not rebuilt), a clean Debian 12 root from
+//! `mmdebstrap` (its tarball cached under /var/cache/bulkhead-test/), the package
+//! installed there with apt, its unit's commands run there (ExecStartPre's check
+//! through chroot, then ExecStart in a mount namespace pivoted to that root, where the
+//! private views work as on a booted system), the default site fetched over HTTP, the
+//! server stopped, the package purged, and nothing of it left but the `bulkhead`
+//! system user (kept, as Debian policy advises).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -143,9 +143,12 @@ fn package_installs_serves_and_purges_in_a_clean_debian_root() {
     std::fs::create_dir(&root).unwrap();
 
     progress(start, "building the .deb (deploy/deb/build, dev profile)");
+    // --fast: cargo-deb's quicker compression (the test's package is thrown away).
     let deb = run(
         Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/deb/build"))
-            .env("BULKHEAD_DEB_PROFILE", "dev"),
+            .arg("--fast")
+            .env("BULKHEAD_DEB_PROFILE", "dev")
+            .env("BULKHEAD_DEB_NO_BUILD", "1"),
     );
     let deb = PathBuf::from(deb.trim().lines().last().unwrap());
     assert!(deb.exists(), "{}", deb.display());
