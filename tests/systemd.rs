@@ -198,17 +198,29 @@ fn socket_activation_serves_on_the_passed_fds() {
         // Nor the passed fds (close-on-exec): a child's fds are named in fd_hygiene.
     }
 
-    // A reload keeps the activated sockets (a fresh bind would fail: the port is held).
-    server.signal(Signal::SIGHUP);
-    assert!(
-        server
-            .wait_for_log("reload: old generation finished", Duration::from_secs(15))
-            .is_some(),
-        "{}",
-        server.log()
-    );
-    assert!(!server.log().contains("reload refused"), "{}", server.log());
+    // A reload keeps the activated sockets (a fresh bind would fail: the port is held
+    // by systemd-socket-activate); so does one that drops the address and one that
+    // brings it back.
+    let written = std::fs::read_to_string(&server.config_path).unwrap();
+    let without = written.replace(&format!("\"{http}\", "), "");
+    assert_ne!(without, written);
+    let reload = |n: usize, text: &str| {
+        std::fs::write(&server.config_path, text).unwrap();
+        server.signal(Signal::SIGHUP);
+        assert!(
+            server
+                .wait_for_log_count("reload: old generation finished", n, Duration::from_secs(15))
+                .is_some(),
+            "reload {n}:\n{}",
+            server.log()
+        );
+        assert!(!server.log().contains("reload refused"), "{}", server.log());
+    };
+    reload(1, &written);
     ok(&server, "alice.test", "alice home", "after the reload");
+    reload(2, &without);
+    reload(3, &written);
+    ok(&server, "alice.test", "alice home", "with the address back");
     server.signal(Signal::SIGTERM);
     assert_eq!(server.wait_exit(Duration::from_secs(40)), Some(0));
 }
