@@ -195,7 +195,6 @@ fn socket_activation_serves_on_the_passed_fds() {
             "child {pid} ({:?}) has {env:?}",
             cmdline(pid)
         );
-        // Nor the passed fds (close-on-exec): a child's fds are named in fd_hygiene.
     }
 
     // A reload keeps the activated sockets (a fresh bind would fail: the port is held
