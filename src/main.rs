@@ -9,6 +9,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+mod status_cmd;
+
 const DEFAULT_CONFIG: &str = "/etc/bulkhead/bulkhead.toml";
 
 #[derive(Parser)]
@@ -44,6 +46,19 @@ enum Command {
         #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// Ask the running server to reopen its error log and access logs (SIGUSR1 via the
+    /// pid file), as logrotate's postrotate does.
+    #[command(name = "reopen-logs")]
+    ReopenLogs {
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Print the running server's per-environment table (the status page's
+    /// ?peruser_stats), read from the first listen address.
+    Status {
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
     /// Translate an Apache configuration into bulkhead's TOML (on stdout).
     ///
     /// Apache 2.2/2.4 with Peruser, perchild or mpm-itk: the TOML on stdout, every
@@ -64,6 +79,11 @@ enum Command {
         #[arg(long = "module", value_name = "NAME")]
         modules: Vec<String>,
     },
+    /// Internal: the man pages (roff, from this command line's own description) into
+    /// DIR: bulkhead.1 and a bulkhead-SUBCOMMAND.1 for each one it lists, for the
+    /// package build (`deploy/deb/build`).
+    #[command(hide = true)]
+    Manpage { dir: PathBuf },
     /// Internal: a multiplexer started by the supervisor.
     #[command(hide = true)]
     Multiplexer,
@@ -148,6 +168,12 @@ fn main() -> ExitCode {
                         println!("{line}");
                     }
                 }
+                // Whether the open-files limit is enough for this many environments.
+                if let Some((soft, hard)) = supervisor::fd_limit() {
+                    for line in supervisor::describe_fd_limit(&cfg, soft, hard) {
+                        eprintln!("{line}");
+                    }
+                }
                 println!(
                     "{}: OK ({} environments, {} vhosts)",
                     config.display(),
@@ -190,6 +216,15 @@ fn main() -> ExitCode {
         }
         Command::Reload { config } => signal_server(&config, nix::sys::signal::Signal::SIGHUP),
         Command::Stop { config } => signal_server(&config, nix::sys::signal::Signal::SIGTERM),
+        Command::Manpage { dir } => man_pages(&dir).map(|()| 0),
+        Command::ReopenLogs { config } => signal_server(&config, nix::sys::signal::Signal::SIGUSR1),
+        Command::Status { config } => (|| {
+            let cfg = conf::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let addr = status_cmd::target(&cfg)?;
+            let page = status_cmd::fetch(addr, &cfg.status.path)?;
+            print!("{}", status_cmd::render(&page));
+            Ok(0)
+        })(),
         Command::Multiplexer => {
             let _role = init_logging("multiplexer");
             child(|started| match started.role {
@@ -267,6 +302,24 @@ fn child(role: impl FnOnce(common::child::Started) -> anyhow::Result<()>) -> any
     let started = common::child::start().context("starting child")?;
     role(started)?;
     Ok(0)
+}
+
+/// `bulkhead manpage DIR`: the main page and one per listed subcommand.
+fn man_pages(dir: &std::path::Path) -> anyhow::Result<()> {
+    use clap::CommandFactory;
+    let cmd = Cli::command();
+    let write = |name: &str, page: clap::Command| -> anyhow::Result<()> {
+        let path = dir.join(format!("{name}.1"));
+        let mut out = Vec::new();
+        clap_mangen::Man::new(page).render(&mut out)?;
+        std::fs::write(&path, out).with_context(|| format!("writing {}", path.display()))
+    };
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        // clap names are &'static without its "string" feature; a one-shot command.
+        let name: &'static str = Box::leak(format!("bulkhead-{}", sub.get_name()).into_boxed_str());
+        write(name, sub.clone().name(name))?;
+    }
+    write("bulkhead", cmd)
 }
 
 /// Sends `sig` to the supervisor named by the config's `pid_file`.

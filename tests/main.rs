@@ -5,6 +5,8 @@
 #[macro_use]
 mod util;
 
+/// The admin subcommands: `check`'s open-files warning, `reopen-logs`, `status`.
+mod admin;
 /// `bench/run --smoke`: the benchmark harness still runs, nothing about speed.
 mod bench_smoke;
 /// CGI/1.1 scripts: uid, meta-variables, fds, request bodies, answers, chroot, cgi_timeout.
@@ -57,12 +59,17 @@ mod limits;
 mod log_format;
 /// Access and error log paths a tenant controls are never followed.
 mod log_links;
+/// Debian's `logrotate -f` with the shipped file: nothing lost or duplicated.
+mod logrotate;
 /// Access logs per vhost, rotation with SIGUSR1, the error log file.
 mod logs;
 /// The private view per environment (mount, PID and IPC namespaces, Landlock,
 /// seccomp): /proc, other trees, /tmp, SysV IPC, denied syscalls, system PHP and
 /// DokuWiki in a jail, a killed holder, a reload, `check`.
 mod namespaces;
+/// The Debian package: built, installed into a clean mmdebstrap root, started there as
+/// the unit would, the default site served, purged with nothing left.
+mod package;
 /// `max_connections_per_ip`: one address over the cap refused, another served.
 mod per_ip;
 /// `manager = "php-fpm"`: one php-fpm master per environment (uids, fds, a killed

@@ -2,10 +2,12 @@
 //! every multiplexer and processor by fork+exec, replaces those that die, and stops
 //! them on SIGTERM/SIGINT. It never reads a byte from a client.
 
+mod activation;
 mod bootstrap;
 mod cgroup;
 mod errlog;
 mod fastcgi;
+mod fdlimit;
 mod generation;
 mod listen;
 mod logs;
@@ -28,6 +30,7 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 pub use cgroup::{describe as describe_cgroups, CgroupError};
+pub use fdlimit::{current as fd_limit, describe as describe_fd_limit};
 pub use namespace::plan::describe as describe_views;
 pub use state::Supervisor;
 
@@ -38,6 +41,8 @@ pub enum SupervisorError {
     Config(#[from] conf::ConfigErrors),
     #[error(transparent)]
     Listen(#[from] listen::ListenError),
+    #[error(transparent)]
+    Activation(#[from] activation::ActivationError),
     #[error("hand-off socketpair for environment {env}: {source}")]
     Pair {
         env: String,
@@ -78,6 +83,11 @@ pub fn run(config_path: &Path) -> Result<i32, SupervisorError> {
         tracing::warn!("config: {w}");
     }
     raise_fd_limit();
+    // Before anything is spawned: the passed sockets become close-on-exec here.
+    let mut addrs = cfg.server.listen.clone();
+    addrs.extend(&cfg.server.listen_tls);
+    addrs.extend(cfg.status.metrics_listen);
+    activation::take(&addrs)?;
     let exe = std::env::current_exe().map_err(SupervisorError::Runtime)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

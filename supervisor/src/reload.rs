@@ -16,7 +16,6 @@ use tracing::{error, info, warn};
 use std::time::{Duration, Instant};
 
 use crate::generation::Generation;
-use crate::listen;
 use crate::logs::AccessLogs;
 use crate::state::{Child, Kind, Supervisor};
 use crate::stop::Stopping;
@@ -104,7 +103,7 @@ impl Supervisor {
         ) {
             // Port 0 as for the HTTP listeners: the port bound at start stays.
             (Some(new), Some(old)) if new == old || (new.port() == 0 && new.ip() == old.ip()) => None,
-            (Some(new), _) => match listen::bind_listener(new) {
+            (Some(new), _) => match crate::activation::listener(new) {
                 Ok(l) => Some(Some(l)),
                 Err(e) => {
                     warn!("metrics listener: {e}; keeping the old one");
@@ -445,7 +444,7 @@ fn keep_or_bind(
             .find(|(a, _)| a == addr || (addr.port() == 0 && a.ip() == addr.ip()));
         let l = match kept {
             Some((a, fd)) => fd.try_clone().map(|fd| (*a, fd)).map_err(|e| e.to_string()),
-            None => listen::bind_listener(*addr).map_err(|e| e.to_string()),
+            None => crate::activation::listener(*addr).map_err(|e| e.to_string()),
         };
         out.push(l?);
     }

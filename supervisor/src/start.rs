@@ -24,7 +24,7 @@ use crate::logs::AccessLogs;
 use crate::reap::Restart;
 use crate::state::{Child, ChildSlot, Kind, Supervisor};
 use crate::stop::Stopping;
-use crate::{listen, spawn, SupervisorError};
+use crate::{spawn, SupervisorError};
 
 /// Room for events from the children's control channels.
 const EVENT_QUEUE: usize = 1024;
@@ -43,14 +43,14 @@ impl Supervisor {
         let cgroups = crate::cgroup::Groups::setup(&cfg)?;
         let mut http = Vec::new();
         for addr in &cfg.server.listen {
-            http.push(listen::bind_listener(*addr)?);
+            http.push(crate::activation::listener(*addr)?);
         }
         let mut tls = Vec::new();
         for addr in &cfg.server.listen_tls {
-            tls.push(listen::bind_listener(*addr)?);
+            tls.push(crate::activation::listener(*addr)?);
         }
         let metrics = match cfg.status.metrics_listen {
-            Some(addr) => Some(listen::bind_listener(addr)?),
+            Some(addr) => Some(crate::activation::listener(addr)?),
             None => None,
         };
         if let Some(path) = &cfg.server.pid_file {

@@ -206,7 +206,17 @@ impl TestServer {
     /// Like `try_start`, letting `customize` adjust the command first (e.g. to hand the
     /// supervisor an fd it should not pass on, or to run it as another user).
     pub fn try_start_with(config: &str, customize: impl FnOnce(&mut Command)) -> Result<TestServer, String> {
-        Self::launch(config, customize, None)
+        Self::launch(config, customize, None, &[])
+    }
+
+    /// Like `try_start_with`, but the binary is run by `via` (a program and its
+    /// arguments, e.g. `systemd-socket-activate -l ADDR`), which must exec it.
+    pub fn try_start_via(
+        config: &str,
+        via: &[std::ffi::OsString],
+        customize: impl FnOnce(&mut Command),
+    ) -> Result<TestServer, String> {
+        Self::launch(config, customize, None, via)
     }
 
     /// Starts a server whose config sets `[server] error_log = "<error_log>"`, where the
@@ -214,7 +224,7 @@ impl TestServer {
     /// `log()` see is read from that file (following it by name, like `tail -F`, so a
     /// rotation is followed too), plus whatever reached stderr before the move.
     pub fn start_with_error_log(config: &str, error_log: &Path) -> TestServer {
-        Self::launch(config, |_| {}, Some(error_log))
+        Self::launch(config, |_| {}, Some(error_log), &[])
             .unwrap_or_else(|log| panic!("server did not become ready:\n{log}"))
     }
 
@@ -223,6 +233,7 @@ impl TestServer {
         config: &str,
         customize: impl FnOnce(&mut Command),
         error_log: Option<&Path>,
+        via: &[std::ffi::OsString],
     ) -> Result<TestServer, String> {
         // Named after the test where libtest names the thread after it.
         let test = std::thread::current()
@@ -242,7 +253,14 @@ impl TestServer {
             format!("{config}\n[status]\nmetrics_listen = \"127.0.0.1:0\"\n")
         };
         std::fs::write(&config_path, &config).unwrap();
-        let mut cmd = Command::new(BIN);
+        let mut cmd = match via.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(BIN);
+                cmd
+            }
+            None => Command::new(BIN),
+        };
         cmd.args(["serve", "--config"])
             .arg(&config_path)
             .env("RUST_LOG", "info")
