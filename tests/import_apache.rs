@@ -258,7 +258,7 @@ IncludeOptional conf-enabled/*.conf
     let (toml, notes) = import(&main, &[]);
     assert_eq!(
         notes.lines().collect::<Vec<_>>(),
-        [format!("{}:7: Timeout 300: httpd's one I/O timeout; bulkhead has request_head_timeout and request_body_timeout ([20, 40, 500]), keep_alive_timeout, cgi_timeout and fastcgi_timeout: not translated", main.display())]
+        [format!("{}:7: Timeout 300: httpd's one I/O timeout; bulkhead has request_head_timeout ([20, 40, 500]) and request_body_timeout ([20, 0, 500]), keep_alive_timeout, cgi_timeout and fastcgi_timeout: not translated", main.display())]
     );
     assert!(toml.contains("max_clients = 150"), "{toml}");
     assert!(
