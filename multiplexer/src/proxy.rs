@@ -30,7 +30,6 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::rc::Rc;
 
 use common::handoff::{flags, Meta, TAG_LEN};
-use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tracing::{debug, info, warn};
 
@@ -337,41 +336,8 @@ async fn read_header(stream: &TcpStream) -> Result<Option<(SocketAddr, SocketAdd
     let mut seen = 0usize;
     let mut lowered = false;
     let result = loop {
-        let ready = stream.ready(Interest::READABLE).await.map_err(|_| Ending::Gone)?;
-        let closed = ready.is_read_closed();
-        let peeked = stream.try_io(Interest::READABLE, || {
-            // SAFETY: `buf` is a valid writable buffer of its length for the call;
-            // MSG_PEEK consumes nothing, MSG_DONTWAIT never blocks.
-            let n = unsafe {
-                libc::recv(
-                    stream.as_raw_fd(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    libc::MSG_PEEK | libc::MSG_DONTWAIT,
-                )
-            };
-            if n < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            let n = n as usize;
-            if n > 0 && n <= seen && !closed {
-                // Nothing new: clear the reactor's readiness and wait for more.
-                return Err(std::io::ErrorKind::WouldBlock.into());
-            }
-            Ok(n)
-        });
-        let n = match peeked {
-            Ok(n) if n == 0 || n <= seen => break Err(Ending::Gone),
-            Ok(n) => n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
-                ) =>
-            {
-                continue
-            }
-            Err(_) => break Err(Ending::Gone),
+        let Some((n, closed)) = tls::peek_more(stream, &mut buf, seen).await else {
+            break Err(Ending::Gone);
         };
         seen = n;
         match examine(&buf[..n]) {

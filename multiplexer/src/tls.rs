@@ -366,7 +366,37 @@ async fn peek_hello(stream: &TcpStream, lowered: &mut bool) -> Result<Option<Str
     let mut buf = vec![0u8; MAX_HELLO];
     let mut seen = 0usize;
     loop {
-        let ready = stream.ready(Interest::READABLE).await.map_err(|_| Ending::Gone)?;
+        let Some((n, closed)) = peek_more(stream, &mut buf, seen).await else {
+            return Err(Ending::Gone);
+        };
+        seen = n;
+        match examine(&buf[..n]) {
+            Peeked::Need(_) if closed => return Err(Ending::Gone),
+            Peeked::Need(want) => {
+                set_rcvlowat(stream, want);
+                *lowered = true;
+            }
+            Peeked::Hello(sni) => return Ok(sni),
+            Peeked::PlainHttp => return Err(Ending::PlainHttp),
+            Peeked::Bad(why, alert) => return Err(Ending::Refused(why, alert)),
+            Peeked::TooLarge => {
+                return Err(Ending::Refused(
+                    format!("ClientHello over {MAX_HELLO} bytes"),
+                    Some(ALERT_DECODE_ERROR),
+                ))
+            }
+        }
+    }
+}
+
+/// Waits until `stream` has more than `seen` bytes queued, or its peer shut its side,
+/// and peeks them into `buf`, consuming none: `Some((n, closed))`, or `None` when the
+/// client is gone (end of file, nothing new after a shutdown, an error). Never spins:
+/// a wake-up with nothing new clears the reactor's readiness and waits again (the
+/// ClientHello's and the PROXY header's peek loops).
+pub(crate) async fn peek_more(stream: &TcpStream, buf: &mut [u8], seen: usize) -> Option<(usize, bool)> {
+    loop {
+        let ready = stream.ready(Interest::READABLE).await.ok()?;
         // The client shut its side: what is queued is all there will be (and the
         // reactor keeps saying "readable" for good, so waiting would spin).
         let closed = ready.is_read_closed();
@@ -391,30 +421,15 @@ async fn peek_hello(stream: &TcpStream, lowered: &mut bool) -> Result<Option<Str
             }
             Ok(n)
         });
-        let n = match peeked {
-            Ok(0) => return Err(Ending::Gone),
-            Ok(n) if n <= seen => return Err(Ending::Gone),
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => return Err(Ending::Gone),
-        };
-        seen = n;
-        match examine(&buf[..n]) {
-            Peeked::Need(_) if closed => return Err(Ending::Gone),
-            Peeked::Need(want) => {
-                set_rcvlowat(stream, want);
-                *lowered = true;
-            }
-            Peeked::Hello(sni) => return Ok(sni),
-            Peeked::PlainHttp => return Err(Ending::PlainHttp),
-            Peeked::Bad(why, alert) => return Err(Ending::Refused(why, alert)),
-            Peeked::TooLarge => {
-                return Err(Ending::Refused(
-                    format!("ClientHello over {MAX_HELLO} bytes"),
-                    Some(ALERT_DECODE_ERROR),
-                ))
-            }
+        match peeked {
+            Ok(n) if n == 0 || n <= seen => return None,
+            Ok(n) => return Some((n, closed)),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                ) => {}
+            Err(_) => return None,
         }
     }
 }

@@ -509,8 +509,6 @@ async fn tls_connection(
     let sni = session.get_ref().1.server_name().map(str::to_ascii_lowercase);
     if let (Some(h2), Some(crate::h2::ALPN)) = (&*conn.http2, state.alpn_protocol()) {
         board.slot.add(slot::TLS_ALPN_H2, 1);
-        // The hand-off's destination: a PROXY header's when one was carried.
-        let local = Some(meta.local);
         let shared = Rc::new(crate::h2::Shared::new(
             conn.sites.clone(),
             conn.tls.clone(),
@@ -520,7 +518,8 @@ async fn tls_connection(
             by_default,
             sni,
             meta.peer,
-            local,
+            // The hand-off's destination: a PROXY header's when one was carried.
+            meta.local,
         ));
         crate::h2::serve(session, shared.clone(), h2, stop).await;
         board.slot.add(slot::TLS_MISDIRECTED, shared.misdirected.get());

@@ -27,7 +27,6 @@ use crate::session::{Completed, ConnConfig, Observer, Outcome, Router, Stop};
 use crate::transport::Transport;
 
 mod cgi;
-mod fastcgi;
 
 /// Bytes read from the socket at a time.
 pub const READ_CHUNK: usize = 16 * 1024;

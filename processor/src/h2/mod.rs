@@ -99,7 +99,7 @@ pub(crate) struct Shared {
     /// The ClientHello's server name, lower-cased.
     pub sni: Option<String>,
     pub peer: SocketAddr,
-    pub local: Option<SocketAddr>,
+    pub local: SocketAddr,
     /// Requests answered 421.
     pub misdirected: Cell<u64>,
     /// Streams being answered now, streams begun, and since when none is open.
@@ -124,7 +124,7 @@ impl Shared {
         by_default: bool,
         sni: Option<String>,
         peer: SocketAddr,
-        local: Option<SocketAddr>,
+        local: SocketAddr,
     ) -> Self {
         let max_requests = sites.by_vhost(vhost).map_or(0, |s| s.max_requests);
         Self {

@@ -4,9 +4,7 @@
 //! cookie crumbs joined), local redirects followed, and the answer's header block
 //! read; its body is then pumped like any other ([`super::stream`]).
 
-use std::ffi::OsString;
 use std::fs::File;
-use std::sync::Arc;
 
 use hyper::body::{Body as _, Incoming};
 use hyper::header::HeaderMap;
@@ -16,9 +14,8 @@ use super::Shared;
 use crate::handler::cgi::output::{self, Source};
 use crate::handler::cgi::spool::{Spool, SpoolError};
 use crate::handler::cgi::{self, env, spawn, Answer, Script};
-use crate::handler::fastcgi::{params, Backend, FastcgiConf};
 use crate::handler::{self, Body, Method, Request, Response, Site};
-use crate::session::{FastcgiFailure, FastcgiRequest, Observer, HTTP2};
+use crate::session::{FastcgiRequest, Observer, HTTP2};
 
 /// A script's body when its vhost sets no `limit_request_body` (as HTTP/1.1's decoder).
 const MAX_BODY: u64 = 1 << 30;
@@ -70,7 +67,7 @@ pub(super) async fn cgi<'o>(
         let req = next.as_ref().unwrap_or(request);
         let conn = env::Conn {
             peer: Some(shared.peer),
-            local: shared.local,
+            local: Some(shared.local),
             minor: HTTP2,
             content_length,
             secure: true,
@@ -86,7 +83,7 @@ pub(super) async fn cgi<'o>(
             },
             Some(conf) => {
                 let r = backend.insert(FastcgiRequest::start(observer));
-                ask(conf, &vars, stdin.take(), r).await
+                handler::fastcgi::ask(conf, &vars, stdin.take(), r).await
             }
         };
         let path = match answer {
@@ -130,35 +127,6 @@ pub(super) async fn cgi<'o>(
         }
     }
     Response::error(500, format!("more than {MAX_REDIRECTS} CGI local redirects"))
-}
-
-/// Asks the backends of `conf` (as HTTP/1.1's `h1/conn/fastcgi.rs`): the answer's
-/// header block, or 502/504 with the environment and program in its log line.
-async fn ask(
-    conf: &Arc<FastcgiConf>,
-    vars: &[(OsString, OsString)],
-    stdin: Option<File>,
-    request: &FastcgiRequest<'_>,
-) -> Result<Answer, Response> {
-    let failed = |status: u16, e: &dyn std::fmt::Display| {
-        request.fail(if status == 504 {
-            FastcgiFailure::Timeout
-        } else {
-            FastcgiFailure::BadGateway
-        });
-        let reason = format!(
-            "environment {}: FastCGI backend {}: {e}",
-            conf.environment, conf.program
-        );
-        Response::error(status, reason)
-    };
-    let params = params::encode(vars);
-    let backend = Backend::connect(conf.clone(), params, stdin, request.failure.clone())
-        .await
-        .map_err(|e| failed(e.status(), &e))?;
-    output::read_head(Source::Fastcgi(backend))
-        .await
-        .map_err(|e| failed(e.status(), &e))
 }
 
 /// The header fields a script sees (`HTTP_*`): `:authority` (with its port) as Host, and the cookie

@@ -85,11 +85,7 @@ fn inline(
     request: Request,
     declared: Option<u64>,
 ) -> hyper::Response<H2Body> {
-    let observer = ConnObserver::stream(
-        &shared.board,
-        (shared.peer, shared.local.unwrap_or(shared.peer)),
-        shared.vhost,
-    );
+    let observer = ConnObserver::stream(&shared.board, (shared.peer, shared.local), shared.vhost);
     let started = std::time::SystemTime::now();
     let t0 = std::time::Instant::now();
     let head_only = request.method == Method::Head;
@@ -122,24 +118,9 @@ fn inline(
         let Some(site) = shared.sites.by_vhost(vhost) else {
             return;
         };
-        let observer = ConnObserver::stream(
-            &shared.board,
-            (shared.peer, shared.local.unwrap_or(shared.peer)),
-            shared.vhost,
-        );
+        let observer = ConnObserver::stream(&shared.board, (shared.peer, shared.local), shared.vhost);
         observer.started(site);
-        observer.completed(&Completed {
-            site,
-            method: request.method.as_str(),
-            target: &request.target,
-            minor: HTTP2,
-            status,
-            bytes,
-            started,
-            duration: t0.elapsed(),
-            referer: request.headers.referer.as_deref(),
-            user_agent: request.headers.user_agent.as_deref(),
-        });
+        observer.completed(&completed(site, &request, status, bytes, (started, t0)));
     };
     // This stream's request is counted out here; a pumped body's completion is counted
     // (and logged) by its own observer when it ends.
@@ -167,11 +148,7 @@ async fn run(
     request: Request,
     tx: oneshot::Sender<hyper::Response<H2Body>>,
 ) {
-    let observer = ConnObserver::stream(
-        &shared.board,
-        (shared.peer, shared.local.unwrap_or(shared.peer)),
-        shared.vhost,
-    );
+    let observer = ConnObserver::stream(&shared.board, (shared.peer, shared.local), shared.vhost);
     let started = std::time::SystemTime::now();
     let t0 = std::time::Instant::now();
     let head_only = request.method == Method::Head;
@@ -207,7 +184,19 @@ async fn run(
         }
     }
     drop(backend);
-    observer.completed(&Completed {
+    observer.completed(&completed(site, &request, status, bytes, (started, t0)));
+}
+
+/// The access-log facts of one finished stream; `(started, t0)`: its wall-clock start
+/// and the instant its duration is measured from.
+fn completed<'a>(
+    site: &'a Site,
+    request: &'a Request,
+    status: u16,
+    bytes: u64,
+    (started, t0): (std::time::SystemTime, std::time::Instant),
+) -> Completed<'a> {
+    Completed {
         site,
         method: request.method.as_str(),
         target: &request.target,
@@ -218,7 +207,7 @@ async fn run(
         duration: t0.elapsed(),
         referer: request.headers.referer.as_deref(),
         user_agent: request.headers.user_agent.as_deref(),
-    });
+    }
 }
 
 /// A 4xx or 5xx's log line, as HTTP/1.1 writes it.

@@ -81,7 +81,7 @@ impl Conn<'_> {
                 },
                 Some(conf) => {
                     let r = backend_request.insert(FastcgiRequest::start(self.observer));
-                    super::fastcgi::ask(conf, &vars, stdin.take(), r).await
+                    crate::handler::fastcgi::ask(conf, &vars, stdin.take(), r).await
                 }
             };
             let path = match answer {

@@ -7,6 +7,7 @@
 //! [`record`] itself ([`client`]); the answer's header block and body go through CGI's
 //! [`super::cgi::output`].
 
+mod ask;
 pub mod client;
 #[cfg(test)]
 mod fuzz;
@@ -16,6 +17,7 @@ pub mod record;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub(crate) use ask::ask;
 pub use client::{Backend, FcgiError};
 
 /// The environment's FastCGI backends, from the processor's bootstrap.

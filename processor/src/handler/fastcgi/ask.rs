@@ -1,22 +1,23 @@
-//! A request for a FastCGI backend, on the HTTP/1.1 side: everything but asking is
-//! CGI's (`cgi.rs`: the body spooled first, local redirects, the streamed answer);
-//! here the backend is connected to and its header block read, and every failure
-//! becomes one answer (502, or 504 for `fastcgi_timeout`) whose log line names the
-//! environment and the backend program, counted in the processor's slot.
+//! Asking a FastCGI backend, for HTTP/1.1 (`h1/conn/cgi.rs`) and HTTP/2
+//! (`h2/script.rs`) alike: everything but asking is CGI's (the body spooled first,
+//! local redirects, the streamed answer); here the backend is connected to and its
+//! header block read, and every failure becomes one answer (502, or 504 for
+//! `fastcgi_timeout`) whose log line names the environment and the backend program,
+//! counted in the processor's slot.
 
 use std::ffi::OsString;
 use std::fs::File;
 use std::sync::Arc;
 
+use super::{params, Backend, FastcgiConf};
 use crate::handler::cgi::output::{self, Source};
 use crate::handler::cgi::Answer;
-use crate::handler::fastcgi::{params, Backend, FastcgiConf};
 use crate::handler::Response;
 use crate::session::{FastcgiFailure, FastcgiRequest};
 
 /// Asks the backends of `conf` to run the script of `vars` with the body `stdin`: its
 /// answer's header block, or the error response.
-pub(super) async fn ask(
+pub(crate) async fn ask(
     conf: &Arc<FastcgiConf>,
     vars: &[(OsString, OsString)],
     stdin: Option<File>,
