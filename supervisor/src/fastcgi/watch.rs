@@ -4,7 +4,10 @@
 //! waits [`super::scale::HOLD_OFF`] before looking again, so a burst costs a few
 //! events, not one per connection. Readiness is edge-reported by the reactor, so
 //! after clearing it the task asks `poll(2)` again: a connection still pending is
-//! never forgotten.
+//! never forgotten. A wake with nothing pending (a backend accepted it first: the
+//! common case under load) is followed by [`QUIET`] before the next look, so a busy
+//! environment whose backends keep up costs the supervisor a few wakes a second, not
+//! one per request.
 
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
@@ -13,6 +16,12 @@ use tokio::io::Interest;
 use tokio::sync::mpsc;
 
 use crate::run::Event;
+
+/// After a wake that found nothing pending, how long before the socket is looked at
+/// again. A connection that arrives meanwhile and is not accepted waits at most this
+/// long to be seen (only when every running backend is busy; with no backend
+/// running, nothing accepts, so the look that ends the wait finds it).
+pub const QUIET: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Whether a connection waits to be accepted on `listener` (non-blocking look).
 pub fn pending(listener: BorrowedFd<'_>) -> bool {
@@ -50,28 +59,47 @@ pub fn refuse_waiting(listener: BorrowedFd<'_>, max: usize) -> usize {
     n
 }
 
-/// Starts the watch of `listener` (a dup of it is registered); the handle ends it.
+/// Starts the watch of `listener` (a dup of it is watched); the handle ends it.
+///
+/// The dup is registered with the reactor only while the task waits for a first
+/// connection: every connection to a registered listener wakes the reactor (an edge
+/// per connection), even while the task sleeps, so a busy environment's listener is
+/// deregistered between looks and looked at with `poll(2)` after [`QUIET`].
+/// Registering a listener that is already readable reports it at once, so no
+/// connection goes unseen between two registrations.
 pub fn spawn(
     listener: &OwnedFd,
     gen: u64,
     env: usize,
     tx: mpsc::Sender<Event>,
 ) -> std::io::Result<tokio::task::AbortHandle> {
-    let fd = listener.try_clone()?;
-    // SAFETY: an OwnedFd is open and names the same file description for as long as
-    // it lives, and the AsyncFd owns it for exactly that long.
-    let afd =
-        unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }.map_err(std::io::Error::from)?;
+    let mut fd = Some(listener.try_clone()?);
     let task = tokio::spawn(async move {
         loop {
-            if !pending(std::os::fd::AsFd::as_fd(afd.get_ref())) {
-                let Ok(mut guard) = afd.readable().await else {
-                    return;
+            let Some(owned) = fd.take() else { return };
+            if !pending(std::os::fd::AsFd::as_fd(&owned)) {
+                // SAFETY: an OwnedFd is open and names the same file description for
+                // as long as it lives, and the AsyncFd owns it for exactly that long.
+                let afd = match unsafe { AsyncFd::register_with_interest(owned, Interest::READABLE) } {
+                    Ok(afd) => afd,
+                    Err(e) => {
+                        tracing::warn!(env, "watching a FastCGI socket: {e}");
+                        return;
+                    }
                 };
-                guard.clear_ready();
-                if !pending(std::os::fd::AsFd::as_fd(afd.get_ref())) {
+                match afd.readable().await {
+                    Ok(mut guard) => guard.clear_ready(),
+                    Err(_) => return,
+                }
+                let owned = afd.into_inner();
+                let now = pending(std::os::fd::AsFd::as_fd(&owned));
+                fd = Some(owned);
+                if !now {
+                    tokio::time::sleep(QUIET).await;
                     continue;
                 }
+            } else {
+                fd = Some(owned);
             }
             if tx.send(Event::FastcgiPending { gen, env }).await.is_err() {
                 return;
