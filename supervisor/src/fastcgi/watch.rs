@@ -109,3 +109,43 @@ pub fn spawn(
     });
     Ok(task.abort_handle())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::net::{UnixListener, UnixStream};
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A connection a backend accepted wakes the watch once and reports nothing; one
+    /// left waiting after that, while the listener is deregistered, is still reported.
+    #[test]
+    fn a_connection_left_waiting_after_a_false_wake_is_reported() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("s");
+            let listener = UnixListener::bind(&path).unwrap();
+            let owned = OwnedFd::from(listener.try_clone().unwrap());
+            let (tx, mut rx) = mpsc::channel(4);
+            let task = spawn(&owned, 7, 3, tx).unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            // Accepted at once, as a running backend would: nothing to report.
+            let _first = UnixStream::connect(&path).unwrap();
+            drop(listener.accept().unwrap());
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            assert!(rx.try_recv().is_err());
+            // Left waiting: reported, within QUIET of the false wake.
+            let _second = UnixStream::connect(&path).unwrap();
+            let event = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .expect("the waiting connection is reported")
+                .unwrap();
+            assert!(matches!(event, Event::FastcgiPending { gen: 7, env: 3 }));
+            task.abort();
+        });
+    }
+}
