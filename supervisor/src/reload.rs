@@ -60,8 +60,11 @@ impl Supervisor {
         };
         // One socket per multiplexer slot; those past the new `min_multiplexers` close
         // with the old multiplexers' copies, their queues moving to the others.
-        let slots =
-            crate::reuseport::SlotSockets::build(http.iter().chain(&tls), cfg.server.min_multiplexers, &self.listeners.slots);
+        let slots = crate::reuseport::SlotSockets::build(
+            http.iter().chain(&tls),
+            cfg.server.min_multiplexers,
+            &self.listeners.slots,
+        );
         for w in &cfg.warnings {
             warn!("config: {w}");
         }
