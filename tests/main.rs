@@ -83,6 +83,9 @@ mod pools;
 mod proxy_protocol;
 /// SIGHUP generations: no failed request, refused configs, listeners kept.
 mod reload;
+/// One SO_REUSEPORT socket per multiplexer slot: spread, a killed multiplexer's queue
+/// kept for its replacement, a retired slot's queue moved on at a reload.
+mod reuseport;
 /// RFC 9112/9110, table-driven, each case naming its clause: Apache's limits just under
 /// and over, read timeouts with a minimum rate, Expect, TRACE, OPTIONS *, CONNECT,
 /// framing and field syntax (helpers in `util/wire.rs`).

@@ -5,7 +5,7 @@ WORKDIR/meta.tsv    key<TAB>value
 WORKDIR/status.tsv  server<TAB>ok|failed<TAB>reason
 WORKDIR/idle.tsv    server rss_kb pss_kb nprocs cpu_pct
 WORKDIR/runs.tsv    server scenario run rps p50_ms p99_ms requests non2xx sockerr
-                    rss_kb pss_kb nprocs wrk_exit        (NA = not measured)
+                    rss_kb pss_kb nprocs wrk_exit cpu_us_per_request  (NA = not measured)
 WORKDIR/<server>.tail  last lines of a failed server's log (optional)
 WORKDIR/cold.tsv    label tenant cold_ms warm_ms spares_waiting error   (coldstart.py)
 WORKDIR/cold-counters.tsv  label before_n before_us after_n after_us  (bulkhead's own)
@@ -21,6 +21,8 @@ import sys
 SCENARIOS = [  # (key, short label for the table, legend)
     ("ka-1k", "1K keep-alive", "GET a.test/index.html (1 KiB) over keep-alive connections"),
     ("close-1k", "1K new conn", "the same with `Connection: close`: a new connection per request"),
+    ("close-seq", "1K new conn, 1 client", "the same, one connection at a time (bench/lib/seqconn.py, "
+     "not wrk): latency from connect() to the last byte, as a lone client sees it"),
     ("ka-100k", "100K keep-alive", "GET a.test/big.bin (100 KiB) over keep-alive connections"),
     ("mixed-conn", "1K 2 tenants", "both tenants at once: half the connections (one wrk thread) "
      "ask a.test, half b.test, keep-alive"),
@@ -30,6 +32,7 @@ SCENARIOS = [  # (key, short label for the table, legend)
 ]
 NAMES = {
     "bulkhead": "bulkhead",
+    "bulkhead-tuned": "bulkhead, tuned",
     "nginx": "nginx (1 worker)",
     "apache": "apache prefork+itk",
 }
@@ -58,6 +61,8 @@ def fmt(v, kind):
     if kind == "ms":
         return "%.3f" % v if v < 1 else ("%.2f" % v if v < 10 else "%.1f" % v)
     if kind == "mib":
+        return "%.1f" % v
+    if kind == "us":
         return "%.1f" % v
     return str(v)
 
@@ -120,7 +125,10 @@ def throughput(w, work, md, servers, state, idle, runs):
     w("Cells are the median of the runs with the spread (min–max) in brackets; "
       "×nginx is this server's median divided by nginx's median from the same "
       "invocation (for req/s higher is better, for latency and memory lower is "
-      "better). RSS and PSS are summed over every process of the server "
+      "better). CPU is the server's CPU time per request: utime+stime of its whole "
+      "process tree (and of the children it reaped) from /proc over the run, divided by "
+      "the requests answered; it moves less than req/s on a shared machine. "
+      "RSS and PSS are summed over every process of the server "
       "(its whole process tree, from /proc/PID/smaps_rollup), sampled halfway "
       "through each run; RSS counts shared pages once per process, PSS splits them.")
     w("")
@@ -130,7 +138,8 @@ def throughput(w, work, md, servers, state, idle, runs):
     def medians(s, scen):
         rs = runs.get((s, scen), [])
         ok = [r for r in rs if num(r[3]) is not None]
-        col = lambda i, k=1.0: [num(r[i]) * k if num(r[i]) is not None else None for r in ok]
+        at = lambda r, i: num(r[i]) if i < len(r) else None
+        col = lambda i, k=1.0: [at(r, i) * k if at(r, i) is not None else None for r in ok]
         return rs, ok, col
 
     w("## Throughput, latency and memory under load")
@@ -139,26 +148,29 @@ def throughput(w, work, md, servers, state, idle, runs):
         w("- **%s**: %s" % (title, legend))
     w("")
     w("| Scenario | Server | Req/s | ×nginx | p50 ms | ×nginx | p99 ms | ×nginx "
-      "| RSS MiB | ×nginx | PSS MiB | ×nginx | Procs | Errors |")
-    w("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+      "| CPU µs/req | ×nginx | RSS MiB | ×nginx | PSS MiB | ×nginx | Procs | Errors |")
+    w("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for scen, title, _ in SCENARIOS:
         base = {}
         if base_ok:
             _, ok, col = medians(BASE, scen)
-            for key, i, k in (("rps", 3, 1), ("p50", 4, 1), ("p99", 5, 1),
+            for key, i, k in (("rps", 3, 1), ("p50", 4, 1), ("p99", 5, 1), ("cpu", 13, 1),
                               ("rss", 9, 1 / 1024), ("pss", 10, 1 / 1024)):
                 vals = [v for v in col(i, k) if v is not None]
                 base[key] = statistics.median(vals) if vals else None
         for s in servers:
             rs, ok, col = medians(s, scen)
             name = NAMES.get(s, s)
+            if not rs and s == "bulkhead-tuned":
+                continue  # measured only where its setting matters
             if not ok:
                 why = "FAILED" if state[s][0] != "ok" else "no valid run"
-                w("| %s | %s | %s | | | | | | | | | | | see below |" % (title, name, why))
+                w("| %s | %s | %s | | | | | | | | | | | | | see below |" % (title, name, why))
                 continue
             line = [title, name]
             for key, i, k, kind in (("rps", 3, 1, "rps"), ("p50", 4, 1, "ms"), ("p99", 5, 1, "ms"),
-                                    ("rss", 9, 1 / 1024, "mib"), ("pss", 10, 1 / 1024, "mib")):
+                                    ("cpu", 13, 1, "us"), ("rss", 9, 1 / 1024, "mib"),
+                                    ("pss", 10, 1 / 1024, "mib")):
                 c, med = cell(col(i, k), kind)
                 line += [c, ratio(med, base.get(key)) if s != BASE else "1.00×"]
             procs = [num(r[11]) for r in ok if num(r[11]) is not None]

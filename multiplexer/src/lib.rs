@@ -122,7 +122,8 @@ async fn serve(
     }
     let mut env_socks = Vec::with_capacity(env_fds.len());
     for fd in env_fds {
-        env_socks.push(common::fds::async_fd(fd)?);
+        // Readable only: a hand-off taken by a processor must not wake every multiplexer.
+        env_socks.push(common::fds::async_fd_readable(fd)?);
     }
     let table = Segment::map(&table_fd, true)?;
     drop(table_fd);

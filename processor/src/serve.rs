@@ -179,7 +179,8 @@ async fn serve(
                 boot.request_head_timeout_ms,
             ))),
     });
-    let sock = Rc::new(common::fds::async_fd(sock)?);
+    // Readable only: a hand-back taken by a multiplexer must not wake the whole pool.
+    let sock = Rc::new(common::fds::async_fd_readable(sock)?);
     let max = boot.max_connections.max(1) as usize;
     let slots = Arc::new(Semaphore::new(max));
     // `true` once this processor stops taking connections (shutdown or recycling);

@@ -28,6 +28,8 @@ pub struct Listeners {
     /// `listen_tls`: routed by the ClientHello's server name.
     pub tls: Vec<(SocketAddr, OwnedFd)>,
     pub metrics: Option<(SocketAddr, OwnedFd)>,
+    /// Slots 1.. of `http` and `tls`: one socket per multiplexer slot (`reuseport.rs`).
+    pub slots: crate::reuseport::SlotSockets,
 }
 
 /// `[status] allow_users`; unprivileged, every process is the user running bulkhead
@@ -40,10 +42,12 @@ fn allow_users(cfg: &conf::Config, privileged: bool) -> Vec<u32> {
     users
 }
 
-/// Bootstrap and fds for a multiplexer of generation `g`, whose own slot is `slot_fd`.
+/// Bootstrap and fds for multiplexer `index` of generation `g`, whose own slot is
+/// `slot_fd`: for each address, the listening socket of its slot.
 pub fn multiplexer(
     g: &Generation,
     listeners: &Listeners,
+    index: u32,
     slot_fd: &OwnedFd,
     privileged: bool,
 ) -> (Bootstrap, Vec<RawFd>) {
@@ -52,8 +56,16 @@ pub fn multiplexer(
         .map(|(name, vhost)| (name.to_owned(), vhost as u32))
         .collect();
     let bundle = MultiplexerFds {
-        listeners: listeners.http.iter().map(|(_, fd)| fd.as_fd()).collect(),
-        tls_listeners: listeners.tls.iter().map(|(_, fd)| fd.as_fd()).collect(),
+        listeners: listeners
+            .http
+            .iter()
+            .map(|(a, fd)| listeners.slots.pick(*a, fd.as_fd(), index))
+            .collect(),
+        tls_listeners: listeners
+            .tls
+            .iter()
+            .map(|(a, fd)| listeners.slots.pick(*a, fd.as_fd(), index))
+            .collect(),
         metrics_listener: listeners.metrics.as_ref().map(|(_, fd)| fd.as_fd()),
         env_sockets: g.env_sockets.iter().map(|(m, _)| m.as_fd()).collect(),
         table: g.table_fd.as_fd(),

@@ -16,6 +16,7 @@ mod namespace;
 mod notify;
 mod reap;
 mod reload;
+mod reuseport;
 mod run;
 mod safe_open;
 mod spawn;

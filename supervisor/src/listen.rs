@@ -40,6 +40,9 @@ pub fn bind_listener(addr: SocketAddr) -> Result<(SocketAddr, OwnedFd), ListenEr
     )
     .map_err(sys("socket"))?;
     setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(sys("SO_REUSEADDR"))?;
+    // So that more sockets on this address can join it, one per multiplexer slot
+    // (`reuseport.rs`); only a process of the same effective uid (root) can join.
+    setsockopt(&fd, sockopt::ReusePort, &true).map_err(sys("SO_REUSEPORT"))?;
     // Accepted sockets inherit TCP_NODELAY on Linux: set once here, not per connection.
     setsockopt(&fd, sockopt::TcpNoDelay, &true).map_err(sys("TCP_NODELAY"))?;
     if addr.is_ipv6() {

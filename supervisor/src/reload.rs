@@ -58,6 +58,13 @@ impl Supervisor {
                 return;
             }
         };
+        // One socket per multiplexer slot; those past the new `min_multiplexers` close
+        // with the old multiplexers' copies, their queues moving to the others.
+        let slots = crate::reuseport::SlotSockets::build(
+            http.iter().chain(&tls),
+            cfg.server.min_multiplexers,
+            &self.listeners.slots,
+        );
         for w in &cfg.warnings {
             warn!("config: {w}");
         }
@@ -116,6 +123,7 @@ impl Supervisor {
         // multiplexers' copies close when they exit.
         let old_http = std::mem::replace(&mut self.listeners.http, http);
         let old_tls = std::mem::replace(&mut self.listeners.tls, tls);
+        let old_slots = std::mem::replace(&mut self.listeners.slots, slots);
         let old_metrics = metrics.map(|m| std::mem::replace(&mut self.listeners.metrics, m));
         self.carry_counters(&gen);
         let was_retiring: Vec<bool> = self.gens.iter().map(|g| g.retiring).collect();
@@ -149,6 +157,7 @@ impl Supervisor {
             self.pending = pending;
             self.listeners.http = old_http;
             self.listeners.tls = old_tls;
+            self.listeners.slots = old_slots;
             if let Some(m) = old_metrics {
                 self.listeners.metrics = m;
             }

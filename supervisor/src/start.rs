@@ -53,6 +53,11 @@ impl Supervisor {
             Some(addr) => Some(crate::activation::listener(addr)?),
             None => None,
         };
+        let slots = crate::reuseport::SlotSockets::build(
+            http.iter().chain(&tls),
+            cfg.server.min_multiplexers,
+            &Default::default(),
+        );
         if let Some(path) = &cfg.server.pid_file {
             write_pid_file(path)?;
         }
@@ -70,7 +75,12 @@ impl Supervisor {
             exe,
             config_path,
             privileged,
-            listeners: Listeners { http, tls, metrics },
+            listeners: Listeners {
+                http,
+                tls,
+                metrics,
+                slots,
+            },
             gens: vec![gen],
             children: HashMap::new(),
             pending: Vec::new(),
@@ -131,7 +141,7 @@ impl Supervisor {
             return Ok(());
         };
         let Some(g) = self.gen(gen) else { return Ok(()) };
-        let (boot, fds) = bootstrap::multiplexer(g, &self.listeners, &rw, self.privileged);
+        let (boot, fds) = bootstrap::multiplexer(g, &self.listeners, index, &rw, self.privileged);
         if let Err(e) = control::send(control.as_fd(), &ToChild::Bootstrap(Box::new(boot)), &fds) {
             error!(pid, "sending multiplexer bootstrap: {e}");
         }

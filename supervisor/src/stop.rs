@@ -67,6 +67,7 @@ impl Supervisor {
             .stopping("stopping: finishing in-flight requests (SIGTERM)");
         // Stop accepting: the multiplexers close their listeners and finish their hand-offs.
         self.listeners.http.clear();
+        self.listeners.slots.clear();
         self.listeners.metrics = None;
         let spares: Vec<i32> = self
             .children
