@@ -75,8 +75,9 @@ struct Parked {
     requests: u64,
     /// Its keep-alive deadline.
     until: tokio::time::Instant,
-    /// [`ConnRouter::first_head`]: set only when its first request went to vhost 0.
-    first_head: Option<Box<[u8]>>,
+    /// [`ConnRouter::into_default_host`]: allocated only for a connection whose first
+    /// request was routed by default to a host not in the table.
+    default_host: Option<Option<String>>,
 }
 
 /// What every connection task of this processor shares.
@@ -399,7 +400,7 @@ async fn resumed(fd: OwnedFd, parked: Parked, ctx: Rc<Ctx>) {
         counted,
         requests,
         until,
-        first_head,
+        default_host,
     } = parked;
     let observer = ConnObserver::resume(&ctx.board, (meta.peer, meta.local), counted);
     let Ok(stream) = TcpStream::from_std(std::net::TcpStream::from(fd)) else {
@@ -410,12 +411,13 @@ async fn resumed(fd: OwnedFd, parked: Parked, ctx: Rc<Ctx>) {
         requests,
         idle_until: Some(until),
     };
+    let router = Routing::Resumed(default_host);
     Box::pin(plain_loop(
         stream,
         meta,
         Vec::new(),
         None,
-        first_head,
+        router,
         &ctx,
         permit,
         observer,
@@ -459,7 +461,7 @@ async fn connection(
         return;
     }
     let first_head = (meta.vhost == 0)
-        .then(|| common::head::head_end(&payload).map(|end| payload[..end].into()))
+        .then(|| common::head::head_end(&payload).map(|end| payload[..end].to_vec()))
         .flatten();
     let resume = h1::Resume {
         may_park: true,
@@ -470,13 +472,20 @@ async fn connection(
         meta,
         payload,
         Some(first),
-        first_head,
+        Routing::First(first_head),
         ctx,
         permit,
         observer,
         resume,
     )
     .await;
+}
+
+/// How a plain connection's later requests are routed ([`ConnRouter`]): from its first
+/// head (vhost 0 only), or from what it kept when parked.
+enum Routing {
+    First(Option<Vec<u8>>),
+    Resumed(Option<Option<String>>),
 }
 
 /// A plain connection's HTTP/1.1 loop, then what its outcome asks: a close, a
@@ -487,17 +496,24 @@ async fn plain_loop(
     meta: Meta,
     payload: Vec<u8>,
     first: Option<&Site>,
-    first_head: Option<Box<[u8]>>,
+    routing: Routing,
     ctx: &Ctx,
     permit: tokio::sync::OwnedSemaphorePermit,
     observer: ConnObserver<'_>,
     resume: h1::Resume,
 ) {
     let (env, board) = (&*ctx.env, &*ctx.board);
-    let router = ConnRouter {
-        sites: &ctx.sites,
-        first_head: first_head.map(Vec::from),
-        default_host: std::cell::OnceCell::new(),
+    let router = match routing {
+        Routing::First(first_head) => ConnRouter {
+            sites: &ctx.sites,
+            first_head,
+            default_host: std::cell::OnceCell::new(),
+        },
+        Routing::Resumed(default_host) => ConnRouter {
+            sites: &ctx.sites,
+            first_head: None,
+            default_host: std::cell::OnceCell::from(default_host),
+        },
     };
     let mut transport = Transport::Plain(stream);
     let mut stop = ctx.stop.clone();
@@ -534,7 +550,7 @@ async fn plain_loop(
                 counted: observer.park(ctx.board.clone()),
                 requests,
                 until,
-                first_head: router.first_head.map(Vec::into_boxed_slice),
+                default_host: router.into_default_host(),
             };
             if let Err((e, _, _)) = ctx.park.park(OwnedFd::from(stream), parked, until) {
                 debug!(environment = env, "not parked ({e}); closed");
@@ -664,5 +680,15 @@ async fn tls_connection(
             environment = env,
             "a TLS connection cannot be handed back; closed"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// What a parked connection costs this process: its record in the park set.
+    #[test]
+    fn parked_record_is_small() {
+        let size = crate::park::record_size::<super::Parked>();
+        assert!(size <= 256, "a parked connection's record is {size} bytes");
     }
 }
