@@ -341,6 +341,12 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
+/// Bytes of one parked record of `T` in the slab.
+#[cfg(test)]
+pub fn record_size<T>() -> usize {
+    std::mem::size_of::<Option<Entry<T>>>()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -430,10 +436,4 @@ mod tests {
             driver.abort();
         });
     }
-}
-
-/// Bytes of one parked record of `T` in the slab.
-#[cfg(test)]
-pub fn record_size<T>() -> usize {
-    std::mem::size_of::<Option<Entry<T>>>()
 }
