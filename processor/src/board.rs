@@ -6,6 +6,7 @@ use std::cell::{Cell, RefCell};
 use std::fs::File;
 use std::io::Write;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::time::UNIX_EPOCH;
 
 use common::control::AccessLogFormat;
@@ -183,6 +184,49 @@ impl<'a> ConnObserver<'a> {
         b.active_requests.set(n);
         // Progress resets the clock expire_timeout measures.
         b.slot.set(slot::BUSY_SINCE_MS, if n == 0 { 0 } else { now });
+    }
+}
+
+/// A parked connection's place in the counters ([`crate::park`]): it stays counted, as
+/// an idle keep-alive connection in its loop is, until it is resumed
+/// ([`ConnObserver::resume`]) or dropped (closed at its deadline or at a stop).
+pub struct Counted {
+    board: Rc<Board>,
+    /// The vhost it is counted under; `None` once resumed.
+    vhost: Option<u32>,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        if let Some(vhost) = self.vhost.take() {
+            self.board.conn_closed(vhost);
+        }
+    }
+}
+
+impl<'a> ConnObserver<'a> {
+    /// The connection leaves its loop to be parked, between requests: it stays
+    /// counted, now by the returned guard. `board` is this observer's.
+    pub fn park(mut self, board: Rc<Board>) -> Counted {
+        debug_assert!(std::ptr::eq(&*board, self.board));
+        self.request_done();
+        let vhost = self.counts_conn.then(|| self.current.get());
+        // Counted out by the guard, not by this drop.
+        self.counts_conn = false;
+        Counted { board, vhost }
+    }
+
+    /// The observer of a parked connection resumed: counted already (by `counted`).
+    pub fn resume(board: &'a Board, addrs: (SocketAddr, SocketAddr), mut counted: Counted) -> Self {
+        let vhost = counted.vhost.take();
+        ConnObserver {
+            board,
+            peer: addrs.0,
+            local: addrs.1,
+            current: Cell::new(vhost.unwrap_or(0)),
+            in_request: Cell::new(false),
+            counts_conn: vhost.is_some(),
+        }
     }
 }
 

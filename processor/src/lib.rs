@@ -20,6 +20,7 @@ mod board;
 pub mod h1;
 mod h2;
 pub mod handler;
+mod park;
 mod route;
 mod serve;
 pub mod session;

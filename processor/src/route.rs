@@ -59,6 +59,23 @@ impl Router for ConnRouter<'_> {
     }
 }
 
+impl ConnRouter<'_> {
+    /// What routing needs of the connection once it is parked: the host routed by
+    /// default, decided now, so the first head is not kept (`Some(None)`: routed by
+    /// default with no host; `None`: not routed by default). A router made again with
+    /// it in `default_host` routes as this one.
+    pub fn into_default_host(self) -> Option<Option<String>> {
+        let ConnRouter {
+            sites,
+            first_head,
+            default_host,
+        } = self;
+        default_host
+            .into_inner()
+            .unwrap_or_else(|| first_head.as_deref().and_then(|h| default_routed_host(sites, h)))
+    }
+}
+
 /// Routes every request of a TLS connection, the first included (the multiplexer saw
 /// only the ClientHello). Served: a host of the connection's own vhost, a missing host,
 /// and on a connection routed to the TLS default (no server name, or an unknown one) a

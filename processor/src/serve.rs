@@ -1,7 +1,8 @@
 //! The processor's serve loop: take hand-offs from the environment's socket (at most
 //! `max_connections` at once), serve each connection (the one-shot path, else HTTP/1.1
 //! with [`crate::route`] deciding which later requests stay), pass hand-backs to the
-//! multiplexers, and drain and stop on shutdown.
+//! multiplexers, park idle plain connections ([`crate::park`]) and resume them when
+//! they are readable, and drain and stop on shutdown.
 
 use common::http::rate::RateTimeout;
 use std::os::fd::{AsFd, OwnedFd};
@@ -19,12 +20,13 @@ use tokio::net::TcpStream;
 use tokio::sync::{watch, Semaphore};
 use tracing::{debug, error, info, warn};
 
-use crate::board::{Board, ConnObserver};
+use crate::board::{Board, ConnObserver, Counted};
 use crate::h1;
 use crate::handler::cgi::CgiConf;
 use crate::handler::fastcgi::FastcgiConf;
 use crate::handler::https::Https;
 use crate::handler::{Fallback, Site};
+use crate::park::ParkSet;
 use crate::route::{ConnRouter, Sites, TlsRouter, FOREIGN};
 use crate::session::{ConnConfig, Outcome, Stop};
 use crate::tls::{self, TlsSites};
@@ -40,6 +42,8 @@ pub enum ProcessorError {
     Control(#[from] common::control::ControlError),
     #[error("scoreboard slot: {0}")]
     Slot(#[from] common::scoreboard::ScoreboardError),
+    #[error("park set: {0}")]
+    Park(#[from] crate::park::ParkError),
 }
 
 /// How long a hand-back waits for room in the multiplexers' queue.
@@ -59,6 +63,34 @@ pub fn run(boot: ProcessorBoot, fds: ProcessorFds<OwnedFd>, control: OwnedFd) ->
         .build()?;
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, serve(boot, fds, control))
+}
+
+/// A parked connection: what its loop needs to go on (its socket is the park set's).
+/// It keeps its connection slot and stays counted while parked.
+struct Parked {
+    permit: tokio::sync::OwnedSemaphorePermit,
+    meta: Meta,
+    counted: Counted,
+    /// Requests served on it (`keep_alive_max_requests` counts across parks).
+    requests: u64,
+    /// Its keep-alive deadline.
+    until: tokio::time::Instant,
+    /// [`ConnRouter::into_default_host`]: allocated only for a connection whose first
+    /// request was routed by default to a host not in the table.
+    default_host: Option<Option<String>>,
+}
+
+/// What every connection task of this processor shares.
+struct Ctx {
+    sites: Rc<Sites>,
+    tls: Rc<TlsSites>,
+    http2: Rc<Option<crate::h2::Http2Conf>>,
+    cfg: Rc<ConnConfig>,
+    sock: Rc<AsyncFd<OwnedFd>>,
+    env: Rc<String>,
+    board: Rc<Board>,
+    stop: watch::Receiver<Stop>,
+    park: Rc<ParkSet<Parked>>,
 }
 
 /// One received hand-off, with the connection slot it may use.
@@ -221,6 +253,30 @@ async fn serve(
         "processor serving"
     );
     let env = Rc::new(boot.environment);
+    let ctx = Rc::new(Ctx {
+        sites,
+        tls,
+        http2,
+        cfg,
+        sock: sock.clone(),
+        env: env.clone(),
+        board: board.clone(),
+        stop: stop_rx.clone(),
+        park: ParkSet::new()?,
+    });
+    {
+        let weak = Rc::downgrade(&ctx);
+        let park = ctx.park.clone();
+        let stop = stop_rx.clone();
+        tokio::task::spawn_local(async move {
+            park.run(stop, |fd, parked| {
+                if let Some(ctx) = weak.upgrade() {
+                    tokio::task::spawn_local(resumed(fd, parked, ctx));
+                }
+            })
+            .await;
+        });
+    }
 
     let mut buf = vec![0u8; handoff::MAX_MESSAGE];
     // Whether to serve what is already queued before stopping (supervisor shutdown:
@@ -263,7 +319,7 @@ async fn serve(
                 }
             },
             r = next_handoff(&slots, &sock, &mut buf, &env) => match r {
-                Some(r) => start_connection(r, &sites, &tls, &http2, &cfg, &sock, &env, &board, &stop_rx),
+                Some(r) => start_connection(r, &ctx),
                 None => {
                     // The queue's writers are gone: the supervisor is stopping (SIGTERM)
                     // or replacing this generation (reload); its message says which.
@@ -293,7 +349,7 @@ async fn serve(
                         payload: payload.to_vec(),
                         fd,
                     };
-                    start_connection(r, &sites, &tls, &http2, &cfg, &sock, &env, &board, &stop_rx);
+                    start_connection(r, &ctx);
                 }
                 Err(HandoffError::Packet(_)) => break,
                 Err(e) => warn!(environment = %env, "bad hand-off refused: {e}"),
@@ -306,31 +362,11 @@ async fn serve(
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn start_connection(
-    r: Received,
-    sites: &Rc<Sites>,
-    tls: &Rc<TlsSites>,
-    http2: &Rc<Option<crate::h2::Http2Conf>>,
-    cfg: &Rc<ConnConfig>,
-    sock: &Rc<AsyncFd<OwnedFd>>,
-    env: &Rc<String>,
-    board: &Rc<Board>,
-    stop_rx: &watch::Receiver<Stop>,
-) {
+fn start_connection(r: Received, ctx: &Rc<Ctx>) {
     // Only multiplexers write to this end of the socketpair (processors' sends go the
     // other way), and they send accepted TCP sockets; the count of fds was checked on
     // receipt. A wrong kind of fd would only make this connection's I/O fail.
-    let (sites, tls, http2, cfg, sock, env, board) = (
-        sites.clone(),
-        tls.clone(),
-        http2.clone(),
-        cfg.clone(),
-        sock.clone(),
-        env.clone(),
-        board.clone(),
-    );
-    let mut stop = stop_rx.clone();
+    let ctx = ctx.clone();
     tokio::task::spawn_local(async move {
         let Received {
             permit,
@@ -338,42 +374,69 @@ fn start_connection(
             payload,
             fd,
         } = r;
+        let mut stop = ctx.stop.clone();
         // Each boxed: a plain connection's task does not carry the (larger) state of
         // a TLS one.
         if meta.flags & handoff::flags::TLS != 0 {
             let conn = TlsConn {
-                sites,
-                tls,
-                http2,
-                cfg,
-                board,
+                sites: ctx.sites.clone(),
+                tls: ctx.tls.clone(),
+                http2: ctx.http2.clone(),
+                cfg: ctx.cfg.clone(),
+                board: ctx.board.clone(),
             };
-            Box::pin(tls_connection(fd, meta, &conn, &env, &mut stop)).await;
+            Box::pin(tls_connection(fd, meta, &conn, &ctx.env, &mut stop)).await;
+            drop(permit);
         } else {
-            Box::pin(connection(
-                fd, meta, payload, &sites, &cfg, &sock, &env, &board, &mut stop,
-            ))
-            .await;
+            Box::pin(connection(fd, meta, payload, &ctx, permit)).await;
         }
-        drop(permit);
     });
 }
 
-#[allow(clippy::too_many_arguments)]
+/// A parked connection turned readable: its loop again, where it stopped.
+async fn resumed(fd: OwnedFd, parked: Parked, ctx: Rc<Ctx>) {
+    let Parked {
+        permit,
+        meta,
+        counted,
+        requests,
+        until,
+        default_host,
+    } = parked;
+    let observer = ConnObserver::resume(&ctx.board, (meta.peer, meta.local), counted);
+    let Ok(stream) = TcpStream::from_std(std::net::TcpStream::from(fd)) else {
+        return;
+    };
+    let resume = h1::Resume {
+        may_park: true,
+        requests,
+        idle_until: Some(until),
+    };
+    let router = Routing::Resumed(default_host);
+    Box::pin(plain_loop(
+        stream,
+        meta,
+        Vec::new(),
+        None,
+        router,
+        &ctx,
+        permit,
+        observer,
+        resume,
+    ))
+    .await;
+}
+
 async fn connection(
     fd: OwnedFd,
     meta: Meta,
     payload: Vec<u8>,
-    sites: &Sites,
-    cfg: &ConnConfig,
-    sock: &AsyncFd<OwnedFd>,
-    env: &str,
-    board: &Board,
-    stop: &mut watch::Receiver<Stop>,
+    ctx: &Ctx,
+    permit: tokio::sync::OwnedSemaphorePermit,
 ) {
-    let Some(first) = sites.by_vhost(meta.vhost) else {
+    let Some(first) = ctx.sites.by_vhost(meta.vhost) else {
         warn!(
-            environment = env,
+            environment = %ctx.env,
             vhost = meta.vhost,
             "hand-off for a vhost not in this environment; closing"
         );
@@ -383,9 +446,9 @@ async fn connection(
     // every hand-back they adopt, and the flag belongs to the shared file description.
     let std_stream = std::net::TcpStream::from(fd);
     // Counted in until the observer is dropped, on every way out of here.
-    let observer = ConnObserver::open(board, (meta.peer, meta.local), meta.vhost);
+    let observer = ConnObserver::open(&ctx.board, (meta.peer, meta.local), meta.vhost);
     // A lone `Connection: close` request with a small answer: one write, no reactor.
-    let rest = match h1::serve_one_shot(&std_stream, &payload, first, cfg, &observer) {
+    let rest = match h1::serve_one_shot(&std_stream, &payload, first, &ctx.cfg, &observer) {
         h1::OneShotResult::Done => return,
         h1::OneShotResult::Partial(rest) => Some(rest),
         h1::OneShotResult::NotApplicable => None,
@@ -401,20 +464,69 @@ async fn connection(
     let first_head = (meta.vhost == 0)
         .then(|| common::head::head_end(&payload).map(|end| payload[..end].to_vec()))
         .flatten();
-    let router = ConnRouter {
-        sites,
-        first_head,
-        default_host: std::cell::OnceCell::new(),
+    let resume = h1::Resume {
+        may_park: true,
+        ..Default::default()
     };
-    let mut transport = Transport::Plain(stream);
-    let outcome = h1::serve(
-        &mut transport,
+    plain_loop(
+        stream,
+        meta,
         payload,
         Some(first),
+        Routing::First(first_head),
+        ctx,
+        permit,
+        observer,
+        resume,
+    )
+    .await;
+}
+
+/// How a plain connection's later requests are routed ([`ConnRouter`]): from its first
+/// head (vhost 0 only), or from what it kept when parked.
+enum Routing {
+    First(Option<Vec<u8>>),
+    Resumed(Option<Option<String>>),
+}
+
+/// A plain connection's HTTP/1.1 loop, then what its outcome asks: a close, a
+/// hand-back, or a park.
+#[allow(clippy::too_many_arguments)]
+async fn plain_loop(
+    stream: TcpStream,
+    meta: Meta,
+    payload: Vec<u8>,
+    first: Option<&Site>,
+    routing: Routing,
+    ctx: &Ctx,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    observer: ConnObserver<'_>,
+    resume: h1::Resume,
+) {
+    let (env, board) = (&*ctx.env, &*ctx.board);
+    let router = match routing {
+        Routing::First(first_head) => ConnRouter {
+            sites: &ctx.sites,
+            first_head,
+            default_host: std::cell::OnceCell::new(),
+        },
+        Routing::Resumed(default_host) => ConnRouter {
+            sites: &ctx.sites,
+            first_head: None,
+            default_host: std::cell::OnceCell::from(default_host),
+        },
+    };
+    let mut transport = Transport::Plain(stream);
+    let mut stop = ctx.stop.clone();
+    let outcome = h1::serve_resumable(
+        &mut transport,
+        payload,
+        first,
         &router,
-        cfg,
-        stop,
+        &ctx.cfg,
+        &mut stop,
         &observer,
+        resume,
     )
     .await;
     // Still counted while a hand-back waits for room in the multiplexers' queue: a
@@ -422,6 +534,29 @@ async fn connection(
     // hand-back is queued, and this one is neither until it is sent.
     match outcome {
         Outcome::Closed => {}
+        Outcome::Idle { requests, until } => {
+            let Transport::Plain(stream) = transport else {
+                return;
+            };
+            if *ctx.stop.borrow() == Stop::Now {
+                return;
+            }
+            // Out of the reactor (its registration dropped) before the park set's.
+            let Ok(stream) = stream.into_std() else {
+                return;
+            };
+            let parked = Parked {
+                permit,
+                meta,
+                counted: observer.park(ctx.board.clone()),
+                requests,
+                until,
+                default_host: router.into_default_host(),
+            };
+            if let Err((e, _, _)) = ctx.park.park(OwnedFd::from(stream), parked, until) {
+                debug!(environment = env, "not parked ({e}); closed");
+            }
+        }
         Outcome::HandBack(bytes) => {
             debug!(
                 environment = env,
@@ -442,9 +577,11 @@ async fn connection(
                 warn!(environment = env, peer = %meta.peer, "this transport cannot be handed back; closing");
                 return;
             };
-            if let Err(e) = handoff::send_waiting(sock, &back, &bytes, fd, HAND_BACK_TIMEOUT).await {
+            if let Err(e) = handoff::send_waiting(&ctx.sock, &back, &bytes, fd, HAND_BACK_TIMEOUT).await {
                 warn!(environment = env, peer = %meta.peer, "hand-back failed: {e}");
             }
+            drop(observer);
+            drop(permit);
         }
     }
 }
@@ -544,5 +681,15 @@ async fn tls_connection(
             environment = env,
             "a TLS connection cannot be handed back; closed"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// What a parked connection costs this process: its record in the park set.
+    #[test]
+    fn parked_record_is_small() {
+        let size = crate::park::record_size::<super::Parked>();
+        assert!(size <= 256, "a parked connection's record is {size} bytes");
     }
 }

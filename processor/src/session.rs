@@ -157,4 +157,12 @@ pub enum Outcome {
     /// client, starting at the first byte of that request's head. Nothing of that
     /// request was answered.
     HandBack(Vec<u8>),
+    /// Idle between requests with nothing unread or unsent, its loop allowed to end
+    /// there ([`crate::h1::Resume::may_park`]): park the connection.
+    Idle {
+        /// Requests served on it so far.
+        requests: u64,
+        /// Its keep-alive deadline.
+        until: tokio::time::Instant,
+    },
 }

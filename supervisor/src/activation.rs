@@ -133,8 +133,10 @@ fn inspect(raw: RawFd, name: String, fd: OwnedFd) -> Result<Passed, ActivationEr
     let (Some(addr), SockType::Stream, true) = (addr, kind, listening) else {
         return Err(ActivationError::NotTcpListener { fd: raw, name });
     };
-    // As for the sockets bound here: accepted sockets inherit TCP_NODELAY.
+    // As for the sockets bound here: accepted sockets inherit TCP_NODELAY and
+    // TCP_NOTSENT_LOWAT.
     nix::sys::socket::setsockopt(&fd, sockopt::TcpNoDelay, &true).map_err(sys("TCP_NODELAY", &name))?;
+    crate::listen::set_notsent_lowat(&fd).map_err(sys("TCP_NOTSENT_LOWAT", &name))?;
     let flags = fcntl(raw, FcntlArg::F_GETFL).map_err(sys("F_GETFL", &name))?;
     let flags = OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK;
     fcntl(raw, FcntlArg::F_SETFL(flags)).map_err(sys("F_SETFL", &name))?;

@@ -1,7 +1,9 @@
 //! The connection loop: read a head (within the head limit and timeout), route it, read
 //! and discard its body (or give it to a CGI script: [`cgi`]), write its response, and
 //! either wait for the next request, hand the connection back to a multiplexer, or
-//! close it with a lingering close.
+//! close it with a lingering close. A plain connection idle for
+//! [`crate::park::PARK_AFTER`] between requests ends its loop
+//! ([`Outcome::Idle`]) to be parked; its loop starts again from a [`Resume`].
 //!
 //! The read buffer only grows by [`READ_CHUNK`] at a time and only while it holds less
 //! than the head limit (or one chunk line, or one trailer section) of unparsed bytes,
@@ -17,7 +19,7 @@ use common::http::rate::{Deadline, RateTimeout};
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
-use tokio::time::{timeout, timeout_at};
+use tokio::time::{timeout_at, Instant};
 
 use super::body::{BodyError, Discard};
 use super::request::{self, Framing, Head};
@@ -54,6 +56,18 @@ enum DiscardError {
     Closed,
 }
 
+/// How a connection's loop starts: fresh from a hand-off ([`Resume::default`]), or
+/// again after its connection was parked.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Resume {
+    /// Whether the loop may end at idle to be parked ([`Outcome::Idle`]); plain TCP only.
+    pub may_park: bool,
+    /// Requests already served on the connection (`keep_alive_max_requests`).
+    pub requests: u64,
+    /// The keep-alive deadline the connection was parked with.
+    pub idle_until: Option<Instant>,
+}
+
 /// What to do after a request.
 enum Step {
     Next,
@@ -78,8 +92,15 @@ struct Conn<'a> {
     requests: u64,
     /// The current request's site's `request_body_timeout`.
     body_timeout: RateTimeout,
+    /// May end at idle to be parked.
+    may_park: bool,
+    /// The deadline of the next idle wait, when it began before a park.
+    idle_until: Option<Instant>,
+    /// Set when the loop ends to be parked: the keep-alive deadline.
+    parked: Option<Instant>,
 }
 
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     stream: &mut Transport,
     buffered: Vec<u8>,
@@ -88,7 +109,9 @@ pub async fn run(
     cfg: &ConnConfig,
     shutdown: &mut watch::Receiver<Stop>,
     observer: &dyn Observer,
+    resume: Resume,
 ) -> Outcome {
+    let may_park = resume.may_park && !stream.is_tls();
     let mut conn = Conn {
         stream,
         buf: buffered,
@@ -98,11 +121,15 @@ pub async fn run(
         observer,
         last: None,
         addrs: std::cell::OnceCell::new(),
-        requests: 0,
+        requests: resume.requests,
         body_timeout: RateTimeout::fixed(Duration::from_secs(20)),
+        may_park,
+        idle_until: resume.idle_until,
+        parked: None,
     };
     let mut first = first;
-    let mut first_read = true;
+    // A resumed connection is between requests: its next head is not the first.
+    let mut first_read = resume.idle_until.is_none();
     loop {
         if !first_read && *conn.shutdown.borrow() == Stop::Now {
             let _ = conn.stream.shutdown().await;
@@ -110,7 +137,15 @@ pub async fn run(
         }
         let head = match conn.read_head(std::mem::take(&mut first_read)).await {
             Ok(Some(head)) => head,
-            Ok(None) => return Outcome::Closed,
+            Ok(None) => {
+                return match conn.parked {
+                    Some(until) => Outcome::Idle {
+                        requests: conn.requests,
+                        until,
+                    },
+                    None => Outcome::Closed,
+                }
+            }
             Err(response) => {
                 Box::pin(conn.finish(response, false)).await;
                 return Outcome::Closed;
@@ -186,10 +221,25 @@ impl Conn<'_> {
                     if !self.stream.is_tls() {
                         self.chunk = Vec::new();
                     }
+                    // A plain connection still idle after PARK_AFTER ends its loop to
+                    // be parked, its deadline unchanged; one parked already keeps its own.
+                    let now = Instant::now();
+                    let until = self
+                        .idle_until
+                        .take()
+                        .unwrap_or(now + self.cfg.keep_alive_timeout);
+                    // Nothing is buffered here (`buf` is empty, a plain stream keeps
+                    // no bytes of its own); what the kernel holds wakes the park at once.
+                    let park_at =
+                        Some(now + crate::park::PARK_AFTER).filter(|&at| self.may_park && at < until);
                     let read = read_into(self.stream, &mut self.chunk, &mut self.buf);
                     tokio::select! {
-                        r = timeout(self.cfg.keep_alive_timeout, read) => match r {
+                        r = timeout_at(park_at.unwrap_or(until), read) => match r {
                             Ok(Ok(n)) if n > 0 => continue,
+                            Err(_) if park_at.is_some() => {
+                                self.parked = Some(until);
+                                return Ok(None);
+                            }
                             _ => return Ok(None),
                         },
                         () = wait_shutdown(self.shutdown) => return Ok(None),

@@ -43,6 +43,8 @@ use crate::handler::Site;
 use crate::session::{ConnConfig, Observer, Outcome, Router, Stop};
 use crate::transport::Transport;
 
+pub use conn::Resume;
+
 /// What the one-shot fast path did.
 pub enum OneShotResult {
     /// Not a one-shot request: serve the connection with [`serve`].
@@ -90,5 +92,34 @@ pub async fn serve(
     shutdown: &mut watch::Receiver<Stop>,
     observer: &dyn Observer,
 ) -> Outcome {
-    conn::run(transport, buffered, first, router, cfg, shutdown, observer).await
+    conn::run(
+        transport,
+        buffered,
+        first,
+        router,
+        cfg,
+        shutdown,
+        observer,
+        Resume::default(),
+    )
+    .await
+}
+
+/// [`serve`] from `resume`: a connection that may end its loop at idle to be parked
+/// ([`Outcome::Idle`]), or one resumed from a park.
+#[allow(clippy::too_many_arguments)]
+pub async fn serve_resumable(
+    transport: &mut Transport,
+    buffered: Vec<u8>,
+    first: Option<&Site>,
+    router: &dyn Router,
+    cfg: &ConnConfig,
+    shutdown: &mut watch::Receiver<Stop>,
+    observer: &dyn Observer,
+    resume: Resume,
+) -> Outcome {
+    conn::run(
+        transport, buffered, first, router, cfg, shutdown, observer, resume,
+    )
+    .await
 }
