@@ -21,6 +21,7 @@ use super::{Open, Shared};
 use crate::board::ConnObserver;
 use crate::handler::cgi::spool::SpoolError;
 use crate::handler::cgi::{self, Output};
+use crate::handler::static_files::hot::Hot;
 use crate::handler::{self, Body, Headers, Method, Request, Response, Site};
 use crate::route::TlsRouter;
 use crate::session::{Completed, FastcgiRequest, Observer, Router, HTTP2};
@@ -369,6 +370,9 @@ fn head(response: Response, head_only: bool) -> (hyper::Response<H2Body>, Option
         100..=199 => hyper::StatusCode::BAD_GATEWAY,
         s => hyper::StatusCode::from_u16(s).unwrap_or(hyper::StatusCode::BAD_GATEWAY),
     };
+    if let Body::Hot(hot) = &response.body {
+        return (hot_head(hot, &response.headers, head_only), None);
+    }
     let mut headers = HeaderMap::with_capacity(response.headers.len() + 4);
     headers.insert("server", HeaderValue::from_static("bulkhead"));
     for (name, value) in &response.headers {
@@ -395,6 +399,8 @@ fn head(response: Response, head_only: bool) -> (hyper::Response<H2Body>, Option
                 pumped(Source2::File { file, offset, len })
             }
         }
+        // Answered above.
+        Body::Hot(_) => (H2Body::Empty, None),
         Body::Stream(output) => {
             for (name, value) in &output.fields {
                 if !CONNECTION_FIELDS.iter().any(|c| name.eq_ignore_ascii_case(c)) {
@@ -419,6 +425,37 @@ fn head(response: Response, head_only: bool) -> (hyper::Response<H2Body>, Option
     *out.status_mut() = status;
     *out.headers_mut() = headers;
     (out, pump)
+}
+
+/// A cached file's 200: its header map, built once per entry and cloned (the values
+/// are shared, not copied), and its body shared with the cache.
+fn hot_head(hot: &Hot, extra: &[(&'static str, String)], head_only: bool) -> hyper::Response<H2Body> {
+    let mut headers = hot
+        .h2_fields
+        .get_or_init(|| {
+            let mut h = HeaderMap::with_capacity(8);
+            h.insert("server", HeaderValue::from_static("bulkhead"));
+            add(&mut h, "Content-Type", &hot.content_type);
+            h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+            add(&mut h, "ETag", &hot.validators.etag);
+            if let Some(lm) = &hot.last_modified {
+                add(&mut h, "Last-Modified", lm);
+            }
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from(hot.body.len()));
+            h
+        })
+        .clone();
+    for (name, value) in extra {
+        add(&mut headers, name, value);
+    }
+    let body = if head_only {
+        H2Body::Empty
+    } else {
+        H2Body::Full(Some(hot.body.clone()))
+    };
+    let mut out = hyper::Response::new(body);
+    *out.headers_mut() = headers;
+    out
 }
 
 fn pumped(source: Source2) -> (H2Body, Option<Pump>) {
