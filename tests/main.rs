@@ -34,6 +34,9 @@ mod fd_hygiene;
 mod handback;
 /// Regressions of issue 9's review: panics, leaks, capabilities, the child environment.
 mod hardening;
+/// Small hot files answered from memory: the resolver's answers (HEAD, 304, ranges)
+/// over HTTP/1.1 and HTTP/2, and every change seen on the next request.
+mod hot_files;
 /// The access rules applications ship: `.htaccess` denials, the vhost's `deny`, `.ht*`.
 mod htaccess;
 /// HTTP/2 over TLS: curl gets h2 and the page, CGI and FastCGI over h2, 421 for

@@ -59,7 +59,11 @@ pub(super) fn prepare(buf: &[u8], site: &Site, limit: usize) -> Option<(OneShot,
             response::append_file(&mut out, &file, offset, len).ok()?;
             len
         }
-        Body::File { .. } | Body::Stream(_) => return None,
+        Body::Hot(hot) if hot.body.len() as u64 <= SMALL_FILE => {
+            out.extend_from_slice(&hot.body);
+            hot.body.len() as u64
+        }
+        Body::File { .. } | Body::Hot(_) | Body::Stream(_) => return None,
     };
     if response.status >= 400 {
         tracing::info!(status = response.status, reason = %response.reason, "request refused");

@@ -93,8 +93,8 @@ pub fn parse(buf: &[u8], limit: usize) -> Result<Option<Head>, RequestError> {
 
 /// [`parse`] within every head limit (`limit_request_line` …).
 pub fn parse_with(buf: &[u8], limits: &head::Limits) -> Result<Option<Head>, RequestError> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let Some(req) = head::parse_with(buf, &mut headers, limits)? else {
+    let mut headers = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let Some(req) = head::parse_with_uninit(buf, &mut headers, limits)? else {
         return Ok(None);
     };
     let headers = req.headers;

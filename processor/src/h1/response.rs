@@ -9,6 +9,7 @@ use std::io;
 use common::http::{date, status};
 
 use crate::handler::cgi::Output;
+use crate::handler::static_files::hot::Hot;
 use crate::handler::{Body, Response};
 use crate::transport::{Transport, WriteError};
 
@@ -35,6 +36,14 @@ pub fn drops_connection(status: u16) -> bool {
 /// The status line and header block.
 pub(super) fn head_block(response: &Response, persist: Persist) -> Vec<u8> {
     use std::fmt::Write as _;
+    if let Body::Hot(hot) = &response.body {
+        let room = if hot.body.len() as u64 <= SMALL_FILE {
+            hot.body.len()
+        } else {
+            0
+        };
+        return hot_head(hot, response, persist, room);
+    }
     let mut s = String::with_capacity(256);
     let _ = write!(
         s,
@@ -47,7 +56,7 @@ pub(super) fn head_block(response: &Response, persist: Persist) -> Vec<u8> {
         let _ = write!(s, "{name}: {value}\r\n");
     }
     match &response.body {
-        Body::None => {}
+        Body::None | Body::Hot(_) => {}
         Body::Bytes(b) => {
             let _ = write!(s, "Content-Length: {}\r\n", b.len());
         }
@@ -65,13 +74,54 @@ pub(super) fn head_block(response: &Response, persist: Persist) -> Vec<u8> {
             }
         }
     }
-    match persist {
-        Persist::KeepAlive => {}
-        Persist::KeepAlive10 => s.push_str("Connection: keep-alive\r\n"),
-        Persist::Close => s.push_str("Connection: close\r\n"),
-    }
+    s.push_str(persist_field(persist));
     s.push_str("\r\n");
     s.into_bytes()
+}
+
+fn persist_field(persist: Persist) -> &'static str {
+    match persist {
+        Persist::KeepAlive => "",
+        Persist::KeepAlive10 => "Connection: keep-alive\r\n",
+        Persist::Close => "Connection: close\r\n",
+    }
+}
+
+/// A cached file's 200, the same bytes as [`head_block`] writes for it from the file:
+/// the entry's fields before the response's own (HSTS), then Content-Length. `room`:
+/// capacity to leave for the body.
+fn hot_head(hot: &Hot, response: &Response, persist: Persist, room: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256 + hot.h1_fields.len() + room);
+    out.extend_from_slice(b"HTTP/1.1 200 OK\r\nDate: ");
+    date::with_now(|d| out.extend_from_slice(d.as_bytes()));
+    out.extend_from_slice(b"\r\nServer: bulkhead\r\n");
+    out.extend_from_slice(&hot.h1_fields);
+    for (name, value) in &response.headers {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"Content-Length: ");
+    let mut digits = [0u8; 20];
+    out.extend_from_slice(decimal(hot.body.len() as u64, &mut digits));
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(persist_field(persist).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// `n` in decimal, in `buf`.
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
 }
 
 /// Appends `len` (at most [`SMALL_FILE`]) bytes of `file` from `offset` to `out`.
@@ -121,10 +171,69 @@ pub async fn write(
             transport.write_all(&out, len > 0).await?;
             transport.send_file(&file, offset, len).await
         }
+        Body::Hot(hot) => {
+            // The head and the body from memory in one write: one buffer for a small
+            // body, else the two pieces in one sendmsg(2) (the rest, if the socket took
+            // less, through the reactor).
+            if head_only {
+                transport.write_all(&out, false).await
+            } else if hot.body.len() as u64 <= SMALL_FILE {
+                out.extend_from_slice(&hot.body);
+                transport.write_all(&out, false).await
+            } else {
+                write_two(transport, &out, &hot.body).await
+            }
+        }
         Body::Stream(_) if head_only => transport.write_all(&out, false).await,
         Body::Stream(output) => return write_stream(transport, out, output).await,
     };
     sent.map(|()| len)
+}
+
+/// Writes `head` and `body` with one sendmsg(2) on plain TCP when the socket takes them
+/// (the rest through [`Transport::write_all`]); TLS writes them one after the other
+/// (rustls gathers them into records).
+async fn write_two(transport: &mut Transport, head: &[u8], body: &[u8]) -> Result<(), WriteError> {
+    let sent = match transport.hand_back_fd().filter(|_| !transport.is_tls()) {
+        Some(fd) => match send_two_now(fd, head, body) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => 0,
+            Err(e) => return Err(WriteError::Io(e)),
+        },
+        None => 0,
+    };
+    if sent < head.len() {
+        transport.write_all(&head[sent..], true).await?;
+        transport.write_all(body, false).await
+    } else {
+        transport.write_all(&body[sent - head.len()..], false).await
+    }
+}
+
+/// One non-blocking sendmsg(2) of two buffers (as [`crate::transport::send_now`]).
+fn send_two_now(fd: std::os::fd::BorrowedFd<'_>, head: &[u8], body: &[u8]) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let mut iov = [
+        libc::iovec {
+            iov_base: head.as_ptr() as *mut libc::c_void,
+            iov_len: head.len(),
+        },
+        libc::iovec {
+            iov_base: body.as_ptr() as *mut libc::c_void,
+            iov_len: body.len(),
+        },
+    ];
+    // SAFETY: an all-zero msghdr is valid (no name, no control data).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov.as_mut_ptr();
+    msg.msg_iovlen = iov.len();
+    // SAFETY: `msg` points at two iovecs over buffers that outlive the call, which only
+    // reads them; MSG_DONTWAIT never blocks.
+    let n = unsafe { libc::sendmsg(fd.as_raw_fd(), &msg, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
 }
 
 /// Writes the header block, then the stream as it comes, each piece of at most

@@ -111,6 +111,10 @@ pub(crate) struct Shared {
     /// The connection's vhost's `keep_alive_max_requests` (0: unlimited): streams
     /// before GOAWAY, as nginx's `keepalive_requests` for HTTP/2.
     max_requests: u64,
+    /// The last host routed on this connection and where it went (`None`: 421):
+    /// the streams of a connection mostly name one host, and the answer for a host
+    /// does not change while the connection lives.
+    pub(super) last_route: std::cell::RefCell<Option<(Option<String>, Option<u32>)>>,
 }
 
 impl Shared {
@@ -143,6 +147,7 @@ impl Shared {
             idle_since: Cell::new(Instant::now()),
             went_idle: Notify::new(),
             max_requests,
+            last_route: std::cell::RefCell::new(None),
         }
     }
 }

@@ -21,6 +21,7 @@ use super::{Open, Shared};
 use crate::board::ConnObserver;
 use crate::handler::cgi::spool::SpoolError;
 use crate::handler::cgi::{self, Output};
+use crate::handler::static_files::hot::Hot;
 use crate::handler::{self, Body, Headers, Method, Request, Response, Site};
 use crate::route::TlsRouter;
 use crate::session::{Completed, FastcgiRequest, Observer, Router, HTTP2};
@@ -62,8 +63,30 @@ pub(super) async fn serve(open: Open, req: hyper::Request<Incoming>) -> hyper::R
         .unwrap_or_else(|_| head(Response::error(500, "stream task failed"), false).0)
 }
 
-/// The vhost that answers `request` on this connection; `None`: 421.
+/// The vhost that answers `request` on this connection; `None`: 421 (counted as
+/// [`TlsRouter`] counts it, also when the answer is the one remembered).
 fn route<'s>(shared: &'s Shared, request: &Request) -> Option<&'s Site> {
+    let remembered = match &*shared.last_route.borrow() {
+        Some((host, vhost)) if *host == request.host => Some(*vhost),
+        _ => None,
+    };
+    let vhost = match remembered {
+        Some(vhost) => {
+            if vhost.is_none() {
+                shared.misdirected.set(shared.misdirected.get().saturating_add(1));
+            }
+            vhost
+        }
+        None => {
+            let vhost = decide(shared, request);
+            *shared.last_route.borrow_mut() = Some((request.host.clone(), vhost));
+            vhost
+        }
+    };
+    shared.sites.by_vhost(vhost?)
+}
+
+fn decide(shared: &Shared, request: &Request) -> Option<u32> {
     let router = TlsRouter {
         sites: &shared.sites,
         vhost: shared.vhost,
@@ -72,8 +95,7 @@ fn route<'s>(shared: &'s Shared, request: &Request) -> Option<&'s Site> {
         misdirected: &shared.misdirected,
         covers: &|host| shared.tls.covers(shared.vhost, host),
     };
-    let vhost = router.route(request.host.as_deref())?.vhost_id;
-    shared.sites.by_vhost(vhost)
+    Some(router.route(request.host.as_deref())?.vhost_id)
 }
 
 /// A request no script answers (or refused with 421), answered without a task of its
@@ -236,22 +258,45 @@ fn request(parts: &hyper::http::request::Parts) -> Request {
         Some(a) => Some(a.host().to_string()),
         None => field(&parts.headers, header::HOST).map(|h| strip_port(&h).to_string()),
     };
-    let h = &parts.headers;
     Request {
         method,
         target,
         host,
-        headers: Headers {
-            if_match: field(h, header::IF_MATCH),
-            if_none_match: field(h, header::IF_NONE_MATCH),
-            if_modified_since: field(h, header::IF_MODIFIED_SINCE),
-            if_unmodified_since: field(h, header::IF_UNMODIFIED_SINCE),
-            range: field(h, header::RANGE),
-            if_range: field(h, header::IF_RANGE),
-            referer: field(h, header::REFERER),
-            user_agent: field(h, header::USER_AGENT),
-        },
+        headers: headers(&parts.headers),
     }
+}
+
+/// The fields a handler reads, in one pass over the list: each the first field of its
+/// name, if that one is text (as `HeaderMap::get` would give it).
+fn headers(h: &HeaderMap) -> Headers {
+    let mut out = Headers::default();
+    let mut seen = 0u8;
+    for (name, value) in h {
+        let (bit, slot) = if *name == header::IF_MATCH {
+            (0, &mut out.if_match)
+        } else if *name == header::IF_NONE_MATCH {
+            (1, &mut out.if_none_match)
+        } else if *name == header::IF_MODIFIED_SINCE {
+            (2, &mut out.if_modified_since)
+        } else if *name == header::IF_UNMODIFIED_SINCE {
+            (3, &mut out.if_unmodified_since)
+        } else if *name == header::RANGE {
+            (4, &mut out.range)
+        } else if *name == header::IF_RANGE {
+            (5, &mut out.if_range)
+        } else if *name == header::REFERER {
+            (6, &mut out.referer)
+        } else if *name == header::USER_AGENT {
+            (7, &mut out.user_agent)
+        } else {
+            continue;
+        };
+        if seen & (1 << bit) == 0 {
+            seen |= 1 << bit;
+            *slot = value.to_str().ok().map(str::to_string);
+        }
+    }
+    out
 }
 
 fn field(headers: &HeaderMap, name: impl hyper::header::AsHeaderName) -> Option<String> {
@@ -369,6 +414,9 @@ fn head(response: Response, head_only: bool) -> (hyper::Response<H2Body>, Option
         100..=199 => hyper::StatusCode::BAD_GATEWAY,
         s => hyper::StatusCode::from_u16(s).unwrap_or(hyper::StatusCode::BAD_GATEWAY),
     };
+    if let Body::Hot(hot) = &response.body {
+        return (hot_head(hot, &response.headers, head_only), None);
+    }
     let mut headers = HeaderMap::with_capacity(response.headers.len() + 4);
     headers.insert("server", HeaderValue::from_static("bulkhead"));
     for (name, value) in &response.headers {
@@ -395,6 +443,8 @@ fn head(response: Response, head_only: bool) -> (hyper::Response<H2Body>, Option
                 pumped(Source2::File { file, offset, len })
             }
         }
+        // Answered above.
+        Body::Hot(_) => (H2Body::Empty, None),
         Body::Stream(output) => {
             for (name, value) in &output.fields {
                 if !CONNECTION_FIELDS.iter().any(|c| name.eq_ignore_ascii_case(c)) {
@@ -419,6 +469,37 @@ fn head(response: Response, head_only: bool) -> (hyper::Response<H2Body>, Option
     *out.status_mut() = status;
     *out.headers_mut() = headers;
     (out, pump)
+}
+
+/// A cached file's 200: its header map, built once per entry and cloned (the values
+/// are shared, not copied), and its body shared with the cache.
+fn hot_head(hot: &Hot, extra: &[(&'static str, String)], head_only: bool) -> hyper::Response<H2Body> {
+    let mut headers = hot
+        .h2_fields
+        .get_or_init(|| {
+            let mut h = HeaderMap::with_capacity(8);
+            h.insert("server", HeaderValue::from_static("bulkhead"));
+            add(&mut h, "Content-Type", &hot.content_type);
+            h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+            add(&mut h, "ETag", &hot.validators.etag);
+            if let Some(lm) = &hot.last_modified {
+                add(&mut h, "Last-Modified", lm);
+            }
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from(hot.body.len()));
+            h
+        })
+        .clone();
+    for (name, value) in extra {
+        add(&mut headers, name, value);
+    }
+    let body = if head_only {
+        H2Body::Empty
+    } else {
+        H2Body::Full(Some(hot.body.clone()))
+    };
+    let mut out = hyper::Response::new(body);
+    *out.headers_mut() = headers;
+    out
 }
 
 fn pumped(source: Source2) -> (H2Body, Option<Pump>) {
@@ -457,6 +538,21 @@ fn add(headers: &mut HeaderMap, name: &str, value: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_first_field_of_each_name_is_taken() {
+        let mut h = HeaderMap::new();
+        h.append(header::RANGE, HeaderValue::from_static("bytes=0-1"));
+        h.append(header::RANGE, HeaderValue::from_static("bytes=2-3"));
+        h.append(header::USER_AGENT, HeaderValue::from_bytes(b"\xff").unwrap());
+        h.append(header::USER_AGENT, HeaderValue::from_static("curl"));
+        h.append(header::IF_NONE_MATCH, HeaderValue::from_static("\"a\""));
+        let got = headers(&h);
+        assert_eq!(got.range.as_deref(), Some("bytes=0-1"));
+        assert_eq!(got.user_agent, None, "as HeaderMap::get: the first, not text");
+        assert_eq!(got.if_none_match.as_deref(), Some("\"a\""));
+        assert_eq!(got.if_match, None);
+    }
 
     #[test]
     fn ports_come_off_hosts() {

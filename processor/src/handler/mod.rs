@@ -149,6 +149,9 @@ pub enum Body {
     /// `len` bytes of `file` from `offset`: the protocol decides how they travel
     /// (copied with the header block when small, sendfile(2) otherwise).
     File { file: File, offset: u64, len: u64 },
+    /// A whole small file's 200 from [`static_files::hot`]: its bytes and its fields,
+    /// ready (the protocol writes the entry's fields before the response's own).
+    Hot(std::rc::Rc<static_files::hot::Hot>),
     /// A script's (or a FastCGI backend's) output, of unknown length: the protocol writes it in bounded pieces
     /// as it comes (chunked, or delimited by closing the connection).
     Stream(Box<cgi::Output>),
@@ -197,6 +200,7 @@ impl Response {
             Body::None => 0,
             Body::Bytes(b) => b.len() as u64,
             Body::File { len, .. } => *len,
+            Body::Hot(hot) => hot.body.len() as u64,
             Body::Stream(_) => 0,
         }
     }

@@ -160,7 +160,7 @@ const ROOT_CACHE: std::time::Duration = std::time::Duration::from_secs(1);
 /// link) and kept by this thread with its stat for up to [`ROOT_CACHE`]; `f` runs with
 /// both borrowed. (So a `.htaccess` created in the document root itself is seen within
 /// that second; below it, at once: their directories are stat'ed on every walk.)
-fn with_root<T>(
+pub(crate) fn with_root<T>(
     root: &Path,
     f: impl FnOnce(BorrowedFd<'_>, &FileStat) -> Result<T, ResolveError>,
 ) -> Result<T, ResolveError> {
@@ -343,7 +343,7 @@ pub(crate) fn own(fd: std::os::fd::RawFd) -> OwnedFd {
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
-fn is(st: &FileStat, kind: libc::mode_t) -> bool {
+pub(crate) fn is(st: &FileStat, kind: libc::mode_t) -> bool {
     st.st_mode & libc::S_IFMT == kind
 }
 

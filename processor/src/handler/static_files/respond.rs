@@ -1,11 +1,13 @@
 //! A resolved file as a response: its validators (ETag, Last-Modified), conditional
 //! requests (RFC 9110 §13), one byte range (RFC 9110 §14) and its media type.
 
+use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nix::sys::stat::FileStat;
 use thiserror::Error;
 
+use super::hot;
 use super::resolve::{self, Found, Resolved};
 use super::target::PathTarget;
 use crate::handler::{access, Body, Headers, Method, Request, Response, Site};
@@ -50,21 +52,33 @@ fn whole_seconds(t: SystemTime) -> SystemTime {
 }
 
 /// The response to GET or HEAD for `target` in `site`: the access rules first
-/// ([`access::check_path`], then the `.htaccess` files during resolution).
+/// ([`access::check_path`], then the `.htaccess` files during resolution). A small
+/// file's answer comes from [`hot`] while it is what the resolution would give.
 pub fn respond(site: &Site, target: &PathTarget, req: &Request) -> Response {
     if let Err(e) = access::check_path(&site.deny, &target.segments) {
         return Response::error(e.status(), e);
+    }
+    if let Some(cached) = hot::lookup(site, target) {
+        return serve_hot(cached, req);
     }
     let root = &site.document_root;
     let found = match resolve::resolve(root, &target.segments, target.trailing_slash, &site.index) {
         Ok(Resolved::File(found)) => found,
         Ok(Resolved::Redirect) => return redirect(target),
         Err(e @ resolve::ResolveError::NotFound(_)) => match fallback(site) {
-            Some(found) => found,
+            // A fallback is never cached: its answer stands for any missing path.
+            Some(found) => return serve_found(found, req),
             None => return Response::error(e.status(), e),
         },
         Err(e) => return Response::error(e.status(), e),
     };
+    let now = SystemTime::now();
+    if hot::may_cache(&found, now) {
+        match hot::load(site, target, &found, now) {
+            Ok(cached) => return serve_hot(cached, req),
+            Err(e) => tracing::trace!(path = %target.raw_path, "not cached: {e}"),
+        }
+    }
     serve_found(found, req)
 }
 
@@ -100,6 +114,52 @@ fn redirect(target: &PathTarget) -> Response {
         .header("Content-Type", "text/html; charset=utf-8")
 }
 
+/// What a GET or HEAD gets from a file with validators `v` and `size` bytes: the whole
+/// file (`Ok(None)`), one range of it (`Ok(Some((first, len)))`), or a response with no
+/// part of it (304, 412, 416), whose validator fields `validators` adds.
+fn plan(
+    req: &Request,
+    v: &Validators,
+    size: u64,
+    validators: impl Fn(Response) -> Response,
+) -> Result<Option<(u64, u64)>, Response> {
+    if let Some(status) = preconditions(&req.headers, v) {
+        return Err(match status {
+            304 => validators(Response::new(304, Body::None)),
+            _ => Response::error(status, "precondition failed"),
+        });
+    }
+    let range = match (&req.method, &req.headers.range) {
+        // Range is defined for GET only (RFC 9110 §14.2); HEAD gets the 200 headers.
+        (Method::Get, Some(r)) if if_range_holds(&req.headers, v) => single_range(r, size),
+        _ => Ok(None),
+    };
+    match range {
+        Ok(None) => Ok(None),
+        Ok(Some((first, last))) => Ok(Some((first, last - first + 1))),
+        Err(e) => Err(Response::error(416, &e).header("Content-Range", format!("bytes */{size}"))),
+    }
+}
+
+/// A 200 or 206's fields after the body's: the media type, ranges, the validators.
+fn file_fields(
+    reply: Response,
+    content_type: String,
+    part: Option<(u64, u64, u64)>,
+    validators: impl Fn(Response) -> Response,
+) -> Response {
+    let mut reply = reply
+        .header("Content-Type", content_type)
+        .header("Accept-Ranges", "bytes");
+    if let Some((offset, len, size)) = part {
+        reply = reply.header(
+            "Content-Range",
+            format!("bytes {}-{}/{size}", offset, offset + len - 1),
+        );
+    }
+    validators(reply)
+}
+
 fn serve_found(found: Found, req: &Request) -> Response {
     let v = Validators::of(&found.stat);
     let size = u64::try_from(found.stat.st_size).unwrap_or(0);
@@ -110,44 +170,53 @@ fn serve_found(found: Found, req: &Request) -> Response {
             None => reply,
         }
     };
-    if let Some(status) = preconditions(&req.headers, &v) {
-        return match status {
-            304 => validators(Response::new(304, Body::None)),
-            _ => Response::error(status, "precondition failed"),
-        };
-    }
-    let range = match (&req.method, &req.headers.range) {
-        // Range is defined for GET only (RFC 9110 §14.2); HEAD gets the 200 headers.
-        (Method::Get, Some(r)) if if_range_holds(&req.headers, &v) => single_range(r, size),
-        _ => Ok(None),
-    };
-    let (status, offset, len) = match range {
+    let (status, offset, len) = match plan(req, &v, size, validators) {
         Ok(None) => (200, 0, size),
-        Ok(Some((first, last))) => (206, first, last - first + 1),
-        Err(e) => {
-            return Response::error(416, &e).header("Content-Range", format!("bytes */{size}"));
-        }
+        Ok(Some((offset, len))) => (206, offset, len),
+        Err(response) => return response,
     };
-    let mut reply = Response::new(
+    let reply = Response::new(
         status,
         Body::File {
             file: found.file,
             offset,
             len,
         },
-    )
-    .header("Content-Type", media_type(&found.name))
-    .header("Accept-Ranges", "bytes");
-    if status == 206 {
-        reply = reply.header(
-            "Content-Range",
-            format!("bytes {}-{}/{size}", offset, offset + len - 1),
-        );
-    }
-    validators(reply)
+    );
+    let part = (status == 206).then_some((offset, len, size));
+    file_fields(reply, media_type(&found.name), part, validators)
 }
 
-fn media_type(name: &[u8]) -> String {
+/// The same answers as [`serve_found`], from memory: a 200 is the entry itself (its
+/// fields ready), anything else is built from the entry's validators.
+fn serve_hot(cached: Rc<hot::Hot>, req: &Request) -> Response {
+    let v = &cached.validators;
+    let size = cached.body.len() as u64;
+    let validators = |reply: Response| {
+        let reply = reply.header("ETag", v.etag.clone());
+        match &cached.last_modified {
+            Some(t) => reply.header("Last-Modified", t.clone()),
+            None => reply,
+        }
+    };
+    match plan(req, v, size, validators) {
+        Ok(None) => Response::new(200, Body::Hot(cached.clone())),
+        Ok(Some((offset, len))) => {
+            // Both fit: a range lies within the body, which is in memory.
+            let part = cached.body[offset as usize..(offset + len) as usize].to_vec();
+            let reply = Response::new(206, Body::Bytes(part));
+            file_fields(
+                reply,
+                cached.content_type.clone(),
+                Some((offset, len, size)),
+                validators,
+            )
+        }
+        Err(response) => response,
+    }
+}
+
+pub(super) fn media_type(name: &[u8]) -> String {
     let name = String::from_utf8_lossy(name);
     let ext = std::path::Path::new(name.as_ref())
         .extension()

@@ -1,0 +1,393 @@
+//! Small hot files answered from memory: a per-processor (per-thread) cache of the
+//! answers of resolved, permitted static files — their bytes and their fields, ready
+//! for HTTP/1.1 (one write) and HTTP/2 (a header map and a shared body) — revalidated
+//! on every request with one `fstat` of the document root and one `fstatat` per path
+//! component (and per `.htaccess` on the way), as the tenant.
+//!
+//! What is cached is the outcome of [`resolve::resolve`] for one (vhost, raw path):
+//! the file it opened and the fact that the access rules granted it. That outcome
+//! depends only on the directories on the way (their entries, modes and owners, their
+//! `.htaccess` files) and on the file itself, so an entry holds a stamp (device, inode,
+//! type, mode, owner, size, mtime, ctime) of each and is used only while every stamp is
+//! unchanged:
+//! - a name created, removed or renamed in a directory (a new `.htaccess`, a file
+//!   replaced by a link or a directory, an index document added) changes that
+//!   directory's mtime; a chmod or chown changes its ctime;
+//! - a `.htaccess` edited in place changes its own stamp;
+//! - the file's content, size, mode or owner changes its stamp.
+//!
+//! A stamp changes on every such change only if it was older than the clock's
+//! granularity when taken: only files and directories whose mtime and ctime are at
+//! least [`SETTLE`] old are cached. A path through a symbolic link (at any component,
+//! or a `.htaccess` that is a link) is never cached; those go through the resolver every
+//! time. The snapshot of stamps is taken first and the path resolved again after it, so
+//! what an entry grants held at an instant when every stamp had the value it holds.
+//! Checks that need no file system (the vhost's `deny`, `.ht*` names, CGI's choice) run
+//! before the cache on every request; Landlock and the tenant's uid do not change under
+//! a running processor.
+//!
+//! Bounds: files up to [`MAX_FILE`] bytes, at most [`MAX_ENTRIES`] entries and
+//! [`BUDGET`] bytes per processor; an insertion over a bound evicts arbitrary entries.
+
+use std::cell::{OnceCell, RefCell};
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::hash::{Hash, Hasher};
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hyper::body::Bytes;
+use nix::errno::Errno;
+use nix::fcntl::AtFlags;
+use nix::sys::stat::{fstat, fstatat, FileStat};
+use thiserror::Error;
+
+use super::resolve::{self, Found, Resolved};
+use super::respond::Validators;
+use super::target::PathTarget;
+use crate::handler::Site;
+
+/// Largest file kept.
+pub const MAX_FILE: u64 = 128 * 1024;
+/// Bytes kept per processor (bodies, fields and paths).
+pub const BUDGET: usize = 4 * 1024 * 1024;
+/// Entries kept per processor.
+pub const MAX_ENTRIES: usize = 1024;
+/// How old a timestamp must be before it is trusted to show every later change (as the
+/// `.htaccess` cache's).
+pub const SETTLE: Duration = Duration::from_secs(2);
+
+/// Why a file is not cached (it is then served by the resolver, as before).
+#[derive(Debug, Error)]
+pub enum HotError {
+    #[error("larger than {MAX_FILE} bytes")]
+    TooLarge,
+    #[error("changed less than {SETTLE:?} ago")]
+    Unsettled,
+    #[error("{0}: a symbolic link or not a plain file or directory")]
+    NotPlain(String),
+    #[error("{path}: {errno}")]
+    Stat { path: String, errno: Errno },
+    #[error("changed while being cached")]
+    Raced,
+    #[error("reading: {0}")]
+    Read(std::io::Error),
+}
+
+/// What a stamp compares: any change to a name in a directory, or to a file's content,
+/// mode or owner, changes one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    size: i64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(st: &FileStat) -> Self {
+        Self {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            mode: st.st_mode,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            size: st.st_size,
+            mtime: (st.st_mtime, st.st_mtime_nsec),
+            ctime: (st.st_ctime, st.st_ctime_nsec),
+        }
+    }
+
+    /// Both timestamps at least [`SETTLE`] before `now` (none in the future).
+    fn settled(&self, now: SystemTime) -> bool {
+        let newest = self.mtime.0.max(self.ctime.0);
+        let Ok(newest) = u64::try_from(newest) else {
+            return true;
+        };
+        UNIX_EPOCH
+            .checked_add(Duration::from_secs(newest).saturating_add(SETTLE))
+            .is_some_and(|t| t < now)
+    }
+
+    fn kind(&self) -> u32 {
+        self.mode & libc::S_IFMT
+    }
+}
+
+/// One name below the document root and its stamp.
+#[derive(Debug)]
+struct Check {
+    /// Relative to the document root (`a`, `a/.htaccess`, `a/b.css`).
+    path: CString,
+    stamp: Stamp,
+}
+
+/// A cached answer: a file's bytes and fields, and what keeps them valid.
+#[derive(Debug)]
+pub struct Hot {
+    vhost: u32,
+    raw_path: Box<str>,
+    root: PathBuf,
+    index: Vec<String>,
+    root_stamp: Stamp,
+    /// The directories, `.htaccess` files and the file, root first.
+    checks: Vec<Check>,
+    pub body: Bytes,
+    pub validators: Validators,
+    /// Last-Modified as sent.
+    pub last_modified: Option<String>,
+    pub content_type: String,
+    /// A 200's own fields as HTTP/1.1 writes them after `Server` (Content-Type,
+    /// Accept-Ranges, ETag, Last-Modified; Content-Length comes last).
+    pub h1_fields: Box<[u8]>,
+    /// The same for HTTP/2, built by it on first use.
+    pub h2_fields: OnceCell<hyper::HeaderMap>,
+    cost: usize,
+}
+
+impl Hot {
+    /// Whether every stamp is what it was (a failed stat is a change).
+    fn fresh(&self, root: BorrowedFd<'_>) -> bool {
+        if !fstat(root.as_raw_fd()).is_ok_and(|st| Stamp::of(&st) == self.root_stamp) {
+            return false;
+        }
+        self.checks.iter().all(|c| {
+            fstatat(
+                Some(root.as_raw_fd()),
+                c.path.as_c_str(),
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .is_ok_and(|st| Stamp::of(&st) == c.stamp)
+        })
+    }
+
+    fn is_for(&self, site: &Site, target: &PathTarget) -> bool {
+        self.vhost == site.vhost_id
+            && *self.raw_path == *target.raw_path
+            && self.root == site.document_root
+            && self.index == site.index
+    }
+}
+
+#[derive(Default)]
+struct Cache {
+    map: HashMap<u64, Rc<Hot>>,
+    bytes: usize,
+}
+
+impl Cache {
+    fn remove(&mut self, key: u64) {
+        if let Some(old) = self.map.remove(&key) {
+            self.bytes -= old.cost;
+        }
+    }
+
+    fn insert(&mut self, key: u64, hot: Rc<Hot>) {
+        self.remove(key);
+        while !self.map.is_empty() && (self.map.len() >= MAX_ENTRIES || self.bytes + hot.cost > BUDGET) {
+            let Some(&victim) = self.map.keys().next() else {
+                break;
+            };
+            self.remove(victim);
+        }
+        self.bytes += hot.cost;
+        self.map.insert(key, hot);
+    }
+}
+
+thread_local! {
+    static CACHE: RefCell<Cache> = RefCell::new(Cache::default());
+}
+
+fn key(vhost: u32, raw_path: &str) -> u64 {
+    // A collision only costs a miss: an entry is used only for its own (vhost, path).
+    let mut h = std::hash::DefaultHasher::new();
+    vhost.hash(&mut h);
+    raw_path.hash(&mut h);
+    h.finish()
+}
+
+/// The cached answer for `target` in `site`, if it is still what the resolver would
+/// give; a stale one is dropped.
+pub fn lookup(site: &Site, target: &PathTarget) -> Option<Rc<Hot>> {
+    let k = key(site.vhost_id, &target.raw_path);
+    let hot = CACHE.with(|c| c.borrow().map.get(&k).cloned())?;
+    let fresh = hot.is_for(site, target)
+        && resolve::with_root(&site.document_root, |root, _| Ok(hot.fresh(root))).unwrap_or(false);
+    if fresh {
+        return Some(hot);
+    }
+    CACHE.with(|c| c.borrow_mut().remove(k));
+    None
+}
+
+/// Whether a file the resolver found is worth trying to cache (no syscall).
+pub fn may_cache(found: &Found, now: SystemTime) -> bool {
+    u64::try_from(found.stat.st_size).is_ok_and(|s| s <= MAX_FILE) && Stamp::of(&found.stat).settled(now)
+}
+
+/// Caches the answer for `target` in `site`, whose resolution just found `first`: the
+/// stamps first, then the path resolved again, then the file read (see the module
+/// documentation for why in this order).
+pub fn load(site: &Site, target: &PathTarget, first: &Found, now: SystemTime) -> Result<Rc<Hot>, HotError> {
+    let size = u64::try_from(first.stat.st_size).map_err(|_| HotError::TooLarge)?;
+    if size > MAX_FILE {
+        return Err(HotError::TooLarge);
+    }
+    // The directories on the way and the file's name within the last.
+    let (dirs, name): (&[Vec<u8>], &[u8]) = if target.trailing_slash {
+        (&target.segments, &first.name)
+    } else {
+        match target.segments.split_last() {
+            Some((last, dirs)) => (dirs, last),
+            None => return Err(HotError::Raced),
+        }
+    };
+    let root = &site.document_root;
+    let (root_stamp, checks) = resolve::with_root(root, |fd, _| Ok(snapshot(fd, dirs, name, now)))
+        .map_err(|_| HotError::Raced)??;
+    let found = match resolve::resolve(root, &target.segments, target.trailing_slash, &site.index) {
+        Ok(Resolved::File(found)) => found,
+        _ => return Err(HotError::Raced),
+    };
+    let file_stamp = checks.last().map(|c| c.stamp);
+    if file_stamp != Some(Stamp::of(&found.stat)) || found.name != name {
+        return Err(HotError::Raced);
+    }
+    // `size` fits: it is at most MAX_FILE.
+    let mut body = vec![0u8; size as usize];
+    found.file.read_exact_at(&mut body, 0).map_err(HotError::Read)?;
+    let hot = Rc::new(build(site, target, root_stamp, checks, body, &found));
+    CACHE.with(|c| {
+        c.borrow_mut()
+            .insert(key(site.vhost_id, &target.raw_path), hot.clone())
+    });
+    Ok(hot)
+}
+
+/// The stamps of the root, every directory in `dirs` (and its `.htaccess`, if it has
+/// one) and the file `name` in the last, all settled and none a link.
+fn snapshot(
+    root: BorrowedFd<'_>,
+    dirs: &[Vec<u8>],
+    name: &[u8],
+    now: SystemTime,
+) -> Result<(Stamp, Vec<Check>), HotError> {
+    let root_st = fstat(root.as_raw_fd()).map_err(|errno| HotError::Stat {
+        path: ".".into(),
+        errno,
+    })?;
+    let root_stamp = Stamp::of(&root_st);
+    if !root_stamp.settled(now) {
+        return Err(HotError::Unsettled);
+    }
+    let mut checks = Vec::with_capacity(2 * dirs.len() + 2);
+    let mut prefix: Vec<u8> = Vec::new();
+    htaccess(root, &prefix, now, &mut checks)?;
+    for dir in dirs {
+        prefix.extend_from_slice(dir);
+        checks.push(check(root, &prefix, libc::S_IFDIR, now)?);
+        prefix.push(b'/');
+        htaccess(root, &prefix, now, &mut checks)?;
+    }
+    prefix.extend_from_slice(name);
+    checks.push(check(root, &prefix, libc::S_IFREG, now)?);
+    Ok((root_stamp, checks))
+}
+
+/// The `.htaccess` in the directory `prefix` (empty, or ending in `/`), when it has one.
+fn htaccess(
+    root: BorrowedFd<'_>,
+    prefix: &[u8],
+    now: SystemTime,
+    checks: &mut Vec<Check>,
+) -> Result<(), HotError> {
+    let mut path = prefix.to_vec();
+    path.extend_from_slice(crate::handler::access::cache::NAME.as_bytes());
+    match check(root, &path, libc::S_IFREG, now) {
+        Ok(c) => {
+            checks.push(c);
+            Ok(())
+        }
+        Err(HotError::Stat {
+            errno: Errno::ENOENT, ..
+        }) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn check(root: BorrowedFd<'_>, path: &[u8], kind: u32, now: SystemTime) -> Result<Check, HotError> {
+    let shown = || String::from_utf8_lossy(path).into_owned();
+    let c = CString::new(path).map_err(|_| HotError::NotPlain(shown()))?;
+    let st = fstatat(Some(root.as_raw_fd()), c.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
+        .map_err(|errno| HotError::Stat { path: shown(), errno })?;
+    let stamp = Stamp::of(&st);
+    if stamp.kind() != kind {
+        return Err(HotError::NotPlain(shown()));
+    }
+    if !stamp.settled(now) {
+        return Err(HotError::Unsettled);
+    }
+    Ok(Check { path: c, stamp })
+}
+
+fn build(
+    site: &Site,
+    target: &PathTarget,
+    root_stamp: Stamp,
+    checks: Vec<Check>,
+    body: Vec<u8>,
+    found: &Found,
+) -> Hot {
+    use std::fmt::Write as _;
+    let validators = Validators::of(&found.stat);
+    let last_modified = validators.last_modified.map(httpdate::fmt_http_date);
+    let content_type = super::respond::media_type(&found.name);
+    let mut fields = String::with_capacity(160);
+    let _ = write!(
+        fields,
+        "Content-Type: {content_type}\r\nAccept-Ranges: bytes\r\nETag: {}\r\n",
+        validators.etag
+    );
+    if let Some(lm) = &last_modified {
+        let _ = write!(fields, "Last-Modified: {lm}\r\n");
+    }
+    let paths: usize = checks
+        .iter()
+        .map(|c| c.path.as_bytes().len() + std::mem::size_of::<Check>())
+        .sum();
+    let cost = body.len() + 2 * fields.len() + paths + target.raw_path.len() + 512;
+    Hot {
+        vhost: site.vhost_id,
+        raw_path: target.raw_path.clone().into_boxed_str(),
+        root: site.document_root.clone(),
+        index: site.index.clone(),
+        root_stamp,
+        checks,
+        body: Bytes::from(body),
+        validators,
+        last_modified,
+        content_type,
+        h1_fields: fields.into_bytes().into_boxed_slice(),
+        h2_fields: OnceCell::new(),
+        cost,
+    }
+}
+
+/// Entries and bytes held by this thread's cache.
+pub fn usage() -> (usize, usize) {
+    CACHE.with(|c| {
+        let c = c.borrow();
+        (c.map.len(), c.bytes)
+    })
+}
+
+#[cfg(test)]
+mod tests;
