@@ -105,3 +105,66 @@ fn an_address_over_the_cap_is_refused_while_another_is_served() {
     );
     drop(slow);
 }
+
+/// With the shipped two multiplexers (one listening socket each, the kernel spreading
+/// connections between them), the cap is still the server's: an address never holds
+/// more than `max_connections_per_ip` connections in all multiplexers together.
+#[test]
+fn the_cap_holds_across_two_multiplexers() {
+    require_root!();
+    let w = Dir::new("the_cap_holds_across_two_multiplexers");
+    sites(w.path(), 0o600);
+    let cfg = config(w.path())
+        .replace(
+            "min_multiplexers = 1\nmax_multiplexers = 1\n",
+            "min_multiplexers = 2\n",
+        )
+        .replace("max_connections_per_ip = 3", "max_connections_per_ip = 6");
+    let server = TestServer::start(&cfg);
+    let a = Ipv4Addr::new(127, 0, 0, 2);
+    let b = Ipv4Addr::new(127, 0, 0, 3);
+    let mut conns: Vec<(TcpStream, bool)> = (0..14).map(|_| (half_head(a, &server), false)).collect();
+    for (s, _) in &conns {
+        s.set_nonblocking(true).unwrap();
+    }
+    // A refused connection is closed at accept; a held one waits for the rest of its
+    // head (request_head_timeout = 20 s). Wait until at least 8 have been closed.
+    let closed = |conns: &mut Vec<(TcpStream, bool)>| {
+        for (s, gone) in conns.iter_mut() {
+            let mut b = [0u8; 64];
+            match s.read(&mut b) {
+                Ok(_) => *gone = true,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => *gone = true,
+            }
+        }
+        conns.iter().filter(|(_, g)| *g).count()
+    };
+    let enough = server.wait_until(Duration::from_secs(10), || closed(&mut conns) >= 8);
+    let refused = closed(&mut conns);
+    assert!(enough, "only {refused} of 14 refused with a cap of 6");
+    // Another address is served meanwhile, by whichever multiplexer.
+    for _ in 0..4 {
+        let r = get_from(b, &server).expect("127.0.0.3 answered");
+        assert_eq!(r.status, 200, "{r:?}");
+    }
+    let refused = closed(&mut conns);
+    let held = 14 - refused;
+    // Two multiplexers taking the last slot at the same instant may both refuse.
+    assert!((5..=6).contains(&held), "{held} held with a cap of 6");
+    let pids: std::collections::HashSet<String> = server
+        .log_lines()
+        .iter()
+        .filter(|l| l.contains("multiplexer serving"))
+        .map(|l| {
+            l.split("pid=")
+                .nth(1)
+                .unwrap_or("")
+                .split(' ')
+                .next()
+                .unwrap_or("")
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(pids.len(), 2, "two multiplexers ran: {pids:?}");
+}

@@ -200,6 +200,10 @@ pub struct MultiplexerBoot {
     /// Uids whose local connections may see the status page and the metrics.
     pub status_allow_users: Vec<u32>,
     pub generation: u64,
+    /// This multiplexer's index among its generation's (a replacement keeps it): its
+    /// column of the shared `max_connections_per_ip` counts.
+    #[serde(default)]
+    pub index: Option<u32>,
     /// `proxy_protocol`: `None` when no listener expects a PROXY header.
     #[serde(default)]
     pub proxy: Option<ProxyBoot>,

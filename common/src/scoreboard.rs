@@ -396,7 +396,46 @@ pub mod table {
     ];
 
     pub fn words(envs: usize, vhosts: usize, registry_len: usize) -> usize {
+        per_ip_base(envs, vhosts, registry_len) + per_ip::WORDS
+    }
+
+    /// `max_connections_per_ip` across multiplexers: after the registry, the hash key
+    /// ([`per_ip::KEY_WORDS`], random, written by the supervisor) and then
+    /// [`per_ip::BUCKETS`] rows of [`per_ip::COLUMNS`] counts, one column per
+    /// multiplexer index: what that multiplexer holds of the addresses hashed to the
+    /// bucket. Each multiplexer writes only its own column; a column is cleared when
+    /// its multiplexer dies (by the supervisor) and when one starts.
+    pub mod per_ip {
+        pub const KEY_WORDS: usize = 2;
+        pub const BUCKETS: usize = 2048;
+        /// Multiplexers with an index at or above this count on their own only.
+        pub const COLUMNS: usize = 32;
+        pub const WORDS: usize = KEY_WORDS + BUCKETS * COLUMNS;
+    }
+
+    /// First word of the per-address region (its key).
+    pub fn per_ip_base(envs: usize, vhosts: usize, registry_len: usize) -> usize {
         HEADER + envs * env::WORDS + vhosts * vhost::WORDS + registry_len * registry::WORDS
+    }
+
+    /// Word of multiplexer `column`'s count in `bucket`, from [`per_ip_base`].
+    pub fn per_ip_word(base: usize, bucket: usize, column: usize) -> usize {
+        base + per_ip::KEY_WORDS + bucket * per_ip::COLUMNS + column
+    }
+
+    /// Clears multiplexer `column`'s counts in the table `seg` (no-op past the columns).
+    pub fn per_ip_clear(seg: &super::Segment, column: usize) {
+        if column >= per_ip::COLUMNS {
+            return;
+        }
+        let base = per_ip_base(
+            seg.get(ENVS) as usize,
+            seg.get(VHOSTS) as usize,
+            seg.get(REGISTRY_LEN) as usize,
+        );
+        for b in 0..per_ip::BUCKETS {
+            seg.set(per_ip_word(base, b, column), 0);
+        }
     }
 
     pub fn registry_word(envs: usize, vhosts: usize, index: usize, w: usize) -> usize {

@@ -126,6 +126,14 @@ async fn serve(
         env_socks.push(common::fds::async_fd_readable(fd)?);
     }
     let table = Segment::map(&table_fd, true)?;
+    // A second mapping of the table for the per-address counts shared by the
+    // multiplexers (their rows of it only).
+    let across = match (boot.index, boot.max_connections_per_ip) {
+        (Some(index), max) if max > 0 => Segment::map(&table_fd, true)
+            .ok()
+            .and_then(|seg| per_ip::Across::new(seg, index)),
+        _ => None,
+    };
     drop(table_fd);
     let own = Segment::map(&own_fd, true)?;
     drop(own_fd);
@@ -164,6 +172,7 @@ async fn serve(
         boot.max_connections_per_ip,
         boot.max_connections_per_ip_ipv6_prefix,
         held_max.saturating_add(1),
+        across,
     );
     let pools = Pools::new(
         boot.environments,

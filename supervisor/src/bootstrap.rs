@@ -115,6 +115,7 @@ pub fn multiplexer(
         status_allow: cfg.status.allow.iter().map(|c| (c.addr, c.prefix)).collect(),
         status_allow_users: allow_users(cfg, privileged),
         generation: g.id,
+        index: Some(index),
         proxy: proxy_boot(g),
     };
     let credentials = privileged.then_some(Credentials {

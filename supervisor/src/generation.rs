@@ -106,6 +106,15 @@ impl Generation {
             let max = env.fastcgi.as_ref().map_or(0, |f| f.max_backends);
             seg.set(table::env_word(e, table::env::MAX_BACKENDS), u64::from(max));
         }
+        // The per-address hash key: an attacker who cannot guess it cannot aim a
+        // client's bucket.
+        let key = random_seed().map_err(SupervisorError::Random)?;
+        let base = table::per_ip_base(envs, vhosts, reg_len);
+        for w in 0..table::per_ip::KEY_WORDS {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&key.0[w * 8..w * 8 + 8]);
+            seg.set(base + w, u64::from_le_bytes(b));
+        }
         seg.set(table::MAGIC, slot::MAGIC_VALUE);
         let ticket_seeds = (0..envs)
             .map(|e| {

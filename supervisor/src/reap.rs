@@ -79,6 +79,12 @@ impl Supervisor {
                 continue;
             };
             self.retire_slot(pid, &child);
+            if let Kind::Multiplexer { index } = child.kind {
+                // Its connections died with it: so do their per-address counts.
+                if let Some(g) = self.gen(child.gen) {
+                    common::scoreboard::table::per_ip_clear(&g.table, index as usize);
+                }
+            }
             if let Kind::Backend { env } = child.kind {
                 // Never a processor's death, never a reason to give up the server.
                 self.backend_exited(pid, &child, env, clean, &how);
