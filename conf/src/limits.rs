@@ -62,7 +62,7 @@ const MAX_MULTIPLEXERS: Directive = count("max_multiplexers", 20, 1);
 
 const MIN_PROCESSORS: Directive = count("min_processors", 1, 0);
 const MAX_PROCESSORS: Directive = count("max_processors", 10, 1);
-const MAX_CONNECTIONS: Directive = count("max_connections_per_processor", 64, 1);
+const MAX_CONNECTIONS: Directive = count("max_connections_per_processor", 1024, 1);
 /// Its default is not fixed: it is the same table's `min_processors`.
 const START_PROCESSORS: Directive = count("start_processors", 0, 0);
 const MIN_SPARE: Directive = count("min_spare_processors", 0, 0);

@@ -118,7 +118,7 @@ fn itk_with_includes_defines_and_modules() {
     let names: Vec<&str> = c.environments.iter().map(|e| e.name.as_str()).collect();
     assert_eq!(names, ["uid2001", "uid2002"]);
     assert_eq!(
-        c.environments[0].max_connections_per_processor, 64,
+        c.environments[0].max_connections_per_processor, 1024,
         "worker's block is not taken"
     );
     assert_eq!(c.environments[1].max_requests_per_child, 500);

@@ -26,7 +26,7 @@ fn defaults_when_nothing_is_set() {
 
     let e = &config.environments[0];
     assert_eq!((e.min_processors, e.max_processors), (1, 10));
-    assert_eq!(e.max_connections_per_processor, 64);
+    assert_eq!(e.max_connections_per_processor, 1024);
     assert_eq!(e.start_processors, 1);
     assert_eq!((e.min_spare_processors, e.max_spare_processors), (0, 0));
     assert_eq!(e.idle_timeout, Duration::from_secs(900));

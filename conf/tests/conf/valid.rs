@@ -86,7 +86,7 @@ document_root = "/srv/bob//www"
     assert_eq!((bob.uid, bob.gid), (2002, 2002));
     assert_eq!(bob.chroot, None);
     assert_eq!((bob.min_processors, bob.max_processors), (1, 10));
-    assert_eq!(bob.max_connections_per_processor, 64);
+    assert_eq!(bob.max_connections_per_processor, 1024);
 
     let [v0, v1] = &config.vhosts[..] else {
         panic!("two vhosts expected: {:?}", config.vhosts)
