@@ -447,3 +447,50 @@ fn two_thousand_parked_connections_keep_working() {
     drop(conns);
     wait_parked(&server, 0);
 }
+
+/// A graceful stop (recycling after `max_requests_per_child`) leaves a parked
+/// connection its next request, answered with `Connection: close`, as it leaves an idle
+/// one; the old processor then exits.
+#[test]
+fn parked_connection_gets_its_last_answer_at_recycling() {
+    require_root!();
+    let w = Dir::new("parked_connection_gets_its_last_answer_at_recycling");
+    sites(w.path(), 0o600);
+    let config = two_env_config(w.path(), "")
+        .replace("keep_alive_timeout = 5\n", "keep_alive_timeout = 60\n")
+        .replacen(
+            "max_processors = 4\n",
+            "max_processors = 4\nmax_requests_per_child = 2\n",
+            1,
+        );
+    let server = TestServer::start(&config);
+    let old = server.processors_of(ALICE);
+    assert_eq!(old.len(), 1, "{old:?}");
+    let mut a = connect(server.addr);
+    alice_home(&mut a);
+    wait_parked(&server, 1);
+    // The second request of the processor: it stops taking connections. Its serve
+    // loop was woken by then (before this line was logged), so it tells its
+    // connections to stop before the parked one's next request wakes the park set.
+    let r = get(server.addr, "alice.test", "/");
+    assert_eq!(r.status, 200);
+    assert!(
+        server
+            .wait_for_log("max_requests_per_child reached", Duration::from_secs(20))
+            .is_some(),
+        "{}",
+        server.log()
+    );
+    let r = alice_home(&mut a);
+    let close = r
+        .header("connection")
+        .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+    assert!(close, "{r:?}");
+    let mut rest = Vec::new();
+    let _ = a.read_to_end(&mut rest);
+    assert!(rest.is_empty());
+    assert!(
+        server.wait_until(Duration::from_secs(20), || !alive(old[0])),
+        "the recycled processor is still running"
+    );
+}
