@@ -245,7 +245,7 @@ fn slow_body_does_not_slow_a_normal_client() {
 /// `tcp_mem`'s hard limit, each slow socket's send queue filled up to 4 MiB; the
 /// listeners' `TCP_NOTSENT_LOWAT` bounds what waits unsent (ARCHITECTURE.md, "Slow
 /// clients: slowhttptest"), and the stall is gone. Still ignored: on the shared 2-CPU
-/// machine it passed 4 runs of 8 (2026-12-02, load average 5-12 from other jobs); the
+/// machine it passed 5 runs of 10 (2026-12-02, load average 5-12 from other jobs); the
 /// others missed the 2x p99 bound by 1-6 ms with outliers of 20-40 ms spread over the
 /// 30 s (not a stall; the loaded median equals the unloaded one, and `strace -c` of the
 /// processor meanwhile shows it idle but for the normal client's requests), and one got
