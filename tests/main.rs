@@ -98,7 +98,9 @@ mod scoreboard;
 /// The HTML status page rendered by headless Chromium.
 mod screenshot;
 /// slowhttptest's slowloris, slow-body and slow-read modes for 30 s each: a normal
-/// client meanwhile is always served, its p99 within 2x of unloaded.
+/// client meanwhile is always served, its p99 within 2x of unloaded; and idle
+/// keep-alive connections parked by their processor (resumed, timed out, counted,
+/// stopped, 2,000 at once).
 mod slow_clients;
 /// Request smuggling: every CL/TE variant with a request hidden in its body, first and
 /// later on a keep-alive connection; the hidden request is never answered.

@@ -5,7 +5,8 @@
 //!
 //! Layers, as OpenBSD httpd's `server_http.c` / `server_file.c` and sozu's protocols:
 //! - [`serve`]: the receive loop (hand-offs in, hand-backs out, drain); [`route`]: which
-//!   later requests of a connection stay here.
+//!   later requests of a connection stay here; [`park`]: idle keep-alive connections
+//!   kept outside their task.
 //! - [`session`]: what every protocol's connection shares with the serve loop (stop
 //!   signal, limits, routing, observer, outcome).
 //! - [`h1`]: the HTTP/1.1 protocol (head parsing, body framing, response framing, the
