@@ -276,9 +276,8 @@ pub(crate) fn first_bytes<R>(
     })
 }
 
-/// The fast path's hand-off: a whole head, routed to a pool with room, sent at once
-/// (a new connection's first read, and a hand-back's bytes).
-pub(crate) fn try_hand_off(buf: &[u8], stream: &std::net::TcpStream, from: Origin, shared: &Shared) -> bool {
+/// The fast path's hand-off: a whole head, routed to a pool with room, sent at once.
+fn try_hand_off(buf: &[u8], stream: &std::net::TcpStream, from: Origin, shared: &Shared) -> bool {
     let Some(end) = head_end(buf) else { return false };
     let Decision::Route { vhost, env } = decide_in(shared, &buf[..end]) else {
         return false;

@@ -476,28 +476,17 @@ async fn hand_back_loop(
                         continue;
                     };
                     let Some(held) = shared.held.take() else { continue };
-                    if let Some((std_stream, peer, local)) = adopt(fd) {
+                    if let Some((stream, peer, local)) = adopt(fd) {
                         // A PROXY header's addresses only with the tag of this socket.
                         let from = match &shared.proxy {
                             None => (peer, local, None),
-                            Some(p) => match p.hand_back(std_stream.as_fd(), &meta, (peer, local)) {
+                            Some(p) => match p.hand_back(stream.as_fd(), &meta, (peer, local)) {
                                 Ok(from) => from,
                                 Err(why) => {
                                     warn!(environment = %shared.env_name(env), %peer, "hand-back refused: {why}");
                                     continue;
                                 }
                             },
-                        };
-                        // As for a new connection: a whole head for a pool with room goes
-                        // on at once, with no task and no registration (the tenant switch
-                        // of a keep-alive connection). Anything else (a partial head, the
-                        // status page, which refuses a hand-back, a full pool) takes the
-                        // slow path below.
-                        if conn::try_hand_off(&payload, &std_stream, from, &shared) {
-                            continue;
-                        }
-                        let Ok(stream) = TcpStream::from_std(std_stream) else {
-                            continue;
                         };
                         let token = inflight.clone();
                         let shared2 = shared.clone();
@@ -538,10 +527,10 @@ fn recv_hand_back(fd: BorrowedFd<'_>) -> Result<(handoff::Meta, Vec<u8>, OwnedFd
     })
 }
 
-/// Turns a received fd into a non-blocking stream after checking it is a TCP socket.
-/// The addresses come from the socket itself, not from the (untrusted) message (a
-/// PROXY header's only with their tag, [`proxy::Proxy::hand_back`]).
-fn adopt(fd: OwnedFd) -> Option<(std::net::TcpStream, SocketAddr, SocketAddr)> {
+/// Turns a received fd into a stream after checking it is a TCP socket. The addresses
+/// come from the socket itself, not from the (untrusted) message (a PROXY header's
+/// only with their tag, [`proxy::Proxy::hand_back`]).
+fn adopt(fd: OwnedFd) -> Option<(TcpStream, SocketAddr, SocketAddr)> {
     if let Err(e) = common::fds::check_stream_socket(&fd) {
         warn!("hand-back refused: {e}");
         return None;
@@ -550,5 +539,5 @@ fn adopt(fd: OwnedFd) -> Option<(std::net::TcpStream, SocketAddr, SocketAddr)> {
     let local = std_stream.local_addr().ok()?;
     let peer = std_stream.peer_addr().ok()?;
     std_stream.set_nonblocking(true).ok()?;
-    Some((std_stream, peer, local))
+    TcpStream::from_std(std_stream).ok().map(|s| (s, peer, local))
 }
