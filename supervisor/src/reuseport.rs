@@ -118,7 +118,7 @@ fn sockets_for(
                 },
             })?,
             None => {
-                listen::bind_listener(addr)
+                listen::join_listener(addr)
                     .map_err(|source| ReuseportError::Bind { addr, slot, source })?
                     .1
             }
