@@ -97,6 +97,9 @@ enum Command {
     /// Internal: an environment's namespace holder (the init of its PID namespace).
     #[command(hide = true, name = "ns-holder")]
     NsHolder,
+    /// Internal: a generation's fd keeper (the environments' hand-off socket ends).
+    #[command(hide = true, name = "fd-keeper")]
+    FdKeeper,
 }
 
 /// Logs to stderr, with colours only when stderr is a terminal (never into a file, a
@@ -264,6 +267,30 @@ fn main() -> ExitCode {
                 }
                 Err(e) => {
                     eprintln!("bulkhead ns-holder: starting: {e}");
+                    1
+                }
+            };
+            return ExitCode::from(code);
+        }
+        Command::FdKeeper => {
+            // No log subscriber: one line on the supervisor's stderr on failure.
+            let code = match common::child::start() {
+                Ok(common::child::Started {
+                    role: common::child::Role::Keeper(b),
+                    control,
+                }) => match common::keeper::run(&b, control) {
+                    Ok(()) => 0,
+                    Err(e) => {
+                        eprintln!("bulkhead fd-keeper ({} ends): {e}", b.side);
+                        1
+                    }
+                },
+                Ok(_) => {
+                    eprintln!("bulkhead fd-keeper: bootstrap is not for a keeper");
+                    1
+                }
+                Err(e) => {
+                    eprintln!("bulkhead fd-keeper: starting: {e}");
                     1
                 }
             };

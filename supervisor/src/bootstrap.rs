@@ -45,6 +45,7 @@ pub fn multiplexer(
     g: &Generation,
     listeners: &Listeners,
     slot_fd: &OwnedFd,
+    env_stream: &OwnedFd,
     privileged: bool,
 ) -> (Bootstrap, Vec<RawFd>) {
     let cfg = &g.cfg;
@@ -55,7 +56,8 @@ pub fn multiplexer(
         listeners: listeners.http.iter().map(|(_, fd)| fd.as_fd()).collect(),
         tls_listeners: listeners.tls.iter().map(|(_, fd)| fd.as_fd()).collect(),
         metrics_listener: listeners.metrics.as_ref().map(|(_, fd)| fd.as_fd()),
-        env_sockets: g.env_sockets.iter().map(|(m, _)| m.as_fd()).collect(),
+        env_sockets: Vec::new(),
+        env_stream: Some(env_stream.as_fd()),
         table: g.table_fd.as_fd(),
         slot: slot_fd.as_fd(),
     };
@@ -178,6 +180,7 @@ pub fn processor(
     g: &Generation,
     env: EnvId,
     log_pipe: BorrowedFd<'_>,
+    env_socket: BorrowedFd<'_>,
     slot_fd: &OwnedFd,
     logs: &AccessLogs,
     privileged: bool,
@@ -247,7 +250,7 @@ pub fn processor(
         .collect();
     let bundle = ProcessorFds {
         log_pipe,
-        env_socket: g.env_sockets[env].1.as_fd(),
+        env_socket,
         slot: slot_fd.as_fd(),
         access_logs,
     };

@@ -1,5 +1,6 @@
-//! One configuration generation: its config, its environments' hand-off sockets, its
-//! shared table, and the registry of child slots in that table. A reload starts a new
+//! One configuration generation: its config, the fd keepers of its environments'
+//! hand-off sockets (`keeper.rs`), its shared table, and the registry of child slots
+//! in that table. A reload starts a new
 //! generation beside the old one; listeners are not part of it (they outlive reloads).
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -26,8 +27,9 @@ pub struct PoolState {
 pub struct Generation {
     pub id: u64,
     pub cfg: Arc<Config>,
-    /// Per environment: (multiplexer end, processor end).
-    pub env_sockets: Vec<(OwnedFd, OwnedFd)>,
+    /// The keepers of its environments' hand-off sockets (the supervisor holds
+    /// neither end); `None` only in unit tests.
+    pub keepers: Option<crate::keeper::Keepers>,
     /// Per environment: the write end of its log pipe (its processors' fds 1 and 2;
     /// `tenant_log` reads the other end).
     /// Each environment's log pipe, made when its first child is bootstrapped: an
@@ -78,14 +80,6 @@ impl Generation {
         // After the sockets: a jail's `.bulkhead` exists when its view is built. The
         // views `previous` has with the same settings are kept.
         let views = crate::namespace::views(&cfg, id, privileged, previous)?;
-        let mut env_sockets = Vec::new();
-        for e in &cfg.environments {
-            let pair = common::seqpacket::seqpacket_pair().map_err(|source| SupervisorError::Pair {
-                env: e.name.clone(),
-                source,
-            })?;
-            env_sockets.push(pair);
-        }
         let log_pipes = (0..cfg.environments.len())
             .map(|_| std::cell::OnceCell::new())
             .collect();
@@ -121,7 +115,7 @@ impl Generation {
         Ok(Generation {
             id,
             cfg: cfg.clone(),
-            env_sockets,
+            keepers: None,
             log_pipes,
             table_fd: rw,
             table: seg,
@@ -151,6 +145,15 @@ impl Generation {
                 env: self.cfg.environments[env].name.clone(),
                 source: std::io::Error::other("log pipe not kept"),
             })
+    }
+
+    /// The generation's fd keepers.
+    pub fn keepers(&self) -> Result<&crate::keeper::Keepers, SupervisorError> {
+        self.keepers
+            .as_ref()
+            .ok_or(SupervisorError::Runtime(std::io::Error::other(
+                "generation without fd keepers",
+            )))
     }
 
     /// Environment `env`'s private view, if it has one.

@@ -9,6 +9,7 @@ mod errlog;
 mod fastcgi;
 mod fdlimit;
 mod generation;
+mod keeper;
 mod listen;
 mod logs;
 mod maintain;
@@ -43,11 +44,6 @@ pub enum SupervisorError {
     Listen(#[from] listen::ListenError),
     #[error(transparent)]
     Activation(#[from] activation::ActivationError),
-    #[error("hand-off socketpair for environment {env}: {source}")]
-    Pair {
-        env: String,
-        source: common::seqpacket::PacketError,
-    },
     #[error(transparent)]
     Spawn(#[from] spawn::SpawnError),
     #[error("runtime: {0}")]
@@ -74,6 +70,8 @@ pub enum SupervisorError {
     Random(std::io::Error),
     #[error(transparent)]
     Namespace(#[from] namespace::NamespaceError),
+    #[error(transparent)]
+    Keeper(#[from] keeper::KeeperError),
 }
 
 /// Runs the server in the foreground until it is stopped. Returns the exit code.

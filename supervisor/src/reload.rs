@@ -79,7 +79,7 @@ impl Supervisor {
             .max()
             .unwrap_or(0)
             + 1;
-        let gen = match Generation::new(
+        let mut gen = match Generation::new(
             id,
             Arc::new(cfg),
             self.started_ms,
@@ -93,6 +93,13 @@ impl Supervisor {
                 return;
             }
         };
+        match crate::keeper::Keepers::start(&self.exe, &gen.cfg, id, self.privileged) {
+            Ok(k) => gen.keepers = Some(k),
+            Err(e) => {
+                error!("reload refused: {e}");
+                return;
+            }
+        }
         if let Err(e) = self.cgroups.sync(&gen.cfg) {
             error!("reload refused: {e}");
             return;
@@ -307,13 +314,14 @@ impl Supervisor {
                     })
                 }) && self
                     .gen(id)
-                    .is_some_and(|g| g.env_sockets.iter().all(|(m, _)| pending_bytes(m) == 0));
+                    .and_then(|g| g.keepers.as_ref())
+                    .is_some_and(|k| k.pending_handbacks().is_ok_and(|n| n == 0));
                 if !quiesced && started.is_some_and(|t| t.elapsed() < mux_bound) {
                     continue;
                 }
-                if let Some(g) = self.gen(id) {
-                    for (m, _) in &g.env_sockets {
-                        let _ = nix::sys::socket::shutdown(m.as_raw_fd(), nix::sys::socket::Shutdown::Write);
+                if let Some(k) = self.gen(id).and_then(|g| g.keepers.as_ref()) {
+                    if let Err(e) = k.close_queues() {
+                        warn!(generation = id, "closing the old queues: {e}");
                     }
                 }
                 self.tell(is_proc, &ToChild::Drain);
@@ -414,20 +422,6 @@ impl Supervisor {
             }
         }
         let _: Option<OwnedFd> = None;
-    }
-}
-
-/// Bytes of the next message waiting to be read at this end of a SEQPACKET socket
-/// (FIONREAD); the supervisor holds both ends of every environment's socket, the very
-/// sockets the children hold, so this sees hand-backs queued towards the multiplexers.
-fn pending_bytes(sock: &OwnedFd) -> libc::c_int {
-    let mut n: libc::c_int = 0;
-    // SAFETY: FIONREAD writes one c_int into the valid, writable `n`.
-    let r = unsafe { libc::ioctl(sock.as_raw_fd(), libc::FIONREAD, &mut n) };
-    if r < 0 {
-        0
-    } else {
-        n
     }
 }
 

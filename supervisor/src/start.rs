@@ -64,7 +64,8 @@ impl Supervisor {
         }
         let started_ms = scoreboard::now_ms();
         let config_path = cfg.path.clone();
-        let gen = Generation::new(0, Arc::new(cfg), started_ms, logs, privileged, None)?;
+        let mut gen = Generation::new(0, Arc::new(cfg), started_ms, logs, privileged, None)?;
+        gen.keepers = Some(crate::keeper::Keepers::start(&exe, &gen.cfg, 0, privileged)?);
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
         let mut sup = Supervisor {
             exe,
@@ -131,11 +132,14 @@ impl Supervisor {
             return Ok(());
         };
         let Some(g) = self.gen(gen) else { return Ok(()) };
-        let (boot, fds) = bootstrap::multiplexer(g, &self.listeners, &rw, self.privileged);
+        // Its environments' ends come from the generation's keeper, on this socket.
+        let stream = g.keepers()?.multiplexer_stream()?;
+        let (boot, fds) = bootstrap::multiplexer(g, &self.listeners, &rw, &stream, self.privileged);
         if let Err(e) = control::send(control.as_fd(), &ToChild::Bootstrap(Box::new(boot)), &fds) {
             error!(pid, "sending multiplexer bootstrap: {e}");
         }
         drop(rw);
+        drop(stream);
         // Every slot of its generation, this one included, so its status page is whole.
         let mut add = Vec::new();
         let mut ro_fds = Vec::new();
@@ -255,11 +259,29 @@ impl Supervisor {
         let g = self
             .gen(gen)
             .ok_or(SupervisorError::Runtime(std::io::ErrorKind::NotFound.into()))?;
-        let (boot, fds) = bootstrap::processor(g, env, g.log_pipe(env)?, &rw, &g.logs, self.privileged);
+        // Its environment's end, from the keeper: the supervisor's copy lives only
+        // until the bootstrap is sent.
+        let end = match g.keepers().and_then(|k| Ok(k.processor_end(env)?)) {
+            Ok(end) => end,
+            Err(e) => {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                return Err(e);
+            }
+        };
+        let (boot, fds) = bootstrap::processor(
+            g,
+            env,
+            g.log_pipe(env)?,
+            end.as_fd(),
+            &rw,
+            &g.logs,
+            self.privileged,
+        );
         if let Err(e) = control::send(control.as_fd(), &ToChild::Bootstrap(Box::new(boot)), &fds) {
             error!(pid, "sending processor bootstrap: {e}");
         }
         drop(rw);
+        drop(end);
         let kind = Kind::Processor { env };
         self.announce(gen, pid, kind, reg, &ro, None);
         let slot = Some(ChildSlot {
