@@ -173,8 +173,20 @@ fn main() -> ExitCode {
                 }
                 // Whether the open-files limit is enough for this many environments.
                 if let Some((soft, hard)) = supervisor::fd_limit() {
+                    let mut refused = false;
                     for line in supervisor::describe_fd_limit(&cfg, soft, hard) {
-                        eprintln!("{line}");
+                        if line.starts_with("error: ") {
+                            refused = true;
+                            eprintln!("{line}");
+                        } else if line.starts_with("warning: ") {
+                            eprintln!("{line}");
+                        } else {
+                            println!("{line}");
+                        }
+                    }
+                    if refused {
+                        eprintln!("{}: 1 error(s)", config.display());
+                        return ExitCode::from(1);
                     }
                 }
                 println!(

@@ -63,6 +63,8 @@ pub struct Generation {
     /// with the generations before and after it that keep the view's settings (the
     /// holder exits when the last of them is dropped).
     pub views: Vec<Option<Arc<crate::namespace::View>>>,
+    /// Running as root (private views are on where configured).
+    privileged: bool,
 }
 
 impl Generation {
@@ -129,6 +131,7 @@ impl Generation {
             ticket_seeds,
             proxy_key,
             views,
+            privileged,
         })
     }
 
@@ -156,9 +159,27 @@ impl Generation {
             )))
     }
 
-    /// Environment `env`'s private view, if it has one.
+    /// Environment `env`'s private view, if it has one built.
     pub fn view(&self, env: usize) -> Option<&crate::namespace::View> {
         self.views.get(env)?.as_deref()
+    }
+
+    /// Whether environment `env`'s children run in a private view (built or not yet).
+    pub fn viewed(&self, env: usize) -> bool {
+        self.privileged && self.cfg.environments.get(env).is_some_and(|e| e.private_view)
+    }
+
+    /// Environment `env`'s private view, built now if it has none yet (its first
+    /// child is about to start); `None` for an environment without one.
+    pub fn ensure_view(&mut self, env: usize) -> Result<Option<&crate::namespace::View>, SupervisorError> {
+        if !self.viewed(env) {
+            return Ok(None);
+        }
+        if self.views.get(env).is_some_and(Option::is_none) {
+            let v = crate::namespace::build(&self.cfg, env, self.id)?;
+            self.views[env] = Some(v);
+        }
+        Ok(self.view(env))
     }
 
     /// Takes a registry entry for `pid`; `None` when the registry is full.

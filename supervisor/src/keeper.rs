@@ -18,11 +18,15 @@ use std::time::Duration;
 use common::control::{self, Bootstrap, ControlError, FromChild, Receiver, RoleBoot, ToChild};
 use common::keeper::KeeperBoot;
 use common::privdrop::Credentials;
-use common::seqpacket::{seqpacket_pair, PacketError, MAX_FDS_PER_MESSAGE};
+use common::seqpacket::{seqpacket_pair, PacketError};
 use conf::Config;
 use thiserror::Error;
 
 use crate::spawn::{self, SpawnError};
+
+/// Pairs made at a time before their ends go to the keepers: what the supervisor
+/// holds at most while a generation is built (two fds each).
+pub const PAIR_BATCH: usize = 64;
 
 /// How long the supervisor waits for a keeper's answer (it answers from memory).
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
@@ -116,7 +120,7 @@ impl Keepers {
             multiplexer: Keeper::start(exe, "multiplexer", cfg, generation, privileged)?,
             processor: Keeper::start(exe, "processor", cfg, generation, privileged)?,
         };
-        for batch in cfg.environments.chunks(MAX_FDS_PER_MESSAGE) {
+        for batch in cfg.environments.chunks(PAIR_BATCH) {
             let mut pairs = Vec::with_capacity(batch.len());
             for e in batch {
                 pairs.push(seqpacket_pair().map_err(|source| KeeperError::Pair {

@@ -81,6 +81,11 @@ pub fn run(config_path: &Path) -> Result<i32, SupervisorError> {
         tracing::warn!("config: {w}");
     }
     raise_fd_limit();
+    if let Some((soft, hard)) = fdlimit::current() {
+        for line in fdlimit::describe(&cfg, soft, hard).iter().skip(1) {
+            tracing::warn!("{line}");
+        }
+    }
     // Before anything is spawned: the passed sockets become close-on-exec here.
     let mut addrs = cfg.server.listen.clone();
     addrs.extend(&cfg.server.listen_tls);
@@ -97,9 +102,9 @@ pub fn run(config_path: &Path) -> Result<i32, SupervisorError> {
     })
 }
 
-/// Raises the soft fd limit to the hard one: the supervisor and every multiplexer hold
-/// about two fds per environment (a thousand tenants need more than the usual 1024).
-/// Children inherit the limit.
+/// Raises the soft fd limit to the hard one: each multiplexer and fd keeper holds one
+/// fd per environment (a thousand tenants need more than the usual 1024). Children
+/// inherit the limit; `fdlimit.rs` says what a configuration needs.
 fn raise_fd_limit() {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {

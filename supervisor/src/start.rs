@@ -214,7 +214,7 @@ impl Supervisor {
     pub(crate) fn start_processor(&mut self, gen: u64, env: usize) -> Result<(), SupervisorError> {
         // A private view: a fresh exec forked into its PID namespace (a spare was
         // forked into ours and cannot move).
-        let viewed = self.gen(gen).and_then(|g| g.view(env)).is_some();
+        let viewed = self.gen(gen).is_some_and(|g| g.viewed(env));
         // Its log pipe before any child exists (the first processor of an
         // environment makes it).
         self.gen(gen).map(|g| g.log_pipe(env).map(drop)).transpose()?;
@@ -226,12 +226,14 @@ impl Supervisor {
         let (pid, control) = match spare.and_then(|p| self.children.remove(&p).map(|c| (p, c.control))) {
             Some(pc) => pc,
             None if viewed => {
+                let exe = self.exe.clone();
                 let g = self
-                    .gen(gen)
+                    .gen_mut(gen)
                     .ok_or(SupervisorError::Runtime(std::io::ErrorKind::NotFound.into()))?;
-                let s = match g.view(env) {
-                    Some(v) => v.spawn(&self.exe, "processor")?,
-                    None => spawn::spawn(&self.exe, "processor")?,
+                // The environment's first child builds its view.
+                let s = match g.ensure_view(env)? {
+                    Some(v) => v.spawn(&exe, "processor")?,
+                    None => spawn::spawn(&exe, "processor")?,
                 };
                 self.watch(s.pid, &s.control, "processor")?;
                 (s.pid, s.control)
@@ -297,7 +299,25 @@ impl Supervisor {
     /// A multiplexer found no room in `env`: start a processor unless one is starting
     /// already or the pool is at its maximum.
     pub(crate) fn spawn_on_demand(&mut self, gen: u64, env: usize) {
-        if !matches!(self.stopping, Stopping::No) || gen != self.current() {
+        if !matches!(self.stopping, Stopping::No) {
+            return;
+        }
+        // A generation a reload replaces may still have a connection queued for an
+        // environment none of its processors serves (taken just before its
+        // multiplexers stopped accepting, or a hand-back): only its own processors
+        // can take it, so until its queues close it gets one, told at once to close
+        // each connection after its answer.
+        let old_phase = match self.gen(gen) {
+            Some(g) if g.id == self.current() => None,
+            Some(g) if g.retiring && g.retire_phase < 2 => Some(g.retire_phase),
+            _ => return,
+        };
+        if old_phase.is_some()
+            && self
+                .children
+                .values()
+                .any(|c| c.gen == gen && c.kind == (Kind::Processor { env }) && !c.stopping)
+        {
             return;
         }
         let Some(max) = self
@@ -328,6 +348,18 @@ impl Supervisor {
         if self.under_limit() {
             if let Err(e) = self.start_processor(gen, env) {
                 error!(env, "starting a processor on demand: {e}");
+                return;
+            }
+            if old_phase.is_some_and(|p| p >= 1) {
+                let newest = self
+                    .children
+                    .iter()
+                    .filter(|(_, c)| c.gen == gen && c.kind == (Kind::Processor { env }))
+                    .max_by_key(|(_, c)| c.started)
+                    .map(|(p, _)| *p);
+                if let Some(c) = newest.and_then(|p| self.children.get(&p)) {
+                    let _ = control::send(c.control.as_fd(), &ToChild::Graceful, &[]);
+                }
             }
         }
     }
