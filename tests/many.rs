@@ -143,7 +143,12 @@ fn ten_thousand_environments_start_reload_and_survive_a_killed_multiplexer() {
     progress("after the reload");
     stop.store(true, Ordering::Relaxed);
     let failures = client.join().unwrap();
-    assert!(failures.is_empty(), "{} failures: {failures:?}", failures.len());
+    assert!(
+        failures.is_empty(),
+        "{} failures: {failures:?}\n{}",
+        failures.len(),
+        server.log()
+    );
     one_fd_per_environment(&server, "after the reload");
 
     // A killed multiplexer's replacement gets every end from the keeper.

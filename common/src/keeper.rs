@@ -113,11 +113,24 @@ pub fn run(boot: &KeeperBoot, control: OwnedFd) -> Result<(), KeeperError> {
     }
 }
 
-/// Sends `ends` in order on `to`, at most [`MAX_FDS_PER_MESSAGE`] per message.
+/// How long a stream waits for the receiver to take a batch.
+const BATCH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Sends `ends` in order on `to`, at most [`MAX_FDS_PER_MESSAGE`] per message, each
+/// batch once the receiver has acknowledged the one before (an empty `Keep`). The
+/// kernel counts fds in flight per user against its open-files limit and then refuses
+/// every SCM_RIGHTS message of that user (ETOOMANYREFS): the keeper runs as the
+/// multiplexers' user, so 10,000 ends queued at once towards a multiplexer still
+/// starting would make the running multiplexers' hand-offs fail.
 pub fn stream(ends: &[OwnedFd], to: BorrowedFd<'_>) -> Result<(), ControlError> {
     let raw: Vec<RawFd> = ends.iter().map(AsRawFd::as_raw_fd).collect();
+    let mut rx = Receiver::with_max(MAX_REQUEST);
     for batch in raw.chunks(MAX_FDS_PER_MESSAGE) {
         control::send(to, &ToChild::Keep, batch)?;
+        match rx.recv_blocking::<ToChild>(to, 0, BATCH_TIMEOUT)? {
+            (ToChild::Keep, _) => {}
+            _ => return Err(ControlError::Empty),
+        }
     }
     Ok(())
 }
@@ -141,6 +154,8 @@ pub fn receive(from: BorrowedFd<'_>, count: usize, timeout: Duration) -> Result<
             })?;
             ends.push(fd);
         }
+        // Taken: the next batch may come.
+        control::send(from, &ToChild::Keep, &[])?;
     }
     Ok(ends)
 }
