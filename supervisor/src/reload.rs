@@ -162,6 +162,7 @@ impl Supervisor {
             return;
         }
         info!(generation = id, "reload: new generation starting");
+        crate::start::release_freed_memory();
     }
 
     /// Starts the new table's counters where the old one's are, per environment and
