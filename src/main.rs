@@ -97,6 +97,9 @@ enum Command {
     /// Internal: an environment's namespace holder (the init of its PID namespace).
     #[command(hide = true, name = "ns-holder")]
     NsHolder,
+    /// Internal: a generation's fd keeper (the environments' hand-off socket ends).
+    #[command(hide = true, name = "fd-keeper")]
+    FdKeeper,
 }
 
 /// Logs to stderr, with colours only when stderr is a terminal (never into a file, a
@@ -170,8 +173,20 @@ fn main() -> ExitCode {
                 }
                 // Whether the open-files limit is enough for this many environments.
                 if let Some((soft, hard)) = supervisor::fd_limit() {
+                    let mut refused = false;
                     for line in supervisor::describe_fd_limit(&cfg, soft, hard) {
-                        eprintln!("{line}");
+                        if line.starts_with("error: ") {
+                            refused = true;
+                            eprintln!("{line}");
+                        } else if line.starts_with("warning: ") {
+                            eprintln!("{line}");
+                        } else {
+                            println!("{line}");
+                        }
+                    }
+                    if refused {
+                        eprintln!("{}: 1 error(s)", config.display());
+                        return ExitCode::from(1);
                     }
                 }
                 println!(
@@ -264,6 +279,30 @@ fn main() -> ExitCode {
                 }
                 Err(e) => {
                     eprintln!("bulkhead ns-holder: starting: {e}");
+                    1
+                }
+            };
+            return ExitCode::from(code);
+        }
+        Command::FdKeeper => {
+            // No log subscriber: one line on the supervisor's stderr on failure.
+            let code = match common::child::start() {
+                Ok(common::child::Started {
+                    role: common::child::Role::Keeper(b),
+                    control,
+                }) => match common::keeper::run(&b, control) {
+                    Ok(()) => 0,
+                    Err(e) => {
+                        eprintln!("bulkhead fd-keeper ({} ends): {e}", b.side);
+                        1
+                    }
+                },
+                Ok(_) => {
+                    eprintln!("bulkhead fd-keeper: bootstrap is not for a keeper");
+                    1
+                }
+                Err(e) => {
+                    eprintln!("bulkhead fd-keeper: starting: {e}");
                     1
                 }
             };

@@ -33,15 +33,20 @@ fn text(out: &Output) -> (String, String) {
     )
 }
 
-/// A config of `n` environments, one vhost each.
+/// A config of `n` environments, one vhost each, none started before it is asked for.
 fn many(w: &Path, n: usize) -> String {
+    many_with(w, n, "min_processors = 0\n")
+}
+
+/// A config of `n` environments, one vhost each, each with `pool` in its table.
+fn many_with(w: &Path, n: usize, pool: &str) -> String {
     let mut c = format!(
         "[server]\nuser = {MUX_UID}\ngroup = {MUX_UID}\nlisten = [\"127.0.0.1:8080\"]\nserver_limit = {}\n",
         n + 16
     );
     for i in 0..n {
         c.push_str(&format!(
-            "\n[environments.e{i}]\nuser = {u}\ngroup = {u}\n\n[[vhosts]]\nserver_name = \"e{i}.test\"\n\
+            "\n[environments.e{i}]\nuser = {u}\ngroup = {u}\n{pool}\n[[vhosts]]\nserver_name = \"e{i}.test\"\n\
              environment = \"e{i}\"\ndocument_root = \"{d}\"\n",
             u = 3000 + i,
             d = w.display()
@@ -73,6 +78,25 @@ fn check_warns_when_the_open_files_limit_is_too_low() {
             && warning.contains("400 environments")
             && warning.contains("LimitNOFILE="),
         "{warning}"
+    );
+
+    // The same environments each started at once (a processor, its log pipe and view
+    // in the supervisor): the server could not start, and check says so.
+    let started = w.join("started.toml");
+    std::fs::write(&started, many_with(w, 400, "")).unwrap();
+    let out = bulkhead(&["check"], &started, Some((256, 512)));
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success(), "{stdout}{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.starts_with("error: ") && l.contains("needs to start") && l.contains("LimitNOFILE=")),
+        "{stderr}"
+    );
+    // What each process needs is said in any case.
+    assert!(
+        stdout.contains("open files (fds) per process for 400 environments"),
+        "{stdout}"
     );
 
     // Enough room: no warning, for the same configuration (when this machine's hard

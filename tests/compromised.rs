@@ -59,10 +59,14 @@ fn so_type(fd: &OwnedFd) -> i32 {
 }
 
 /// Takes `pid`'s two SEQPACKET sockets: the environment socket is the one whose inode
-/// the supervisor also holds (it keeps both ends of every environment's pair); the
-/// control channel's child end is held by the child only.
+/// an fd keeper also holds (the generation's keepers hold both ends of every
+/// environment's pair); the control channel's child end is held by the child only.
 fn take_channels(server: &TestServer, pid: i32) -> Taken {
-    let sup = socket_inodes(server.pid());
+    let sup: std::collections::HashSet<u64> = server
+        .children("fd-keeper")
+        .into_iter()
+        .flat_map(socket_inodes)
+        .collect();
     let pidfd = pidfd_open(pid);
     let (mut env, mut ctl) = (None, None);
     for (fd, target) in fd_links(pid) {

@@ -66,6 +66,9 @@ mod log_links;
 mod logrotate;
 /// Access logs per vhost, rotation with SIGUSR1, the error log file.
 mod logs;
+/// 10,000 environments under a 20,000 open-files limit: start, one fd per environment
+/// in any process (fd keepers), a reload under a looping client, a killed multiplexer.
+mod many;
 /// The private view per environment (mount, PID and IPC namespaces, Landlock,
 /// seccomp): /proc, other trees, /tmp, SysV IPC, denied syscalls, system PHP and
 /// DokuWiki in a jail, a killed holder, a reload, `check`.

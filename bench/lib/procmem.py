@@ -5,7 +5,7 @@
 
 prints TSV lines `component nprocs rss_kb pss_kb fds` for each kind of process in
 the tree of ROOT-PID (ROOT-PID itself and all its descendants), then a `total` line.
-Components: bulkhead supervisor / multiplexer / spare (exec'd `bulkhead processor`
+Components: bulkhead supervisor / multiplexer / fd keeper / view holder / spare (exec'd `bulkhead processor`
 still running as root, assigned to no environment) / processor; php-fpm master /
 pool child; nginx master / worker; anything else by its command name.
 `fds` is the number of open file descriptors summed over the component.
@@ -41,6 +41,10 @@ def component(pid, root, comm, argv, uid):
     if len(argv) > 1 and os.path.basename(argv[0]).startswith("bulkhead"):
         if argv[1] == "multiplexer":
             return "multiplexer"
+        if argv[1] == "fd-keeper":
+            return "fd keeper"
+        if argv[1] == "ns-holder":
+            return "view holder"
         if argv[1] == "processor":
             return "spare" if uid == 0 else "processor"
         if pid == root:

@@ -376,8 +376,8 @@ def mem_section(w, md, mem):
     fpm_ngx = None
     if fpm and ngx:
         fpm_ngx = tuple(a + b for a, b in zip(fpm, ngx))
-    bh_core = get("idle", "bh-mem", ["supervisor", "multiplexer"])
-    bh_all = get("idle", "bh-mem", ["supervisor", "multiplexer", "spare", "processor"])
+    bh_core = get("idle", "bh-mem", ["supervisor", "multiplexer", "fd keeper"])
+    bh_all = get("idle", "bh-mem", ["supervisor", "multiplexer", "fd keeper", "view holder", "spare", "processor"])
     nsp = get("idle", "bh-mem", ["spare"])
     nproc = get("idle", "bh-mem", ["processor"])
     fchild = get("idle", "fpm-mem", ["php-fpm pool child"])
@@ -393,7 +393,7 @@ def mem_section(w, md, mem):
 
     w("| What | Procs | RSS MiB | ×php-fpm | PSS MiB | ×php-fpm | PSS ×(php-fpm + nginx) | fds |")
     w("|---|---:|---:|---:|---:|---:|---:|---:|")
-    line("**bulkhead supervisor + multiplexers**", bh_core)
+    line("**bulkhead supervisor + multiplexers + fd keepers**", bh_core)
     line("bulkhead, every process (with %d spare(s)%s)" % (
         nsp[0] if nsp else 0, ", %d processor(s)" % nproc[0] if nproc else ""), bh_all)
     line("**php-fpm master, %s ondemand pools**" % n, fpm)
@@ -406,7 +406,7 @@ def mem_section(w, md, mem):
     w("")
     w("| Process | Count | RSS MiB | PSS MiB | fds |")
     w("|---|---:|---:|---:|---:|")
-    for c in ("supervisor", "multiplexer", "spare", "processor"):
+    for c in ("supervisor", "multiplexer", "fd keeper", "view holder", "spare", "processor"):
         v = get("idle", "bh-mem", [c])
         if v:
             w("| %s | %d | %s | %s | %d |" % (c, v[0], fmt(v[1], "mib"), fmt(v[2], "mib"), v[3]))

@@ -171,6 +171,10 @@ pub struct MultiplexerLayout {
     pub tls_listeners: usize,
     pub metrics_listener: bool,
     pub env_sockets: usize,
+    /// The environments' ends come from the generation's fd keeper on one socket
+    /// (`MultiplexerFds::env_stream`) instead of in the bootstrap.
+    #[serde(default)]
+    pub env_stream: bool,
 }
 
 impl MultiplexerLayout {
@@ -185,7 +189,11 @@ impl MultiplexerLayout {
             usize::from(self.metrics_listener),
             usize::from(boot.metrics_listen.is_some()),
         )?;
-        expect("env_sockets", self.env_sockets, boot.environments.len())
+        if self.env_stream {
+            expect("env_sockets", self.env_sockets, 0)
+        } else {
+            expect("env_sockets", self.env_sockets, boot.environments.len())
+        }
     }
 }
 
@@ -199,8 +207,11 @@ pub struct MultiplexerFds<F> {
     /// The metrics listener, when [`MultiplexerBoot::metrics_listen`] is set.
     pub metrics_listener: Option<F>,
     /// The multiplexer's end of every environment's hand-off socket, in environment
-    /// order.
+    /// order (received from `env_stream` when there is one).
     pub env_sockets: Vec<F>,
+    /// Where the environments' ends arrive from the fd keeper (`crate::keeper`), in
+    /// batches: more than a bootstrap should carry, and the supervisor keeps none.
+    pub env_stream: Option<F>,
     /// The shared table (read-write).
     pub table: F,
     /// The multiplexer's own scoreboard slot (read-write).
@@ -215,6 +226,7 @@ impl<F: AsRawFd> MultiplexerFds<F> {
         fds.extend(self.tls_listeners.iter().map(AsRawFd::as_raw_fd));
         fds.extend(self.metrics_listener.iter().map(AsRawFd::as_raw_fd));
         fds.extend(self.env_sockets.iter().map(AsRawFd::as_raw_fd));
+        fds.extend(self.env_stream.iter().map(AsRawFd::as_raw_fd));
         fds.push(self.table.as_raw_fd());
         fds.push(self.slot.as_raw_fd());
         let layout = MultiplexerLayout {
@@ -222,6 +234,7 @@ impl<F: AsRawFd> MultiplexerFds<F> {
             tls_listeners: self.tls_listeners.len(),
             metrics_listener: self.metrics_listener.is_some(),
             env_sockets: self.env_sockets.len(),
+            env_stream: self.env_stream.is_some(),
         };
         (fds, layout)
     }
@@ -235,6 +248,7 @@ impl MultiplexerFds<OwnedFd> {
             .saturating_add(layout.tls_listeners)
             .saturating_add(usize::from(layout.metrics_listener))
             .saturating_add(layout.env_sockets)
+            .saturating_add(usize::from(layout.env_stream))
             .saturating_add(2);
         let mut w = Wire::new(fds, want)?;
         // Fields are evaluated in the order written: this is the wire order.
@@ -243,6 +257,7 @@ impl MultiplexerFds<OwnedFd> {
             tls_listeners: w.many("tls_listeners", layout.tls_listeners, FdKind::Listener)?,
             metrics_listener: w.maybe("metrics_listener", layout.metrics_listener, FdKind::Listener)?,
             env_sockets: w.many("env_sockets", layout.env_sockets, FdKind::SeqPacket)?,
+            env_stream: w.maybe("env_stream", layout.env_stream, FdKind::SeqPacket)?,
             table: w.one("table", FdKind::Memfd)?,
             slot: w.one("slot", FdKind::Memfd)?,
         })
@@ -407,6 +422,7 @@ mod tests {
             tls_listeners: vec![f.listener.as_fd()],
             metrics_listener: Some(f.listener.as_fd()),
             env_sockets: vec![f.pair.0.as_fd(), f.pair.1.as_fd(), f.pair.0.as_fd()],
+            env_stream: None,
             table: f.memfd.0.as_fd(),
             slot: f.memfd.1.as_fd(),
         }

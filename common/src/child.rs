@@ -19,6 +19,8 @@ pub const MAX_BOOT_FDS: usize = 1 << 16;
 /// A spare waits for its environment as long as the supervisor lives (it dies with it:
 /// parent-death signal, and the channel's end of file).
 const BOOT_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
+/// How long a multiplexer waits for the fd keeper's stream of environment ends.
+const STREAM_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Why a child could not start.
 #[derive(Debug, Error)]
@@ -37,6 +39,8 @@ pub enum ChildError {
     Sandbox(#[from] crate::sandbox::SandboxError),
     #[error("log pipe onto fds 1 and 2: {0}")]
     LogPipe(crate::fds::FdError),
+    #[error("environment ends from the fd keeper: {0}")]
+    Keeper(#[from] crate::keeper::KeeperError),
 }
 
 /// A child after its privileges are dropped.
@@ -54,6 +58,8 @@ pub enum Role {
     Backend(Box<BackendBoot>, BackendFds<OwnedFd>),
     /// An environment's namespace holder: still root, nothing dropped.
     Holder(Box<crate::sandbox::holder::HolderBoot>),
+    /// A generation's fd keeper (`crate::keeper`), dropped to the multiplexers' user.
+    Keeper(Box<crate::keeper::KeeperBoot>),
 }
 
 /// Receives the bootstrap on [`CONTROL_FD`] and drops to its credentials.
@@ -107,9 +113,19 @@ pub fn start() -> Result<Started, ChildError> {
         }
         RoleBoot::Multiplexer(b) => {
             b.fds.check(&b)?;
-            let fds = MultiplexerFds::from_wire(&b.fds, fds)?;
+            let mut fds = MultiplexerFds::from_wire(&b.fds, fds)?;
+            // The environments' ends from the fd keeper, before anything else: the
+            // multiplexer cannot route without all of them.
+            if let Some(stream) = fds.env_stream.take() {
+                fds.env_sockets = crate::keeper::receive(
+                    std::os::fd::AsFd::as_fd(&stream),
+                    b.environments.len(),
+                    STREAM_TIMEOUT,
+                )?;
+            }
             Role::Multiplexer(Box::new(b), fds)
         }
+        RoleBoot::Keeper(b) => Role::Keeper(Box::new(b)),
         RoleBoot::Processor(b) => {
             b.fds.check(&b)?;
             let fds = ProcessorFds::from_wire(&b.fds, fds)?;
@@ -134,6 +150,13 @@ pub fn start() -> Result<Started, ChildError> {
     // The last walls, before the runtime or the exec: Landlock, then seccomp.
     if let Some(s) = &sandbox {
         crate::sandbox::apply(s)?;
+    }
+    // The bootstrap's text (a multiplexer's names every environment and vhost) is
+    // parsed and gone: give its pages back rather than keep them for the process's life.
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
     }
     Ok(Started { role, control })
 }

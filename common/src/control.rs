@@ -82,6 +82,21 @@ pub enum ToChild {
     /// Stop taking new work, finish what is in flight, exit 0. A processor first
     /// serves what is already queued: the supervisor closed the queue's writers.
     Shutdown,
+    /// To an fd keeper: keep the attached hand-off socket ends, after those it has,
+    /// in environment order. On a multiplexer's `env_stream`: its ends, in order.
+    Keep,
+    /// To an fd keeper: answer [`FromChild::Given`] with a copy of environment
+    /// `env`'s end attached.
+    Give { env: u32 },
+    /// To an fd keeper: send every end it keeps, in order, as `Keep` messages of at
+    /// most [`crate::seqpacket::MAX_FDS_PER_MESSAGE`] fds on the attached socket (a
+    /// new multiplexer's `env_stream`), then close it.
+    Stream,
+    /// To an fd keeper: answer [`FromChild::Pending`].
+    Pending,
+    /// To an fd keeper of multiplexer ends: shut every end down for writing, so the
+    /// processors that drain their queue see its end.
+    CloseQueues,
 }
 
 /// A processor slot a multiplexer should watch.
@@ -101,6 +116,12 @@ pub enum FromChild {
     Ready,
     /// A multiplexer found environment `env` without room: start a processor now.
     Spawn { env: u32 },
+    /// An fd keeper's answer to [`ToChild::Give`]: environment `env`'s end attached
+    /// (none when the index was out of range).
+    Given { env: u32 },
+    /// An fd keeper's answer to [`ToChild::Pending`]: how many of its ends have a
+    /// message waiting to be read (multiplexer ends: hand-backs not yet taken).
+    Pending { ends: u32 },
 }
 
 /// A child's slice of the configuration.
@@ -125,6 +146,9 @@ pub enum RoleBoot {
     Backend(BackendBoot),
     /// An environment's namespace holder (stays root, no fds).
     Holder(crate::sandbox::holder::HolderBoot),
+    /// A generation's fd keeper (runs as the multiplexers' user, no fds in its
+    /// bootstrap: its ends follow as `Keep` messages).
+    Keeper(crate::keeper::KeeperBoot),
 }
 
 /// A FastCGI backend's slice. Its fds are a [`crate::bootfds::BackendFds`] (always

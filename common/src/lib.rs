@@ -11,6 +11,7 @@ mod fuzz;
 pub mod handoff;
 pub mod head;
 pub mod http;
+pub mod keeper;
 pub mod panics;
 pub mod privdrop;
 pub mod sandbox;

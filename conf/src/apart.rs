@@ -51,10 +51,13 @@ pub(crate) fn check(
             }
         }
     }
-    for (j, env) in envs.iter().enumerate() {
-        let Some(first) = envs[..j].iter().find(|o| o.uid == env.uid) else {
+    // The first environment of each uid, found once: linear in the environments.
+    let mut first_of: std::collections::HashMap<u32, &Environment> = std::collections::HashMap::new();
+    for env in &envs {
+        let first = *first_of.entry(env.uid).or_insert(env);
+        if std::ptr::eq(first, *env) {
             continue;
-        };
+        }
         if let Some(e) = env_entry(root, r, &env.name, "user") {
             let message = format!(
                 "environments '{}' and '{}' both run as uid {}: each can signal and ptrace the other's processors",

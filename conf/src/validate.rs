@@ -497,10 +497,16 @@ fn vhosts(
         entry.error(r, "at least one vhost is required ([[vhosts]])");
     }
     let mut claims: HashMap<String, Claim> = HashMap::new();
+    // Environments by name, once (10,000 vhosts each looking up 10,000 names was
+    // most of loading such a configuration).
+    let mut by_name: HashMap<&str, usize> = HashMap::new();
+    for (i, env) in envs.iter().enumerate() {
+        by_name.entry(env.name.as_str()).or_insert(i);
+    }
     let mut out = Vec::new();
     let mut ok = true;
     for (index, t) in tables.iter().enumerate() {
-        match vhost(index, t, r, envs, &mut claims, cgi_defaults, mux) {
+        match vhost(index, t, r, (envs, &by_name), &mut claims, cgi_defaults, mux) {
             Some(v) => out.push(v),
             None => ok = false,
         }
@@ -512,7 +518,7 @@ fn vhost(
     index: usize,
     t: &Table,
     r: &mut Report,
-    envs: &[EnvState],
+    (envs, by_name): (&[EnvState], &HashMap<&str, usize>),
     claims: &mut HashMap<String, Claim>,
     cgi_defaults: CgiDefaults,
     mux: MuxIds,
@@ -533,7 +539,7 @@ fn vhost(
     };
     let environment = t.require(r, "environment").and_then(|e| {
         let name = e.str(r)?;
-        let found = envs.iter().position(|env| env.name == name);
+        let found = by_name.get(name).copied();
         if found.is_none() {
             let known: Vec<&str> = envs.iter().map(|env| env.name.as_str()).collect();
             let message = if known.is_empty() {

@@ -113,6 +113,8 @@ async fn serve(
         tls_listeners: tls_fds,
         metrics_listener: metrics_fd,
         env_sockets: env_fds,
+        // Taken (and read) by `common::child::start`.
+        env_stream: _,
         table: table_fd,
         slot: own_fd,
     } = fds;

@@ -49,6 +49,7 @@ pub fn multiplexer(
     listeners: &Listeners,
     index: u32,
     slot_fd: &OwnedFd,
+    env_stream: &OwnedFd,
     privileged: bool,
 ) -> (Bootstrap, Vec<RawFd>) {
     let cfg = &g.cfg;
@@ -67,7 +68,8 @@ pub fn multiplexer(
             .map(|(a, fd)| listeners.slots.pick(*a, fd.as_fd(), index))
             .collect(),
         metrics_listener: listeners.metrics.as_ref().map(|(_, fd)| fd.as_fd()),
-        env_sockets: g.env_sockets.iter().map(|(m, _)| m.as_fd()).collect(),
+        env_sockets: Vec::new(),
+        env_stream: Some(env_stream.as_fd()),
         table: g.table_fd.as_fd(),
         slot: slot_fd.as_fd(),
     };
@@ -191,6 +193,7 @@ pub fn processor(
     g: &Generation,
     env: EnvId,
     log_pipe: BorrowedFd<'_>,
+    env_socket: BorrowedFd<'_>,
     slot_fd: &OwnedFd,
     logs: &AccessLogs,
     privileged: bool,
@@ -260,7 +263,7 @@ pub fn processor(
         .collect();
     let bundle = ProcessorFds {
         log_pipe,
-        env_socket: g.env_sockets[env].1.as_fd(),
+        env_socket,
         slot: slot_fd.as_fd(),
         access_logs,
     };

@@ -1,101 +1,167 @@
 //! How many open files each role may need under a configuration, against the
 //! open-files limit (`RLIMIT_NOFILE`) it will run under, for `bulkhead check`. The
-//! supervisor raises its soft limit to the hard one at start and every child inherits
-//! that, so the hard limit is what must be large enough: under systemd, the unit's
-//! `LimitNOFILE=`.
+//! supervisor raises its soft limit to the hard one at start (`lib.rs`) and every
+//! child inherits that, so the hard limit is what must be large enough: under
+//! systemd, the unit's `LimitNOFILE=`.
 //!
-//! The figures are upper estimates from the configuration, not measurements:
-//! - the supervisor: per environment its hand-off socket pair, its log pipe and a
-//!   spare; per child (at most `server_limit` multiplexers and processors, plus every
-//!   environment's `max_backends`) its control channel and pidfd; every access log;
-//!   every listener;
-//! - a multiplexer: every listener, a hand-off socket per environment, and a socket
-//!   per connection it may hold (`max_clients`);
+//! The figures are upper estimates from the configuration, not measurements. No
+//! process holds more than one fd per environment at start (issue 15 item 6):
+//! - an fd keeper (two per generation, `keeper.rs`): one hand-off socket end per
+//!   environment;
+//! - a multiplexer: every listener and one end per environment; then a socket per
+//!   connection it may hold (`max_clients`);
+//! - the supervisor: no end at all; at start one batch of pairs on their way to the
+//!   keepers; per child (at start the first ones; at most `server_limit`
+//!   multiplexers and processors, plus every environment's `max_backends`) its
+//!   control channel, the copy its reader holds and its slot; every access log and listener. Once an environment has run,
+//!   its log pipe (two fds, for the generation's life) and, with a private view, its
+//!   holder's channel and three namespace fds: up to six per environment that ran;
 //! - a processor: two per connection (the socket and the file or pipe it answers
 //!   from, `max_connections_per_processor`) and its environment's access logs.
 //!
 //! Each adds [`BASE`] for what every process holds (stdio, the runtime, the
-//! scoreboard, the error log, libraries).
+//! scoreboard, the error log, libraries). A reload runs two generations side by side,
+//! each with its own keepers and multiplexers: no process holds both.
 
 use conf::Config;
 
 /// Fds every process holds whatever the configuration.
 const BASE: u64 = 64;
 
-/// The estimated need of each role.
+/// The estimated need of each role, in fds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FdNeed {
+    /// The supervisor at start and while no environment has run.
+    pub supervisor_idle: u64,
+    /// The supervisor once every environment has run (log pipes, views).
     pub supervisor: u64,
+    /// An fd keeper.
+    pub keeper: u64,
+    /// A multiplexer at start (listeners and ends).
+    pub multiplexer_idle: u64,
+    /// A multiplexer holding `max_clients` connections.
     pub multiplexer: u64,
     pub processor: u64,
 }
 
 impl FdNeed {
-    /// The largest of the three: what the shared limit must allow.
+    /// What any process needs to start: the hard limit must allow it.
+    pub fn start(&self) -> u64 {
+        self.supervisor_idle.max(self.keeper).max(self.multiplexer_idle)
+    }
+
+    /// The largest of all: what the limit should allow under full load.
     pub fn max(&self) -> u64 {
-        self.supervisor.max(self.multiplexer).max(self.processor)
+        self.supervisor
+            .max(self.keeper)
+            .max(self.multiplexer)
+            .max(self.processor)
     }
 }
 
-/// The estimate for `cfg` (see the module's documentation).
+/// The estimate for `cfg` (see the module's documentation), in one pass over the
+/// environments and one over the vhosts.
 pub fn need(cfg: &Config) -> FdNeed {
     let envs = cfg.environments.len() as u64;
     let listeners = (cfg.server.listen.len() + cfg.server.listen_tls.len()) as u64
         + u64::from(cfg.status.metrics_listen.is_some());
-    let logs = cfg.vhosts.iter().filter(|v| v.access_log.is_some()).count() as u64;
+    let mut logs_of = vec![0u64; cfg.environments.len()];
+    for v in cfg.vhosts.iter().filter(|v| v.access_log.is_some()) {
+        if let Some(n) = logs_of.get_mut(v.environment) {
+            *n += 1;
+        }
+    }
+    let logs: u64 = logs_of.iter().sum();
     let backends: u64 = cfg
         .environments
         .iter()
         .filter_map(|e| e.fastcgi.as_ref())
         .map(|f| u64::from(f.max_backends))
         .sum();
+    let viewed = cfg.environments.iter().filter(|e| e.private_view).count() as u64;
     let children = u64::from(cfg.server.server_limit) + backends;
-    let supervisor = BASE + 4 * envs + 2 * children + logs + listeners;
-    let multiplexer = BASE + listeners + envs + u64::from(cfg.server.max_clients);
+    // The children a start makes: multiplexers, spares, `start_processors`.
+    let first = u64::from(cfg.server.min_multiplexers.max(1))
+        + crate::state::SPARES as u64
+        + cfg
+            .environments
+            .iter()
+            .map(|e| u64::from(e.start_processors))
+            .sum::<u64>();
+    // Keepers' channels, one batch of pairs (both ends) on its way to them.
+    let fixed = BASE + listeners + logs + 2 + 2 * crate::keeper::PAIR_BATCH as u64;
+    // Environments started at once have their log pipe and view already.
+    let running: u64 = cfg
+        .environments
+        .iter()
+        .filter(|e| e.start_processors > 0)
+        .map(|e| 2 + 4 * u64::from(e.private_view))
+        .sum();
+    let supervisor_idle = fixed + 3 * first.min(children) + running;
+    let supervisor = fixed + 3 * children + 2 * envs + 4 * viewed;
+    let keeper = BASE + envs;
+    let multiplexer_idle = BASE + listeners + envs;
+    let multiplexer = multiplexer_idle + u64::from(cfg.server.max_clients);
     let processor = cfg
         .environments
         .iter()
-        .enumerate()
-        .map(|(i, e)| {
-            let own_logs = cfg
-                .vhosts
-                .iter()
-                .filter(|v| v.environment == i && v.access_log.is_some())
-                .count() as u64;
-            BASE + 2 * u64::from(e.max_connections_per_processor) + own_logs
-        })
+        .zip(&logs_of)
+        .map(|(e, own_logs)| BASE + 2 * u64::from(e.max_connections_per_processor) + own_logs)
         .max()
         .unwrap_or(BASE);
     FdNeed {
+        supervisor_idle,
         supervisor,
+        keeper,
+        multiplexer_idle,
         multiplexer,
         processor,
     }
 }
 
-/// `bulkhead check`'s lines about the limit: one warning when the hard limit is below
-/// the estimate, saying what to raise; nothing otherwise.
+/// `bulkhead check`'s lines about the limit: what each process needs, then an
+/// `error: ` line when the hard limit is below what the server needs to start (it
+/// would fail with EMFILE), or a `warning: ` line when it is below the need under full
+/// load, saying what to raise.
 pub fn describe(cfg: &Config, soft: u64, hard: u64) -> Vec<String> {
     let n = need(cfg);
-    let want = n.max();
-    if hard >= want {
-        return Vec::new();
-    }
-    // A round figure above the need, as an admin would write it.
-    let suggest = want.next_power_of_two().max(1024);
-    vec![format!(
-        "warning: {}: open files limit (RLIMIT_NOFILE) soft {soft}, hard {hard}, is below \
-         the {want} this configuration may need ({} environments, up to {} children: \
-         supervisor ~{}, a multiplexer ~{}, a processor ~{}); raise LimitNOFILE= in the \
-         systemd unit (e.g. LimitNOFILE={suggest}) or the hard limit (ulimit -Hn {suggest}) \
-         where bulkhead is started",
-        cfg.path.display(),
+    let mut lines = vec![format!(
+        "open files (fds) per process for {} environments: supervisor {} at start, up to {} once \
+         every environment has run; fd keeper {} (2 per generation); multiplexer {} at start, up \
+         to {} with max_clients connections; processor up to {}; limit (RLIMIT_NOFILE) soft {soft}, \
+         hard {hard} (the soft limit is raised to the hard one at start)",
         cfg.environments.len(),
-        cfg.server.server_limit,
+        n.supervisor_idle,
         n.supervisor,
+        n.keeper,
+        n.multiplexer_idle,
         n.multiplexer,
         n.processor,
-    )]
+    )];
+    let (want, level) = if hard < n.start() {
+        (n.start(), "error")
+    } else if hard < n.max() {
+        (n.max(), "warning")
+    } else {
+        return lines;
+    };
+    // A round figure above the need, as an admin would write it.
+    let suggest = want.next_power_of_two().max(1024);
+    lines.push(format!(
+        "{level}: {}: open files limit (RLIMIT_NOFILE) soft {soft}, hard {hard}, is below \
+         the {want} this configuration {} ({} environments, up to {} children); raise \
+         LimitNOFILE= in the systemd unit (e.g. LimitNOFILE={suggest}) or the hard limit \
+         (ulimit -Hn {suggest}) where bulkhead is started",
+        cfg.path.display(),
+        if level == "error" {
+            "needs to start (it would fail with EMFILE)"
+        } else {
+            "may need under full load"
+        },
+        cfg.environments.len(),
+        cfg.server.server_limit,
+    ));
+    lines
 }
 
 /// The limit this process runs under, `(soft, hard)`; `None` if it cannot be read.
@@ -113,7 +179,7 @@ mod tests {
         );
         for i in 0..envs {
             text.push_str(&format!(
-                "[environments.e{i}]\nuser = {u}\ngroup = {u}\n[[vhosts]]\nserver_name = \"e{i}.test\"\n\
+                "[environments.e{i}]\nuser = {u}\ngroup = {u}\nmin_processors = 0\n[[vhosts]]\nserver_name = \"e{i}.test\"\n\
                  environment = \"e{i}\"\ndocument_root = \"/srv\"\n",
                 u = 3000 + i
             ));
@@ -122,24 +188,30 @@ mod tests {
     }
 
     #[test]
-    fn more_environments_need_more() {
+    fn more_environments_need_more_but_one_fd_each_to_start() {
         let (a, b) = (need(&cfg(1)), need(&cfg(500)));
         assert!(b.supervisor > a.supervisor + 1000, "{a:?} {b:?}");
-        assert!(b.multiplexer > a.multiplexer + 400, "{a:?} {b:?}");
+        assert_eq!(b.multiplexer_idle - a.multiplexer_idle, 499, "{a:?} {b:?}");
+        assert_eq!(b.keeper - a.keeper, 499, "{a:?} {b:?}");
+        // The supervisor holds no hand-off end: its start need does not grow.
+        assert_eq!(b.supervisor_idle, a.supervisor_idle, "{a:?} {b:?}");
     }
 
     #[test]
-    fn warns_only_below_the_need() {
+    fn errors_below_the_start_need_and_warns_below_the_full_one() {
         let c = cfg(500);
-        let want = need(&c).max();
-        assert!(describe(&c, want, want).is_empty());
-        let w = describe(&c, 256, want - 1);
-        assert_eq!(w.len(), 1);
-        assert!(w[0].contains("LimitNOFILE="), "{}", w[0]);
+        let n = need(&c);
+        let only =
+            |lines: Vec<String>, level: &str| lines.into_iter().filter(|l| l.starts_with(level)).count();
+        assert_eq!(describe(&c, n.max(), n.max()).len(), 1, "the figures only");
+        assert_eq!(only(describe(&c, 256, n.max() - 1), "warning: "), 1);
+        assert_eq!(only(describe(&c, 256, n.max() - 1), "error: "), 0);
+        let e = describe(&c, 256, n.start() - 1);
+        assert_eq!(only(e.clone(), "error: "), 1, "{e:?}");
+        let e = e.last().unwrap();
         assert!(
-            w[0].contains("hard ") && w[0].contains("500 environments"),
-            "{}",
-            w[0]
+            e.contains("LimitNOFILE=") && e.contains("500 environments"),
+            "{e}"
         );
     }
 }

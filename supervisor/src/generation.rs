@@ -1,5 +1,6 @@
-//! One configuration generation: its config, its environments' hand-off sockets, its
-//! shared table, and the registry of child slots in that table. A reload starts a new
+//! One configuration generation: its config, the fd keepers of its environments'
+//! hand-off sockets (`keeper.rs`), its shared table, and the registry of child slots
+//! in that table. A reload starts a new
 //! generation beside the old one; listeners are not part of it (they outlive reloads).
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -26,8 +27,9 @@ pub struct PoolState {
 pub struct Generation {
     pub id: u64,
     pub cfg: Arc<Config>,
-    /// Per environment: (multiplexer end, processor end).
-    pub env_sockets: Vec<(OwnedFd, OwnedFd)>,
+    /// The keepers of its environments' hand-off sockets (the supervisor holds
+    /// neither end); `None` only in unit tests.
+    pub keepers: Option<crate::keeper::Keepers>,
     /// Per environment: the write end of its log pipe (its processors' fds 1 and 2;
     /// `tenant_log` reads the other end).
     /// Each environment's log pipe, made when its first child is bootstrapped: an
@@ -61,6 +63,8 @@ pub struct Generation {
     /// with the generations before and after it that keep the view's settings (the
     /// holder exits when the last of them is dropped).
     pub views: Vec<Option<Arc<crate::namespace::View>>>,
+    /// Running as root (private views are on where configured).
+    privileged: bool,
 }
 
 impl Generation {
@@ -78,14 +82,6 @@ impl Generation {
         // After the sockets: a jail's `.bulkhead` exists when its view is built. The
         // views `previous` has with the same settings are kept.
         let views = crate::namespace::views(&cfg, id, privileged, previous)?;
-        let mut env_sockets = Vec::new();
-        for e in &cfg.environments {
-            let pair = common::seqpacket::seqpacket_pair().map_err(|source| SupervisorError::Pair {
-                env: e.name.clone(),
-                source,
-            })?;
-            env_sockets.push(pair);
-        }
         let log_pipes = (0..cfg.environments.len())
             .map(|_| std::cell::OnceCell::new())
             .collect();
@@ -130,7 +126,7 @@ impl Generation {
         Ok(Generation {
             id,
             cfg: cfg.clone(),
-            env_sockets,
+            keepers: None,
             log_pipes,
             table_fd: rw,
             table: seg,
@@ -144,6 +140,7 @@ impl Generation {
             ticket_seeds,
             proxy_key,
             views,
+            privileged,
         })
     }
 
@@ -162,9 +159,36 @@ impl Generation {
             })
     }
 
-    /// Environment `env`'s private view, if it has one.
+    /// The generation's fd keepers.
+    pub fn keepers(&self) -> Result<&crate::keeper::Keepers, SupervisorError> {
+        self.keepers
+            .as_ref()
+            .ok_or(SupervisorError::Runtime(std::io::Error::other(
+                "generation without fd keepers",
+            )))
+    }
+
+    /// Environment `env`'s private view, if it has one built.
     pub fn view(&self, env: usize) -> Option<&crate::namespace::View> {
         self.views.get(env)?.as_deref()
+    }
+
+    /// Whether environment `env`'s children run in a private view (built or not yet).
+    pub fn viewed(&self, env: usize) -> bool {
+        self.privileged && self.cfg.environments.get(env).is_some_and(|e| e.private_view)
+    }
+
+    /// Environment `env`'s private view, built now if it has none yet (its first
+    /// child is about to start); `None` for an environment without one.
+    pub fn ensure_view(&mut self, env: usize) -> Result<Option<&crate::namespace::View>, SupervisorError> {
+        if !self.viewed(env) {
+            return Ok(None);
+        }
+        if self.views.get(env).is_some_and(Option::is_none) {
+            let v = crate::namespace::build(&self.cfg, env, self.id)?;
+            self.views[env] = Some(v);
+        }
+        Ok(self.view(env))
     }
 
     /// Takes a registry entry for `pid`; `None` when the registry is full.

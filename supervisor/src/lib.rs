@@ -9,6 +9,7 @@ mod errlog;
 mod fastcgi;
 mod fdlimit;
 mod generation;
+mod keeper;
 mod listen;
 mod logs;
 mod maintain;
@@ -44,11 +45,6 @@ pub enum SupervisorError {
     Listen(#[from] listen::ListenError),
     #[error(transparent)]
     Activation(#[from] activation::ActivationError),
-    #[error("hand-off socketpair for environment {env}: {source}")]
-    Pair {
-        env: String,
-        source: common::seqpacket::PacketError,
-    },
     #[error(transparent)]
     Spawn(#[from] spawn::SpawnError),
     #[error("runtime: {0}")]
@@ -75,6 +71,8 @@ pub enum SupervisorError {
     Random(std::io::Error),
     #[error(transparent)]
     Namespace(#[from] namespace::NamespaceError),
+    #[error(transparent)]
+    Keeper(#[from] keeper::KeeperError),
 }
 
 /// Runs the server in the foreground until it is stopped. Returns the exit code.
@@ -84,6 +82,11 @@ pub fn run(config_path: &Path) -> Result<i32, SupervisorError> {
         tracing::warn!("config: {w}");
     }
     raise_fd_limit();
+    if let Some((soft, hard)) = fdlimit::current() {
+        for line in fdlimit::describe(&cfg, soft, hard).iter().skip(1) {
+            tracing::warn!("{line}");
+        }
+    }
     // Before anything is spawned: the passed sockets become close-on-exec here.
     let mut addrs = cfg.server.listen.clone();
     addrs.extend(&cfg.server.listen_tls);
@@ -100,9 +103,9 @@ pub fn run(config_path: &Path) -> Result<i32, SupervisorError> {
     })
 }
 
-/// Raises the soft fd limit to the hard one: the supervisor and every multiplexer hold
-/// about two fds per environment (a thousand tenants need more than the usual 1024).
-/// Children inherit the limit.
+/// Raises the soft fd limit to the hard one: each multiplexer and fd keeper holds one
+/// fd per environment (a thousand tenants need more than the usual 1024). Children
+/// inherit the limit; `fdlimit.rs` says what a configuration needs.
 fn raise_fd_limit() {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {

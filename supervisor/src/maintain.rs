@@ -115,32 +115,46 @@ impl Supervisor {
         }
         let cfg = g.cfg.clone();
         let now = now_ms();
-        for (env, e) in cfg.environments.iter().enumerate() {
-            // A crashed processor's replacement is scheduled: its backoff decides.
-            if self
-                .pending
-                .iter()
-                .any(|(_, r)| *r == (Restart::Processor { gen, env }))
-            {
+        // One pass over the children and the pending restarts, then per environment
+        // what is its: a tick costs environments + children, not their product.
+        let mut seen: std::collections::HashMap<usize, Vec<Seen>> = std::collections::HashMap::new();
+        for (pid, c) in &self.children {
+            let Kind::Processor { env } = c.kind else { continue };
+            if c.gen != gen || c.stopping {
                 continue;
             }
-            let procs: Vec<Seen> = self
-                .children
-                .iter()
-                .filter(|(_, c)| c.gen == gen && c.kind == (Kind::Processor { env }) && !c.stopping)
-                .map(|(pid, c)| {
-                    let s = c.slot.as_ref().map(|s| &s.seg);
-                    let get = |w| s.map(|s| s.get(w)).unwrap_or(0);
-                    let state = get(slot::STATE);
-                    Seen {
-                        pid: *pid,
-                        ready: c.ready && state != slot::STARTING,
-                        active: get(slot::ACTIVE_CONNS),
-                        last_used_ms: get(slot::LAST_USED_MS).min(now),
-                        busy_since_ms: get(slot::BUSY_SINCE_MS).min(now),
-                    }
-                })
-                .collect();
+            let s = c.slot.as_ref().map(|s| &s.seg);
+            let get = |w| s.map(|s| s.get(w)).unwrap_or(0);
+            let state = get(slot::STATE);
+            seen.entry(env).or_default().push(Seen {
+                pid: *pid,
+                ready: c.ready && state != slot::STARTING,
+                active: get(slot::ACTIVE_CONNS),
+                last_used_ms: get(slot::LAST_USED_MS).min(now),
+                busy_since_ms: get(slot::BUSY_SINCE_MS).min(now),
+            });
+        }
+        let restarting: std::collections::HashSet<usize> = self
+            .pending
+            .iter()
+            .filter_map(|(_, r)| match *r {
+                Restart::Processor { gen: g, env } if g == gen => Some(env),
+                _ => None,
+            })
+            .collect();
+        for (env, e) in cfg.environments.iter().enumerate() {
+            // A crashed processor's replacement is scheduled: its backoff decides.
+            if restarting.contains(&env) {
+                continue;
+            }
+            let procs: Vec<Seen> = seen.remove(&env).unwrap_or_default();
+            // Nothing running and nothing wanted: the common idle case, decided here.
+            if procs.is_empty() && e.min_processors == 0 && e.min_spare_processors == 0 {
+                if let Some(g) = self.gen_mut(gen) {
+                    g.pools[env].spawn_rate = 1;
+                }
+                continue;
+            }
             let limits = Limits {
                 min: e.min_processors,
                 max: e.max_processors,

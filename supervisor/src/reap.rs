@@ -76,6 +76,7 @@ impl Supervisor {
             };
             let Some(child) = self.children.remove(&pid) else {
                 crate::namespace::holder_died(&mut self.gens, pid);
+                self.keeper_died(pid, &how);
                 continue;
             };
             self.retire_slot(pid, &child);
@@ -129,6 +130,33 @@ impl Supervisor {
                 );
             }
             self.pending.push((Instant::now() + delay, restart));
+        }
+    }
+
+    /// A generation's fd keeper died: its environments' queues lost one end, so that
+    /// generation can start no processor or multiplexer any more. The current one is
+    /// replaced by a reload of the configuration (a new generation, new keepers);
+    /// an old one is already on its way out.
+    fn keeper_died(&mut self, pid: i32, how: &str) {
+        let Some(g) = self
+            .gens
+            .iter_mut()
+            .find(|g| g.keepers.as_ref().is_some_and(|k| k.owns(pid)))
+        else {
+            return;
+        };
+        g.keepers = None;
+        let (id, current) = (g.id, g.id == self.current());
+        if !matches!(self.stopping, Stopping::No) {
+            return;
+        }
+        error!(pid, generation = id, "fd keeper died ({how})");
+        if current {
+            error!(
+                generation = id,
+                "reloading to replace the generation that lost its fd keeper"
+            );
+            self.reload();
         }
     }
 

@@ -86,7 +86,7 @@ impl Supervisor {
             .max()
             .unwrap_or(0)
             + 1;
-        let gen = match Generation::new(
+        let mut gen = match Generation::new(
             id,
             Arc::new(cfg),
             self.started_ms,
@@ -100,6 +100,13 @@ impl Supervisor {
                 return;
             }
         };
+        match crate::keeper::Keepers::start(&self.exe, &gen.cfg, id, self.privileged) {
+            Ok(k) => gen.keepers = Some(k),
+            Err(e) => {
+                error!("reload refused: {e}");
+                return;
+            }
+        }
         if let Err(e) = self.cgroups.sync(&gen.cfg) {
             error!("reload refused: {e}");
             return;
@@ -164,6 +171,7 @@ impl Supervisor {
             return;
         }
         info!(generation = id, "reload: new generation starting");
+        crate::start::release_freed_memory();
     }
 
     /// Starts the new table's counters where the old one's are, per environment and
@@ -173,16 +181,34 @@ impl Supervisor {
         let Some(old) = self.gens.last() else { return };
         let (oe, ov) = (old.cfg.environments.len(), old.cfg.vhosts.len());
         let (ne, _nv) = (new.cfg.environments.len(), new.cfg.vhosts.len());
+        // By name and by environment once: a reload of 10,000 environments costs
+        // environments + vhosts + children, not their products.
+        let old_env: std::collections::HashMap<&str, usize> = old
+            .cfg
+            .environments
+            .iter()
+            .enumerate()
+            .map(|(i, o)| (o.name.as_str(), i))
+            .collect();
+        let old_vhost: std::collections::HashMap<&str, usize> = old
+            .cfg
+            .vhosts
+            .iter()
+            .enumerate()
+            .map(|(i, o)| (o.server_name.as_str(), i))
+            .collect();
+        let mut slots_of: std::collections::HashMap<usize, Vec<&common::scoreboard::Segment>> =
+            std::collections::HashMap::new();
+        for c in self.children.values() {
+            if let (true, Kind::Processor { env }, Some(s)) = (c.gen == old.id, c.kind, &c.slot) {
+                slots_of.entry(env).or_default().push(&s.seg);
+            }
+        }
         for (ni, e) in new.cfg.environments.iter().enumerate() {
-            let Some(oi) = old.cfg.environments.iter().position(|o| o.name == e.name) else {
+            let Some(&oi) = old_env.get(e.name.as_str()) else {
                 continue;
             };
-            let live: Vec<&common::scoreboard::Segment> = self
-                .children
-                .values()
-                .filter(|c| c.gen == old.id && c.kind == (Kind::Processor { env: oi }))
-                .filter_map(|c| c.slot.as_ref().map(|s| &s.seg))
-                .collect();
+            let live: &[&common::scoreboard::Segment] = slots_of.get(&oi).map_or(&[], Vec::as_slice);
             let cap = crate::generation::TENANT_COUNTER_MAX;
             let sum = |w: usize| {
                 live.iter()
@@ -221,22 +247,17 @@ impl Supervisor {
             }
         }
         for (nv_i, v) in new.cfg.vhosts.iter().enumerate() {
-            let Some(ov_i) = old.cfg.vhosts.iter().position(|o| o.server_name == v.server_name) else {
+            let Some(&ov_i) = old_vhost.get(v.server_name.as_str()) else {
                 continue;
             };
             let env = old.cfg.vhosts[ov_i].environment;
             for w in slot::site::CLASS..slot::site::WORDS {
                 let mut total = old.table.get(table::vhost_word(oe, ov_i, w));
-                for c in self.children.values() {
-                    if c.gen != old.id || c.kind != (Kind::Processor { env }) {
-                        continue;
-                    }
-                    let Some(s) = &c.slot else { continue };
-                    let sites = (s.seg.get(slot::SITES) as usize).min(ov);
+                for s in slots_of.get(&env).map_or(&[][..], Vec::as_slice) {
+                    let sites = (s.get(slot::SITES) as usize).min(ov);
                     for i in 0..sites {
-                        if s.seg.get(slot::site_word(i, slot::site::VHOST)) as usize == ov_i {
+                        if s.get(slot::site_word(i, slot::site::VHOST)) as usize == ov_i {
                             let v = s
-                                .seg
                                 .get(slot::site_word(i, w))
                                 .min(crate::generation::TENANT_COUNTER_MAX);
                             total = total.saturating_add(v);
@@ -316,13 +337,14 @@ impl Supervisor {
                     })
                 }) && self
                     .gen(id)
-                    .is_some_and(|g| g.env_sockets.iter().all(|(m, _)| pending_bytes(m) == 0));
+                    .and_then(|g| g.keepers.as_ref())
+                    .is_some_and(|k| k.pending_handbacks().is_ok_and(|n| n == 0));
                 if !quiesced && started.is_some_and(|t| t.elapsed() < mux_bound) {
                     continue;
                 }
-                if let Some(g) = self.gen(id) {
-                    for (m, _) in &g.env_sockets {
-                        let _ = nix::sys::socket::shutdown(m.as_raw_fd(), nix::sys::socket::Shutdown::Write);
+                if let Some(k) = self.gen(id).and_then(|g| g.keepers.as_ref()) {
+                    if let Err(e) = k.close_queues() {
+                        warn!(generation = id, "closing the old queues: {e}");
                     }
                 }
                 self.tell(is_proc, &ToChild::Drain);
@@ -423,20 +445,6 @@ impl Supervisor {
             }
         }
         let _: Option<OwnedFd> = None;
-    }
-}
-
-/// Bytes of the next message waiting to be read at this end of a SEQPACKET socket
-/// (FIONREAD); the supervisor holds both ends of every environment's socket, the very
-/// sockets the children hold, so this sees hand-backs queued towards the multiplexers.
-fn pending_bytes(sock: &OwnedFd) -> libc::c_int {
-    let mut n: libc::c_int = 0;
-    // SAFETY: FIONREAD writes one c_int into the valid, writable `n`.
-    let r = unsafe { libc::ioctl(sock.as_raw_fd(), libc::FIONREAD, &mut n) };
-    if r < 0 {
-        0
-    } else {
-        n
     }
 }
 

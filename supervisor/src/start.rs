@@ -69,7 +69,8 @@ impl Supervisor {
         }
         let started_ms = scoreboard::now_ms();
         let config_path = cfg.path.clone();
-        let gen = Generation::new(0, Arc::new(cfg), started_ms, logs, privileged, None)?;
+        let mut gen = Generation::new(0, Arc::new(cfg), started_ms, logs, privileged, None)?;
+        gen.keepers = Some(crate::keeper::Keepers::start(&exe, &gen.cfg, 0, privileged)?);
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
         let mut sup = Supervisor {
             exe,
@@ -99,6 +100,7 @@ impl Supervisor {
             cgroups,
         };
         sup.start_generation(0)?;
+        release_freed_memory();
         Ok(sup)
     }
 
@@ -141,11 +143,14 @@ impl Supervisor {
             return Ok(());
         };
         let Some(g) = self.gen(gen) else { return Ok(()) };
-        let (boot, fds) = bootstrap::multiplexer(g, &self.listeners, index, &rw, self.privileged);
+        // Its environments' ends come from the generation's keeper, on this socket.
+        let stream = g.keepers()?.multiplexer_stream()?;
+        let (boot, fds) = bootstrap::multiplexer(g, &self.listeners, index, &rw, &stream, self.privileged);
         if let Err(e) = control::send(control.as_fd(), &ToChild::Bootstrap(Box::new(boot)), &fds) {
             error!(pid, "sending multiplexer bootstrap: {e}");
         }
         drop(rw);
+        drop(stream);
         // Every slot of its generation, this one included, so its status page is whole.
         let mut add = Vec::new();
         let mut ro_fds = Vec::new();
@@ -220,7 +225,7 @@ impl Supervisor {
     pub(crate) fn start_processor(&mut self, gen: u64, env: usize) -> Result<(), SupervisorError> {
         // A private view: a fresh exec forked into its PID namespace (a spare was
         // forked into ours and cannot move).
-        let viewed = self.gen(gen).and_then(|g| g.view(env)).is_some();
+        let viewed = self.gen(gen).is_some_and(|g| g.viewed(env));
         // Its log pipe before any child exists (the first processor of an
         // environment makes it).
         self.gen(gen).map(|g| g.log_pipe(env).map(drop)).transpose()?;
@@ -232,12 +237,14 @@ impl Supervisor {
         let (pid, control) = match spare.and_then(|p| self.children.remove(&p).map(|c| (p, c.control))) {
             Some(pc) => pc,
             None if viewed => {
+                let exe = self.exe.clone();
                 let g = self
-                    .gen(gen)
+                    .gen_mut(gen)
                     .ok_or(SupervisorError::Runtime(std::io::ErrorKind::NotFound.into()))?;
-                let s = match g.view(env) {
-                    Some(v) => v.spawn(&self.exe, "processor")?,
-                    None => spawn::spawn(&self.exe, "processor")?,
+                // The environment's first child builds its view.
+                let s = match g.ensure_view(env)? {
+                    Some(v) => v.spawn(&exe, "processor")?,
+                    None => spawn::spawn(&exe, "processor")?,
                 };
                 self.watch(s.pid, &s.control, "processor")?;
                 (s.pid, s.control)
@@ -265,11 +272,29 @@ impl Supervisor {
         let g = self
             .gen(gen)
             .ok_or(SupervisorError::Runtime(std::io::ErrorKind::NotFound.into()))?;
-        let (boot, fds) = bootstrap::processor(g, env, g.log_pipe(env)?, &rw, &g.logs, self.privileged);
+        // Its environment's end, from the keeper: the supervisor's copy lives only
+        // until the bootstrap is sent.
+        let end = match g.keepers().and_then(|k| Ok(k.processor_end(env)?)) {
+            Ok(end) => end,
+            Err(e) => {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                return Err(e);
+            }
+        };
+        let (boot, fds) = bootstrap::processor(
+            g,
+            env,
+            g.log_pipe(env)?,
+            end.as_fd(),
+            &rw,
+            &g.logs,
+            self.privileged,
+        );
         if let Err(e) = control::send(control.as_fd(), &ToChild::Bootstrap(Box::new(boot)), &fds) {
             error!(pid, "sending processor bootstrap: {e}");
         }
         drop(rw);
+        drop(end);
         let kind = Kind::Processor { env };
         self.announce(gen, pid, kind, reg, &ro, None);
         let slot = Some(ChildSlot {
@@ -285,7 +310,25 @@ impl Supervisor {
     /// A multiplexer found no room in `env`: start a processor unless one is starting
     /// already or the pool is at its maximum.
     pub(crate) fn spawn_on_demand(&mut self, gen: u64, env: usize) {
-        if !matches!(self.stopping, Stopping::No) || gen != self.current() {
+        if !matches!(self.stopping, Stopping::No) {
+            return;
+        }
+        // A generation a reload replaces may still have a connection queued for an
+        // environment none of its processors serves (taken just before its
+        // multiplexers stopped accepting, or a hand-back): only its own processors
+        // can take it, so until its queues close it gets one, told at once to close
+        // each connection after its answer.
+        let old_phase = match self.gen(gen) {
+            Some(g) if g.id == self.current() => None,
+            Some(g) if g.retiring && g.retire_phase < 2 => Some(g.retire_phase),
+            _ => return,
+        };
+        if old_phase.is_some()
+            && self
+                .children
+                .values()
+                .any(|c| c.gen == gen && c.kind == (Kind::Processor { env }) && !c.stopping)
+        {
             return;
         }
         let Some(max) = self
@@ -316,8 +359,31 @@ impl Supervisor {
         if self.under_limit() {
             if let Err(e) = self.start_processor(gen, env) {
                 error!(env, "starting a processor on demand: {e}");
+                return;
+            }
+            if old_phase.is_some_and(|p| p >= 1) {
+                let newest = self
+                    .children
+                    .iter()
+                    .filter(|(_, c)| c.gen == gen && c.kind == (Kind::Processor { env }))
+                    .max_by_key(|(_, c)| c.started)
+                    .map(|(p, _)| *p);
+                if let Some(c) = newest.and_then(|p| self.children.get(&p)) {
+                    let _ = control::send(c.control.as_fd(), &ToChild::Graceful, &[]);
+                }
             }
         }
+    }
+}
+
+/// Gives the allocator's free pages back to the kernel: loading a configuration of
+/// 10,000 environments frees about as much as it keeps (the TOML document, the
+/// validation's tables), which glibc would otherwise hold for the process's life.
+pub(crate) fn release_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

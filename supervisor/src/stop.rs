@@ -2,7 +2,6 @@
 //! writers are closed and the processors drain, all within `shutdown_timeout`) and
 //! SIGINT (SIGKILL at once). Where systemd's `STOPPING=1` will be sent: `begin_stop`.
 
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use common::control::ToChild;
@@ -94,9 +93,9 @@ impl Supervisor {
             {
                 // No multiplexer can hand off any more: close our ends so a processor that
                 // drains its queue sees the end of it, then tell the processors.
-                for g in &self.gens {
-                    for (m, _) in &g.env_sockets {
-                        let _ = nix::sys::socket::shutdown(m.as_raw_fd(), nix::sys::socket::Shutdown::Write);
+                for k in self.gens.iter().filter_map(|g| g.keepers.as_ref()) {
+                    if let Err(e) = k.close_queues() {
+                        tracing::warn!("closing the queues: {e}");
                     }
                 }
                 self.tell(|c| matches!(c.kind, Kind::Processor { .. }), &ToChild::Shutdown);

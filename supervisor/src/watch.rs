@@ -74,6 +74,10 @@ pub(crate) fn spawn(pid: i32, reader: OwnedFd, role: &'static str, tx: mpsc::Sen
                     }
                     continue;
                 }
+                Ok((FromChild::Given { .. } | FromChild::Pending { .. }, _)) => Event::Violation {
+                    pid,
+                    why: "only an fd keeper answers Given or Pending".into(),
+                },
                 Err(ControlError::Packet(PacketError::Closed { .. } | PacketError::Io { .. }))
                 | Err(ControlError::Poll(_)) => break,
                 Err(e) => {

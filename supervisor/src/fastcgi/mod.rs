@@ -168,6 +168,10 @@ impl Supervisor {
     /// Starts one backend of `env` in generation `gen`.
     pub(crate) fn start_backend(&mut self, gen: u64, env: usize) -> Result<(), SupervisorError> {
         let privileged = self.privileged;
+        // The environment's view, built now when this is its first child.
+        if let Some(g) = self.gen_mut(gen) {
+            g.ensure_view(env)?;
+        }
         let Some(g) = self.gen(gen) else { return Ok(()) };
         let Some((e, f, b)) = g.cfg.environments.get(env).and_then(|e| {
             let f = e.fastcgi.as_ref()?;

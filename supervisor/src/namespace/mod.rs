@@ -1,5 +1,6 @@
 //! Environments' private views, the supervisor's side. For each environment with
-//! `private_view` (when running as root): a holder (`bulkhead ns-holder`,
+//! `private_view` (when running as root), built when its first child starts (a
+//! server of 10,000 environments starts without building 10,000 views): a holder (`bulkhead ns-holder`,
 //! [`common::sandbox::holder`]) started as the first process of a new PID namespace;
 //! it makes the mount and IPC namespaces and builds the view ([`plan`]). The
 //! supervisor keeps fds of its three namespaces. Each child of the environment
@@ -83,10 +84,11 @@ fn os<'a>(env: &'a str, what: &'static str) -> impl FnOnce(std::io::Error) -> Na
     }
 }
 
-/// The views of every environment with `private_view` (none when unprivileged: one
-/// warning). An environment whose view `previous` (the newest generation so far)
-/// already has with the same [`plan::Key`] shares it, once its holder has covered the
-/// paths this configuration hides and that view does not yet; any other gets a new one.
+/// The views a new generation starts with: none is built here (an environment's view
+/// is built at its first child's start, [`build`]), but an environment whose view
+/// `previous` (the newest generation so far) has built with the same [`plan::Key`]
+/// shares it, once its holder has covered the paths this configuration hides and that
+/// view does not yet. Unprivileged there are none (one warning).
 pub fn views(
     cfg: &Config,
     gen: u64,
@@ -103,39 +105,56 @@ pub fn views(
         }
         return Ok(cfg.environments.iter().map(|_| None).collect());
     }
-    let mut out = Vec::new();
+    // By name, once: a reload of 10,000 environments looks each up in O(1).
+    let old_index: std::collections::HashMap<&str, usize> = previous
+        .map(|g| {
+            g.cfg
+                .environments
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| g.views.get(*j).is_some_and(Option::is_some))
+                .map(|(j, o)| (o.name.as_str(), j))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut out = Vec::with_capacity(cfg.environments.len());
     for (i, e) in cfg.environments.iter().enumerate() {
-        if !e.private_view {
+        let old = e
+            .private_view
+            .then(|| old_index.get(e.name.as_str()))
+            .flatten()
+            .and_then(|&j| previous?.views.get(j)?.clone());
+        let Some(v) = old else {
             out.push(None);
             continue;
-        }
+        };
         let (steps, sandbox) = plan::plan(cfg, i);
         let key = plan::key(cfg, i, &steps, &sandbox);
-        let old = previous.and_then(|g| {
-            let j = g.cfg.environments.iter().position(|o| o.name == e.name)?;
-            g.views.get(j)?.clone()
-        });
-        let kept = match old {
-            Some(v) if v.key == key && !v.broken.load(Ordering::Relaxed) => {
-                match v.hide(&plan::hidden(&steps)) {
-                    Ok(()) => Some(v),
-                    Err(err) => {
-                        warn!(environment = %e.name, "private view: {err}; building a new one");
-                        None
-                    }
+        let kept = if v.key == key && !v.broken.load(Ordering::Relaxed) {
+            match v.hide(&plan::hidden(&steps)) {
+                Ok(()) => Some(v),
+                Err(err) => {
+                    warn!(environment = %e.name, "private view: {err}; building a new one at its next start");
+                    None
                 }
             }
-            _ => None,
+        } else {
+            None
         };
-        match kept {
-            Some(v) => {
-                info!(environment = %e.name, generation = gen, holder = v.holder, "private view kept");
-                out.push(Some(v));
-            }
-            None => out.push(Some(Arc::new(start(cfg, i, gen, steps, sandbox, key)?))),
+        if let Some(v) = &kept {
+            info!(environment = %e.name, generation = gen, holder = v.holder, "private view kept");
         }
+        out.push(kept);
     }
     Ok(out)
+}
+
+/// Environment `env`'s view for a generation of `cfg` that has none yet: a new holder,
+/// the view planned from `cfg` (called at the environment's first child's start).
+pub fn build(cfg: &Config, env: usize, gen: u64) -> Result<Arc<View>, NamespaceError> {
+    let (steps, sandbox) = plan::plan(cfg, env);
+    let key = plan::key(cfg, env, &steps, &sandbox);
+    Ok(Arc::new(start(cfg, env, gen, steps, sandbox, key)?))
 }
 
 /// Runs `f` with this process's `pid_for_children` set to `target` (None: a new PID

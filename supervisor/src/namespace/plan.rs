@@ -124,58 +124,103 @@ pub fn describe(cfg: &Config) -> Vec<String> {
             "warning: private_view needs root: off for the {viewed} environments that have it when not run as root"
         ));
     }
+    // Who holds which tree: a path of another environment that is one of ours or
+    // above it cannot be hidden from us. Found by walking up from our own roots.
+    let mut owners: std::collections::HashMap<&Path, Vec<usize>> = std::collections::HashMap::new();
+    let mut roots_of: Vec<Vec<&Path>> = vec![Vec::new(); cfg.environments.len()];
+    for v in &cfg.vhosts {
+        owners
+            .entry(v.document_root.as_path())
+            .or_default()
+            .push(v.environment);
+        if let Some(r) = roots_of.get_mut(v.environment) {
+            r.push(v.document_root.as_path());
+        }
+    }
+    for (j, other) in cfg.environments.iter().enumerate() {
+        if let Some(c) = &other.chroot {
+            owners.entry(c.as_path()).or_default().push(j);
+        }
+    }
+    let mut described = 0usize;
+    let mut held = 0usize;
     for (i, e) in cfg.environments.iter().enumerate() {
         if !e.private_view {
             continue;
         }
-        let (steps, _) = plan(cfg, i);
-        let hidden = steps.iter().filter(|s| matches!(s, Step::Hide { .. })).count();
-        let what = match &e.chroot {
-            Some(jail) => {
-                if let Ok(dir) = std::fs::read_dir(jail) {
-                    for d in dir.flatten() {
-                        if PROVIDED.iter().any(|p| d.file_name() == *p) {
+        // One line per view for the first few; past that a summary (a plan walks the
+        // whole configuration, and 10,000 lines say nothing more).
+        if described < DESCRIBED_VIEWS {
+            described += 1;
+            out.extend(describe_one(cfg, i));
+        }
+        if e.chroot.is_none() {
+            let mut seen = BTreeSet::new();
+            for root in &roots_of[i] {
+                for a in root.ancestors() {
+                    for &j in owners.get(a).into_iter().flatten() {
+                        if j != i && seen.insert((a, j)) {
+                            held += 1;
+                            if held > DESCRIBED_VIEWS {
+                                continue;
+                            }
                             out.push(format!(
-                                "warning: environment {}: the jail's own '{}' is not shown (the private view provides the system's)",
+                                "warning: environment {}: {} (environment {}) holds one of its document roots and cannot be hidden from it",
                                 e.name,
-                                d.path().display()
+                                a.display(),
+                                cfg.environments[j].name
                             ));
                         }
-                    }
-                }
-                format!("its jail {} rebuilt with the system read-only", jail.display())
-            }
-            None => format!("the host's tree with {hidden} other environments' paths hidden"),
-        };
-        out.push(format!(
-            "environment {}: private view: mount, PID and IPC namespaces ({what}), Landlock, seccomp",
-            e.name
-        ));
-        if e.chroot.is_none() {
-            for (j, other) in cfg.environments.iter().enumerate() {
-                let theirs = cfg
-                    .vhosts
-                    .iter()
-                    .filter(|v| v.environment == j && j != i)
-                    .map(|v| v.document_root.clone())
-                    .chain(other.chroot.iter().filter(|_| j != i).cloned());
-                for p in theirs {
-                    let covers_ours = cfg
-                        .vhosts
-                        .iter()
-                        .any(|v| v.environment == i && within(&v.document_root, &p));
-                    if covers_ours {
-                        out.push(format!(
-                            "warning: environment {}: {} (environment {}) holds one of its document roots and cannot be hidden from it",
-                            e.name,
-                            p.display(),
-                            other.name
-                        ));
                     }
                 }
             }
         }
     }
+    if held > DESCRIBED_VIEWS {
+        out.push(format!(
+            "warning: {} more document roots held by another environment cannot be hidden from it (shared or nested trees)",
+            held - DESCRIBED_VIEWS
+        ));
+    }
+    if viewed > described {
+        out.push(format!(
+            "{} more environments: private views alike (each built at its first processor's start)",
+            viewed - described
+        ));
+    }
+    out
+}
+
+/// How many environments `describe` gives a line of their own.
+const DESCRIBED_VIEWS: usize = 20;
+
+/// `describe`'s line (and the jail's warnings) for environment `i`.
+fn describe_one(cfg: &Config, i: usize) -> Vec<String> {
+    let e = &cfg.environments[i];
+    let mut out = Vec::new();
+    let (steps, _) = plan(cfg, i);
+    let hidden = steps.iter().filter(|s| matches!(s, Step::Hide { .. })).count();
+    let what = match &e.chroot {
+        Some(jail) => {
+            if let Ok(dir) = std::fs::read_dir(jail) {
+                for d in dir.flatten() {
+                    if PROVIDED.iter().any(|p| d.file_name() == *p) {
+                        out.push(format!(
+                                "warning: environment {}: the jail's own '{}' is not shown (the private view provides the system's)",
+                                e.name,
+                                d.path().display()
+                            ));
+                    }
+                }
+            }
+            format!("its jail {} rebuilt with the system read-only", jail.display())
+        }
+        None => format!("the host's tree with {hidden} other environments' paths hidden"),
+    };
+    out.push(format!(
+        "environment {}: private view: mount, PID and IPC namespaces ({what}), Landlock, seccomp",
+        e.name
+    ));
     out
 }
 
@@ -339,19 +384,20 @@ fn host(cfg: &Config, env: usize) -> (Vec<Step>, Sandbox) {
     let mut steps = vec![Step::Private];
     // Other environments' trees, unless one holds one of ours (it cannot be covered
     // without covering ours; their files are still the kernel's and Landlock's).
+    // One pass over the environments and one over the vhosts: a plan costs what the
+    // configuration's size does, not its square.
     let mut hide: Vec<PathBuf> = Vec::new();
     for (i, other) in cfg.environments.iter().enumerate() {
-        if i == env {
-            continue;
+        if i != env {
+            hide.extend(other.chroot.iter().cloned());
         }
-        hide.extend(other.chroot.iter().cloned());
-        hide.extend(
-            cfg.vhosts
-                .iter()
-                .filter(|v| v.environment == i)
-                .map(|v| v.document_root.clone()),
-        );
     }
+    hide.extend(
+        cfg.vhosts
+            .iter()
+            .filter(|v| v.environment != env)
+            .map(|v| v.document_root.clone()),
+    );
     hide.sort();
     hide.dedup();
     for p in hide {
