@@ -173,8 +173,11 @@ fn attack(name: &str, server: &TestServer, tool: &std::path::Path, path: &str, m
         loaded.len(),
         failed.len()
     );
+    // The attack ran its course, or ended early because the server had closed every
+    // one of its connections (slowloris: the per-address cap refuses most at accept
+    // and request_head_timeout cuts the rest, so the tool runs out of sockets).
     assert!(
-        ran >= Duration::from_secs(ATTACK_SECS - 5),
+        ran >= Duration::from_secs(ATTACK_SECS - 5) || out.contains("No open connections left"),
         "{name}: slowhttptest ended after {ran:?}: {out}"
     );
     assert!(

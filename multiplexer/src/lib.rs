@@ -127,13 +127,11 @@ async fn serve(
         // Readable only: a hand-off taken by a processor must not wake every multiplexer.
         env_socks.push(common::fds::async_fd_readable(fd)?);
     }
-    let table = Segment::map(&table_fd, true)?;
-    // A second mapping of the table for the per-address counts shared by the
-    // multiplexers (their rows of it only).
+    // One mapping of the table: the pools' words and the per-address rows shared by
+    // the multiplexers.
+    let table = Rc::new(Segment::map(&table_fd, true)?);
     let across = match (boot.index, boot.max_connections_per_ip) {
-        (Some(index), max) if max > 0 => Segment::map(&table_fd, true)
-            .ok()
-            .and_then(|seg| per_ip::Across::new(seg, index)),
+        (Some(index), max) if max > 0 => per_ip::Across::new(table.clone(), index),
         _ => None,
     };
     drop(table_fd);

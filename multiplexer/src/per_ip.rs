@@ -61,7 +61,7 @@ struct Count {
 /// The counts shared by the multiplexers of a generation: this one's column of the
 /// shared table's per-address rows.
 pub(crate) struct Across {
-    seg: Segment,
+    seg: Rc<Segment>,
     base: usize,
     column: usize,
     key: (u64, u64),
@@ -70,7 +70,7 @@ pub(crate) struct Across {
 impl Across {
     /// This multiplexer's column (`index`) of the table `seg`, cleared; `None` for an
     /// index past the columns (it counts on its own only).
-    pub fn new(seg: Segment, index: u32) -> Option<Across> {
+    pub fn new(seg: Rc<Segment>, index: u32) -> Option<Across> {
         let column = index as usize;
         if column >= table::per_ip::COLUMNS {
             return None;
@@ -326,7 +326,7 @@ mod tests {
     fn pair(max: u32) -> (Rc<PerIp>, Rc<PerIp>) {
         let words = table::words(0, 0, 0);
         let (rw, _ro) = common::scoreboard::create("per-ip-test", words).unwrap();
-        let seg = |fd: &std::os::fd::OwnedFd| Segment::map(fd, true).unwrap();
+        let seg = |fd: &std::os::fd::OwnedFd| Rc::new(Segment::map(fd, true).unwrap());
         let key = seg(&rw);
         key.set(table::per_ip_base(0, 0, 0), 0x1234);
         let a = PerIp::new(max, 64, 100, Across::new(seg(&rw), 0));
@@ -370,7 +370,7 @@ mod tests {
     #[test]
     fn an_index_past_the_columns_counts_alone() {
         let (rw, _ro) = common::scoreboard::create("per-ip-test", table::words(0, 0, 0)).unwrap();
-        let seg = Segment::map(&rw, true).unwrap();
+        let seg = Rc::new(Segment::map(&rw, true).unwrap());
         assert!(Across::new(seg, table::per_ip::COLUMNS as u32).is_none());
     }
 

@@ -5,6 +5,7 @@
 //! and the step is never zero.
 
 use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use common::control::{EnvBoot, SlotAdd, VhostBoot};
@@ -31,7 +32,7 @@ pub enum Refusal {
 pub struct Pools {
     pub envs: Vec<EnvBoot>,
     pub vhosts: Vec<VhostBoot>,
-    pub table: Segment,
+    pub table: Rc<Segment>,
     pub slots: RefCell<Vec<Watched>>,
     pub wait_timeout: Duration,
     pub wait_steps: u32,
@@ -61,7 +62,7 @@ impl Pools {
     pub fn new(
         envs: Vec<EnvBoot>,
         vhosts: Vec<VhostBoot>,
-        table: Segment,
+        table: Rc<Segment>,
         wait_timeout: Duration,
         wait_steps: u32,
         max_clients: u32,

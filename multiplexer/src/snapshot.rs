@@ -305,7 +305,7 @@ mod tests {
             max_clients: 0,
             tls: false,
         }];
-        let pools = Pools::new(envs, vhosts, t, Duration::from_secs(1), 1, 0);
+        let pools = Pools::new(envs, vhosts, std::rc::Rc::new(t), Duration::from_secs(1), 1, 0);
         pools.update(add, fds, vec![]);
         let facts = Facts {
             generation: 0,
