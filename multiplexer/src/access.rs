@@ -36,11 +36,7 @@ impl Access {
                 "status refused: client {peer} is uid {uid}, not in [status] allow_users"
             )),
             Err(PeerUidError::NotFound) if !looks_local(peer, local) => {
-                if self
-                    .allow
-                    .iter()
-                    .any(|(net, p)| cidr_contains(*net, *p, peer.ip()))
-                {
+                if self.allows(peer) {
                     Ok(())
                 } else {
                     Err(format!(
@@ -57,6 +53,13 @@ impl Access {
 }
 
 impl Access {
+    /// `[status] allow` lists `peer`'s address.
+    fn allows(&self, peer: SocketAddr) -> bool {
+        self.allow
+            .iter()
+            .any(|(net, p)| cidr_contains(*net, *p, peer.ip()))
+    }
+
     /// [`Access::check`] for addresses a PROXY header carried: the socket is the
     /// proxy's, so no uid says who the client is, and a client address that looks
     /// local is local to the proxy's host, not this one: only `[status] allow`
@@ -68,11 +71,7 @@ impl Access {
                  judged by the uid of their socket, which a proxied connection does not have"
             ));
         }
-        if self
-            .allow
-            .iter()
-            .any(|(net, p)| cidr_contains(*net, *p, peer.ip()))
-        {
+        if self.allows(peer) {
             Ok(())
         } else {
             Err(format!(

@@ -194,16 +194,12 @@ impl PerIp {
         let len = table.len();
         match table.get_mut(&k) {
             Some(c) if c.n >= self.max => {
-                let mut warned = c.warned;
-                self.refused(ip, &mut warned);
-                c.warned = warned;
+                self.refused(ip, &mut c.warned);
                 return None;
             }
             Some(c) => {
                 if self.across.as_ref().is_some_and(|a| !a.take(&k, self.max)) {
-                    let mut warned = c.warned;
-                    self.refused(ip, &mut warned);
-                    c.warned = warned;
+                    self.refused(ip, &mut c.warned);
                     return None;
                 }
                 if c.n < self.max / 2 {

@@ -18,6 +18,7 @@ pub mod access;
 pub mod cgi;
 pub mod fastcgi;
 pub mod https;
+pub mod stamp;
 pub mod static_files;
 
 use std::fs::File;

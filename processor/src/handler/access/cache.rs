@@ -5,7 +5,7 @@
 //! has already from its `fstat`: a directory without `.htaccess` costs no syscall until
 //! an entry is created, removed or renamed in it. A present `.htaccess` costs one
 //! `fstatat` per request (its inode, size, mtime and ctime). A timestamp less than
-//! [`SETTLE`] old is not trusted (a change within the same clock tick would keep it):
+//! [`SETTLE`](crate::handler::stamp::SETTLE) old is not trusted (a change within the same clock tick would keep it):
 //! such a directory or file is looked at again on the next request, and a file's text is
 //! parsed again only when it changed (compared by hash), so notes are logged once.
 
@@ -16,7 +16,7 @@ use std::io::Read;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::path::Path;
 use std::rc::Rc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use nix::errno::Errno;
 use nix::fcntl::{openat, AtFlags, OFlag};
@@ -24,6 +24,7 @@ use nix::sys::stat::{fstat, fstatat, FileStat, Mode};
 
 use super::parse::{self, Htaccess};
 use super::AccessError;
+use crate::handler::stamp::Stamp;
 use crate::handler::static_files::resolve::{self, ResolveError};
 
 /// The name read in every directory.
@@ -32,37 +33,6 @@ pub const NAME: &str = ".htaccess";
 pub const MAX_SIZE: u64 = 64 * 1024;
 /// Directories remembered per thread.
 pub const CAPACITY: usize = 1000;
-/// How old a timestamp must be before it is trusted to show every change.
-const SETTLE: Duration = Duration::from_secs(2);
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct Stamp {
-    ino: u64,
-    size: i64,
-    mtime: (i64, i64),
-    ctime: (i64, i64),
-}
-
-impl Stamp {
-    fn of(st: &FileStat) -> Self {
-        Self {
-            ino: st.st_ino,
-            size: st.st_size,
-            mtime: (st.st_mtime, st.st_mtime_nsec),
-            ctime: (st.st_ctime, st.st_ctime_nsec),
-        }
-    }
-
-    fn settled(&self, now: SystemTime) -> bool {
-        let newest = self.mtime.0.max(self.ctime.0);
-        let Ok(newest) = u64::try_from(newest) else {
-            return true;
-        };
-        UNIX_EPOCH
-            .checked_add(Duration::from_secs(newest) + SETTLE)
-            .is_some_and(|t| t < now)
-    }
-}
 
 enum State {
     Absent,

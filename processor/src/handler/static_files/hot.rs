@@ -37,12 +37,14 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use hyper::body::Bytes;
+
+use crate::handler::stamp::Stamp;
 use nix::errno::Errno;
 use nix::fcntl::AtFlags;
-use nix::sys::stat::{fstat, fstatat, FileStat};
+use nix::sys::stat::{fstat, fstatat};
 use thiserror::Error;
 
 use super::resolve::{self, Found, Resolved};
@@ -58,7 +60,7 @@ pub const BUDGET: usize = 4 * 1024 * 1024;
 pub const MAX_ENTRIES: usize = 1024;
 /// How old a timestamp must be before it is trusted to show every later change (as the
 /// `.htaccess` cache's).
-pub const SETTLE: Duration = Duration::from_secs(2);
+pub use crate::handler::stamp::SETTLE;
 
 /// Why a file is not cached (it is then served by the resolver, as before).
 #[derive(Debug, Error)]
@@ -75,50 +77,6 @@ pub enum HotError {
     Raced,
     #[error("reading: {0}")]
     Read(std::io::Error),
-}
-
-/// What a stamp compares: any change to a name in a directory, or to a file's content,
-/// mode or owner, changes one of these.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stamp {
-    dev: u64,
-    ino: u64,
-    mode: u32,
-    uid: u32,
-    gid: u32,
-    size: i64,
-    mtime: (i64, i64),
-    ctime: (i64, i64),
-}
-
-impl Stamp {
-    fn of(st: &FileStat) -> Self {
-        Self {
-            dev: st.st_dev,
-            ino: st.st_ino,
-            mode: st.st_mode,
-            uid: st.st_uid,
-            gid: st.st_gid,
-            size: st.st_size,
-            mtime: (st.st_mtime, st.st_mtime_nsec),
-            ctime: (st.st_ctime, st.st_ctime_nsec),
-        }
-    }
-
-    /// Both timestamps at least [`SETTLE`] before `now` (none in the future).
-    fn settled(&self, now: SystemTime) -> bool {
-        let newest = self.mtime.0.max(self.ctime.0);
-        let Ok(newest) = u64::try_from(newest) else {
-            return true;
-        };
-        UNIX_EPOCH
-            .checked_add(Duration::from_secs(newest).saturating_add(SETTLE))
-            .is_some_and(|t| t < now)
-    }
-
-    fn kind(&self) -> u32 {
-        self.mode & libc::S_IFMT
-    }
 }
 
 /// One name below the document root and its stamp.

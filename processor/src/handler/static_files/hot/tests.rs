@@ -3,6 +3,7 @@
 
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::Path;
+use std::time::Duration;
 
 use nix::sys::stat::{utimensat, UtimensatFlags};
 use nix::sys::time::TimeSpec;
