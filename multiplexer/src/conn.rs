@@ -276,9 +276,13 @@ pub(crate) fn first_bytes<R>(
     })
 }
 
-/// The fast path's hand-off: a whole head, routed to a pool with room, sent at once.
-fn try_hand_off(buf: &[u8], stream: &std::net::TcpStream, from: Origin, shared: &Shared) -> bool {
-    let Some(end) = head_end(buf) else { return false };
+/// The fast path's hand-off: a whole head within `limit_request_head`, routed to a
+/// pool with room, sent at once (a fresh connection's first read, a hand-back's
+/// payload). False: nothing was sent; the caller goes on the async path.
+pub(crate) fn try_hand_off(buf: &[u8], stream: &std::net::TcpStream, from: Origin, shared: &Shared) -> bool {
+    // A hand-back's payload may be longer than the limit: the head must end within it.
+    let window = &buf[..buf.len().min(shared.limit_request_head)];
+    let Some(end) = head_end(window) else { return false };
     let Decision::Route { vhost, env } = decide_in(shared, &buf[..end]) else {
         return false;
     };
