@@ -292,7 +292,7 @@ pub(crate) fn try_hand_off(buf: &[u8], stream: &std::net::TcpStream, from: Origi
     let (peer, local, tag) = from;
     let meta = proxy::meta(0, vhost, peer, local, tag);
     let sock = &shared.env_socks[env];
-    match handoff::send(sock.get_ref().as_fd(), &meta, buf, stream.as_fd()) {
+    match handoff::send(sock.as_fd(), &meta, buf, stream.as_fd()) {
         Ok(()) => {
             shared
                 .pools
@@ -534,7 +534,14 @@ pub async fn hand_off(
     stream: &TcpStream,
 ) -> Result<(), HandoffError> {
     let sock = &shared.env_socks[env];
-    handoff::send_waiting(sock, meta, payload, stream.as_fd(), shared.handoff_timeout).await
+    handoff::send_waiting(
+        sock.as_fd(),
+        meta,
+        payload,
+        stream.as_fd(),
+        shared.handoff_timeout,
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -47,7 +47,10 @@ pub enum MultiplexerError {
 /// What every connection task reads.
 pub(crate) struct Shared {
     pub hosts: HostTable,
-    pub env_socks: Vec<AsyncFd<OwnedFd>>,
+    /// Each environment's socket (the multiplexers' end), in no reactor: hand-offs are
+    /// sent on it ([`common::handoff::send_waiting`] waits for room on a registration
+    /// of its own), hand-backs taken through a [`handback::ReadySet`].
+    pub env_socks: Vec<OwnedFd>,
     pub limit_request_head: usize,
     /// The longest a head may take (and the TLS hello's bound).
     pub request_head_timeout: Duration,
@@ -121,11 +124,9 @@ async fn serve(
     for (name, idx) in &boot.hosts {
         hosts.insert(name, *idx as usize);
     }
-    let mut env_socks = Vec::with_capacity(env_fds.len());
-    for fd in env_fds {
-        // Readable only: a hand-off taken by a processor must not wake every multiplexer.
-        env_socks.push(common::fds::async_fd_readable(fd)?);
-    }
+    // In no reactor: a hand-off taken by a processor must not wake every multiplexer,
+    // nor a hand-back all of them (`handback`).
+    let env_socks = env_fds;
     // One mapping of the table: the pools' words and the per-address rows shared by
     // the multiplexers.
     let table = Rc::new(Segment::map(&table_fd, true)?);
@@ -273,14 +274,14 @@ async fn serve(
             Ok(())
         });
     }
-    for env in 0..shared.env_socks.len() {
-        essential.spawn_local(handback::hand_back_loop(
-            env,
-            shared.clone(),
-            stop_rx.clone(),
-            inflight.clone(),
-        ));
-    }
+    // The generation's first multiplexer is woken by hand-backs; the others sweep.
+    let first = boot.index.is_none_or(|i| i == 0);
+    essential.spawn_local(handback::hand_back_loop(
+        first,
+        shared.clone(),
+        stop_rx.clone(),
+        inflight.clone(),
+    ));
 
     let mut quiescing = false;
     let mut chan = AsyncChannel::new(control)?;
