@@ -431,3 +431,40 @@ fn a_hand_back_head_over_the_limit_is_refused() {
     assert_eq!(r.status, 431, "{}", server.log());
     both_serve(&server, "after");
 }
+
+/// Only the generation's multiplexer 0 is woken by hand-backs; the others take what is
+/// queued every 20 ms: with either multiplexer frozen (SIGSTOP), a hand-back is still
+/// routed, by the other one.
+#[test]
+fn a_hand_back_is_routed_with_either_multiplexer_frozen() {
+    require_root!();
+    let (_w, server) = start("a_hand_back_is_routed_with_either_multiplexer_frozen", "");
+    let alice = one_alice(&server);
+    both_serve(&server, "before");
+    let taken = take_channels(&server, alice);
+    let muxes = server.children("multiplexer");
+    assert_eq!(muxes.len(), 2, "{}", server.log());
+    let head = b"GET / HTTP/1.1\r\nHost: bob.test\r\nConnection: close\r\n\r\n";
+    let meta = Meta {
+        flags: flags::HAND_BACK,
+        vhost: NO_VHOST,
+        peer: "127.0.0.1:1".parse().unwrap(),
+        local: "127.0.0.1:2".parse().unwrap(),
+        tag: [0; handoff::TAG_LEN],
+    };
+    let header = handoff::encode_header(&meta, head.len());
+    for frozen in &muxes {
+        // SAFETY: plain kill(2) calls on a child of the server under test.
+        unsafe { libc::kill(*frozen, libc::SIGSTOP) };
+        let (mut client, served) = own_connection();
+        let sent = send_retrying(&taken.env, &[&header, head], &[served.as_raw_fd()]);
+        drop(served);
+        let r = read_response(&mut client, false);
+        // SAFETY: as above.
+        unsafe { libc::kill(*frozen, libc::SIGCONT) };
+        assert!(sent);
+        let r = r.unwrap_or_else(|| panic!("no response with multiplexer {frozen} frozen\n{}", server.log()));
+        assert_eq!((r.status, r.text().as_str()), (200, "bob home"));
+    }
+    both_serve(&server, "after");
+}
