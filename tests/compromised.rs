@@ -334,3 +334,137 @@ fn a_forged_proxy_address_in_a_hand_back_is_refused() {
     );
     assert!(line.is_some(), "{}", server.log());
 }
+
+/// A listening socket of the test's own and a connection to it: the client end, and
+/// the accepted end (blocking, as sockets are made) that alice hands back.
+fn own_connection() -> (std::net::TcpStream, std::net::TcpStream) {
+    let own = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = std::net::TcpStream::connect(own.local_addr().unwrap()).unwrap();
+    let (served, _) = own.accept().unwrap();
+    client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    (client, served)
+}
+
+fn is_nonblocking(fd: &impl AsRawFd) -> bool {
+    // SAFETY: F_GETFL takes no pointer; the fd is open for the call.
+    let fl = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+    fl >= 0 && fl & libc::O_NONBLOCK != 0
+}
+
+/// A hand-back of a blocking socket with a whole head for bob (the multiplexers' fast
+/// path: routed and handed off at once, never in their reactor): bob serves it, and
+/// the socket was made non-blocking before bob got it, so a socket alice chose cannot
+/// stall bob's processor.
+#[test]
+fn a_blocking_hand_back_is_made_non_blocking_before_it_is_routed() {
+    require_root!();
+    let (_w, server) = start(
+        "a_blocking_hand_back_is_made_non_blocking_before_it_is_routed",
+        "",
+    );
+    let alice = one_alice(&server);
+    both_serve(&server, "before");
+    let taken = take_channels(&server, alice);
+    let (mut client, served) = own_connection();
+    assert!(!is_nonblocking(&served));
+    let head = b"GET / HTTP/1.1\r\nHost: bob.test\r\n\r\n";
+    let meta = Meta {
+        flags: flags::HAND_BACK,
+        vhost: NO_VHOST,
+        peer: "127.0.0.1:1".parse().unwrap(),
+        local: "127.0.0.1:2".parse().unwrap(),
+        tag: [0; handoff::TAG_LEN],
+    };
+    let header = handoff::encode_header(&meta, head.len());
+    assert!(send_retrying(&taken.env, &[&header, head], &[served.as_raw_fd()]));
+    let r = read_response(&mut client, false).expect("no response to the hand-back");
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, "bob home"),
+        "{}",
+        server.log()
+    );
+    // The flag belongs to the file description, which our copy shares.
+    assert!(is_nonblocking(&served), "bob got a blocking socket");
+    // Keep-alive goes on in bob's processor.
+    use std::io::Write;
+    client
+        .write_all(b"GET / HTTP/1.1\r\nHost: bob.test\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let r = read_response(&mut client, false).expect("no second response");
+    assert_eq!((r.status, r.text().as_str()), (200, "bob home"));
+    both_serve(&server, "after");
+}
+
+/// A hand-back whose payload holds a whole head longer than `limit_request_head` is
+/// not routed on that head (the fast path looks for its end within the limit only):
+/// the client gets 431, as a fresh connection would.
+#[test]
+fn a_hand_back_head_over_the_limit_is_refused() {
+    require_root!();
+    let (_w, server) = start(
+        "a_hand_back_head_over_the_limit_is_refused",
+        "limit_request_head = 1024",
+    );
+    let alice = one_alice(&server);
+    let taken = take_channels(&server, alice);
+    let (mut client, served) = own_connection();
+    let head = format!(
+        "GET / HTTP/1.1\r\nHost: bob.test\r\nX-Pad: {}\r\n\r\n",
+        "p".repeat(2000)
+    );
+    let meta = Meta {
+        flags: flags::HAND_BACK,
+        vhost: NO_VHOST,
+        peer: "127.0.0.1:1".parse().unwrap(),
+        local: "127.0.0.1:2".parse().unwrap(),
+        tag: [0; handoff::TAG_LEN],
+    };
+    let header = handoff::encode_header(&meta, head.len());
+    assert!(send_retrying(
+        &taken.env,
+        &[&header, head.as_bytes()],
+        &[served.as_raw_fd()]
+    ));
+    drop(served);
+    let r = read_response(&mut client, false).expect("no response to the hand-back");
+    assert_eq!(r.status, 431, "{}", server.log());
+    both_serve(&server, "after");
+}
+
+/// Only the generation's multiplexer 0 is woken by hand-backs; the others take what is
+/// queued every 20 ms: with either multiplexer frozen (SIGSTOP), a hand-back is still
+/// routed, by the other one.
+#[test]
+fn a_hand_back_is_routed_with_either_multiplexer_frozen() {
+    require_root!();
+    let (_w, server) = start("a_hand_back_is_routed_with_either_multiplexer_frozen", "");
+    let alice = one_alice(&server);
+    both_serve(&server, "before");
+    let taken = take_channels(&server, alice);
+    let muxes = server.children("multiplexer");
+    assert_eq!(muxes.len(), 2, "{}", server.log());
+    let head = b"GET / HTTP/1.1\r\nHost: bob.test\r\nConnection: close\r\n\r\n";
+    let meta = Meta {
+        flags: flags::HAND_BACK,
+        vhost: NO_VHOST,
+        peer: "127.0.0.1:1".parse().unwrap(),
+        local: "127.0.0.1:2".parse().unwrap(),
+        tag: [0; handoff::TAG_LEN],
+    };
+    let header = handoff::encode_header(&meta, head.len());
+    for frozen in &muxes {
+        // SAFETY: plain kill(2) calls on a child of the server under test.
+        unsafe { libc::kill(*frozen, libc::SIGSTOP) };
+        let (mut client, served) = own_connection();
+        let sent = send_retrying(&taken.env, &[&header, head], &[served.as_raw_fd()]);
+        drop(served);
+        let r = read_response(&mut client, false);
+        // SAFETY: as above.
+        unsafe { libc::kill(*frozen, libc::SIGCONT) };
+        assert!(sent);
+        let r = r.unwrap_or_else(|| panic!("no response with multiplexer {frozen} frozen\n{}", server.log()));
+        assert_eq!((r.status, r.text().as_str()), (200, "bob home"));
+    }
+    both_serve(&server, "after");
+}

@@ -56,10 +56,11 @@ pub fn async_fd(fd: OwnedFd) -> std::io::Result<tokio::io::unix::AsyncFd<OwnedFd
     unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(std::io::Error::from)
 }
 
-/// Registers a hand-off socket with the current tokio reactor for readability only.
-/// Every multiplexer holds the same end of an environment's socket (and every processor
-/// of the pool the other): registered for writability too, each message taken off the
-/// queue would wake every holder (the edge of room coming back). [`crate::handoff::send_waiting`]
+/// Registers a hand-off socket with the current tokio reactor for readability only (a
+/// processor's end). Every processor of a pool holds the same end of its environment's
+/// socket: registered for writability too, each message taken off the queue would wake
+/// every holder (the edge of room coming back). The multiplexers' ends are in no
+/// reactor (`multiplexer::handback`). [`crate::handoff::send_waiting`]
 /// waits for room on a registration of its own, only while a queue is full.
 pub fn async_fd_readable(fd: OwnedFd) -> std::io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
     // SAFETY: an OwnedFd is open and refers to the same file description for as long as

@@ -168,24 +168,25 @@ pub fn send(
 }
 
 /// Sends like [`send`], waiting for room while the queue is full, for at most
-/// `timeout`: the multiplexer's hand-off and the processor's hand-back. `sock` may be
-/// registered for readability only ([`crate::fds::async_fd_readable`]): the wait for
+/// `timeout`: the multiplexer's hand-off and the processor's hand-back. `sock` needs no
+/// registration with the reactor (a multiplexer's are in none, a processor's is
+/// registered for readability only, [`crate::fds::async_fd_readable`]): the wait for
 /// room is on a registration of a duplicate of it, for writability, made only when the
 /// queue is full and dropped with the send.
 pub async fn send_waiting(
-    sock: &AsyncFd<OwnedFd>,
+    sock: BorrowedFd<'_>,
     meta: &Meta,
     payload: &[u8],
     conn: BorrowedFd<'_>,
     timeout: Duration,
 ) -> Result<(), HandoffError> {
-    match send(sock.get_ref().as_fd(), meta, payload, conn) {
+    match send(sock, meta, payload, conn) {
         Err(HandoffError::Packet(e)) if e.is_would_block() => {}
         other => return other,
     }
     let closed = |_| HandoffError::Packet(PacketError::Closed { fd: -1 });
     let attempt = async {
-        let dup = sock.get_ref().try_clone().map_err(closed)?;
+        let dup = sock.try_clone_to_owned().map_err(closed)?;
         // SAFETY: `dup` is an open OwnedFd that the AsyncFd owns for as long as it lives.
         let room = unsafe { AsyncFd::register_with_interest(dup, tokio::io::Interest::WRITABLE) }
             .map_err(|e| closed(std::io::Error::from(e)))?;
@@ -246,9 +247,10 @@ mod tests {
         rt.block_on(async {
             let (a, b) = seqpacket::seqpacket_pair().unwrap();
             let (c, _d) = seqpacket::seqpacket_pair().unwrap();
-            // Registered for readability only, as the roles do: the wait for room
+            // Registered for readability only, as a processor's is: the wait for room
             // must not need the registration's writability.
             let a = crate::fds::async_fd_readable(a).unwrap();
+            let a = a.get_ref().as_fd();
             let meta = Meta {
                 flags: 0,
                 vhost: 1,
@@ -260,7 +262,7 @@ mod tests {
             let payload = vec![b'x'; 64 * 1024];
             let mut sent = 0;
             let err = loop {
-                match send_waiting(&a, &meta, &payload, c.as_fd(), wait).await {
+                match send_waiting(a, &meta, &payload, c.as_fd(), wait).await {
                     Ok(()) => sent += 1,
                     Err(e) => break e,
                 }
@@ -273,17 +275,17 @@ mod tests {
                 let (m, p, _fd) = recv(b.as_fd(), &mut buf).unwrap();
                 assert_eq!((m, p.len()), (meta, payload.len()));
             }
-            send_waiting(&a, &meta, b"again", c.as_fd(), wait).await.unwrap();
+            send_waiting(a, &meta, b"again", c.as_fd(), wait).await.unwrap();
             let (_, p, _fd) = recv(b.as_fd(), &mut buf).unwrap();
             assert_eq!(p, b"again");
             // Full again: a sender waiting for room is woken when the receiver empties
             // the queue (a unix socket reports room once 3/4 of its buffer is free).
             let mut queued = 0;
-            while send(a.get_ref().as_fd(), &meta, &payload, c.as_fd()).is_ok() {
+            while send(a, &meta, &payload, c.as_fd()).is_ok() {
                 queued += 1;
             }
             let long = Duration::from_secs(30);
-            let (sent, ()) = tokio::join!(send_waiting(&a, &meta, b"woken", c.as_fd(), long), async {
+            let (sent, ()) = tokio::join!(send_waiting(a, &meta, b"woken", c.as_fd(), long), async {
                 for _ in 0..queued {
                     let (_, p, _fd) = recv(b.as_fd(), &mut buf).unwrap();
                     assert_eq!(p.len(), payload.len());

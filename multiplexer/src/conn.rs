@@ -276,9 +276,13 @@ pub(crate) fn first_bytes<R>(
     })
 }
 
-/// The fast path's hand-off: a whole head, routed to a pool with room, sent at once.
-fn try_hand_off(buf: &[u8], stream: &std::net::TcpStream, from: Origin, shared: &Shared) -> bool {
-    let Some(end) = head_end(buf) else { return false };
+/// The fast path's hand-off: a whole head within `limit_request_head`, routed to a
+/// pool with room, sent at once (a fresh connection's first read, a hand-back's
+/// payload). False: nothing was sent; the caller goes on the async path.
+pub(crate) fn try_hand_off(buf: &[u8], stream: &std::net::TcpStream, from: Origin, shared: &Shared) -> bool {
+    // A hand-back's payload may be longer than the limit: the head must end within it.
+    let window = &buf[..buf.len().min(shared.limit_request_head)];
+    let Some(end) = head_end(window) else { return false };
     let Decision::Route { vhost, env } = decide_in(shared, &buf[..end]) else {
         return false;
     };
@@ -288,7 +292,7 @@ fn try_hand_off(buf: &[u8], stream: &std::net::TcpStream, from: Origin, shared: 
     let (peer, local, tag) = from;
     let meta = proxy::meta(0, vhost, peer, local, tag);
     let sock = &shared.env_socks[env];
-    match handoff::send(sock.get_ref().as_fd(), &meta, buf, stream.as_fd()) {
+    match handoff::send(sock.as_fd(), &meta, buf, stream.as_fd()) {
         Ok(()) => {
             shared
                 .pools
@@ -530,7 +534,14 @@ pub async fn hand_off(
     stream: &TcpStream,
 ) -> Result<(), HandoffError> {
     let sock = &shared.env_socks[env];
-    handoff::send_waiting(sock, meta, payload, stream.as_fd(), shared.handoff_timeout).await
+    handoff::send_waiting(
+        sock.as_fd(),
+        meta,
+        payload,
+        stream.as_fd(),
+        shared.handoff_timeout,
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 mod access;
 mod bound;
 mod conn;
+mod handback;
 mod peer_uid;
 mod per_ip;
 mod pool;
@@ -16,19 +17,17 @@ pub mod status;
 mod tls;
 
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::rc::Rc;
 use std::time::Duration;
 
 use common::bootfds::MultiplexerFds;
 use common::control::{AsyncChannel, FromChild, MultiplexerBoot, ToChild};
-use common::handoff;
 use common::scoreboard::{now_ms, slot, Segment};
 use common::vhost::HostTable;
 use pool::Pools;
 use thiserror::Error;
 use tokio::io::unix::AsyncFd;
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
@@ -48,7 +47,10 @@ pub enum MultiplexerError {
 /// What every connection task reads.
 pub(crate) struct Shared {
     pub hosts: HostTable,
-    pub env_socks: Vec<AsyncFd<OwnedFd>>,
+    /// Each environment's socket (the multiplexers' end), in no reactor: hand-offs are
+    /// sent on it ([`common::handoff::send_waiting`] waits for room on a registration
+    /// of its own), hand-backs taken through a [`handback::ReadySet`].
+    pub env_socks: Vec<OwnedFd>,
     pub limit_request_head: usize,
     /// The longest a head may take (and the TLS hello's bound).
     pub request_head_timeout: Duration,
@@ -122,11 +124,9 @@ async fn serve(
     for (name, idx) in &boot.hosts {
         hosts.insert(name, *idx as usize);
     }
-    let mut env_socks = Vec::with_capacity(env_fds.len());
-    for fd in env_fds {
-        // Readable only: a hand-off taken by a processor must not wake every multiplexer.
-        env_socks.push(common::fds::async_fd_readable(fd)?);
-    }
+    // In no reactor: a hand-off taken by a processor must not wake every multiplexer,
+    // nor a hand-back all of them (`handback`).
+    let env_socks = env_fds;
     // One mapping of the table: the pools' words and the per-address rows shared by
     // the multiplexers.
     let table = Rc::new(Segment::map(&table_fd, true)?);
@@ -274,14 +274,14 @@ async fn serve(
             Ok(())
         });
     }
-    for env in 0..shared.env_socks.len() {
-        essential.spawn_local(hand_back_loop(
-            env,
-            shared.clone(),
-            stop_rx.clone(),
-            inflight.clone(),
-        ));
-    }
+    // The generation's first multiplexer is woken by hand-backs; the others sweep.
+    let first = boot.index.is_none_or(|i| i == 0);
+    essential.spawn_local(handback::hand_back_loop(
+        first,
+        shared.clone(),
+        stop_rx.clone(),
+        inflight.clone(),
+    ));
 
     let mut quiescing = false;
     let mut chan = AsyncChannel::new(control)?;
@@ -456,97 +456,4 @@ fn accept_raw(listener: &std::net::TcpListener) -> std::io::Result<(std::net::Tc
         })
         .ok_or_else(|| std::io::Error::other("accept4 returned an unknown address family"))?;
     Ok((stream, peer))
-}
-
-async fn hand_back_loop(
-    env: usize,
-    shared: Rc<Shared>,
-    mut stop: watch::Receiver<bool>,
-    inflight: Rc<()>,
-) -> Result<(), String> {
-    loop {
-        let sock = &shared.env_socks[env];
-        let mut guard = tokio::select! {
-            g = sock.readable() => g.map_err(|e| format!("hand-back loop of {}: {e}", shared.env_name(env)))?,
-            _ = stop.changed() => return Ok(()),
-        };
-        loop {
-            match recv_hand_back(guard.get_inner().as_fd()) {
-                Ok((meta, payload, fd)) => {
-                    shared.pools.table.add(
-                        shared
-                            .pools
-                            .env_word(env, common::scoreboard::table::env::HANDBACKS),
-                        1,
-                    );
-                    // Bounded: a processor can hand back connections to itself at no
-                    // cost of its own; over a bound the hand-back is closed (`fd` drops).
-                    let Some(env_token) = shared.handbacks[env].take() else {
-                        continue;
-                    };
-                    let Some(held) = shared.held.take() else { continue };
-                    if let Some((stream, peer, local)) = adopt(fd) {
-                        // A PROXY header's addresses only with the tag of this socket.
-                        let from = match &shared.proxy {
-                            None => (peer, local, None),
-                            Some(p) => match p.hand_back(stream.as_fd(), &meta, (peer, local)) {
-                                Ok(from) => from,
-                                Err(why) => {
-                                    warn!(environment = %shared.env_name(env), %peer, "hand-back refused: {why}");
-                                    continue;
-                                }
-                            },
-                        };
-                        let token = inflight.clone();
-                        let shared2 = shared.clone();
-                        let active = conn::active(&shared);
-                        tokio::task::spawn_local(async move {
-                            conn::handle(stream, payload, from, true, shared2).await;
-                            drop((token, env_token, held, active));
-                        });
-                    }
-                }
-                Err(handoff::HandoffError::Packet(e)) if e.is_would_block() => {
-                    guard.clear_ready();
-                    break;
-                }
-                Err(handoff::HandoffError::Packet(common::seqpacket::PacketError::Closed { .. })) => {
-                    return Ok(())
-                }
-                Err(e) => warn!(environment = %shared.env_name(env), "bad hand-back refused: {e}"),
-            }
-        }
-    }
-}
-
-/// Receives one hand-back into the thread's scratch buffer and copies out its payload.
-/// One buffer of [`handoff::MAX_MESSAGE`] per thread rather than one per environment's
-/// loop: 128 KiB each was most of a multiplexer's memory with a thousand environments.
-fn recv_hand_back(fd: BorrowedFd<'_>) -> Result<(handoff::Meta, Vec<u8>, OwnedFd), handoff::HandoffError> {
-    thread_local! {
-        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
-    SCRATCH.with(|scratch| {
-        let mut buf = scratch.borrow_mut();
-        if buf.len() < handoff::MAX_MESSAGE {
-            buf.resize(handoff::MAX_MESSAGE, 0);
-        }
-        let (meta, payload, fd) = handoff::recv(fd, &mut buf)?;
-        Ok((meta, payload.to_vec(), fd))
-    })
-}
-
-/// Turns a received fd into a stream after checking it is a TCP socket. The addresses
-/// come from the socket itself, not from the (untrusted) message (a PROXY header's
-/// only with their tag, [`proxy::Proxy::hand_back`]).
-fn adopt(fd: OwnedFd) -> Option<(TcpStream, SocketAddr, SocketAddr)> {
-    if let Err(e) = common::fds::check_stream_socket(&fd) {
-        warn!("hand-back refused: {e}");
-        return None;
-    }
-    let std_stream = std::net::TcpStream::from(fd);
-    let local = std_stream.local_addr().ok()?;
-    let peer = std_stream.peer_addr().ok()?;
-    std_stream.set_nonblocking(true).ok()?;
-    TcpStream::from_std(std_stream).ok().map(|s| (s, peer, local))
 }

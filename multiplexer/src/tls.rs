@@ -264,12 +264,7 @@ fn try_hand_off(
     }
     let flags = flags::TLS | if default { flags::TLS_DEFAULT } else { 0 };
     let meta = proxy::meta(flags, vhost, peer, local, tag);
-    match handoff::send(
-        shared.env_socks[env].get_ref().as_fd(),
-        &meta,
-        &[],
-        stream.as_fd(),
-    ) {
+    match handoff::send(shared.env_socks[env].as_fd(), &meta, &[], stream.as_fd()) {
         Ok(()) => {
             shared
                 .pools

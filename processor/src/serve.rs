@@ -577,7 +577,9 @@ async fn plain_loop(
                 warn!(environment = env, peer = %meta.peer, "this transport cannot be handed back; closing");
                 return;
             };
-            if let Err(e) = handoff::send_waiting(&ctx.sock, &back, &bytes, fd, HAND_BACK_TIMEOUT).await {
+            if let Err(e) =
+                handoff::send_waiting(ctx.sock.get_ref().as_fd(), &back, &bytes, fd, HAND_BACK_TIMEOUT).await
+            {
                 warn!(environment = env, peer = %meta.peer, "hand-back failed: {e}");
             }
             drop(observer);
