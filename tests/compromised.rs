@@ -468,3 +468,62 @@ fn a_hand_back_is_routed_with_either_multiplexer_frozen() {
     }
     both_serve(&server, "after");
 }
+
+/// Alice hands back a socket of her own making with half a head, keeps her copy, and
+/// keeps clearing its `O_NONBLOCK` (the flag is the open file description's, shared by
+/// every copy) while the client trickles the rest. A multiplexer reading it with a
+/// plain `read(2)` would block its only thread; each reads with `MSG_DONTWAIT`
+/// (`multiplexer/src/dontwait.rs`), so every new connection is still answered, and the
+/// half head meets its timeout.
+#[test]
+fn a_hand_back_made_blocking_behind_the_multiplexer_stops_nothing() {
+    require_root!();
+    let (_w, server) = start(
+        "a_hand_back_made_blocking_behind_the_multiplexer_stops_nothing",
+        "",
+    );
+    let alice = one_alice(&server);
+    both_serve(&server, "before");
+    let taken = take_channels(&server, alice);
+    let (mut client, served) = own_connection();
+    let head = b"GET / HTTP/1.1\r\n";
+    let meta = Meta {
+        flags: flags::HAND_BACK,
+        vhost: NO_VHOST,
+        peer: "127.0.0.1:1".parse().unwrap(),
+        local: "127.0.0.1:2".parse().unwrap(),
+        tag: [0; handoff::TAG_LEN],
+    };
+    let header = handoff::encode_header(&meta, head.len());
+    assert!(send_retrying(&taken.env, &[&header, head], &[served.as_raw_fd()]));
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // SAFETY: F_SETFL with plain flags on our own open fd.
+                unsafe { libc::fcntl(served.as_raw_fd(), libc::F_SETFL, 0) };
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        });
+        use std::io::Write;
+        // Bytes in pieces: each wakes the multiplexer holding the connection, whose
+        // next read then finds the socket blocking and nothing to read.
+        for piece in [&b"Host: "[..], b"bob", b".te"] {
+            std::thread::sleep(Duration::from_millis(150));
+            client.write_all(piece).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        // Sixteen fresh connections (spread over both multiplexers' sockets), each
+        // answered in time.
+        for i in 0..16 {
+            let r = try_get(server.addr, if i % 2 == 0 { "alice.test" } else { "bob.test" });
+            assert!(
+                r.as_ref().is_some_and(|r| r.status == 200),
+                "connection {i} not answered: {r:?}\n{}",
+                server.log()
+            );
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    both_serve(&server, "after");
+}

@@ -94,7 +94,11 @@ async fn read_some(stream: &TcpStream, buf: &mut Vec<u8>, want: usize) -> std::i
             if scratch.len() < want {
                 scratch.resize(want, 0);
             }
-            let n = stream.try_read(&mut scratch[..want])?;
+            // Not `try_read`: a processor's copy of a handed-back socket may have
+            // cleared O_NONBLOCK ([`crate::dontwait`]).
+            let n = stream.try_io(tokio::io::Interest::READABLE, || {
+                crate::dontwait::recv(stream, &mut scratch[..want], 0)
+            })?;
             buf.extend_from_slice(&scratch[..n]);
             Ok(n)
         });

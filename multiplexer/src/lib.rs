@@ -6,6 +6,7 @@
 mod access;
 mod bound;
 mod conn;
+mod dontwait;
 mod handback;
 mod peer_uid;
 mod per_ip;

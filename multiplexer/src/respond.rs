@@ -68,9 +68,12 @@ async fn write_and_linger(stream: &mut TcpStream, out: &[u8], within: Duration) 
         total: within,
         bytes: LINGER_BYTES,
     };
+    // Never a plain write or read: the socket's O_NONBLOCK may have been cleared by a
+    // processor that handed it back ([`crate::dontwait`]).
+    let mut s = crate::dontwait::DontWait(stream);
     let _ = tokio::time::timeout(within, async {
-        if stream.write_all(out).await.is_ok() {
-            linger::close(stream, &mut [0u8; 4096], bound).await;
+        if s.write_all(out).await.is_ok() {
+            linger::close(&mut s, &mut [0u8; 4096], bound).await;
         }
     })
     .await;
