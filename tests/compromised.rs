@@ -137,6 +137,11 @@ fn try_get(addr: std::net::SocketAddr, host: &str) -> Option<Response> {
 }
 
 fn handback_header() -> [u8; handoff::HEADER_LEN] {
+    header_for(0)
+}
+
+/// A plain hand-back's header (no PROXY tag, made-up addresses) for a payload of `len`.
+fn header_for(len: usize) -> [u8; handoff::HEADER_LEN] {
     let meta = Meta {
         flags: flags::HAND_BACK,
         vhost: NO_VHOST,
@@ -144,7 +149,7 @@ fn handback_header() -> [u8; handoff::HEADER_LEN] {
         local: "127.0.0.1:2".parse().unwrap(),
         tag: [0; handoff::TAG_LEN],
     };
-    handoff::encode_header(&meta, 0)
+    handoff::encode_header(&meta, len)
 }
 
 /// Sends `parts` with `fds` on `sock`, retrying while its queue is full (bounded).
@@ -368,14 +373,7 @@ fn a_blocking_hand_back_is_made_non_blocking_before_it_is_routed() {
     let (mut client, served) = own_connection();
     assert!(!is_nonblocking(&served));
     let head = b"GET / HTTP/1.1\r\nHost: bob.test\r\n\r\n";
-    let meta = Meta {
-        flags: flags::HAND_BACK,
-        vhost: NO_VHOST,
-        peer: "127.0.0.1:1".parse().unwrap(),
-        local: "127.0.0.1:2".parse().unwrap(),
-        tag: [0; handoff::TAG_LEN],
-    };
-    let header = handoff::encode_header(&meta, head.len());
+    let header = header_for(head.len());
     assert!(send_retrying(&taken.env, &[&header, head], &[served.as_raw_fd()]));
     let r = read_response(&mut client, false).expect("no response to the hand-back");
     assert_eq!(
@@ -413,14 +411,7 @@ fn a_hand_back_head_over_the_limit_is_refused() {
         "GET / HTTP/1.1\r\nHost: bob.test\r\nX-Pad: {}\r\n\r\n",
         "p".repeat(2000)
     );
-    let meta = Meta {
-        flags: flags::HAND_BACK,
-        vhost: NO_VHOST,
-        peer: "127.0.0.1:1".parse().unwrap(),
-        local: "127.0.0.1:2".parse().unwrap(),
-        tag: [0; handoff::TAG_LEN],
-    };
-    let header = handoff::encode_header(&meta, head.len());
+    let header = header_for(head.len());
     assert!(send_retrying(
         &taken.env,
         &[&header, head.as_bytes()],
@@ -445,14 +436,7 @@ fn a_hand_back_is_routed_with_either_multiplexer_frozen() {
     let muxes = server.children("multiplexer");
     assert_eq!(muxes.len(), 2, "{}", server.log());
     let head = b"GET / HTTP/1.1\r\nHost: bob.test\r\nConnection: close\r\n\r\n";
-    let meta = Meta {
-        flags: flags::HAND_BACK,
-        vhost: NO_VHOST,
-        peer: "127.0.0.1:1".parse().unwrap(),
-        local: "127.0.0.1:2".parse().unwrap(),
-        tag: [0; handoff::TAG_LEN],
-    };
-    let header = handoff::encode_header(&meta, head.len());
+    let header = header_for(head.len());
     for frozen in &muxes {
         // SAFETY: plain kill(2) calls on a child of the server under test.
         unsafe { libc::kill(*frozen, libc::SIGSTOP) };
@@ -487,14 +471,7 @@ fn a_hand_back_made_blocking_behind_the_multiplexer_stops_nothing() {
     let taken = take_channels(&server, alice);
     let (mut client, served) = own_connection();
     let head = b"GET / HTTP/1.1\r\n";
-    let meta = Meta {
-        flags: flags::HAND_BACK,
-        vhost: NO_VHOST,
-        peer: "127.0.0.1:1".parse().unwrap(),
-        local: "127.0.0.1:2".parse().unwrap(),
-        tag: [0; handoff::TAG_LEN],
-    };
-    let header = handoff::encode_header(&meta, head.len());
+    let header = header_for(head.len());
     assert!(send_retrying(&taken.env, &[&header, head], &[served.as_raw_fd()]));
     let stop = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|s| {

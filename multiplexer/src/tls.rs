@@ -450,15 +450,7 @@ pub(crate) fn set_rcvlowat(stream: &TcpStream, bytes: usize) {
 /// One fatal alert record, sent without waiting (a full socket just loses it).
 fn send_alert(stream: &TcpStream, description: u8) {
     let record = [21u8, 3, 3, 0, 2, 2, description];
-    // SAFETY: a valid 7-byte buffer for the call; MSG_DONTWAIT never blocks.
-    unsafe {
-        libc::send(
-            stream.as_raw_fd(),
-            record.as_ptr().cast(),
-            record.len(),
-            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-        );
-    }
+    let _ = crate::dontwait::send(stream, &record);
 }
 
 #[cfg(test)]
