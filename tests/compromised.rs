@@ -356,6 +356,31 @@ fn is_nonblocking(fd: &impl AsRawFd) -> bool {
     fl >= 0 && fl & libc::O_NONBLOCK != 0
 }
 
+/// Runs `f` while a thread clears O_NONBLOCK on `fd` every 200 µs, as a tenant's code
+/// holding a copy of a handed-back socket could. The thread stops when `f` returns or
+/// panics (a failed assertion must fail the test, not hang it).
+fn while_made_blocking(fd: &impl AsRawFd, f: impl FnOnce()) {
+    struct Stop<'a>(&'a std::sync::atomic::AtomicBool);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let raw = fd.as_raw_fd();
+    std::thread::scope(|s| {
+        let _stop = Stop(&stop);
+        s.spawn(|| {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // SAFETY: F_SETFL with plain flags on an open fd of our own.
+                unsafe { libc::fcntl(raw, libc::F_SETFL, 0) };
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        });
+        f();
+    });
+}
+
 /// A hand-back of a blocking socket with a whole head for bob (the multiplexers' fast
 /// path: routed and handed off at once, never in their reactor): bob serves it, and
 /// the socket was made non-blocking before bob got it, so a socket alice chose cannot
@@ -473,15 +498,7 @@ fn a_hand_back_made_blocking_behind_the_multiplexer_stops_nothing() {
     let head = b"GET / HTTP/1.1\r\n";
     let header = header_for(head.len());
     assert!(send_retrying(&taken.env, &[&header, head], &[served.as_raw_fd()]));
-    let stop = std::sync::atomic::AtomicBool::new(false);
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                // SAFETY: F_SETFL with plain flags on our own open fd.
-                unsafe { libc::fcntl(served.as_raw_fd(), libc::F_SETFL, 0) };
-                std::thread::sleep(Duration::from_micros(200));
-            }
-        });
+    while_made_blocking(&served, || {
         use std::io::Write;
         // Bytes in pieces: each wakes the multiplexer holding the connection, whose
         // next read then finds the socket blocking and nothing to read.
@@ -500,7 +517,74 @@ fn a_hand_back_made_blocking_behind_the_multiplexer_stops_nothing() {
                 server.log()
             );
         }
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    both_serve(&server, "after");
+}
+
+/// Alice hands back a socket with a whole head for bob and keeps her copy, clearing
+/// O_NONBLOCK on it all the time, as a tenant's code could. Bob's one processor sends
+/// a 16 MiB file into a client that does not read (sendfile(2) on a blocking socket
+/// would sleep in the kernel), then waits between the pieces of the next head (a read
+/// on a blocking socket would sleep): other clients of bob's are answered throughout.
+#[test]
+fn a_hand_back_made_blocking_behind_the_next_processor_stops_nothing() {
+    require_root!();
+    let test = "a_hand_back_made_blocking_behind_the_next_processor_stops_nothing";
+    let w = Dir::new(test);
+    sites(w.path(), 0o600);
+    let big = vec![b'x'; 16 << 20];
+    put(w.path(), "bob/big.bin", &big, BOB, 0o600);
+    // One processor for bob: a stall in it would stop every client of bob's.
+    let config = two_env_config(w.path(), "").replace(
+        "group = 2002\nmin_processors = 1\nmax_processors = 4",
+        "group = 2002\nmin_processors = 1\nmax_processors = 1",
+    );
+    assert!(config.contains("max_processors = 1"), "{config}");
+    let server = TestServer::start(&config);
+    let alice = one_alice(&server);
+    both_serve(&server, "before");
+    let taken = take_channels(&server, alice);
+    let (mut client, served) = own_connection();
+    let small: libc::c_int = 8192;
+    // SAFETY: an int-sized option value valid for the call, on our own open socket.
+    unsafe {
+        libc::setsockopt(
+            served.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&small as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    let head = b"GET /big.bin HTTP/1.1\r\nHost: bob.test\r\n\r\n";
+    let header = header_for(head.len());
+    assert!(send_retrying(&taken.env, &[&header, head], &[served.as_raw_fd()]));
+    let others_answered = |when: &str| {
+        for i in 0..8 {
+            let r = try_get(server.addr, "bob.test");
+            assert!(
+                r.as_ref()
+                    .is_some_and(|r| r.status == 200 && r.text() == "bob home"),
+                "bob's client {i} not answered {when}: {r:?}\n{}",
+                server.log()
+            );
+        }
+    };
+    while_made_blocking(&served, || {
+        std::thread::sleep(Duration::from_millis(300));
+        others_answered("while the big file waits for its reader");
+        client.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let r = read_response(&mut client, false).expect("no answer to the hand-back");
+        assert_eq!((r.status, r.body.len()), (200, big.len()), "{}", server.log());
+        use std::io::Write;
+        client.write_all(b"GET / HTTP/1.1\r\n").unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        others_answered("while the next head is half sent");
+        client
+            .write_all(b"Host: bob.test\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let r = read_response(&mut client, false).expect("no second answer");
+        assert_eq!((r.status, r.text().as_str()), (200, "bob home"));
     });
     both_serve(&server, "after");
 }

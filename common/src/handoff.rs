@@ -48,6 +48,11 @@ pub mod flags {
     /// The addresses are the client's and the destination's from a PROXY protocol
     /// header (the socket's are the proxy's), authenticated by the meta's `tag`.
     pub const PROXIED: u8 = 8;
+    /// The socket came through a hand-back: the processor that sent it back may keep a
+    /// copy, and through it clear O_NONBLOCK (a flag of the shared file description)
+    /// at any moment. Set by the multiplexer on every hand-off of a handed-back socket,
+    /// whatever the processor claimed.
+    pub const VISITED: u8 = 16;
 }
 
 /// Errors decoding or moving a hand-off.

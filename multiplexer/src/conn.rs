@@ -236,7 +236,7 @@ pub fn accepted(
                 n if n < 0 => &[],
                 n => &buf[..n as usize],
             };
-            if try_hand_off(got, &stream, (peer, local, tag), shared) {
+            if try_hand_off(got, &stream, (peer, local, tag), 0, shared) {
                 return None;
             }
             Some(got.to_vec())
@@ -282,8 +282,15 @@ pub(crate) fn first_bytes<R>(
 
 /// The fast path's hand-off: a whole head within `limit_request_head`, routed to a
 /// pool with room, sent at once (a fresh connection's first read, a hand-back's
-/// payload). False: nothing was sent; the caller goes on the async path.
-pub(crate) fn try_hand_off(buf: &[u8], stream: &std::net::TcpStream, from: Origin, shared: &Shared) -> bool {
+/// payload, `flags` [`handoff::flags::VISITED`]). False: nothing was sent; the caller
+/// goes on the async path.
+pub(crate) fn try_hand_off(
+    buf: &[u8],
+    stream: &std::net::TcpStream,
+    from: Origin,
+    flags: u8,
+    shared: &Shared,
+) -> bool {
     // A hand-back's payload may be longer than the limit: the head must end within it.
     let window = &buf[..buf.len().min(shared.limit_request_head)];
     let Some(end) = head_end(window) else { return false };
@@ -294,7 +301,7 @@ pub(crate) fn try_hand_off(buf: &[u8], stream: &std::net::TcpStream, from: Origi
         return false;
     }
     let (peer, local, tag) = from;
-    let meta = proxy::meta(0, vhost, peer, local, tag);
+    let meta = proxy::meta(flags, vhost, peer, local, tag);
     let sock = &shared.env_socks[env];
     match handoff::send(sock.as_fd(), &meta, buf, stream.as_fd()) {
         Ok(()) => {
@@ -398,7 +405,12 @@ async fn route(
             return respond::error(stream, 503, &why, peer, Some(retry)).await;
         }
     }
-    let meta = proxy::meta(0, vhost, peer, local, tag);
+    let visited = if from.handed_back {
+        handoff::flags::VISITED
+    } else {
+        0
+    };
+    let meta = proxy::meta(visited, vhost, peer, local, tag);
     match hand_off(shared, env, &meta, &buf, &stream).await {
         Ok(()) => shared
             .pools

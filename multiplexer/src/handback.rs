@@ -288,7 +288,7 @@ fn take(
         },
     };
     // A whole head for a pool with room: handed off now, and our copy closed.
-    if conn::try_hand_off(payload, &stream, from, shared) {
+    if conn::try_hand_off(payload, &stream, from, handoff::flags::VISITED, shared) {
         return;
     }
     let payload = payload.to_vec();

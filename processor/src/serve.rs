@@ -30,7 +30,7 @@ use crate::park::ParkSet;
 use crate::route::{ConnRouter, Sites, TlsRouter, FOREIGN};
 use crate::session::{ConnConfig, Outcome, Stop};
 use crate::tls::{self, TlsSites};
-use crate::transport::{Transport, WRITE_TIMEOUT};
+use crate::transport::Transport;
 use common::scoreboard::{self, slot};
 
 /// Errors that stop a processor.
@@ -404,7 +404,12 @@ async fn resumed(fd: OwnedFd, parked: Parked, ctx: Rc<Ctx>) {
         default_host,
     } = parked;
     let observer = ConnObserver::resume(&ctx.board, (meta.peer, meta.local), counted);
-    let Ok(stream) = TcpStream::from_std(std::net::TcpStream::from(fd)) else {
+    let std_stream = std::net::TcpStream::from(fd);
+    // As in `connection`: a kept copy may have cleared the flag while it was parked.
+    if meta.flags & handoff::flags::VISITED != 0 {
+        let _ = std_stream.set_nonblocking(true);
+    }
+    let Ok(stream) = TcpStream::from_std(std_stream) else {
         return;
     };
     let resume = h1::Resume {
@@ -444,7 +449,14 @@ async fn connection(
     };
     // Already non-blocking: the multiplexers accept with SOCK_NONBLOCK and set it on
     // every hand-back they adopt, and the flag belongs to the shared file description.
+    // Set again for a handed-back socket: the processor that sent it back may hold a
+    // copy and have cleared it since. Nothing relies on it (every call on the socket
+    // is MSG_DONTWAIT, see transport.rs); the reactor's registration expects it.
+    let visited = meta.flags & handoff::flags::VISITED != 0;
     let std_stream = std::net::TcpStream::from(fd);
+    if visited {
+        let _ = std_stream.set_nonblocking(true);
+    }
     // Counted in until the observer is dropped, on every way out of here.
     let observer = ConnObserver::open(&ctx.board, (meta.peer, meta.local), meta.vhost);
     // A lone `Connection: close` request with a small answer: one write, no reactor.
@@ -453,12 +465,12 @@ async fn connection(
         h1::OneShotResult::Partial(rest) => Some(rest),
         h1::OneShotResult::NotApplicable => None,
     };
-    let Ok(mut stream) = TcpStream::from_std(std_stream) else {
+    let Ok(stream) = TcpStream::from_std(std_stream) else {
         return;
     };
     if let Some(rest) = rest {
-        use tokio::io::AsyncWriteExt;
-        let _ = tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(&rest)).await;
+        // Bounded by the transport's write timeout.
+        let _ = Transport::plain(stream, visited).write_all(&rest, false).await;
         return;
     }
     let first_head = (meta.vhost == 0)
@@ -516,7 +528,7 @@ async fn plain_loop(
             default_host: std::cell::OnceCell::from(default_host),
         },
     };
-    let mut transport = Transport::Plain(stream);
+    let mut transport = Transport::plain(stream, meta.flags & handoff::flags::VISITED != 0);
     let mut stop = ctx.stop.clone();
     let outcome = h1::serve_resumable(
         &mut transport,
@@ -535,7 +547,7 @@ async fn plain_loop(
     match outcome {
         Outcome::Closed => {}
         Outcome::Idle { requests, until } => {
-            let Transport::Plain(stream) = transport else {
+            let (Transport::Plain(stream) | Transport::Shared(stream)) = transport else {
                 return;
             };
             if *ctx.stop.borrow() == Stop::Now {

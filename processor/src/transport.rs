@@ -3,6 +3,13 @@
 //! socket's readiness ([`send_now`]); file bodies with sendfile(2); and a `MSG_PEEK`
 //! that lets a clean close skip the lingering close.
 //!
+//! Every read and write on a plain socket is `recv`/`send` with `MSG_DONTWAIT`, never
+//! `read`/`write`: a socket that came through a hand-back ([`Transport::Shared`]) may
+//! still be held by the processor that sent it back, which can clear O_NONBLOCK (a
+//! flag of the file description both share) at any moment, and one blocking call
+//! would stop this processor's thread and every connection on it. sendfile(2) has no
+//! such flag, so a shared socket's files are read and sent in pieces.
+//!
 //! [`Transport::Tls`] is a rustls session over the socket: every method matches on the
 //! variant, so a protocol is written once against [`Transport`] with no dynamic dispatch
 //! per write; its `send_file` reads the file into records (no sendfile: the bytes are
@@ -26,8 +33,8 @@ use tokio_rustls::server::TlsStream;
 /// (Apache's `Timeout`).
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Bytes of a file read per TLS write (a few records).
-const TLS_FILE_CHUNK: usize = 64 * 1024;
+/// Bytes of a file read per write where sendfile(2) cannot be used (a few TLS records).
+const FILE_CHUNK: usize = 64 * 1024;
 
 /// Largest count passed to one sendfile(2) call.
 const SENDFILE_MAX: u64 = 1 << 30;
@@ -49,17 +56,29 @@ pub enum WriteError {
 /// One client connection's byte stream.
 #[derive(Debug)]
 pub enum Transport {
-    /// Plaintext TCP.
+    /// Plaintext TCP straight from a multiplexer's accept.
     Plain(TcpStream),
+    /// Plaintext TCP that came through a hand-back ([`common::handoff::flags::VISITED`]):
+    /// another process may hold a copy, so nothing here may rely on O_NONBLOCK.
+    Shared(TcpStream),
     /// TLS, its handshake done.
     Tls(Box<TlsStream<TcpStream>>),
 }
 
 impl Transport {
+    /// A plain socket, [`Transport::Shared`] when it came through a hand-back.
+    pub fn plain(stream: TcpStream, visited: bool) -> Self {
+        if visited {
+            Self::Shared(stream)
+        } else {
+            Self::Plain(stream)
+        }
+    }
+
     /// The peer address, for log lines only (a syscall, so not on the request path).
     pub fn peer_addr(&self) -> Option<SocketAddr> {
         match self {
-            Self::Plain(s) => s.peer_addr().ok(),
+            Self::Plain(s) | Self::Shared(s) => s.peer_addr().ok(),
             Self::Tls(s) => s.get_ref().0.peer_addr().ok(),
         }
     }
@@ -67,7 +86,7 @@ impl Transport {
     /// The local address (a syscall: CGI's SERVER_ADDR and SERVER_PORT only).
     pub fn local_addr(&self) -> Option<SocketAddr> {
         match self {
-            Self::Plain(s) => s.local_addr().ok(),
+            Self::Plain(s) | Self::Shared(s) => s.local_addr().ok(),
             Self::Tls(s) => s.get_ref().0.local_addr().ok(),
         }
     }
@@ -77,17 +96,20 @@ impl Transport {
     /// sendfile body), so the kernel may send both in one segment.
     pub async fn write_all(&mut self, bytes: &[u8], more: bool) -> Result<(), WriteError> {
         match self {
-            Self::Plain(s) => plain_write_all(s, bytes, if more { libc::MSG_MORE } else { 0 }).await,
+            Self::Plain(s) | Self::Shared(s) => {
+                plain_write_all(s, bytes, if more { libc::MSG_MORE } else { 0 }).await
+            }
             Self::Tls(s) => tls_write_all(s, bytes, !more).await,
         }
     }
 
-    /// Sends `len` bytes of `file` from `offset`.
+    /// Sends `len` bytes of `file` from `offset`: sendfile(2) on a plain socket, read
+    /// and written in pieces otherwise.
     pub async fn send_file(&mut self, file: &File, offset: u64, len: u64) -> Result<(), WriteError> {
-        match self {
-            Self::Plain(s) => plain_send_file(s, file, offset, len).await,
-            Self::Tls(s) => tls_send_file(s, file, offset, len).await,
+        if let Self::Plain(s) = self {
+            return plain_send_file(s, file, offset, len).await;
         }
+        copy_file(self, file, offset, len).await
     }
 
     /// True when the client has sent nothing more (or has closed): closing now cannot
@@ -97,7 +119,7 @@ impl Transport {
             // Only bytes left in the kernel's queue turn a close into a reset; what
             // rustls already took from the socket cannot.
             Self::Tls(s) => socket_quiet(s.get_ref().0),
-            Self::Plain(s) => socket_quiet(s),
+            Self::Plain(s) | Self::Shared(s) => socket_quiet(s),
         }
     }
 
@@ -105,7 +127,7 @@ impl Transport {
     /// transport whose state cannot leave this process.
     pub fn hand_back_fd(&self) -> Option<BorrowedFd<'_>> {
         match self {
-            Self::Plain(s) => Some(s.as_fd()),
+            Self::Plain(s) | Self::Shared(s) => Some(s.as_fd()),
             Self::Tls(_) => None,
         }
     }
@@ -136,7 +158,7 @@ fn socket_quiet(s: &TcpStream) -> bool {
 impl AsyncRead for Transport {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Plain(s) | Self::Shared(s) => poll_recv(s, cx, buf),
             Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
@@ -145,24 +167,71 @@ impl AsyncRead for Transport {
 impl AsyncWrite for Transport {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Self::Plain(s) | Self::Shared(s) => poll_send(s, cx, buf),
             Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_flush(cx),
+            Self::Plain(_) | Self::Shared(_) => Poll::Ready(Ok(())),
             Self::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            // shutdown(2) never blocks.
+            Self::Plain(s) | Self::Shared(s) => Pin::new(s).poll_shutdown(cx),
             Self::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
+}
+
+/// A read through the reactor's readiness with [`recv_now`].
+fn poll_recv(s: &TcpStream, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    loop {
+        std::task::ready!(s.poll_read_ready(cx))?;
+        let dst = buf.initialize_unfilled();
+        match s.try_io(Interest::READABLE, || recv_now(s.as_fd(), dst)) {
+            Ok(n) => {
+                buf.advance(n);
+                return Poll::Ready(Ok(()));
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Poll::Ready(Err(e)),
+        }
+    }
+}
+
+/// A write through the reactor's readiness with [`send_now`].
+fn poll_send(s: &TcpStream, cx: &mut Context<'_>, bytes: &[u8]) -> Poll<io::Result<usize>> {
+    loop {
+        std::task::ready!(s.poll_write_ready(cx))?;
+        match s.try_io(Interest::WRITABLE, || send_now(s.as_fd(), bytes, 0)) {
+            Ok(n) => return Poll::Ready(Ok(n)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Poll::Ready(Err(e)),
+        }
+    }
+}
+
+/// One recv(2) with `MSG_DONTWAIT`: never blocks, whatever the socket's O_NONBLOCK says.
+pub fn recv_now(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid and writable for its length during the call;
+    // MSG_DONTWAIT never blocks.
+    let n = unsafe {
+        libc::recv(
+            fd.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
 }
 
 /// One non-blocking send(2) outside the reactor: a fresh connection's readiness is not
@@ -198,7 +267,19 @@ async fn plain_write_all(
         Err(e) => return Err(WriteError::Io(e)),
     }
     // Bounded overall: a response head or an in-memory body.
-    match tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(bytes)).await {
+    let rest = async {
+        while !bytes.is_empty() {
+            stream.writable().await?;
+            match stream.try_io(Interest::WRITABLE, || send_now(stream.as_fd(), bytes, flags)) {
+                Ok(n) => bytes = &bytes[n..],
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => {
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(WRITE_TIMEOUT, rest).await {
         Ok(r) => r.map_err(WriteError::Io),
         Err(_) => Err(WriteError::Timeout),
     }
@@ -224,21 +305,15 @@ async fn tls_write_all(
     }
 }
 
-/// `len` bytes of `file` from `offset`, read in pieces and written as records; each
-/// piece's write is bounded by [`WRITE_TIMEOUT`].
-async fn tls_send_file(
-    stream: &mut TlsStream<TcpStream>,
-    file: &File,
-    offset: u64,
-    len: u64,
-) -> Result<(), WriteError> {
+/// `len` bytes of `file` from `offset`, read in pieces and written through
+/// [`Transport::write_all`] (TLS records, or a shared socket's sends); each piece's
+/// write is bounded by [`WRITE_TIMEOUT`], and the last one flushes.
+async fn copy_file(t: &mut Transport, file: &File, offset: u64, len: u64) -> Result<(), WriteError> {
     use std::os::unix::fs::FileExt;
-    let mut buf = vec![
-        0u8;
-        TLS_FILE_CHUNK
-            .min(usize::try_from(len).unwrap_or(TLS_FILE_CHUNK))
-            .max(1)
-    ];
+    if len == 0 {
+        return t.write_all(&[], false).await;
+    }
+    let mut buf = vec![0u8; FILE_CHUNK.min(usize::try_from(len).unwrap_or(FILE_CHUNK))];
     let (mut at, mut left) = (offset, len);
     while left > 0 {
         let want = buf.len().min(usize::try_from(left).unwrap_or(buf.len()));
@@ -246,11 +321,11 @@ async fn tls_send_file(
         if n == 0 {
             return Err(WriteError::Truncated { missing: left });
         }
-        tls_write_all(stream, &buf[..n], false).await?;
         at += n as u64;
         left -= n as u64;
+        t.write_all(&buf[..n], left > 0).await?;
     }
-    tls_write_all(stream, &[], true).await
+    Ok(())
 }
 
 /// sendfile(2) `len` bytes from `offset`, waiting for write readiness between calls.

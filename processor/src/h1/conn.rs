@@ -504,7 +504,7 @@ fn chunk_of(c: &mut Vec<u8>) -> &mut [u8] {
 /// the thread's scratch buffer once the socket is readable, so a connection waiting
 /// for bytes holds no read buffer; TLS reads through `chunk`.
 async fn read_into(stream: &mut Transport, chunk: &mut Vec<u8>, buf: &mut Vec<u8>) -> io::Result<usize> {
-    let Transport::Plain(s) = stream else {
+    let (Transport::Plain(s) | Transport::Shared(s)) = stream else {
         let chunk = chunk_of(chunk);
         let n = stream.read(chunk).await?;
         buf.extend_from_slice(&chunk[..n]);
@@ -520,7 +520,9 @@ async fn read_into(stream: &mut Transport, chunk: &mut Vec<u8>, buf: &mut Vec<u8
             if scratch.len() < READ_CHUNK {
                 scratch.resize(READ_CHUNK, 0);
             }
-            let n = s.try_read(&mut scratch[..READ_CHUNK])?;
+            let n = s.try_io(tokio::io::Interest::READABLE, || {
+                crate::transport::recv_now(std::os::fd::AsFd::as_fd(&*s), &mut scratch[..READ_CHUNK])
+            })?;
             buf.extend_from_slice(&scratch[..n]);
             Ok(n)
         });
