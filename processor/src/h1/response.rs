@@ -238,22 +238,30 @@ fn send_two_now(fd: std::os::fd::BorrowedFd<'_>, head: &[u8], body: &[u8]) -> io
 
 /// Writes the header block, then the stream as it comes, each piece of at most
 /// [`SMALL_FILE`] bytes in one write (chunked when the stream says so, the last chunk
-/// only after the source ended cleanly: a failed source never looks complete).
+/// only after the source ended cleanly: a failed source never looks complete). Each
+/// piece is read straight into the write buffer, after room for its chunk-size line.
 async fn write_stream(
     transport: &mut Transport,
     mut out: Vec<u8>,
     mut output: Box<Output>,
 ) -> Result<u64, WriteError> {
     use std::io::Write as _;
-    const PREFIX: usize = 16;
-    let mut buf = vec![0u8; SMALL_FILE as usize];
+    /// Room for a chunk-size line: its hex digits (4 for 16 KiB) and CRLF.
+    const PREFIX: usize = 8;
+    const _: () = assert!(SMALL_FILE <= 0xff_ffff, "a chunk-size line fits PREFIX");
     let mut sent = 0u64;
     loop {
+        let start = out.len();
+        if output.chunked {
+            out.extend_from_slice(&[0u8; PREFIX]);
+        }
+        let data = out.len();
         let n = output
-            .read(&mut buf)
+            .read_into(&mut out, SMALL_FILE as usize)
             .await
             .map_err(|e| WriteError::Source(e.to_string()))?;
         if n == 0 {
+            out.truncate(start);
             if output.chunked {
                 out.extend_from_slice(b"0\r\n\r\n");
             }
@@ -265,11 +273,10 @@ async fn write_stream(
             let mut cursor = &mut size[..];
             let _ = write!(cursor, "{n:x}\r\n");
             let used = PREFIX - cursor.len();
-            out.extend_from_slice(&size[..used]);
-            out.extend_from_slice(&buf[..n]);
+            out[start..start + used].copy_from_slice(&size[..used]);
+            out.copy_within(data..data + n, start + used);
+            out.truncate(start + used + n);
             out.extend_from_slice(b"\r\n");
-        } else {
-            out.extend_from_slice(&buf[..n]);
         }
         // The source's end already arrived: the last chunk goes in the same write.
         if output.finished() {

@@ -183,16 +183,30 @@ impl Source {
         }
     }
 
-    /// The next bytes; `Ok(0)` at the end (a script reaped, a backend's
-    /// `FCGI_END_REQUEST`). Past a script's deadline its group is killed and this is an
-    /// error.
-    async fn read(&mut self, buf: &mut [u8]) -> Result<usize, OutputError> {
+    /// The next bytes (at most `dest`'s room); `Ok(0)` at the end (a script reaped, a
+    /// backend's `FCGI_END_REQUEST`). Past a script's deadline its group is killed and
+    /// this is an error.
+    async fn read(&mut self, dest: Dest<'_>) -> Result<usize, OutputError> {
         let running = match self {
-            Self::Fastcgi(backend) => return Ok(backend.read(buf).await?),
+            Self::Fastcgi(backend) => {
+                return Ok(match dest {
+                    Dest::Slice(buf) => backend.read(buf).await?,
+                    Dest::Vec(out, max) => backend.read_into(out, max).await?,
+                })
+            }
             Self::Script(running) => running,
         };
         let deadline = running.deadline;
-        match tokio::time::timeout_at(deadline, running.stdout.read(buf)).await {
+        let read = async {
+            match dest {
+                Dest::Slice(buf) => running.stdout.read(buf).await,
+                Dest::Vec(out, max) => {
+                    out.reserve(max);
+                    (&mut running.stdout).take(max as u64).read_buf(out).await
+                }
+            }
+        };
+        match tokio::time::timeout_at(deadline, read).await {
             Err(_) => {
                 running.expire().await;
                 Err(OutputError::Timeout)
@@ -204,6 +218,42 @@ impl Source {
             Ok(Ok(n)) => Ok(n),
             Ok(Err(e)) => Err(OutputError::Io(e)),
         }
+    }
+}
+
+/// Where read bytes go: a slice, or appended to a vector (at most this many, never
+/// zeroed first).
+enum Dest<'a> {
+    Slice(&'a mut [u8]),
+    Vec(&'a mut Vec<u8>, usize),
+}
+
+impl Dest<'_> {
+    fn room(&self) -> usize {
+        match self {
+            Self::Slice(b) => b.len(),
+            Self::Vec(_, max) => *max,
+        }
+    }
+
+    /// At most `room` bytes.
+    fn limit(self, room: usize) -> Self {
+        match self {
+            Self::Slice(b) => {
+                let n = room.min(b.len());
+                Self::Slice(&mut b[..n])
+            }
+            Self::Vec(v, max) => Self::Vec(v, room.min(max)),
+        }
+    }
+
+    fn put(self, data: &[u8]) -> usize {
+        let n = data.len().min(self.room());
+        match self {
+            Self::Slice(b) => b[..n].copy_from_slice(&data[..n]),
+            Self::Vec(v, _) => v.extend_from_slice(&data[..n]),
+        }
+        n
     }
 }
 
@@ -242,8 +292,9 @@ pub struct Output {
     pub length: Option<u64>,
     /// Body bytes handed out, checked against `length`.
     given: u64,
-    /// Body bytes read with the header block.
-    pending: Vec<u8>,
+    /// Body bytes read with the header block: `head_buf[pending..]`.
+    head_buf: Vec<u8>,
+    pending: usize,
     /// The script's header fields, written by the protocol with its own.
     pub fields: Vec<(String, String)>,
     /// Set by the protocol: frame the body with chunked transfer coding (HTTP/1.1);
@@ -262,6 +313,7 @@ pub enum Answer {
 
 /// Reads the header block of `source` within its bounds.
 pub async fn read_head(mut source: Source) -> Result<Answer, OutputError> {
+    // Read into its spare capacity: never zeroed first.
     let mut buf = Vec::with_capacity(READ);
     loop {
         if let Some(end) = head_end(&buf) {
@@ -272,12 +324,12 @@ pub async fn read_head(mut source: Source) -> Result<Answer, OutputError> {
                         Source::Fastcgi(_) => content_length(&buf[..end])?,
                         Source::Script(_) => None,
                     };
-                    let pending = buf.split_off(end);
                     let output = Output {
                         source,
                         length,
                         given: 0,
-                        pending,
+                        head_buf: buf,
+                        pending: end,
                         fields,
                         chunked: false,
                     };
@@ -291,11 +343,9 @@ pub async fn read_head(mut source: Source) -> Result<Answer, OutputError> {
         if buf.len() >= MAX_HEAD {
             return Err(OutputError::TooLong);
         }
-        let start = buf.len();
-        buf.resize(MAX_HEAD.min(start + READ), 0);
-        match source.read(&mut buf[start..]).await? {
-            0 => return Err(OutputError::Early(source.name())),
-            n => buf.truncate(start + n),
+        let room = MAX_HEAD.min(buf.len() + READ) - buf.len();
+        if source.read(Dest::Vec(&mut buf, room)).await? == 0 {
+            return Err(OutputError::Early(source.name()));
         }
     }
 }
@@ -304,7 +354,17 @@ impl Output {
     /// The next body bytes into `buf`; `Ok(0)` at the end (the script reaped). Past the
     /// deadline the group is killed and this is an error.
     pub async fn read(&mut self, buf: &mut [u8]) -> Result<usize, OutputError> {
-        let read = self.read_framed(buf).await;
+        self.read_dest(Dest::Slice(buf)).await
+    }
+
+    /// As [`Self::read`], appending at most `max` bytes to `out` (no copy through a
+    /// buffer of the caller's, none of it zeroed).
+    pub async fn read_into(&mut self, out: &mut Vec<u8>, max: usize) -> Result<usize, OutputError> {
+        self.read_dest(Dest::Vec(out, max)).await
+    }
+
+    async fn read_dest(&mut self, dest: Dest<'_>) -> Result<usize, OutputError> {
+        let read = self.read_framed(dest).await;
         if let (Err(e), Source::Fastcgi(backend)) = (&read, &self.source) {
             // The answer has begun: the connection is closed without its end.
             backend
@@ -318,16 +378,16 @@ impl Output {
 
     /// At most `length` bytes when it is set; what a backend sends past them is never
     /// read, and an end before them is an error.
-    async fn read_framed(&mut self, buf: &mut [u8]) -> Result<usize, OutputError> {
+    async fn read_framed(&mut self, dest: Dest<'_>) -> Result<usize, OutputError> {
         let Some(length) = self.length else {
-            return self.read_any(buf).await;
+            return self.read_any(dest).await;
         };
         let left = length.saturating_sub(self.given);
         if left == 0 {
             return Ok(0);
         }
-        let room = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-        match self.read_any(&mut buf[..room]).await? {
+        let room = usize::try_from(left).unwrap_or(usize::MAX);
+        match self.read_any(dest.limit(room)).await? {
             0 => Err(OutputError::Short {
                 length,
                 got: self.given,
@@ -343,7 +403,7 @@ impl Output {
     /// end is already buffered, or a length fully given); `false` when unsure. The
     /// next [`Self::read`] still says so (and reports any error).
     pub fn finished(&mut self) -> bool {
-        if !self.pending.is_empty() {
+        if self.pending < self.head_buf.len() {
             return false;
         }
         if self.length.is_some_and(|l| self.given >= l) {
@@ -355,14 +415,21 @@ impl Output {
         }
     }
 
-    async fn read_any(&mut self, buf: &mut [u8]) -> Result<usize, OutputError> {
-        if !self.pending.is_empty() {
-            let n = self.pending.len().min(buf.len());
-            buf[..n].copy_from_slice(&self.pending[..n]);
-            self.pending.drain(..n);
+    async fn read_any(&mut self, dest: Dest<'_>) -> Result<usize, OutputError> {
+        if dest.room() == 0 {
+            return Ok(0);
+        }
+        if self.pending < self.head_buf.len() {
+            let n = dest.put(&self.head_buf[self.pending..]);
+            self.pending += n;
+            if self.pending == self.head_buf.len() {
+                // Handed out: its memory goes now, not with the answer.
+                self.head_buf = Vec::new();
+                self.pending = 0;
+            }
             return Ok(n);
         }
-        self.source.read(buf).await
+        self.source.read(dest).await
     }
 }
 

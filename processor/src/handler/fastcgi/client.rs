@@ -224,7 +224,23 @@ impl Backend {
 
     /// The next `FCGI_STDOUT` bytes into `buf`; `Ok(0)` after `FCGI_END_REQUEST`.
     pub async fn read(&mut self, buf: &mut [u8]) -> Result<usize, FcgiError> {
-        let r = self.read_inner(buf).await;
+        let range = self.next_stdout(buf.len()).await?;
+        let n = range.len();
+        buf[..n].copy_from_slice(&self.rbuf[range]);
+        Ok(n)
+    }
+
+    /// As [`Self::read`], appending at most `max` bytes to `out`.
+    pub async fn read_into(&mut self, out: &mut Vec<u8>, max: usize) -> Result<usize, FcgiError> {
+        let range = self.next_stdout(max).await?;
+        out.extend_from_slice(&self.rbuf[range.clone()]);
+        Ok(range.len())
+    }
+
+    /// Where the next at most `max` `FCGI_STDOUT` bytes are in `rbuf` (handed out);
+    /// empty after `FCGI_END_REQUEST`. A failure is counted.
+    async fn next_stdout(&mut self, max: usize) -> Result<Range<usize>, FcgiError> {
+        let r = self.next_inner(max).await;
         if let Err(e) = &r {
             if self.failure.get().is_none() {
                 self.failure.set(Some(e.failure()));
@@ -270,17 +286,16 @@ impl Backend {
         }
     }
 
-    async fn read_inner(&mut self, buf: &mut [u8]) -> Result<usize, FcgiError> {
+    async fn next_inner(&mut self, max: usize) -> Result<Range<usize>, FcgiError> {
         loop {
             if !self.pending.is_empty() {
-                let n = self.pending.len().min(buf.len());
+                let n = self.pending.len().min(max);
                 let start = self.pending.start;
-                buf[..n].copy_from_slice(&self.rbuf[start..start + n]);
                 self.pending.start += n;
-                return Ok(n);
+                return Ok(start..start + n);
             }
             if self.decoder.is_done() {
-                return Ok(0);
+                return Ok(0..0);
             }
             if !self.unread.is_empty() {
                 let (used, event) = self.decoder.next(&self.rbuf[self.unread.clone()])?;

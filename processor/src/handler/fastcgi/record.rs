@@ -97,29 +97,63 @@ pub fn pair(name: &[u8], value: &[u8]) -> Option<Vec<u8>> {
 /// The `FCGI_PARAMS` stream for `pairs`, closed by its empty record. Pairs are packed
 /// whole into records of at most [`MAX_CONTENT`] bytes (php-cgi decodes each record's
 /// content on its own); only a pair longer than a record spans records, as the
-/// protocol allows.
+/// protocol allows. Encoded in place: a record's header is reserved, its pairs
+/// appended after it and its length filled in when it is closed.
 pub fn params<'a>(pairs: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut content: Vec<u8> = Vec::new();
+    let mut out = Vec::with_capacity(1024);
+    // Where the open record's header is.
+    let mut open = out.len();
+    out.extend_from_slice(&header(PARAMS, 0, 0));
     for (name, value) in pairs {
-        let Some(p) = pair(name, value) else { continue };
-        if content.len() + p.len() > MAX_CONTENT && !content.is_empty() {
-            push_record(&mut out, PARAMS, &content);
-            content.clear();
+        let Some(size) = pair_len(name.len(), value.len()) else {
+            continue;
+        };
+        let content = out.len() - open - HEADER_LEN;
+        if content + size > MAX_CONTENT && content > 0 {
+            close_record(&mut out, open);
+            open = out.len();
+            out.extend_from_slice(&header(PARAMS, 0, 0));
         }
-        if p.len() > MAX_CONTENT {
-            for piece in p.chunks(MAX_CONTENT) {
-                push_record(&mut out, PARAMS, piece);
+        if size > MAX_CONTENT {
+            // Alone in records of its own (the open one is empty here).
+            out.truncate(open);
+            if let Some(p) = pair(name, value) {
+                for piece in p.chunks(MAX_CONTENT) {
+                    push_record(&mut out, PARAMS, piece);
+                }
             }
-        } else {
-            content.extend_from_slice(&p);
+            open = out.len();
+            out.extend_from_slice(&header(PARAMS, 0, 0));
+            continue;
         }
+        let _ = push_len(&mut out, name.len());
+        let _ = push_len(&mut out, value.len());
+        out.extend_from_slice(name);
+        out.extend_from_slice(value);
     }
-    if !content.is_empty() {
-        push_record(&mut out, PARAMS, &content);
+    if out.len() - open - HEADER_LEN > 0 {
+        close_record(&mut out, open);
+        push_record(&mut out, PARAMS, &[]);
     }
-    push_record(&mut out, PARAMS, &[]);
+    // Else the open record, empty, is the stream's end.
     out
+}
+
+/// Bytes of a name-value pair as it travels; `None` if a part is over 2^31 - 1.
+fn pair_len(name: usize, value: usize) -> Option<usize> {
+    let len = |n: usize| match n {
+        0..0x80 => Some(1),
+        _ if n <= 0x7fff_ffff => Some(4),
+        _ => None,
+    };
+    Some(len(name)? + len(value)? + name + value)
+}
+
+/// Fills in the content length of the record whose header is at `at` (its content is
+/// everything after it, at most [`MAX_CONTENT`] bytes).
+fn close_record(out: &mut [u8], at: usize) {
+    let len = out.len() - at - HEADER_LEN;
+    out[at..at + HEADER_LEN].copy_from_slice(&header(PARAMS, len, 0));
 }
 
 /// What the decoder found.
