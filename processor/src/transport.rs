@@ -193,7 +193,7 @@ fn poll_recv(s: &TcpStream, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll
     loop {
         std::task::ready!(s.poll_read_ready(cx))?;
         let dst = buf.initialize_unfilled();
-        match s.try_io(Interest::READABLE, || recv_now(s.as_fd(), dst)) {
+        match try_recv(s, dst) {
             Ok(n) => {
                 buf.advance(n);
                 return Poll::Ready(Ok(()));
@@ -201,6 +201,28 @@ fn poll_recv(s: &TcpStream, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) => return Poll::Ready(Err(e)),
         }
+    }
+}
+
+/// One [`recv_now`] through the reactor's readiness. A short read (fewer bytes than
+/// asked, but some) drained the socket's receive queue (epoll(7), "stream-oriented
+/// files"), so it clears the readiness as an EAGAIN would: the next read waits for the
+/// reactor instead of making the syscall that would say so (tokio's own `poll_read`
+/// does the same). Bytes arriving after the read raise a new edge, and the reactor's
+/// tick keeps a readiness it set in between.
+pub fn try_recv(s: &TcpStream, dst: &mut [u8]) -> io::Result<usize> {
+    let mut short = None;
+    let r = s.try_io(Interest::READABLE, || {
+        let n = recv_now(s.as_fd(), dst)?;
+        if n > 0 && n < dst.len() {
+            short = Some(n);
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(n)
+    });
+    match short {
+        Some(n) => Ok(n),
+        None => r,
     }
 }
 

@@ -520,9 +520,7 @@ async fn read_into(stream: &mut Transport, chunk: &mut Vec<u8>, buf: &mut Vec<u8
             if scratch.len() < READ_CHUNK {
                 scratch.resize(READ_CHUNK, 0);
             }
-            let n = s.try_io(tokio::io::Interest::READABLE, || {
-                crate::transport::recv_now(std::os::fd::AsFd::as_fd(&*s), &mut scratch[..READ_CHUNK])
-            })?;
+            let n = crate::transport::try_recv(s, &mut scratch[..READ_CHUNK])?;
             buf.extend_from_slice(&scratch[..n]);
             Ok(n)
         });
