@@ -2,7 +2,9 @@
 //! real binary: the answers are the resolver's, byte for byte but the Date; HEAD, 304s
 //! and ranges from the cache; and every change is seen on the next request — new
 //! content, a file made unreadable to the tenant (403), replaced by a directory (301),
-//! deleted (404), a new `.htaccess` (403) — over HTTP/1.1 and HTTP/2.
+//! deleted (404), a new `.htaccess` (403), written through a hard link elsewhere,
+//! replaced by a rename — over HTTP/1.1 and HTTP/2 (the watches' inotify events, with no
+//! stat between them and the next request).
 //!
 //! The cache takes only files whose timestamps are two seconds old, so each test waits
 //! once for its files to age (wall-clock time, not a synchronisation with the server).
@@ -141,6 +143,26 @@ fn hot_files_over_http1_follow_every_change() {
         ("p{}", Some("3"))
     );
     assert_ne!(r.header("ETag"), Some(etag.as_str()));
+    // Written through a hard link outside the document root (the file's own watch sees
+    // it, not a directory's), then replaced by a rename (the directory's watch).
+    let link = w.path().join("hot-link.css");
+    std::fs::hard_link(&css, &link).unwrap();
+    aged(&[&css]);
+    assert_eq!(request(&mut s, "GET", "/s/hot.css", "").text(), "p{}");
+    assert_eq!(request(&mut s, "GET", "/s/hot.css", "").text(), "p{}");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&link)
+        .unwrap()
+        .write_all(b"q")
+        .unwrap();
+    assert_eq!(request(&mut s, "GET", "/s/hot.css", "").text(), "q{}");
+    let next = put(w.path(), "alice/s/next.css", b"renamed{}", ALICE, 0o644);
+    aged(&[&css, &next, &a.join("s")]);
+    assert_eq!(request(&mut s, "GET", "/s/hot.css", "").text(), "q{}");
+    assert_eq!(request(&mut s, "GET", "/s/hot.css", "").text(), "q{}");
+    std::fs::rename(&next, &css).unwrap();
+    assert_eq!(request(&mut s, "GET", "/s/hot.css", "").text(), "renamed{}");
 
     // Cached, then unreadable to the tenant: refused by the kernel, so 403.
     for _ in 0..2 {

@@ -1,8 +1,11 @@
 //! Small hot files answered from memory: a per-processor (per-thread) cache of the
 //! answers of resolved, permitted static files — their bytes and their fields, ready
-//! for HTTP/1.1 (one write) and HTTP/2 (a header map and a shared body) — revalidated
-//! on every request with one `fstat` of the document root and one `fstatat` per path
-//! component (and per `.htaccess` on the way), as the tenant.
+//! for HTTP/1.1 (one write) and HTTP/2 (a header map and a shared body) — kept valid
+//! by inotify watches on everything an answer depends on ([`watch`]: one drain of the
+//! queue per request, no path lookup) and revalidated by stat (one `fstat` of the
+//! document root and one `fstatat` per path component and per `.htaccess` on the way,
+//! as the tenant) at most [`REVALIDATE`] apart, or on every request when the entry
+//! could not be watched.
 //!
 //! What is cached is the outcome of [`resolve::resolve`] for one (vhost, raw path):
 //! the file it opened and the fact that the access rules granted it. That outcome
@@ -29,7 +32,7 @@
 //! Bounds: files up to [`MAX_FILE`] bytes, at most [`MAX_ENTRIES`] entries and
 //! [`BUDGET`] bytes per processor; an insertion over a bound evicts arbitrary entries.
 
-use std::cell::{OnceCell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::hash::{Hash, Hasher};
@@ -37,7 +40,7 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use hyper::body::Bytes;
 
@@ -58,6 +61,9 @@ pub const MAX_FILE: u64 = 128 * 1024;
 pub const BUDGET: usize = 4 * 1024 * 1024;
 /// Entries kept per processor.
 pub const MAX_ENTRIES: usize = 1024;
+/// The longest a watched entry goes without a stat revalidation (for what inotify
+/// cannot see: writes through a shared mapping, other NFS clients, mounts).
+pub const REVALIDATE: Duration = Duration::from_secs(1);
 /// How old a timestamp must be before it is trusted to show every later change (as the
 /// `.htaccess` cache's).
 pub use crate::handler::stamp::SETTLE;
@@ -78,6 +84,8 @@ pub enum HotError {
     #[error("reading: {0}")]
     Read(std::io::Error),
 }
+
+mod watch;
 
 /// One name below the document root and its stamp.
 #[derive(Debug)]
@@ -108,11 +116,17 @@ pub struct Hot {
     /// The same for HTTP/2, built by it on first use.
     pub h2_fields: OnceCell<hyper::HeaderMap>,
     cost: usize,
+    /// Its inotify watches, when it could have them.
+    watched: Option<watch::Watched>,
+    /// When the stamps were last found unchanged.
+    checked: Cell<Instant>,
 }
 
 impl Hot {
     /// Whether every stamp is what it was (a failed stat is a change).
     fn fresh(&self, root: BorrowedFd<'_>) -> bool {
+        #[cfg(test)]
+        STAT_CHECKS.with(|n| n.set(n.get() + 1));
         if !fstat(root.as_raw_fd()).is_ok_and(|st| Stamp::of(&st) == self.root_stamp) {
             return false;
         }
@@ -160,6 +174,12 @@ impl Cache {
     }
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Stat revalidations made by this thread (for tests).
+    static STAT_CHECKS: Cell<u64> = const { Cell::new(0) };
+}
+
 thread_local! {
     static CACHE: RefCell<Cache> = RefCell::new(Cache::default());
 }
@@ -177,8 +197,21 @@ fn key(vhost: u32, raw_path: &str) -> u64 {
 pub fn lookup(site: &Site, target: &PathTarget) -> Option<Rc<Hot>> {
     let k = key(site.vhost_id, &target.raw_path);
     let hot = CACHE.with(|c| c.borrow().map.get(&k).cloned())?;
+    let now = Instant::now();
     let fresh = hot.is_for(site, target)
-        && resolve::with_root(&site.document_root, |root, _| Ok(hot.fresh(root))).unwrap_or(false);
+        && match &hot.watched {
+            // An event on a watch: changed (a stat could not tell more).
+            Some(w) if !watch::unchanged(w) => false,
+            Some(_) if now.saturating_duration_since(hot.checked.get()) < REVALIDATE => true,
+            _ => {
+                let ok =
+                    resolve::with_root(&site.document_root, |root, _| Ok(hot.fresh(root))).unwrap_or(false);
+                if ok {
+                    hot.checked.set(now);
+                }
+                ok
+            }
+        };
     if fresh {
         return Some(hot);
     }
@@ -222,7 +255,20 @@ pub fn load(site: &Site, target: &PathTarget, first: &Found, now: SystemTime) ->
     // `size` fits: it is at most MAX_FILE.
     let mut body = vec![0u8; size as usize];
     found.file.read_exact_at(&mut body, 0).map_err(HotError::Read)?;
-    let hot = Rc::new(build(site, target, root_stamp, checks, body, &found));
+    let mut hot = build(site, target, root_stamp, checks, body, &found);
+    // Watched after the stamps were taken and checked once more after the watches
+    // exist: from then on a change bumps a watch's generation.
+    match watch::watch(root, hot.checks.iter().map(|c| c.path.as_bytes())) {
+        Ok(w) => {
+            let still = resolve::with_root(root, |fd, _| Ok(hot.fresh(fd))).unwrap_or(false);
+            if !still {
+                return Err(HotError::Raced);
+            }
+            hot.watched = Some(w);
+        }
+        Err(e) => tracing::debug!(error = %e, "hot file revalidated by stat on every request"),
+    }
+    let hot = Rc::new(hot);
     CACHE.with(|c| {
         c.borrow_mut()
             .insert(key(site.vhost_id, &target.raw_path), hot.clone())
@@ -336,6 +382,8 @@ fn build(
         h1_fields: fields.into_bytes().into_boxed_slice(),
         h2_fields: OnceCell::new(),
         cost,
+        watched: None,
+        checked: Cell::new(Instant::now()),
     }
 }
 

@@ -307,3 +307,79 @@ fn the_bounds_hold() {
     let (entries, bytes) = usage();
     assert!(entries <= MAX_ENTRIES && bytes <= BUDGET, "{entries} {bytes}");
 }
+
+fn stat_checks() -> u64 {
+    STAT_CHECKS.with(|n| n.get())
+}
+
+#[test]
+fn a_watched_entry_is_answered_without_a_stat_and_sees_every_change() {
+    let (dir, site) = world();
+    let hot = cache(&site, "/d/b.css").unwrap();
+    assert!(hot.watched.is_some(), "the root, d and d/b.css are watched");
+    drop(hot);
+    let before = stat_checks();
+    for _ in 0..100 {
+        assert!(hit(&site, "/d/b.css"));
+    }
+    assert_eq!(stat_checks(), before, "no stat within REVALIDATE");
+    // Each kind of change, seen at once through the watches alone.
+    let b = dir.path().join("d/b.css");
+    let changes: Vec<Box<dyn Fn()>> = vec![
+        Box::new(|| std::fs::write(&b, b"B{}").unwrap()),
+        Box::new(|| std::fs::set_permissions(&b, std::fs::Permissions::from_mode(0o600)).unwrap()),
+        Box::new(|| std::fs::write(dir.path().join("d/.htaccess"), b"Require all denied\n").unwrap()),
+        Box::new(|| {
+            std::fs::set_permissions(dir.path().join("d"), std::fs::Permissions::from_mode(0o700)).unwrap()
+        }),
+        Box::new(|| {
+            write_old(&dir.path().join("d/c.css"), b"c{}");
+            std::fs::rename(dir.path().join("d/c.css"), &b).unwrap();
+        }),
+        Box::new(|| std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap()),
+    ];
+    for (i, change) in changes.iter().enumerate() {
+        let _ = std::fs::remove_file(dir.path().join("d/.htaccess"));
+        write_old(&b, b"b{}");
+        let settle = TimeSpec::new(1_000_000_000, 0);
+        for d in [dir.path().to_path_buf(), dir.path().join("d")] {
+            utimensat(None, &d, &settle, &settle, UtimensatFlags::NoFollowSymlink).unwrap();
+        }
+        cache(&site, "/d/b.css").unwrap();
+        assert!(hit(&site, "/d/b.css"), "change {i}: cached again");
+        let before = stat_checks();
+        change();
+        assert!(!hit(&site, "/d/b.css"), "change {i} seen");
+        assert_eq!(stat_checks(), before, "change {i}: seen without a stat");
+    }
+}
+
+#[test]
+fn a_watched_entry_is_still_revalidated_by_stat_now_and_then() {
+    let (_dir, site) = world();
+    let hot = cache(&site, "/a.txt").unwrap();
+    hot.checked.set(Instant::now() - REVALIDATE);
+    let before = stat_checks();
+    assert!(hit(&site, "/a.txt"));
+    assert_eq!(stat_checks(), before + 1);
+    assert!(hit(&site, "/a.txt"));
+    assert_eq!(stat_checks(), before + 1, "checked again only after REVALIDATE");
+}
+
+#[test]
+fn watches_are_released_with_their_entries() {
+    let (_dir, site) = world();
+    let base = watch::held();
+    cache(&site, "/a.txt").unwrap();
+    cache(&site, "/d/b.css").unwrap();
+    // The root, a.txt, d and d/b.css.
+    assert_eq!(watch::held(), base + 4);
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        let keys: Vec<u64> = c.map.keys().copied().collect();
+        for k in keys {
+            c.remove(k);
+        }
+    });
+    assert_eq!(watch::held(), 0);
+}

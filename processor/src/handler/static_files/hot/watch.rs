@@ -1,0 +1,231 @@
+//! inotify watches that stand in for the hot cache's stats: one inotify instance per
+//! processor thread, made on first use as the tenant, a watch on every directory, every
+//! `.htaccess` and the file a cached answer depends on, and a generation per watch that
+//! every event on it bumps. Before a cached answer is used the instance is drained with
+//! one non-blocking `read` (no path lookup, and usually EAGAIN); the answer is used only
+//! while each of its watches is at the generation it was taken at.
+//!
+//! A change made through the file system (a write, truncate, chmod, chown, utime, a name
+//! created, removed or renamed, the root moved away) queues its event before the
+//! syscall making it returns, so the drain before an answer sees every change that
+//! finished before the request was read. What inotify does not see (a write through a
+//! shared mapping, a change made by another NFS client, a mount over a directory) the
+//! stat revalidation still catches, which runs at most [`super::REVALIDATE`] apart.
+//! An overflowed queue (`IN_Q_OVERFLOW`) makes every entry stale. A watch the kernel
+//! drops (`IN_IGNORED`: the inode is gone or unmounted) makes its entries stale. When no
+//! instance or watch can be had (the uid's `max_user_instances`, 128 by default, or
+//! `max_user_watches`, or a directory that may be searched but not read) the entry is
+//! revalidated by stat on every request, as before.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
+use thiserror::Error;
+
+/// Why an entry is not watched (it is then revalidated by stat on every request).
+#[derive(Debug, Error)]
+pub enum WatchError {
+    #[error("no inotify instance: {0}")]
+    Init(Errno),
+    #[error("inotify_add_watch {path}: {errno}")]
+    Add { path: String, errno: Errno },
+}
+
+/// The events that can change what a cached answer holds or grants (not IN_ACCESS or
+/// IN_OPEN: the cache's own reads must not invalidate it).
+fn mask() -> AddWatchFlags {
+    AddWatchFlags::IN_MODIFY
+        | AddWatchFlags::IN_ATTRIB
+        | AddWatchFlags::IN_MOVED_FROM
+        | AddWatchFlags::IN_MOVED_TO
+        | AddWatchFlags::IN_CREATE
+        | AddWatchFlags::IN_DELETE
+        | AddWatchFlags::IN_DELETE_SELF
+        | AddWatchFlags::IN_MOVE_SELF
+        | AddWatchFlags::IN_DONT_FOLLOW
+}
+
+struct Slot {
+    generation: u64,
+    refs: u32,
+}
+
+struct Watcher {
+    inotify: Inotify,
+    slots: HashMap<WatchDescriptor, Slot>,
+    /// Bumped by a queue overflow: every entry taken before it is stale.
+    epoch: u64,
+}
+
+enum State {
+    Untried,
+    Ready(Watcher),
+    Off,
+}
+
+thread_local! {
+    static WATCHER: RefCell<State> = const { RefCell::new(State::Untried) };
+}
+
+/// The watches one cached answer holds, with their generations when taken. Dropping it
+/// releases them (a watch no entry holds is removed).
+#[derive(Debug)]
+pub struct Watched {
+    epoch: u64,
+    watches: Vec<(WatchDescriptor, u64)>,
+}
+
+impl Watcher {
+    fn drain(&mut self) {
+        loop {
+            let events = match self.inotify.read_events() {
+                Ok(events) if !events.is_empty() => events,
+                // EAGAIN (nothing queued) or an error: a failed read can lose events, so
+                // anything but EAGAIN makes every entry stale.
+                Ok(_) | Err(Errno::EAGAIN) => return,
+                Err(_) => {
+                    self.epoch += 1;
+                    return;
+                }
+            };
+            for e in events {
+                if e.mask.contains(AddWatchFlags::IN_Q_OVERFLOW) {
+                    self.epoch += 1;
+                } else if e.mask.contains(AddWatchFlags::IN_IGNORED) {
+                    self.slots.remove(&e.wd);
+                } else if let Some(slot) = self.slots.get_mut(&e.wd) {
+                    slot.generation += 1;
+                }
+            }
+        }
+    }
+
+    fn release(&mut self, wd: WatchDescriptor) {
+        let Some(slot) = self.slots.get_mut(&wd) else {
+            return;
+        };
+        slot.refs -= 1;
+        if slot.refs == 0 {
+            self.slots.remove(&wd);
+            // Its IN_IGNORED is dropped by the drain (no slot).
+            let _ = self.inotify.rm_watch(wd);
+        }
+    }
+}
+
+fn with_watcher<T>(f: impl FnOnce(&mut Watcher) -> T) -> Result<T, WatchError> {
+    WATCHER.with(|w| {
+        let mut w = w.borrow_mut();
+        if let State::Untried = *w {
+            *w = match Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC) {
+                Ok(inotify) => State::Ready(Watcher {
+                    inotify,
+                    slots: HashMap::new(),
+                    epoch: 0,
+                }),
+                Err(errno) => {
+                    tracing::debug!(%errno, "no inotify instance: hot files revalidated by stat");
+                    State::Off
+                }
+            };
+        }
+        match &mut *w {
+            State::Ready(watcher) => Ok(f(watcher)),
+            _ => Err(WatchError::Init(Errno::EMFILE)),
+        }
+    })
+}
+
+/// Watches `root` and each of `rel` (paths below it), taking their generations after
+/// the queue is drained. The caller checks the stamps again afterwards: what changes
+/// from then on bumps a generation.
+pub fn watch<'a>(root: &Path, rel: impl Iterator<Item = &'a [u8]>) -> Result<Watched, WatchError> {
+    with_watcher(|w| {
+        let mut added: Vec<WatchDescriptor> = Vec::new();
+        let mut add = |w: &mut Watcher, path: &Path| -> Result<(), WatchError> {
+            let wd = w
+                .inotify
+                .add_watch(path, mask())
+                .map_err(|errno| WatchError::Add {
+                    path: path.display().to_string(),
+                    errno,
+                })?;
+            w.slots
+                .entry(wd)
+                .or_insert(Slot {
+                    generation: 0,
+                    refs: 0,
+                })
+                .refs += 1;
+            added.push(wd);
+            Ok(())
+        };
+        let mut result = add(w, root);
+        for r in rel {
+            if result.is_err() {
+                break;
+            }
+            let mut p = root.as_os_str().as_bytes().to_vec();
+            p.push(b'/');
+            p.extend_from_slice(r);
+            result = add(w, Path::new(OsStr::from_bytes(&p)));
+        }
+        if let Err(e) = result {
+            for wd in added {
+                w.release(wd);
+            }
+            return Err(e);
+        }
+        w.drain();
+        let watches = added
+            .into_iter()
+            .filter_map(|wd| w.slots.get(&wd).map(|s| (wd, s.generation)))
+            .collect();
+        Ok(Watched {
+            epoch: w.epoch,
+            watches,
+        })
+    })?
+}
+
+/// Drains the queue; whether nothing `watched` holds has changed since it was taken.
+pub fn unchanged(watched: &Watched) -> bool {
+    with_watcher(|w| {
+        w.drain();
+        w.epoch == watched.epoch
+            && watched
+                .watches
+                .iter()
+                .all(|(wd, g)| w.slots.get(wd).is_some_and(|s| s.generation == *g))
+    })
+    .unwrap_or(false)
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        // At thread exit the watcher may be gone already; its fd closes with it.
+        let _ = WATCHER.try_with(|w| {
+            if let Ok(mut w) = w.try_borrow_mut() {
+                if let State::Ready(w) = &mut *w {
+                    for (wd, _) in self.watches.drain(..) {
+                        w.release(wd);
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// Watches held by this thread (for tests).
+#[cfg(test)]
+pub fn held() -> usize {
+    WATCHER.with(|w| match &*w.borrow() {
+        State::Ready(w) => w.slots.len(),
+        _ => 0,
+    })
+}
