@@ -383,3 +383,33 @@ fn watches_are_released_with_their_entries() {
     });
     assert_eq!(watch::held(), 0);
 }
+
+#[test]
+fn a_busy_file_beside_a_cached_one_does_not_drop_it() {
+    use std::io::Write as _;
+    let (dir, site) = world();
+    // A log in the root and one in d, as an application would keep.
+    let logs = [dir.path().join("app.log"), dir.path().join("d/app.log")];
+    for log in &logs {
+        write_old(log, b"x");
+    }
+    let past = TimeSpec::new(1_000_000_000, 0);
+    for d in [dir.path().to_path_buf(), dir.path().join("d")] {
+        utimensat(None, &d, &past, &past, UtimensatFlags::NoFollowSymlink).unwrap();
+    }
+    let before = stat_checks();
+    cache(&site, "/d/b.css").unwrap();
+    cache(&site, "/d/e/").unwrap();
+    for log in &logs {
+        for _ in 0..3 {
+            let mut f = std::fs::OpenOptions::new().append(true).open(log).unwrap();
+            f.write_all(b"line\n").unwrap();
+            std::fs::set_permissions(log, std::fs::Permissions::from_mode(0o640)).unwrap();
+            assert!(hit(&site, "/d/b.css") && hit(&site, "/d/e/"), "{log:?}");
+        }
+    }
+    assert_eq!(stat_checks() - before, 2, "only the loads stat, no lookup");
+    // The file itself written: dropped.
+    std::fs::write(dir.path().join("d/b.css"), b"B{}").unwrap();
+    assert!(!hit(&site, "/d/b.css"));
+}

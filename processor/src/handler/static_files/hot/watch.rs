@@ -1,7 +1,8 @@
 //! inotify watches that stand in for the hot cache's stats: one inotify instance per
 //! processor thread, made on first use as the tenant, a watch on every directory, every
 //! `.htaccess` and the file a cached answer depends on, and a generation per watch that
-//! every event on it bumps. Before a cached answer is used the instance is drained with
+//! every event on it bumps, but a directory's events about a child's content or mode
+//! (the child, if an entry depends on it, is watched itself). Before a cached answer is used the instance is drained with
 //! one non-blocking `read` (no path lookup, and usually EAGAIN); the answer is used only
 //! while each of its watches is at the generation it was taken at.
 //!
@@ -98,6 +99,11 @@ impl Watcher {
                     self.epoch += 1;
                 } else if e.mask.contains(AddWatchFlags::IN_IGNORED) {
                     self.slots.remove(&e.wd);
+                } else if about_a_child_only(e.mask, e.name.as_deref()) {
+                    // A directory's child's content or mode: what an entry depends on
+                    // has a watch of its own, and a busy log file beside cached files
+                    // must not drop them (the stamps did not either: a child's write
+                    // leaves the directory's stamp alone).
                 } else if let Some(slot) = self.slots.get_mut(&e.wd) {
                     slot.generation += 1;
                 }
@@ -116,6 +122,13 @@ impl Watcher {
             let _ = self.inotify.rm_watch(wd);
         }
     }
+}
+
+/// An event on a directory's watch about one of its children (it has a name) that
+/// changed no name: a write or a chmod of the child.
+fn about_a_child_only(mask: AddWatchFlags, name: Option<&OsStr>) -> bool {
+    let content = AddWatchFlags::IN_MODIFY | AddWatchFlags::IN_ATTRIB | AddWatchFlags::IN_ISDIR;
+    name.is_some_and(|n| !n.is_empty()) && content.contains(mask)
 }
 
 fn with_watcher<T>(f: impl FnOnce(&mut Watcher) -> T) -> Result<T, WatchError> {
