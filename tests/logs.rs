@@ -313,9 +313,15 @@ fn rotated_error_log(w: &Path) -> (TestServer, PathBuf, PathBuf) {
         &two_env_config(w, &format!("error_log = \"{}\"", path.display())),
         &path,
     );
-    let text = strip_ansi(&std::fs::read_to_string(&path).unwrap());
+    // The children write there too; a processor's start line comes through its log
+    // pipe and may follow the supervisor's "ready".
+    let read = || strip_ansi(&std::fs::read_to_string(&path).unwrap());
+    server.wait_until(Duration::from_secs(5), || {
+        let t = read();
+        t.contains("multiplexer serving") && t.contains("processor serving")
+    });
+    let text = read();
     assert!(text.contains("ready: listening on "), "{text}");
-    // The children write there too.
     assert!(text.contains("multiplexer serving"), "{text}");
     assert!(text.contains("processor serving"), "{text}");
     assert!(!text.contains("request refused"), "{text}");
