@@ -203,6 +203,7 @@ pub fn lookup(site: &Site, target: &PathTarget) -> Option<Rc<Hot>> {
             // An event on a watch: changed (a stat could not tell more).
             Some(w) if !watch::unchanged(w) => false,
             Some(_) if now.saturating_duration_since(hot.checked.get()) < REVALIDATE => true,
+            // Unwatched, or due for the stamps' check.
             _ => {
                 let ok =
                     resolve::with_root(&site.document_root, |root, _| Ok(hot.fresh(root))).unwrap_or(false);

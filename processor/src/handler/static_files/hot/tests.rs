@@ -413,3 +413,49 @@ fn a_busy_file_beside_a_cached_one_does_not_drop_it() {
     std::fs::write(dir.path().join("d/b.css"), b"B{}").unwrap();
     assert!(!hit(&site, "/d/b.css"));
 }
+
+#[test]
+fn without_inotify_an_entry_is_stat_ed_on_every_request() {
+    let (dir, site) = world();
+    watch::disable();
+    let hot = cache(&site, "/a.txt").unwrap();
+    assert!(hot.watched.is_none());
+    let before = stat_checks();
+    for _ in 0..3 {
+        assert!(hit(&site, "/a.txt"));
+    }
+    assert_eq!(stat_checks() - before, 3);
+    std::fs::write(dir.path().join("a.txt"), b"ALPHA").unwrap();
+    assert!(!hit(&site, "/a.txt"), "a change is still seen");
+}
+
+#[test]
+fn an_overflowed_queue_drops_every_entry() {
+    use std::io::Write as _;
+    let (dir, site) = world();
+    let logs = [dir.path().join("one.log"), dir.path().join("two.log")];
+    for log in &logs {
+        write_old(log, b"");
+    }
+    let past = TimeSpec::new(1_000_000_000, 0);
+    utimensat(None, dir.path(), &past, &past, UtimensatFlags::NoFollowSymlink).unwrap();
+    cache(&site, "/a.txt").unwrap();
+    assert!(hit(&site, "/a.txt"));
+    // Writes beside it, ignored one by one, but more than the queue holds (alternating
+    // names: the kernel merges an event equal to the one before).
+    let max: usize = std::fs::read_to_string("/proc/sys/fs/inotify/max_queued_events")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let mut files: Vec<std::fs::File> = logs
+        .iter()
+        .map(|l| std::fs::OpenOptions::new().append(true).open(l).unwrap())
+        .collect();
+    for i in 0..max + 16 {
+        files[i % 2].write_all(b"x").unwrap();
+    }
+    let before = stat_checks();
+    assert!(!hit(&site, "/a.txt"), "IN_Q_OVERFLOW: stale");
+    assert_eq!(stat_checks(), before, "dropped without a stat");
+}

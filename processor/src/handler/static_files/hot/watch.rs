@@ -2,9 +2,10 @@
 //! processor thread, made on first use as the tenant, a watch on every directory, every
 //! `.htaccess` and the file a cached answer depends on, and a generation per watch that
 //! every event on it bumps, but a directory's events about a child's content or mode
-//! (the child, if an entry depends on it, is watched itself). Before a cached answer is used the instance is drained with
-//! one non-blocking `read` (no path lookup, and usually EAGAIN); the answer is used only
-//! while each of its watches is at the generation it was taken at.
+//! (the child, if an entry depends on it, is watched itself). Before a cached answer is
+//! used the instance is drained with one non-blocking `read` (no path lookup, and
+//! usually EAGAIN); the answer is used only while each of its watches is at the
+//! generation it was taken at.
 //!
 //! A change made through the file system (a write, truncate, chmod, chown, utime, a name
 //! created, removed or renamed, the root moved away) queues its event before the
@@ -63,14 +64,9 @@ struct Watcher {
     epoch: u64,
 }
 
-enum State {
-    Untried,
-    Ready(Watcher),
-    Off,
-}
-
 thread_local! {
-    static WATCHER: RefCell<State> = const { RefCell::new(State::Untried) };
+    /// Made on first use; `Err`: `inotify_init1` failed with this (not tried again).
+    static WATCHER: RefCell<Option<Result<Watcher, Errno>>> = const { RefCell::new(None) };
 }
 
 /// The watches one cached answer holds, with their generations when taken. Dropping it
@@ -132,25 +128,20 @@ fn about_a_child_only(mask: AddWatchFlags, name: Option<&OsStr>) -> bool {
 }
 
 fn with_watcher<T>(f: impl FnOnce(&mut Watcher) -> T) -> Result<T, WatchError> {
-    WATCHER.with(|w| {
-        let mut w = w.borrow_mut();
-        if let State::Untried = *w {
-            *w = match Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC) {
-                Ok(inotify) => State::Ready(Watcher {
-                    inotify,
-                    slots: HashMap::new(),
-                    epoch: 0,
-                }),
-                Err(errno) => {
-                    tracing::debug!(%errno, "no inotify instance: hot files revalidated by stat");
-                    State::Off
-                }
-            };
-        }
-        match &mut *w {
-            State::Ready(watcher) => Ok(f(watcher)),
-            _ => Err(WatchError::Init(Errno::EMFILE)),
-        }
+    WATCHER.with(|w| match w.borrow_mut().get_or_insert_with(init) {
+        Ok(watcher) => Ok(f(watcher)),
+        Err(errno) => Err(WatchError::Init(*errno)),
+    })
+}
+
+fn init() -> Result<Watcher, Errno> {
+    let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).inspect_err(|errno| {
+        tracing::debug!(%errno, "no inotify instance: hot files revalidated by stat");
+    })?;
+    Ok(Watcher {
+        inotify,
+        slots: HashMap::new(),
+        epoch: 0,
     })
 }
 
@@ -224,7 +215,7 @@ impl Drop for Watched {
         // At thread exit the watcher may be gone already; its fd closes with it.
         let _ = WATCHER.try_with(|w| {
             if let Ok(mut w) = w.try_borrow_mut() {
-                if let State::Ready(w) = &mut *w {
+                if let Some(Ok(w)) = &mut *w {
                     for (wd, _) in self.watches.drain(..) {
                         w.release(wd);
                     }
@@ -234,11 +225,18 @@ impl Drop for Watched {
     }
 }
 
+/// Makes this thread's watcher unavailable, as when the uid is out of instances (for
+/// tests).
+#[cfg(test)]
+pub fn disable() {
+    WATCHER.with(|w| *w.borrow_mut() = Some(Err(Errno::EMFILE)));
+}
+
 /// Watches held by this thread (for tests).
 #[cfg(test)]
 pub fn held() -> usize {
     WATCHER.with(|w| match &*w.borrow() {
-        State::Ready(w) => w.slots.len(),
+        Some(Ok(w)) => w.slots.len(),
         _ => 0,
     })
 }
