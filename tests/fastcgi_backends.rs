@@ -6,7 +6,8 @@
 //! directory, refused to bob; a killed backend is replaced; with `min_backends = 0`
 //! the first connection starts one; `max_requests` replaces a backend without a
 //! failed request; a burst of 8 against none starts at most `max_backends`, which
-//! then stop after `idle_timeout`; `/bin/true` as a command backs off instead of
+//! then stop after `idle_timeout`; busy backends count as started, so five long
+//! requests get five backends within a second or so; `/bin/true` as a command backs off instead of
 //! looping; SIGTERM and a reload without `fastcgi` stop them (and the reload unlinks
 //! the socket); a chrooted environment's socket is in `<chroot>/.bulkhead/` and its
 //! backend (php-cgi and its libraries copied into the jail) runs there.
@@ -324,6 +325,53 @@ fn a_burst_starts_backends_progressively_up_to_max_and_idle_ones_stop() {
         server.log()
     );
     assert!(server.log().contains("idle for idle_timeout"), "{}", server.log());
+    assert!(!server.log().contains("fastcgi backend died"), "{}", server.log());
+}
+
+/// Busy backends are never caught in accept (a queue that never empties returns them
+/// from it at once); one serving a connection it accepted is past its start all the
+/// same, so a sustained load grows the set by one per hold-off (100 ms), not one per
+/// second. Five requests that each hold a backend for 4 s: the fifth backend starts
+/// well before a backend is free, where "in accept" alone took 4 s.
+#[test]
+fn busy_backends_count_as_started_so_a_sustained_load_grows_the_set_quickly() {
+    require_root!();
+    if require_tool("php-cgi", "php-cgi").is_none() {
+        return;
+    }
+    let dir = Dir::new("fcgi_grow");
+    let root = dir.path();
+    let server = TestServer::start(&config(root, "min_backends = 0\nmax_backends = 5"));
+    let sock = socket_path(root);
+    let slow = put(
+        root,
+        "alice/slow.php",
+        b"<?php sleep(4); echo 'slow done';",
+        ALICE,
+        0o644,
+    );
+    let t0 = std::time::Instant::now();
+    let clients: Vec<_> = (0..5)
+        .map(|_| {
+            let (sock, slow) = (sock.clone(), slow.clone());
+            std::thread::spawn(move || php(&sock, &slow))
+        })
+        .collect();
+    let grown = server.wait_until(Duration::from_millis(2500), || backends(&server).len() == 5);
+    let took = t0.elapsed();
+    assert!(
+        grown,
+        "5 busy requests: {} backends after {took:?}\n{}",
+        backends(&server).len(),
+        server.log()
+    );
+    for c in clients {
+        let out = c
+            .join()
+            .unwrap()
+            .unwrap_or_else(|e| panic!("{e}\n{}", server.log()));
+        assert!(out.contains("slow done"), "{out}");
+    }
     assert!(!server.log().contains("fastcgi backend died"), "{}", server.log());
 }
 

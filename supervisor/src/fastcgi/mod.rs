@@ -328,10 +328,15 @@ impl Supervisor {
             .filter(|(_, c)| c.gen == gen && c.kind == (Kind::Backend { env }) && !c.stopping)
             .map(|(pid, c)| {
                 let t = self.backends.get(pid).copied().unwrap_or_default();
+                let age = now.saturating_duration_since(c.started);
                 scale::Seen {
                     pid: *pid,
-                    age: now.saturating_duration_since(c.started),
-                    in_accept: t.in_accept || procfs::in_accept(*pid) == Some(true),
+                    age,
+                    // Only a young backend's fds are looked at: an older one is past
+                    // its start whatever it holds.
+                    ready: t.in_accept
+                        || procfs::in_accept(*pid) == Some(true)
+                        || (age < scale::STARTING_MAX && procfs::holds_connection(*pid)),
                     idle_for: t.idle_since.map(|s| now.saturating_duration_since(s)),
                 }
             })

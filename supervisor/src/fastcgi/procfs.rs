@@ -74,6 +74,34 @@ pub fn in_accept(pid: i32) -> Option<bool> {
     parse_in_accept(&read(pid, "syscall")?)
 }
 
+/// Most entries of `/proc/<pid>/fd` looked at by [`holds_connection`].
+const FDS_MAX: usize = 64;
+
+/// Whether `pid` holds a socket on an fd above 0: a backend's fd 0 is its listening
+/// socket and 1 and 2 its log pipe, so another socket is a connection it accepted
+/// (the start is over). Only the first [`FDS_MAX`] entries are looked at; `readlink`
+/// on procfs names the file and follows nothing. A backend could fake either answer,
+/// which only changes how fast its own environment grows within `max_backends`.
+pub fn holds_connection(pid: i32) -> bool {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    dir.take(FDS_MAX).flatten().any(|e| {
+        let name = e.file_name();
+        let above_0 = name
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+            .is_some_and(|n| n > 0);
+        above_0 && std::fs::read_link(e.path()).is_ok_and(|t| is_socket_link(&t))
+    })
+}
+
+/// Whether an `/proc/<pid>/fd/N` link's target names a socket (`socket:[inode]`).
+fn is_socket_link(target: &std::path::Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    target.as_os_str().as_bytes().starts_with(b"socket:[")
+}
+
 /// `pid`'s CPU time so far, in clock ticks.
 pub fn cpu(pid: i32) -> Option<u64> {
     parse_cpu(&read(pid, "stat")?)
@@ -116,6 +144,49 @@ mod tests {
         assert_eq!(parse_children(b"12 345 6789 "), 3);
         assert_eq!(parse_children(b"12 x 3\xff 4"), 2);
         assert_eq!(parse_children(b"99999999999 1"), 1);
+    }
+
+    #[test]
+    fn a_socket_above_fd_0_is_a_connection() {
+        // A child with no socket, then one given a socket on fd 5.
+        use std::os::unix::process::CommandExt;
+        let mut child = std::process::Command::new("sleep");
+        child.arg("30").stdin(std::process::Stdio::null());
+        let mut child = child.spawn().unwrap();
+        let pid = child.id() as i32;
+        assert!(!holds_connection(pid), "sleep holds no socket");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&a);
+        let mut with = std::process::Command::new("sleep");
+        with.arg("30").stdin(std::process::Stdio::null());
+        // SAFETY: only dup2, which is async-signal-safe, between fork and exec; `fd`
+        // stays open in the parent until the child has exec'd (spawn waits for that).
+        unsafe {
+            with.pre_exec(move || {
+                if libc::dup2(fd, 5) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut with = with.spawn().unwrap();
+        let pid = with.id() as i32;
+        let mut seen = false;
+        for _ in 0..100 {
+            seen = holds_connection(pid);
+            if seen {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        with.kill().unwrap();
+        with.wait().unwrap();
+        assert!(seen, "fd 5 is a socket");
+        assert!(is_socket_link(std::path::Path::new("socket:[1234]")));
+        assert!(!is_socket_link(std::path::Path::new("/tmp/socket:[1]")));
+        assert!(!is_socket_link(std::path::Path::new("pipe:[1234]")));
     }
 
     #[test]

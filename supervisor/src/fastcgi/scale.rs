@@ -5,8 +5,12 @@
 //! - Below `min_backends`: start the missing ones.
 //! - A connection pending and fewer than `max_backends`: start one, unless one is
 //!   still starting (started less than [`HOLD_OFF`] ago, or younger than
-//!   [`STARTING_MAX`] and not yet in accept): a burst against no backend starts them
-//!   one after another, not one per waiting request.
+//!   [`STARTING_MAX`] and not yet ready: neither seen in accept nor holding a
+//!   connection it accepted): a burst against no backend starts them one after
+//!   another, not one per waiting request, and a sustained load grows the set by one
+//!   per [`HOLD_OFF`] (a loaded backend is rarely caught in accept, since a queue that
+//!   never empties returns it from accept at once, so "in accept" alone held the
+//!   growth to one per [`STARTING_MAX`]).
 //! - A connection pending at `max_backends`: say so (once per episode, by the caller).
 //! - No connection pending: a backend idle (in accept, no CPU used) for
 //!   `idle_timeout` is stopped, longest idle first, down to `min_backends`.
@@ -24,8 +28,9 @@ pub struct Seen {
     pub pid: i32,
     /// Since it was started.
     pub age: Duration,
-    /// Blocked in accept right now.
-    pub in_accept: bool,
+    /// Past its start: blocked in accept right now, or holding a connection it
+    /// accepted.
+    pub ready: bool,
     /// How long it has been idle (in accept, no CPU time used), if it is.
     pub idle_for: Option<Duration>,
 }
@@ -55,7 +60,7 @@ pub fn decide(backends: &[Seen], l: &Limits, pending: bool, restart_scheduled: b
     let running = backends.len() as u32;
     let starting = backends
         .iter()
-        .any(|b| b.age < HOLD_OFF || (b.age < STARTING_MAX && !b.in_accept));
+        .any(|b| b.age < HOLD_OFF || (b.age < STARTING_MAX && !b.ready));
     if !restart_scheduled {
         if running < l.min {
             plan.start = l.min - running;
@@ -94,7 +99,7 @@ mod tests {
         Seen {
             pid,
             age: 100 * S,
-            in_accept: idle.is_some(),
+            ready: idle.is_some(),
             idle_for: idle.map(|s| s * S),
         }
     }
@@ -116,20 +121,21 @@ mod tests {
         let young = Seen {
             pid: 1,
             age: Duration::from_millis(20),
-            in_accept: true,
+            ready: true,
             idle_for: None,
         };
         assert_eq!(decide(&[young], &l, true, false).start, 0);
         // Older than the hold-off but not yet accepting: still starting.
         let loading = Seen {
             age: Duration::from_millis(500),
-            in_accept: false,
+            ready: false,
             ..young
         };
         assert_eq!(decide(&[loading], &l, true, false).start, 0);
-        // Accepting, yet a connection still waits: all are busy, one more.
+        // Ready (in accept, or serving a connection it accepted), yet a connection
+        // still waits: all are busy, one more.
         let ready = Seen {
-            in_accept: true,
+            ready: true,
             ..loading
         };
         assert_eq!(decide(&[ready], &l, true, false).start, 1);
