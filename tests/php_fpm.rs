@@ -312,3 +312,51 @@ fn php_fpm_runs_chrooted_in_a_private_view() {
         .collect();
     assert!(inside.iter().any(|n| n.ends_with(".conf")), "{inside:?}");
 }
+
+/// With the sockets outside `/tmp` (the shipped `runtime_dir` is `/run/bulkhead`), a
+/// php-fpm master in the default private view still reads its pool file there: the
+/// socket directory is in its Landlock read-only set (it was in none, so every master
+/// died at once with "failed to open configuration file … Permission denied"), while
+/// a php-cgi environment beside it gets nothing there.
+#[test]
+fn php_fpm_reads_its_pool_file_from_a_runtime_dir_outside_tmp() {
+    require_root!();
+    let Some(fpm) = php_fpm() else { return };
+    let dir = Dir::new("php_fpm_run");
+    let w = dir.path();
+    sites(w, 0o644);
+    php(w, "alice/whoami.php", WHOAMI, ALICE);
+    php(w, "bob/whoami.php", WHOAMI, BOB);
+    let run = tempfile::Builder::new()
+        .prefix("bh-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    crate::util::fs::chmod(run.path(), 0o755);
+    let text = php_config(
+        w,
+        "",
+        &format!("{}{}", fpm_table("alice", &fpm, ""), php_table("bob", "")),
+    )
+    .replace(
+        &format!("runtime_dir = \"{}\"", runtime_dir(w).display()),
+        &format!("runtime_dir = \"{}\"", run.path().display()),
+    );
+    assert!(text.contains("/var/tmp/bh-"), "{text}");
+    let server = TestServer::start(&text);
+    for (host, uid) in [("alice.test", ALICE), ("bob.test", BOB)] {
+        let a = get_ok(&server, host, "/whoami.php");
+        assert_eq!(
+            (a.status, a.text()),
+            (200, uid.to_string()),
+            "{host}: {}\n{}",
+            a.head,
+            server.log()
+        );
+    }
+    assert!(
+        server.log().contains("private view ready"),
+        "the default private view is on as root\n{}",
+        server.log()
+    );
+    assert!(!server.log().contains("Permission denied"), "{}", server.log());
+}

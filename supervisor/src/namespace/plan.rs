@@ -458,6 +458,19 @@ fn host(cfg: &Config, env: usize) -> (Vec<Step>, Sandbox) {
     // Its certificates and keys (file rules: nothing else in their directories).
     let mut read_only = system_ro(&e.bind_ro);
     read_only.extend(tls);
+    // A php-fpm master reads its pool file from the socket directory by path (`-y`);
+    // that directory is root's 0711 and each pool file its environment's own 0400, so
+    // reading it shows nothing of another environment. php-cgi needs nothing there:
+    // its socket is its fd 0, and a processor's connect is not a Landlock access.
+    if e.fastcgi
+        .as_ref()
+        .is_some_and(|f| f.manager == conf::Manager::PhpFpm)
+    {
+        let sockets = cfg.server.runtime_dir.join(crate::bootstrap::RUNTIME_SOCKET_DIR);
+        if !rw.iter().any(|w| within(&sockets, w)) {
+            read_only.push(sockets);
+        }
+    }
     let sandbox = Sandbox {
         namespaces: true,
         read_only,
@@ -527,6 +540,25 @@ mod tests {
         // bob's view cannot cover alice's /tmp; it gets its own /tmp anyway.
         assert!(!steps.contains(&Step::Hide { path: "/tmp".into() }));
         assert!(sb.read_write.contains(&PathBuf::from("/tmp")));
+    }
+
+    #[test]
+    fn a_php_fpm_environment_may_read_the_socket_directory_and_a_php_cgi_one_not() {
+        let text = |manager: &str| {
+            format!(
+                "[server]\nuser = 2000\ngroup = 2000\nlisten = [\"127.0.0.1:0\"]\nruntime_dir = \"/run/bh\"\n\
+                 [environments.alice]\nuser = 2001\ngroup = 2001\n\
+                 [environments.alice.fastcgi]\nmanager = \"{manager}\"\ncommand = [\"/usr/sbin/php-fpm8.2\"]\nextensions = [\".php\"]\n\
+                 [[vhosts]]\nserver_name = \"a\"\nenvironment = \"alice\"\ndocument_root = \"/srv\"\n"
+            )
+        };
+        let sockets = PathBuf::from("/run/bh").join(crate::bootstrap::RUNTIME_SOCKET_DIR);
+        let (_, fpm) = plan(&cfg(&text("php-fpm")), 0);
+        assert!(fpm.read_only.contains(&sockets), "{:?}", fpm.read_only);
+        assert!(!fpm.read_write.contains(&sockets));
+        let (_, cgi) = plan(&cfg(&text("bulkhead")), 0);
+        assert!(!cgi.read_only.contains(&sockets), "{:?}", cgi.read_only);
+        assert!(!cgi.read_write.contains(&sockets));
     }
 
     const TWO: &str = "[server]\nuser = 2000\ngroup = 2000\nlisten = [\"127.0.0.1:0\"]\n\
