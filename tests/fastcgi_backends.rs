@@ -396,6 +396,62 @@ fn a_command_that_exits_at_once_backs_off_instead_of_looping() {
     assert_eq!(get(server.addr, "alice.test", "/").text(), "up");
 }
 
+/// Backends that die at once: after three early deaths in a row the requests waiting
+/// on the socket are refused (a 502 well before `fastcgi_timeout`) by a forked child.
+/// The supervisor itself never accepts on that socket, whose open file description
+/// every backend makes blocking for its program: it used to accept there itself and
+/// sat in `accept4` once the queue was empty, replacing no child and handling no
+/// signal (found with php-fpm failing to start). Here a killed processor is still
+/// replaced afterwards, and the server still stops on SIGTERM.
+#[test]
+fn refusing_waiting_requests_never_blocks_the_supervisor() {
+    require_root!();
+    let dir = Dir::new("fcgi_refuse");
+    let root = dir.path();
+    let cfg = config(root, "min_backends = 0\nmax_backends = 2").replace(PHP_CGI, "/bin/false");
+    let mut server = TestServer::start(&cfg);
+    php_file(root);
+    let t0 = std::time::Instant::now();
+    let answer = get(server.addr, "alice.test", "/t.php");
+    assert_eq!(answer.status, 502, "{}\n{}", answer.text(), server.log());
+    assert!(
+        t0.elapsed() < Duration::from_secs(30),
+        "refused after {:?}, not at once",
+        t0.elapsed()
+    );
+    assert!(
+        server
+            .wait_for_log(
+                "the waiting requests are refused with 502",
+                Duration::from_secs(5)
+            )
+            .is_some(),
+        "{}",
+        server.log()
+    );
+    // The supervisor still watches its children.
+    let before = server.processors_of(ALICE);
+    assert!(!before.is_empty(), "{}", server.log());
+    for p in &before {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*p), Signal::SIGKILL);
+    }
+    let replaced = server.wait_until(Duration::from_secs(10), || {
+        let now = server.processors_of(ALICE);
+        !now.is_empty() && now.iter().all(|p| !before.contains(p))
+    });
+    assert!(
+        replaced,
+        "no processor replaced: the supervisor is stuck\n{}",
+        server.log()
+    );
+    server.signal(Signal::SIGTERM);
+    assert!(
+        server.wait_exit(Duration::from_secs(15)).is_some(),
+        "no exit on SIGTERM\n{}",
+        server.log()
+    );
+}
+
 /// Copies `bin` and the libraries `ldd` names into `jail` (root's), with a `/tmp`.
 fn binary_into(jail: &Path, bin: &str) {
     let ldd = std::process::Command::new("ldd").arg(bin).output().unwrap();

@@ -49,6 +49,10 @@ pub struct EnvBackends {
     pub at_max_warned: bool,
     /// Backends that died (not a clean exit) soon after their start, in a row.
     pub early_deaths: u32,
+    /// When the waiting requests were last refused ([`watch::refuse_waiting`]'s
+    /// child forked), and when that was last logged.
+    refused_at: Option<Instant>,
+    refusal_logged_at: Option<Instant>,
     /// `manager = "php-fpm"`: the master's pool file.
     pub pool: Option<fpm::PoolFile>,
 }
@@ -122,6 +126,8 @@ pub fn sockets(
                 watch: None,
                 at_max_warned: false,
                 early_deaths: 0,
+                refused_at: None,
+                refusal_logged_at: None,
                 pool,
             }))
         })
@@ -595,23 +601,36 @@ impl Supervisor {
     /// No backend of (`gen`, `env`) runs and none may start before its backoff: the
     /// requests waiting on its socket are refused now (their processors answer 502)
     /// rather than left to time out; one line per refusal batch.
+    ///
+    /// A refusal forks a short-lived child (see [`watch::refuse_waiting`]), at most one
+    /// per [`scale::HOLD_OFF`] per environment, logged at most once per
+    /// [`REFUSAL_LOG_EVERY`].
     fn refuse_waiting(&mut self, gen: u64, env: usize) {
-        let Some(g) = self.gen(gen) else { return };
-        let name = g
-            .cfg
-            .environments
-            .get(env)
-            .map(|e| e.name.clone())
-            .unwrap_or_default();
-        let Some(b) = g.fastcgi.get(env).and_then(Option::as_ref) else {
+        let now = Instant::now();
+        let name = self.env_name(gen, env);
+        let Some(b) = self.gen_mut(gen).and_then(|g| g.fastcgi.get_mut(env)?.as_mut()) else {
             return;
         };
-        let n = watch::refuse_waiting(b.socket.listener.as_fd(), REFUSE_BATCH);
-        if n > 0 {
-            warn!(
-                environment = %name,
-                "no fastcgi backend can run now (each one died at once; the next start waits for its backoff): {n} waiting request(s) refused with 502"
-            );
+        if b.refused_at
+            .is_some_and(|t| now.saturating_duration_since(t) < scale::HOLD_OFF)
+        {
+            return;
+        }
+        b.refused_at = Some(now);
+        let log = b
+            .refusal_logged_at
+            .is_none_or(|t| now.saturating_duration_since(t) >= REFUSAL_LOG_EVERY);
+        match watch::refuse_waiting(b.socket.listener.as_fd(), REFUSE_BATCH) {
+            Some(pid) if log => {
+                b.refusal_logged_at = Some(now);
+                warn!(
+                    environment = %name,
+                    refuser = pid,
+                    "no fastcgi backend can run now (each one died at once; the next start waits for its backoff): the waiting requests are refused with 502"
+                );
+            }
+            Some(_) => {}
+            None => error!(environment = %name, "refusing the waiting requests: fork failed"),
         }
     }
 }
@@ -623,6 +642,8 @@ const EARLY_DEATH: Duration = Duration::from_secs(10);
 
 /// Most waiting connections refused at once (the backlog is 511).
 const REFUSE_BATCH: usize = 1024;
+/// One refusal line per environment at most this often.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// A backend as [`Supervisor::stop_backends`]'s filter sees it.
 pub(crate) struct BackendRef<'a> {

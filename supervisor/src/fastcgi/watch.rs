@@ -35,28 +35,65 @@ pub fn pending(listener: BorrowedFd<'_>) -> bool {
     r > 0 && p.revents & libc::POLLIN != 0
 }
 
+/// Longest a refuser ([`refuse_waiting`]) lives: SIGALRM ends it if an accept blocks.
+pub const REFUSER_LIFETIME_SECS: u32 = 2;
+
 /// Takes up to `max` connections waiting on `listener` and closes each at once,
 /// unread: their processors see the backend close before answering (a 502). Only
 /// for an environment whose backends cannot run now (every one died and the next
 /// start waits for its backoff), so that a request is refused at once instead of
-/// waiting out `fastcgi_timeout`. Not one byte is read. Returns how many.
-pub fn refuse_waiting(listener: BorrowedFd<'_>, max: usize) -> usize {
-    let mut n = 0;
-    while n < max {
-        match nix::sys::socket::accept4(
-            listener.as_raw_fd(),
-            nix::sys::socket::SockFlag::SOCK_CLOEXEC | nix::sys::socket::SockFlag::SOCK_NONBLOCK,
-        ) {
-            Ok(fd) => {
-                // SAFETY: accept4 just returned this fd; nothing else owns it.
-                drop(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
-                n += 1;
+/// waiting out `fastcgi_timeout`. Not one byte is read.
+///
+/// Done in a forked child, never in the supervisor: the listening socket's open file
+/// description is shared with the environment's backends, and each backend makes it
+/// blocking for its program (php-cgi expects a blocking accept), as tenant code can
+/// at any time. `SOCK_NONBLOCK` in `accept4` is the new socket's flag, not the
+/// listener's, so an accept on an empty queue (another process took the last
+/// connection, or the tenant raced the look) would block the supervisor until the
+/// next connection: every child unwatched, no signal handled (it did: a supervisor of
+/// an environment whose php-fpm kept dying sat in `accept4` until killed). The child
+/// looks (`poll`, no wait) before each accept, and SIGALRM ends it after
+/// [`REFUSER_LIFETIME_SECS`] if one blocks anyway. Between fork and `_exit` it calls
+/// only async-signal-safe functions. Its pid, for the reaper; `None` if fork failed.
+pub fn refuse_waiting(listener: BorrowedFd<'_>, max: usize) -> Option<i32> {
+    let fd = listener.as_raw_fd();
+    // SAFETY: the child runs only async-signal-safe calls (sigprocmask, signal,
+    // alarm, poll, accept4, close, _exit) on integers and stack memory, and never
+    // returns into Rust code; the parent goes on as after any fork.
+    let pid = unsafe { libc::fork() };
+    match pid {
+        0 => {
+            // SAFETY: as above; every pointer is to this frame's stack.
+            unsafe {
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::sigaddset(&mut set, libc::SIGALRM);
+                libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+                libc::signal(libc::SIGALRM, libc::SIG_DFL);
+                libc::alarm(REFUSER_LIFETIME_SECS);
+                let mut n = 0;
+                while n < max {
+                    let mut p = libc::pollfd {
+                        fd,
+                        events: libc::POLLIN,
+                        revents: 0,
+                    };
+                    if libc::poll(&mut p, 1, 0) != 1 || p.revents & libc::POLLIN == 0 {
+                        break;
+                    }
+                    let c = libc::accept4(fd, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC);
+                    if c < 0 {
+                        break;
+                    }
+                    libc::close(c);
+                    n += 1;
+                }
+                libc::_exit(0)
             }
-            Err(nix::errno::Errno::EINTR) => {}
-            Err(_) => break,
         }
+        p if p > 0 => Some(p),
+        _ => None,
     }
-    n
 }
 
 /// Starts the watch of `listener` (a dup of it is watched); the handle ends it.
@@ -147,5 +184,47 @@ mod tests {
             assert!(matches!(event, Event::FastcgiPending { gen: 7, env: 3 }));
             task.abort();
         });
+    }
+
+    /// On a blocking listener (as every backend leaves the shared description) the
+    /// refuser takes what waits and ends; with nothing waiting it ends at once; the
+    /// caller never waits for it.
+    #[test]
+    fn refusing_on_a_blocking_listener_closes_what_waits_and_never_blocks() {
+        use std::io::Read;
+        use std::time::Instant;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let listener = UnixListener::bind(&path).unwrap();
+        listener.set_nonblocking(false).unwrap();
+        let mut waiting: Vec<UnixStream> = (0..3).map(|_| UnixStream::connect(&path).unwrap()).collect();
+        let reap = |pid: i32| {
+            let t = Instant::now();
+            let st = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).unwrap();
+            (st, t.elapsed())
+        };
+        let t = Instant::now();
+        let pid = refuse_waiting(std::os::fd::AsFd::as_fd(&listener), 1024).expect("forked");
+        assert!(t.elapsed() < Duration::from_millis(500), "the caller waited");
+        let (st, took) = reap(pid);
+        assert_eq!(
+            st,
+            nix::sys::wait::WaitStatus::Exited(nix::unistd::Pid::from_raw(pid), 0)
+        );
+        assert!(took < Duration::from_secs(1), "the refuser lingered {took:?}");
+        for c in &mut waiting {
+            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut b = [0u8; 1];
+            assert_eq!(c.read(&mut b).unwrap(), 0, "closed unread");
+        }
+        assert!(!pending(std::os::fd::AsFd::as_fd(&listener)));
+        // Nothing waiting: it ends at once, without blocking in accept.
+        let pid = refuse_waiting(std::os::fd::AsFd::as_fd(&listener), 1024).expect("forked");
+        let (st, took) = reap(pid);
+        assert_eq!(
+            st,
+            nix::sys::wait::WaitStatus::Exited(nix::unistd::Pid::from_raw(pid), 0)
+        );
+        assert!(took < Duration::from_secs(1), "{took:?}");
     }
 }
