@@ -115,6 +115,31 @@ fn php(sock: &Path, script: &Path) -> Result<String, String> {
     php_request(&mut s, script)
 }
 
+/// `n` clients, each one request for `script` over its own connection to `sock`.
+fn start_clients(
+    sock: &Path,
+    script: &Path,
+    n: usize,
+) -> Vec<std::thread::JoinHandle<Result<String, String>>> {
+    (0..n)
+        .map(|_| {
+            let (sock, script) = (sock.to_path_buf(), script.to_path_buf());
+            std::thread::spawn(move || php(&sock, &script))
+        })
+        .collect()
+}
+
+/// Every client's answer says "slow done".
+fn each_done(clients: Vec<std::thread::JoinHandle<Result<String, String>>>, server: &TestServer) {
+    for c in clients {
+        let out = c
+            .join()
+            .unwrap()
+            .unwrap_or_else(|e| panic!("{e}\n{}", server.log()));
+        assert!(out.contains("slow done"), "{out}");
+    }
+}
+
 #[test]
 fn min_backends_run_as_the_environment_with_only_the_socket_and_the_log_pipe() {
     require_root!();
@@ -291,24 +316,13 @@ fn a_burst_starts_backends_progressively_up_to_max_and_idle_ones_stop() {
         ALICE,
         0o644,
     );
-    let clients: Vec<_> = (0..8)
-        .map(|_| {
-            let (sock, slow) = (sock.clone(), slow.clone());
-            std::thread::spawn(move || php(&sock, &slow))
-        })
-        .collect();
+    let clients = start_clients(&sock, &slow, 8);
     let mut most = 0;
     while clients.iter().any(|c| !c.is_finished()) {
         most = most.max(backends(&server).len());
         std::thread::sleep(Duration::from_millis(20));
     }
-    for c in clients {
-        let out = c
-            .join()
-            .unwrap()
-            .unwrap_or_else(|e| panic!("{e}\n{}", server.log()));
-        assert!(out.contains("slow done"), "{out}");
-    }
+    each_done(clients, &server);
     assert!(most <= 2, "{most} backends for max_backends = 2");
     assert!(
         server
@@ -351,12 +365,7 @@ fn busy_backends_count_as_started_so_a_sustained_load_grows_the_set_quickly() {
         0o644,
     );
     let t0 = std::time::Instant::now();
-    let clients: Vec<_> = (0..5)
-        .map(|_| {
-            let (sock, slow) = (sock.clone(), slow.clone());
-            std::thread::spawn(move || php(&sock, &slow))
-        })
-        .collect();
+    let clients = start_clients(&sock, &slow, 5);
     let grown = server.wait_until(Duration::from_millis(2500), || backends(&server).len() == 5);
     let took = t0.elapsed();
     assert!(
@@ -365,13 +374,7 @@ fn busy_backends_count_as_started_so_a_sustained_load_grows_the_set_quickly() {
         backends(&server).len(),
         server.log()
     );
-    for c in clients {
-        let out = c
-            .join()
-            .unwrap()
-            .unwrap_or_else(|e| panic!("{e}\n{}", server.log()));
-        assert!(out.contains("slow done"), "{out}");
-    }
+    each_done(clients, &server);
     assert!(!server.log().contains("fastcgi backend died"), "{}", server.log());
 }
 

@@ -84,6 +84,30 @@ fn get_ok(server: &TestServer, host: &str, target: &str) -> Answer {
     }
 }
 
+/// The two sites, each with a `whoami.php` owned by its environment.
+fn whoami_sites(test: &str) -> Dir {
+    let dir = Dir::new(test);
+    let w = dir.path();
+    sites(w, 0o644);
+    php(w, "alice/whoami.php", WHOAMI, ALICE);
+    php(w, "bob/whoami.php", WHOAMI, BOB);
+    dir
+}
+
+/// alice.test and bob.test each answer `whoami.php` with their own uid.
+fn each_answers_its_uid(server: &TestServer) {
+    for (host, uid) in [("alice.test", ALICE), ("bob.test", BOB)] {
+        let a = get_ok(server, host, "/whoami.php");
+        assert_eq!(
+            (a.status, a.text()),
+            (200, uid.to_string()),
+            "{host}: {}\n{}",
+            a.head,
+            server.log()
+        );
+    }
+}
+
 /// Socket and pipe inodes `pid` holds (`socket:[N]`, `pipe:[N]`).
 fn inodes(pid: i32) -> HashSet<String> {
     fd_links(pid)
@@ -97,22 +121,10 @@ fn inodes(pid: i32) -> HashSet<String> {
 fn php_fpm_runs_each_environment_as_its_uid_with_only_its_own_fds() {
     require_root!();
     let Some(fpm) = php_fpm() else { return };
-    let dir = Dir::new("php_fpm_uids_and_fds");
+    let dir = whoami_sites("php_fpm_uids_and_fds");
     let w = dir.path();
-    sites(w, 0o644);
-    php(w, "alice/whoami.php", WHOAMI, ALICE);
-    php(w, "bob/whoami.php", WHOAMI, BOB);
     let server = TestServer::start(&config(w, &fpm));
-    for (host, uid) in [("alice.test", ALICE), ("bob.test", BOB)] {
-        let a = get_ok(&server, host, "/whoami.php");
-        assert_eq!(
-            (a.status, a.text()),
-            (200, uid.to_string()),
-            "{host}: {}\n{}",
-            a.head,
-            server.log()
-        );
-    }
+    each_answers_its_uid(&server);
     let supervisor = inodes(server.pid());
     let mut trees = Vec::new();
     for uid in [ALICE, BOB] {
@@ -322,11 +334,8 @@ fn php_fpm_runs_chrooted_in_a_private_view() {
 fn php_fpm_reads_its_pool_file_from_a_runtime_dir_outside_tmp() {
     require_root!();
     let Some(fpm) = php_fpm() else { return };
-    let dir = Dir::new("php_fpm_run");
+    let dir = whoami_sites("php_fpm_run");
     let w = dir.path();
-    sites(w, 0o644);
-    php(w, "alice/whoami.php", WHOAMI, ALICE);
-    php(w, "bob/whoami.php", WHOAMI, BOB);
     let run = tempfile::Builder::new()
         .prefix("bh-")
         .tempdir_in("/var/tmp")
@@ -343,16 +352,7 @@ fn php_fpm_reads_its_pool_file_from_a_runtime_dir_outside_tmp() {
     );
     assert!(text.contains("/var/tmp/bh-"), "{text}");
     let server = TestServer::start(&text);
-    for (host, uid) in [("alice.test", ALICE), ("bob.test", BOB)] {
-        let a = get_ok(&server, host, "/whoami.php");
-        assert_eq!(
-            (a.status, a.text()),
-            (200, uid.to_string()),
-            "{host}: {}\n{}",
-            a.head,
-            server.log()
-        );
-    }
+    each_answers_its_uid(&server);
     assert!(
         server.log().contains("private view ready"),
         "the default private view is on as root\n{}",
