@@ -36,7 +36,7 @@ pub fn pending(listener: BorrowedFd<'_>) -> bool {
 }
 
 /// Longest a refuser ([`refuse_waiting`]) lives: SIGALRM ends it if an accept blocks.
-pub const REFUSER_LIFETIME_SECS: u32 = 2;
+const REFUSER_LIFETIME_SECS: u32 = 2;
 
 /// Takes up to `max` connections waiting on `listener` and closes each at once,
 /// unread: their processors see the backend close before answering (a 502). Only
@@ -58,7 +58,7 @@ pub const REFUSER_LIFETIME_SECS: u32 = 2;
 pub fn refuse_waiting(listener: BorrowedFd<'_>, max: usize) -> Option<i32> {
     let fd = listener.as_raw_fd();
     // SAFETY: the child runs only async-signal-safe calls (sigprocmask, signal,
-    // alarm, poll, accept4, close, _exit) on integers and stack memory, and never
+    // alarm, poll through `pending`, accept4, close, _exit) on integers and stack memory, and never
     // returns into Rust code; the parent goes on as after any fork.
     let pid = unsafe { libc::fork() };
     match pid {
@@ -69,18 +69,21 @@ pub fn refuse_waiting(listener: BorrowedFd<'_>, max: usize) -> Option<i32> {
                 libc::sigemptyset(&mut set);
                 libc::sigaddset(&mut set, libc::SIGALRM);
                 libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
-                libc::signal(libc::SIGALRM, libc::SIG_DFL);
+                // The supervisor's handlers would tell its own loop (their pipe is
+                // shared): a signal meant for this child ends it instead.
+                for sig in [
+                    libc::SIGALRM,
+                    libc::SIGTERM,
+                    libc::SIGINT,
+                    libc::SIGHUP,
+                    libc::SIGUSR1,
+                    libc::SIGCHLD,
+                ] {
+                    libc::signal(sig, libc::SIG_DFL);
+                }
                 libc::alarm(REFUSER_LIFETIME_SECS);
                 let mut n = 0;
-                while n < max {
-                    let mut p = libc::pollfd {
-                        fd,
-                        events: libc::POLLIN,
-                        revents: 0,
-                    };
-                    if libc::poll(&mut p, 1, 0) != 1 || p.revents & libc::POLLIN == 0 {
-                        break;
-                    }
+                while n < max && pending(listener) {
                     let c = libc::accept4(fd, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC);
                     if c < 0 {
                         break;
