@@ -342,6 +342,16 @@ pub struct FastcgiBoot {
     pub timeout_secs: u64,
     /// The backend program, for log lines (`command[0]`).
     pub program: String,
+    /// `requests_per_connection` (1: a new connection per request).
+    #[serde(default = "one")]
+    pub requests_per_connection: u32,
+    /// `max_backends`: idle kept connections at most.
+    #[serde(default = "one")]
+    pub max_backends: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// In [`ProcessorBoot::hosts`]: an entry of another environment.

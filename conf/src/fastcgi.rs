@@ -34,8 +34,14 @@ const KEYS: &[&str] = &[
     "max_requests",
     "idle_timeout",
     "fastcgi_timeout",
+    "requests_per_connection",
     "env",
 ];
+
+/// `requests_per_connection` when absent: a kept connection goes back to accept after
+/// this many answers, so a request waiting on the socket behind busy kept connections
+/// waits for at most that many (Apache's `MaxKeepAliveRequests` default).
+pub(crate) const DEFAULT_REQUESTS_PER_CONNECTION: i64 = 100;
 
 /// Environment variables bulkhead sets for a backend itself.
 const RESERVED_ENV: &[&str] = &[
@@ -135,6 +141,13 @@ pub(crate) fn environment(t: &Table, r: &mut Report, chroot: Option<&Path>) -> O
     let max_requests = t.int_or(r, "max_requests", DEFAULT_MAX_REQUESTS, 0, i64::MAX);
     let idle_timeout = t.int_or(r, "idle_timeout", 60, 1, MAX_TIMEOUT_SECS);
     let fastcgi_timeout = t.int_or(r, "fastcgi_timeout", 60, 1, MAX_TIMEOUT_SECS);
+    let per_connection = t.int_or(
+        r,
+        "requests_per_connection",
+        DEFAULT_REQUESTS_PER_CONNECTION,
+        1,
+        1_000_000,
+    );
     let env = match t.get("env") {
         None => Some(Vec::new()),
         Some(e) => env(&e, r),
@@ -164,6 +177,7 @@ pub(crate) fn environment(t: &Table, r: &mut Report, chroot: Option<&Path>) -> O
         max_requests: u64::try_from(max_requests?).ok()?,
         idle_timeout: Duration::from_secs(u64::try_from(idle_timeout?).ok()?),
         timeout: Duration::from_secs(u64::try_from(fastcgi_timeout?).ok()?),
+        requests_per_connection: u32::try_from(per_connection?).ok()?,
         env: env?,
     }))
 }

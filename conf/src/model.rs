@@ -223,6 +223,9 @@ pub struct Fastcgi {
     pub idle_timeout: Duration,
     /// `fastcgi_timeout`: a request whose backend sends nothing for this long gets 504.
     pub timeout: Duration,
+    /// Requests one connection to a backend carries (`FCGI_KEEP_CONN`) before the
+    /// processor closes it; 1: a new connection per request.
+    pub requests_per_connection: u32,
     /// Extra environment variables of every backend, in file order.
     pub env: Vec<(String, String)>,
 }

@@ -334,6 +334,9 @@ async fn serve(
         }
     }
     board.slot.set(slot::STATE, slot::STOPPING);
+    if let Some(f) = &fastcgi {
+        f.pool.close();
+    }
     let _ = stop_tx.send(how);
     if drain_queue {
         // The supervisor shut its end first, so this queue is complete: serve it.

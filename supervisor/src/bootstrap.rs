@@ -287,6 +287,8 @@ pub fn processor(
             extensions: f.extensions.clone(),
             timeout_secs: f.timeout.as_secs(),
             program: f.command[0].clone(),
+            requests_per_connection: f.requests_per_connection,
+            max_backends: f.max_backends,
         }),
         tls_ticket_seed: g.ticket_seeds.get(env).cloned().flatten(),
         http2: http2_boot(&cfg.server.http2),

@@ -205,8 +205,11 @@ async fn write_two(transport: &mut Transport, head: &[u8], body: &[u8]) -> Resul
     if sent < head.len() {
         transport.write_all(&head[sent..], true).await?;
         transport.write_all(body, false).await
-    } else {
+    } else if sent < head.len() + body.len() {
         transport.write_all(&body[sent - head.len()..], false).await
+    } else {
+        // All of it went: no empty send after it.
+        Ok(())
     }
 }
 

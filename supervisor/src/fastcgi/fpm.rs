@@ -209,6 +209,7 @@ mod tests {
             max_requests: 500,
             idle_timeout: Duration::from_secs(60),
             timeout: Duration::from_secs(60),
+            requests_per_connection: 100,
             env: vec![
                 ("PHP_INI_SCAN_DIR".into(), ":/srv/alice/php.d".into()),
                 ("PATH".into(), "/tmp".into()),

@@ -35,8 +35,15 @@ pub(crate) async fn ask(
         );
         Response::error(status, reason)
     };
+    let method = vars
+        .iter()
+        .find(|(k, _)| k == "REQUEST_METHOD")
+        .map_or(&b""[..], |(_, v)| {
+            std::os::unix::ffi::OsStrExt::as_bytes(v.as_os_str())
+        });
+    let keep = conf.may_keep(method, stdin.is_some());
     let params = params::encode(vars);
-    let backend = Backend::connect(conf.clone(), params, stdin, request.failure.clone())
+    let backend = Backend::connect(conf.clone(), params, stdin, request.failure.clone(), keep)
         .await
         .map_err(|e| failed(e.status(), &e))?;
     output::read_head(Source::Fastcgi(backend))

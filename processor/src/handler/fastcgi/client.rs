@@ -89,8 +89,12 @@ impl Sender {
     /// a write that did not complete wrote nothing.
     async fn step(&mut self) {
         if self.pos == self.out.len() {
-            self.out.clear();
-            self.pos = 0;
+            // Without a body the queue stays whole: a retry on a new connection
+            // ([`Backend::redial`]) sends it again.
+            if self.stdin.is_some() {
+                self.out.clear();
+                self.pos = 0;
+            }
             match self.stdin.as_mut() {
                 Some(file) => {
                     let content = &mut self.content;
@@ -128,6 +132,14 @@ impl Sender {
     }
 }
 
+/// A new connection to the backends of `conf`.
+fn dial(conf: &FastcgiConf) -> Result<UnixStream, FcgiError> {
+    connect_now(&conf.socket).map_err(|error| FcgiError::Connect {
+        socket: conf.socket.display().to_string(),
+        error,
+    })
+}
+
 /// Connects to a Unix socket without waiting: a Unix stream connect completes at once
 /// (or fails: no socket, refused, `EAGAIN` when the backlog is full), so there is no
 /// connect to wait for and no `SO_ERROR` to ask afterwards.
@@ -159,7 +171,8 @@ impl Drop for Sender {
 #[derive(Debug)]
 pub struct Backend {
     conf: Arc<FastcgiConf>,
-    rd: OwnedReadHalf,
+    /// `None` once `FCGI_END_REQUEST` is decoded: see [`Self::hang_up`].
+    rd: Option<OwnedReadHalf>,
     sender: Sender,
     rbuf: Vec<u8>,
     /// Undecoded bytes in `rbuf`.
@@ -171,33 +184,44 @@ pub struct Backend {
     stderr_cut: usize,
     /// Set on the first failure, for the processor's counters.
     pub failure: Rc<Cell<Option<FastcgiFailure>>>,
+    /// Asked with `FCGI_KEEP_CONN`: the connection may go back to the pool.
+    keep: bool,
+    /// The connection came from the pool, and no byte of this answer arrived yet.
+    reused: bool,
+    /// Requests the connection carried before this one.
+    uses: u32,
+    /// Counted with the backends until the answer ends.
+    in_flight: Option<super::pool::InFlight>,
 }
 
 impl Backend {
-    /// Connects and queues the request: `params` (the whole `FCGI_PARAMS` stream) and
-    /// the body (`None`: an empty `FCGI_STDIN`). Nothing is written until the first
+    /// Connects (or, with `keep`, takes a kept connection: [`super::pool`]) and queues
+    /// the request: `params` (the whole `FCGI_PARAMS` stream) and the body (`None`: an
+    /// empty `FCGI_STDIN`; `keep` only without one). Nothing is written until the first
     /// [`Self::read`].
     pub async fn connect(
         conf: Arc<FastcgiConf>,
         params: Vec<u8>,
         stdin: Option<File>,
         failure: Rc<Cell<Option<FastcgiFailure>>>,
+        keep: bool,
     ) -> Result<Self, FcgiError> {
-        let connect_error = |error| FcgiError::Connect {
-            socket: conf.socket.display().to_string(),
-            error,
+        let keep = keep && stdin.is_none();
+        let in_flight = keep.then(|| conf.pool.begin());
+        let (stream, uses, reused) = match keep.then(|| conf.pool.take()).flatten() {
+            Some((stream, uses)) => (stream, uses, true),
+            None => (dial(&conf)?, 0, false),
         };
-        let stream = connect_now(&conf.socket).map_err(connect_error)?;
         let (rd, wr) = stream.into_split();
         let mut out = Vec::with_capacity(16 + params.len() + 8);
-        out.extend_from_slice(&record::begin_request());
+        out.extend_from_slice(&record::begin_request(keep));
         out.extend_from_slice(&params);
         if stdin.is_none() {
             record::push_record(&mut out, record::STDIN, &[]);
         }
         Ok(Self {
             conf,
-            rd,
+            rd: Some(rd),
             sender: Sender {
                 wr: Some(wr),
                 out,
@@ -214,7 +238,29 @@ impl Backend {
             stderr: Vec::new(),
             stderr_cut: 0,
             failure,
+            keep,
+            reused,
+            uses,
+            in_flight,
         })
+    }
+
+    /// The same request again on a new connection, after a kept one gave nothing: the
+    /// backend closed it (its `max_requests`, or it died) before it read the request,
+    /// or it never got to answer it; either way, a request without a body and with a
+    /// safe method ([`FastcgiConf::may_keep`]) may be sent once more.
+    fn redial(&mut self) -> Result<(), FcgiError> {
+        let (rd, wr) = dial(&self.conf)?.into_split();
+        self.rd = Some(rd);
+        if let Some(old) = self.sender.wr.replace(wr) {
+            old.forget();
+        }
+        self.sender.pos = 0;
+        self.sender.done = false;
+        self.reused = false;
+        self.uses = 0;
+        self.rbuf.clear();
+        Ok(())
     }
 
     /// The backends this request went to.
@@ -259,6 +305,7 @@ impl Backend {
                 return false;
             }
             if self.decoder.is_done() {
+                self.hang_up();
                 return true;
             }
             if self.unread.is_empty() {
@@ -295,6 +342,7 @@ impl Backend {
                 return Ok(start..start + n);
             }
             if self.decoder.is_done() {
+                self.hang_up();
                 return Ok(0..0);
             }
             if !self.unread.is_empty() {
@@ -311,7 +359,7 @@ impl Backend {
                     {
                         return Err(FcgiError::Refused(protocol_status));
                     }
-                    Some(Event::End { .. }) => {}
+                    Some(Event::End { .. }) => self.hang_up(),
                     None if used == 0 => self.unread = 0..0,
                     None => {}
                 }
@@ -321,26 +369,67 @@ impl Backend {
         }
     }
 
+    /// Lets the connection go once the answer is complete, before its bytes are written
+    /// to the client: back to the pool when it was kept, another request is with the
+    /// backends, it ended cleanly (the whole request written, nothing after
+    /// `FCGI_END_REQUEST`) and it may carry more, else
+    /// closed (php-cgi and php-fpm read until EOF after their `FCGI_END_REQUEST`): the
+    /// backend is free for the next request now, not after a slow client.
+    fn hang_up(&mut self) {
+        let rd = self.rd.take();
+        let wr = self.sender.wr.take();
+        let sent = self.sender.pos == self.sender.out.len() && self.sender.stdin.is_none();
+        self.sender.done = true;
+        let uses = self.uses.saturating_add(1);
+        let busy = self.in_flight.take().is_some_and(|f| f.others());
+        let clean = self.keep && busy && sent && self.unread.is_empty();
+        match (rd, wr) {
+            (Some(rd), Some(wr)) if clean && uses < self.conf.requests_per_connection => {
+                if let Ok(stream) = rd.reunite(wr) {
+                    self.conf.pool.put(stream, uses, self.conf.max_idle);
+                }
+            }
+            (_, Some(wr)) => wr.forget(),
+            _ => {}
+        }
+    }
+
     /// Reads more records into the empty buffer, writing the request meanwhile.
     async fn fill(&mut self) -> Result<(), FcgiError> {
+        enum Got {
+            Read(io::Result<usize>),
+            Wrote,
+            Timeout,
+        }
         let timeout = self.conf.timeout;
         let mut deadline = Instant::now() + timeout;
         // Empty: everything decoded and handed out (the callers' condition).
         self.rbuf.clear();
         loop {
+            let Some(rd) = self.rd.as_mut() else {
+                return Err(FcgiError::Closed);
+            };
             let writing = !self.sender.done;
-            tokio::select! {
+            let got = tokio::select! {
                 // Cancel-safe: a read that did not complete appended nothing.
-                r = self.rd.read_buf(&mut self.rbuf) => return match r {
-                    Ok(0) => Err(FcgiError::Closed),
-                    Ok(n) => {
-                        self.unread = 0..n;
-                        Ok(())
-                    }
-                    Err(e) => Err(FcgiError::Io(e)),
-                },
-                () = self.sender.step(), if writing => deadline = Instant::now() + timeout,
-                () = sleep_until(deadline) => return Err(FcgiError::Timeout(timeout)),
+                r = rd.read_buf(&mut self.rbuf) => Got::Read(r),
+                () = self.sender.step(), if writing => Got::Wrote,
+                () = sleep_until(deadline) => Got::Timeout,
+            };
+            match got {
+                Got::Read(Ok(n)) if n > 0 => {
+                    self.reused = false;
+                    self.unread = 0..n;
+                    return Ok(());
+                }
+                Got::Read(_) if self.reused => {
+                    self.redial()?;
+                    deadline = Instant::now() + timeout;
+                }
+                Got::Read(Ok(_)) => return Err(FcgiError::Closed),
+                Got::Read(Err(e)) => return Err(FcgiError::Io(e)),
+                Got::Wrote => deadline = Instant::now() + timeout,
+                Got::Timeout => return Err(FcgiError::Timeout(timeout)),
             }
         }
     }

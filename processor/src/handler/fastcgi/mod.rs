@@ -3,15 +3,16 @@
 //! (`php-cgi`…), which the supervisor starts and which share the processor's uid and
 //! chroot. The script is chosen by [`super::cgi::select`], like a CGI script; the
 //! parameters are CGI's meta-variables ([`params`]); the processor connects to the
-//! backends' listening socket, one connection per request, and speaks the records of
-//! [`record`] itself ([`client`]); the answer's header block and body go through CGI's
-//! [`super::cgi::output`].
+//! backends' listening socket (a connection kept for the next request when it may be:
+//! [`pool`]) and speaks the records of [`record`] itself ([`client`]); the answer's
+//! header block and body go through CGI's [`super::cgi::output`].
 
 mod ask;
 pub mod client;
 #[cfg(test)]
 mod fuzz;
 pub mod params;
+pub mod pool;
 pub mod record;
 
 use std::path::PathBuf;
@@ -32,6 +33,12 @@ pub struct FastcgiConf {
     /// The backend program (`command[0]`) and the environment, for log lines.
     pub program: String,
     pub environment: String,
+    /// `requests_per_connection`: requests one kept connection carries; 1: none kept.
+    pub requests_per_connection: u32,
+    /// Idle connections kept at most (`max_backends`: more could only wait).
+    pub max_idle: usize,
+    /// This processor's idle connections to the backends.
+    pub pool: pool::Pool,
 }
 
 impl FastcgiConf {
@@ -43,7 +50,18 @@ impl FastcgiConf {
             timeout: Duration::from_secs(boot.timeout_secs.max(1)),
             program: boot.program.clone(),
             environment: environment.to_string(),
+            requests_per_connection: boot.requests_per_connection.max(1),
+            max_idle: boot.max_backends as usize,
+            pool: pool::Pool::default(),
         }
+    }
+
+    /// Whether a request may go over a kept connection: one without a body (nothing to
+    /// send again) with a safe method, so that a kept connection the backend closed
+    /// before it read the request (its `max_requests` reached) is retried on a new one
+    /// without running anything twice.
+    pub fn may_keep(&self, method: &[u8], has_body: bool) -> bool {
+        self.requests_per_connection > 1 && !has_body && matches!(method, b"GET" | b"HEAD" | b"OPTIONS")
     }
 
     /// Whether a file called `name` is run by the backends.

@@ -29,6 +29,8 @@ pub const STDERR: u8 = 7;
 
 /// `FCGI_RESPONDER`.
 pub const ROLE_RESPONDER: u16 = 1;
+/// `FCGI_BEGIN_REQUEST` flag: keep the connection open after the request.
+pub const KEEP_CONN: u8 = 1;
 
 /// `protocolStatus` values of `FCGI_END_REQUEST`.
 pub const REQUEST_COMPLETE: u8 = 0;
@@ -56,12 +58,14 @@ fn header(kind: u8, content_len: usize, padding: u8) -> [u8; HEADER_LEN] {
     [VERSION, kind, id[0], id[1], len[0], len[1], padding, 0]
 }
 
-/// `FCGI_BEGIN_REQUEST` for a responder, `flags` 0 (the backend closes the
-/// connection after the request: no `FCGI_KEEP_CONN`).
-pub fn begin_request() -> [u8; 16] {
+/// `FCGI_BEGIN_REQUEST` for a responder; `keep`: `FCGI_KEEP_CONN` (the backend leaves
+/// the connection open after the request, for the next one), else flags 0 (it closes
+/// the connection after the request).
+pub fn begin_request(keep: bool) -> [u8; 16] {
     let mut out = [0u8; 16];
     out[..8].copy_from_slice(&header(BEGIN_REQUEST, 8, 0));
     out[8..10].copy_from_slice(&ROLE_RESPONDER.to_be_bytes());
+    out[10] = u8::from(keep) * KEEP_CONN;
     out
 }
 
@@ -454,8 +458,9 @@ mod tests {
 
     #[test]
     fn stdin_records_and_begin() {
-        let b = begin_request();
+        let b = begin_request(false);
         assert_eq!(b, [1, 1, 0, 1, 0, 8, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(begin_request(true)[10], KEEP_CONN);
         let mut out = Vec::new();
         push_record(&mut out, STDIN, &[7u8; 10]);
         assert_eq!(&out[..8], &[1, STDIN, 0, 1, 0, 10, 0, 0]);

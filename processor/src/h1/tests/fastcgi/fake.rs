@@ -484,3 +484,218 @@ async fn requests_are_counted() {
         (5, 0, 3, 1)
     );
 }
+
+/// What a keeping fake backend saw of each request: its connection's number, the
+/// `FCGI_BEGIN_REQUEST` flags and the method.
+type Seen = Arc<std::sync::Mutex<Vec<(usize, u8, String)>>>;
+
+/// A fake backend that serves requests on a connection until it closes, or after each
+/// one when not asked to keep it (and always after `per_connection` of them); answers
+/// with its connection's number. Sets `closed` when a connection ends at our side.
+fn keeping_backend(
+    per_connection: usize,
+) -> (
+    tempfile::TempDir,
+    PathBuf,
+    Seen,
+    Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let seen: Seen = Default::default();
+    let closed = Arc::new(AtomicUsize::new(0));
+    let conns = Arc::new(AtomicUsize::new(0));
+    let (s2, c2) = (seen.clone(), closed.clone());
+    let (dir, socket) = fake(move |mut s| {
+        let id = conns.fetch_add(1, Ordering::SeqCst);
+        for _ in 0..per_connection {
+            let Some((kind, begin)) = read_record(&mut s) else {
+                c2.fetch_add(1, Ordering::SeqCst);
+                return;
+            };
+            assert_eq!(kind, record::BEGIN_REQUEST);
+            let mut params = Vec::new();
+            loop {
+                let (kind, c) = read_record(&mut s).unwrap();
+                assert_eq!(kind, record::PARAMS);
+                if c.is_empty() {
+                    break;
+                }
+                params.extend(pairs(&c));
+            }
+            while !read_record(&mut s).unwrap().1.is_empty() {}
+            let method = params
+                .iter()
+                .find(|(k, _)| k == b"REQUEST_METHOD")
+                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_default();
+            s2.lock().unwrap().push((id, begin[2], method));
+            let mut out = rec(STDOUT, format!("Content-Type: text/plain\r\n\r\n{id}").as_bytes());
+            out.extend(end());
+            s.write_all(&out).unwrap();
+            if begin[2] & record::KEEP_CONN == 0 {
+                return;
+            }
+        }
+    });
+    (dir, socket, seen, closed)
+}
+
+/// The connection numbers of the answers of `requests` (a method and whether it has a
+/// body), asked one after the other on one client connection.
+async fn answers(c: &mut Client, requests: &[(&str, bool)]) -> Vec<String> {
+    let mut got = Vec::new();
+    for (method, body) in requests {
+        let req = if *body {
+            format!("{method} /x.php HTTP/1.1\r\nHost: a.test\r\nContent-Length: 2\r\n\r\nhi")
+        } else {
+            format!("{method} /x.php HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        };
+        c.send(req.as_bytes()).await;
+        let r = c.response(false).await;
+        assert_eq!(r.status, 200, "{method}");
+        got.push(String::from_utf8(c.chunked().await.unwrap()).unwrap());
+    }
+    got
+}
+
+fn with_per_connection(site: Site, n: u32) -> Site {
+    let mut conf = (*site.cgi.fastcgi.clone().unwrap()).clone();
+    conf.requests_per_connection = n;
+    let mut site = site;
+    site.cgi = site.cgi.clone().with_fastcgi(Some(Arc::new(conf)));
+    site
+}
+
+#[tokio::test]
+async fn safe_requests_without_a_body_share_a_kept_connection() {
+    let (_dir, socket, seen, _closed) = keeping_backend(usize::MAX);
+    let root = php_root();
+    let site = php_site(root.path(), &socket, Duration::from_secs(10));
+    // Another request with the backends throughout, as under load.
+    let _busy = site.cgi.fastcgi.as_ref().unwrap().pool.begin();
+    run_site(site, cfg(), true, |mut c, _tx| async move {
+        let got = answers(
+            &mut c,
+            &[("GET", false), ("GET", false), ("POST", true), ("GET", false)],
+        )
+        .await;
+        // The POST went over a connection of its own, not asked to be kept; the last
+        // GET took the kept one again.
+        assert_eq!(got, ["0", "0", "1", "0"]);
+    })
+    .await;
+    let seen = seen.lock().unwrap().clone();
+    let flags: Vec<u8> = seen.iter().map(|s| s.1).collect();
+    let k = record::KEEP_CONN;
+    assert_eq!(flags, [k, k, 0, k]);
+}
+
+#[tokio::test]
+async fn a_kept_connection_the_backend_closed_is_retried_on_a_new_one() {
+    // As php-cgi after its max_requests: one answer per connection, then the close,
+    // whatever FCGI_KEEP_CONN said.
+    let (_dir, socket, seen, _closed) = keeping_backend(1);
+    let root = php_root();
+    let site = php_site(root.path(), &socket, Duration::from_secs(10));
+    let _busy = site.cgi.fastcgi.as_ref().unwrap().pool.begin();
+    run_site(site, cfg(), true, |mut c, _tx| async move {
+        for round in 0..3 {
+            let got = answers(&mut c, &[("GET", false), ("OPTIONS", false)]).await;
+            assert_eq!(got.len(), 2, "round {round}");
+            // Let the close arrive before the next request takes the connection, and
+            // also not: both orders must answer.
+            if round == 1 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    })
+    .await;
+    assert_eq!(seen.lock().unwrap().len(), 6, "each request ran once");
+}
+
+#[tokio::test]
+async fn requests_per_connection_bounds_a_kept_connection() {
+    let (_dir, socket, _seen, closed) = keeping_backend(usize::MAX);
+    let root = php_root();
+    let site = with_per_connection(php_site(root.path(), &socket, Duration::from_secs(10)), 2);
+    let _busy = site.cgi.fastcgi.as_ref().unwrap().pool.begin();
+    run_site(site, cfg(), true, |mut c, _tx| async move {
+        let got = answers(&mut c, &[("GET", false); 5]).await;
+        assert_eq!(got, ["0", "0", "1", "1", "2"]);
+    })
+    .await;
+    // The two connections that carried their two requests were closed by us.
+    let t = std::time::Instant::now();
+    while closed.load(std::sync::atomic::Ordering::SeqCst) < 2 && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(closed.load(std::sync::atomic::Ordering::SeqCst) >= 2);
+}
+
+#[tokio::test]
+async fn one_request_per_connection_keeps_none() {
+    let (_dir, socket, seen, _closed) = keeping_backend(usize::MAX);
+    let root = php_root();
+    let site = with_per_connection(php_site(root.path(), &socket, Duration::from_secs(10)), 1);
+    run_site(site, cfg(), true, |mut c, _tx| async move {
+        let got = answers(&mut c, &[("GET", false); 3]).await;
+        assert_eq!(got, ["0", "1", "2"]);
+    })
+    .await;
+    assert!(
+        seen.lock().unwrap().iter().all(|s| s.1 == 0),
+        "never asked to keep"
+    );
+}
+
+#[tokio::test]
+async fn an_idle_kept_connection_is_closed_soon() {
+    use crate::handler::fastcgi::pool::IDLE;
+    let (_dir, socket, _seen, closed) = keeping_backend(usize::MAX);
+    let root = php_root();
+    let site = php_site(root.path(), &socket, Duration::from_secs(10));
+    let conf = site.cgi.fastcgi.clone().unwrap();
+    let _busy = conf.pool.begin();
+    run_site(site, cfg(), true, |mut c, _tx| async move {
+        assert_eq!(answers(&mut c, &[("GET", false)]).await, ["0"]);
+        assert_eq!(conf.pool.idle(), 1, "kept");
+        // The sweeper closes it once it has been idle for IDLE: the backend is free
+        // for another processor's requests.
+        let t = std::time::Instant::now();
+        while closed.load(std::sync::atomic::Ordering::SeqCst) == 0 && t.elapsed() < IDLE * 100 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(
+            closed.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "closed when idle"
+        );
+        assert!(t.elapsed() >= IDLE / 2, "not at once: {:?}", t.elapsed());
+        assert_eq!(conf.pool.idle(), 0);
+        // And the next request connects again.
+        assert_eq!(answers(&mut c, &[("GET", false)]).await, ["1"]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_lone_client_gets_a_connection_per_request() {
+    // Nothing else with the backends: each answer's connection is closed at once (the
+    // backend is free for anyone), though each was asked to be kept.
+    let (_dir, socket, seen, closed) = keeping_backend(usize::MAX);
+    let root = php_root();
+    let site = php_site(root.path(), &socket, Duration::from_secs(10));
+    let conf = site.cgi.fastcgi.clone().unwrap();
+    run_site(site, cfg(), true, |mut c, _tx| async move {
+        let got = answers(&mut c, &[("GET", false); 3]).await;
+        assert_eq!(got, ["0", "1", "2"]);
+        assert_eq!(conf.pool.idle(), 0);
+    })
+    .await;
+    assert!(seen.lock().unwrap().iter().all(|s| s.1 == record::KEEP_CONN));
+    let t = std::time::Instant::now();
+    while closed.load(std::sync::atomic::Ordering::SeqCst) < 3 && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(closed.load(std::sync::atomic::Ordering::SeqCst), 3);
+}

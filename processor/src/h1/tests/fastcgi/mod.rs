@@ -28,6 +28,9 @@ fn php_site(root: &Path, socket: &Path, timeout: Duration) -> Site {
         timeout,
         program: "test-backend".into(),
         environment: "alice".into(),
+        requests_per_connection: 100,
+        max_idle: 8,
+        pool: Default::default(),
     };
     site.cgi = CgiConf::default().with_fastcgi(Some(Arc::new(conf)));
     site
