@@ -25,6 +25,7 @@ fn fastcgi_defaults_and_values() {
     assert_eq!((f.min_backends, f.max_backends, f.max_requests), (0, 8, 10_000));
     assert_eq!(f.idle_timeout, Duration::from_secs(60));
     assert_eq!(f.timeout, Duration::from_secs(60));
+    assert_eq!(f.requests_per_connection, 100);
     assert!(f.env.is_empty());
     let text = cat(&[
         SERVER,
@@ -37,6 +38,7 @@ max_backends = 4
 max_requests = 0
 idle_timeout = 10
 fastcgi_timeout = 5
+requests_per_connection = 1
 env = { PHP_INI_SCAN_DIR = "/srv/alice/php.d", TZ = "UTC" }
 "#,
         VHOST,
@@ -47,6 +49,7 @@ env = { PHP_INI_SCAN_DIR = "/srv/alice/php.d", TZ = "UTC" }
     assert_eq!((f.min_backends, f.max_backends, f.max_requests), (2, 4, 0));
     assert_eq!(f.idle_timeout, Duration::from_secs(10));
     assert_eq!(f.timeout, Duration::from_secs(5));
+    assert_eq!(f.requests_per_connection, 1);
     assert_eq!(
         f.env,
         [
@@ -68,6 +71,7 @@ extensions = ["php"]
 min_backends = 9
 max_backends = 4
 fastcgi_timeout = 0
+requests_per_connection = 0
 env = { PHP_FCGI_CHILDREN = "4", "1X" = "y" }
 colour = "blue"
 "#,
@@ -97,6 +101,12 @@ colour = "blue"
         &errs,
         line_of(&text, "fastcgi_timeout = 0"),
         "environments.alice.fastcgi.fastcgi_timeout",
+        "between 1 and",
+    );
+    assert_has(
+        &errs,
+        line_of(&text, "requests_per_connection = 0"),
+        "environments.alice.fastcgi.requests_per_connection",
         "between 1 and",
     );
     let env = line_of(&text, "env = {");
