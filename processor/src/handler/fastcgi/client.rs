@@ -190,7 +190,7 @@ pub struct Backend {
     reused: bool,
     /// Requests the connection carried before this one.
     uses: u32,
-    /// Counted with the backends until the answer ends.
+    /// Its connection slot, counted with the backends until the answer ends.
     in_flight: Option<super::pool::InFlight>,
 }
 
@@ -207,7 +207,12 @@ impl Backend {
         keep: bool,
     ) -> Result<Self, FcgiError> {
         let keep = keep && stdin.is_none();
-        let in_flight = keep.then(|| conf.pool.begin());
+        // A connection slot first (part of the wait `fastcgi_timeout` bounds).
+        let in_flight = match tokio::time::timeout(conf.timeout, conf.pool.begin()).await {
+            Ok(Some(f)) => f,
+            Ok(None) => return Err(FcgiError::Closed),
+            Err(_) => return Err(FcgiError::Timeout(conf.timeout)),
+        };
         let (stream, uses, reused) = match keep.then(|| conf.pool.take()).flatten() {
             Some((stream, uses)) => (stream, uses, true),
             None => (dial(&conf)?, 0, false),
@@ -241,7 +246,7 @@ impl Backend {
             keep,
             reused,
             uses,
-            in_flight,
+            in_flight: Some(in_flight),
         })
     }
 
@@ -381,12 +386,12 @@ impl Backend {
         let sent = self.sender.pos == self.sender.out.len() && self.sender.stdin.is_none();
         self.sender.done = true;
         let uses = self.uses.saturating_add(1);
-        let busy = self.in_flight.take().is_some_and(|f| f.others());
+        let busy = self.in_flight.take().is_some_and(|f| f.may_keep());
         let clean = self.keep && busy && sent && self.unread.is_empty();
         match (rd, wr) {
             (Some(rd), Some(wr)) if clean && uses < self.conf.requests_per_connection => {
                 if let Ok(stream) = rd.reunite(wr) {
-                    self.conf.pool.put(stream, uses, self.conf.max_idle);
+                    self.conf.pool.put(stream, uses);
                 }
             }
             (_, Some(wr)) => wr.forget(),

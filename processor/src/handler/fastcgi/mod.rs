@@ -35,9 +35,7 @@ pub struct FastcgiConf {
     pub environment: String,
     /// `requests_per_connection`: requests one kept connection carries; 1: none kept.
     pub requests_per_connection: u32,
-    /// Idle connections kept at most (`max_backends`: more could only wait).
-    pub max_idle: usize,
-    /// This processor's idle connections to the backends.
+    /// This processor's connections to the backends (at most `max_backends`).
     pub pool: pool::Pool,
 }
 
@@ -51,8 +49,7 @@ impl FastcgiConf {
             program: boot.program.clone(),
             environment: environment.to_string(),
             requests_per_connection: boot.requests_per_connection.max(1),
-            max_idle: boot.max_backends as usize,
-            pool: pool::Pool::default(),
+            pool: pool::Pool::new(boot.max_backends as usize),
         }
     }
 

@@ -1,22 +1,25 @@
-//! Connections to an environment's backends kept open between requests
-//! (`FCGI_KEEP_CONN`), per processor: a request without a body and with a safe method
-//! (GET, HEAD, OPTIONS) takes the most recently used idle connection, else connects;
-//! a connection whose answer ended cleanly while another request of this processor was
-//! with the backends (under concurrency, when the next request is due at once; a lone
-//! client's connection is closed after each answer, as without keeping) goes back for
-//! the next one, at most
-//! `requests_per_connection` requests in all (then the backend sees the close and
-//! accepts again: a request waiting on the socket from another processor waits for at
-//! most that many answers of a busy backend) and idle at most [`IDLE`] (a pinned but
-//! idle backend serves no one else). At most `max_backends` idle connections are kept,
-//! none once the processor stops taking connections ([`Pool::close`]).
-//! Saves a socket, a connect, two epoll_ctl and a close per request here, and an
-//! accept, a shutdown, a read to EOF and a close in the backend.
+//! Connections from one processor to its environment's backends: at most
+//! `max_backends` at once (more could only wait on the socket, behind the ones this
+//! processor keeps: a request beyond them waits here for a slot, first come first
+//! served, within `fastcgi_timeout`), and idle ones kept between requests
+//! (`FCGI_KEEP_CONN`): a request without a body and with a safe method (GET, HEAD,
+//! OPTIONS) takes the most recently used idle connection, else connects. A connection
+//! whose answer ended cleanly goes back for the next request only while another
+//! request of this processor is with the backends (under concurrency, when the next
+//! one is due at once; a lone client's connection is closed after each answer, as
+//! without keeping), at most `requests_per_connection` requests in all (then the
+//! backend sees the close and accepts again: a request waiting on the socket, from
+//! another processor of the environment or while backends are still being started,
+//! waits for at most that many answers of a busy backend) and idle at most [`IDLE`].
+//! None once the processor stops taking connections ([`Pool::close`]). Saves a socket,
+//! a connect, two epoll_ctl and a close per request here, and an accept, a shutdown, a
+//! read to EOF and a close in the backend.
 
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use tokio::net::UnixStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 /// Longest an idle connection stays open.
@@ -42,10 +45,11 @@ struct Inner {
     active: usize,
 }
 
-/// A request with the backends, counted while it lives.
+/// A request with the backends: its connection slot, counted while it lives.
 #[derive(Debug)]
 pub struct InFlight {
     inner: Arc<Mutex<Inner>>,
+    _slot: OwnedSemaphorePermit,
 }
 
 impl Drop for InFlight {
@@ -56,22 +60,26 @@ impl Drop for InFlight {
 }
 
 impl InFlight {
-    /// Whether another request is with the backends now.
-    pub fn others(&self) -> bool {
+    /// Whether its connection may be kept now: another request is with the backends.
+    pub fn may_keep(&self) -> bool {
         lock(&self.inner).active > 1
     }
 }
 
-/// The idle connections of one [`super::FastcgiConf`]. A clone starts empty; any two
+/// The connections of one [`super::FastcgiConf`]. A clone starts empty; any two
 /// compare equal (the configuration they belong to is what compares).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Pool {
     inner: Arc<Mutex<Inner>>,
+    /// One permit per connection in use.
+    slots: Arc<Semaphore>,
+    /// `max_backends`: connections at once, and idle ones kept at most.
+    max: usize,
 }
 
 impl Clone for Pool {
     fn clone(&self) -> Self {
-        Self::default()
+        Self::new(self.max)
     }
 }
 
@@ -88,12 +96,26 @@ fn lock(inner: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
 }
 
 impl Pool {
-    /// Counts a request with the backends until the guard goes.
-    pub fn begin(&self) -> InFlight {
-        lock(&self.inner).active += 1;
-        InFlight {
-            inner: self.inner.clone(),
+    /// At most `max` connections at once (at least one).
+    pub fn new(max: usize) -> Self {
+        let max = max.clamp(1, Semaphore::MAX_PERMITS);
+        Self {
+            inner: Arc::default(),
+            slots: Arc::new(Semaphore::new(max)),
+            max,
         }
+    }
+
+    /// Waits for a connection slot (first come, first served) and counts the request
+    /// with the backends until the guard goes.
+    /// (`None` only if the semaphore were closed, which nothing does.)
+    pub async fn begin(&self) -> Option<InFlight> {
+        let slot = self.slots.clone().acquire_owned().await.ok()?;
+        lock(&self.inner).active += 1;
+        Some(InFlight {
+            inner: self.inner.clone(),
+            _slot: slot,
+        })
     }
 
     /// The most recently used idle connection that has not expired, and the requests it
@@ -110,10 +132,10 @@ impl Pool {
     }
 
     /// Keeps `stream` (which has carried `uses` requests) for the next request, unless
-    /// `max_idle` are kept already (then it is closed).
-    pub fn put(&self, stream: UnixStream, uses: u32, max_idle: usize) {
+    /// `max_backends` are kept already (then it is closed).
+    pub fn put(&self, stream: UnixStream, uses: u32) {
         let mut inner = lock(&self.inner);
-        if inner.closed || inner.idle.len() >= max_idle {
+        if inner.closed || inner.idle.len() >= self.max {
             return;
         }
         inner.idle.push(Idle {
@@ -159,5 +181,58 @@ async fn sweep(inner: Weak<Mutex<Inner>>) {
             }
         };
         tokio::time::sleep_until(next).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn slots_bound_the_connections_in_use_first_come_first_served() {
+        let pool = Pool::new(1);
+        let first = pool.begin().await.unwrap();
+        assert!(!first.may_keep(), "alone");
+        let mut second = Box::pin(pool.begin());
+        let waiting = tokio::time::timeout(Duration::from_millis(50), &mut second).await;
+        assert!(
+            waiting.is_err(),
+            "a second connection while the only slot is used"
+        );
+        drop(first);
+        let second = tokio::time::timeout(Duration::from_secs(5), second)
+            .await
+            .expect("the slot came free")
+            .unwrap();
+        let pool2 = Pool::new(2);
+        let a = pool2.begin().await.unwrap();
+        let b = pool2.begin().await.unwrap();
+        assert!(a.may_keep() && b.may_keep(), "two with the backends");
+        drop((second, a, b));
+    }
+
+    #[tokio::test]
+    async fn idle_connections_are_bounded_expire_and_go_on_close() {
+        let pool = Pool::new(2);
+        let pair = || UnixStream::pair().unwrap();
+        let (a, _pa) = pair();
+        let (b, _pb) = pair();
+        let (c, _pc) = pair();
+        pool.put(a, 1);
+        pool.put(b, 2);
+        pool.put(c, 3);
+        assert_eq!(pool.idle(), 2, "at most max_backends idle");
+        // Most recent first.
+        assert_eq!(pool.take().map(|(_, uses)| uses), Some(2));
+        tokio::time::sleep(IDLE * 3).await;
+        assert_eq!(pool.idle(), 0, "swept once idle for IDLE");
+        assert!(pool.take().is_none());
+        let (d, _pd) = pair();
+        pool.put(d, 1);
+        pool.close();
+        assert_eq!(pool.idle(), 0);
+        let (e, _pe) = pair();
+        pool.put(e, 1);
+        assert_eq!(pool.idle(), 0, "nothing kept once closed");
     }
 }

@@ -572,7 +572,7 @@ async fn safe_requests_without_a_body_share_a_kept_connection() {
     let root = php_root();
     let site = php_site(root.path(), &socket, Duration::from_secs(10));
     // Another request with the backends throughout, as under load.
-    let _busy = site.cgi.fastcgi.as_ref().unwrap().pool.begin();
+    let _busy = site.cgi.fastcgi.as_ref().unwrap().pool.begin().await.unwrap();
     run_site(site, cfg(), true, |mut c, _tx| async move {
         let got = answers(
             &mut c,
@@ -597,7 +597,7 @@ async fn a_kept_connection_the_backend_closed_is_retried_on_a_new_one() {
     let (_dir, socket, seen, _closed) = keeping_backend(1);
     let root = php_root();
     let site = php_site(root.path(), &socket, Duration::from_secs(10));
-    let _busy = site.cgi.fastcgi.as_ref().unwrap().pool.begin();
+    let _busy = site.cgi.fastcgi.as_ref().unwrap().pool.begin().await.unwrap();
     run_site(site, cfg(), true, |mut c, _tx| async move {
         for round in 0..3 {
             let got = answers(&mut c, &[("GET", false), ("OPTIONS", false)]).await;
@@ -618,7 +618,7 @@ async fn requests_per_connection_bounds_a_kept_connection() {
     let (_dir, socket, _seen, closed) = keeping_backend(usize::MAX);
     let root = php_root();
     let site = with_per_connection(php_site(root.path(), &socket, Duration::from_secs(10)), 2);
-    let _busy = site.cgi.fastcgi.as_ref().unwrap().pool.begin();
+    let _busy = site.cgi.fastcgi.as_ref().unwrap().pool.begin().await.unwrap();
     run_site(site, cfg(), true, |mut c, _tx| async move {
         let got = answers(&mut c, &[("GET", false); 5]).await;
         assert_eq!(got, ["0", "0", "1", "1", "2"]);
@@ -655,7 +655,7 @@ async fn an_idle_kept_connection_is_closed_soon() {
     let root = php_root();
     let site = php_site(root.path(), &socket, Duration::from_secs(10));
     let conf = site.cgi.fastcgi.clone().unwrap();
-    let _busy = conf.pool.begin();
+    let _busy = conf.pool.begin().await.unwrap();
     run_site(site, cfg(), true, |mut c, _tx| async move {
         assert_eq!(answers(&mut c, &[("GET", false)]).await, ["0"]);
         assert_eq!(conf.pool.idle(), 1, "kept");

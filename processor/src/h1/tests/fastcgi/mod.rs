@@ -29,8 +29,7 @@ fn php_site(root: &Path, socket: &Path, timeout: Duration) -> Site {
         program: "test-backend".into(),
         environment: "alice".into(),
         requests_per_connection: 100,
-        max_idle: 8,
-        pool: Default::default(),
+        pool: crate::handler::fastcgi::pool::Pool::new(8),
     };
     site.cgi = CgiConf::default().with_fastcgi(Some(Arc::new(conf)));
     site
