@@ -16,8 +16,9 @@
 //!   control channel, the copy its reader holds and its slot; every access log and listener. Once an environment has run,
 //!   its log pipe (two fds, for the generation's life) and, with a private view, its
 //!   holder's channel and three namespace fds: up to six per environment that ran;
-//! - a processor: two per connection (the socket and the file or pipe it answers
-//!   from, `max_connections_per_processor`) and its environment's access logs.
+//! - a processor: two per connection (the socket and the file, pipe or FastCGI
+//!   connection it answers from, `max_connections_per_processor`), its environment's
+//!   access logs and up to `max_backends` idle kept FastCGI connections.
 //!
 //! Each adds [`BASE`] for what every process holds (stdio, the runtime, the
 //! scoreboard, the error log, libraries). A reload runs two generations side by side,
@@ -106,7 +107,11 @@ pub fn need(cfg: &Config) -> FdNeed {
         .environments
         .iter()
         .zip(&logs_of)
-        .map(|(e, own_logs)| BASE + 2 * u64::from(e.max_connections_per_processor) + own_logs)
+        .map(|(e, own_logs)| {
+            // Idle kept connections to its FastCGI backends, beside the one a request holds.
+            let kept = e.fastcgi.as_ref().map_or(0, |f| u64::from(f.max_backends));
+            BASE + 2 * u64::from(e.max_connections_per_processor) + own_logs + kept
+        })
         .max()
         .unwrap_or(BASE);
     FdNeed {
