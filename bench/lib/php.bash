@@ -90,19 +90,15 @@ conf_bulkhead_php() {  # conf_bulkhead_php PORT METRICS-PORT [NAME MANAGER-LINES
 user = 2000
 group = 2000
 listen = ["127.0.0.1:$port"]
-min_multiplexers = 1
-keep_alive_timeout = 5
 runtime_dir = "$d/run"
 
+# The shipped defaults (2 multiplexers; processors min 1 / max 10, max_requests_per_child
+# 10000; backends min 0 / max 8, max_requests 10000, idle_timeout 60,
+# requests_per_connection 100); only the bench's ini added to Debian's.
 [environments.a]
 user = 2001
 group = 2001
-min_processors = 1
-max_processors = 4
-max_requests_per_child = 0
 
-# The shipped defaults (min_backends 0, max_backends 8, max_requests 10000,
-# idle_timeout 60); only the bench's ini added to Debian's.
 [environments.a.fastcgi]
 $manager
 extensions = [".php"]
@@ -338,7 +334,7 @@ command = [\"$FPM_BIN\"]"
     done
     bulkhead_log_check bh-php php
     printf 'php_bhfpm\t%s\n' "the same bulkhead with manager = \"php-fpm\" ($FPM_BIN): one master, pm = ondemand, pm.max_children 8, pm.max_requests 10000, pm.process_idle_timeout 60s" >>"$WORK/meta-php.tsv"
-    printf 'php_bulkhead\t%s\n' "${BULKHEAD_PROFILE:-n/a}; 1 multiplexer, processors min 1 / max 4 with max_requests_per_child = 0; php-cgi backends with the shipped defaults: min_backends 0, max_backends 8, max_requests 10000, idle_timeout 60" >>"$WORK/meta-php.tsv"
+    printf 'php_bulkhead\t%s\n' "${BULKHEAD_PROFILE:-n/a}; the shipped defaults: 2 multiplexers, processors min 1 / max 10 with max_requests_per_child 10000; php-cgi backends min_backends 0, max_backends 8, max_requests 10000, idle_timeout 60, requests_per_connection 100" >>"$WORK/meta-php.tsv"
     printf 'php_fpm\t%s behind %s (1 worker); one pool for uid 2001: pm = ondemand, pm.max_children = 8, pm.max_requests = 10000, pm.process_idle_timeout = 60s\n' \
         "$("$FPM_BIN" -v 2>/dev/null | head -1 | awk '{print $1, $2}')" "$(nginx -v 2>&1 | sed 's/^nginx version: //')" >>"$WORK/meta-php.tsv"
     printf 'php_apache\t%s; prefork + mpm-itk (AssignUserID #2001 #2001) + mod_php 8.2; StartServers = connections + 10, MaxConnectionsPerChild 0\n' \
