@@ -198,7 +198,7 @@ pub fn select(site: &Site, req: &Request) -> Option<Result<Script, Response>> {
                 segments,
                 trailing_slash: false,
             };
-            Some(script(site, script_target, n, &found))
+            Some(script(site, script_target, n, &found.stat, &found.name))
         }
         Err(ResolveError::NotFound(_)) => {
             let f = fallback?;
@@ -219,7 +219,7 @@ pub fn select(site: &Site, req: &Request) -> Option<Result<Script, Response>> {
                 segments,
                 trailing_slash: false,
             };
-            Some(script(site, script_target, n, &found))
+            Some(script(site, script_target, n, &found.stat, &found.name))
         }
         Err(e) if dir_index => Some(Err(Response::error(e.status(), e))),
         _ => None,
@@ -253,17 +253,23 @@ fn by_path(site: &Site, target: PathTarget) -> Result<Option<Result<Script, Resp
         }
         return Ok(None);
     }
-    Ok(Some(script(site, target, n, &found)))
+    Ok(Some(script(site, target, n, &found.stat, &found.name)))
 }
 
-/// The script named by the first `n` segments of `target`, found as `found`.
-fn script(site: &Site, target: PathTarget, n: usize, found: &resolve::Found) -> Result<Script, Response> {
+/// The script named by the first `n` segments of `target`, its stat `stat` and name `name`.
+fn script(
+    site: &Site,
+    target: PathTarget,
+    n: usize,
+    stat: &nix::sys::stat::FileStat,
+    name: &[u8],
+) -> Result<Script, Response> {
     let mut filename = site.document_root.clone();
     for seg in &target.segments[..n] {
         filename.push(OsStr::from_bytes(seg));
     }
-    let fastcgi = site.cgi.fastcgi_for(&found.name).cloned();
-    if fastcgi.is_none() && found.stat.st_mode & 0o111 == 0 {
+    let fastcgi = site.cgi.fastcgi_for(name).cloned();
+    if fastcgi.is_none() && stat.st_mode & 0o111 == 0 {
         let reason = format!("{}: CGI script is not executable", filename.display());
         return Err(Response::error(403, reason));
     }

@@ -305,7 +305,7 @@ pub(crate) fn step(
 /// `.htaccess` rules of every directory down to the script apply as for a static file
 /// (its `<Files>` sections matched against the script's name): a script an application
 /// hides is never run.
-pub fn resolve_script(root: &Path, segments: &[Vec<u8>]) -> Result<(Found, usize), ResolveError> {
+pub fn resolve_script(root: &Path, segments: &[Vec<u8>]) -> Result<(ScriptFile, usize), ResolveError> {
     with_root(root, |root_fd, root_st| {
         // The directories walked, kept open for the access rules once the script's
         // name is known (CGI requests only: the static path allocates nothing here).
@@ -314,28 +314,57 @@ pub fn resolve_script(root: &Path, segments: &[Vec<u8>]) -> Result<(Found, usize
         for (i, seg) in segments.iter().enumerate() {
             path.push(OsStr::from_bytes(seg));
             let dir = dirs.last().map(|d| d.0.as_fd()).unwrap_or(root_fd);
-            let (fd, st) = step(dir, seg, &path, Want::Any)?;
-            if is(&st, libc::S_IFREG) {
-                let mut walk = access::Walk::new(seg);
-                walk.enter(root_fd, root_st, root);
-                for (d, st, p) in &dirs {
-                    walk.enter(d.as_fd(), st, p);
+            // The last segment, a plain readable file (the usual script): its stat is
+            // all a script needs, no open. Anything else (a link, no read permission,
+            // not there) takes `step`, whose answer and errors are the rule.
+            let plain = (i + 1 == segments.len()).then(|| plain_file(dir, seg)).flatten();
+            let st = match plain {
+                Some(st) => st,
+                None => {
+                    let (fd, st) = step(dir, seg, &path, Want::Any)?;
+                    if !is(&st, libc::S_IFREG) {
+                        if !is(&st, libc::S_IFDIR) {
+                            return Err(ResolveError::NotFound(path));
+                        }
+                        dirs.push((fd, st, path.clone()));
+                        continue;
+                    }
+                    st
                 }
-                walk.finish()?;
-                let found = Found {
-                    file: File::from(fd),
-                    stat: st,
-                    name: seg.clone(),
-                };
-                return Ok((found, i + 1));
+            };
+            let mut walk = access::Walk::new(seg);
+            walk.enter(root_fd, root_st, root);
+            for (d, st, p) in &dirs {
+                walk.enter(d.as_fd(), st, p);
             }
-            if !is(&st, libc::S_IFDIR) {
-                return Err(ResolveError::NotFound(path));
-            }
-            dirs.push((fd, st, path.clone()));
+            walk.finish()?;
+            let found = ScriptFile {
+                stat: st,
+                name: seg.clone(),
+            };
+            return Ok((found, i + 1));
         }
         Err(ResolveError::NotFound(path))
     })
+}
+
+/// The stat of `name` in `dir` when it is a regular file (not a link) that this
+/// process may read: two lookups instead of an open, a stat and a close.
+fn plain_file(dir: BorrowedFd<'_>, name: &[u8]) -> Option<FileStat> {
+    let st = fstatat(Some(dir.as_raw_fd()), name, AtFlags::AT_SYMLINK_NOFOLLOW).ok()?;
+    if !is(&st, libc::S_IFREG) {
+        return None;
+    }
+    let flags = AtFlags::AT_EACCESS | AtFlags::AT_SYMLINK_NOFOLLOW;
+    nix::unistd::faccessat(Some(dir.as_raw_fd()), name, nix::unistd::AccessFlags::R_OK, flags).ok()?;
+    Some(st)
+}
+
+/// What [`resolve_script`] found: the script's stat and its own name.
+#[derive(Debug)]
+pub struct ScriptFile {
+    pub stat: FileStat,
+    pub name: Vec<u8>,
 }
 
 pub(crate) fn own(fd: std::os::fd::RawFd) -> OwnedFd {
@@ -473,5 +502,45 @@ mod tests {
         )
         .unwrap();
         assert_eq!(served("/a/"), Err(403));
+    }
+
+    #[test]
+    fn scripts_resolve_by_stat_with_the_same_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::write(root.join("a.php"), "x").unwrap();
+        std::fs::create_dir(root.join("d")).unwrap();
+        std::fs::write(root.join("d/b.php"), "y").unwrap();
+        symlink("a.php", root.join("same.php")).unwrap();
+        symlink("a.php", root.join("other.php")).unwrap();
+        nix::unistd::fchownat(
+            None,
+            &root.join("other.php"),
+            Some(nix::unistd::Uid::from_raw(2001)),
+            None,
+            nix::unistd::FchownatFlags::NoFollowSymlink,
+        )
+        .ok();
+        nix::unistd::mkfifo(&root.join("fifo.php"), Mode::S_IRWXU).unwrap();
+        let got =
+            |p: &str| resolve_script(root, &segs(p)).map(|(f, n)| (String::from_utf8(f.name).unwrap(), n));
+        assert_eq!(got("/a.php").unwrap(), ("a.php".into(), 1));
+        // PATH_INFO after the script; the script in a directory.
+        assert_eq!(got("/d/b.php/more/info").unwrap(), ("b.php".into(), 2));
+        // A link owned as its target is followed (SymLinksIfOwnerMatch), by `step`.
+        assert_eq!(got("/same.php").unwrap(), ("same.php".into(), 1));
+        if nix::unistd::geteuid().is_root() {
+            assert!(matches!(
+                got("/other.php"),
+                Err(ResolveError::SymlinkOwner { .. })
+            ));
+        }
+        assert!(matches!(got("/missing.php"), Err(ResolveError::NotFound(_))));
+        assert!(matches!(got("/d"), Err(ResolveError::NotFound(_))));
+        assert!(matches!(got("/fifo.php"), Err(ResolveError::NotRegular(_))));
+        // The stat is the file's own.
+        let (f, _) = resolve_script(root, &segs("/a.php")).unwrap();
+        assert_eq!(f.stat.st_size, 1);
+        assert!(is(&f.stat, libc::S_IFREG));
     }
 }
