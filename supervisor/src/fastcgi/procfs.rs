@@ -161,11 +161,19 @@ mod tests {
         let fd = std::os::fd::AsRawFd::as_raw_fd(&a);
         let mut with = std::process::Command::new("sleep");
         with.arg("30").stdin(std::process::Stdio::null());
-        // SAFETY: only dup2, which is async-signal-safe, between fork and exec; `fd`
-        // stays open in the parent until the child has exec'd (spawn waits for that).
+        // SAFETY: only dup2 and fcntl, which are async-signal-safe, between fork and
+        // exec; `fd` stays open in the parent until the child has exec'd (spawn waits
+        // for that).
         unsafe {
             with.pre_exec(move || {
-                if libc::dup2(fd, 5) < 0 {
+                // dup2 onto itself keeps close-on-exec: when the pair's end is fd 5
+                // already (other tests' fds come and go), clear the flag instead.
+                let r = if fd == 5 {
+                    libc::fcntl(5, libc::F_SETFD, 0)
+                } else {
+                    libc::dup2(fd, 5)
+                };
+                if r < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
