@@ -193,6 +193,19 @@ mod tests {
     }
 
     #[test]
+    fn a_processor_counts_its_idle_kept_fastcgi_connections() {
+        let plain = cfg(1);
+        let mut with = plain.clone();
+        let text = "[server]\nuser = 2000\ngroup = 2000\nlisten = [\"127.0.0.1:8080\"]\n\
+                    [environments.e0]\nuser = 3000\ngroup = 3000\n\
+                    [environments.e0.fastcgi]\ncommand = [\"/usr/bin/php-cgi\"]\nextensions = [\".php\"]\nmax_backends = 6\n\
+                    [[vhosts]]\nserver_name = \"e0.test\"\nenvironment = \"e0\"\ndocument_root = \"/srv\"\n";
+        let fastcgi = conf::parse_str(text, std::path::Path::new("t.toml")).expect("config");
+        with.environments[0].fastcgi = fastcgi.environments[0].fastcgi.clone();
+        assert_eq!(need(&with).processor - need(&plain).processor, 6);
+    }
+
+    #[test]
     fn more_environments_need_more_but_one_fd_each_to_start() {
         let (a, b) = (need(&cfg(1)), need(&cfg(500)));
         assert!(b.supervisor > a.supervisor + 1000, "{a:?} {b:?}");

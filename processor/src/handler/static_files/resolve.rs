@@ -518,7 +518,7 @@ mod tests {
             &root.join("other.php"),
             Some(nix::unistd::Uid::from_raw(2001)),
             None,
-            nix::unistd::FchownatFlags::NoFollowSymlink,
+            AtFlags::AT_SYMLINK_NOFOLLOW,
         )
         .ok();
         nix::unistd::mkfifo(&root.join("fifo.php"), Mode::S_IRWXU).unwrap();

@@ -558,6 +558,17 @@ async fn answers(c: &mut Client, requests: &[(&str, bool)]) -> Vec<String> {
     got
 }
 
+/// Waits (at most `limit`) until the backend saw `n` connections end at our side: how
+/// many it saw.
+async fn closed_within(closed: &std::sync::atomic::AtomicUsize, n: usize, limit: Duration) -> usize {
+    let t = std::time::Instant::now();
+    let count = || closed.load(std::sync::atomic::Ordering::SeqCst);
+    while count() < n && t.elapsed() < limit {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    count()
+}
+
 fn with_per_connection(site: Site, n: u32) -> Site {
     let mut conf = (*site.cgi.fastcgi.clone().unwrap()).clone();
     conf.requests_per_connection = n;
@@ -625,11 +636,7 @@ async fn requests_per_connection_bounds_a_kept_connection() {
     })
     .await;
     // The two connections that carried their two requests were closed by us.
-    let t = std::time::Instant::now();
-    while closed.load(std::sync::atomic::Ordering::SeqCst) < 2 && t.elapsed() < Duration::from_secs(5) {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    assert!(closed.load(std::sync::atomic::Ordering::SeqCst) >= 2);
+    assert!(closed_within(&closed, 2, Duration::from_secs(5)).await >= 2);
 }
 
 #[tokio::test]
@@ -662,14 +669,7 @@ async fn an_idle_kept_connection_is_closed_soon() {
         // The sweeper closes it once it has been idle for IDLE: the backend is free
         // for another processor's requests.
         let t = std::time::Instant::now();
-        while closed.load(std::sync::atomic::Ordering::SeqCst) == 0 && t.elapsed() < IDLE * 100 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        assert_eq!(
-            closed.load(std::sync::atomic::Ordering::SeqCst),
-            1,
-            "closed when idle"
-        );
+        assert_eq!(closed_within(&closed, 1, IDLE * 100).await, 1, "closed when idle");
         assert!(t.elapsed() >= IDLE / 2, "not at once: {:?}", t.elapsed());
         assert_eq!(conf.pool.idle(), 0);
         // And the next request connects again.
@@ -693,9 +693,60 @@ async fn a_lone_client_gets_a_connection_per_request() {
     })
     .await;
     assert!(seen.lock().unwrap().iter().all(|s| s.1 == record::KEEP_CONN));
-    let t = std::time::Instant::now();
-    while closed.load(std::sync::atomic::Ordering::SeqCst) < 3 && t.elapsed() < Duration::from_secs(5) {
-        std::thread::sleep(Duration::from_millis(5));
+    assert_eq!(closed_within(&closed, 3, Duration::from_secs(5)).await, 3);
+}
+
+#[tokio::test]
+async fn junk_on_an_idle_kept_connection_fails_one_request_and_frees_everything() {
+    // A hostile backend (the tenant's own code): after its first answer it writes junk
+    // on the kept connection while it waits in the pool. The request that takes it
+    // gets a 502 (never another request's bytes, no panic), the connection is not
+    // kept, and no slot stays taken.
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let conns = Arc::new(AtomicUsize::new(0));
+    let (_dir, socket) = fake(move |mut s| {
+        let id = conns.fetch_add(1, Ordering::SeqCst);
+        loop {
+            let Some((_, begin)) = read_record(&mut s) else {
+                return;
+            };
+            while !read_record(&mut s).unwrap().1.is_empty() {}
+            while !read_record(&mut s).unwrap().1.is_empty() {}
+            let mut out = rec(STDOUT, format!("Content-Type: text/plain\r\n\r\n{id}").as_bytes());
+            out.extend(end());
+            if s.write_all(&out).is_err() {
+                return;
+            }
+            if id == 0 {
+                std::thread::sleep(Duration::from_millis(5));
+                let _ = s.write_all(b"\xffjunk that is no record at all");
+            }
+            if begin[2] & record::KEEP_CONN == 0 {
+                return;
+            }
+        }
+    });
+    let root = php_root();
+    let site = php_site(root.path(), &socket, Duration::from_secs(10));
+    let conf = site.cgi.fastcgi.clone().unwrap();
+    let busy = conf.pool.begin().await.unwrap();
+    let pool_conf = conf.clone();
+    run_site(site, cfg(), true, |mut c, _tx| async move {
+        assert_eq!(answers(&mut c, &[("GET", false)]).await, ["0"]);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        c.send(b"GET /x.php HTTP/1.1\r\nHost: a.test\r\n\r\n").await;
+        // A failed backend answer ends the client's connection (as for any 502 here).
+        assert_eq!(c.response(false).await.status, 502);
+    })
+    .await;
+    assert_eq!(conf.pool.idle(), 0, "the broken connection is not kept");
+    drop(busy);
+    // Every slot is free again (8 at once, none waiting).
+    let mut all = Vec::new();
+    for _ in 0..8 {
+        let f = tokio::time::timeout(Duration::from_secs(2), pool_conf.pool.begin())
+            .await
+            .expect("a slot stayed taken");
+        all.push(f.unwrap());
     }
-    assert_eq!(closed.load(std::sync::atomic::Ordering::SeqCst), 3);
 }
