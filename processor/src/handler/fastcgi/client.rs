@@ -207,11 +207,15 @@ impl Backend {
         keep: bool,
     ) -> Result<Self, FcgiError> {
         let keep = keep && stdin.is_none();
-        // A connection slot first (part of the wait `fastcgi_timeout` bounds).
-        let in_flight = match tokio::time::timeout(conf.timeout, conf.pool.begin()).await {
-            Ok(Some(f)) => f,
-            Ok(None) => return Err(FcgiError::Closed),
-            Err(_) => return Err(FcgiError::Timeout(conf.timeout)),
+        // A connection slot first (a wait for one is part of what `fastcgi_timeout`
+        // bounds; a free one arms no timer).
+        let in_flight = match conf.pool.try_begin() {
+            Some(f) => f,
+            None => match tokio::time::timeout(conf.timeout, conf.pool.begin()).await {
+                Ok(Some(f)) => f,
+                Ok(None) => return Err(FcgiError::Closed),
+                Err(_) => return Err(FcgiError::Timeout(conf.timeout)),
+            },
         };
         let (stream, uses, reused) = match keep.then(|| conf.pool.take()).flatten() {
             Some((stream, uses)) => (stream, uses, true),

@@ -110,12 +110,25 @@ impl Pool {
     /// with the backends until the guard goes.
     /// (`None` only if the semaphore were closed, which nothing does.)
     pub async fn begin(&self) -> Option<InFlight> {
+        if let Some(free) = self.try_begin() {
+            return Some(free);
+        }
         let slot = self.slots.clone().acquire_owned().await.ok()?;
+        Some(self.counted(slot))
+    }
+
+    /// [`Self::begin`] when a slot is free now (no waiting, so no timer to arm).
+    pub fn try_begin(&self) -> Option<InFlight> {
+        let slot = self.slots.clone().try_acquire_owned().ok()?;
+        Some(self.counted(slot))
+    }
+
+    fn counted(&self, slot: OwnedSemaphorePermit) -> InFlight {
         lock(&self.inner).active += 1;
-        Some(InFlight {
+        InFlight {
             inner: self.inner.clone(),
             _slot: slot,
-        })
+        }
     }
 
     /// The most recently used idle connection that has not expired, and the requests it
