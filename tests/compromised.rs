@@ -240,6 +240,38 @@ fn spawn_from_a_processor_starts_nothing() {
     both_serve(&server, "after");
 }
 
+/// `Recycling` 100 times from alice's processor: it is honoured once (one successor
+/// for alice, as a processor near its `max_requests_per_child` gets), bob gets nothing,
+/// and the processor lives on.
+#[test]
+fn recycling_from_a_processor_starts_one_successor_at_most() {
+    require_root!();
+    let (_w, server) = start("recycling_from_a_processor_starts_one_successor_at_most", "");
+    let alice = one_alice(&server);
+    assert!(server.wait_until(Duration::from_secs(5), || server.processors_of(BOB).len() == 1));
+    both_serve(&server, "before");
+    let taken = take_channels(&server, alice);
+    for _ in 0..100 {
+        control::send(taken.control.as_fd(), &FromChild::Recycling, &[]).unwrap();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        server.wait_until(Duration::from_secs(5), || server.processors_of(ALICE).len() == 2),
+        "no successor for alice: {:?}\n{}",
+        server.processors_of(ALICE),
+        server.log()
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        (server.processors_of(ALICE).len(), server.processors_of(BOB).len()),
+        (2, 1),
+        "(alice, bob) processors after 100 Recycling from one processor\n{}",
+        server.log()
+    );
+    assert!(alive(alice), "Recycling must not cost the processor its life");
+    both_serve(&server, "after");
+}
+
 /// Many 60 KiB fragments flagged "more" on the control channel: the supervisor keeps
 /// none of it (RSS grows under 1 MB), drops the offender, and the server serves on.
 #[test]

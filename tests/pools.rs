@@ -468,6 +468,72 @@ fn max_requests_per_child_recycles_without_a_failed_request() {
     );
 }
 
+/// A busy processor asks for its successor before it reaches `max_requests_per_child`
+/// (from half its life, once its end is within the lead at its rate), so the
+/// successor is up while it still serves, and its clients never wait for a cold start.
+#[test]
+fn a_busy_processor_has_its_successor_running_before_it_recycles() {
+    require_root!();
+    let w = Dir::new("a_busy_processor_has_its_successor_running_before_it_recycles");
+    files(w.path());
+    const MAX: usize = 400;
+    let server = TestServer::start(&pools_config(
+        w.path(),
+        "keep_alive_max_requests = 0",
+        &format!("min_processors = 1\nmax_processors = 3\nmax_requests_per_child = {MAX}"),
+        "",
+        "",
+    ));
+    assert!(server.wait_until(Duration::from_secs(5), || server.processors_of(ALICE).len() == 1));
+    let first = server.processors_of(ALICE)[0];
+    // One keep-alive connection, so every request is the first's (after its last, the
+    // connection closes).
+    let mut s = connect(server.addr);
+    s.set_nodelay(true).unwrap();
+    let mut successor_at = None;
+    for i in 1..=MAX {
+        let r = get_on(&mut s, "alice.test", "/");
+        assert!(
+            r.as_ref()
+                .is_some_and(|r| r.status == 200 && r.body == b"alice home"),
+            "request {i}: {r:?}\n{}",
+            server.log()
+        );
+        let closes = r
+            .and_then(|r| r.header("connection").map(|v| v.eq_ignore_ascii_case("close")))
+            .unwrap_or(false);
+        assert!(!closes || i == MAX, "Connection: close at request {i} of {MAX}");
+        // A look at the process table every 10 requests (each look costs more than
+        // a request, and the processor paces its request from its rate).
+        if successor_at.is_some() || i % 10 != 0 {
+            continue;
+        }
+        let pool = server.processors_of(ALICE);
+        if pool.contains(&first) && pool.len() == 2 {
+            successor_at = Some(i);
+        }
+    }
+    let at = successor_at
+        .unwrap_or_else(|| panic!("no successor while the first processor served\n{}", server.log()));
+    eprintln!("successor running after request {at} of {MAX}");
+    assert!(
+        (MAX / 2..MAX - 20).contains(&at),
+        "successor after request {at} of {MAX} (expected from half on, well before the end)"
+    );
+    // The first goes; its successor serves; nothing else is started.
+    drop(s);
+    assert!(
+        server.wait_until(Duration::from_secs(10), || !server
+            .processors_of(ALICE)
+            .contains(&first)),
+        "the first processor did not exit\n{}",
+        server.log()
+    );
+    let r = get(server.addr, "alice.test", "/");
+    assert_eq!(r.status, 200);
+    assert_eq!(server.processors_of(ALICE).len(), 1, "{}", server.log());
+}
+
 #[test]
 fn spares_are_spawned_at_the_prefork_rate() {
     require_root!();

@@ -122,6 +122,10 @@ pub enum FromChild {
     /// An fd keeper's answer to [`ToChild::Pending`]: how many of its ends have a
     /// message waiting to be read (multiplexer ends: hand-backs not yet taken).
     Pending { ends: u32 },
+    /// A processor expects to reach `max_requests_per_child` soon: its successor may
+    /// start now, so its connections find a processor ready when it stops taking them.
+    /// Honoured once per processor, for its own environment, within `max_processors`.
+    Recycling,
 }
 
 /// A child's slice of the configuration.

@@ -11,9 +11,9 @@ use std::time::UNIX_EPOCH;
 
 use common::control::AccessLogFormat;
 use common::scoreboard::{now_ms, slot, Segment};
-use tokio::sync::watch;
 
 use crate::handler::Site;
+use crate::recycle::Recycler;
 use crate::session::{Completed, FastcgiFailure, Observer};
 
 /// The processor's shared state for reporting.
@@ -23,10 +23,8 @@ pub struct Board {
     vhost_index: Vec<(u32, usize)>,
     logs: RefCell<Vec<Option<(File, AccessLogFormat)>>>,
     active_requests: Cell<u64>,
-    requests: Cell<u64>,
-    max_requests: u64,
-    /// Set to stop taking connections (recycling after `max_requests_per_child`).
-    recycle: watch::Sender<bool>,
+    /// Requests against `max_requests_per_child`.
+    recycler: Recycler,
 }
 
 impl Board {
@@ -34,17 +32,14 @@ impl Board {
         slot: Segment,
         vhost_ids: &[u32],
         logs: Vec<Option<(File, AccessLogFormat)>>,
-        max_requests: u64,
-        recycle: watch::Sender<bool>,
+        recycler: Recycler,
     ) -> Board {
         Board {
             slot,
             vhost_index: vhost_ids.iter().enumerate().map(|(i, v)| (*v, i)).collect(),
             logs: RefCell::new(logs),
             active_requests: Cell::new(0),
-            requests: Cell::new(0),
-            max_requests,
-            recycle,
+            recycler,
         }
     }
 
@@ -301,18 +296,11 @@ impl Observer for ConnObserver<'_> {
                 .unwrap_or(slot::site::BUCKETS_MS.len());
             b.slot.add(slot::site_word(i, slot::site::HIST + bucket), 1);
         }
-        b.slot.set(slot::LAST_USED_MS, now_ms());
+        let now = now_ms();
+        b.slot.set(slot::LAST_USED_MS, now);
         self.request_done();
         b.log(self.peer, done);
-        let total = b.requests.get() + 1;
-        b.requests.set(total);
-        if b.max_requests != 0 && total >= b.max_requests && !*b.recycle.borrow() {
-            tracing::info!(
-                requests = total,
-                "max_requests_per_child reached: finishing and exiting"
-            );
-            let _ = b.recycle.send(true);
-        }
+        b.recycler.request_done(now);
     }
 }
 
@@ -417,8 +405,8 @@ mod tests {
         use crate::session::{FastcgiFailure, FastcgiRequest};
         let (rw, _ro) = common::scoreboard::create("fcgi-test", slot::words(1)).unwrap();
         let seg = Segment::map(&rw, true).unwrap();
-        let (tx, _rx) = watch::channel(false);
-        let board = Board::new(seg, &[1], vec![None], 0, tx);
+        let (recycler, _rx) = Recycler::new(0);
+        let board = Board::new(seg, &[1], vec![None], recycler);
         let obs = ConnObserver::open(
             &board,
             ("127.0.0.1:1".parse().unwrap(), "127.0.0.1:2".parse().unwrap()),

@@ -22,6 +22,7 @@ pub mod h1;
 mod h2;
 pub mod handler;
 mod park;
+mod recycle;
 mod route;
 mod serve;
 pub mod session;

@@ -27,6 +27,7 @@ use crate::handler::fastcgi::FastcgiConf;
 use crate::handler::https::Https;
 use crate::handler::{Fallback, Site};
 use crate::park::ParkSet;
+use crate::recycle::{Recycle, Recycler};
 use crate::route::{ConnRouter, Sites, TlsRouter, FOREIGN};
 use crate::session::{ConnConfig, Outcome, Stop};
 use crate::tls::{self, TlsSites};
@@ -218,8 +219,8 @@ async fn serve(
     // `true` once this processor stops taking connections (shutdown or recycling);
     // connections then finish their current request and close.
     let (stop_tx, stop_rx) = watch::channel(Stop::Run);
-    // Set by the board after max_requests_per_child: stop taking connections.
-    let (recycle_tx, mut recycle_rx) = watch::channel(false);
+    // Set by the board near and at max_requests_per_child.
+    let (recycler, mut recycle_rx) = Recycler::new(boot.max_requests_per_child);
 
     let seg = scoreboard::Segment::map(&slot_fd, true)?;
     drop(slot_fd);
@@ -236,13 +237,7 @@ async fn serve(
     }
     seg.set(slot::MAGIC, slot::MAGIC_VALUE);
     seg.set(slot::STATE, slot::READY);
-    let board = Rc::new(Board::new(
-        seg,
-        &vhost_ids,
-        logs,
-        boot.max_requests_per_child,
-        recycle_tx,
-    ));
+    let board = Rc::new(Board::new(seg, &vhost_ids, logs, recycler));
 
     let mut chan = AsyncChannel::new(control)?;
     chan.send(&FromChild::Ready, &[])?;
@@ -284,13 +279,26 @@ async fn serve(
     let mut drain_queue = false;
     // How connections stop once this loop ends.
     let mut how = Stop::Graceful;
+    // Whether this processor asked for its successor (once).
+    let mut announced = false;
     loop {
-        if *recycle_rx.borrow() {
-            break;
+        match *recycle_rx.borrow_and_update() {
+            Recycle::Now => break,
+            Recycle::Soon if !announced => {
+                announced = true;
+                if let Err(e) = chan.send(&FromChild::Recycling, &[]) {
+                    warn!(environment = %env, "asking for a successor: {e}");
+                }
+            }
+            _ => {}
         }
         tokio::select! {
             biased;
-            _ = recycle_rx.changed() => break,
+            r = recycle_rx.changed() => {
+                if r.is_err() {
+                    break;
+                }
+            }
             m = chan.recv::<ToChild>(max_control_fds) => match m {
                 Ok((ToChild::Logs { vhosts }, files)) => board.reopen_logs(&vhosts, files),
                 Ok((ToChild::Shutdown, _)) => {

@@ -8,7 +8,7 @@ use common::scoreboard::table;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::signal::unix::{signal, SignalKind};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::state::{Kind, Supervisor, SPARES};
 use crate::stop::Stopping;
@@ -17,6 +17,8 @@ use crate::SupervisorError;
 /// What a child's control channel brought (`watch.rs`).
 pub(crate) enum Event {
     Ready(i32),
+    /// A processor will reach `max_requests_per_child` soon: start its successor.
+    Recycling(i32),
     Spawn {
         pid: i32,
         env: u32,
@@ -129,6 +131,19 @@ impl Supervisor {
                     return;
                 }
                 self.spawn_on_demand(gen, env as usize);
+            }
+            Event::Recycling(pid) => {
+                let Some(c) = self.children.get(&pid) else { return };
+                let Kind::Processor { env } = c.kind else { return };
+                if c.stopping || !c.ready || c.gen != self.current() {
+                    return;
+                }
+                debug!(
+                    pid,
+                    env, "processor near max_requests_per_child: starting its successor"
+                );
+                let gen = c.gen;
+                self.spawn_on_demand(gen, env);
             }
             Event::FastcgiPending { gen, env } => self.backend_demand(gen, env),
             Event::Violation { pid, why } => {

@@ -2,9 +2,11 @@
 //! that follows from what it needs to say.
 //!
 //! A processor runs tenant code, so its channel is hostile input to root: it may say
-//! `Ready` (once; repeats are ignored), in messages of at most
-//! [`PROCESSOR_MESSAGE_MAX`] bytes and no fds. Its `Spawn` is refused (a line per
-//! [`REFUSAL_LOG_INTERVAL`]) and changes nothing. Anything it cannot parse, any fd and
+//! `Ready` and `Recycling` (each once; repeats are ignored), in messages of at most
+//! [`PROCESSOR_MESSAGE_MAX`] bytes and no fds. `Recycling` can start at most one
+//! processor of its own environment, within `max_processors` (what a processor that
+//! reports no room in its slot gets from the multiplexers anyway). Its `Spawn` is
+//! refused (a line per [`REFUSAL_LOG_INTERVAL`]) and changes nothing. Anything it cannot parse, any fd and
 //! any oversized message make it a [`Event::Violation`]: the supervisor kills it.
 //! A multiplexer is not tenant code: the same violation from it is a bug, logged, and it
 //! is killed too.
@@ -47,6 +49,7 @@ pub(crate) fn spawn(pid: i32, reader: OwnedFd, role: &'static str, tx: mpsc::Sen
     };
     tokio::spawn(async move {
         let mut ready = false;
+        let mut recycling = false;
         let mut refused = 0u64;
         let mut logged: Option<Instant> = None;
         loop {
@@ -60,6 +63,15 @@ pub(crate) fn spawn(pid: i32, reader: OwnedFd, role: &'static str, tx: mpsc::Sen
                     Event::Ready(pid)
                 }
                 Ok((FromChild::Ready, _)) => continue,
+                Ok((FromChild::Recycling, _)) if processor && !recycling => {
+                    recycling = true;
+                    Event::Recycling(pid)
+                }
+                Ok((FromChild::Recycling, _)) if processor => continue,
+                Ok((FromChild::Recycling, _)) => Event::Violation {
+                    pid,
+                    why: "only a processor says Recycling".into(),
+                },
                 Ok((FromChild::Spawn { env }, _)) if !processor => Event::Spawn { pid, env },
                 Ok((FromChild::Spawn { env }, _)) => {
                     refused += 1;

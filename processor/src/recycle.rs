@@ -1,0 +1,155 @@
+//! When a processor stops taking connections (`max_requests_per_child`), and when it
+//! asks for its successor beforehand.
+//!
+//! A recycled processor's keep-alive clients reconnect at once; if the next processor
+//! only starts then (a multiplexer finds no room and asks for one), every connection
+//! waits for its cold start. So from half its life on, a processor estimates when it
+//! will reach its limit from the rate since then, and once that is within
+//! [`SUCCESSOR_LEAD`] it says [`Recycle::Soon`]: the serve loop tells the supervisor
+//! (`FromChild::Recycling`, once), which starts the successor within `max_processors`.
+//! At a low rate the estimate never comes within the lead and nothing is asked early:
+//! a successor idle for minutes would cost memory and save nothing.
+
+use std::cell::Cell;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tracing::info;
+
+/// How long before its last request a processor asks for its successor: a cold start
+/// (a spare's bootstrap, or a fresh exec into a private view) with room to spare.
+pub const SUCCESSOR_LEAD: Duration = Duration::from_millis(200);
+
+/// Where a processor is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recycle {
+    /// Serving.
+    No,
+    /// Its limit is expected within [`SUCCESSOR_LEAD`]: start the successor.
+    Soon,
+    /// Its limit is reached: stop taking connections.
+    Now,
+}
+
+/// Counts requests against `max_requests_per_child` and says when to recycle.
+pub struct Recycler {
+    max: u64,
+    requests: Cell<u64>,
+    /// Requests done and the time (ms) when half the limit was reached.
+    half: Cell<Option<(u64, u64)>>,
+    state: watch::Sender<Recycle>,
+}
+
+impl Recycler {
+    /// `max` 0: never.
+    pub fn new(max: u64) -> (Recycler, watch::Receiver<Recycle>) {
+        let (state, rx) = watch::channel(Recycle::No);
+        let r = Recycler {
+            max,
+            requests: Cell::new(0),
+            half: Cell::new(None),
+            state,
+        };
+        (r, rx)
+    }
+
+    /// One request done at `now_ms` (a monotonic or wall clock in ms).
+    pub fn request_done(&self, now_ms: u64) {
+        let total = self.requests.get() + 1;
+        self.requests.set(total);
+        if self.max == 0 {
+            return;
+        }
+        let state = *self.state.borrow();
+        if state == Recycle::Now {
+            return;
+        }
+        if total >= self.max {
+            info!(
+                requests = total,
+                "max_requests_per_child reached: finishing and exiting"
+            );
+            self.state.send_replace(Recycle::Now);
+            return;
+        }
+        if state == Recycle::Soon {
+            return;
+        }
+        match self.half.get() {
+            None if total >= self.max / 2 => self.half.set(Some((total, now_ms))),
+            Some((n0, t0)) if due(self.max - total, total - n0, now_ms.saturating_sub(t0)) => {
+                self.state.send_replace(Recycle::Soon);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Whether `left` more requests, at the rate of `done` in `elapsed_ms`, take at most
+/// [`SUCCESSOR_LEAD`].
+fn due(left: u64, done: u64, elapsed_ms: u64) -> bool {
+    let lead = SUCCESSOR_LEAD.as_millis() as u64;
+    done > 0 && left.saturating_mul(elapsed_ms) <= lead.saturating_mul(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn states(max: u64, gap_ms: u64, n: u64) -> Vec<Recycle> {
+        let (r, rx) = Recycler::new(max);
+        (0..n)
+            .map(|i| {
+                r.request_done(i * gap_ms);
+                *rx.borrow()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_fast_processor_asks_for_its_successor_then_stops() {
+        // All within one ms: half at 5 000, and the next one shows the end is near.
+        let s = states(10_000, 0, 10_000);
+        assert_eq!(s[4_999], Recycle::No, "no rate yet at half");
+        assert_eq!(s[5_000], Recycle::Soon);
+        assert_eq!(s[9_998], Recycle::Soon);
+        assert_eq!(s[9_999], Recycle::Now);
+    }
+
+    #[test]
+    fn the_successor_is_asked_for_about_the_lead_before_the_end() {
+        // One request per ms: Soon when at most 200 requests are left.
+        let s = states(10_000, 1, 10_000);
+        let soon = s.iter().position(|x| *x == Recycle::Soon).unwrap();
+        assert!((9_790..=9_800).contains(&soon), "Soon at request {soon}");
+        assert_eq!(s[9_999], Recycle::Now);
+    }
+
+    #[test]
+    fn a_slow_processor_asks_for_nothing_early() {
+        // One request per second: the end is never within 200 ms until it is reached.
+        let s = states(100, 1_000, 100);
+        assert!(!s.contains(&Recycle::Soon));
+        assert_eq!(s[99], Recycle::Now);
+    }
+
+    #[test]
+    fn no_limit_never_recycles_and_tiny_limits_stop_on_time() {
+        assert!(states(0, 0, 50_000).iter().all(|x| *x == Recycle::No));
+        assert_eq!(states(1, 0, 1), vec![Recycle::Now]);
+        assert_eq!(states(2, 0, 2), vec![Recycle::No, Recycle::Now]);
+        assert_eq!(states(3, 0, 3), vec![Recycle::No, Recycle::Soon, Recycle::Now]);
+    }
+
+    #[test]
+    fn a_clock_going_back_asks_at_once_and_never_panics() {
+        let (r, rx) = Recycler::new(1_000);
+        for _ in 0..500 {
+            r.request_done(5_000);
+        }
+        r.request_done(0);
+        assert_eq!(*rx.borrow(), Recycle::Soon);
+        assert!(!due(u64::MAX, 1, u64::MAX));
+        assert!(due(0, 1, u64::MAX));
+    }
+}
