@@ -97,6 +97,13 @@ pub enum ToChild {
     /// To an fd keeper of multiplexer ends: shut every end down for writing, so the
     /// processors that drain their queue see its end.
     CloseQueues,
+    /// To a processor: how many processors of its environment and generation run
+    /// now, itself included. With more than one it keeps no FastCGI backend connection
+    /// between requests (each processor may hold up to `max_backends` connections, so
+    /// the others' would wait on the socket behind the ones it keeps), and one near its
+    /// `max_requests_per_child` stops taking connections: its successor runs. Advice,
+    /// sent without waiting ([`try_send`]).
+    Peers { processors: u32 },
 }
 
 /// A processor slot a multiplexer should watch.
@@ -457,6 +464,17 @@ pub fn send<T: Serialize>(sock: BorrowedFd<'_>, msg: &T, fds: &[RawFd]) -> Resul
             }
         }
     }
+    Ok(())
+}
+
+/// Sends `msg` (one fragment, no fds) only if the channel has room now: for advice a
+/// child that does not read its channel may miss, so that it cannot hold the sender.
+pub fn try_send<T: Serialize>(sock: BorrowedFd<'_>, msg: &T) -> Result<(), ControlError> {
+    let body = serde_json::to_vec(msg)?;
+    if body.len() > FRAGMENT {
+        return Err(ControlError::TooLarge(FRAGMENT));
+    }
+    seqpacket::send(sock, &[&[0], &body], &[])?;
     Ok(())
 }
 

@@ -6,7 +6,9 @@
 //! waits for its cold start. So from half its life on, a processor estimates when it
 //! will reach its limit from the rate since then, and once that is within
 //! [`SUCCESSOR_LEAD`] it says [`Recycle::Soon`]: the serve loop tells the supervisor
-//! (`FromChild::Recycling`, once), which starts the successor within `max_processors`.
+//! (`FromChild::Recycling`, once), which starts the successor within `max_processors`,
+//! and once the supervisor says another processor of the environment runs
+//! (`ToChild::Peers`) it stops taking connections as at the limit.
 //! At a low rate the estimate never comes within the lead and nothing is asked early:
 //! a successor idle for minutes would cost memory and save nothing.
 
@@ -17,8 +19,12 @@ use tokio::sync::watch;
 use tracing::info;
 
 /// How long before its last request a processor asks for its successor: a cold start
-/// (a spare's bootstrap, or a fresh exec into a private view) with room to spare.
-pub const SUCCESSOR_LEAD: Duration = Duration::from_millis(200);
+/// (a spare's bootstrap, about 0.3 ms idle, or a fresh exec into a private view) with
+/// room to spare under load. Not longer: once the successor runs the processor stops
+/// taking connections (the rest of its requests, at most this long at its rate, go to
+/// the successor: a shorter life), and while both run neither keeps FastCGI
+/// connections (`handler::fastcgi::pool`).
+pub const SUCCESSOR_LEAD: Duration = Duration::from_millis(25);
 
 /// Where a processor is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,16 +124,16 @@ mod tests {
 
     #[test]
     fn the_successor_is_asked_for_about_the_lead_before_the_end() {
-        // One request per ms: Soon when at most 200 requests are left.
+        // One request per ms: Soon when at most 25 requests are left.
         let s = states(10_000, 1, 10_000);
         let soon = s.iter().position(|x| *x == Recycle::Soon).unwrap();
-        assert!((9_790..=9_800).contains(&soon), "Soon at request {soon}");
+        assert!((9_965..=9_975).contains(&soon), "Soon at request {soon}");
         assert_eq!(s[9_999], Recycle::Now);
     }
 
     #[test]
     fn a_slow_processor_asks_for_nothing_early() {
-        // One request per second: the end is never within 200 ms until it is reached.
+        // One request per second: the end is never within 25 ms until it is reached.
         let s = states(100, 1_000, 100);
         assert!(!s.contains(&Recycle::Soon));
         assert_eq!(s[99], Recycle::Now);

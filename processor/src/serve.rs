@@ -281,16 +281,31 @@ async fn serve(
     let mut how = Stop::Graceful;
     // Whether this processor asked for its successor (once).
     let mut announced = false;
+    // Processors of the environment running, this one included (`ToChild::Peers`).
+    let mut peers = 1u32;
     loop {
         match *recycle_rx.borrow_and_update() {
             Recycle::Now => break,
-            Recycle::Soon if !announced => {
-                announced = true;
-                if let Err(e) = chan.send(&FromChild::Recycling, &[]) {
-                    warn!(environment = %env, "asking for a successor: {e}");
+            Recycle::Soon => {
+                if !announced {
+                    announced = true;
+                    if let Err(e) = chan.send(&FromChild::Recycling, &[]) {
+                        warn!(environment = %env, "asking for a successor: {e}");
+                    }
+                }
+                // Near the limit and another processor serves: with FastCGI, go now, so
+                // that the two run side by side (neither keeping backend connections)
+                // only briefly. Static files lose nothing while both run: serve on to
+                // the limit, so recycling costs no extra processor starts.
+                if peers > 1 && fastcgi.is_some() {
+                    info!(
+                        environment = %env,
+                        "max_requests_per_child nearly reached and a successor is running: finishing and exiting"
+                    );
+                    break;
                 }
             }
-            _ => {}
+            Recycle::No => {}
         }
         tokio::select! {
             biased;
@@ -301,6 +316,12 @@ async fn serve(
             }
             m = chan.recv::<ToChild>(max_control_fds) => match m {
                 Ok((ToChild::Logs { vhosts }, files)) => board.reopen_logs(&vhosts, files),
+                Ok((ToChild::Peers { processors }, _)) => {
+                    peers = processors;
+                    if let Some(f) = &fastcgi {
+                        f.pool.set_shared(processors > 1);
+                    }
+                }
                 Ok((ToChild::Shutdown, _)) => {
                     info!(environment = %env, "shutdown: draining");
                     drain_queue = true;

@@ -80,6 +80,9 @@ impl Supervisor {
                 continue;
             };
             self.retire_slot(pid, &child);
+            if let Kind::Processor { env } = child.kind {
+                self.tell_peers(child.gen, env);
+            }
             if let Kind::Multiplexer { index } = child.kind {
                 // Its connections died with it: so do their per-address counts.
                 if let Some(g) = self.gen(child.gen) {

@@ -104,13 +104,16 @@ impl Supervisor {
                     return;
                 };
                 c.ready = true;
-                if let (Kind::Processor { env }, Some(t)) = (c.kind, c.assigned.take()) {
+                let (kind, gen) = (c.kind, c.gen);
+                if let (Kind::Processor { env }, Some(t)) = (kind, c.assigned.take()) {
                     let us = t.elapsed().as_micros() as u64;
-                    let gen = c.gen;
                     if let Some(g) = self.gen(gen) {
                         g.table.add(table::env_word(env, table::env::COLD_STARTS), 1);
                         g.table.add(table::env_word(env, table::env::COLD_START_US), us);
                     }
+                }
+                if let Kind::Processor { env } = kind {
+                    self.tell_peers(gen, env);
                 }
                 if !self.ready_logged && self.generation_ready(0) {
                     self.server_ready();

@@ -309,6 +309,25 @@ impl Supervisor {
 
     /// A multiplexer found no room in `env`: start a processor unless one is starting
     /// already or the pool is at its maximum.
+    /// Tells every ready processor of environment `env` of generation `gen` how many
+    /// there are (`ToChild::Peers`): with more than one, none keeps a FastCGI backend
+    /// connection, and one near `max_requests_per_child` hands over to its successor.
+    /// Without waiting: a processor that does not read its channel misses the advice
+    /// and harms only its own environment.
+    pub(crate) fn tell_peers(&self, gen: u64, env: usize) {
+        let pool: Vec<&Child> = self
+            .children
+            .values()
+            .filter(|c| c.gen == gen && c.kind == (Kind::Processor { env }) && c.ready)
+            .collect();
+        let msg = ToChild::Peers {
+            processors: pool.len() as u32,
+        };
+        for c in pool {
+            let _ = control::try_send(c.control.as_fd(), &msg);
+        }
+    }
+
     pub(crate) fn spawn_on_demand(&mut self, gen: u64, env: usize) {
         if !matches!(self.stopping, Stopping::No) {
             return;

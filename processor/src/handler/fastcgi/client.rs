@@ -206,7 +206,7 @@ impl Backend {
         failure: Rc<Cell<Option<FastcgiFailure>>>,
         keep: bool,
     ) -> Result<Self, FcgiError> {
-        let keep = keep && stdin.is_none();
+        let keep = keep && stdin.is_none() && conf.pool.keeps();
         // A connection slot first (a wait for one is part of what `fastcgi_timeout`
         // bounds; a free one arms no timer).
         let in_flight = match conf.pool.try_begin() {
