@@ -91,11 +91,15 @@ impl Recycler {
     }
 }
 
-/// Whether `left` more requests, at the rate of `done` in `elapsed_ms`, take at most
-/// [`SUCCESSOR_LEAD`].
+/// The shortest time a rate is measured over: with a clock in ms, requests that end
+/// together (many connections) would otherwise look infinitely fast.
+const RATE_WINDOW_MS: u64 = 10;
+
+/// Whether `left` more requests, at the rate of `done` in `elapsed_ms` (at least
+/// [`RATE_WINDOW_MS`]), take at most [`SUCCESSOR_LEAD`].
 fn due(left: u64, done: u64, elapsed_ms: u64) -> bool {
     let lead = SUCCESSOR_LEAD.as_millis() as u64;
-    done > 0 && left.saturating_mul(elapsed_ms) <= lead.saturating_mul(done)
+    elapsed_ms >= RATE_WINDOW_MS && left.saturating_mul(elapsed_ms) <= lead.saturating_mul(done)
 }
 
 #[cfg(test)]
@@ -113,13 +117,24 @@ mod tests {
     }
 
     #[test]
-    fn a_fast_processor_asks_for_its_successor_then_stops() {
-        // All within one ms: half at 5 000, and the next one shows the end is near.
+    fn requests_ending_together_do_not_look_infinitely_fast() {
+        // All within one ms: no rate to go by, so nothing early.
         let s = states(10_000, 0, 10_000);
-        assert_eq!(s[4_999], Recycle::No, "no rate yet at half");
-        assert_eq!(s[5_000], Recycle::Soon);
-        assert_eq!(s[9_998], Recycle::Soon);
+        assert!(!s.contains(&Recycle::Soon));
         assert_eq!(s[9_999], Recycle::Now);
+        // 15 per ms (15K/s), several ending in the same ms: Soon about 25 ms (375
+        // requests) before the end, not at half.
+        let (r, rx) = Recycler::new(10_000);
+        let mut soon = None;
+        for i in 0..10_000u64 {
+            r.request_done(i / 15);
+            if soon.is_none() && *rx.borrow() == Recycle::Soon {
+                soon = Some(i);
+            }
+        }
+        let soon = soon.expect("Soon before the end");
+        assert!((9_600..=9_640).contains(&soon), "Soon at request {soon}");
+        assert_eq!(*rx.borrow(), Recycle::Now);
     }
 
     #[test]
@@ -144,18 +159,20 @@ mod tests {
         assert!(states(0, 0, 50_000).iter().all(|x| *x == Recycle::No));
         assert_eq!(states(1, 0, 1), vec![Recycle::Now]);
         assert_eq!(states(2, 0, 2), vec![Recycle::No, Recycle::Now]);
-        assert_eq!(states(3, 0, 3), vec![Recycle::No, Recycle::Soon, Recycle::Now]);
+        assert_eq!(states(3, 0, 3), vec![Recycle::No, Recycle::No, Recycle::Now]);
+        assert_eq!(states(3, 20, 3), vec![Recycle::No, Recycle::Soon, Recycle::Now]);
     }
 
     #[test]
-    fn a_clock_going_back_asks_at_once_and_never_panics() {
+    fn a_clock_going_back_asks_nothing_early_and_never_panics() {
         let (r, rx) = Recycler::new(1_000);
         for _ in 0..500 {
             r.request_done(5_000);
         }
         r.request_done(0);
-        assert_eq!(*rx.borrow(), Recycle::Soon);
+        assert_eq!(*rx.borrow(), Recycle::No);
         assert!(!due(u64::MAX, 1, u64::MAX));
         assert!(due(0, 1, u64::MAX));
+        assert!(!due(1, u64::MAX, RATE_WINDOW_MS - 1));
     }
 }
