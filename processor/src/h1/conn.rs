@@ -24,6 +24,7 @@ use tokio::time::{timeout_at, Instant};
 use super::body::{BodyError, Discard};
 use super::request::{self, Framing, Head};
 use super::response::{self, drops_connection, Persist};
+use crate::handler::static_files::hot;
 use crate::handler::{self, Method, Response, Site};
 use crate::session::{Completed, ConnConfig, Observer, Outcome, Router, Stop};
 use crate::transport::Transport;
@@ -96,6 +97,9 @@ struct Conn<'a> {
     may_park: bool,
     /// The deadline of the next idle wait, when it began before a park.
     idle_until: Option<Instant>,
+    /// The last read filled its chunk: the socket's readiness was kept, so the next
+    /// read may take bytes the reactor has not seen (`hot::suspect`).
+    last_full: bool,
     /// Set when the loop ends to be parked: the keep-alive deadline.
     parked: Option<Instant>,
 }
@@ -125,6 +129,7 @@ pub async fn run(
         body_timeout: RateTimeout::fixed(Duration::from_secs(20)),
         may_park,
         idle_until: resume.idle_until,
+        last_full: false,
         parked: None,
     };
     let mut first = first;
@@ -187,6 +192,12 @@ impl Conn<'_> {
         // the bytes that arrive, up to the maximum.
         let mut deadline: Option<Deadline> = None;
         let limits = self.cfg.limits();
+        // Whether the head's bytes may have arrived after the reactor last looked (a
+        // cached file then reads its inotify queue: `hot::suspect`): a connection's
+        // first head (read by a multiplexer, or the processor that handed it back),
+        // bytes left from an earlier read (pipelined), a read after one that filled
+        // its chunk, and TLS (rustls buffers what it reads).
+        let mut suspect = first || !self.buf.is_empty() || self.last_full || self.stream.is_tls();
         loop {
             if !self.buf.is_empty() && deadline.is_none() {
                 let mut d = self.cfg.head_timeout.start();
@@ -203,7 +214,12 @@ impl Conn<'_> {
             self.buf.drain(..blank);
             if !self.buf.is_empty() {
                 match request::parse_with(&self.buf, &limits) {
-                    Ok(Some(head)) => return Ok(Some(head)),
+                    Ok(Some(head)) => {
+                        if suspect {
+                            hot::suspect();
+                        }
+                        return Ok(Some(head));
+                    }
                     Ok(None) => {}
                     Err(e) => return Err(Response::error(e.status(), e)),
                 }
@@ -235,7 +251,10 @@ impl Conn<'_> {
                     let read = read_into(self.stream, &mut self.chunk, &mut self.buf);
                     tokio::select! {
                         r = timeout_at(park_at.unwrap_or(until), read) => match r {
-                            Ok(Ok(n)) if n > 0 => continue,
+                            Ok(Ok(n)) if n > 0 => {
+                                suspect |= std::mem::replace(&mut self.last_full, n >= READ_CHUNK);
+                                continue;
+                            }
                             Err(_) if park_at.is_some() => {
                                 self.parked = Some(until);
                                 return Ok(None);
@@ -252,7 +271,10 @@ impl Conn<'_> {
             )
             .await
             {
-                Ok(Ok(n)) if n > 0 => deadline.received(n),
+                Ok(Ok(n)) if n > 0 => {
+                    suspect |= std::mem::replace(&mut self.last_full, n >= READ_CHUNK);
+                    deadline.received(n);
+                }
                 Ok(_) => return Ok(None),
                 Err(_) => return Err(Response::error(408, "request head not received in time")),
             }

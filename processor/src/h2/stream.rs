@@ -45,6 +45,8 @@ const CONNECTION_FIELDS: &[&str] = &[
 /// script or the FastCGI request until its body is sent) and this waits for its
 /// response head; any other is answered here, and a large file's body pumped by a task.
 pub(super) async fn serve(open: Open, req: hyper::Request<Incoming>) -> hyper::Response<H2Body> {
+    // hyper and rustls buffer what they read: a cached file reads its inotify queue.
+    crate::handler::static_files::hot::suspect();
     let shared = open.0.clone();
     let (parts, body) = req.into_parts();
     let request = request(&parts);

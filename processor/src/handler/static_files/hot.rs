@@ -87,6 +87,8 @@ pub enum HotError {
 
 mod watch;
 
+pub use watch::suspect;
+
 /// One name below the document root and its stamp.
 #[derive(Debug)]
 struct Check {

@@ -3,14 +3,22 @@
 //! `.htaccess` and the file a cached answer depends on, and a generation per watch that
 //! every event on it bumps, but a directory's events about a child's content or mode
 //! (the child, if an entry depends on it, is watched itself). Before a cached answer is
-//! used the instance is drained with one non-blocking `read` (no path lookup, and
-//! usually EAGAIN); the answer is used only while each of its watches is at the
+//! used the queue is drained with non-blocking `read`s (no path lookup) when it may
+//! hold an event; the answer is used only while each of its watches is at the
 //! generation it was taken at.
 //!
 //! A change made through the file system (a write, truncate, chmod, chown, utime, a name
 //! created, removed or renamed, the root moved away) queues its event before the
-//! syscall making it returns, so the drain before an answer sees every change that
-//! finished before the request was read. What inotify does not see (a write through a
+//! syscall making it returns, so a drain after the request was read sees every change
+//! that finished before the client sent it. The instance is also registered with the
+//! runtime's reactor (edge-triggered epoll), which learns that it is readable in the
+//! same `epoll_wait` that reports the request's bytes, or an earlier one (epoll's ready
+//! list is in the order things became ready). So a request read after the reactor woke
+//! its connection needs no `read` when the reactor says the queue is empty; one whose
+//! bytes may have arrived after the reactor's last look (a connection's first request,
+//! read by a multiplexer; pipelined bytes; TLS and HTTP/2, whose libraries buffer) is
+//! marked with [`suspect`] by the protocol code and gets the `read`, as does every
+//! request without a reactor. Saves one syscall per keep-alive request. What inotify does not see (a write through a
 //! shared mapping, a change made by another NFS client, a mount over a directory) the
 //! stat revalidation still catches, which runs at most [`super::REVALIDATE`] apart.
 //! An overflowed queue (`IN_Q_OVERFLOW`) makes every entry stale. A watch the kernel
@@ -58,6 +66,9 @@ struct Slot {
 }
 
 struct Watcher {
+    /// The instance's fd in the reactor, when there is one (dropped before `inotify`:
+    /// it deregisters the fd, which `inotify` owns).
+    reactor: Option<tokio::io::unix::AsyncFd<std::os::fd::RawFd>>,
     inotify: Inotify,
     slots: HashMap<WatchDescriptor, Slot>,
     /// Bumped by a queue overflow: every entry taken before it is stale.
@@ -67,6 +78,17 @@ struct Watcher {
 thread_local! {
     /// Made on first use; `Err`: `inotify_init1` failed with this (not tried again).
     static WATCHER: RefCell<Option<Result<Watcher, Errno>>> = const { RefCell::new(None) };
+    /// A request was read that the reactor's readiness may not cover: the next check
+    /// drains with a `read`.
+    static SUSPECT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The request being served was read without the reactor having looked at the
+/// sockets since its bytes arrived, as far as the caller can tell (see the module
+/// documentation): the next [`unchanged`] reads the queue. Any check after it will do:
+/// a drain after the request was read covers it.
+pub fn suspect() {
+    SUSPECT.with(|s| s.set(true));
 }
 
 /// The watches one cached answer holds, with their generations when taken. Dropping it
@@ -78,29 +100,57 @@ pub struct Watched {
 }
 
 impl Watcher {
+    /// Drains the queue if it may hold an event: a request was marked [`suspect`], or
+    /// the reactor says the instance is readable, or there is no reactor.
+    fn check(&mut self) {
+        let suspect = SUSPECT.with(|s| s.replace(false));
+        let Some(reactor) = &self.reactor else {
+            return self.drain();
+        };
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match reactor.poll_read_ready(&mut cx) {
+            std::task::Poll::Ready(Ok(mut ready)) => {
+                // Drained to EAGAIN: an event queued since raises a new edge, and the
+                // reactor keeps a readiness it set after this guard was taken.
+                if Self::drain_into(&self.inotify, &mut self.slots, &mut self.epoch) {
+                    ready.clear_ready();
+                }
+            }
+            std::task::Poll::Ready(Err(_)) => self.drain(),
+            std::task::Poll::Pending if suspect => self.drain(),
+            std::task::Poll::Pending => {}
+        }
+    }
+
     fn drain(&mut self) {
+        Self::drain_into(&self.inotify, &mut self.slots, &mut self.epoch);
+    }
+
+    /// Reads the queue to EAGAIN (true) or an error (false), bumping generations (an
+    /// associated fn so that a reactor guard borrowing another field can be held).
+    fn drain_into(inotify: &Inotify, slots: &mut HashMap<WatchDescriptor, Slot>, epoch: &mut u64) -> bool {
         loop {
-            let events = match self.inotify.read_events() {
+            let events = match inotify.read_events() {
                 Ok(events) if !events.is_empty() => events,
                 // EAGAIN (nothing queued) or an error: a failed read can lose events, so
                 // anything but EAGAIN makes every entry stale.
-                Ok(_) | Err(Errno::EAGAIN) => return,
+                Ok(_) | Err(Errno::EAGAIN) => return true,
                 Err(_) => {
-                    self.epoch += 1;
-                    return;
+                    *epoch += 1;
+                    return false;
                 }
             };
             for e in events {
                 if e.mask.contains(AddWatchFlags::IN_Q_OVERFLOW) {
-                    self.epoch += 1;
+                    *epoch += 1;
                 } else if e.mask.contains(AddWatchFlags::IN_IGNORED) {
-                    self.slots.remove(&e.wd);
+                    slots.remove(&e.wd);
                 } else if about_a_child_only(e.mask, e.name.as_deref()) {
                     // A directory's child's content or mode: what an entry depends on
                     // has a watch of its own, and a busy log file beside cached files
                     // must not drop them (the stamps did not either: a child's write
                     // leaves the directory's stamp alone).
-                } else if let Some(slot) = self.slots.get_mut(&e.wd) {
+                } else if let Some(slot) = slots.get_mut(&e.wd) {
                     slot.generation += 1;
                 }
             }
@@ -139,10 +189,27 @@ fn init() -> Result<Watcher, Errno> {
         tracing::debug!(%errno, "no inotify instance: hot files revalidated by stat");
     })?;
     Ok(Watcher {
+        reactor: register(&inotify),
         inotify,
         slots: HashMap::new(),
         epoch: 0,
     })
+}
+
+/// The instance's fd in this thread's runtime's reactor, if there is one with I/O.
+fn register(inotify: &Inotify) -> Option<tokio::io::unix::AsyncFd<std::os::fd::RawFd>> {
+    use std::os::fd::{AsFd, AsRawFd};
+    tokio::runtime::Handle::try_current().ok()?;
+    let fd = inotify.as_fd().as_raw_fd();
+    // A runtime built without I/O panics here rather than erring.
+    std::panic::catch_unwind(|| {
+        // SAFETY: `fd` is the watcher's own inotify instance, open for as long as the
+        // watcher lives; the registration is the watcher's `reactor` field, declared
+        // before `inotify`, so it is dropped (deregistered) before the fd closes.
+        unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+    })
+    .ok()?
+    .ok()
 }
 
 /// Watches `root` and each of `rel` (paths below it), taking their generations after
@@ -197,10 +264,11 @@ pub fn watch<'a>(root: &Path, rel: impl Iterator<Item = &'a [u8]>) -> Result<Wat
     })?
 }
 
-/// Drains the queue; whether nothing `watched` holds has changed since it was taken.
+/// Drains the queue if it may hold an event ([`Watcher::check`]); whether nothing
+/// `watched` holds has changed since it was taken.
 pub fn unchanged(watched: &Watched) -> bool {
     with_watcher(|w| {
-        w.drain();
+        w.check();
         w.epoch == watched.epoch
             && watched
                 .watches
