@@ -59,8 +59,17 @@ const BODY_TIMEOUT: RateTimeout = RateTimeout {
 /// Runs a processor (privileges already dropped) until told to stop.
 /// Its fds were checked against its bootstrap by [`common::child::start`].
 pub fn run(boot: ProcessorBoot, fds: ProcessorFds<OwnedFd>, control: OwnedFd) -> Result<(), ProcessorError> {
+    // Every fd the reactor can hold reported in one `epoll_wait` (connections, backend
+    // connections, the park set, the queue, the control channel, the hot files' inotify
+    // instance, a few more): the hot-file cache relies on the inotify instance being
+    // reported with the sockets that became readable after it (`hot/watch.rs`).
+    let backends = boot.fastcgi.as_ref().map_or(0, |f| f.max_backends as usize);
+    let events = (boot.max_connections as usize)
+        .saturating_add(backends)
+        .saturating_add(64);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .max_io_events_per_tick(events)
         .build()?;
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, serve(boot, fds, control))

@@ -13,7 +13,8 @@
 //! that finished before the client sent it. The instance is also registered with the
 //! runtime's reactor (edge-triggered epoll), which learns that it is readable in the
 //! same `epoll_wait` that reports the request's bytes, or an earlier one (epoll's ready
-//! list is in the order things became ready). So a request read after the reactor woke
+//! list is in the order things became ready, and the processor's runtime takes as many
+//! events per wait as it can have fds: `serve::run`). So a request read after the reactor woke
 //! its connection needs no `read` when the reactor says the queue is empty; one whose
 //! bytes may have arrived after the reactor's last look (a connection's first request,
 //! read by a multiplexer; pipelined bytes; TLS and HTTP/2, whose libraries buffer) is
