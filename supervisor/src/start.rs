@@ -307,8 +307,6 @@ impl Supervisor {
         Ok(())
     }
 
-    /// A multiplexer found no room in `env`: start a processor unless one is starting
-    /// already or the pool is at its maximum.
     /// Tells every ready processor of environment `env` of generation `gen` how many
     /// there are (`ToChild::Peers`): with more than one, none keeps a FastCGI backend
     /// connection, and one near `max_requests_per_child` hands over to its successor.
@@ -328,6 +326,8 @@ impl Supervisor {
         }
     }
 
+    /// A multiplexer found no room in `env`: start a processor unless one is starting
+    /// already or the pool is at its maximum.
     pub(crate) fn spawn_on_demand(&mut self, gen: u64, env: usize) {
         if !matches!(self.stopping, Stopping::No) {
             return;

@@ -6,8 +6,9 @@
 //! [`PROCESSOR_MESSAGE_MAX`] bytes and no fds. `Recycling` can start at most one
 //! processor of its own environment, within `max_processors` (what a processor that
 //! reports no room in its slot gets from the multiplexers anyway). Its `Spawn` is
-//! refused (a line per [`REFUSAL_LOG_INTERVAL`]) and changes nothing. Anything it cannot parse, any fd and
-//! any oversized message make it a [`Event::Violation`]: the supervisor kills it.
+//! refused (a line per [`REFUSAL_LOG_INTERVAL`]) and changes nothing. Anything it
+//! cannot parse, any fd and any oversized message make it a [`Event::Violation`]: the
+//! supervisor kills it.
 //! A multiplexer is not tenant code: the same violation from it is a bug, logged, and it
 //! is killed too.
 
