@@ -206,7 +206,6 @@ impl Backend {
         failure: Rc<Cell<Option<FastcgiFailure>>>,
         keep: bool,
     ) -> Result<Self, FcgiError> {
-        let keep = keep && stdin.is_none() && conf.pool.keeps();
         // A connection slot first (a wait for one is part of what `fastcgi_timeout`
         // bounds; a free one arms no timer).
         let in_flight = match conf.pool.try_begin() {
@@ -217,7 +216,14 @@ impl Backend {
                 Err(_) => return Err(FcgiError::Timeout(conf.timeout)),
             },
         };
-        let (stream, uses, reused) = match keep.then(|| conf.pool.take()).flatten() {
+        // Kept connections only when the pool keeps them now (one lock for both).
+        let kept = if keep && stdin.is_none() {
+            conf.pool.keeping()
+        } else {
+            None
+        };
+        let keep = kept.is_some();
+        let (stream, uses, reused) = match kept.flatten() {
             Some((stream, uses)) => (stream, uses, true),
             None => (dial(&conf)?, 0, false),
         };

@@ -139,17 +139,23 @@ impl Pool {
         }
     }
 
-    /// The most recently used idle connection that has not expired, and the requests it
-    /// carried.
-    pub fn take(&self) -> Option<(UnixStream, u32)> {
+    /// For a request that may keep its connection, under one lock: `None` when the
+    /// pool keeps nothing now ([`Self::keeps`]: the request must not ask to), else the
+    /// most recently used idle connection that has not expired, if any, and the
+    /// requests it carried.
+    pub fn keeping(&self) -> Option<Option<(UnixStream, u32)>> {
         let mut inner = lock(&self.inner);
-        let last = inner.idle.pop()?;
-        if last.until <= Instant::now() {
-            // The others are older still.
-            inner.idle.clear();
+        if inner.closed || inner.shared {
             return None;
         }
-        Some((last.stream, last.uses))
+        Some(most_recent(&mut inner))
+    }
+
+    /// The most recently used idle connection that has not expired, and the requests it
+    /// carried.
+    #[cfg(test)]
+    pub fn take(&self) -> Option<(UnixStream, u32)> {
+        most_recent(&mut lock(&self.inner))
     }
 
     /// Keeps `stream` (which has carried `uses` requests) for the next request, unless
@@ -180,6 +186,7 @@ impl Pool {
     }
 
     /// Whether connections are kept now (not closed, not shared).
+    #[cfg(test)]
     pub fn keeps(&self) -> bool {
         let inner = lock(&self.inner);
         !inner.closed && !inner.shared
@@ -199,6 +206,17 @@ impl Pool {
     pub fn idle(&self) -> usize {
         lock(&self.inner).idle.len()
     }
+}
+
+/// Pops the most recent idle connection unless it has expired (then the older ones
+/// have too, and all go).
+fn most_recent(inner: &mut Inner) -> Option<(UnixStream, u32)> {
+    let last = inner.idle.pop()?;
+    if last.until <= Instant::now() {
+        inner.idle.clear();
+        return None;
+    }
+    Some((last.stream, last.uses))
 }
 
 /// Closes expired connections until none is left (or the pool is gone).

@@ -67,9 +67,9 @@ struct Slot {
 }
 
 struct Watcher {
-    /// The instance's fd in the reactor, when there is one (dropped before `inotify`:
-    /// it deregisters the fd, which `inotify` owns).
-    reactor: Option<tokio::io::unix::AsyncFd<std::os::fd::RawFd>>,
+    /// A duplicate of the instance's fd in the reactor, when there is one (epoll
+    /// reports the open file, whichever fd it was added by).
+    reactor: Option<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>>,
     inotify: Inotify,
     slots: HashMap<WatchDescriptor, Slot>,
     /// Bumped by a queue overflow: every entry taken before it is stale.
@@ -198,19 +198,14 @@ fn init() -> Result<Watcher, Errno> {
 }
 
 /// The instance's fd in this thread's runtime's reactor, if there is one with I/O.
-fn register(inotify: &Inotify) -> Option<tokio::io::unix::AsyncFd<std::os::fd::RawFd>> {
-    use std::os::fd::{AsFd, AsRawFd};
+fn register(inotify: &Inotify) -> Option<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
+    use std::os::fd::AsFd;
     tokio::runtime::Handle::try_current().ok()?;
-    let fd = inotify.as_fd().as_raw_fd();
+    let dup = inotify.as_fd().try_clone_to_owned().ok()?;
     // A runtime built without I/O panics here rather than erring.
-    std::panic::catch_unwind(|| {
-        // SAFETY: `fd` is the watcher's own inotify instance, open for as long as the
-        // watcher lives; the registration is the watcher's `reactor` field, declared
-        // before `inotify`, so it is dropped (deregistered) before the fd closes.
-        unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
-    })
-    .ok()?
-    .ok()
+    std::panic::catch_unwind(move || common::fds::async_fd_readable(dup))
+        .ok()?
+        .ok()
 }
 
 /// Watches `root` and each of `rel` (paths below it), taking their generations after
