@@ -366,8 +366,10 @@ impl Supervisor {
                 .values()
                 .any(|c| c.gen == id && !matches!(c.kind, Kind::Spare))
             {
-                info!(generation = id, "reload: old generation finished");
+                // Dropped first (its FastCGI sockets unlinked, its table unmapped), so
+                // that the line says what is done.
                 self.gens.retain(|g| g.id != id);
+                info!(generation = id, "reload: old generation finished");
             }
         }
     }
